@@ -1,0 +1,70 @@
+// Copyright 2026 The ctxloop Authors.
+
+#include "ctxloop/loop/context_key.h"
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/owned_core.h"
+
+namespace ctxloop {
+namespace internal {
+
+uint32_t NewContextKeyId() {
+  static std::atomic<uint32_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
+                                                uint32_t key_id,
+                                                absl::string_view key_name) {
+  absl::StatusOr<LoopCore*> core =
+      OwnedCore(ctx, absl::StrCat("ContextKey '", key_name, "' Get"));
+  if (!core.ok()) return core.status();
+  return (*core)->GetValue(ctx, key_id);
+}
+
+absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint32_t key_id,
+                                      absl::string_view key_name,
+                                      AnyValue value) {
+  absl::StatusOr<LoopCore*> core =
+      OwnedCore(ctx, absl::StrCat("ContextKey '", key_name, "' Set"));
+  if (!core.ok()) return core.status();
+  return (*core)->SetValue(ctx, key_id, std::move(value));
+}
+
+absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
+                               uint32_t key_id, absl::string_view key_name) {
+  const ContextHandle origin = token.context();
+  if (origin.is_null()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
+        ": empty token (not made by Set)"));
+  }
+  if (origin != ctx) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ContextKey '", key_name, "' Reset: token was created in ",
+        origin.DebugString(), " and cannot be reset in ", ctx.DebugString(),
+        "; post the reset to ", origin.DebugString()));
+  }
+  if (HandleAccess::TokenKey(token) != key_id) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
+        ": token belongs to another ContextKey"));
+  }
+  absl::StatusOr<LoopCore*> core = OwnedCore(
+      ctx, absl::StrCat("ContextKey '", key_name, "' Reset (token from ",
+                        origin.DebugString(), ")"));
+  if (!core.ok()) return core.status();
+  if (absl::Status live = (*core)->CheckLive(ctx); !live.ok()) return live;
+  if (!(*core)->ResetValue(ctx, key_id, token)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
+        ": token from ", origin.DebugString(), " was already used"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+}  // namespace ctxloop

@@ -1,0 +1,137 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// -----------------------------------------------------------------------------
+// File: ctxloop/loop/context_key.h
+// -----------------------------------------------------------------------------
+//
+// `ContextKey<T>` is a context-local variable, the analogue of Python's
+// `contextvars.ContextVar`, addressed through an explicit `ContextHandle`:
+//
+//   const ctxloop::ContextKey<int> kUserId("user_id", /*default_value=*/0);
+//   absl::StatusOr<ctxloop::Token> t = kUserId.Set(ctx, 42);
+//   int id = *kUserId.Get(ctx);                      // 42
+//   absl::Status s = kUserId.Reset(ctx, *t);         // back to 0
+//
+// Tokens and resets
+// -----------------
+// `Set` returns a `Token` bound to (context, key, this Set). `Reset` with it:
+//   * on the same context, on its loop thread: undoes that Set;
+//   * with a token made on another context: `kInvalidArgument`, the message
+//     names both contexts (the bug Python reports as "Token was created in a
+//     different Context" -- post the reset to the token's context instead);
+//   * with a token already used: `kFailedPrecondition`;
+//   * from a thread other than the context's loop thread:
+//     `kFailedPrecondition`, naming both contexts.
+// Never a throw, never a crash.
+//
+// Out-of-order resets. Each context keeps, per key, the stack of Sets not yet
+// reset. `Get` returns the top of that stack, or the value inherited from the
+// parent context, or the key's default. `Reset(token)` removes that token's
+// entry wherever it is in the stack. So:
+//   * in-order resets behave exactly like Python's;
+//   * an out-of-order reset of an older token leaves the newer value current
+//     (Python would restore the value from before the older Set, and a later
+//     reset of the newer token would then bring back the older token's value,
+//     which was already "finished"). ctxloop never resurrects a value whose
+//     Set was reset; once every Set is reset, in any order, the key is back to
+//     what it was before the first one. Traces rely on this: out-of-order
+//     span finishes never make a finished span current again.
+//
+// Cost: a context keeps a small vector of keys; `Get` is a linear scan over
+// the keys set on that context (usually a handful) plus a handle check.
+// Values that are trivially copyable and at most 32 bytes are stored inline;
+// others are allocated once per `Set` and shared, immutable, by child
+// contexts. `Set`/`Reset` on a table shared with a child copy the key table
+// once (copy-on-write).
+//
+// Thread-safety: `ContextKey` objects themselves are immutable and can be
+// shared freely (typically as globals). `Set`, `Get` and `Reset` must be
+// called on the context's loop thread; elsewhere they return
+// `kFailedPrecondition`.
+
+#ifndef CTXLOOP_LOOP_CONTEXT_KEY_H_
+#define CTXLOOP_LOOP_CONTEXT_KEY_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/any_value.h"
+
+namespace ctxloop {
+
+// Proof of one `ContextKey::Set`, to undo it with `Reset`. A small value; it
+// can be copied, but only its first `Reset` succeeds.
+class Token {
+ public:
+  Token() = default;
+  // The context whose value the Set changed.
+  ContextHandle context() const { return context_; }
+
+ private:
+  friend class internal::HandleAccess;
+  ContextHandle context_;
+  uint32_t key_id_ = 0;
+  uint64_t serial_ = 0;
+};
+
+namespace internal {
+uint32_t NewContextKeyId();
+// Null when the key is not set on (or inherited by) `ctx`.
+absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
+                                                uint32_t key_id,
+                                                absl::string_view key_name);
+absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint32_t key_id,
+                                      absl::string_view key_name,
+                                      AnyValue value);
+absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
+                               uint32_t key_id, absl::string_view key_name);
+}  // namespace internal
+
+template <typename T>
+class ContextKey {
+ public:
+  // `name` appears in error messages. `T` must be copyable.
+  explicit ContextKey(std::string name, T default_value = T())
+      : id_(internal::NewContextKeyId()),
+        name_(std::move(name)),
+        default_(std::move(default_value)) {}
+
+  ContextKey(const ContextKey&) = delete;
+  ContextKey& operator=(const ContextKey&) = delete;
+
+  // Sets the value on `ctx` (loop thread). Returns the token for `Reset`.
+  [[nodiscard]] absl::StatusOr<Token> Set(ContextHandle ctx, T value) const {
+    return internal::SetContextValue(ctx, id_, name_,
+                                     internal::AnyValue::Make<T>(std::move(value)));
+  }
+
+  // The current value on `ctx` (loop thread); the default if never set.
+  absl::StatusOr<T> Get(ContextHandle ctx) const {
+    absl::StatusOr<const internal::AnyValue*> v =
+        internal::GetContextValue(ctx, id_, name_);
+    if (!v.ok()) return v.status();
+    if (*v == nullptr) return default_;
+    return (*v)->template As<T>();
+  }
+
+  // Undoes the `Set` that made `token` (loop thread). See the file comment.
+  absl::Status Reset(ContextHandle ctx, const Token& token) const {
+    return internal::ResetContextValue(ctx, token, id_, name_);
+  }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  const uint32_t id_;
+  const std::string name_;
+  const T default_;
+};
+
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_CONTEXT_KEY_H_

@@ -1,0 +1,799 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Shutdown and destruction cases. Each is referenced as [Sn] where it is
+// handled and has a test in loop_shutdown_test.cc.
+//
+//  [S1] A task posted (from any thread) and not yet run when `Shutdown()`
+//       starts runs during the drain, on the loop thread, with its handle
+//       still valid. It is not dropped and does not run anywhere else.
+//  [S2] A task posted on the loop thread by a task running in the drain runs
+//       in the same drain (a later round).
+//  [S3] Tasks still being posted after `Options::max_shutdown_rounds` rounds
+//       (a task that reposts itself forever) are destroyed unrun on the loop
+//       thread, counted in `ShutdownReport::tasks_dropped` and reported once
+//       to the error handler. The destructor therefore always terminates.
+//  [S4] Delayed tasks that have not fired are destroyed unrun on the loop
+//       thread when the drain starts and counted in `delayed_dropped`; `Cancel`
+//       on them returns false. `PostDelayed` during the drain is refused.
+//  [S5] A cross-thread `Post` racing with shutdown either pinned the loop
+//       before it closed (its task is queued before `Shutdown` proceeds, since
+//       shutdown waits for pins to end, and runs under [S1]) or finds the loop
+//       closed and returns kFailedPrecondition, its task destroyed on the
+//       posting thread before `Post` returns. Nothing runs on a foreign
+//       thread; no post is half done.
+//  [S6] Fd watches still registered after the drain are unregistered, their
+//       callbacks destroyed on the loop thread and owned fds closed. `FdWatch`
+//       objects that outlive the loop are inert: `Stop()` finds the loop gone.
+//  [S7] `DestroyContext` with tasks pending for that context: the context
+//       closes to new posts, the pending tasks (local and cross-thread, all
+//       queued before the close) run first with the handle valid, then a
+//       marker task frees the record and the handle goes stale. Its delayed
+//       tasks are cancelled and its watches stopped at once.
+//  [S8] After shutdown every handle of the loop is stale: `Post` and
+//       `PostDelayed` return kFailedPrecondition, `ContextKey` operations
+//       kFailedPrecondition, `Cancel` false. The registry slot is never freed,
+//       so this check is defined even after the `Loop` object is gone.
+//  [S9] A cross-thread `Cancel` or `FdWatch::Stop` racing shutdown pins the
+//       loop: if the pin fails, shutdown has dropped (S4) or closed (S6) the
+//       target already; if it succeeds, the cancelled task is handed to the
+//       loop thread for destruction and is destroyed by the drain.
+
+#include "ctxloop/loop/internal/loop_core.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/loop_registry.h"
+
+namespace ctxloop {
+namespace internal {
+
+int64_t MonotonicNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+struct LoopCore::WatchRecord {
+  LoopCore* core;
+  uint64_t id;
+  event* ev = nullptr;
+  ContextHandle ctx;
+  int fd;
+  FdCallback callback;
+  bool close_on_stop;
+  bool dispatching = false;
+  bool removed = false;
+};
+
+// --- Construction and identity ---------------------------------------------
+
+absl::StatusOr<std::unique_ptr<LoopCore>> LoopCore::Create(
+    Loop::Options options) {
+  event_config* cfg = event_config_new();
+  if (cfg == nullptr) return absl::ResourceExhaustedError("event_config_new");
+  // All libevent calls happen on the loop thread: no libevent locks needed,
+  // even if the host enabled libevent threading.
+  event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+  event_base* base = event_base_new_with_config(cfg);
+  event_config_free(cfg);
+  if (base == nullptr) {
+    return absl::ResourceExhaustedError(
+        "libevent could not create an event_base (out of file descriptors?)");
+  }
+  std::unique_ptr<LoopCore> core(new LoopCore(std::move(options), base));
+  absl::Status s = core->Init();
+  if (!s.ok()) return s;
+  return core;
+}
+
+LoopCore::LoopCore(Loop::Options options, event_base* base)
+    : options_(std::move(options)), base_(base) {}
+
+absl::Status LoopCore::Init() {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("eventfd: ", std::strerror(errno)));
+  }
+  batch_event_ = event_new(base_, -1, 0, &LoopCore::OnBatch, this);
+  wake_event_ =
+      event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &LoopCore::OnWake, this);
+  timer_event_ = event_new(base_, -1, 0, &LoopCore::OnTimer, this);
+  if (batch_event_ == nullptr || wake_event_ == nullptr ||
+      timer_event_ == nullptr || event_add(wake_event_, nullptr) != 0) {
+    return absl::ResourceExhaustedError("libevent could not create events");
+  }
+  LoopRegistry::Register(this, &slot_index_, &generation_);
+  // The root context, index 0.
+  std::lock_guard<std::mutex> lock(remote_mu_);
+  contexts_.emplace_back();
+  contexts_[0].generation = 1;
+  contexts_[0].live = true;
+  contexts_[0].name = "root";
+  return absl::OkStatus();
+}
+
+LoopCore::~LoopCore() {
+  if (phase_ != Phase::kClosed && slot_index_ != 0) {
+    if (running_) {
+      std::fprintf(stderr,
+                   "ctxloop: a Loop was destroyed from inside its own Run()\n");
+      std::abort();
+    }
+    BecomeOwner();  // See "The loop thread" in loop.h.
+    (void)Shutdown();
+  }
+  if (batch_event_ != nullptr) event_free(batch_event_);
+  if (wake_event_ != nullptr) event_free(wake_event_);
+  if (timer_event_ != nullptr) event_free(timer_event_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+  event_base_free(base_);
+}
+
+bool LoopCore::IsOwnerThread() const {
+  LoopSlot* slot = LoopRegistry::Find(slot_index_);
+  return slot != nullptr &&
+         slot->owner_thread.load(std::memory_order_relaxed) == ThisThreadTag();
+}
+
+LoopStats LoopCore::stats() const {
+  LoopStats s;
+  s.tasks_run = tasks_run_total_;
+  s.wake_writes = wake_writes_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void LoopCore::BecomeOwner() {
+  LoopRegistry::Find(slot_index_)
+      ->owner_thread.store(ThisThreadTag(), std::memory_order_relaxed);
+}
+
+ContextHandle LoopCore::MakeHandle(uint32_t index) const {
+  return HandleAccess::Make(slot_index_, generation_, index,
+                            contexts_[index].generation);
+}
+
+LoopCore::ContextRecord* LoopCore::FindRecord(ContextHandle ctx) {
+  return const_cast<ContextRecord*>(
+      static_cast<const LoopCore*>(this)->FindRecord(ctx));
+}
+
+const LoopCore::ContextRecord* LoopCore::FindRecord(ContextHandle ctx) const {
+  if (HandleAccess::LoopSlot(ctx) != slot_index_ ||
+      HandleAccess::LoopGeneration(ctx) != generation_) {
+    return nullptr;
+  }
+  const uint32_t index = HandleAccess::ContextIndex(ctx);
+  if (index >= contexts_.size()) return nullptr;
+  const ContextRecord& r = contexts_[index];
+  if (!r.live || r.generation != HandleAccess::ContextGeneration(ctx)) {
+    return nullptr;
+  }
+  return &r;
+}
+
+absl::Status LoopCore::CheckLive(ContextHandle ctx) const {
+  if (FindRecord(ctx) != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(ctx.DebugString(), " is stale: the context was destroyed"));
+}
+
+bool LoopCore::AcceptsPosts(ContextHandle ctx) const {
+  const ContextRecord* r = FindRecord(ctx);
+  return r != nullptr && !r->closing;
+}
+
+absl::Status LoopCore::RejectPost(ContextHandle ctx) const {
+  if (phase_ == Phase::kClosed) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot post to ", ctx.DebugString(), ": loop shut down"));
+  }
+  const ContextRecord* r = FindRecord(ctx);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot post to ", ctx.DebugString(), ": the context ",
+      r == nullptr ? "was destroyed" : "is being destroyed"));
+}
+
+// --- Tasks -----------------------------------------------------------------
+
+absl::Status LoopCore::PostLocal(ContextHandle ctx, Task task) {
+  if (phase_ == Phase::kClosed || !AcceptsPosts(ctx)) return RejectPost(ctx);
+  ready_.push_back(QueuedTask{ctx, std::move(task)});
+  ScheduleBatch();
+  return absl::OkStatus();
+}
+
+absl::Status LoopCore::PostForeign(ContextHandle ctx, Task task) {
+  std::unique_lock<std::mutex> lock(remote_mu_);
+  if (!AcceptsPosts(ctx)) {
+    absl::Status s = RejectPost(ctx);
+    lock.unlock();
+    return s;  // `task` is destroyed by our caller's frame, on its thread.
+  }
+  remote_.push_back(QueuedTask{ctx, std::move(task)});
+  WakeFromForeign(lock);
+  return absl::OkStatus();
+}
+
+void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
+  // Write the eventfd only if the loop has consumed the previous wake-up:
+  // while foreign tasks wait to be taken, further posts cost no syscall.
+  const bool write_fd = !wake_pending_;
+  wake_pending_ = true;
+  lock.unlock();
+  if (write_fd) {
+    wake_writes_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t one = 1;
+    ssize_t n;
+    do {
+      n = write(wake_fd_, &one, sizeof(one));
+    } while (n < 0 && errno == EINTR);
+    // EAGAIN means the counter is saturated: the loop is awake anyway.
+  }
+}
+
+void LoopCore::ScheduleBatch() {
+  if (batch_scheduled_) return;
+  batch_scheduled_ = true;
+  event_active(batch_event_, EV_READ, 0);
+}
+
+bool LoopCore::TakeRemote() {
+  std::vector<QueuedTask> taken;
+  bool timers_changed;
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    wake_pending_ = false;
+    timers_changed = timers_changed_;
+    timers_changed_ = false;
+    if (remote_.empty() && !timers_changed) return false;
+    taken.swap(remote_);
+  }
+  if (timers_changed) ArmTimer();
+  if (taken.empty()) return false;
+  if (ready_.empty()) {
+    ready_.swap(taken);
+  } else {
+    for (QueuedTask& t : taken) ready_.push_back(std::move(t));
+  }
+  ScheduleBatch();
+  return true;
+}
+
+void LoopCore::RunBatch() {
+  batch_scheduled_ = false;
+  batch_.swap(ready_);
+  const size_t n = batch_.size();
+  for (size_t i = 0; i < n; ++i) {
+    RunOne(batch_[i]);
+    if (i + 1 < n && phase_ == Phase::kOpen &&
+        stop_requested_.load(std::memory_order_relaxed)) {
+      // Stop(): keep the rest, in order, ahead of what they posted.
+      std::vector<QueuedTask> rest;
+      rest.reserve(n - i - 1 + ready_.size());
+      for (size_t j = i + 1; j < n; ++j) rest.push_back(std::move(batch_[j]));
+      for (QueuedTask& t : ready_) rest.push_back(std::move(t));
+      ready_.swap(rest);
+      break;
+    }
+  }
+  batch_.clear();
+  if (!ready_.empty()) ScheduleBatch();
+}
+
+void LoopCore::RunOne(QueuedTask& entry) {
+  try {
+    std::move(entry.task)(entry.ctx);
+  } catch (const std::exception& e) {
+    Report(entry.ctx, absl::InternalError(absl::StrCat("task threw: ", e.what())));
+  } catch (...) {
+    Report(entry.ctx, absl::InternalError("task threw a non-std::exception"));
+  }
+  entry.task = nullptr;  // Captures die now, on the loop thread.
+  ++tasks_run_total_;
+}
+
+void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
+  if (options_.error_handler) {
+    try {
+      options_.error_handler(ctx, error);
+      return;
+    } catch (...) {
+      std::fprintf(stderr, "ctxloop: the error handler threw\n");
+    }
+  }
+  std::fprintf(stderr, "ctxloop: %s: %s\n", ctx.DebugString().c_str(),
+               error.ToString().c_str());
+}
+
+void LoopCore::OnBatch(int, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  ++self->callbacks_dispatched_;
+  self->RunBatch();
+}
+
+void LoopCore::OnWake(int fd, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  ++self->callbacks_dispatched_;
+  uint64_t count;
+  while (read(fd, &count, sizeof(count)) > 0) {
+  }
+  self->TakeRemote();  // After the read: see WakeFromForeign.
+  if (self->stop_requested_.load(std::memory_order_relaxed)) {
+    event_base_loopbreak(self->base_);
+  }
+}
+
+// --- Delayed tasks -----------------------------------------------------------
+
+absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
+                                                        absl::Duration delay,
+                                                        Task task) {
+  const int64_t deadline =
+      MonotonicNowNs() +
+      (delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0);
+  const bool owner = IsOwnerThread();
+  std::unique_lock<std::mutex> lock(remote_mu_, std::defer_lock);
+  if (!owner) lock.lock();  // Orders us with DestroyContext [S7].
+  // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
+  // if it is about to, this timer is dropped and counted by it.
+  if (owner && phase_ != Phase::kOpen) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot post a delayed task to ", ctx.DebugString(),
+        ": loop shutting down"));
+  }
+  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+  DelayedTaskHandle handle;
+  handle.loop_slot_ = slot_index_;
+  handle.loop_generation_ = generation_;
+  handle.deadline_ns_ = deadline;
+  bool earliest;
+  {
+    std::lock_guard<std::mutex> timers_lock(timers_mu_);
+    handle.sequence_ = next_timer_sequence_++;
+    auto it = timers_
+                  .emplace(TimerKey{deadline, handle.sequence_},
+                           QueuedTask{ctx, std::move(task)})
+                  .first;
+    earliest = it == timers_.begin();
+  }
+  if (earliest) {
+    if (owner) {
+      ArmTimer();
+    } else {
+      timers_changed_ = true;
+      WakeFromForeign(lock);
+    }
+  }
+  return handle;
+}
+
+bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
+  QueuedTask victim;
+  {
+    std::lock_guard<std::mutex> lock(timers_mu_);
+    auto it = timers_.find(TimerKey{handle.deadline_ns_, handle.sequence_});
+    if (it == timers_.end()) return false;
+    victim = std::move(it->second);
+    timers_.erase(it);
+  }
+  if (!IsOwnerThread()) {
+    // [S9] Destroy the task's captures on the loop thread.
+    std::unique_lock<std::mutex> lock(remote_mu_);
+    remote_.push_back(QueuedTask{
+        root(), [doomed = std::move(victim.task)](ContextHandle) {}});
+    WakeFromForeign(lock);
+  }
+  // The armed libevent timer may now fire early; it then finds nothing due
+  // and re-arms for the next deadline.
+  return true;
+}
+
+void LoopCore::ArmTimer() {
+  int64_t next;
+  {
+    std::lock_guard<std::mutex> lock(timers_mu_);
+    next = timers_.empty() ? -1 : timers_.begin()->first.deadline_ns;
+  }
+  if (next == armed_deadline_ns_) return;
+  armed_deadline_ns_ = next;
+  if (next < 0) {
+    event_del(timer_event_);
+    return;
+  }
+  const int64_t wait = std::max<int64_t>(0, next - MonotonicNowNs());
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(wait / 1000000000);
+  tv.tv_usec = static_cast<suseconds_t>((wait % 1000000000 + 999) / 1000);
+  event_add(timer_event_, &tv);
+}
+
+void LoopCore::OnTimer(int, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  ++self->callbacks_dispatched_;
+  self->RunDueTimers();
+}
+
+void LoopCore::RunDueTimers() {
+  armed_deadline_ns_ = -1;
+  // One clock read: tasks that post zero-delay timers wait for the next turn
+  // instead of starving the loop.
+  const int64_t now = MonotonicNowNs();
+  for (;;) {
+    if (phase_ == Phase::kOpen &&
+        stop_requested_.load(std::memory_order_relaxed)) {
+      break;
+    }
+    QueuedTask due;
+    {
+      std::lock_guard<std::mutex> lock(timers_mu_);
+      if (timers_.empty() || timers_.begin()->first.deadline_ns > now) break;
+      due = std::move(timers_.begin()->second);
+      timers_.erase(timers_.begin());
+    }
+    RunOne(due);
+  }
+  ArmTimer();
+}
+
+void LoopCore::CancelTimersOf(ContextHandle ctx) {
+  std::vector<QueuedTask> doomed;
+  {
+    std::lock_guard<std::mutex> lock(timers_mu_);
+    for (auto it = timers_.begin(); it != timers_.end();) {
+      if (it->second.ctx == ctx) {
+        doomed.push_back(std::move(it->second));
+        it = timers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // `doomed` is destroyed here, on the loop thread.
+}
+
+// --- Contexts ----------------------------------------------------------------
+
+absl::StatusOr<ContextHandle> LoopCore::NewContext(absl::string_view name,
+                                                   const ContextHandle* parent) {
+  if (phase_ == Phase::kClosed) {
+    return absl::FailedPreconditionError("loop shut down");
+  }
+  const ContextRecord* parent_record = nullptr;
+  if (parent != nullptr) {
+    parent_record = FindRecord(*parent);
+    if (parent_record == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parent ", parent->DebugString(),
+          " is not a live context of this loop (loop ", slot_index_, ")"));
+    }
+  }
+  uint32_t index;
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    if (!free_contexts_.empty()) {
+      index = free_contexts_.back();
+      free_contexts_.pop_back();
+    } else {
+      index = static_cast<uint32_t>(contexts_.size());
+      contexts_.emplace_back();
+    }
+    ContextRecord& r = contexts_[index];
+    if (++r.generation == 0) r.generation = 1;
+    r.live = true;
+    r.closing = false;
+  }
+  ContextRecord& r = contexts_[index];
+  r.name = std::string(name);
+  if (parent_record != nullptr && parent_record->values != nullptr) {
+    r.values = parent_record->values;  // Copy-on-write snapshot.
+    r.values_inherited = true;
+  }
+  return MakeHandle(index);
+}
+
+absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
+  ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr) return CheckLive(ctx);
+  if (HandleAccess::ContextIndex(ctx) == 0) {
+    return absl::FailedPreconditionError(
+        "the root context lives as long as its loop");
+  }
+  if (r->closing) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ctx.DebugString(), " is already being destroyed"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    r->closing = true;  // [S7] From here on posts are refused.
+  }
+  CancelTimersOf(ctx);
+  std::vector<uint64_t> doomed_watches;
+  for (const auto& [id, w] : watches_) {
+    if (w->ctx == ctx && !w->removed) doomed_watches.push_back(id);
+  }
+  for (uint64_t id : doomed_watches) RemoveWatch(id);
+  // [S7] Everything posted before the close is in `remote_` or `ready_` (or
+  // the running batch); the marker goes after all of it.
+  TakeRemote();
+  const uint32_t index = HandleAccess::ContextIndex(ctx);
+  ready_.push_back(
+      QueuedTask{root(), [this, index](ContextHandle) { FreeContext(index); }});
+  ScheduleBatch();
+  return absl::OkStatus();
+}
+
+void LoopCore::FreeContext(uint32_t index) {
+  ContextRecord& r = contexts_[index];
+  std::shared_ptr<ValueTable> values = std::move(r.values);
+  r.values_inherited = false;
+  r.name.clear();
+  std::lock_guard<std::mutex> lock(remote_mu_);
+  r.live = false;
+  r.closing = false;
+  free_contexts_.push_back(index);
+}
+
+absl::StatusOr<std::string> LoopCore::ContextName(ContextHandle ctx) const {
+  const ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr) return CheckLive(ctx);
+  return r->name;
+}
+
+// --- Values ------------------------------------------------------------------
+
+absl::StatusOr<const AnyValue*> LoopCore::GetValue(ContextHandle ctx,
+                                                   uint32_t key) {
+  const ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr) return CheckLive(ctx);
+  return r->values == nullptr ? nullptr : r->values->Get(key);
+}
+
+absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint32_t key,
+                                         AnyValue value) {
+  ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr) return CheckLive(ctx);
+  if (r->values == nullptr) {
+    r->values = std::make_shared<ValueTable>();
+  } else if (r->values_inherited) {
+    r->values = r->values->Snapshot();  // First write of a child.
+    r->values_inherited = false;
+  } else if (r->values.use_count() > 1) {
+    r->values = std::make_shared<ValueTable>(*r->values);  // Children share.
+  }
+  const uint64_t serial = next_value_serial_++;
+  r->values->Set(key, serial, std::move(value));
+  return HandleAccess::MakeToken(ctx, key, serial);
+}
+
+bool LoopCore::ResetValue(ContextHandle ctx, uint32_t key, const Token& token) {
+  ContextRecord* r = FindRecord(ctx);
+  // A child's inherited table holds no Set of its own.
+  if (r == nullptr || r->values == nullptr || r->values_inherited) return false;
+  if (r->values.use_count() > 1) {
+    r->values = std::make_shared<ValueTable>(*r->values);
+  }
+  return r->values->Reset(key, HandleAccess::TokenSerial(token));
+}
+
+// --- Fd watches --------------------------------------------------------------
+
+absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
+                                          FdEvents events, FdCallback callback,
+                                          FdWatchOptions options) {
+  if (phase_ != Phase::kOpen) {
+    return absl::FailedPreconditionError("loop shutting down");
+  }
+  if (fd < 0) return absl::InvalidArgumentError("negative fd");
+  if (events == FdEvents::kNone) {
+    return absl::InvalidArgumentError("no events to watch");
+  }
+  if (!callback) return absl::InvalidArgumentError("null fd callback");
+  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+  if (auto it = watch_by_fd_.find(fd); it != watch_by_fd_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "fd ", fd, " is already watched by watch #", it->second,
+        "; stop that watch before closing or rewatching the fd"));
+  }
+  auto record = std::make_unique<WatchRecord>();
+  record->core = this;
+  record->id = next_watch_id_++;
+  record->ctx = ctx;
+  record->fd = fd;
+  record->callback = std::move(callback);
+  record->close_on_stop = options.close_on_stop;
+  short flags = EV_PERSIST;
+  if (HasEvent(events, FdEvents::kRead)) flags |= EV_READ;
+  if (HasEvent(events, FdEvents::kWrite)) flags |= EV_WRITE;
+  record->ev = event_new(base_, fd, flags, &LoopCore::OnFd, record.get());
+  if (record->ev == nullptr || event_add(record->ev, nullptr) != 0) {
+    const int err = errno;
+    if (record->ev != nullptr) event_free(record->ev);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot watch fd ", fd, ": ", std::strerror(err)));
+  }
+  const uint64_t id = record->id;
+  watch_by_fd_[fd] = id;
+  watches_[id] = std::move(record);
+  return FdWatch(slot_index_, generation_, id);
+}
+
+void LoopCore::OnFd(int, short what, void* arg) {
+  auto* record = static_cast<WatchRecord*>(arg);
+  ++record->core->callbacks_dispatched_;
+  record->core->DispatchFd(record, what);
+}
+
+void LoopCore::DispatchFd(WatchRecord* record, short what) {
+  if (record->removed) return;
+  FdEvents ready = FdEvents::kNone;
+  if (what & EV_READ) ready = ready | FdEvents::kRead;
+  if (what & EV_WRITE) ready = ready | FdEvents::kWrite;
+  record->dispatching = true;
+  try {
+    record->callback(record->ctx, ready);
+  } catch (const std::exception& e) {
+    Report(record->ctx,
+           absl::InternalError(absl::StrCat("fd callback threw: ", e.what())));
+  } catch (...) {
+    Report(record->ctx,
+           absl::InternalError("fd callback threw a non-std::exception"));
+  }
+  record->dispatching = false;
+  // The callback may have stopped its own watch: free it now that it returned.
+  if (record->removed) watches_.erase(record->id);
+}
+
+void LoopCore::RemoveWatch(uint64_t id) {
+  auto it = watches_.find(id);
+  if (it == watches_.end() || it->second->removed) return;
+  WatchRecord* w = it->second.get();
+  event_free(w->ev);  // Unregisters first; EBADF from a closed fd is benign.
+  w->ev = nullptr;
+  w->removed = true;
+  if (auto by_fd = watch_by_fd_.find(w->fd);
+      by_fd != watch_by_fd_.end() && by_fd->second == id) {
+    watch_by_fd_.erase(by_fd);
+  }
+  if (w->close_on_stop) close(w->fd);
+  if (!w->dispatching) watches_.erase(it);
+}
+
+void LoopCore::StopWatch(uint64_t id) {
+  if (IsOwnerThread()) {
+    RemoveWatch(id);
+    return;
+  }
+  std::unique_lock<std::mutex> lock(remote_mu_);
+  remote_.push_back(
+      QueuedTask{root(), [this, id](ContextHandle) { RemoveWatch(id); }});
+  WakeFromForeign(lock);
+}
+
+bool LoopCore::WatchActive(uint64_t id) const {
+  auto it = watches_.find(id);
+  return it != watches_.end() && !it->second->removed;
+}
+
+// --- Running -----------------------------------------------------------------
+
+absl::Status LoopCore::Run(bool until_idle) {
+  if (!IsOwnerThread()) {
+    return absl::FailedPreconditionError(
+        "Run() must be called on the loop thread (the thread that created the "
+        "Loop); to run a loop on its own thread, use ctxloop::LoopThread");
+  }
+  if (phase_ != Phase::kOpen) {
+    return absl::FailedPreconditionError("the loop is shut down");
+  }
+  if (running_) {
+    return absl::FailedPreconditionError("the loop is already running");
+  }
+  running_ = true;
+  absl::Cleanup done = [this] { running_ = false; };
+  if (!until_idle) {
+    if (!stop_requested_.exchange(false)) {
+      event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY);
+      stop_requested_.store(false);
+    }
+    return absl::OkStatus();
+  }
+  for (;;) {
+    if (stop_requested_.exchange(false)) break;
+    callbacks_dispatched_ = 0;
+    TakeRemote();
+    event_base_loop(base_, EVLOOP_NONBLOCK);
+    if (callbacks_dispatched_ != 0 || !ready_.empty()) continue;
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    if (remote_.empty()) break;
+  }
+  return absl::OkStatus();
+}
+
+void LoopCore::Stop() {
+  stop_requested_.store(true);
+  if (IsOwnerThread()) {
+    if (running_) event_base_loopbreak(base_);
+    return;
+  }
+  std::unique_lock<std::mutex> lock(remote_mu_);
+  WakeFromForeign(lock);
+}
+
+absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
+  if (phase_ != Phase::kOpen) return report_;
+  if (!IsOwnerThread()) {
+    return absl::FailedPreconditionError(
+        "Shutdown() must be called on the loop thread");
+  }
+  if (running_) {
+    return absl::FailedPreconditionError(
+        "Shutdown() cannot run inside Run(): call Stop() and shut down after "
+        "Run() returns");
+  }
+  phase_ = Phase::kDraining;
+  const uint64_t run_before = tasks_run_total_;
+  LoopSlot* slot = LoopRegistry::Find(slot_index_);
+  LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
+
+  {  // [S4]
+    std::map<TimerKey, QueuedTask> doomed;
+    {
+      std::lock_guard<std::mutex> lock(timers_mu_);
+      doomed.swap(timers_);
+    }
+    report_.delayed_dropped = doomed.size();
+  }
+
+  // [S1] [S2] [S3]
+  for (int round = 0;; ++round) {
+    TakeRemote();
+    if (ready_.empty()) break;
+    if (round >= options_.max_shutdown_rounds) {
+      report_.tasks_dropped = ready_.size();
+      ready_.clear();  // Destroyed unrun, here on the loop thread.
+      Report(ContextHandle(),
+             absl::DeadlineExceededError(absl::StrCat(
+                 "loop shutdown: dropped ", report_.tasks_dropped,
+                 " tasks still being reposted after ",
+                 options_.max_shutdown_rounds, " drain rounds")));
+      break;
+    }
+    RunBatch();
+  }
+  batch_scheduled_ = false;
+  report_.tasks_run = tasks_run_total_ - run_before;
+
+  // [S6]
+  std::vector<uint64_t> ids;
+  for (const auto& [id, w] : watches_) {
+    if (!w->removed) ids.push_back(id);
+  }
+  for (uint64_t id : ids) RemoveWatch(id);
+  report_.watches_closed = ids.size();
+
+  phase_ = Phase::kClosed;
+  LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    for (ContextRecord& r : contexts_) r.live = false;
+  }
+  for (ContextRecord& r : contexts_) r.values.reset();
+  return report_;
+}
+
+}  // namespace internal
+}  // namespace ctxloop

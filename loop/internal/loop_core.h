@@ -1,0 +1,195 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Internal. `LoopCore` is everything a `Loop` is: the libevent base, the task
+// queues, the timer table, the contexts and the fd watches. `Loop` and the
+// handle-taking free functions are thin front ends over it.
+//
+// Thread-safety: members named `*Foreign` and the ones documented as
+// thread-safe may run on any thread that holds a registry pin; everything
+// else runs on the owner (loop) thread. Data shared with foreign threads is
+// guarded by `remote_mu_` (queue, context liveness) or `timers_mu_` (timers).
+
+#ifndef CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
+#define CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/context_key.h"
+#include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/task.h"
+#include "ctxloop/loop/internal/value_table.h"
+
+struct event;
+struct event_base;
+
+namespace ctxloop {
+namespace internal {
+
+class LoopCore {
+ public:
+  static absl::StatusOr<std::unique_ptr<LoopCore>> Create(
+      Loop::Options options);
+  ~LoopCore();
+
+  ContextHandle root() const { return MakeHandle(0); }
+  bool IsOwnerThread() const;
+  uint32_t slot_index() const { return slot_index_; }
+  uint32_t generation() const { return generation_; }
+  event_base* base() const { return base_; }
+
+  // --- Tasks ---------------------------------------------------------------
+  absl::Status PostLocal(ContextHandle ctx, Task task);
+  absl::Status PostForeign(ContextHandle ctx, Task task);  // Caller pinned.
+  absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
+                                                absl::Duration delay,
+                                                Task task);
+  bool Cancel(const DelayedTaskHandle& handle);
+
+  // --- Contexts (owner thread) ---------------------------------------------
+  absl::StatusOr<ContextHandle> NewContext(absl::string_view name,
+                                           const ContextHandle* parent);
+  absl::Status DestroyContext(ContextHandle ctx);
+  absl::StatusOr<std::string> ContextName(ContextHandle ctx) const;
+  // OK if `ctx` is a live context of this loop (closing ones included).
+  absl::Status CheckLive(ContextHandle ctx) const;
+
+  // --- Context-local values (owner thread) ---------------------------------
+  absl::StatusOr<const AnyValue*> GetValue(ContextHandle ctx, uint32_t key);
+  absl::StatusOr<Token> SetValue(ContextHandle ctx, uint32_t key,
+                                 AnyValue value);
+  // False if `token` is not a live Set of `key` on `ctx`.
+  bool ResetValue(ContextHandle ctx, uint32_t key, const Token& token);
+
+  // --- Fd watches -----------------------------------------------------------
+  absl::StatusOr<FdWatch> WatchFd(ContextHandle ctx, int fd, FdEvents events,
+                                  FdCallback callback, FdWatchOptions options);
+  void StopWatch(uint64_t id);           // Any thread holding a pin/owner.
+  bool WatchActive(uint64_t id) const;   // Owner thread.
+
+  // --- Running --------------------------------------------------------------
+  absl::Status Run(bool until_idle);
+  void Stop();
+  absl::StatusOr<ShutdownReport> Shutdown();
+  void BecomeOwner();  // The destructor's thread takes over (see loop.h).
+  LoopStats stats() const;
+
+ private:
+  struct QueuedTask {
+    ContextHandle ctx;
+    Task task;
+  };
+  struct ContextRecord {
+    // Guarded by remote_mu_ for writes; read by foreign posters under it.
+    uint32_t generation = 0;
+    bool live = false;
+    bool closing = false;
+    // Owner thread only.
+    std::string name;
+    std::shared_ptr<ValueTable> values;  // Null: no values.
+    bool values_inherited = false;       // Shared snapshot of a parent's.
+  };
+  struct TimerKey {
+    int64_t deadline_ns;
+    uint64_t sequence;
+    bool operator<(const TimerKey& o) const {
+      return deadline_ns != o.deadline_ns ? deadline_ns < o.deadline_ns
+                                          : sequence < o.sequence;
+    }
+  };
+  struct WatchRecord;
+
+  enum class Phase { kOpen, kDraining, kClosed };
+
+  LoopCore(Loop::Options options, event_base* base);
+  absl::Status Init();
+
+  ContextHandle MakeHandle(uint32_t index) const;
+  // Null unless `ctx` names a live context of this loop.
+  ContextRecord* FindRecord(ContextHandle ctx);
+  const ContextRecord* FindRecord(ContextHandle ctx) const;
+  bool AcceptsPosts(ContextHandle ctx) const;  // Needs remote_mu_ if foreign.
+  absl::Status RejectPost(ContextHandle ctx) const;
+
+  void ScheduleBatch();
+  void WakeFromForeign(std::unique_lock<std::mutex>& lock);
+  bool TakeRemote();  // Moves foreign tasks to ready_; true if any.
+  void RunBatch();
+  void RunOne(QueuedTask& entry);
+  void Report(ContextHandle ctx, const absl::Status& error);
+  void ArmTimer();
+  void RunDueTimers();
+  void CancelTimersOf(ContextHandle ctx);
+  void FreeContext(uint32_t index);
+  void DispatchFd(WatchRecord* record, short what);
+  void RemoveWatch(uint64_t id);
+
+  static void OnBatch(int fd, short what, void* arg);
+  static void OnWake(int fd, short what, void* arg);
+  static void OnTimer(int fd, short what, void* arg);
+  static void OnFd(int fd, short what, void* arg);
+
+  Loop::Options options_;
+  event_base* base_;
+  uint32_t slot_index_ = 0;
+  uint32_t generation_ = 0;
+  int wake_fd_ = -1;
+  event* batch_event_ = nullptr;
+  event* wake_event_ = nullptr;
+  event* timer_event_ = nullptr;
+
+  // Owner thread.
+  // Written on the owner thread; read by foreign posters building errors.
+  std::atomic<Phase> phase_{Phase::kOpen};
+  bool running_ = false;
+  bool batch_scheduled_ = false;
+  uint64_t callbacks_dispatched_ = 0;  // For RunUntilIdle.
+  std::vector<QueuedTask> ready_;
+  std::vector<QueuedTask> batch_;
+  std::vector<uint32_t> free_contexts_;
+  uint64_t next_value_serial_ = 1;
+  uint64_t tasks_run_total_ = 0;
+  ShutdownReport report_;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<uint64_t> wake_writes_{0};  // Eventfd writes by foreign posts.
+
+  // Foreign posts and context liveness.
+  mutable std::mutex remote_mu_;
+  std::vector<QueuedTask> remote_;  // Guarded by remote_mu_.
+  bool wake_pending_ = false;       // Guarded: eventfd written, not yet read.
+  bool timers_changed_ = false;     // Guarded: a foreign thread moved timers.
+  std::deque<ContextRecord> contexts_;  // Growth guarded by remote_mu_.
+
+  // Delayed tasks.
+  mutable std::mutex timers_mu_;
+  std::map<TimerKey, QueuedTask> timers_;  // Guarded by timers_mu_.
+  uint64_t next_timer_sequence_ = 1;       // Guarded by timers_mu_.
+  int64_t armed_deadline_ns_ = -1;         // Owner thread; -1: not armed.
+
+  // Fd watches (owner thread).
+  absl::flat_hash_map<uint64_t, std::unique_ptr<WatchRecord>> watches_;
+  absl::flat_hash_map<int, uint64_t> watch_by_fd_;
+  uint64_t next_watch_id_ = 1;
+};
+
+// Monotonic clock shared by timers and tests, in nanoseconds.
+int64_t MonotonicNowNs();
+
+}  // namespace internal
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_

@@ -1,0 +1,134 @@
+// Copyright 2026 The ctxloop Authors.
+
+#include "ctxloop/loop/internal/loop_registry.h"
+
+#include <sched.h>
+
+#include <array>
+#include <cstdlib>
+#include <cstdio>
+#include <mutex>
+#include <vector>
+
+namespace ctxloop {
+namespace internal {
+namespace {
+
+constexpr uint32_t kChunkBits = 8;
+constexpr uint32_t kChunkSize = 1u << kChunkBits;  // Slots per chunk.
+constexpr uint32_t kMaxChunks = 4096;              // ~1M loops at once.
+
+struct Chunk {
+  std::array<LoopSlot, kChunkSize> slots;
+};
+
+// Chunks are published once and never freed (see the header).
+std::array<std::atomic<Chunk*>, kMaxChunks> g_chunks{};
+
+struct FreeList {
+  std::mutex mu;
+  std::vector<uint32_t> free;  // Indices ready for reuse.
+  uint32_t next_unused = 1;    // Index 0 is never used: it means "null".
+};
+
+FreeList& GetFreeList() {
+  static FreeList* list = new FreeList();  // Never destroyed: see above.
+  return *list;
+}
+
+}  // namespace
+
+LoopSlot* LoopRegistry::Find(uint32_t index) {
+  const uint32_t chunk = index >> kChunkBits;
+  if (chunk >= kMaxChunks) return nullptr;
+  Chunk* c = g_chunks[chunk].load(std::memory_order_acquire);
+  if (c == nullptr) return nullptr;
+  return &c->slots[index & (kChunkSize - 1)];
+}
+
+void LoopRegistry::Register(LoopCore* core, uint32_t* index,
+                            uint32_t* generation) {
+  FreeList& list = GetFreeList();
+  uint32_t i;
+  {
+    std::lock_guard<std::mutex> lock(list.mu);
+    if (!list.free.empty()) {
+      i = list.free.back();
+      list.free.pop_back();
+    } else {
+      i = list.next_unused++;
+      const uint32_t chunk = i >> kChunkBits;
+      if (chunk >= kMaxChunks) {
+        std::fprintf(stderr, "ctxloop: more than %u live loops\n",
+                     kMaxChunks * kChunkSize);
+        std::abort();
+      }
+      if (g_chunks[chunk].load(std::memory_order_relaxed) == nullptr) {
+        g_chunks[chunk].store(new Chunk(), std::memory_order_release);
+      }
+    }
+  }
+  LoopSlot* slot = Find(i);
+  uint32_t gen = LoopSlot::GenerationOf(slot->state.load()) + 1;
+  if (gen == 0) gen = 1;  // 0 is reserved for the null handle.
+  slot->core.store(core, std::memory_order_relaxed);
+  slot->owner_thread.store(ThisThreadTag(), std::memory_order_relaxed);
+  slot->state.store(uint64_t{gen} << 32, std::memory_order_release);
+  *index = i;
+  *generation = gen;
+}
+
+void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
+  uint64_t s = slot->state.fetch_or(LoopSlot::kClosedBit,
+                                    std::memory_order_acq_rel);
+  while ((s & LoopSlot::kPinMask) != 0) {
+    sched_yield();  // A pin lasts one queue push; this spins rarely and briefly.
+    s = slot->state.load(std::memory_order_acquire);
+  }
+}
+
+void LoopRegistry::Unregister(uint32_t index) {
+  LoopSlot* slot = Find(index);
+  CloseAndWaitForPins(slot);
+  slot->core.store(nullptr, std::memory_order_release);
+  slot->owner_thread.store(0, std::memory_order_relaxed);
+  FreeList& list = GetFreeList();
+  std::lock_guard<std::mutex> lock(list.mu);
+  list.free.push_back(index);
+}
+
+LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation) {
+  LoopSlot* slot = Find(index);
+  if (slot == nullptr) return nullptr;
+  uint64_t s = slot->state.load(std::memory_order_acquire);
+  for (;;) {
+    if (LoopSlot::GenerationOf(s) != generation ||
+        (s & LoopSlot::kClosedBit) != 0) {
+      return nullptr;
+    }
+    if (slot->state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+      return slot->core.load(std::memory_order_acquire);
+    }
+  }
+}
+
+void LoopRegistry::Unpin(uint32_t index) {
+  Find(index)->state.fetch_sub(1, std::memory_order_release);
+}
+
+LoopCore* LoopRegistry::FindOwned(uint32_t index, uint32_t generation) {
+  LoopSlot* slot = Find(index);
+  if (slot == nullptr) return nullptr;
+  if (slot->owner_thread.load(std::memory_order_relaxed) != ThisThreadTag()) {
+    return nullptr;
+  }
+  if (LoopSlot::GenerationOf(slot->state.load(std::memory_order_relaxed)) !=
+      generation) {
+    return nullptr;
+  }
+  return slot->core.load(std::memory_order_relaxed);
+}
+
+}  // namespace internal
+}  // namespace ctxloop

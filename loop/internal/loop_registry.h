@@ -1,0 +1,81 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Internal. The process-wide table that turns the loop part of a
+// `ContextHandle` into a live loop, or into a clear "loop gone" answer.
+//
+// Why a table: a handle is 16 plain bytes that may outlive its loop, be copied
+// to any thread and used there at any time. Each loop occupies one `LoopSlot`;
+// slots live in chunks that are allocated once and never freed, so reading a
+// slot through a stale handle is always defined. A slot carries the loop's
+// generation; a handle whose generation differs is stale.
+//
+// Cost: resolving a handle on the loop's own thread is two relaxed loads and
+// two compares. From another thread, `Pin` is one compare-and-swap on the slot
+// (and `Unpin` one atomic decrement) so the loop cannot finish shutting down
+// while a foreign post is inside it.
+//
+// Thread-safety: everything here is thread-safe.
+
+#ifndef CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_
+#define CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace ctxloop {
+namespace internal {
+
+class LoopCore;
+
+// A tag for the calling thread, comparable with `LoopSlot::owner_thread`.
+inline uint64_t ThisThreadTag() {
+  return static_cast<uint64_t>(pthread_self());
+}
+
+struct LoopSlot {
+  // Bits 63..32: generation of the loop in this slot (0: never used).
+  // Bit 31: closed to foreign posts (set when shutdown starts, kept after).
+  // Bits 30..0: number of foreign threads currently pinning the loop.
+  std::atomic<uint64_t> state{0};
+  // The loop, or null once it is gone. Read only by its owner thread or by a
+  // thread that holds a pin.
+  std::atomic<LoopCore*> core{nullptr};
+  // `ThisThreadTag()` of the thread that drives the loop.
+  std::atomic<uint64_t> owner_thread{0};
+
+  static constexpr uint64_t kClosedBit = uint64_t{1} << 31;
+  static constexpr uint64_t kPinMask = kClosedBit - 1;
+  static uint32_t GenerationOf(uint64_t state) {
+    return static_cast<uint32_t>(state >> 32);
+  }
+};
+
+class LoopRegistry {
+ public:
+  // Takes a free slot for `core`; returns its index and new generation.
+  static void Register(LoopCore* core, uint32_t* index, uint32_t* generation);
+  // Returns the slot at `index`, or null if no loop ever used that index.
+  static LoopSlot* Find(uint32_t index);
+  // Closes the slot to new pins and waits (yielding) until current pins end.
+  static void CloseAndWaitForPins(LoopSlot* slot);
+  // Marks the slot's loop gone and returns the slot to the free list.
+  static void Unregister(uint32_t index);
+
+  // Pins the loop `(index, generation)` from any thread. Returns the core, or
+  // null if the loop is gone, shutting down, or never existed. A non-null
+  // result must be released with `Unpin(index)`.
+  static LoopCore* Pin(uint32_t index, uint32_t generation);
+  static void Unpin(uint32_t index);
+
+  // The loop `(index, generation)` if the calling thread is its owner and it
+  // is alive (including while it drains during shutdown); null otherwise.
+  // Needs no pin: a loop is destroyed only on, or sequenced with, its owner.
+  static LoopCore* FindOwned(uint32_t index, uint32_t generation);
+};
+
+}  // namespace internal
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_

@@ -1,0 +1,26 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Internal. Resolves a handle to its loop for operations that must run on
+// the loop thread, with the status every such operation returns otherwise.
+
+#ifndef CTXLOOP_LOOP_INTERNAL_OWNED_CORE_H_
+#define CTXLOOP_LOOP_INTERNAL_OWNED_CORE_H_
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/loop_core.h"
+
+namespace ctxloop {
+namespace internal {
+
+// The loop of `ctx` if the caller is on its loop thread. Otherwise:
+//   kInvalidArgument     for a null handle;
+//   kFailedPrecondition  naming `what` and `ctx`, for a foreign thread or a
+//                        loop that is gone.
+absl::StatusOr<LoopCore*> OwnedCore(ContextHandle ctx, absl::string_view what);
+
+}  // namespace internal
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_INTERNAL_OWNED_CORE_H_

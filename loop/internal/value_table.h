@@ -1,0 +1,64 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Internal. The context-local values of one context: per key, the stack of
+// Sets not yet reset (see context_key.h for the semantics).
+//
+// Cost: keys are kept in a vector and found by linear scan (contexts carry a
+// handful of keys); each key's stack holds one frame inline.
+//
+// Thread-safety: none; the owning loop's thread uses it.
+
+#ifndef CTXLOOP_LOOP_INTERNAL_VALUE_TABLE_H_
+#define CTXLOOP_LOOP_INTERNAL_VALUE_TABLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/container/inlined_vector.h"
+#include "ctxloop/loop/internal/any_value.h"
+
+namespace ctxloop {
+namespace internal {
+
+class ValueTable {
+ public:
+  // Serial 0 marks a value inherited from a parent context: no token undoes
+  // it.
+  static constexpr uint64_t kInheritedSerial = 0;
+
+  // The current value of `key`, or null if unset.
+  const AnyValue* Get(uint32_t key) const;
+
+  // Pushes `value` for `key`, undone by `Reset(key, serial)`.
+  void Set(uint32_t key, uint64_t serial, AnyValue value);
+
+  // Removes the Set with `serial`, wherever it is in `key`'s stack. False if
+  // there is no such Set (already reset).
+  bool Reset(uint32_t key, uint64_t serial);
+
+  // A table holding each key's current value only, as inherited values: what
+  // a child context starts from.
+  std::shared_ptr<ValueTable> Snapshot() const;
+
+  bool empty() const { return keys_.empty(); }
+
+ private:
+  struct Frame {
+    uint64_t serial;
+    AnyValue value;
+  };
+  struct KeyStack {
+    uint32_t key;
+    absl::InlinedVector<Frame, 1> frames;  // Never empty.
+  };
+  KeyStack* Find(uint32_t key);
+  const KeyStack* Find(uint32_t key) const;
+
+  std::vector<KeyStack> keys_;
+};
+
+}  // namespace internal
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_INTERNAL_VALUE_TABLE_H_

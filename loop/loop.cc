@@ -1,0 +1,215 @@
+// Copyright 2026 The ctxloop Authors.
+
+#include "ctxloop/loop/loop.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/owned_core.h"
+
+namespace ctxloop {
+
+using internal::HandleAccess;
+using internal::LoopCore;
+using internal::LoopRegistry;
+
+namespace {
+
+std::unique_ptr<LoopCore> CreateOrDie(Loop::Options options) {
+  absl::StatusOr<std::unique_ptr<LoopCore>> core =
+      LoopCore::Create(std::move(options));
+  if (!core.ok()) {
+    std::fprintf(stderr, "ctxloop: cannot create a Loop: %s\n",
+                 core.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(core);
+}
+
+}  // namespace
+
+Loop::Loop() : Loop(Options()) {}
+Loop::Loop(Options options) : core_(CreateOrDie(std::move(options))) {}
+Loop::Loop(std::unique_ptr<LoopCore> core) : core_(std::move(core)) {}
+Loop::~Loop() = default;
+
+absl::StatusOr<std::unique_ptr<Loop>> Loop::Create() {
+  return Create(Options());
+}
+
+absl::StatusOr<std::unique_ptr<Loop>> Loop::Create(Options options) {
+  absl::StatusOr<std::unique_ptr<LoopCore>> core =
+      LoopCore::Create(std::move(options));
+  if (!core.ok()) return core.status();
+  return std::unique_ptr<Loop>(new Loop(*std::move(core)));
+}
+
+ContextHandle Loop::root() const { return core_->root(); }
+
+absl::StatusOr<ContextHandle> Loop::NewContext(absl::string_view name) {
+  if (!core_->IsOwnerThread()) {
+    return absl::FailedPreconditionError(
+        "NewContext must be called on the loop thread");
+  }
+  return core_->NewContext(name, nullptr);
+}
+
+absl::StatusOr<ContextHandle> Loop::NewChildContext(ContextHandle parent,
+                                                    absl::string_view name) {
+  if (!core_->IsOwnerThread()) {
+    return absl::FailedPreconditionError(
+        "NewChildContext must be called on the loop thread");
+  }
+  return core_->NewContext(name, &parent);
+}
+
+absl::Status Loop::DestroyContext(ContextHandle ctx) {
+  return ctxloop::DestroyContext(ctx);
+}
+
+absl::StatusOr<std::string> Loop::ContextName(ContextHandle ctx) const {
+  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "ContextName");
+  if (!core.ok()) return core.status();
+  return (*core)->ContextName(ctx);
+}
+
+absl::StatusOr<FdWatch> Loop::WatchFd(ContextHandle ctx, int fd,
+                                      FdEvents events, FdCallback callback,
+                                      FdWatchOptions options) {
+  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "WatchFd");
+  if (!core.ok()) return core.status();
+  if (*core != core_.get()) {
+    return absl::InvalidArgumentError("WatchFd: context of another loop");
+  }
+  return core_->WatchFd(ctx, fd, events, std::move(callback), options);
+}
+
+absl::Status Loop::Run() { return core_->Run(/*until_idle=*/false); }
+absl::Status Loop::RunUntilIdle() { return core_->Run(/*until_idle=*/true); }
+void Loop::Stop() { core_->Stop(); }
+bool Loop::IsOnLoopThread() const { return core_->IsOwnerThread(); }
+LoopStats Loop::stats() const { return core_->stats(); }
+absl::StatusOr<ShutdownReport> Loop::Shutdown() { return core_->Shutdown(); }
+event_base* Loop::base() const { return core_->base(); }
+
+// --- Handle-based operations -------------------------------------------------
+
+absl::Status Post(ContextHandle ctx, Task task) {
+  if (ctx.is_null()) return absl::InvalidArgumentError("Post: null context");
+  if (!task) return absl::InvalidArgumentError("Post: null task");
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
+  if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
+    return core->PostLocal(ctx, std::move(task));
+  }
+  LoopCore* core = LoopRegistry::Pin(slot, gen);
+  if (core == nullptr) {  // [S5] [S8]
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot post to ", ctx.DebugString(),
+        ": its loop is shut down, shutting down or destroyed"));
+  }
+  absl::Status s = core->PostForeign(ctx, std::move(task));
+  LoopRegistry::Unpin(slot);
+  return s;
+}
+
+absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
+                                              absl::Duration delay,
+                                              Task task) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("PostDelayed: null context");
+  }
+  if (!task) return absl::InvalidArgumentError("PostDelayed: null task");
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
+  if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
+    return core->PostDelayed(ctx, delay, std::move(task));
+  }
+  LoopCore* core = LoopRegistry::Pin(slot, gen);
+  if (core == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot post a delayed task to ", ctx.DebugString(),
+        ": its loop is shut down, shutting down or destroyed"));
+  }
+  absl::StatusOr<DelayedTaskHandle> h =
+      core->PostDelayed(ctx, delay, std::move(task));
+  LoopRegistry::Unpin(slot);
+  return h;
+}
+
+bool Cancel(const DelayedTaskHandle& handle) {
+  if (handle.loop_generation_ == 0) return false;
+  if (LoopCore* core =
+          LoopRegistry::FindOwned(handle.loop_slot_, handle.loop_generation_)) {
+    return core->Cancel(handle);
+  }
+  LoopCore* core =
+      LoopRegistry::Pin(handle.loop_slot_, handle.loop_generation_);
+  if (core == nullptr) return false;  // [S9]
+  const bool cancelled = core->Cancel(handle);
+  LoopRegistry::Unpin(handle.loop_slot_);
+  return cancelled;
+}
+
+bool IsOnLoopThread(ContextHandle ctx) {
+  return !ctx.is_null() &&
+         LoopRegistry::FindOwned(HandleAccess::LoopSlot(ctx),
+                                 HandleAccess::LoopGeneration(ctx)) != nullptr;
+}
+
+absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
+                                              absl::string_view name) {
+  absl::StatusOr<LoopCore*> core = internal::OwnedCore(parent, "NewChildContext");
+  if (!core.ok()) return core.status();
+  return (*core)->NewContext(name, &parent);
+}
+
+absl::Status DestroyContext(ContextHandle ctx) {
+  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "DestroyContext");
+  if (!core.ok()) return core.status();
+  return (*core)->DestroyContext(ctx);
+}
+
+// --- FdWatch -----------------------------------------------------------------
+
+FdWatch::FdWatch(FdWatch&& other) noexcept
+    : loop_slot_(other.loop_slot_),
+      loop_generation_(other.loop_generation_),
+      id_(std::exchange(other.id_, 0)) {}
+
+FdWatch& FdWatch::operator=(FdWatch&& other) noexcept {
+  if (this != &other) {
+    Stop();
+    loop_slot_ = other.loop_slot_;
+    loop_generation_ = other.loop_generation_;
+    id_ = std::exchange(other.id_, 0);
+  }
+  return *this;
+}
+
+void FdWatch::Stop() {
+  const uint64_t id = std::exchange(id_, 0);
+  if (id == 0) return;
+  if (LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_)) {
+    core->StopWatch(id);
+    return;
+  }
+  if (LoopCore* core = LoopRegistry::Pin(loop_slot_, loop_generation_)) {
+    core->StopWatch(id);  // Posts the unregistration to the loop thread.
+    LoopRegistry::Unpin(loop_slot_);
+  }
+  // Otherwise the loop is gone and closed the watch itself [S6].
+}
+
+bool FdWatch::active() const {
+  if (id_ == 0) return false;
+  LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_);
+  return core != nullptr && core->WatchActive(id_);
+}
+
+}  // namespace ctxloop

@@ -1,0 +1,237 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// -----------------------------------------------------------------------------
+// File: ctxloop/loop/loop.h
+// -----------------------------------------------------------------------------
+//
+// `Loop` is a single-threaded event loop on a libevent `event_base`. It owns
+// a tree of `Context`s, named by `ContextHandle`s, and runs tasks, timers and
+// fd callbacks, each on one context, each receiving that context's handle.
+//
+//   ctxloop::Loop loop;
+//   ctxloop::ContextHandle ctx = *loop.NewContext("request");
+//   std::thread producer([ctx] {
+//     // Thread-safe: queued for the loop thread, never run inside Post().
+//     absl::Status s = ctxloop::Post(ctx, [](ctxloop::ContextHandle here) {
+//       // Runs on the loop thread, on `here` == ctx.
+//     });
+//   });
+//   loop.Run();  // until loop.Stop()
+//
+// The loop thread
+// ---------------
+// One thread drives a loop: the thread that constructed it. `Run()` and
+// `RunUntilIdle()` elsewhere return `kFailedPrecondition`; to run a loop on a
+// thread of its own, construct it there (`ctxloop::LoopThread` does).
+// Methods marked "loop thread" return `kFailedPrecondition` elsewhere. Free functions that take a handle (`Post`,
+// `PostDelayed`, `Cancel`) are thread-safe, including against the loop's
+// destruction. Destroy a `Loop` on its loop thread, or after that thread has
+// stopped using it (e.g. joined); the destructor becomes the loop thread.
+//
+// Cost
+// ----
+// Same-thread `Post`: a handle check and a vector append; one
+// `event_active` per batch of tasks. Cross-thread `Post`: one CAS on the
+// loop's registry slot and one uncontended mutex; it writes the loop's eventfd
+// only when the loop has taken every earlier cross-thread task (so a busy
+// loop receiving a burst costs one syscall per batch, not per post).
+// `benchmarks/` measures these against raw libevent, Boost.Asio and libuv.
+//
+// Ordering
+// --------
+// Tasks posted from one thread run in post order (FIFO per producer). Delayed
+// tasks with equal deadlines run in post order. Effects of a task are visible
+// to every later task on the loop. Tasks posted during a batch run in the next
+// batch, after libevent has had a chance to dispatch ready fds.
+//
+// Shutdown
+// --------
+// `Shutdown()` (also run by the destructor) drains: it closes the loop to
+// cross-thread posts, runs every task already posted (and what those post),
+// drops delayed tasks that have not fired and unregisters fd watches, all on
+// the loop thread. `loop/internal/loop_core.cc` numbers every case (S1..S9);
+// `loop_shutdown_test.cc` tests each.
+
+#ifndef CTXLOOP_LOOP_LOOP_H_
+#define CTXLOOP_LOOP_LOOP_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/task.h"
+
+struct event_base;
+
+namespace ctxloop {
+
+namespace internal {
+class LoopCore;
+}  // namespace internal
+
+// Identifies one delayed task, for `Cancel`. A value; copy it to any thread.
+class DelayedTaskHandle {
+ public:
+  DelayedTaskHandle() = default;
+
+ private:
+  friend class internal::LoopCore;
+  friend bool Cancel(const DelayedTaskHandle& handle);
+  uint32_t loop_slot_ = 0;
+  uint32_t loop_generation_ = 0;
+  int64_t deadline_ns_ = 0;
+  uint64_t sequence_ = 0;
+};
+
+// What `Shutdown()` did, so nothing disappears unaccounted.
+struct ShutdownReport {
+  uint64_t tasks_run = 0;        // Posted before/while draining, run (S1, S2).
+  uint64_t tasks_dropped = 0;    // Still reposting after the drain limit (S3).
+  uint64_t delayed_dropped = 0;  // Delayed tasks that had not fired (S4).
+  uint64_t watches_closed = 0;   // Fd watches unregistered (S6).
+};
+
+// Counters for tests, benchmarks and monitoring.
+struct LoopStats {
+  uint64_t tasks_run = 0;    // Tasks and delayed tasks run so far.
+  uint64_t wake_writes = 0;  // Eventfd writes made by cross-thread posts.
+};
+
+class Loop {
+ public:
+  struct Options {
+    // Receives exceptions escaping tasks and callbacks, and shutdown drops.
+    // Default: one line on stderr naming the context.
+    ErrorHandler error_handler;
+    // Shutdown runs tasks posted by draining tasks for at most this many
+    // rounds, then drops the rest and reports them (S3).
+    int max_shutdown_rounds = 1000;
+  };
+
+  // Creates a loop on a new `event_base`. The constructing thread is the loop
+  // thread. Aborts with a message if libevent cannot make a base (which only
+  // happens when the process is out of file descriptors); use `Create` to get
+  // a status instead.
+  Loop();
+  explicit Loop(Options options);
+  static absl::StatusOr<std::unique_ptr<Loop>> Create();
+  static absl::StatusOr<std::unique_ptr<Loop>> Create(Options options);
+
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Runs `Shutdown()` if it has not run. See "The loop thread" above.
+  ~Loop();
+
+  // The loop's root context: exists from construction until shutdown, cannot
+  // be destroyed, starts with no values. Thread-safe.
+  ContextHandle root() const;
+
+  // Creates a context with no values (loop thread). `name` shows in
+  // `ContextName` and in trace files.
+  absl::StatusOr<ContextHandle> NewContext(absl::string_view name = {});
+
+  // Creates a child of `parent`, which must belong to this loop (loop
+  // thread). The child starts with the parent's current values: a snapshot,
+  // shared copy-on-write (O(1) now; the first write on either side copies the
+  // table of keys, not the values). Later writes on either side are not seen
+  // by the other, as with Python's `contextvars.copy_context()`.
+  absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
+                                                absl::string_view name = {});
+
+  // Destroys a context (loop thread). From now on posts to it return
+  // `kFailedPrecondition`. Tasks already posted to it still run, with its
+  // handle valid, after which the handle goes stale (S7). Its delayed tasks
+  // are cancelled and destroyed now, and its fd watches are unregistered.
+  absl::Status DestroyContext(ContextHandle ctx);
+
+  // The name given at creation, or an error for a stale handle (loop thread).
+  absl::StatusOr<std::string> ContextName(ContextHandle ctx) const;
+
+  // Watches `fd` for `events` on `ctx` (loop thread). `callback` runs on the
+  // loop thread with `ctx` each time `fd` is ready, until the returned watch
+  // is destroyed or stopped, or `ctx` is destroyed. See fd_watch.h for what
+  // happens when `fd` is closed while watched.
+  absl::StatusOr<FdWatch> WatchFd(ContextHandle ctx, int fd, FdEvents events,
+                                  FdCallback callback,
+                                  FdWatchOptions options = {});
+
+  // Runs the loop on the calling thread until `Stop()`. Returns
+  // `kFailedPrecondition` if the loop is already running (re-entrant or on
+  // another thread) or shut down. Returns at once if `Stop()` was called since
+  // the last `Run` returned.
+  absl::Status Run();
+
+  // Runs the loop until nothing is ready: no posted task, no due timer, no
+  // ready fd. Does not wait for future timers. Same errors as `Run()`.
+  absl::Status RunUntilIdle();
+
+  // Makes the current (or next) `Run()` return after the task or callback now
+  // running; tasks not yet run stay queued for the next `Run`. Thread-safe;
+  // must not race with the destructor.
+  void Stop();
+
+  // True on the loop thread. Thread-safe.
+  bool IsOnLoopThread() const;
+
+  // Counters (loop thread; `wake_writes` is exact only once posters stopped).
+  LoopStats stats() const;
+
+  // Drains and closes the loop; idempotent: later calls return the first
+  // report. Afterwards every handle of this loop is stale. Loop thread, and
+  // not from inside `Run()` (`kFailedPrecondition`): call `Stop()` there.
+  absl::StatusOr<ShutdownReport> Shutdown();
+
+  // The underlying base, to register the host's own libevent events (e.g.
+  // evhttp). Use it on the loop thread only, and free those events before the
+  // loop is destroyed.
+  event_base* base() const;
+
+ private:
+  explicit Loop(std::unique_ptr<internal::LoopCore> core);
+  std::unique_ptr<internal::LoopCore> core_;
+};
+
+// Queues `task` to run once on `ctx`'s loop thread, with `ctx`. Thread-safe.
+// Never runs `task` inside `Post`. Returns:
+//   kInvalidArgument     for a null handle or an empty task;
+//   kFailedPrecondition  if the loop is shutting down or gone, or `ctx` is
+//                        destroyed or being destroyed.
+// On error `task` has been destroyed on the calling thread before `Post`
+// returns; it never reaches the loop.
+absl::Status Post(ContextHandle ctx, Task task);
+
+// Queues `task` to run on `ctx` once `delay` has elapsed (a non-positive delay
+// means "as soon as timers are checked"). Thread-safe; same errors as `Post`.
+// Equal deadlines run in post order.
+absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
+                                              absl::Duration delay, Task task);
+
+// Cancels a delayed task. Returns true if it had not run and now never will;
+// false if it already ran, is running, was cancelled, or its loop is gone.
+// Thread-safe. The cancelled task is destroyed on its loop thread: here if
+// called there, otherwise soon after, by the loop.
+bool Cancel(const DelayedTaskHandle& handle);
+
+// Creates a child context of `parent` on `parent`'s loop, as
+// `Loop::NewChildContext` does; for code that holds only a handle (a task, a
+// sink). Must run on that loop's thread.
+absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
+                                              absl::string_view name = {});
+
+// Destroys `ctx` as `Loop::DestroyContext` does. Must run on its loop thread.
+absl::Status DestroyContext(ContextHandle ctx);
+
+// True if the calling thread is `ctx`'s loop thread and the loop is alive.
+// Thread-safe.
+bool IsOnLoopThread(ContextHandle ctx);
+
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_LOOP_H_

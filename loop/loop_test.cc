@@ -1,0 +1,3 @@
+#include "gtest/gtest.h"
+#include "ctxloop/loop/loop.h"
+TEST(Smoke, Builds) { ctxloop::Loop loop; }
