@@ -156,6 +156,13 @@ bool Cancel(const DelayedTaskHandle& handle) {
   return cancelled;
 }
 
+ContextHandle RootOf(ContextHandle ctx) {
+  if (ctx.is_null()) return ctx;
+  // The root is index 0, generation 1, for the loop's whole life.
+  return HandleAccess::Make(HandleAccess::LoopSlot(ctx),
+                            HandleAccess::LoopGeneration(ctx), 0, 1);
+}
+
 bool IsOnLoopThread(ContextHandle ctx) {
   return !ctx.is_null() &&
          LoopRegistry::FindOwned(HandleAccess::LoopSlot(ctx),

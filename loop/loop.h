@@ -228,6 +228,10 @@ absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
 // Destroys `ctx` as `Loop::DestroyContext` does. Must run on its loop thread.
 absl::Status DestroyContext(ContextHandle ctx);
 
+// The root context of `ctx`'s loop (see `Loop::root()`); stale if that loop
+// is gone, null for a null handle. Thread-safe; computed from the handle.
+ContextHandle RootOf(ContextHandle ctx);
+
 // True if the calling thread is `ctx`'s loop thread and the loop is alive.
 // Thread-safe.
 bool IsOnLoopThread(ContextHandle ctx);

@@ -11,7 +11,10 @@
 //  [S3] Tasks still being posted after `Options::max_shutdown_rounds` rounds
 //       (a task that reposts itself forever) are destroyed unrun on the loop
 //       thread, counted in `ShutdownReport::tasks_dropped` and reported once
-//       to the error handler. The destructor therefore always terminates.
+//       to the error handler. The loop is closed to every post before they
+//       are destroyed, so a destructor that posts is refused (trace finishes
+//       then deliver where they are, see trace/scope.cc [F3]). The
+//       destructor therefore always terminates.
 //  [S4] Delayed tasks that have not fired are destroyed unrun on the loop
 //       thread when the drain starts and counted in `delayed_dropped`; `Cancel`
 //       on them returns false. `PostDelayed` during the drain is refused.
@@ -246,7 +249,8 @@ void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
 }
 
 void LoopCore::ScheduleBatch() {
-  if (batch_scheduled_) return;
+  // Inside a batch, RunBatch schedules what its tasks posted when it ends.
+  if (batch_scheduled_ || in_batch_) return;
   batch_scheduled_ = true;
   event_active(batch_event_, EV_READ, 0);
 }
@@ -275,23 +279,40 @@ bool LoopCore::TakeRemote() {
 
 void LoopCore::RunBatch() {
   batch_scheduled_ = false;
+  in_batch_ = true;
   batch_.swap(ready_);
   const size_t n = batch_.size();
   for (size_t i = 0; i < n; ++i) {
     RunOne(batch_[i]);
-    if (i + 1 < n && phase_ == Phase::kOpen &&
+    if (phase_ == Phase::kOpen &&
         stop_requested_.load(std::memory_order_relaxed)) {
       // Stop(): keep the rest, in order, ahead of what they posted.
-      std::vector<QueuedTask> rest;
-      rest.reserve(n - i - 1 + ready_.size());
-      for (size_t j = i + 1; j < n; ++j) rest.push_back(std::move(batch_[j]));
-      for (QueuedTask& t : ready_) rest.push_back(std::move(t));
-      ready_.swap(rest);
+      if (i + 1 < n) {
+        std::vector<QueuedTask> rest;
+        rest.reserve(n - i - 1 + ready_.size());
+        for (size_t j = i + 1; j < n; ++j) {
+          rest.push_back(std::move(batch_[j]));
+        }
+        for (QueuedTask& t : ready_) rest.push_back(std::move(t));
+        ready_.swap(rest);
+      }
+      // A Stop() from another thread only set the flag: end this pass of
+      // the event loop now, not when its wake-up is polled.
+      event_base_loopbreak(base_);
       break;
     }
   }
+  in_batch_ = false;
   batch_.clear();
-  if (!ready_.empty()) ScheduleBatch();
+  if (!ready_.empty()) {
+    // Tasks posted by this batch run in the next one, after libevent has
+    // polled fds: `event_active` from inside a callback would run the batch
+    // again in this same pass, so a task that keeps posting would starve fds.
+    // A zero timeout fires after the next poll.
+    batch_scheduled_ = true;
+    const timeval now = {0, 0};
+    event_add(batch_event_, &now);
+  }
 }
 
 void LoopCore::RunOne(QueuedTask& entry) {
@@ -303,7 +324,7 @@ void LoopCore::RunOne(QueuedTask& entry) {
     Report(entry.ctx, absl::InternalError("task threw a non-std::exception"));
   }
   entry.task = nullptr;  // Captures die now, on the loop thread.
-  ++tasks_run_total_;
+  if (!entry.internal) ++tasks_run_total_;
 }
 
 void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
@@ -394,7 +415,8 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
     // [S9] Destroy the task's captures on the loop thread.
     std::unique_lock<std::mutex> lock(remote_mu_);
     remote_.push_back(QueuedTask{
-        root(), [doomed = std::move(victim.task)](ContextHandle) {}});
+        root(), [doomed = std::move(victim.task)](ContextHandle) {},
+        /*internal=*/true});
     WakeFromForeign(lock);
   }
   // The armed libevent timer may now fire early; it then finds nothing due
@@ -435,6 +457,7 @@ void LoopCore::RunDueTimers() {
   for (;;) {
     if (phase_ == Phase::kOpen &&
         stop_requested_.load(std::memory_order_relaxed)) {
+      event_base_loopbreak(base_);  // As in RunBatch.
       break;
     }
     QueuedTask due;
@@ -531,7 +554,8 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
   TakeRemote();
   const uint32_t index = HandleAccess::ContextIndex(ctx);
   ready_.push_back(
-      QueuedTask{root(), [this, index](ContextHandle) { FreeContext(index); }});
+      QueuedTask{root(), [this, index](ContextHandle) { FreeContext(index); },
+                 /*internal=*/true});
   ScheduleBatch();
   return absl::OkStatus();
 }
@@ -679,7 +703,8 @@ void LoopCore::StopWatch(uint64_t id) {
   }
   std::unique_lock<std::mutex> lock(remote_mu_);
   remote_.push_back(
-      QueuedTask{root(), [this, id](ContextHandle) { RemoveWatch(id); }});
+      QueuedTask{root(), [this, id](ContextHandle) { RemoveWatch(id); },
+                 /*internal=*/true});
   WakeFromForeign(lock);
 }
 
@@ -763,8 +788,16 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
     TakeRemote();
     if (ready_.empty()) break;
     if (round >= options_.max_shutdown_rounds) {
-      report_.tasks_dropped = ready_.size();
-      ready_.clear();  // Destroyed unrun, here on the loop thread.
+      // Close to every post first: a dropped task's destructor may post
+      // (a trace finish falls back that way) and must be refused, not
+      // queued into the vector being destroyed.
+      phase_ = Phase::kClosed;
+      std::vector<QueuedTask> dropped;
+      dropped.swap(ready_);
+      report_.tasks_dropped = static_cast<uint64_t>(
+          std::count_if(dropped.begin(), dropped.end(),
+                        [](const QueuedTask& t) { return !t.internal; }));
+      dropped.clear();  // Destroyed unrun, here on the loop thread.
       Report(ContextHandle(),
              absl::DeadlineExceededError(absl::StrCat(
                  "loop shutdown: dropped ", report_.tasks_dropped,

@@ -1,0 +1,49 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// -----------------------------------------------------------------------------
+// File: ctxloop/trace/exporter.h
+// -----------------------------------------------------------------------------
+//
+// `SpanExporter` writes finished traces and spans somewhere (memory, a file,
+// a collector). Exporters are driven by a processor: `BatchProcessor` calls
+// `Export` from its worker thread with batches, `SimpleProcessor` from the
+// thread that ended the item.
+//
+// Threading: `Export`, `Flush` and `Shutdown` may be called from different
+// threads but never concurrently by ctxloop's processors (they serialize
+// calls); an exporter shared by several processors must be thread-safe.
+//
+// Errors: a failing `Export` returns a status (or throws); the processor
+// reports it and drops only that batch.
+
+#ifndef CTXLOOP_TRACE_EXPORTER_H_
+#define CTXLOOP_TRACE_EXPORTER_H_
+
+#include <variant>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "ctxloop/trace/span_data.h"
+
+namespace ctxloop {
+
+// One finished item: a trace (at its end) or a span (at its end).
+using ExportItem = std::variant<TraceData, SpanData>;
+
+class SpanExporter {
+ public:
+  virtual ~SpanExporter() = default;
+
+  // Exports `batch`, in order. Returns an error if it could not.
+  virtual absl::Status Export(absl::Span<const ExportItem> batch) = 0;
+
+  // Makes exported items durable/visible (e.g. rewrites or syncs a file).
+  virtual absl::Status Flush() { return absl::OkStatus(); }
+
+  // Flushes and releases resources. Later `Export`s return an error.
+  virtual absl::Status Shutdown() { return Flush(); }
+};
+
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_TRACE_EXPORTER_H_

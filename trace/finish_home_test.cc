@@ -1,0 +1,333 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Where finishes run: the seed scenario (openai-agents-python's "Token was
+// created in a different Context") and every case [F0]..[F4] of scope.cc.
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "gtest/gtest.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/trace/testing/recording_processor.h"
+#include "ctxloop/trace/tracer.h"
+
+namespace ctxloop {
+namespace {
+
+using testing_util::RecordingProcessor;
+using Kind = RecordingProcessor::Kind;
+
+Tracer::Options WithProcessor(std::shared_ptr<RecordingProcessor> p) {
+  Tracer::Options options;
+  options.processors.push_back(std::move(p));
+  return options;
+}
+
+int64_t TidOf(LoopThread& t) {
+  int64_t tid = 0;
+  EXPECT_TRUE(t.Invoke([&](Loop&) { tid = RecordingProcessor::ThisTid(); }).ok());
+  return tid;
+}
+
+ContextHandle NewCtx(LoopThread& t, const char* name) {
+  ContextHandle ctx;
+  EXPECT_TRUE(t.Invoke([&](Loop& loop) { ctx = *loop.NewContext(name); }).ok());
+  return ctx;
+}
+
+// The seed scenario: started and current on A (loop 1), consumed and
+// finished on B (loop 2, another thread) with reset_current = true.
+TEST(FinishHomeTest, SeedScenarioResetRunsOnOriginLoopThread) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1, loop2;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const ContextHandle b = NewCtx(loop2, "B");
+  const int64_t loop1_tid = TidOf(loop1);
+
+  std::optional<TraceScope> run;
+  TraceId id;
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    run.emplace(*tracer.StartTrace(a, "agent run"));
+    id = run->trace_id();
+    EXPECT_EQ(*tracer.CurrentTraceId(a), id);
+  }).ok());
+
+  // The consumer on B: the trace is visible to it as an explicit parent, so
+  // its own per-event spans belong to the producer's trace.
+  absl::Status finish_status;
+  ASSERT_TRUE(loop2.Invoke([&](Loop&) {
+    SpanOptions options;
+    options.parent = run->AsParent();
+    absl::StatusOr<SpanScope> event_span =
+        tracer.StartSpan(b, "consume event", options);
+    ASSERT_TRUE(event_span.ok()) << event_span.status();
+    EXPECT_EQ(event_span->trace_id(), id);
+    EXPECT_TRUE(event_span->Finish(b).ok());
+    FinishOptions reset;
+    reset.reset_current = true;
+    finish_status = run->Finish(b, reset);
+  }).ok());
+  EXPECT_TRUE(finish_status.ok()) << finish_status;
+
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].tid, loop1_tid);  // Processors ran on loop 1's thread.
+  EXPECT_EQ(ends[0].trace().finish_called.ctx, b);
+  EXPECT_EQ(ends[0].trace().finish_ran.ctx, a);
+  EXPECT_EQ(ends[0].trace().finish_ran.thread_id, loop1_tid);
+  EXPECT_FALSE(ends[0].trace().finished_off_origin);
+  // A's current trace is restored, on A.
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+  }).ok());
+  EXPECT_EQ(tracer.stats().finishes_posted, 1u);
+}
+
+// [F0] Same context, its loop thread: runs at once.
+TEST(FinishHomeTest, SameContextFinishRunsInline) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  ContextHandle a = *loop.NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  ASSERT_TRUE(run.Finish(a).ok());
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 1u);  // Before any loop turn.
+  EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+  EXPECT_EQ(tracer.stats().finishes_inline, 1u);
+}
+
+// [F1] Finish without a caller context posts, even on the origin's thread.
+TEST(FinishHomeTest, FinishWithoutContextIsPostedHome) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  ContextHandle a = *loop.NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  ASSERT_TRUE(run.Finish().ok());
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 0u);  // Not inside Finish.
+  EXPECT_TRUE(tracer.CurrentTraceId(a)->valid());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 1u);
+  EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+}
+
+TEST(FinishHomeTest, FinishFromPlainThread) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const int64_t loop1_tid = TidOf(loop1);
+  std::optional<SpanScope> span;
+  std::optional<TraceScope> run;
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    run.emplace(*tracer.StartTrace(a, "run"));
+    span.emplace(*tracer.StartSpan(a, "work"));
+  }).ok());
+  std::thread plain([&] {
+    EXPECT_TRUE(span->Finish().ok());
+    EXPECT_TRUE(run->Finish().ok());
+  });
+  plain.join();
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
+  for (const auto& e : rec->events()) EXPECT_EQ(e.tid, loop1_tid);
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+    EXPECT_FALSE(tracer.CurrentSpanId(a)->valid());
+  }).ok());
+  const auto span_end = rec->events(Kind::kSpanEnd);
+  ASSERT_EQ(span_end.size(), 1u);
+  EXPECT_TRUE(span_end[0].span().finish_called.ctx.is_null());
+  EXPECT_EQ(span_end[0].span().finish_ran.ctx, a);
+}
+
+TEST(FinishHomeTest, DoubleFinishIsAnError) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  ContextHandle a = loop.root();
+  TraceScope run = *tracer.StartTrace(a, "run");
+  SpanScope span = *tracer.StartSpan(a, "s");
+  ASSERT_TRUE(span.Finish(a).ok());
+  EXPECT_EQ(span.Finish(a).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(span.SetAttribute("k", int64_t{1}).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(run.Finish(a).ok());
+  EXPECT_EQ(run.Finish().code(), absl::StatusCode::kFailedPrecondition);
+  TraceScope moved_to = std::move(run);
+  EXPECT_EQ(moved_to.Finish(a).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(rec->count(Kind::kSpanEnd), 1u);
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 1u);
+}
+
+// [F4] A scope destroyed unfinished finishes itself, on its origin.
+TEST(FinishHomeTest, DestroyedUnfinishedScopesFinishOnOrigin) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const int64_t loop1_tid = TidOf(loop1);
+  std::optional<TraceScope> run;
+  std::optional<SpanScope> span;
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    run.emplace(*tracer.StartTrace(a, "run"));
+    span.emplace(*tracer.StartSpan(a, "s"));
+  }).ok());
+  span.reset();  // Destroyed on this (non-loop) thread.
+  run.reset();
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
+  EXPECT_EQ(rec->count(Kind::kSpanEnd), 1u);
+  for (const auto& e : rec->events()) EXPECT_EQ(e.tid, loop1_tid);
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+  }).ok());
+
+  // Assigning over an unfinished scope finishes the old one too.
+  std::optional<SpanScope> first;
+  ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+    TraceScope again = *tracer.StartTrace(a, "again");
+    first.emplace(*tracer.StartSpan(a, "first"));
+    *first = *tracer.StartSpan(a, "second");
+    ASSERT_TRUE(first->Finish(a).ok());
+    ASSERT_TRUE(again.Finish(a).ok());
+  }).ok());
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 2));
+  EXPECT_EQ(rec->count(Kind::kSpanEnd), 3u);
+}
+
+// [F1] Origin context destroyed before the finish could be posted.
+TEST(FinishHomeTest, OriginContextGoneFinishesOnLoopRoot) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const int64_t loop1_tid = TidOf(loop1);
+  std::optional<TraceScope> run;
+  ASSERT_TRUE(loop1.Invoke([&](Loop& loop) {
+    run.emplace(*tracer.StartTrace(a, "run"));
+    ASSERT_TRUE(loop.DestroyContext(a).ok());
+  }).ok());
+  ASSERT_TRUE(loop1.Invoke([](Loop&) {}).ok());  // The destroy marker ran.
+  ASSERT_TRUE(run->Finish().ok());
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].tid, loop1_tid);
+  EXPECT_TRUE(ends[0].trace().finished_off_origin);
+  EXPECT_EQ(ends[0].trace().finish_ran.ctx, loop1.root());
+  EXPECT_EQ(tracer.stats().finishes_on_root, 1u);
+}
+
+// A finish posted before the origin context is destroyed runs on it (S7).
+TEST(FinishHomeTest, FinishPostedBeforeContextDestroyRunsOnContext) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  ContextHandle a = *loop.NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  ASSERT_TRUE(run.Finish().ok());  // Posted.
+  ASSERT_TRUE(loop.DestroyContext(a).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_FALSE(ends[0].trace().finished_off_origin);
+  EXPECT_EQ(ends[0].trace().finish_ran.ctx, a);
+}
+
+// [F2] Origin loop destroyed: the finish runs on the caller's thread.
+TEST(FinishHomeTest, OriginLoopGoneFinishesOnCaller) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  std::optional<TraceScope> run;
+  std::optional<SpanScope> span;
+  {
+    LoopThread loop1;
+    const ContextHandle a = NewCtx(loop1, "A");
+    ASSERT_TRUE(loop1.Invoke([&](Loop&) {
+      run.emplace(*tracer.StartTrace(a, "run"));
+      span.emplace(*tracer.StartSpan(a, "s"));
+    }).ok());
+  }
+  ASSERT_TRUE(span->Finish().ok());
+  ASSERT_TRUE(run->Finish().ok());
+  const int64_t me = RecordingProcessor::ThisTid();
+  ASSERT_EQ(rec->count(Kind::kSpanEnd), 1u);
+  ASSERT_EQ(rec->count(Kind::kTraceEnd), 1u);
+  for (const auto& e : rec->events(Kind::kTraceEnd)) {
+    EXPECT_EQ(e.tid, me);
+    EXPECT_TRUE(e.trace().finished_off_origin);
+    EXPECT_TRUE(e.trace().finish_ran.ctx.is_null());
+  }
+  EXPECT_EQ(tracer.stats().finishes_off_origin, 2u);
+}
+
+// [F3] A posted finish the loop drops unrun at shutdown is still delivered.
+TEST(FinishHomeTest, FinishDroppedByShutdownIsDeliveredOnce) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop::Options options;
+  options.max_shutdown_rounds = 1;
+  options.error_handler = [](ContextHandle, const absl::Status&) {};
+  Loop loop(std::move(options));
+  ContextHandle a = *loop.NewContext("A");
+  auto run = std::make_shared<std::optional<TraceScope>>(
+      *tracer.StartTrace(a, "run"));
+  // Round 0 of the drain posts the finish, which lands in round 1: dropped.
+  ASSERT_TRUE(Post(a, [run](ContextHandle) {
+                (void)(*run)->Finish();
+              }).ok());
+  absl::StatusOr<ShutdownReport> report = loop.Shutdown();
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->tasks_dropped, 1u);
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_TRUE(ends[0].trace().finished_off_origin);
+  EXPECT_EQ(ends[0].tid, RecordingProcessor::ThisTid());
+}
+
+// Finishes racing the origin loop's shutdown: each end exactly once.
+TEST(FinishHomeTest, FinishesRacingShutdownDeliverExactlyOnce) {
+  constexpr int kSpans = 400;
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  auto loop1 = std::make_unique<LoopThread>();
+  const ContextHandle a = NewCtx(*loop1, "A");
+  std::vector<SpanScope> spans;
+  std::optional<TraceScope> run;
+  ASSERT_TRUE(loop1->Invoke([&](Loop&) {
+    run.emplace(*tracer.StartTrace(a, "run"));
+    for (int i = 0; i < kSpans; ++i) {
+      SpanOptions o;
+      o.make_current = (i % 2) == 0;
+      spans.push_back(*tracer.StartSpan(a, "s", o));
+    }
+  }).ok());
+  std::atomic<bool> go{false};
+  std::vector<std::thread> finishers;
+  for (int t = 0; t < 4; ++t) {
+    finishers.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = t; i < kSpans; i += 4) EXPECT_TRUE(spans[i].Finish().ok());
+    });
+  }
+  go = true;
+  loop1.reset();  // Shuts down while the finishers run.
+  for (auto& f : finishers) f.join();
+  ASSERT_TRUE(run->Finish().ok());
+  const auto ends = rec->events(Kind::kSpanEnd);
+  ASSERT_EQ(ends.size(), static_cast<size_t>(kSpans));
+  absl::flat_hash_map<uint64_t, int> seen;
+  for (const auto& e : ends) ++seen[e.span().span_id.value];
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kSpans));
+  ASSERT_EQ(rec->count(Kind::kTraceEnd), 1u);
+  EXPECT_EQ(rec->events().back().kind, Kind::kTraceEnd);
+}
+
+}  // namespace
+}  // namespace ctxloop

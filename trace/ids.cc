@@ -1,0 +1,48 @@
+// Copyright 2026 The ctxloop Authors.
+
+#include "ctxloop/trace/ids.h"
+
+#include <random>
+
+#include "absl/strings/str_format.h"
+
+namespace ctxloop {
+namespace {
+
+// splitmix64 over a per-thread state seeded from the OS once per thread.
+uint64_t NextRandom() {
+  thread_local uint64_t state = [] {
+    std::random_device rd;
+    return (uint64_t{rd()} << 32) ^ rd();
+  }();
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t NonZeroRandom() {
+  uint64_t v;
+  do {
+    v = NextRandom();
+  } while (v == 0);
+  return v;
+}
+
+}  // namespace
+
+std::string TraceId::ToHex() const {
+  return absl::StrFormat("%016x%016x", high, low);
+}
+
+std::string SpanId::ToHex() const { return absl::StrFormat("%016x", value); }
+
+SpanId RootSpanIdFor(const TraceId& trace_id) {
+  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
+  return SpanId{v == 0 ? 1 : v};
+}
+
+TraceId NewTraceId() { return TraceId{NextRandom(), NonZeroRandom()}; }
+SpanId NewSpanId() { return SpanId{NonZeroRandom()}; }
+
+}  // namespace ctxloop

@@ -1,0 +1,137 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Internal. The shared state behind traces and spans.
+//
+// `TracerCore` is shared (by `std::shared_ptr`) by a `Tracer`, every trace
+// record and so every scope, so a finish that runs after the `Tracer` object
+// is gone still reaches the processors.
+//
+// `TraceRecord` is shared by a trace's scope, its spans and any context
+// whose "current" value names it. `state` counts open spans and carries the
+// "trace finished" bit, so that exactly one thread sees "finished and no
+// open spans" and delivers `OnTraceEnd`, after every `OnSpanEnd` of that
+// trace (the rule: a trace's end waits for its open spans).
+//
+// Thread-safety: `TracerCore` is immutable after construction but for its
+// atomics. `TraceRecord::data` is written by the trace's start and finish
+// and read by whoever delivers the end, ordered by `state`.
+
+#ifndef CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_
+#define CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/context_key.h"
+#include "ctxloop/trace/ids.h"
+#include "ctxloop/trace/multi_processor.h"
+#include "ctxloop/trace/span_data.h"
+
+namespace ctxloop {
+namespace internal {
+
+struct TracerCounters {
+  std::atomic<uint64_t> noop_spans{0};
+  std::atomic<uint64_t> rejected_spans{0};
+  std::atomic<uint64_t> finishes_inline{0};
+  std::atomic<uint64_t> finishes_posted{0};
+  std::atomic<uint64_t> finishes_on_root{0};
+  std::atomic<uint64_t> finishes_off_origin{0};
+};
+
+struct TracerCore {
+  TracerCore(std::vector<std::shared_ptr<TraceProcessor>> processors,
+             MultiProcessor::ErrorCallback on_error, bool enabled);
+
+  // Wall-clock time for a monotonic reading: one clock read per event.
+  absl::Time WallTime(int64_t mono_ns) const {
+    return wall_anchor + absl::Nanoseconds(mono_ns - mono_anchor_ns);
+  }
+
+  MultiProcessor processors;
+  std::atomic<bool> enabled;
+  const absl::Time wall_anchor;
+  const int64_t mono_anchor_ns;
+  TracerCounters counters;
+};
+
+struct TraceRecord {
+  static constexpr uint64_t kFinishedBit = 1;
+  static constexpr uint64_t kOneSpan = 2;
+
+  std::shared_ptr<TracerCore> tracer;
+  TraceData data;
+  int64_t start_mono_ns = 0;
+  // (open spans) * 2 | finished bit.
+  std::atomic<uint64_t> state{0};
+
+  // Counts a new span in; false if the trace has finished.
+  bool AddSpan() {
+    uint64_t s = state.load(std::memory_order_relaxed);
+    do {
+      if (s & kFinishedBit) return false;
+    } while (!state.compare_exchange_weak(s, s + kOneSpan,
+                                          std::memory_order_relaxed));
+    return true;
+  }
+  // True if the caller must deliver the trace end (it saw the last span end
+  // after the trace finished).
+  bool RemoveSpan() {
+    return state.fetch_sub(kOneSpan, std::memory_order_acq_rel) ==
+           (kOneSpan | kFinishedBit);
+  }
+  // True if the caller must deliver the trace end (no span was open).
+  bool MarkFinished() {
+    return state.fetch_or(kFinishedBit, std::memory_order_acq_rel) == 0;
+  }
+};
+
+// What a context's "current" value holds: a trace, and the current span in
+// it (invalid span id: the trace itself is current).
+struct CurrentScope {
+  std::shared_ptr<TraceRecord> trace;
+  SpanId span;
+};
+
+// Behind a `TraceScope`: the record plus what only the scope knows.
+struct TraceState {
+  std::shared_ptr<TraceRecord> record;
+  ContextHandle origin;
+  std::optional<Token> token;  // Set when made current.
+  // Filled by Finish on the calling thread, copied into `record->data` by
+  // whoever runs the finish.
+  ExecutionSite finish_called;
+  int64_t end_mono_ns = 0;
+};
+
+// Behind a `SpanScope`.
+struct SpanState {
+  std::shared_ptr<TraceRecord> trace;
+  SpanData data;
+  ContextHandle origin;
+  std::optional<Token> token;
+  int64_t start_mono_ns = 0;
+};
+
+// The one context-local key tracing uses.
+const ContextKey<CurrentScope>& CurrentKey();
+
+// Calls `OnTraceEnd`; for the one thread that saw the trace complete.
+void DeliverTraceEnd(TraceRecord& trace);
+
+// The calling thread's Linux tid, cached.
+int64_t ThisThreadId();
+int64_t MonotonicNs();
+
+}  // namespace internal
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_

@@ -1,0 +1,331 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Where a finish runs, and what happens to it when its origin is gone. Each
+// case is referenced as [Fn] where handled and tested in finish_home_test.cc.
+//
+//  [F0] `Finish(from)` with `from` == origin, on the origin's loop thread:
+//       runs at once: reset "current" on the origin, then the processors.
+//  [F1] Otherwise the finish is posted to the origin context as a
+//       `FinishTask` and runs there exactly as [F0]. If the origin context
+//       is destroyed or being destroyed, the post is refused and the finish
+//       is posted to the origin loop's root context instead: processors run
+//       on the origin loop thread, nothing is reset (the values are gone),
+//       `finished_off_origin` is set. A finish posted before the context
+//       was destroyed still runs on it (loop case S7).
+//  [F2] If the origin loop is shutting down (to foreign threads) or gone,
+//       both posts are refused: the finish runs on the calling thread,
+//       processors only, `finished_off_origin` set. A finish posted before
+//       shutdown runs in the drain (loop case S1).
+//  [F3] A `FinishTask` destroyed without running (the loop dropped it at
+//       shutdown, loop case S3) delivers its finish from its destructor,
+//       falling back as in [F1]/[F2]: ownership of the state guarantees
+//       "exactly once" however the task dies.
+//  [F4] A scope destroyed (or assigned over) unfinished finishes itself as
+//       `Finish()` with no caller context, i.e. always posted ([F1]).
+//
+// Every path ends in `Complete`, which runs once per scope because the
+// scope's state is moved into whichever path runs it.
+
+#include "ctxloop/trace/scope.h"
+
+#include <memory>
+#include <utility>
+
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/trace/internal/trace_record.h"
+
+namespace ctxloop {
+namespace internal {
+
+void DeliverTraceEnd(TraceRecord& trace) {
+  trace.tracer->processors.OnTraceEnd(trace.data);
+}
+
+namespace {
+
+enum class Where {
+  kOrigin,  // On the origin context, its loop thread.
+  kRoot,    // On the origin loop's root context [F1].
+  kHere,    // On whatever thread holds the state [F2] [F3].
+};
+
+ExecutionSite SiteNow(const TracerCore& tracer, ContextHandle ctx) {
+  return ExecutionSite{ctx, ThisThreadId(), tracer.WallTime(MonotonicNs())};
+}
+
+TracerCounters& CountersOf(const SpanState& s) {
+  return s.trace->tracer->counters;
+}
+TracerCounters& CountersOf(const TraceState& s) {
+  return s.record->tracer->counters;
+}
+
+void CountWhere(TracerCounters& c, Where where) {
+  switch (where) {
+    case Where::kOrigin:
+      break;
+    case Where::kRoot:
+      c.finishes_on_root.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case Where::kHere:
+      c.finishes_off_origin.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+}
+
+void ResetCurrent(ContextHandle origin, std::optional<Token>& token,
+                  const FinishOptions& options) {
+  if (!options.reset_current || !token.has_value()) return;
+  // On the origin context and its loop thread, with our own token: cannot
+  // fail unless the context is being torn down, when nothing is to restore.
+  (void)CurrentKey().Reset(origin, *token);
+  token.reset();
+}
+
+ContextHandle RanOn(ContextHandle origin, Where where) {
+  switch (where) {
+    case Where::kOrigin:
+      return origin;
+    case Where::kRoot:
+      return RootOf(origin);
+    case Where::kHere:
+      break;
+  }
+  return ContextHandle();
+}
+
+void Complete(SpanState& s, const FinishOptions& options, Where where) {
+  TracerCore& tracer = *s.trace->tracer;
+  if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
+  CountWhere(tracer.counters, where);
+  s.data.finish_ran = SiteNow(tracer, RanOn(s.origin, where));
+  s.data.finished_off_origin = where != Where::kOrigin;
+  tracer.processors.OnSpanEnd(s.data);
+  if (s.trace->RemoveSpan()) DeliverTraceEnd(*s.trace);
+}
+
+void Complete(TraceState& s, const FinishOptions& options, Where where) {
+  TraceRecord& r = *s.record;
+  if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
+  CountWhere(r.tracer->counters, where);
+  r.data.finish_called = s.finish_called;
+  r.data.end_time = r.tracer->WallTime(s.end_mono_ns);
+  r.data.duration = absl::Nanoseconds(s.end_mono_ns - r.start_mono_ns);
+  r.data.finish_ran = SiteNow(*r.tracer, RanOn(s.origin, where));
+  r.data.finished_off_origin = where != Where::kOrigin;
+  if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does.
+}
+
+// Owns a scope's state on its way home. See [F1]..[F3].
+template <typename State>
+class FinishTask {
+ public:
+  FinishTask(std::unique_ptr<State> state, FinishOptions options, Where where)
+      : state_(std::move(state)), options_(options), where_(where) {}
+  FinishTask(FinishTask&&) noexcept = default;
+  FinishTask& operator=(FinishTask&&) = delete;
+
+  ~FinishTask() {
+    if (state_ != nullptr) Fallback(std::move(state_), options_, where_);  // [F3]
+  }
+
+  void operator()(ContextHandle) && {
+    std::unique_ptr<State> state = std::move(state_);
+    Complete(*state, options_, where_);
+  }
+
+  // Sends `state` home: the origin context, else its loop's root, else here.
+  static void Send(std::unique_ptr<State> state, FinishOptions options) {
+    const ContextHandle origin = state->origin;
+    CountersOf(*state).finishes_posted.fetch_add(1, std::memory_order_relaxed);
+    // If refused, the task is destroyed in Post and falls back [F1] [F2].
+    (void)Post(origin, FinishTask(std::move(state), options, Where::kOrigin));
+  }
+
+ private:
+  static void Fallback(std::unique_ptr<State> state, FinishOptions options,
+                       Where failed) {
+    if (failed == Where::kOrigin) {  // [F1]
+      const ContextHandle root = RootOf(state->origin);
+      (void)Post(root, FinishTask(std::move(state), options, Where::kRoot));
+      return;
+    }
+    if (failed == Where::kRoot) {  // [F2]
+      Complete(*state, options, Where::kHere);
+    }
+  }
+
+  std::unique_ptr<State> state_;
+  FinishOptions options_;
+  Where where_;
+};
+
+template <typename State>
+void FinishState(std::unique_ptr<State> state, ContextHandle from,
+                 FinishOptions options) {
+  if (!from.is_null() && from == state->origin && IsOnLoopThread(from)) {
+    CountersOf(*state).finishes_inline.fetch_add(1, std::memory_order_relaxed);
+    Complete(*state, options, Where::kOrigin);  // [F0]
+    return;
+  }
+  FinishTask<State>::Send(std::move(state), options);  // [F1]
+}
+
+absl::Status AlreadyFinished(const char* what) {
+  return absl::FailedPreconditionError(
+      std::string(what) + ": already finished, moved from, or never started");
+}
+
+}  // namespace
+}  // namespace internal
+
+using internal::SpanState;
+using internal::TraceState;
+
+// --- SpanParent --------------------------------------------------------------
+
+SpanParent::SpanParent(std::shared_ptr<internal::TraceRecord> trace,
+                       SpanId span)
+    : trace_(std::move(trace)), span_(span) {}
+
+TraceId SpanParent::trace_id() const {
+  return trace_ == nullptr ? TraceId() : trace_->data.trace_id;
+}
+
+// --- TraceScope --------------------------------------------------------------
+
+TraceScope::TraceScope() = default;
+TraceScope::TraceScope(std::unique_ptr<TraceState> state)
+    : state_(std::move(state)),
+      trace_id_(state_->record->data.trace_id),
+      finished_(false) {}
+TraceScope TraceScope::NoOp() {
+  TraceScope s;
+  s.noop_ = true;
+  s.finished_ = false;
+  return s;
+}
+
+TraceScope::TraceScope(TraceScope&& other) noexcept
+    : state_(std::move(other.state_)),
+      trace_id_(other.trace_id_),
+      noop_(other.noop_),
+      finished_(std::exchange(other.finished_, true)) {}
+
+TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
+  if (this != &other) {
+    if (state_ != nullptr) (void)Finish();  // [F4]
+    state_ = std::move(other.state_);
+    trace_id_ = other.trace_id_;
+    noop_ = other.noop_;
+    finished_ = std::exchange(other.finished_, true);
+  }
+  return *this;
+}
+
+TraceScope::~TraceScope() {
+  if (state_ != nullptr) (void)Finish();  // [F4]
+}
+
+absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::Finish");
+  finished_ = true;
+  if (state_ == nullptr) return absl::OkStatus();  // No-op scope.
+  const int64_t now = internal::MonotonicNs();
+  state_->end_mono_ns = now;
+  state_->finish_called = ExecutionSite{
+      from, internal::ThisThreadId(), state_->record->tracer->WallTime(now)};
+  internal::FinishState(std::move(state_), from, options);
+  return absl::OkStatus();
+}
+
+bool TraceScope::recording() const { return state_ != nullptr; }
+ContextHandle TraceScope::origin() const {
+  return state_ == nullptr ? ContextHandle() : state_->origin;
+}
+SpanParent TraceScope::AsParent() const {
+  return state_ == nullptr ? SpanParent() : SpanParent(state_->record, SpanId());
+}
+
+// --- SpanScope ---------------------------------------------------------------
+
+SpanScope::SpanScope() = default;
+SpanScope::SpanScope(std::unique_ptr<SpanState> state)
+    : state_(std::move(state)),
+      trace_id_(state_->data.trace_id),
+      span_id_(state_->data.span_id),
+      finished_(false) {}
+SpanScope SpanScope::NoOp() {
+  SpanScope s;
+  s.noop_ = true;
+  s.finished_ = false;
+  return s;
+}
+
+SpanScope::SpanScope(SpanScope&& other) noexcept
+    : state_(std::move(other.state_)),
+      trace_id_(other.trace_id_),
+      span_id_(other.span_id_),
+      noop_(other.noop_),
+      finished_(std::exchange(other.finished_, true)) {}
+
+SpanScope& SpanScope::operator=(SpanScope&& other) noexcept {
+  if (this != &other) {
+    if (state_ != nullptr) (void)Finish();  // [F4]
+    state_ = std::move(other.state_);
+    trace_id_ = other.trace_id_;
+    span_id_ = other.span_id_;
+    noop_ = other.noop_;
+    finished_ = std::exchange(other.finished_, true);
+  }
+  return *this;
+}
+
+SpanScope::~SpanScope() {
+  if (state_ != nullptr) (void)Finish();  // [F4]
+}
+
+absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
+  if (finished_) return internal::AlreadyFinished("SpanScope::Finish");
+  finished_ = true;
+  if (state_ == nullptr) return absl::OkStatus();  // No-op span.
+  const int64_t now = internal::MonotonicNs();
+  SpanData& d = state_->data;
+  const internal::TracerCore& tracer = *state_->trace->tracer;
+  d.end_time = tracer.WallTime(now);
+  d.duration = absl::Nanoseconds(now - state_->start_mono_ns);
+  d.finish_called = ExecutionSite{from, internal::ThisThreadId(), d.end_time};
+  internal::FinishState(std::move(state_), from, options);
+  return absl::OkStatus();
+}
+
+absl::Status SpanScope::SetAttribute(absl::string_view key,
+                                     AttributeValue value) {
+  if (state_ == nullptr) {
+    if (noop_ && !finished_) return absl::OkStatus();
+    return internal::AlreadyFinished("SpanScope::SetAttribute");
+  }
+  state_->data.attributes.emplace_back(std::string(key), std::move(value));
+  return absl::OkStatus();
+}
+
+absl::Status SpanScope::SetError(absl::string_view message,
+                                 absl::string_view data) {
+  if (state_ == nullptr) {
+    if (noop_ && !finished_) return absl::OkStatus();
+    return internal::AlreadyFinished("SpanScope::SetError");
+  }
+  state_->data.error = SpanError{std::string(message), std::string(data)};
+  return absl::OkStatus();
+}
+
+bool SpanScope::recording() const { return state_ != nullptr; }
+ContextHandle SpanScope::origin() const {
+  return state_ == nullptr ? ContextHandle() : state_->origin;
+}
+SpanParent SpanScope::AsParent() const {
+  return state_ == nullptr ? SpanParent()
+                           : SpanParent(state_->trace, state_->data.span_id);
+}
+
+}  // namespace ctxloop
