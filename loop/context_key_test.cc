@@ -1,0 +1,463 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Tests for context-local values (ctxloop/loop/context_key.h).
+
+#include "ctxloop/loop/context_key.h"
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/loop.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+const absl::Status& StatusOf(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
+  return s.status();
+}
+
+#define ASSERT_OK(expr)                            \
+  do {                                             \
+    const auto& ctxloop_st_ = (expr);              \
+    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
+        << #expr << ": " << StatusOf(ctxloop_st_); \
+  } while (0)
+
+// The current value of `key` on `ctx`, or a marker string on error, so
+// expectations read as values.
+template <typename T>
+T ValueOr(const ContextKey<T>& key, ContextHandle ctx, T on_error) {
+  absl::StatusOr<T> v = key.Get(ctx);
+  EXPECT_TRUE(v.ok()) << v.status();
+  return v.ok() ? *v : on_error;
+}
+
+int IntOf(const ContextKey<int>& key, ContextHandle ctx) {
+  return ValueOr(key, ctx, -999);
+}
+
+std::string StrOf(const ContextKey<std::string>& key, ContextHandle ctx) {
+  return ValueOr(key, ctx, std::string("<error>"));
+}
+
+class ContextKeyTest : public testing::Test {
+ protected:
+  ContextHandle NewCtx(const char* name) {
+    absl::StatusOr<ContextHandle> c = loop_.NewContext(name);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.value_or(ContextHandle());
+  }
+  ContextHandle NewChild(ContextHandle parent, const char* name) {
+    absl::StatusOr<ContextHandle> c = loop_.NewChildContext(parent, name);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.value_or(ContextHandle());
+  }
+
+  Loop loop_;
+};
+
+TEST_F(ContextKeyTest, UnsetKeyGetsDefault) {
+  const ContextKey<int> with_default("with_default", 42);
+  const ContextKey<int> zero("zero");
+  const ContextKey<std::string> str("str", "dflt");
+  const ContextHandle ctx = NewCtx("c");
+  EXPECT_EQ(IntOf(with_default, ctx), 42);
+  EXPECT_EQ(IntOf(zero, ctx), 0);
+  EXPECT_EQ(StrOf(str, ctx), "dflt");
+  EXPECT_EQ(IntOf(with_default, loop_.root()), 42);
+  EXPECT_EQ(with_default.name(), "with_default");
+}
+
+TEST_F(ContextKeyTest, SetGetResetInOrder) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t1 = key.Set(ctx, 1);
+  ASSERT_OK(t1);
+  EXPECT_EQ(t1->context(), ctx);
+  EXPECT_EQ(IntOf(key, ctx), 1);
+  absl::StatusOr<Token> t2 = key.Set(ctx, 2);
+  ASSERT_OK(t2);
+  EXPECT_EQ(IntOf(key, ctx), 2);
+  ASSERT_OK(key.Reset(ctx, *t2));
+  EXPECT_EQ(IntOf(key, ctx), 1);
+  ASSERT_OK(key.Reset(ctx, *t1));
+  EXPECT_EQ(IntOf(key, ctx), -1);
+}
+
+TEST_F(ContextKeyTest, KeysAndContextsAreIndependent) {
+  const ContextKey<int> a("a", -1);
+  const ContextKey<int> b("b", -2);
+  const ContextHandle c1 = NewCtx("c1");
+  const ContextHandle c2 = NewCtx("c2");
+  ASSERT_OK(a.Set(c1, 10));
+  ASSERT_OK(b.Set(c1, 20));
+  ASSERT_OK(a.Set(c2, 30));
+  EXPECT_EQ(IntOf(a, c1), 10);
+  EXPECT_EQ(IntOf(b, c1), 20);
+  EXPECT_EQ(IntOf(a, c2), 30);
+  EXPECT_EQ(IntOf(b, c2), -2);
+  EXPECT_EQ(IntOf(a, loop_.root()), -1);
+}
+
+TEST_F(ContextKeyTest, ResetTwiceFails) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t = key.Set(ctx, 1);
+  ASSERT_OK(t);
+  const Token copy = *t;
+  ASSERT_OK(key.Reset(ctx, *t));
+  absl::Status s = key.Reset(ctx, copy);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(IntOf(key, ctx), -1);
+}
+
+TEST_F(ContextKeyTest, EmptyTokenIsInvalid) {
+  const ContextKey<int> key("k");
+  const ContextHandle ctx = NewCtx("c");
+  absl::Status s = key.Reset(ctx, Token());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST_F(ContextKeyTest, ResetWithTokenFromAnotherContextNamesBoth) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle a = NewCtx("a");
+  const ContextHandle b = NewCtx("b");
+  absl::StatusOr<Token> t = key.Set(a, 1);
+  ASSERT_OK(t);
+  ASSERT_OK(key.Set(b, 2));
+  absl::Status s = key.Reset(b, *t);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), a.DebugString())) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), b.DebugString())) << s;
+  EXPECT_NE(a.DebugString(), b.DebugString());
+  // Nothing changed, and the token is still good on its own context.
+  EXPECT_EQ(IntOf(key, a), 1);
+  EXPECT_EQ(IntOf(key, b), 2);
+  ASSERT_OK(key.Reset(a, *t));
+  EXPECT_EQ(IntOf(key, a), -1);
+}
+
+TEST_F(ContextKeyTest, ResetWithTokenOfAnotherKeyFails) {
+  const ContextKey<int> k1("k1", -1);
+  const ContextKey<int> k2("k2", -2);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t1 = k1.Set(ctx, 1);
+  ASSERT_OK(t1);
+  ASSERT_OK(k2.Set(ctx, 2));
+  absl::Status s = k2.Reset(ctx, *t1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(IntOf(k1, ctx), 1);
+  EXPECT_EQ(IntOf(k2, ctx), 2);
+  ASSERT_OK(k1.Reset(ctx, *t1));
+}
+
+TEST_F(ContextKeyTest, ForeignThreadOpsFail) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t = key.Set(ctx, 1);
+  ASSERT_OK(t);
+  std::thread([&] {
+    absl::StatusOr<int> g = key.Get(ctx);
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(absl::StrContains(g.status().message(), ctx.DebugString()))
+        << g.status();
+    absl::StatusOr<Token> st = key.Set(ctx, 5);
+    EXPECT_EQ(st.status().code(), absl::StatusCode::kFailedPrecondition);
+    absl::Status r = key.Reset(ctx, *t);
+    EXPECT_EQ(r.code(), absl::StatusCode::kFailedPrecondition) << r;
+    // Names the context and the token's context (here the same one).
+    EXPECT_TRUE(absl::StrContains(r.message(), ctx.DebugString())) << r;
+    EXPECT_TRUE(absl::StrContains(r.message(), t->context().DebugString()))
+        << r;
+  }).join();
+  // Nothing changed; the token still works on the loop thread.
+  EXPECT_EQ(IntOf(key, ctx), 1);
+  ASSERT_OK(key.Reset(ctx, *t));
+  EXPECT_EQ(IntOf(key, ctx), -1);
+}
+
+// context_key.h: an out-of-order reset of an older token leaves the newer
+// value current, and once every Set is reset the key is back to its value
+// before the first one.
+//
+// Python's contextvars would differ: `var.reset(t1)` restores the value from
+// before t1's Set (the original), and a later `var.reset(t2)` restores the
+// value from before t2's Set, i.e. A -- resurrecting a value whose Set was
+// already reset.
+TEST_F(ContextKeyTest, OutOfOrderResets) {
+  const ContextKey<std::string> key("k", "orig");
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t1 = key.Set(ctx, "A");
+  ASSERT_OK(t1);
+  absl::StatusOr<Token> t2 = key.Set(ctx, "B");
+  ASSERT_OK(t2);
+  ASSERT_OK(key.Reset(ctx, *t1));
+  EXPECT_EQ(StrOf(key, ctx), "B");  // Python: "orig".
+  ASSERT_OK(key.Reset(ctx, *t2));
+  EXPECT_EQ(StrOf(key, ctx), "orig");  // Python: "A".
+}
+
+TEST_F(ContextKeyTest, OutOfOrderResetsInTheMiddle) {
+  const ContextKey<int> key("k", 0);
+  const ContextHandle ctx = NewCtx("c");
+  std::vector<Token> tokens;
+  for (int v = 1; v <= 4; ++v) {
+    absl::StatusOr<Token> t = key.Set(ctx, v);
+    ASSERT_OK(t);
+    tokens.push_back(*t);
+  }
+  ASSERT_OK(key.Reset(ctx, tokens[1]));  // 2
+  EXPECT_EQ(IntOf(key, ctx), 4);
+  ASSERT_OK(key.Reset(ctx, tokens[3]));  // 4
+  EXPECT_EQ(IntOf(key, ctx), 3);
+  EXPECT_EQ(key.Reset(ctx, tokens[1]).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_OK(key.Reset(ctx, tokens[2]));  // 3
+  EXPECT_EQ(IntOf(key, ctx), 1);
+  ASSERT_OK(key.Reset(ctx, tokens[0]));  // 1
+  EXPECT_EQ(IntOf(key, ctx), 0);
+}
+
+// A child starts from the parent's values at creation; later writes on either
+// side are not seen by the other (copy-on-write both ways).
+TEST_F(ContextKeyTest, ChildSnapshotIsolatedBothWays) {
+  const ContextKey<int> key("k", -1);
+  const ContextKey<int> other("other", -2);
+  const ContextHandle parent = NewCtx("parent");
+  absl::StatusOr<Token> tp = key.Set(parent, 1);
+  ASSERT_OK(tp);
+  const ContextHandle child = NewChild(parent, "child");
+  EXPECT_EQ(IntOf(key, child), 1);
+  EXPECT_EQ(IntOf(other, child), -2);
+
+  // Parent writes after creation: not visible in the child.
+  absl::StatusOr<Token> tp2 = key.Set(parent, 2);
+  ASSERT_OK(tp2);
+  ASSERT_OK(other.Set(parent, 20));
+  EXPECT_EQ(IntOf(key, child), 1);
+  EXPECT_EQ(IntOf(other, child), -2);
+
+  // Child writes: not visible in the parent.
+  absl::StatusOr<Token> tc = key.Set(child, 3);
+  ASSERT_OK(tc);
+  EXPECT_EQ(IntOf(key, parent), 2);
+  EXPECT_EQ(IntOf(key, child), 3);
+
+  // Parent resets: the child keeps its snapshot.
+  ASSERT_OK(key.Reset(parent, *tp2));
+  ASSERT_OK(key.Reset(parent, *tp));
+  EXPECT_EQ(IntOf(key, parent), -1);
+  EXPECT_EQ(IntOf(key, child), 3);
+  // Child resets its own Set: back to the inherited value, not the default.
+  ASSERT_OK(key.Reset(child, *tc));
+  EXPECT_EQ(IntOf(key, child), 1);
+  // The parent's token cannot undo the inherited value in the child.
+  absl::Status s = key.Reset(child, *tp);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(IntOf(key, child), 1);
+}
+
+// The parent's first write after creating a child must not leak into the
+// child even when the child never writes (parent copies, child keeps).
+TEST_F(ContextKeyTest, ParentResetAfterChildCreationNotVisibleInChild) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle parent = NewCtx("parent");
+  absl::StatusOr<Token> t1 = key.Set(parent, 1);
+  absl::StatusOr<Token> t2 = key.Set(parent, 2);
+  ASSERT_OK(t1);
+  ASSERT_OK(t2);
+  const ContextHandle child = NewChild(parent, "child");
+  ASSERT_OK(key.Reset(parent, *t2));
+  EXPECT_EQ(IntOf(key, parent), 1);
+  EXPECT_EQ(IntOf(key, child), 2);
+  ASSERT_OK(key.Reset(parent, *t1));
+  EXPECT_EQ(IntOf(key, child), 2);
+}
+
+TEST_F(ContextKeyTest, ChildOfParentWithoutValues) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle parent = NewCtx("parent");
+  const ContextHandle child = NewChild(parent, "child");
+  ASSERT_OK(key.Set(parent, 1));
+  EXPECT_EQ(IntOf(key, child), -1);
+  ASSERT_OK(key.Set(child, 2));
+  EXPECT_EQ(IntOf(key, parent), 1);
+}
+
+TEST_F(ContextKeyTest, ThreeLevelInterleavings) {
+  const ContextKey<std::string> key("k", "default");
+  const ContextHandle a = NewCtx("a");
+  absl::StatusOr<Token> ta1 = key.Set(a, "a1");
+  ASSERT_OK(ta1);
+  const ContextHandle b = NewChild(a, "b");  // Sees a1.
+  absl::StatusOr<Token> ta2 = key.Set(a, "a2");
+  ASSERT_OK(ta2);
+  const ContextHandle c = NewChild(b, "c");  // Sees b's a1, not a2.
+  EXPECT_EQ(StrOf(key, b), "a1");
+  EXPECT_EQ(StrOf(key, c), "a1");
+  absl::StatusOr<Token> tb = key.Set(b, "b1");
+  ASSERT_OK(tb);
+  const ContextHandle d = NewChild(b, "d");  // Sees b1.
+  absl::StatusOr<Token> tc = key.Set(c, "c1");
+  ASSERT_OK(tc);
+  EXPECT_EQ(StrOf(key, a), "a2");
+  EXPECT_EQ(StrOf(key, b), "b1");
+  EXPECT_EQ(StrOf(key, c), "c1");
+  EXPECT_EQ(StrOf(key, d), "b1");
+  ASSERT_OK(key.Reset(b, *tb));
+  EXPECT_EQ(StrOf(key, b), "a1");
+  EXPECT_EQ(StrOf(key, d), "b1");
+  ASSERT_OK(key.Reset(a, *ta1));  // Out of order in a.
+  EXPECT_EQ(StrOf(key, a), "a2");
+  ASSERT_OK(key.Reset(a, *ta2));
+  EXPECT_EQ(StrOf(key, a), "default");
+  EXPECT_EQ(StrOf(key, b), "a1");
+  ASSERT_OK(key.Reset(c, *tc));
+  EXPECT_EQ(StrOf(key, c), "a1");
+  // Tokens are bound to their context.
+  EXPECT_EQ(key.Reset(c, *tb).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(key.Reset(d, *ta1).code(), absl::StatusCode::kInvalidArgument);
+  // A grandchild made from a child that inherited (never wrote) sees it.
+  const ContextHandle e = NewChild(d, "e");
+  EXPECT_EQ(StrOf(key, e), "b1");
+}
+
+TEST_F(ContextKeyTest, NonTriviallyCopyableValues) {
+  const ContextKey<std::vector<std::string>> list("list");
+  const ContextKey<std::string> big("big", "");
+  const std::string long_value(1000, 'x');
+  const ContextHandle parent = NewCtx("parent");
+  absl::StatusOr<Token> tl = list.Set(parent, {"a", "b", "c"});
+  absl::StatusOr<Token> tb = big.Set(parent, long_value);
+  ASSERT_OK(tl);
+  ASSERT_OK(tb);
+  const ContextHandle child = NewChild(parent, "child");
+  ASSERT_OK(list.Reset(parent, *tl));
+  ASSERT_OK(big.Reset(parent, *tb));
+  EXPECT_TRUE(ValueOr(list, parent, {"<error>"}).empty());
+  EXPECT_EQ(StrOf(big, parent), "");
+  // The child's snapshot survives the parent's resets.
+  EXPECT_EQ(ValueOr(list, child, {}),
+            (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(StrOf(big, child), long_value);
+  // And the parent's destruction.
+  ASSERT_OK(loop_.DestroyContext(parent));
+  ASSERT_OK(loop_.RunUntilIdle());
+  EXPECT_EQ(StrOf(big, child), long_value);
+  absl::StatusOr<Token> tc = big.Set(child, "child-value");
+  ASSERT_OK(tc);
+  EXPECT_EQ(StrOf(big, child), "child-value");
+  ASSERT_OK(big.Reset(child, *tc));
+  EXPECT_EQ(StrOf(big, child), long_value);
+}
+
+// Values that fit inline (trivially copyable, <= 32 bytes) and ones that do
+// not round-trip.
+TEST_F(ContextKeyTest, InlineAndBoxedPlainValues) {
+  struct Small {
+    int64_t a, b, c, d;
+  };
+  struct Large {
+    int64_t v[8];
+  };
+  const ContextKey<Small> small("small");
+  const ContextKey<Large> large("large");
+  const ContextHandle ctx = NewCtx("c");
+  ASSERT_OK(small.Set(ctx, Small{1, 2, 3, 4}));
+  Large l{};
+  for (int i = 0; i < 8; ++i) l.v[i] = i * 11;
+  ASSERT_OK(large.Set(ctx, l));
+  absl::StatusOr<Small> s = small.Get(ctx);
+  ASSERT_OK(s);
+  EXPECT_EQ(s->d, 4);
+  absl::StatusOr<Large> g = large.Get(ctx);
+  ASSERT_OK(g);
+  EXPECT_EQ(g->v[7], 77);
+}
+
+TEST_F(ContextKeyTest, DestroyedContextAndNullHandle) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t = key.Set(ctx, 1);
+  ASSERT_OK(t);
+  ASSERT_OK(loop_.DestroyContext(ctx));
+  ASSERT_OK(loop_.RunUntilIdle());
+  EXPECT_EQ(key.Get(ctx).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(key.Set(ctx, 2).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(key.Reset(ctx, *t).code(), absl::StatusCode::kFailedPrecondition);
+  // A new context in the reused slot does not see the old values or accept
+  // the old token.
+  const ContextHandle reused = NewCtx("reused");
+  ASSERT_EQ(reused.context_id(), ctx.context_id());
+  EXPECT_EQ(IntOf(key, reused), -1);
+  EXPECT_EQ(key.Reset(reused, *t).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(key.Get(ContextHandle()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(key.Set(ContextHandle(), 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ContextKeyShutdownTest, OpsAfterLoopShutdownFail) {
+  const ContextKey<std::string> key("k", "d");
+  ContextHandle ctx;
+  Token t;
+  {
+    Loop loop;
+    absl::StatusOr<ContextHandle> c = loop.NewContext("c");
+    ASSERT_OK(c);
+    ctx = *c;
+    absl::StatusOr<Token> tok = key.Set(ctx, "v");
+    ASSERT_OK(tok);
+    t = *tok;
+    ASSERT_OK(loop.Shutdown());
+    // Shut down, object alive.
+    EXPECT_EQ(key.Get(ctx).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(key.Set(ctx, "w").status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(key.Reset(ctx, t).code(), absl::StatusCode::kFailedPrecondition);
+  }
+  // Loop object gone.
+  EXPECT_EQ(key.Get(ctx).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(key.Set(ctx, "w").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(key.Reset(ctx, t).code(), absl::StatusCode::kFailedPrecondition);
+  // Also with a new loop on this thread (maybe in the same registry slot).
+  Loop next;
+  EXPECT_EQ(key.Get(ctx).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(key.Reset(ctx, t).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(StrOf(key, next.root()), "d");
+}
+
+// Values are usable from tasks, with the handle the task receives.
+TEST_F(ContextKeyTest, UsableFromTasks) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  ASSERT_OK(key.Set(ctx, 5));
+  int seen = 0;
+  ASSERT_OK(Post(ctx, [&](ContextHandle here) {
+    seen = IntOf(key, here);
+    absl::StatusOr<ContextHandle> child = NewChildContext(here, "child");
+    ASSERT_TRUE(child.ok()) << child.status();
+    EXPECT_EQ(IntOf(key, *child), 5);
+  }));
+  ASSERT_OK(loop_.RunUntilIdle());
+  EXPECT_EQ(seen, 5);
+}
+
+}  // namespace
+}  // namespace ctxloop

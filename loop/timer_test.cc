@@ -1,0 +1,512 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Tests for delayed tasks: PostDelayed and Cancel (ctxloop/loop/loop.h).
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/task.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+const absl::Status& StatusOf(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
+  return s.status();
+}
+
+#define ASSERT_OK(expr)                            \
+  do {                                             \
+    const auto& ctxloop_st_ = (expr);              \
+    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
+        << #expr << ": " << StatusOf(ctxloop_st_); \
+  } while (0)
+
+// Records on which threads the objects it tracks were destroyed.
+class DestructionLog {
+ public:
+  void Record() {
+    std::lock_guard<std::mutex> lock(mu_);
+    threads_.push_back(std::this_thread::get_id());
+  }
+  std::vector<std::thread::id> threads() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return threads_;
+  }
+  size_t count() const { return threads().size(); }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::thread::id> threads_;
+};
+
+// Capture this in a task to see when and where the task is destroyed.
+class Probe {
+ public:
+  explicit Probe(DestructionLog* log) : log_(log) {}
+  Probe(Probe&& other) noexcept : log_(std::exchange(other.log_, nullptr)) {}
+  Probe& operator=(Probe&&) = delete;
+  ~Probe() {
+    if (log_ != nullptr) log_->Record();
+  }
+
+ private:
+  DestructionLog* log_;
+};
+
+using Clock = std::chrono::steady_clock;
+
+TEST(TimerTest, RunsAfterTheDelay) {
+  Loop loop;
+  const ContextHandle root = loop.root();
+  const std::thread::id loop_thread = std::this_thread::get_id();
+  const Clock::time_point start = Clock::now();
+  Clock::time_point ran_at;
+  ContextHandle seen;
+  ASSERT_OK(PostDelayed(root, absl::Milliseconds(30), [&](ContextHandle here) {
+    ran_at = Clock::now();
+    seen = here;
+    EXPECT_EQ(std::this_thread::get_id(), loop_thread);
+    loop.Stop();
+  }));
+  // Not yet due: RunUntilIdle does not wait for it.
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(seen, ContextHandle());
+  ASSERT_OK(loop.Run());
+  EXPECT_EQ(seen, root);
+  EXPECT_GE(ran_at - start, std::chrono::milliseconds(30));
+  EXPECT_EQ(loop.stats().tasks_run, 1u);
+}
+
+TEST(TimerTest, ZeroDelayTasksRunInPostOrder) {
+  Loop loop;
+  std::vector<int> order;
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_OK(PostDelayed(loop.root(), absl::ZeroDuration(),
+                          [&order, i](ContextHandle) { order.push_back(i); }));
+  }
+  ASSERT_OK(loop.RunUntilIdle());
+  ASSERT_EQ(order.size(), 50u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(order[i], i);
+}
+
+TEST(TimerTest, IncreasingDelaysRunInDeadlineOrder) {
+  Loop loop;
+  std::vector<int> order;
+  // Posted longest first.
+  for (int ms : {40, 30, 20, 10}) {
+    ASSERT_OK(PostDelayed(loop.root(), absl::Milliseconds(ms),
+                          [&order, &loop, ms](ContextHandle) {
+                            order.push_back(ms);
+                            if (ms == 40) loop.Stop();
+                          }));
+  }
+  ASSERT_OK(loop.Run());
+  EXPECT_EQ(order, (std::vector<int>{10, 20, 30, 40}));
+}
+
+TEST(TimerTest, NonPositiveDelayRuns) {
+  Loop loop;
+  std::vector<std::string> ran;
+  ASSERT_OK(PostDelayed(loop.root(), absl::ZeroDuration(),
+                        [&](ContextHandle) { ran.push_back("zero"); }));
+  ASSERT_OK(PostDelayed(loop.root(), absl::Seconds(-5),
+                        [&](ContextHandle) { ran.push_back("negative"); }));
+  ASSERT_OK(PostDelayed(loop.root(), -absl::InfiniteDuration(),
+                        [&](ContextHandle) { ran.push_back("-inf"); }));
+  EXPECT_TRUE(ran.empty());  // Never inside PostDelayed.
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<std::string>{"zero", "negative", "-inf"}));
+}
+
+TEST(TimerTest, CancelBeforeItRuns) {
+  Loop loop;
+  DestructionLog log;
+  bool ran = false;
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&ran, p = Probe(&log)](ContextHandle) { ran = true; });
+  ASSERT_OK(h);
+  EXPECT_EQ(log.count(), 0u);
+  EXPECT_TRUE(Cancel(*h));
+  // Cancelled on the loop thread: destroyed right away, here.
+  ASSERT_EQ(log.count(), 1u);
+  EXPECT_EQ(log.threads()[0], std::this_thread::get_id());
+  EXPECT_FALSE(Cancel(*h));  // Twice.
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(loop.stats().tasks_run, 0u);
+  EXPECT_FALSE(Cancel(DelayedTaskHandle()));
+}
+
+TEST(TimerTest, CancelAfterItRanReturnsFalse) {
+  Loop loop;
+  int runs = 0;
+  absl::StatusOr<DelayedTaskHandle> h = PostDelayed(
+      loop.root(), absl::ZeroDuration(), [&](ContextHandle) { ++runs; });
+  ASSERT_OK(h);
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(runs, 1);
+  EXPECT_FALSE(Cancel(*h));
+  EXPECT_FALSE(Cancel(*h));
+}
+
+TEST(TimerTest, CancelWhileRunningReturnsFalse) {
+  Loop loop;
+  DelayedTaskHandle self;
+  bool checked = false;
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+        EXPECT_FALSE(Cancel(self));
+        checked = true;
+      });
+  ASSERT_OK(h);
+  self = *h;
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_TRUE(checked);
+}
+
+TEST(TimerTest, CancelOneOfSeveral) {
+  Loop loop;
+  std::vector<int> ran;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&ran, i](ContextHandle) { ran.push_back(i); });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  EXPECT_TRUE(Cancel(handles[0]));  // The earliest (armed) one.
+  EXPECT_TRUE(Cancel(handles[3]));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<int>{1, 2, 4}));
+}
+
+// The cancelled task is destroyed on the loop thread, not on the cancelling
+// thread.
+TEST(TimerTest, CancelFromAnotherThreadDestroysOnLoopThread) {
+  Loop loop;
+  DestructionLog log;
+  bool ran = false;
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(loop.root(), absl::Hours(1),
+                  [&ran, p = Probe(&log)](ContextHandle) { ran = true; });
+  ASSERT_OK(h);
+  bool cancelled = false;
+  bool cancelled_again = true;
+  std::thread([&] {
+    cancelled = Cancel(*h);
+    cancelled_again = Cancel(*h);
+  }).join();
+  EXPECT_TRUE(cancelled);
+  EXPECT_FALSE(cancelled_again);
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_FALSE(ran);
+  const std::vector<std::thread::id> threads = log.threads();
+  ASSERT_EQ(threads.size(), 1u);
+  EXPECT_EQ(threads[0], std::this_thread::get_id());
+  // Handing the task back for destruction is not a task run.
+  EXPECT_EQ(loop.stats().tasks_run, 0u);
+}
+
+TEST(TimerTest, CancelFromAnotherThreadWhileRunning) {
+  Loop loop;
+  DestructionLog log;
+  bool ran = false;
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(loop.root(), absl::Milliseconds(50),
+                  [&ran, p = Probe(&log)](ContextHandle) { ran = true; });
+  ASSERT_OK(h);
+  // Runs after the cancel and stops the loop.
+  std::thread canceller([&] {
+    EXPECT_TRUE(Cancel(*h));
+    EXPECT_TRUE(Post(loop.root(), [&](ContextHandle) { loop.Stop(); }).ok());
+  });
+  ASSERT_OK(loop.Run());
+  canceller.join();
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_FALSE(ran);
+  const std::vector<std::thread::id> threads = log.threads();
+  ASSERT_EQ(threads.size(), 1u);
+  EXPECT_EQ(threads[0], std::this_thread::get_id());
+}
+
+TEST(TimerTest, PostDelayedFromAnotherThreadFires) {
+  Loop loop;
+  const std::thread::id loop_thread = std::this_thread::get_id();
+  Clock::time_point posted_at;
+  Clock::time_point ran_at;
+  std::thread::id ran_on;
+  std::mutex mu;
+  // The loop is in Run() (a task signals it) before the foreign post.
+  std::condition_variable cv;
+  bool running = false;
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle) {
+    std::lock_guard<std::mutex> lock(mu);
+    running = true;
+    cv.notify_all();
+  }));
+  std::thread poster([&] {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return running; });
+    }
+    posted_at = Clock::now();
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::Milliseconds(5), [&](ContextHandle) {
+          ran_at = Clock::now();
+          ran_on = std::this_thread::get_id();
+          loop.Stop();
+        });
+    EXPECT_TRUE(h.ok()) << h.status();
+  });
+  ASSERT_OK(loop.Run());
+  poster.join();
+  EXPECT_EQ(ran_on, loop_thread);
+  EXPECT_GE(ran_at - posted_at, std::chrono::milliseconds(5));
+}
+
+// A foreign PostDelayed that is earlier than the armed timer re-arms it.
+TEST(TimerTest, ForeignEarlierTimerRearms) {
+  Loop loop;
+  bool late_ran = false;
+  ASSERT_OK(PostDelayed(loop.root(), absl::Hours(1),
+                        [&](ContextHandle) { late_ran = true; }));
+  const ContextHandle root = loop.root();
+  std::thread poster;
+  ASSERT_OK(Post(root, [&](ContextHandle) {
+    // The loop is in Run() with the one-hour timer armed.
+    poster = std::thread([&] {
+      EXPECT_TRUE(PostDelayed(root, absl::Milliseconds(1), [&](ContextHandle) {
+                    loop.Stop();
+                  }).ok());
+    });
+  }));
+  ASSERT_OK(loop.Run());  // Would hang for an hour if not re-armed.
+  poster.join();
+  EXPECT_FALSE(late_ran);
+}
+
+TEST(TimerTest, InvalidArguments) {
+  Loop loop;
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(ContextHandle(), absl::ZeroDuration(), [](ContextHandle) {});
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument);
+  h = PostDelayed(loop.root(), absl::ZeroDuration(), Task());
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument);
+  std::thread([&] {
+    absl::StatusOr<DelayedTaskHandle> f =
+        PostDelayed(loop.root(), absl::ZeroDuration(), nullptr);
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  }).join();
+}
+
+TEST(TimerTest, PostDelayedToDestroyedContextFails) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> ctx = loop.NewContext("c");
+  ASSERT_OK(ctx);
+  ASSERT_OK(loop.DestroyContext(*ctx));
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(*ctx, absl::ZeroDuration(), [](ContextHandle) {});
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kFailedPrecondition);
+  std::thread([&] {
+    absl::StatusOr<DelayedTaskHandle> f =
+        PostDelayed(*ctx, absl::ZeroDuration(), [](ContextHandle) {});
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition);
+  }).join();
+  ASSERT_OK(loop.RunUntilIdle());
+  h = PostDelayed(*ctx, absl::ZeroDuration(), [](ContextHandle) {});
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(TimerTest, DestroyContextCancelsItsDelayedTasks) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> doomed = loop.NewContext("doomed");
+  absl::StatusOr<ContextHandle> kept = loop.NewContext("kept");
+  ASSERT_OK(doomed);
+  ASSERT_OK(kept);
+  DestructionLog log;
+  int doomed_runs = 0;
+  int kept_runs = 0;
+  std::vector<DelayedTaskHandle> handles;
+  for (absl::Duration d : {absl::ZeroDuration(), absl::Hours(1)}) {
+    absl::StatusOr<DelayedTaskHandle> h = PostDelayed(
+        *doomed, d, [&, p = Probe(&log)](ContextHandle) { ++doomed_runs; });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  ASSERT_OK(PostDelayed(*kept, absl::ZeroDuration(),
+                        [&](ContextHandle) { ++kept_runs; }));
+  ASSERT_OK(loop.DestroyContext(*doomed));
+  // Destroyed now, on the loop thread.
+  const std::vector<std::thread::id> threads = log.threads();
+  ASSERT_EQ(threads.size(), 2u);
+  for (std::thread::id t : threads) EXPECT_EQ(t, std::this_thread::get_id());
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(doomed_runs, 0);
+  EXPECT_EQ(kept_runs, 1);
+}
+
+// One clock read per timer pass: a timer task that posts a zero-delay timer
+// waits for the next pass, so a chain of them does not starve posted tasks.
+TEST(TimerTest, ZeroDelayTimerChainDoesNotStarvePostedTasks) {
+  Loop loop;
+  constexpr int kGenerations = 200;
+  int generation = 0;
+  int generation_at_task = -1;
+  struct Chain {
+    int* generation;
+    int* generation_at_task;
+    void operator()(ContextHandle here) && {
+      ++*generation;
+      if (*generation == 1) {
+        int* g = generation;
+        int* at = generation_at_task;
+        ASSERT_OK(Post(here, [g, at](ContextHandle) { *at = *g; }));
+      }
+      if (*generation < kGenerations) {
+        ASSERT_OK(PostDelayed(here, absl::ZeroDuration(),
+                              Chain{generation, generation_at_task}));
+      }
+    }
+  };
+  ASSERT_OK(PostDelayed(loop.root(), absl::ZeroDuration(),
+                        Chain{&generation, &generation_at_task}));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(generation, kGenerations);
+  EXPECT_GE(generation_at_task, 1);
+  // The posted task ran right after the generation that posted it, not after
+  // the whole chain.
+  EXPECT_LE(generation_at_task, 2);
+}
+
+// A delayed task runs with its context's handle; the context is still usable.
+TEST(TimerTest, RunsOnItsContext) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> ctx = loop.NewContext("timer-ctx");
+  ASSERT_OK(ctx);
+  std::string name;
+  ASSERT_OK(PostDelayed(*ctx, absl::ZeroDuration(), [&](ContextHandle here) {
+    EXPECT_EQ(here, *ctx);
+    absl::StatusOr<std::string> n = loop.ContextName(here);
+    ASSERT_TRUE(n.ok()) << n.status();
+    name = *n;
+  }));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(name, "timer-ctx");
+}
+
+TEST(TimerTest, ThrowingDelayedTaskIsReported) {
+  std::vector<ContextHandle> reported;
+  Loop::Options options;
+  options.error_handler = [&](ContextHandle ctx, const absl::Status&) {
+    reported.push_back(ctx);
+  };
+  Loop loop(std::move(options));
+  absl::StatusOr<ContextHandle> ctx = loop.NewContext("t");
+  ASSERT_OK(ctx);
+  bool after = false;
+  ASSERT_OK(PostDelayed(*ctx, absl::ZeroDuration(),
+                        [](ContextHandle) -> void { throw 3; }));
+  ASSERT_OK(PostDelayed(*ctx, absl::ZeroDuration(),
+                        [&](ContextHandle) { after = true; }));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_TRUE(after);
+  EXPECT_EQ(reported, std::vector<ContextHandle>{*ctx});
+}
+
+// Stop() from inside a delayed task: the other due timers wait for the next
+// Run.
+TEST(TimerTest, StopInsideDelayedTaskKeepsOtherTimers) {
+  Loop loop;
+  std::vector<int> order;
+  ASSERT_OK(PostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    order.push_back(1);
+    loop.Stop();
+  }));
+  ASSERT_OK(PostDelayed(loop.root(), absl::ZeroDuration(),
+                        [&](ContextHandle) { order.push_back(2); }));
+  ASSERT_OK(loop.Run());
+  EXPECT_EQ(order, (std::vector<int>{1}));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+}
+
+// A delay too large for the clock (e.g. absl::InfiniteDuration()) means
+// "never" in practice; it must not wrap around into the past.
+TEST(TimerTest, HugeDelayDoesNotFireEarly) {
+  Loop loop;
+  int runs = 0;
+  absl::StatusOr<DelayedTaskHandle> inf = PostDelayed(
+      loop.root(), absl::InfiniteDuration(), [&](ContextHandle) { ++runs; });
+  ASSERT_OK(inf);
+  absl::StatusOr<DelayedTaskHandle> centuries = PostDelayed(
+      loop.root(), absl::Hours(24 * 365 * 400), [&](ContextHandle) { ++runs; });
+  ASSERT_OK(centuries);
+  bool soon_ran = false;
+  ASSERT_OK(PostDelayed(loop.root(), absl::Milliseconds(1), [&](ContextHandle) {
+    soon_ran = true;
+    loop.Stop();
+  }));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_TRUE(soon_ran);
+  EXPECT_EQ(runs, 0);
+  EXPECT_TRUE(Cancel(*inf));
+  EXPECT_TRUE(Cancel(*centuries));
+}
+
+// A delayed task cancelled by an earlier one due in the same pass never runs.
+TEST(TimerTest, CancelFromAnotherDueTimer) {
+  Loop loop;
+  DelayedTaskHandle victim;
+  bool victim_ran = false;
+  bool cancelled = false;
+  ASSERT_OK(PostDelayed(loop.root(), absl::ZeroDuration(),
+                        [&](ContextHandle) { cancelled = Cancel(victim); }));
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { victim_ran = true; });
+  ASSERT_OK(h);
+  victim = *h;
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_TRUE(cancelled);
+  EXPECT_FALSE(victim_ran);
+}
+
+// A delayed task that destroys its own context: the context's other delayed
+// tasks, due in the same pass, are cancelled.
+TEST(TimerTest, DelayedTaskDestroysItsContext) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> ctx = loop.NewContext("c");
+  ASSERT_OK(ctx);
+  std::vector<int> ran;
+  ASSERT_OK(PostDelayed(*ctx, absl::ZeroDuration(), [&](ContextHandle here) {
+    ran.push_back(1);
+    EXPECT_TRUE(DestroyContext(here).ok());
+  }));
+  ASSERT_OK(PostDelayed(*ctx, absl::ZeroDuration(),
+                        [&](ContextHandle) { ran.push_back(2); }));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<int>{1}));
+  EXPECT_FALSE(loop.ContextName(*ctx).ok());
+}
+
+}  // namespace
+}  // namespace ctxloop

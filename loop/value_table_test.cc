@@ -1,0 +1,158 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Direct tests of ctxloop::internal::ValueTable, the per-context store behind
+// ContextKey.
+
+#include "ctxloop/loop/internal/value_table.h"
+
+#include <memory>
+#include <string>
+
+#include "ctxloop/loop/internal/any_value.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace internal {
+namespace {
+
+AnyValue Int(int v) { return AnyValue::Make<int>(v); }
+AnyValue Str(std::string v) {
+  return AnyValue::Make<std::string>(std::move(v));
+}
+
+// -1 for an unset key.
+int IntAt(const ValueTable& t, uint32_t key) {
+  const AnyValue* v = t.Get(key);
+  return v == nullptr ? -1 : v->As<int>();
+}
+
+TEST(ValueTableTest, EmptyTable) {
+  ValueTable t;
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(t.Get(1), nullptr);
+  EXPECT_FALSE(t.Reset(1, 1));
+}
+
+TEST(ValueTableTest, SetGetResetInOrder) {
+  ValueTable t;
+  t.Set(/*key=*/1, /*serial=*/10, Int(100));
+  EXPECT_FALSE(t.empty());
+  EXPECT_EQ(IntAt(t, 1), 100);
+  t.Set(1, 11, Int(101));
+  EXPECT_EQ(IntAt(t, 1), 101);
+  EXPECT_TRUE(t.Reset(1, 11));
+  EXPECT_EQ(IntAt(t, 1), 100);
+  EXPECT_TRUE(t.Reset(1, 10));
+  EXPECT_EQ(t.Get(1), nullptr);
+  EXPECT_TRUE(t.empty());
+}
+
+TEST(ValueTableTest, OutOfOrderReset) {
+  ValueTable t;
+  t.Set(1, 10, Int(100));
+  t.Set(1, 11, Int(101));
+  t.Set(1, 12, Int(102));
+  EXPECT_TRUE(t.Reset(1, 10));  // Oldest: the newest stays current.
+  EXPECT_EQ(IntAt(t, 1), 102);
+  EXPECT_TRUE(t.Reset(1, 12));  // Newest: back to 101, not to 100.
+  EXPECT_EQ(IntAt(t, 1), 101);
+  EXPECT_TRUE(t.Reset(1, 11));
+  EXPECT_EQ(t.Get(1), nullptr);
+}
+
+TEST(ValueTableTest, ResetOfUnknownSerialOrKeyIsFalse) {
+  ValueTable t;
+  t.Set(1, 10, Int(100));
+  EXPECT_FALSE(t.Reset(1, 99));  // No such Set.
+  EXPECT_FALSE(t.Reset(2, 10));  // Serial of another key.
+  EXPECT_FALSE(t.Reset(1, ValueTable::kInheritedSerial));
+  EXPECT_EQ(IntAt(t, 1), 100);
+  EXPECT_TRUE(t.Reset(1, 10));
+  EXPECT_FALSE(t.Reset(1, 10));  // Already reset.
+}
+
+TEST(ValueTableTest, ManyKeysIndependent) {
+  ValueTable t;
+  for (uint32_t k = 1; k <= 10; ++k) t.Set(k, k, Int(static_cast<int>(k * 7)));
+  // Remove some keys entirely (the table compacts its key list).
+  EXPECT_TRUE(t.Reset(3, 3));
+  EXPECT_TRUE(t.Reset(1, 1));
+  EXPECT_TRUE(t.Reset(10, 10));
+  for (uint32_t k = 1; k <= 10; ++k) {
+    if (k == 1 || k == 3 || k == 10) {
+      EXPECT_EQ(t.Get(k), nullptr) << k;
+    } else {
+      EXPECT_EQ(IntAt(t, k), static_cast<int>(k * 7)) << k;
+    }
+  }
+  // Keys set again after removal.
+  t.Set(3, 30, Int(3));
+  EXPECT_EQ(IntAt(t, 3), 3);
+  EXPECT_EQ(IntAt(t, 2), 14);
+}
+
+TEST(ValueTableTest, SnapshotFlattensToCurrentValues) {
+  ValueTable t;
+  t.Set(1, 10, Int(100));
+  t.Set(1, 11, Int(101));
+  t.Set(2, 12, Str("two"));
+  std::shared_ptr<ValueTable> snap = t.Snapshot();
+  ASSERT_NE(snap, nullptr);
+  EXPECT_EQ(IntAt(*snap, 1), 101);
+  EXPECT_EQ(snap->Get(2)->As<std::string>(), "two");
+  // Inherited frames cannot be reset, by the parent's serials or serial 0.
+  EXPECT_FALSE(snap->Reset(1, 11));
+  EXPECT_FALSE(snap->Reset(1, 10));
+  EXPECT_FALSE(snap->Reset(2, 12));
+  EXPECT_FALSE(snap->Reset(1, ValueTable::kInheritedSerial));
+  EXPECT_EQ(IntAt(*snap, 1), 101);
+  // Only the current value was kept: a Set and its Reset on the snapshot
+  // come back to 101, never to 100.
+  snap->Set(1, 20, Int(200));
+  EXPECT_EQ(IntAt(*snap, 1), 200);
+  EXPECT_TRUE(snap->Reset(1, 20));
+  EXPECT_EQ(IntAt(*snap, 1), 101);
+  // Independent of the source table.
+  EXPECT_TRUE(t.Reset(1, 11));
+  EXPECT_TRUE(t.Reset(2, 12));
+  EXPECT_EQ(IntAt(t, 1), 100);
+  EXPECT_EQ(t.Get(2), nullptr);
+  EXPECT_EQ(IntAt(*snap, 1), 101);
+  EXPECT_EQ(snap->Get(2)->As<std::string>(), "two");
+}
+
+TEST(ValueTableTest, SnapshotOfEmptyTable) {
+  ValueTable t;
+  std::shared_ptr<ValueTable> snap = t.Snapshot();
+  ASSERT_NE(snap, nullptr);
+  EXPECT_TRUE(snap->empty());
+}
+
+TEST(ValueTableTest, CopyIsIndependent) {
+  ValueTable t;
+  t.Set(1, 10, Str("a"));
+  ValueTable copy(t);
+  EXPECT_TRUE(copy.Reset(1, 10));
+  EXPECT_EQ(copy.Get(1), nullptr);
+  ASSERT_NE(t.Get(1), nullptr);
+  EXPECT_EQ(t.Get(1)->As<std::string>(), "a");
+  t.Set(1, 11, Str("b"));
+  EXPECT_EQ(copy.Get(1), nullptr);
+}
+
+TEST(AnyValueTest, InlineAndBoxed) {
+  static_assert(AnyValue::kStoredInline<int>, "");
+  static_assert(!AnyValue::kStoredInline<std::string>, "");
+  AnyValue a = AnyValue::Make<int>(5);
+  AnyValue b = a;
+  EXPECT_EQ(b.As<int>(), 5);
+  AnyValue s = AnyValue::Make<std::string>("hello");
+  AnyValue s2 = s;
+  // Boxed values are shared, not copied.
+  EXPECT_EQ(&s.As<std::string>(), &s2.As<std::string>());
+  EXPECT_EQ(s2.As<std::string>(), "hello");
+}
+
+}  // namespace
+}  // namespace internal
+}  // namespace ctxloop

@@ -54,6 +54,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <limits>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -147,9 +148,9 @@ LoopCore::~LoopCore() {
 }
 
 bool LoopCore::IsOwnerThread() const {
-  LoopSlot* slot = LoopRegistry::Find(slot_index_);
-  return slot != nullptr &&
-         slot->owner_thread.load(std::memory_order_relaxed) == ThisThreadTag();
+  // FindOwned also checks the generation: after shutdown the slot may hold a
+  // new loop owned by this same thread.
+  return LoopRegistry::FindOwned(slot_index_, generation_) == this;
 }
 
 LoopStats LoopCore::stats() const {
@@ -363,9 +364,14 @@ void LoopCore::OnWake(int fd, short, void* arg) {
 absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
                                                         absl::Duration delay,
                                                         Task task) {
-  const int64_t deadline =
-      MonotonicNowNs() +
-      (delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0);
+  // Saturate: a huge delay (absl::InfiniteDuration() converts to INT64_MAX)
+  // must not overflow into a past (negative) deadline.
+  const int64_t now = MonotonicNowNs();
+  const int64_t delay_ns =
+      delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
+  const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
+                               ? std::numeric_limits<int64_t>::max()
+                               : now + delay_ns;
   const bool owner = IsOwnerThread();
   std::unique_lock<std::mutex> lock(remote_mu_, std::defer_lock);
   if (!owner) lock.lock();  // Orders us with DestroyContext [S7].
@@ -663,6 +669,12 @@ void LoopCore::OnFd(int, short what, void* arg) {
 
 void LoopCore::DispatchFd(WatchRecord* record, short what) {
   if (record->removed) return;
+  // A foreign FdWatch::Stop() has returned but its unregistration is still
+  // queued: the callback must not run any more (fd_watch.h).
+  if (foreign_stop_count_.load() != 0 && ForeignStopPending(record->id)) {
+    RemoveWatch(record->id);  // Frees `record`.
+    return;
+  }
   FdEvents ready = FdEvents::kNone;
   if (what & EV_READ) ready = ready | FdEvents::kRead;
   if (what & EV_WRITE) ready = ready | FdEvents::kWrite;
@@ -702,10 +714,30 @@ void LoopCore::StopWatch(uint64_t id) {
     return;
   }
   std::unique_lock<std::mutex> lock(remote_mu_);
+  foreign_stops_.push_back(id);
+  foreign_stop_count_.fetch_add(1);
   remote_.push_back(
-      QueuedTask{root(), [this, id](ContextHandle) { RemoveWatch(id); },
+      QueuedTask{root(), [this, id](ContextHandle) { FinishForeignStop(id); },
                  /*internal=*/true});
   WakeFromForeign(lock);
+}
+
+bool LoopCore::ForeignStopPending(uint64_t id) {
+  std::lock_guard<std::mutex> lock(remote_mu_);
+  return std::find(foreign_stops_.begin(), foreign_stops_.end(), id) !=
+         foreign_stops_.end();
+}
+
+void LoopCore::FinishForeignStop(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    auto it = std::find(foreign_stops_.begin(), foreign_stops_.end(), id);
+    if (it != foreign_stops_.end()) {
+      foreign_stops_.erase(it);
+      foreign_stop_count_.fetch_sub(1);
+    }
+  }
+  RemoveWatch(id);
 }
 
 bool LoopCore::WatchActive(uint64_t id) const {

@@ -92,6 +92,10 @@ class LoopCore {
   struct QueuedTask {
     ContextHandle ctx;
     Task task;
+    // The loop's own bookkeeping (destroy marker, a cancelled task handed
+    // back for destruction, a foreign FdWatch::Stop): not counted in
+    // `LoopStats::tasks_run` or the shutdown report.
+    bool internal = false;
   };
   struct ContextRecord {
     // Guarded by remote_mu_ for writes; read by foreign posters under it.
@@ -137,6 +141,8 @@ class LoopCore {
   void FreeContext(uint32_t index);
   void DispatchFd(WatchRecord* record, short what);
   void RemoveWatch(uint64_t id);
+  bool ForeignStopPending(uint64_t id);
+  void FinishForeignStop(uint64_t id);
 
   static void OnBatch(int fd, short what, void* arg);
   static void OnWake(int fd, short what, void* arg);
@@ -157,6 +163,7 @@ class LoopCore {
   std::atomic<Phase> phase_{Phase::kOpen};
   bool running_ = false;
   bool batch_scheduled_ = false;
+  bool in_batch_ = false;              // RunBatch is running tasks.
   uint64_t callbacks_dispatched_ = 0;  // For RunUntilIdle.
   std::vector<QueuedTask> ready_;
   std::vector<QueuedTask> batch_;
@@ -172,6 +179,10 @@ class LoopCore {
   std::vector<QueuedTask> remote_;  // Guarded by remote_mu_.
   bool wake_pending_ = false;       // Guarded: eventfd written, not yet read.
   bool timers_changed_ = false;     // Guarded: a foreign thread moved timers.
+  // Watch ids whose foreign FdWatch::Stop() has not been applied by the loop
+  // yet (guarded); the count lets DispatchFd skip the lock when there are none.
+  std::vector<uint64_t> foreign_stops_;
+  std::atomic<uint32_t> foreign_stop_count_{0};
   std::deque<ContextRecord> contexts_;  // Growth guarded by remote_mu_.
 
   // Delayed tasks.
