@@ -1,0 +1,530 @@
+// Copyright 2026 The ctxloop Authors.
+
+#include "ctxloop/trace/batch_processor.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "ctxloop/trace/exporter.h"
+#include "ctxloop/trace/in_memory_exporter.h"
+#include "ctxloop/trace/span_data.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+SpanData MakeSpan(absl::string_view name) {
+  SpanData s;
+  s.trace_id = TraceId{1, 2};
+  s.span_id = NewSpanId();
+  s.name = std::string(name);
+  s.start_time = absl::UnixEpoch() + absl::Seconds(1);
+  s.end_time = s.start_time + absl::Milliseconds(1);
+  s.duration = absl::Milliseconds(1);
+  return s;
+}
+
+SpanData MakeSpan(int i) { return MakeSpan(absl::StrCat("s", i)); }
+
+TraceData MakeTrace(absl::string_view name) {
+  TraceData t;
+  t.trace_id = TraceId{1, 2};
+  t.root_span_id = RootSpanIdFor(t.trace_id);
+  t.workflow_name = std::string(name);
+  return t;
+}
+
+std::string NameOf(const ExportItem& item) {
+  if (const auto* s = std::get_if<SpanData>(&item)) return s->name;
+  return std::get<TraceData>(item).workflow_name;
+}
+
+std::vector<std::string> Names(const InMemoryExporter& e) {
+  std::vector<std::string> out;
+  for (const ExportItem& item : e.items()) out.push_back(NameOf(item));
+  return out;
+}
+
+std::vector<std::string> SpanNames(int from, int to) {
+  std::vector<std::string> out;
+  for (int i = from; i < to; ++i) out.push_back(absl::StrCat("s", i));
+  return out;
+}
+
+// Polls `pred` until it holds or `timeout` passes; the verdict is the
+// predicate, the timeout only bounds a failing test.
+bool WaitUntil(const std::function<bool()>& pred,
+               absl::Duration timeout = absl::Seconds(20)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!pred()) {
+    if (absl::Now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// Thread-safe list of reported statuses.
+class ErrorLog {
+ public:
+  BatchProcessor::ErrorCallback Callback() {
+    return [this](const absl::Status& s) {
+      std::lock_guard<std::mutex> lock(mu_);
+      statuses_.push_back(s);
+    };
+  }
+  std::vector<absl::Status> statuses() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return statuses_;
+  }
+  size_t size() const { return statuses().size(); }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<absl::Status> statuses_;
+};
+
+// Forwards to an InMemoryExporter, but `Export` waits while the gate is
+// closed, so a test can hold the worker inside an export.
+class GatedExporter : public SpanExporter {
+ public:
+  absl::Status Export(absl::Span<const ExportItem> batch) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++entered_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+    lock.unlock();
+    return inner.Export(batch);
+  }
+  absl::Status Flush() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++flushes_;
+    return flush_status_;
+  }
+  absl::Status Shutdown() override { return inner.Shutdown(); }
+
+  void SetOpen(bool open) {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = open;
+    cv_.notify_all();
+  }
+  int entered() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entered_;
+  }
+  int flushes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return flushes_;
+  }
+  void SetFlushStatus(absl::Status s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    flush_status_ = std::move(s);
+  }
+
+  InMemoryExporter inner;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int entered_ = 0;
+  int flushes_ = 0;
+  absl::Status flush_status_;
+};
+
+// Opens the gate when the test ends, even through a failed ASSERT, so the
+// processor's destructor can drain instead of waiting for a stuck export.
+class OpenOnExit {
+ public:
+  explicit OpenOnExit(GatedExporter* e) : e_(e) {}
+  ~OpenOnExit() { e_->SetOpen(true); }
+
+ private:
+  GatedExporter* e_;
+};
+
+BatchProcessor::Options NoTimer() {
+  BatchProcessor::Options o;
+  o.schedule_delay = absl::InfiniteDuration();
+  return o;
+}
+
+std::unique_ptr<BatchProcessor> MustCreate(std::shared_ptr<SpanExporter> e,
+                                           BatchProcessor::Options o) {
+  auto p = BatchProcessor::Create(std::move(e), std::move(o));
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? *std::move(p) : nullptr;
+}
+
+TEST(BatchProcessorTest, CreateRejectsNullExporterAndBadOptions) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  EXPECT_EQ(BatchProcessor::Create(nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto bad = [&](std::function<void(BatchProcessor::Options&)> edit) {
+    BatchProcessor::Options o;
+    edit(o);
+    return BatchProcessor::Create(exporter, std::move(o)).status().code();
+  };
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  EXPECT_EQ(bad([](auto& o) { o.max_queue_size = 0; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.max_batch_size = 0; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) {
+              o.max_queue_size = 10;
+              o.max_batch_size = 11;
+            }),
+            kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.schedule_delay = absl::ZeroDuration(); }),
+            kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.schedule_delay = -absl::Seconds(1); }),
+            kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.export_trigger_ratio = 0; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.export_trigger_ratio = 1.01; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) {
+              o.export_trigger_ratio = std::numeric_limits<double>::quiet_NaN();
+            }),
+            kInvalid);
+  EXPECT_TRUE(BatchProcessor::Create(exporter).ok());
+}
+
+TEST(BatchProcessorTest, ForceFlushExportsEverythingInOrderInBoundedBatches) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 128;
+  auto p = MustCreate(exporter, std::move(o));
+  std::vector<std::string> expected;
+  for (int i = 0; i < 300; ++i) {
+    p->OnSpanStart(MakeSpan(i));  // Start events queue nothing.
+    p->OnSpanEnd(MakeSpan(i));
+    expected.push_back(absl::StrCat("s", i));
+    if (i == 150) {
+      p->OnTraceStart(MakeTrace("t"));
+      p->OnTraceEnd(MakeTrace("t"));
+      expected.push_back("t");
+    }
+  }
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(*exporter), expected);
+  EXPECT_EQ(exporter->batch_sizes(), (std::vector<size_t>{128, 128, 45}));
+  EXPECT_EQ(exporter->traces().size(), 1u);
+  EXPECT_GE(exporter->flush_calls(), 1);  // ForceFlush flushes the exporter.
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.enqueued, 301u);
+  EXPECT_EQ(s.exported, 301u);
+  EXPECT_EQ(s.batches_exported, 3u);
+  EXPECT_EQ(s.dropped + s.failed_items + s.failed_batches, 0u);
+}
+
+TEST(BatchProcessorTest, ScheduleDelayExportsWithoutFlush) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  BatchProcessor::Options o;
+  o.schedule_delay = absl::Milliseconds(10);
+  auto p = MustCreate(exporter, std::move(o));
+  for (int i = 0; i < 5; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(WaitUntil([&] { return exporter->size() == 5; }));
+  EXPECT_EQ(Names(*exporter), SpanNames(0, 5));
+  EXPECT_EQ(exporter->flush_calls(), 0);  // Nobody asked for a flush.
+}
+
+TEST(BatchProcessorTest, ExportsEarlyWhenQueueReachesTriggerRatio) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  BatchProcessor::Options o = NoTimer();
+  o.max_queue_size = 100;
+  o.max_batch_size = 32;
+  o.export_trigger_ratio = 0.7;  // 70 items.
+  auto p = MustCreate(exporter, std::move(o));
+  for (int i = 0; i < 69; ++i) p->OnSpanEnd(MakeSpan(i));
+  // Below the trigger nothing may be exported (no timer, no flush). A short
+  // look can only miss a bug here, never fail a correct implementation.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(exporter->export_calls(), 0);
+  p->OnSpanEnd(MakeSpan(69));
+  ASSERT_TRUE(WaitUntil([&] { return exporter->size() == 70; }));
+  EXPECT_EQ(Names(*exporter), SpanNames(0, 70));
+  EXPECT_EQ(exporter->batch_sizes(), (std::vector<size_t>{32, 32, 6}));
+  EXPECT_EQ(exporter->flush_calls(), 0);
+}
+
+TEST(BatchProcessorTest, FullQueueDropsAreCountedAndReportedRateLimited) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetOpen(false);
+  ErrorLog errors;
+  BatchProcessor::Options o = NoTimer();
+  o.max_queue_size = 10;
+  o.max_batch_size = 10;
+  o.export_trigger_ratio = 1.0;
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  OpenOnExit open_on_exit(exporter.get());
+
+  // 10 items reach the trigger; the worker takes them and blocks in Export.
+  // Items being exported still count against max_queue_size.
+  for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 1; }));
+  for (int i = 10; i < 15; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_EQ(p->stats().dropped, 5u);
+  ASSERT_EQ(errors.size(), 1u);  // The first drop is reported...
+  EXPECT_EQ(errors.statuses()[0].code(), absl::StatusCode::kResourceExhausted);
+  for (int i = 15; i < 1009; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_EQ(p->stats().dropped, 999u);
+  EXPECT_EQ(errors.size(), 1u);  // ...then every 1000th.
+  p->OnSpanEnd(MakeSpan(1009));
+  EXPECT_EQ(p->stats().dropped, 1000u);
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_NE(errors.statuses()[1].message().find("1000"), std::string::npos)
+      << errors.statuses()[1];
+
+  exporter->SetOpen(true);
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(exporter->inner), SpanNames(0, 10));
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.enqueued, 10u);
+  EXPECT_EQ(s.exported, 10u);
+  // Space is free again once the export is done.
+  p->OnSpanEnd(MakeSpan(2000));
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(exporter->inner.size(), 11u);
+  EXPECT_EQ(p->stats().dropped, 1000u);
+}
+
+TEST(BatchProcessorTest, ForceFlushTimesOutWhileExporterIsStuckThenCompletes) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetOpen(false);
+  auto p = MustCreate(exporter, NoTimer());
+  OpenOnExit open_on_exit(exporter.get());
+  p->OnSpanEnd(MakeSpan(0));
+  EXPECT_EQ(p->ForceFlush(absl::Milliseconds(30)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  exporter->SetOpen(true);
+  EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(exporter->inner.size(), 1u);
+  EXPECT_GE(exporter->flushes(), 1);
+}
+
+TEST(BatchProcessorTest, ForceFlushReturnsExporterFlushError) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetFlushStatus(absl::DataLossError("disk gone"));
+  ErrorLog errors;
+  BatchProcessor::Options o = NoTimer();
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  p->OnSpanEnd(MakeSpan(0));
+  absl::Status s = p->ForceFlush(absl::Seconds(20));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_EQ(exporter->inner.size(), 1u);  // The export itself succeeded.
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors.statuses()[0].code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(BatchProcessorTest, ShutdownDrainsThenCountsLateItemsAsDropped) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  ErrorLog errors;
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 16;
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  for (int i = 0; i < 50; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(*exporter), SpanNames(0, 50));
+  EXPECT_TRUE(exporter->is_shutdown());
+  EXPECT_EQ(errors.size(), 0u);
+
+  p->OnSpanEnd(MakeSpan(50));
+  p->OnTraceEnd(MakeTrace("late"));
+  p->OnSpanEnd(MakeSpan(51));
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.dropped_after_shutdown, 3u);
+  EXPECT_EQ(s.dropped, 0u);
+  EXPECT_EQ(s.exported, 50u);
+  ASSERT_EQ(errors.size(), 1u);  // The first late item is reported.
+  EXPECT_EQ(errors.statuses()[0].code(), absl::StatusCode::kFailedPrecondition);
+
+  // Idempotent, and flushing after shutdown has nothing left to do.
+  EXPECT_TRUE(p->Shutdown(absl::Seconds(1)).ok());
+  EXPECT_TRUE(p->ForceFlush(absl::Seconds(1)).ok());
+  EXPECT_EQ(exporter->size(), 50u);
+}
+
+TEST(BatchProcessorTest, ShutdownTimeoutThenRetrySucceeds) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetOpen(false);
+  ErrorLog errors;
+  BatchProcessor::Options o = NoTimer();
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  OpenOnExit open_on_exit(exporter.get());
+  for (int i = 0; i < 3; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_EQ(p->Shutdown(absl::Milliseconds(30)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  p->OnSpanEnd(MakeSpan(3));  // Shutdown began: not accepted.
+  EXPECT_EQ(p->stats().dropped_after_shutdown, 1u);
+  exporter->SetOpen(true);
+  EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(exporter->inner), SpanNames(0, 3));
+  EXPECT_TRUE(exporter->inner.is_shutdown());
+}
+
+TEST(BatchProcessorTest, DestructorShutsDownAndDrains) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  {
+    auto p = MustCreate(exporter, NoTimer());
+    for (int i = 0; i < 20; ++i) p->OnSpanEnd(MakeSpan(i));
+  }
+  EXPECT_EQ(Names(*exporter), SpanNames(0, 20));
+  EXPECT_TRUE(exporter->is_shutdown());
+}
+
+TEST(BatchProcessorTest, ExporterErrorLosesOnlyThatBatch) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  exporter->FailNextExports(1, absl::UnavailableError("collector down"));
+  ErrorLog errors;
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 10;
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  for (int i = 0; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
+  absl::Status flush = p->ForceFlush(absl::Seconds(20));
+  EXPECT_EQ(flush.code(), absl::StatusCode::kUnavailable) << flush;
+  EXPECT_EQ(Names(*exporter), SpanNames(10, 30));  // Batch 0..9 is lost.
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.failed_batches, 1u);
+  EXPECT_EQ(s.failed_items, 10u);
+  EXPECT_EQ(s.exported, 20u);
+  EXPECT_EQ(s.batches_exported, 2u);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors.statuses()[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(errors.statuses()[0].message().find("collector down"),
+            std::string::npos);
+
+  // Later batches go through.
+  for (int i = 30; i < 35; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(*exporter), SpanNames(10, 35));
+  EXPECT_EQ(p->stats().exported, 25u);
+}
+
+TEST(BatchProcessorTest, ExporterThrowLosesOnlyThatBatch) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  ErrorLog errors;
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 10;
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  exporter->ThrowNextExports(1);
+  for (int i = 10; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_EQ(p->ForceFlush(absl::Seconds(20)).code(),
+            absl::StatusCode::kInternal);
+  std::vector<std::string> expected = SpanNames(0, 10);
+  for (const std::string& n : SpanNames(20, 30)) expected.push_back(n);
+  EXPECT_EQ(Names(*exporter), expected);  // Batch 10..19 is lost.
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.failed_batches, 1u);
+  EXPECT_EQ(s.failed_items, 10u);
+  EXPECT_EQ(s.exported, 20u);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors.statuses()[0].message().find("injected exception"),
+            std::string::npos)
+      << errors.statuses()[0];
+  ASSERT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+}
+
+TEST(BatchProcessorTest, ThrowingOnErrorDoesNotStopTheWorker) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  exporter->FailNextExports(1, absl::InternalError("x"));
+  BatchProcessor::Options o = NoTimer();
+  o.on_error = [](const absl::Status&) { throw std::runtime_error("bad cb"); };
+  auto p = MustCreate(exporter, std::move(o));
+  p->OnSpanEnd(MakeSpan(0));
+  EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());
+  p->OnSpanEnd(MakeSpan(1));
+  EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(*exporter), SpanNames(1, 2));
+}
+
+TEST(BatchProcessorTest, ConcurrentProducersLoseNothing) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 5000;
+  BatchProcessor::Options o;
+  o.max_queue_size = kThreads * kPerThread;
+  o.max_batch_size = 256;
+  o.schedule_delay = absl::Milliseconds(1);
+  o.export_trigger_ratio = 0.1;
+  auto p = MustCreate(exporter, std::move(o));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&p, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        p->OnSpanEnd(MakeSpan(absl::StrCat(t, ":", i)));
+      }
+    });
+  }
+  // Flushes racing with the producers must be harmless.
+  for (int i = 0; i < 5; ++i)
+    EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  for (std::thread& th : threads) th.join();
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.enqueued, uint64_t{kThreads * kPerThread});
+  EXPECT_EQ(s.exported, uint64_t{kThreads * kPerThread});
+  EXPECT_EQ(s.dropped, 0u);
+  for (size_t n : exporter->batch_sizes()) EXPECT_LE(n, 256u);
+  // Every item exactly once, each producer's items in its order.
+  std::vector<int> next(kThreads, 0);
+  for (const std::string& name : Names(*exporter)) {
+    const size_t colon = name.find(':');
+    int t = 0, i = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(name.substr(0, colon), &t));
+    ASSERT_TRUE(absl::SimpleAtoi(name.substr(colon + 1), &i));
+    ASSERT_EQ(i, next[t]) << "producer " << t;
+    ++next[t];
+  }
+  EXPECT_EQ(next, std::vector<int>(kThreads, kPerThread));
+  EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+}
+
+TEST(BatchProcessorTest, FlushAndShutdownFromOnErrorAreRefused) {
+  auto exporter = std::make_shared<InMemoryExporter>();
+  exporter->FailNextExports(1, absl::InternalError("x"));
+  std::atomic<BatchProcessor*> self{nullptr};
+  std::atomic<int> refused{0};
+  BatchProcessor::Options o = NoTimer();
+  o.on_error = [&](const absl::Status&) {
+    BatchProcessor* p = self.load();
+    if (p->ForceFlush(absl::Seconds(1)).code() ==
+        absl::StatusCode::kFailedPrecondition) {
+      ++refused;
+    }
+    if (p->Shutdown(absl::Seconds(1)).code() ==
+        absl::StatusCode::kFailedPrecondition) {
+      ++refused;
+    }
+  };
+  auto p = MustCreate(exporter, std::move(o));
+  self = p.get();
+  p->OnSpanEnd(MakeSpan(0));
+  EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(refused.load(), 2);
+  EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+}
+
+}  // namespace
+}  // namespace ctxloop

@@ -1,0 +1,1089 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Tests for the in-memory and file exporters and the JSON writer they share.
+// Output is checked by parsing it back with a small strict JSON parser
+// (below), and against exact expected text where the input is fixed.
+
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/trace/batch_processor.h"
+#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/in_memory_exporter.h"
+#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/json_lines_exporter.h"
+#include "ctxloop/trace/otlp_json_exporter.h"
+#include "ctxloop/trace/span_data.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+using internal::JsonWriter;
+
+// ------------------------------------------------------- strict JSON parser
+
+struct Json {
+  enum Type { kNull, kBool, kNumber, kString, kArray, kObject };
+  Type type = kNull;
+  bool boolean = false;
+  std::string text;  // kNumber: the literal; kString: the decoded value.
+  std::vector<Json> array;
+  std::vector<std::pair<std::string, Json>> object;
+
+  bool Has(absl::string_view key) const { return Find(key) != nullptr; }
+  const Json* Find(absl::string_view key) const {
+    for (const auto& [k, v] : object) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  }
+  const Json& operator[](absl::string_view key) const {
+    static const Json* const kNullValue = new Json();
+    const Json* v = Find(key);
+    return v != nullptr ? *v : *kNullValue;
+  }
+  const Json& operator[](size_t i) const { return array.at(i); }
+  const std::string& str() const { return text; }
+  int64_t Int() const {
+    int64_t v = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(text, &v)) << text;
+    return v;
+  }
+};
+
+class JsonParser {
+ public:
+  static absl::StatusOr<Json> Parse(absl::string_view s) {
+    JsonParser p(s);
+    Json out;
+    p.SkipSpace();
+    if (!p.Value(&out, 0)) return p.Error();
+    p.SkipSpace();
+    if (p.i_ != s.size()) return p.Fail("trailing characters");
+    return out;
+  }
+
+ private:
+  explicit JsonParser(absl::string_view s) : s_(s) {}
+
+  absl::Status Error() const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(error_, " at offset ", i_, " near \"",
+                     s_.substr(i_ < 20 ? 0 : i_ - 20, 40), "\""));
+  }
+  absl::Status Fail(const char* what) {
+    if (error_.empty()) error_ = what;
+    return Error();
+  }
+  bool Bad(const char* what) {
+    if (error_.empty()) error_ = what;
+    return false;
+  }
+  void SkipSpace() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' ||
+                              s_[i_] == '\n' || s_[i_] == '\r')) {
+      ++i_;
+    }
+  }
+  bool Literal(absl::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return Bad("bad literal");
+    i_ += word.size();
+    return true;
+  }
+  bool Value(Json* out, int depth) {
+    if (depth > 64) return Bad("too deep");
+    if (i_ >= s_.size()) return Bad("unexpected end");
+    const char c = s_[i_];
+    if (c == '{') return Object(out, depth);
+    if (c == '[') return Array(out, depth);
+    if (c == '"') {
+      out->type = Json::kString;
+      return String(&out->text);
+    }
+    if (c == 't') {
+      out->type = Json::kBool;
+      out->boolean = true;
+      return Literal("true");
+    }
+    if (c == 'f') {
+      out->type = Json::kBool;
+      return Literal("false");
+    }
+    if (c == 'n') return Literal("null");
+    return Number(out);
+  }
+  bool Digits() {
+    const size_t start = i_;
+    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
+    return i_ > start;
+  }
+  bool Number(Json* out) {
+    const size_t start = i_;
+    if (i_ < s_.size() && s_[i_] == '-') ++i_;
+    if (i_ < s_.size() && s_[i_] == '0') {
+      ++i_;
+    } else if (!Digits()) {
+      return Bad("bad number");
+    }
+    if (i_ < s_.size() && s_[i_] == '.') {
+      ++i_;
+      if (!Digits()) return Bad("bad fraction");
+    }
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+      if (!Digits()) return Bad("bad exponent");
+    }
+    out->type = Json::kNumber;
+    out->text = std::string(s_.substr(start, i_ - start));
+    return true;
+  }
+  static void AppendUtf8(uint32_t cp, std::string* out) {
+    if (cp < 0x80) {
+      out->push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+  bool Hex4(uint32_t* v) {
+    if (i_ + 4 > s_.size()) return Bad("short \\u escape");
+    *v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s_[i_++];
+      *v <<= 4;
+      if (c >= '0' && c <= '9') {
+        *v |= c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        *v |= c - 'a' + 10;
+      } else if (c >= 'A' && c <= 'F') {
+        *v |= c - 'A' + 10;
+      } else {
+        return Bad("bad hex digit");
+      }
+    }
+    return true;
+  }
+  // Decodes one raw UTF-8 sequence strictly (no overlongs, surrogates or
+  // values above U+10FFFF).
+  bool RawUtf8(std::string* out) {
+    const unsigned char c = static_cast<unsigned char>(s_[i_]);
+    int len;
+    uint32_t cp;
+    if (c < 0x80) {
+      len = 1, cp = c;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return Bad("invalid UTF-8 lead byte");
+    }
+    if (i_ + len > s_.size()) return Bad("truncated UTF-8");
+    for (int k = 1; k < len; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s_[i_ + k]);
+      if ((d & 0xC0) != 0x80) return Bad("invalid UTF-8 continuation");
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len]) return Bad("overlong UTF-8");
+    if (cp >= 0xD800 && cp <= 0xDFFF) return Bad("UTF-8 surrogate");
+    if (cp > 0x10FFFF) return Bad("UTF-8 above U+10FFFF");
+    out->append(s_.data() + i_, len);
+    i_ += len;
+    return true;
+  }
+  bool String(std::string* out) {
+    ++i_;  // '"'
+    while (true) {
+      if (i_ >= s_.size()) return Bad("unterminated string");
+      const unsigned char c = static_cast<unsigned char>(s_[i_]);
+      if (c == '"') {
+        ++i_;
+        return true;
+      }
+      if (c < 0x20) return Bad("raw control character in string");
+      if (c != '\\') {
+        if (!RawUtf8(out)) return false;
+        continue;
+      }
+      ++i_;
+      if (i_ >= s_.size()) return Bad("unterminated escape");
+      const char e = s_[i_++];
+      switch (e) {
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
+        case 'u': {
+          uint32_t cp;
+          if (!Hex4(&cp)) return false;
+          if (cp >= 0xDC00 && cp <= 0xDFFF) return Bad("lone low surrogate");
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            uint32_t lo;
+            if (s_.substr(i_, 2) != "\\u") return Bad("lone high surrogate");
+            i_ += 2;
+            if (!Hex4(&lo)) return false;
+            if (lo < 0xDC00 || lo > 0xDFFF) return Bad("bad low surrogate");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          }
+          AppendUtf8(cp, out);
+          break;
+        }
+        default:
+          return Bad("bad escape");
+      }
+    }
+  }
+  bool Array(Json* out, int depth) {
+    out->type = Json::kArray;
+    ++i_;
+    SkipSpace();
+    if (i_ < s_.size() && s_[i_] == ']') {
+      ++i_;
+      return true;
+    }
+    while (true) {
+      Json v;
+      SkipSpace();
+      if (!Value(&v, depth + 1)) return false;
+      out->array.push_back(std::move(v));
+      SkipSpace();
+      if (i_ >= s_.size()) return Bad("unterminated array");
+      if (s_[i_] == ',') {
+        ++i_;
+        continue;
+      }
+      if (s_[i_] == ']') {
+        ++i_;
+        return true;
+      }
+      return Bad("expected , or ]");
+    }
+  }
+  bool Object(Json* out, int depth) {
+    out->type = Json::kObject;
+    ++i_;
+    SkipSpace();
+    if (i_ < s_.size() && s_[i_] == '}') {
+      ++i_;
+      return true;
+    }
+    while (true) {
+      SkipSpace();
+      if (i_ >= s_.size() || s_[i_] != '"') return Bad("expected key");
+      std::string key;
+      if (!String(&key)) return false;
+      if (out->Has(key)) return Bad("duplicate key");
+      SkipSpace();
+      if (i_ >= s_.size() || s_[i_] != ':') return Bad("expected :");
+      ++i_;
+      SkipSpace();
+      Json v;
+      if (!Value(&v, depth + 1)) return false;
+      out->object.emplace_back(std::move(key), std::move(v));
+      SkipSpace();
+      if (i_ >= s_.size()) return Bad("unterminated object");
+      if (s_[i_] == ',') {
+        ++i_;
+        continue;
+      }
+      if (s_[i_] == '}') {
+        ++i_;
+        return true;
+      }
+      return Bad("expected , or }");
+    }
+  }
+
+  absl::string_view s_;
+  size_t i_ = 0;
+  std::string error_;
+};
+
+Json MustParse(absl::string_view s) {
+  absl::StatusOr<Json> j = JsonParser::Parse(s);
+  EXPECT_TRUE(j.ok()) << j.status() << "\n" << s;
+  return j.ok() ? *std::move(j) : Json();
+}
+
+TEST(JsonParserSelfTest, RejectsInvalidJson) {
+  for (const char* bad : {"", "{", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.",
+                          "\"\x01\"", "\"\xff\"", "\"\xC0\xAF\"", "\"\\ud800\"",
+                          "nul", "[1] 2", "{\"a\":1,\"a\":2}", "\"\\x\""}) {
+    EXPECT_FALSE(JsonParser::Parse(bad).ok()) << bad;
+  }
+  EXPECT_TRUE(
+      JsonParser::Parse(" {\"a\":[1,-2.5e3,true,null,\"\\u00e9\"]} ").ok());
+}
+
+// ----------------------------------------------------------------- helpers
+
+std::string TempPath(absl::string_view name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool FileExists(const std::string& path) {
+  std::ifstream in(path);
+  return in.good();
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out = absl::StrSplit(text, '\n');
+  if (!out.empty() && out.back().empty()) out.pop_back();
+  return out;
+}
+
+ContextHandle Ctx(uint32_t loop, uint32_t context) {
+  return internal::HandleAccess::Make(loop, 1, context, 1);
+}
+
+const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // 2026-01-01.
+
+absl::Time At(absl::Duration d) { return kT0 + d; }
+
+ExecutionSite Site(ContextHandle ctx, int64_t tid, absl::Duration at) {
+  ExecutionSite s;
+  s.ctx = ctx;
+  s.thread_id = tid;
+  s.time = At(at);
+  return s;
+}
+
+SpanData Span(TraceId trace, uint64_t id, uint64_t parent, std::string name,
+              ExecutionSite where, absl::Duration start, absl::Duration dur) {
+  SpanData s;
+  s.trace_id = trace;
+  s.span_id = SpanId{id};
+  s.parent_span_id = SpanId{parent};
+  s.name = std::move(name);
+  s.start_time = At(start);
+  s.duration = dur;
+  s.end_time = At(start + dur);
+  where.time = At(start);
+  s.started = where;
+  s.finish_called = where;
+  s.finish_called.time = At(start + dur);
+  s.finish_ran = s.finish_called;
+  return s;
+}
+
+bool IsLowerHex(const std::string& s, size_t len) {
+  if (s.size() != len) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------ JsonWriter
+
+std::string Quote(absl::string_view s) {
+  std::string out;
+  internal::AppendJsonString(s, &out);
+  return out;
+}
+
+TEST(JsonWriterTest, WritesNestedContainersWithCommas) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("a").BeginArray();
+  w.Int(1).Int(-2).Uint(std::numeric_limits<uint64_t>::max());
+  w.Bool(true).Bool(false).Null();
+  w.BeginObject().EndObject();
+  w.BeginArray().EndArray();
+  w.EndArray();
+  w.Key("b").BeginObject().Key("c").Int(std::numeric_limits<int64_t>::min());
+  w.EndObject();
+  w.Key("d").Double(1.5);
+  w.Key("e").Raw("[1,2]");
+  w.EndObject();
+  EXPECT_TRUE(w.status().ok()) << w.status();
+  EXPECT_TRUE(w.complete());
+  EXPECT_EQ(w.str(),
+            "{\"a\":[1,-2,18446744073709551615,true,false,null,{},[]],"
+            "\"b\":{\"c\":-9223372036854775808},\"d\":1.5,\"e\":[1,2]}");
+  MustParse(w.str());
+}
+
+TEST(JsonWriterTest, EscapesQuotesBackslashesAndControlCharacters) {
+  EXPECT_EQ(Quote("q\"b\\s/"), "\"q\\\"b\\\\s/\"");
+  EXPECT_EQ(Quote("\b\f\n\r\t"), "\"\\b\\f\\n\\r\\t\"");
+  EXPECT_EQ(Quote(std::string("a\0b", 3)), "\"a\\u0000b\"");
+  EXPECT_EQ(Quote("\x01\x1f\x7f"), "\"\\u0001\\u001f\\u007f\"");
+  EXPECT_EQ(Quote("\xE2\x80\xA8|\xE2\x80\xA9"), "\"\\u2028|\\u2029\"");
+  // Every control character is escaped, none passes raw.
+  for (int c = 0; c < 0x20; ++c) {
+    const std::string q = Quote(std::string(1, static_cast<char>(c)));
+    EXPECT_EQ(q.size() >= 4 && q[1] == '\\', true) << c;
+    EXPECT_EQ(MustParse(q).str(), std::string(1, static_cast<char>(c))) << c;
+  }
+}
+
+TEST(JsonWriterTest, KeepsValidUtf8AndReplacesInvalidUtf8) {
+  const std::string kFffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(Quote("\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"),
+            "\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\"");  // é € 😀
+  EXPECT_EQ(Quote("\xFF"), "\"" + kFffd + "\"");
+  EXPECT_EQ(Quote("a\xE2\x82"), "\"a" + kFffd + "\"");  // Truncated: one.
+  EXPECT_EQ(Quote("\xE2\x82z"), "\"" + kFffd + "z\"");
+  EXPECT_EQ(Quote("\xC0\xAF"), "\"" + kFffd + kFffd + "\"");  // Overlong.
+  EXPECT_EQ(Quote("\xED\xA0\x80"),
+            "\"" + kFffd + kFffd + kFffd + "\"");  // Surrogate.
+  EXPECT_EQ(Quote("\xF4\x90\x80\x80"),
+            "\"" + kFffd + kFffd + kFffd + kFffd + "\"");  // > U+10FFFF.
+  EXPECT_EQ(Quote("\x80"), "\"" + kFffd + "\"");           // Lone continuation.
+  // Any byte string at all comes out as valid JSON (and valid UTF-8).
+  std::string all;
+  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
+  for (int i = 255; i >= 0; --i) all.push_back(static_cast<char>(i));
+  all += "\xF0\x9F\x98";  // Ends truncated.
+  MustParse(Quote(all));
+}
+
+TEST(JsonWriterTest, DoublesRoundTripAndNonFiniteIsNull) {
+  JsonWriter w;
+  w.BeginArray()
+      .Double(0.1)
+      .Double(-0.0)
+      .Double(1e300)
+      .Double(123456789.125)
+      .Double(std::numeric_limits<double>::quiet_NaN())
+      .Double(std::numeric_limits<double>::infinity())
+      .Double(-std::numeric_limits<double>::infinity())
+      .EndArray();
+  EXPECT_EQ(w.str(), "[0.1,-0,1e+300,123456789.125,null,null,null]");
+  MustParse(w.str());
+}
+
+TEST(JsonWriterTest, MisuseIsRecordedAndOutputStaysValid) {
+  JsonWriter w;
+  w.BeginObject().Int(1);  // A value without a key: ignored.
+  EXPECT_FALSE(w.status().ok());
+  w.Key("a").Int(2).EndObject();
+  EXPECT_EQ(w.str(), "{\"a\":2}");
+  w.Int(3);  // A second top-level value: ignored.
+  w.EndArray();
+  EXPECT_EQ(w.str(), "{\"a\":2}");
+  EXPECT_TRUE(w.complete());
+
+  JsonWriter k;
+  k.Key("top");
+  EXPECT_FALSE(k.status().ok());
+  EXPECT_EQ(k.str(), "");
+  k.Clear();
+  EXPECT_TRUE(k.status().ok());
+  EXPECT_FALSE(k.complete());
+}
+
+// ------------------------------------------------------ InMemoryExporter
+
+TEST(InMemoryExporterTest, StoresInOrderAndInjectsFaults) {
+  InMemoryExporter e;
+  const TraceId trace{0, 7};
+  SpanData s1 = Span(trace, 1, 0, "a", Site({}, 1, {}), {}, absl::Seconds(1));
+  SpanData s2 = Span(trace, 2, 1, "b", Site({}, 1, {}), {}, absl::Seconds(1));
+  TraceData t;
+  t.trace_id = trace;
+  t.workflow_name = "wf";
+  std::vector<ExportItem> batch = {s1, t, s2};
+  ASSERT_TRUE(e.Export(batch).ok());
+  EXPECT_EQ(e.size(), 3u);
+  ASSERT_EQ(e.spans().size(), 2u);
+  EXPECT_EQ(e.spans()[1].name, "b");
+  ASSERT_EQ(e.traces().size(), 1u);
+  EXPECT_EQ(e.traces()[0].workflow_name, "wf");
+  EXPECT_EQ(std::get<SpanData>(e.items()[0]).name, "a");
+
+  e.FailNextExports(2, absl::UnavailableError("down"));
+  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kUnavailable);
+  e.ThrowNextExports(1);
+  EXPECT_THROW(e.Export(batch).IgnoreError(), std::runtime_error);
+  EXPECT_EQ(e.size(), 3u);  // Failed calls stored nothing.
+  ASSERT_TRUE(e.Export(absl::MakeConstSpan(batch).subspan(0, 1)).ok());
+  EXPECT_EQ(e.size(), 4u);
+  EXPECT_EQ(e.export_calls(), 5);
+  EXPECT_EQ(e.batch_sizes(), (std::vector<size_t>{3, 1}));
+
+  e.Clear();
+  EXPECT_EQ(e.size(), 0u);
+  ASSERT_TRUE(e.Shutdown().ok());
+  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// ---------------------------------------------------- JsonLinesExporter
+
+SpanData FixedSpan() {
+  SpanData s;
+  s.trace_id = TraceId{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
+  s.span_id = SpanId{0xabc};
+  s.name = "step \"1\"";
+  s.attributes = {{"k", std::string("v")},
+                  {"n", int64_t{-5}},
+                  {"x", 0.25},
+                  {"ok", true},
+                  {"k", std::string("v2")}};
+  s.start_time = kT0 + absl::Nanoseconds(1);
+  s.end_time = s.start_time + absl::Microseconds(1500);
+  s.duration = absl::Microseconds(1500);
+  s.error = SpanError{"boom", "{\"x\":1}"};
+  s.started = {Ctx(1, 2), 101, s.start_time};
+  s.finish_called = {ContextHandle(), 202, s.end_time};
+  s.finish_ran = {Ctx(1, 2), 101, s.end_time + absl::Microseconds(3)};
+  return s;
+}
+
+TEST(JsonLinesExporterTest, FormatsASpanExactly) {
+  EXPECT_EQ(JsonLinesExporter::FormatItem(FixedSpan()),
+            "{\"type\":\"span\","
+            "\"trace_id\":\"0123456789abcdeffedcba9876543210\","
+            "\"span_id\":\"0000000000000abc\",\"parent_span_id\":null,"
+            "\"name\":\"step \\\"1\\\"\","
+            "\"attributes\":{\"n\":-5,\"x\":0.25,\"ok\":true,\"k\":\"v2\"},"
+            "\"start_time\":\"2026-01-01T00:00:00.000000001Z\","
+            "\"end_time\":\"2026-01-01T00:00:00.001500001Z\","
+            "\"duration_ns\":1500000,"
+            "\"error\":{\"message\":\"boom\",\"data\":\"{\\\"x\\\":1}\"},"
+            "\"started\":{\"loop\":1,\"context\":2,\"thread\":101,"
+            "\"time\":\"2026-01-01T00:00:00.000000001Z\"},"
+            "\"finish_called\":{\"loop\":null,\"context\":null,\"thread\":202,"
+            "\"time\":\"2026-01-01T00:00:00.001500001Z\"},"
+            "\"finish_ran\":{\"loop\":1,\"context\":2,\"thread\":101,"
+            "\"time\":\"2026-01-01T00:00:00.001503001Z\"},"
+            "\"finished_off_origin\":false}");
+}
+
+TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
+  const std::string path = TempPath("lines.jsonl");
+  JsonLinesExporter::Options options;
+  options.truncate = true;
+  auto e = JsonLinesExporter::Create(path, options);
+  ASSERT_TRUE(e.ok()) << e.status();
+
+  TraceData t;
+  t.trace_id = FixedSpan().trace_id;
+  t.root_span_id = RootSpanIdFor(t.trace_id);
+  t.workflow_name = "agent\nrun";
+  t.group_id = "chat-7";
+  t.metadata = {{"user", "ann"}, {"bad", "\xff"}};
+  t.start_time = kT0;
+  t.end_time = absl::InfiniteFuture();  // Written as null.
+  t.duration = absl::Milliseconds(2);
+  t.finished_off_origin = true;
+
+  SpanData child = FixedSpan();
+  child.span_id = SpanId{0xdef};
+  child.parent_span_id = SpanId{0xabc};
+  child.error.reset();
+
+  std::vector<ExportItem> first = {FixedSpan(), child};
+  std::vector<ExportItem> second = {t};
+  ASSERT_TRUE((*e)->Export(first).ok());
+  ASSERT_TRUE((*e)->Export(second).ok());
+  ASSERT_TRUE((*e)->Flush().ok());
+
+  std::vector<std::string> lines = Lines(ReadFile(path));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], JsonLinesExporter::FormatItem(FixedSpan()));
+  Json c = MustParse(lines[1]);
+  EXPECT_EQ(c["parent_span_id"].str(), "0000000000000abc");
+  EXPECT_EQ(c["error"].type, Json::kNull);
+  Json tr = MustParse(lines[2]);
+  EXPECT_EQ(tr["type"].str(), "trace");
+  EXPECT_EQ(tr["workflow_name"].str(), "agent\nrun");
+  EXPECT_EQ(tr["span_id"].str(), RootSpanIdFor(t.trace_id).ToHex());
+  EXPECT_EQ(tr["group_id"].str(), "chat-7");
+  EXPECT_EQ(tr["metadata"]["user"].str(), "ann");
+  EXPECT_EQ(tr["metadata"]["bad"].str(), "\xEF\xBF\xBD");
+  EXPECT_EQ(tr["end_time"].type, Json::kNull);
+  EXPECT_EQ(tr["duration_ns"].Int(), 2000000);
+  EXPECT_EQ(tr["finished_off_origin"].boolean, true);
+  EXPECT_EQ(tr["started"]["loop"].type, Json::kNull);
+
+  ASSERT_TRUE((*e)->Shutdown().ok());
+  EXPECT_TRUE((*e)->Shutdown().ok());  // Idempotent.
+  EXPECT_EQ((*e)->Export(first).code(), absl::StatusCode::kFailedPrecondition);
+
+  // A new exporter appends unless told to truncate.
+  auto again = JsonLinesExporter::Create(path);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE((*again)->Export(second).ok());
+  EXPECT_EQ(Lines(ReadFile(path)).size(), 4u);
+}
+
+TEST(JsonLinesExporterTest, BadPathIsAStatus) {
+  EXPECT_EQ(JsonLinesExporter::Create(TempPath("no/such/dir/x.jsonl"))
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(JsonLinesExporter::Create("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// --------------------------------------------------- ChromeTraceExporter
+
+// ns since the file's origin, from a "ts"/"dur" literal (microseconds).
+int64_t Nanos(const Json& v) {
+  EXPECT_EQ(v.type, Json::kNumber);
+  const std::vector<std::string> parts = absl::StrSplit(v.text, '.');
+  int64_t us = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(parts[0], &us)) << v.text;
+  int64_t frac = 0;
+  if (parts.size() > 1) {
+    std::string digits = parts[1].substr(0, 3);
+    while (digits.size() < 3) digits.push_back('0');
+    EXPECT_TRUE(absl::SimpleAtoi(digits, &frac)) << v.text;
+  }
+  return us * 1000 + frac;
+}
+
+struct ChromeScene {
+  ContextHandle a = Ctx(1, 2);   // loop 1, thread 101, named "request A"
+  ContextHandle a3 = Ctx(1, 3);  // loop 1, thread 101
+  ContextHandle b = Ctx(2, 1);   // loop 2, thread 202
+  TraceId trace{0x1111, 0x2222};
+  TraceData t;
+  SpanData s1, s2, s3, s4;
+
+  ChromeScene() {
+    t.trace_id = trace;
+    t.root_span_id = RootSpanIdFor(trace);
+    t.workflow_name = "agent run";
+    t.group_id = "g";
+    t.metadata = {{"user", "ann"}};
+    t.start_time = At(absl::ZeroDuration());
+    t.duration = absl::Milliseconds(10);
+    t.end_time = At(absl::Milliseconds(10));
+    t.started = Site(a, 101, absl::ZeroDuration());
+    // Finish called on loop 2, run back on the origin context.
+    t.finish_called = Site(b, 202, absl::Milliseconds(9));
+    t.finish_ran = Site(a, 101, absl::Microseconds(9500));
+    // s1 nests in the trace; s2 overlaps s1 without nesting.
+    s1 = Span(trace, 0x51, 0, "s1", Site(a, 101, {}), absl::Milliseconds(1),
+              absl::Milliseconds(3));
+    s1.attributes = {{"n", int64_t{3}}};
+    s2 = Span(trace, 0x52, 0x51, "s2", Site(a, 101, {}), absl::Milliseconds(2),
+              absl::Milliseconds(4));
+    s2.error = SpanError{"failed", ""};
+    // s3 on another context of loop 1, finished from a plain thread.
+    s3 = Span(trace, 0x53, 0, "s3", Site(a3, 101, {}), absl::Milliseconds(1),
+              absl::Milliseconds(1));
+    s3.finish_called = Site(ContextHandle(), 303, absl::Microseconds(2500));
+    s3.finish_ran = Site(a3, 101, absl::Microseconds(2600));
+    // s4 on a plain thread.
+    s4 = Span(trace, 0x54, 0, "s4", Site(ContextHandle(), 404, {}),
+              absl::Milliseconds(5), absl::Milliseconds(1));
+  }
+  std::vector<ExportItem> Items() const { return {s1, s2, s3, s4, t}; }
+};
+
+struct TrackId {
+  int64_t pid, tid;
+  bool operator<(const TrackId& o) const {
+    return pid != o.pid ? pid < o.pid : tid < o.tid;
+  }
+  bool operator==(const TrackId& o) const {
+    return pid == o.pid && tid == o.tid;
+  }
+};
+
+TrackId TrackOf(const Json& e) { return {e["pid"].Int(), e["tid"].Int()}; }
+
+const Json* FindEvent(const Json& events, absl::string_view ph,
+                      absl::string_view name) {
+  for (const Json& e : events.array) {
+    if (e["ph"].str() == ph && e["name"].str() == name) return &e;
+  }
+  return nullptr;
+}
+
+TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
+  const std::string path = TempPath("trace.json");
+  auto created = ChromeTraceExporter::Create(path);
+  ASSERT_TRUE(created.ok()) << created.status();
+  ChromeTraceExporter& e = **created;
+  // An empty but valid trace exists at once.
+  EXPECT_EQ(MustParse(ReadFile(path))["traceEvents"].array.size(), 0u);
+
+  ChromeScene scene;
+  e.SetContextName(scene.a, "request A");
+  ASSERT_TRUE(e.Export(scene.Items()).ok());
+  ASSERT_TRUE(e.Flush().ok());
+  const std::string text = ReadFile(path);
+  EXPECT_EQ(text, e.ToJson());
+  EXPECT_FALSE(FileExists(path + ".tmp"));
+
+  Json root = MustParse(text);
+  ASSERT_EQ(root.object.size(), 3u);
+  EXPECT_EQ(root.object[0].first, "traceEvents");  // Perfetto reads it first.
+  EXPECT_EQ(root["displayTimeUnit"].str(), "ms");
+  EXPECT_EQ(root["otherData"]["time_origin"].str(),
+            "2026-01-01T00:00:00.000000000Z");
+  const Json& events = root["traceEvents"];
+
+  // Process and thread names.
+  std::map<int64_t, std::string> process_names;
+  std::map<int64_t, std::string> thread_names;  // By tid: must be unique.
+  std::map<int64_t, int64_t> thread_pid;
+  for (const Json& ev : events.array) {
+    if (ev["ph"].str() != "M") continue;
+    if (ev["name"].str() == "process_name") {
+      process_names[ev["pid"].Int()] = ev["args"]["name"].str();
+    } else if (ev["name"].str() == "thread_name") {
+      const int64_t tid = ev["tid"].Int();
+      EXPECT_FALSE(thread_names.count(tid)) << "tid reused: " << tid;
+      thread_names[tid] = ev["args"]["name"].str();
+      thread_pid[tid] = ev["pid"].Int();
+    }
+  }
+  EXPECT_EQ(process_names[1], "loop 1 (thread 101)");
+  EXPECT_EQ(process_names[2], "loop 2 (thread 202)");
+  EXPECT_EQ(process_names[2147483647], "non-loop threads");
+  std::map<std::string, TrackId> track_by_name;
+  for (const auto& [tid, name] : thread_names) {
+    track_by_name[name] = {thread_pid[tid], tid};
+  }
+  ASSERT_TRUE(track_by_name.count("request A"));
+  ASSERT_TRUE(track_by_name.count("request A (overlap 1)"));
+  ASSERT_TRUE(track_by_name.count("ctx 3"));
+  ASSERT_TRUE(track_by_name.count("ctx 1"));
+  ASSERT_TRUE(track_by_name.count("thread 303"));
+  ASSERT_TRUE(track_by_name.count("thread 404"));
+  EXPECT_EQ(track_by_name["request A"].pid, 1);
+  EXPECT_EQ(track_by_name["ctx 3"].pid, 1);
+  EXPECT_EQ(track_by_name["ctx 1"].pid, 2);
+  EXPECT_EQ(track_by_name["thread 404"], (TrackId{2147483647, 404}));
+
+  // Slices: spans and the trace, with ids in args, on their tracks.
+  const Json* trace = FindEvent(events, "X", "agent run");
+  ASSERT_NE(trace, nullptr);
+  EXPECT_EQ((*trace)["cat"].str(), "trace");
+  EXPECT_EQ((*trace)["args"]["trace_id"].str(), scene.trace.ToHex());
+  EXPECT_EQ((*trace)["args"]["span_id"].str(),
+            RootSpanIdFor(scene.trace).ToHex());
+  EXPECT_EQ((*trace)["args"]["workflow_name"].str(), "agent run");
+  EXPECT_EQ((*trace)["args"]["metadata"]["user"].str(), "ann");
+  EXPECT_EQ(Nanos((*trace)["ts"]), 0);
+  EXPECT_EQ(Nanos((*trace)["dur"]), 10000000);
+  EXPECT_EQ(TrackOf(*trace), track_by_name["request A"]);
+  for (const char* name : {"s1", "s2", "s3", "s4"}) {
+    const Json* s = FindEvent(events, "X", name);
+    ASSERT_NE(s, nullptr) << name;
+    EXPECT_EQ((*s)["cat"].str(), "span");
+    EXPECT_TRUE(IsLowerHex((*s)["args"]["trace_id"].str(), 32)) << name;
+    EXPECT_TRUE(IsLowerHex((*s)["args"]["span_id"].str(), 16)) << name;
+    EXPECT_TRUE(IsLowerHex((*s)["args"]["parent_span_id"].str(), 16)) << name;
+  }
+  const Json& s1 = *FindEvent(events, "X", "s1");
+  const Json& s2 = *FindEvent(events, "X", "s2");
+  EXPECT_EQ(Nanos(s1["ts"]), 1000000);
+  EXPECT_EQ(Nanos(s1["dur"]), 3000000);
+  EXPECT_EQ(s1["args"]["attributes"]["n"].Int(), 3);
+  EXPECT_EQ(s1["args"]["parent_span_id"].str(),
+            RootSpanIdFor(scene.trace).ToHex());
+  EXPECT_EQ(s2["args"]["error"]["message"].str(), "failed");
+  EXPECT_EQ(TrackOf(s1), track_by_name["request A"]);
+  EXPECT_EQ(TrackOf(s2), track_by_name["request A (overlap 1)"]);
+  EXPECT_EQ(TrackOf(*FindEvent(events, "X", "s3")), track_by_name["ctx 3"]);
+  EXPECT_EQ(TrackOf(*FindEvent(events, "X", "s4")),
+            track_by_name["thread 404"]);
+
+  // Every track's slices nest (what viewers require), and events are in
+  // time order.
+  std::map<TrackId, std::vector<std::pair<int64_t, int64_t>>> stacks;
+  int64_t last_ts = -1;
+  for (const Json& ev : events.array) {
+    if (ev["ph"].str() == "M") continue;
+    const int64_t ts = Nanos(ev["ts"]);
+    EXPECT_GE(ts, last_ts);
+    last_ts = ts;
+    if (ev["ph"].str() != "X") continue;
+    const int64_t end = ts + Nanos(ev["dur"]);
+    auto& stack = stacks[TrackOf(ev)];
+    while (!stack.empty() && stack.back().second <= ts) stack.pop_back();
+    if (!stack.empty()) {
+      EXPECT_LE(end, stack.back().second)
+          << ev["name"].str() << " does not nest";
+    }
+    stack.emplace_back(ts, end);
+  }
+
+  // Finish arrows: loop 2 -> request A for the trace, thread 303 -> ctx 3
+  // for s3; each end inside an anchor slice on its track, right after it.
+  std::map<uint64_t, std::vector<size_t>> flows;
+  for (size_t i = 0; i < events.array.size(); ++i) {
+    const Json& ev = events.array[i];
+    if (ev["ph"].str() == "s" || ev["ph"].str() == "f") {
+      EXPECT_EQ(ev["cat"].str(), "finish");
+      flows[ev["id"].Int()].push_back(i);
+    }
+  }
+  ASSERT_EQ(flows.size(), 2u);
+  std::set<std::pair<std::string, std::string>> arrows;
+  for (const auto& [id, where] : flows) {
+    ASSERT_EQ(where.size(), 2u);
+    const Json& s = events[where[0]];
+    const Json& f = events[where[1]];
+    EXPECT_EQ(s["ph"].str(), "s");
+    EXPECT_EQ(f["ph"].str(), "f");
+    EXPECT_EQ(f["bp"].str(), "e");
+    EXPECT_EQ(s["name"].str(), f["name"].str());
+    for (size_t i : where) {
+      const Json& anchor = events[i - 1];
+      const Json& flow = events[i];
+      EXPECT_EQ(anchor["ph"].str(), "X");
+      EXPECT_EQ(anchor["cat"].str(), "finish");
+      EXPECT_EQ(TrackOf(anchor), TrackOf(flow));
+      EXPECT_EQ(Nanos(anchor["ts"]), Nanos(flow["ts"]));
+      EXPECT_GT(Nanos(anchor["dur"]), 0);
+      EXPECT_LE(Nanos(anchor["dur"]), 1000);
+    }
+    EXPECT_EQ(events[where[0] - 1]["name"].str(), "finish called");
+    EXPECT_EQ(events[where[1] - 1]["name"].str(), "finish ran");
+    std::string from, to;
+    for (const auto& [name, track] : track_by_name) {
+      if (track == TrackOf(s)) from = name;
+      if (track == TrackOf(f) && name.rfind("request A", 0) == 0) {
+        to = "request A";
+      } else if (track == TrackOf(f)) {
+        to = name;
+      }
+    }
+    arrows.emplace(from, to);
+    if (from == "ctx 1") {
+      EXPECT_EQ(Nanos(s["ts"]), 9000000);
+      EXPECT_EQ(Nanos(f["ts"]), 9500000);
+    }
+  }
+  EXPECT_EQ(arrows, (std::set<std::pair<std::string, std::string>>{
+                        {"ctx 1", "request A"}, {"thread 303", "ctx 3"}}));
+
+  ASSERT_TRUE(e.Shutdown().ok());
+  EXPECT_EQ(e.Export(scene.Items()).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReadFile(path), text);  // Shutdown wrote the same content.
+}
+
+TEST(ChromeTraceExporterTest, NoArrowWhenFinishRanWhereItWasCalled) {
+  ChromeScene scene;
+  auto e = ChromeTraceExporter::Create(TempPath("plain.json"));
+  ASSERT_TRUE(e.ok());
+  std::vector<ExportItem> items = {scene.s1, scene.s4};  // Same-site finish.
+  ASSERT_TRUE((*e)->Export(items).ok());
+  Json root = MustParse((*e)->ToJson());
+  for (const Json& ev : root["traceEvents"].array) {
+    EXPECT_NE(ev["ph"].str(), "s");
+    EXPECT_NE(ev["cat"].str(), "finish");
+  }
+}
+
+TEST(ChromeTraceExporterTest, MaxItemsBoundsMemoryAndReports) {
+  ChromeTraceExporter::Options options;
+  options.max_items = 3;
+  auto e = ChromeTraceExporter::Create(TempPath("bounded.json"), options);
+  ASSERT_TRUE(e.ok());
+  ChromeScene scene;
+  EXPECT_EQ((*e)->Export(scene.Items()).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*e)->dropped(), 2u);
+  Json root = MustParse((*e)->ToJson());
+  EXPECT_EQ(root["otherData"]["items_dropped"].str(), "2");
+}
+
+TEST(ChromeTraceExporterTest, BadPathIsAStatus) {
+  EXPECT_EQ(ChromeTraceExporter::Create(TempPath("no/such/dir/t.json"))
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+// ------------------------------------------------------ OtlpJsonExporter
+
+const Json* FindAttr(const Json& span, absl::string_view key) {
+  for (const Json& kv : span["attributes"].array) {
+    if (kv["key"].str() == key) return &kv["value"];
+  }
+  return nullptr;
+}
+
+TEST(OtlpJsonExporterTest, WritesOneExportTraceServiceRequestPerLine) {
+  const std::string path = TempPath("otlp.jsonl");
+  OtlpJsonExporter::Options options;
+  options.service_name = "svc";
+  options.truncate = true;
+  auto e = OtlpJsonExporter::Create(path, options);
+  ASSERT_TRUE(e.ok()) << e.status();
+
+  ChromeScene scene;  // Reuse its trace: s1 top-level, s2 child of s1.
+  scene.s2.attributes = {{"d", 2.5},
+                         {"b", false},
+                         {"i", int64_t{-9000000000}},
+                         {"s", std::string("x")},
+                         {"nan", std::numeric_limits<double>::quiet_NaN()}};
+  std::vector<ExportItem> spans = {scene.s1, scene.s2};
+  std::vector<ExportItem> trace = {scene.t};
+  ASSERT_TRUE((*e)->Export(spans).ok());
+  ASSERT_TRUE((*e)->Export(trace).ok());  // The trace comes after its spans.
+  ASSERT_TRUE((*e)->Shutdown().ok());
+
+  std::vector<std::string> lines = Lines(ReadFile(path));
+  ASSERT_EQ(lines.size(), 2u);
+  std::vector<Json> all_spans;
+  for (const std::string& line : lines) {
+    Json req = MustParse(line);
+    ASSERT_EQ(req.object.size(), 1u);
+    const Json& rs = req["resourceSpans"][0];
+    const Json& attr = rs["resource"]["attributes"][0];
+    EXPECT_EQ(attr["key"].str(), "service.name");
+    EXPECT_EQ(attr["value"]["stringValue"].str(), "svc");
+    const Json& ss = rs["scopeSpans"][0];
+    EXPECT_EQ(ss["scope"]["name"].str(), "ctxloop");
+    EXPECT_EQ(ss["scope"]["version"].str(), "0.1");
+    for (const Json& s : ss["spans"].array) all_spans.push_back(s);
+  }
+  ASSERT_EQ(all_spans.size(), 3u);
+  const Json& s1 = all_spans[0];
+  const Json& s2 = all_spans[1];
+  const Json& tr = all_spans[2];
+  for (const Json* s : {&s1, &s2, &tr}) {
+    EXPECT_TRUE(IsLowerHex((*s)["traceId"].str(), 32));
+    EXPECT_TRUE(IsLowerHex((*s)["spanId"].str(), 16));
+    EXPECT_EQ((*s)["kind"].Int(), 1);
+    EXPECT_EQ((*s)["startTimeUnixNano"].type, Json::kString);
+    EXPECT_EQ((*s)["endTimeUnixNano"].type, Json::kString);
+  }
+  EXPECT_EQ(s1["traceId"].str(), scene.trace.ToHex());
+  EXPECT_EQ(s1["spanId"].str(), "0000000000000051");
+  // A top-level span's parent is the trace's span.
+  EXPECT_EQ(tr["spanId"].str(), RootSpanIdFor(scene.trace).ToHex());
+  EXPECT_EQ(s1["parentSpanId"].str(), tr["spanId"].str());
+  EXPECT_EQ(s2["parentSpanId"].str(), s1["spanId"].str());
+  EXPECT_FALSE(tr.Has("parentSpanId"));
+  EXPECT_EQ(tr["name"].str(), "agent run");
+  EXPECT_EQ(s1["startTimeUnixNano"].str(),
+            absl::StrCat(absl::ToUnixNanos(scene.s1.start_time)));
+  EXPECT_EQ(s1["endTimeUnixNano"].str(),
+            absl::StrCat(absl::ToUnixNanos(scene.s1.end_time)));
+  EXPECT_EQ(s1["startTimeUnixNano"].str(), "1767225600001000000");
+
+  EXPECT_EQ((*FindAttr(s1, "n"))["intValue"].str(), "3");
+  EXPECT_EQ((*FindAttr(s2, "i"))["intValue"].str(), "-9000000000");
+  EXPECT_EQ((*FindAttr(s2, "d"))["doubleValue"].text, "2.5");
+  EXPECT_EQ((*FindAttr(s2, "nan"))["doubleValue"].str(), "NaN");
+  EXPECT_EQ((*FindAttr(s2, "b"))["boolValue"].boolean, false);
+  EXPECT_EQ((*FindAttr(s2, "s"))["stringValue"].str(), "x");
+  EXPECT_EQ((*FindAttr(s1, "thread.id"))["intValue"].str(), "101");
+  EXPECT_EQ((*FindAttr(s1, "ctxloop.loop_id"))["intValue"].str(), "1");
+  EXPECT_EQ(s2["status"]["code"].Int(), 2);
+  EXPECT_EQ(s2["status"]["message"].str(), "failed");
+  EXPECT_FALSE(s1.Has("status"));
+  EXPECT_EQ((*FindAttr(tr, "ctxloop.group_id"))["stringValue"].str(), "g");
+  EXPECT_EQ((*FindAttr(tr, "ctxloop.metadata.user"))["stringValue"].str(),
+            "ann");
+  EXPECT_EQ((*e)->Export(spans).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(OtlpJsonExporterTest, InvalidIdsAreLeftOutAndReported) {
+  const std::string path = TempPath("otlp_bad.jsonl");
+  OtlpJsonExporter::Options options;
+  options.truncate = true;
+  auto e = OtlpJsonExporter::Create(path, options);
+  ASSERT_TRUE(e.ok());
+  ChromeScene scene;
+  SpanData bad = scene.s1;
+  bad.trace_id = TraceId();
+  std::vector<ExportItem> batch = {bad, scene.s2};
+  EXPECT_EQ((*e)->Export(batch).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<std::string> lines = Lines(ReadFile(path));
+  ASSERT_EQ(lines.size(), 1u);
+  Json req = MustParse(lines[0]);
+  const Json& spans = req["resourceSpans"][0]["scopeSpans"][0]["spans"];
+  ASSERT_EQ(spans.array.size(), 1u);
+  EXPECT_EQ(spans[0]["name"].str(), "s2");
+}
+
+// A processor feeding a file exporter end to end.
+TEST(FileExportersTest, BatchProcessorDrainsIntoOtlpFileOnShutdown) {
+  const std::string path = TempPath("otlp_batch.jsonl");
+  OtlpJsonExporter::Options options;
+  options.truncate = true;
+  auto exporter = OtlpJsonExporter::Create(path, options);
+  ASSERT_TRUE(exporter.ok());
+  BatchProcessor::Options bo;
+  bo.max_batch_size = 2;
+  bo.schedule_delay = absl::InfiniteDuration();
+  auto p = BatchProcessor::Create(
+      std::shared_ptr<SpanExporter>(std::move(*exporter)), std::move(bo));
+  ASSERT_TRUE(p.ok());
+  ChromeScene scene;
+  (*p)->OnSpanEnd(scene.s1);
+  (*p)->OnSpanEnd(scene.s2);
+  (*p)->OnSpanEnd(scene.s3);
+  (*p)->OnTraceEnd(scene.t);
+  ASSERT_TRUE((*p)->Shutdown(absl::Seconds(20)).ok());
+  std::vector<std::string> lines = Lines(ReadFile(path));
+  ASSERT_EQ(lines.size(), 2u);  // Two batches of two.
+  for (const std::string& line : lines) MustParse(line);
+}
+
+}  // namespace
+}  // namespace ctxloop

@@ -1,0 +1,90 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// -----------------------------------------------------------------------------
+// File: ctxloop/trace/in_memory_exporter.h
+// -----------------------------------------------------------------------------
+//
+// `InMemoryExporter` keeps every exported trace and span in memory, in export
+// order, for tests (ctxloop's and its users') and for tools that inspect
+// traces in-process.
+//
+//   auto exporter = std::make_shared<ctxloop::InMemoryExporter>();
+//   ... run traced code, flush the processor ...
+//   EXPECT_EQ(exporter->spans().size(), 3);
+//
+// Fault injection, to test what a processor does with a failing exporter:
+// `FailNextExports(n, status)` makes the next `n` `Export` calls return
+// `status` and `ThrowNextExports(n)` makes them throw `std::runtime_error`;
+// a failed call stores nothing. Throwing takes precedence over failing.
+//
+// Cost: `Export` copies the batch into a vector under a mutex. Memory grows
+// with every item until `Clear()`; not for long-running production use.
+//
+// Thread-safety: every method is thread-safe. The accessors return copies.
+// After `Shutdown()`, `Export` returns `kFailedPrecondition` (nothing is
+// stored) but the accessors still work.
+
+#ifndef CTXLOOP_TRACE_IN_MEMORY_EXPORTER_H_
+#define CTXLOOP_TRACE_IN_MEMORY_EXPORTER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "ctxloop/trace/exporter.h"
+#include "ctxloop/trace/span_data.h"
+
+namespace ctxloop {
+
+class InMemoryExporter final : public SpanExporter {
+ public:
+  InMemoryExporter() = default;
+  InMemoryExporter(const InMemoryExporter&) = delete;
+  InMemoryExporter& operator=(const InMemoryExporter&) = delete;
+
+  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Flush() override;
+  absl::Status Shutdown() override;
+
+  // Everything stored, in export order.
+  std::vector<ExportItem> items() const;
+  // Only the traces / only the spans, in export order.
+  std::vector<TraceData> traces() const;
+  std::vector<SpanData> spans() const;
+  // Number of items stored.
+  size_t size() const;
+  // Forgets the stored items and batch sizes (not the counters or pending
+  // faults).
+  void Clear();
+
+  // `Export` calls so far, including failed and thrown ones.
+  int64_t export_calls() const;
+  // Batch sizes of the successful `Export` calls, in order.
+  std::vector<size_t> batch_sizes() const;
+  int64_t flush_calls() const;
+  bool is_shutdown() const;
+
+  // The next `n` `Export` calls return `status` (an OK `status` is turned
+  // into `kInternal`) and store nothing. Replaces earlier pending failures.
+  void FailNextExports(int n, absl::Status status);
+  // The next `n` `Export` calls throw `std::runtime_error` and store nothing.
+  void ThrowNextExports(int n);
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<ExportItem> items_;
+  std::vector<size_t> batch_sizes_;
+  int64_t export_calls_ = 0;
+  int64_t flush_calls_ = 0;
+  int fail_next_ = 0;
+  absl::Status fail_status_;
+  int throw_next_ = 0;
+  bool shutdown_ = false;
+};
+
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_TRACE_IN_MEMORY_EXPORTER_H_

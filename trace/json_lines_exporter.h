@@ -1,0 +1,100 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// -----------------------------------------------------------------------------
+// File: ctxloop/trace/json_lines_exporter.h
+// -----------------------------------------------------------------------------
+//
+// `JsonLinesExporter` appends every exported trace and span to a file as one
+// JSON object per line (https://jsonlines.org), for `jq`, log shippers and
+// ad-hoc scripts. Each line is self-contained:
+//
+//   {"type":"span",                      // or "trace"
+//    "trace_id":"<32 hex>",
+//    "span_id":"<16 hex>",               // a trace: its root_span_id
+//    "parent_span_id":"<16 hex>"|null,   // null: a direct child of the trace
+//                                        // (always null for a trace)
+//    "name":"...",                       // a span; a trace has instead
+//                                        // "workflow_name", "group_id" and
+//                                        // "metadata":{"k":"v",...}
+//    "attributes":{"k":"v"|int|double|bool,...},   // spans only
+//    "start_time":"2026-01-02T03:04:05.123456789Z", // RFC 3339, UTC, 9 digits
+//    "end_time":"..."|null,              // null if not finite
+//    "duration_ns":123|null,             // monotonic duration
+//    "error":{"message":"...","data":"..."}|null,  // spans only
+//    "started":SITE, "finish_called":SITE, "finish_ran":SITE,
+//    "finished_off_origin":false}
+//
+//   SITE = {"loop":<loop id>|null, "context":<context id>|null,
+//           "thread":<tid>, "time":"<RFC 3339>"|null}
+//   (loop and context are null for a plain thread's null context).
+//
+// Strings are escaped fully and invalid UTF-8 is replaced with U+FFFD, so
+// every line is valid JSON whatever the input. Attribute keys are unique in
+// the output (the last value given for a key wins); doubles that are NaN or
+// infinite are written as null.
+//
+// Cost: `Export` formats the whole batch into one string and appends it with
+// one `write(2)`; the OS has the data when `Export` returns. `Flush` is a
+// no-op unless `Options::sync_on_flush` (then `fdatasync(2)`).
+//
+// Thread-safety: all methods are thread-safe (one mutex). After `Shutdown`
+// (which closes the file), `Export` and `Flush` return `kFailedPrecondition`.
+
+#ifndef CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
+#define CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "ctxloop/trace/exporter.h"
+#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/span_data.h"
+
+namespace ctxloop {
+
+class JsonLinesExporter final : public SpanExporter {
+ public:
+  struct Options {
+    // Empty the file when it is opened, instead of appending to it.
+    bool truncate = false;
+    // `Flush` waits until the data is on the device (`fdatasync`).
+    bool sync_on_flush = false;
+  };
+
+  // Opens `path` for appending, creating it if needed. Errors: the file
+  // cannot be opened (`kNotFound`, `kPermissionDenied`, ...).
+  static absl::StatusOr<std::unique_ptr<JsonLinesExporter>> Create(
+      const std::string& path);
+  static absl::StatusOr<std::unique_ptr<JsonLinesExporter>> Create(
+      const std::string& path, Options options);
+
+  JsonLinesExporter(const JsonLinesExporter&) = delete;
+  JsonLinesExporter& operator=(const JsonLinesExporter&) = delete;
+
+  // Appends one line per item. An I/O error is returned as a status (the
+  // file may then end with a partial line; later lines start on a new line).
+  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Flush() override;
+  // Syncs if configured, then closes the file. Idempotent.
+  absl::Status Shutdown() override;
+
+  // The line written for `item`, without the trailing newline.
+  static std::string FormatItem(const ExportItem& item);
+
+ private:
+  JsonLinesExporter(std::unique_ptr<internal::AppendFile> file,
+                    Options options);
+
+  const Options options_;
+  std::mutex mu_;
+  std::unique_ptr<internal::AppendFile> file_;  // Null after Shutdown.
+  bool needs_newline_ = false;  // The last write failed mid-line.
+};
+
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
