@@ -1,0 +1,982 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// StreamServer: see stream_server_lib.h for the run's steps 1-5.
+//
+// libevent object lifetimes (evhttp 2.1), which this file is careful about:
+//   * An incoming `evhttp_request` belongs to libevent until the reply ends.
+//     After `evhttp_send_reply_end` it is freed by libevent once written; we
+//     drop our pointer at once.
+//   * The client closing the connection while we still stream (`userdone`
+//     not set) makes libevent *detach* the request (its connection becomes
+//     null), free the connection, and call the close callback. The detached
+//     request is then ours to free, which `evhttp_send_reply_end` does. When
+//     the connection is freed for another reason (`evhttp_free`), the
+//     request is still attached in the close callback and libevent frees it
+//     right after; we only drop our pointer.
+//   * The close callback is registered per connection, which keep-alive
+//     reuses for the next request: a run unregisters it before it ends its
+//     reply, so it never fires for a run that is gone.
+
+#include "ctxloop/examples/stream_server_lib.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace ctxloop {
+namespace examples {
+namespace {
+
+int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
+
+// Events a delay-free agent emits per loop task before yielding.
+constexpr int kBurst = 64;
+// ReleaseRun re-checks this often (then every millisecond) for the trace's
+// finish to have run on A before it gives up and destroys A anyway.
+constexpr int kReleaseRetriesImmediate = 8;
+constexpr int kReleaseRetriesTotal = 2000;
+
+void AppendJsonString(std::string* out, absl::string_view s) {
+  out->push_back('"');
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out->append(buf);
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+// One SSE event for an agent event. JSON escaping keeps it on one line.
+std::string EventText(const AgentEvent& e) {
+  std::string s = absl::StrCat("id: ", e.index, "\ndata: {\"index\":", e.index,
+                               ",\"text\":");
+  AppendJsonString(&s, e.text);
+  s.append("}\n\n");
+  return s;
+}
+
+struct RunParams {
+  int events = 0;
+  absl::Duration delay;
+  std::string group_id;
+};
+
+// A decimal integer of at most 9 digits, no sign, no spaces.
+bool ParseCount(absl::string_view s, int* out) {
+  if (s.empty() || s.size() > 9) return false;
+  for (char c : s) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return absl::SimpleAtoi(s, out);
+}
+
+bool ValidGroupId(absl::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' &&
+        c != '_' && c != '.' && c != ':') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::StatusOr<RunParams> ParseRunParams(const char* query,
+                                         const StreamServer::Options& options) {
+  RunParams p;
+  p.events = options.default_events;
+  p.delay = options.default_delay;
+  if (query != nullptr && *query != '\0') {
+    evkeyvalq kv = {};
+    if (evhttp_parse_query_str(query, &kv) != 0) {
+      evhttp_clear_headers(&kv);
+      return absl::InvalidArgumentError("malformed query string");
+    }
+    absl::Status error;
+    bool seen_events = false, seen_delay = false, seen_thread = false;
+    for (evkeyval* e = kv.tqh_first; e != nullptr && error.ok();
+         e = e->next.tqe_next) {
+      const absl::string_view key = e->key;
+      const absl::string_view value = e->value;
+      bool* seen = nullptr;
+      if (key == "events") {
+        seen = &seen_events;
+        int n = 0;
+        if (!ParseCount(value, &n) || n < 1 || n > options.max_events) {
+          error = absl::InvalidArgumentError(
+              absl::StrCat("events must be an integer in [1, ",
+                           options.max_events, "], got '", value, "'"));
+        }
+        p.events = n;
+      } else if (key == "delay_ms") {
+        seen = &seen_delay;
+        int ms = 0;
+        if (!ParseCount(value, &ms) ||
+            absl::Milliseconds(ms) > options.max_delay) {
+          error = absl::InvalidArgumentError(
+              absl::StrCat("delay_ms must be an integer in [0, ",
+                           absl::ToInt64Milliseconds(options.max_delay),
+                           "], got '", value, "'"));
+        }
+        p.delay = absl::Milliseconds(ms);
+      } else if (key == "thread") {
+        seen = &seen_thread;
+        if (!ValidGroupId(value)) {
+          error = absl::InvalidArgumentError(
+              "thread must be 1-64 characters of [A-Za-z0-9._:-]");
+        }
+        p.group_id = std::string(value);
+      } else {
+        error = absl::InvalidArgumentError(
+            absl::StrCat("unknown parameter '", key,
+                         "' (expected events, delay_ms, thread)"));
+      }
+      if (error.ok() && seen != nullptr) {
+        if (*seen) {
+          error = absl::InvalidArgumentError(
+              absl::StrCat("parameter '", key, "' given twice"));
+        }
+        *seen = true;
+      }
+    }
+    evhttp_clear_headers(&kv);
+    if (!error.ok()) return error;
+  }
+  if (p.delay * p.events > options.max_run_duration) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "events * delay_ms must be at most ",
+        absl::ToInt64Milliseconds(options.max_run_duration), " ms"));
+  }
+  return p;
+}
+
+void SendText(evhttp_request* req, int code, const char* reason,
+              absl::string_view body) {
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                    "text/plain; charset=utf-8");
+  evbuffer* buf = evbuffer_new();
+  if (buf != nullptr) evbuffer_add(buf, body.data(), body.size());
+  evhttp_send_reply(req, code, reason, buf);
+  if (buf != nullptr) evbuffer_free(buf);
+}
+
+constexpr char kUsage[] =
+    "ctxloop stream_server: streams a simulated agent run as server-sent "
+    "events.\n"
+    "  GET /run?events=N&delay_ms=M&thread=ID\n"
+    "  e.g. curl -N 'http://127.0.0.1:8080/run?events=20&delay_ms=50'\n";
+
+}  // namespace
+
+// A run's HTTP half. Loop 1 only.
+struct StreamServer::Run {
+  StreamServer* server = nullptr;
+  uint64_t id = 0;
+  // Null once the reply ended or the client went away: never touch either
+  // after that.
+  evhttp_request* req = nullptr;
+  evhttp_connection* conn = nullptr;
+  ContextHandle a;  // Request context: the trace's origin.
+  ContextHandle b;  // Response context: the sink.
+  TraceId trace_id;
+  int events_requested = 0;
+  SpanParent parent;  // The stream's trace, for the sink's spans.
+  std::optional<StreamSubscription> subscription;
+  int events_written = 0;
+  bool client_disconnected = false;
+  bool ended = false;  // The stream's ending reached this side.
+  absl::Status stream_status;
+  bool release_scheduled = false;
+};
+
+// What loop 1 hands to loop 2 to start the agent.
+struct StreamServer::AgentStart {
+  uint64_t id = 0;
+  int events = 0;
+  absl::Duration delay;
+  ContextHandle b;
+  std::optional<TraceScope> trace;
+};
+
+struct StreamServer::HttpHalf {
+  ContextHandle request_ctx;
+  ContextHandle response_ctx;
+  int events_written = 0;
+  bool client_disconnected = false;
+  absl::Status stream_status;
+  bool trace_reset_on_origin = false;
+};
+
+struct StreamServer::AgentHalf {
+  ContextHandle agent_ctx;
+  uint64_t events_emitted = 0;
+  uint64_t refused_full = 0;
+  bool producer_completed = false;
+  bool producer_saw_closed = false;
+  absl::Status producer_closed_status;
+};
+
+// A run's agent half. Loop 2 only.
+struct StreamServer::Agent {
+  explicit Agent(StreamWriter<AgentEvent> w) : writer(std::move(w)) {}
+  StreamWriter<AgentEvent> writer;
+  uint64_t id = 0;
+  ContextHandle ctx;  // C.
+  int total = 0;
+  absl::Duration delay;
+  SpanParent parent;
+  int next = 0;                       // Index of the step in progress.
+  std::optional<AgentEvent> pending;  // Made, not yet taken by the stream.
+  bool delay_elapsed = false;         // The step's simulated work is done.
+  SpanScope step;                     // The step's span, while open.
+  std::optional<DelayedTaskHandle> timer;
+  bool stopped = false;  // The stream refused with kCancelled; await on_closed.
+  AgentHalf half;
+};
+
+// --- Start / Shutdown --------------------------------------------------------
+
+StreamServer::StreamServer(Options options)
+    : options_(std::move(options)), tracer_(options_.tracer) {}
+
+absl::StatusOr<std::unique_ptr<StreamServer>> StreamServer::Start(
+    Options options) {
+  if (options.max_events < 1 || options.default_events < 1 ||
+      options.default_events > options.max_events) {
+    return absl::InvalidArgumentError("need 1 <= default_events <= max_events");
+  }
+  if (options.default_delay < absl::ZeroDuration() ||
+      options.default_delay > options.max_delay) {
+    return absl::InvalidArgumentError("need 0 <= default_delay <= max_delay");
+  }
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError("port must be in [0, 65535]");
+  }
+  const StreamOptions& so = options.stream_options;
+  if (so.high_watermark == 0 || so.max_batch == 0 ||
+      so.low_watermark >= so.high_watermark) {
+    return absl::InvalidArgumentError(
+        "stream_options: need high_watermark > low_watermark and max_batch > "
+        "0");
+  }
+  // A client that goes away mid-write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+  std::unique_ptr<StreamServer> server(new StreamServer(std::move(options)));
+  absl::Status s = server->Init();
+  if (!s.ok()) return s;  // The destructor shuts down what did start.
+  return server;
+}
+
+absl::Status StreamServer::Init() {
+  http_loop_thread_ = std::make_unique<LoopThread>();
+  agent_loop_thread_ = std::make_unique<LoopThread>();
+  // The agent loop first: requests may arrive as soon as we listen.
+  absl::Status invoked = agent_loop_thread_->Invoke([&](Loop& loop) {
+    agent_loop_ = &loop;
+    agent_tid_ = ThisTid();
+  });
+  if (!invoked.ok()) return invoked;
+  absl::Status status;
+  invoked = http_loop_thread_->Invoke([&](Loop& loop) {
+    http_loop_ = &loop;
+    http_tid_ = ThisTid();
+    http_ = evhttp_new(loop.base());
+    if (http_ == nullptr) {
+      status = absl::ResourceExhaustedError("evhttp_new failed");
+      return;
+    }
+    // Every method reaches HandleRequest, which answers 405 to all but GET
+    // (libevent itself would answer 501).
+    evhttp_set_allowed_methods(
+        http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                   EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(http_, 16 * 1024);
+    evhttp_set_max_body_size(http_, 0);
+    evhttp_set_gencb(http_, &StreamServer::OnRequest, this);
+    listener_ = evhttp_bind_socket_with_handle(
+        http_, options_.host.c_str(), static_cast<uint16_t>(options_.port));
+    if (listener_ == nullptr) {
+      status = absl::UnavailableError(
+          absl::StrCat("cannot listen on ", options_.host, ":", options_.port,
+                       ": ", std::strerror(errno)));
+      evhttp_free(http_);
+      http_ = nullptr;
+      return;
+    }
+    sockaddr_storage addr = {};
+    socklen_t len = sizeof(addr);
+    const int fd = evhttp_bound_socket_get_fd(listener_);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      if (addr.ss_family == AF_INET) {
+        port_ = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+      } else if (addr.ss_family == AF_INET6) {
+        port_ = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+      }
+    }
+  });
+  if (!invoked.ok()) return invoked;
+  return status;
+}
+
+StreamServer::~StreamServer() {
+  Shutdown();
+  // The loops are joined: what is left is only touched from here.
+  agents_.clear();
+  runs_.clear();
+}
+
+std::string StreamServer::url() const {
+  return absl::StrCat("http://", options_.host, ":", port_);
+}
+
+void StreamServer::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(shutdown_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (http_loop_thread_ != nullptr) {
+    // 1. Stop accepting; cancel live streams (their sinks end the replies).
+    (void)http_loop_thread_->Invoke(
+        [this](Loop&) { BeginShutdownOnHttpLoop(); });
+    // 2. Let the cancellations travel: sinks on loop 1, agents on loop 2,
+    //    trace finishes back on the A contexts.
+    (void)WaitForIdle(options_.shutdown_grace);
+    // 3. Free the HTTP server on its loop (idle keep-alive connections too).
+    (void)http_loop_thread_->Invoke([this](Loop&) {
+      if (http_ != nullptr) evhttp_free(http_);
+      http_ = nullptr;
+    });
+  }
+  // 4. Agents still running after the grace period are failed.
+  if (agent_loop_thread_ != nullptr) {
+    (void)agent_loop_thread_->Invoke([this](Loop&) { AbortAgents(); });
+    agent_loop_thread_->Join();
+  }
+  // 5. Join loop 1; its drain runs the trace finishes still queued for A.
+  if (http_loop_thread_ != nullptr) http_loop_thread_->Join();
+  // 6. Export what the processors hold.
+  if (tracer_ != nullptr) (void)tracer_->ForceFlush();
+}
+
+void StreamServer::BeginShutdownOnHttpLoop() {
+  shutting_down_ = true;
+  if (http_ != nullptr && listener_ != nullptr) {
+    evhttp_del_accept_socket(http_, listener_);
+    listener_ = nullptr;
+  }
+  // Cancel posts the endings; nothing here runs a sink inline.
+  for (auto& [id, run] : runs_) {
+    if (run->subscription.has_value() && !run->ended) {
+      (void)run->subscription->Cancel();
+    }
+  }
+  // Runs whose reader is still on its way are ended by AttachResponse.
+}
+
+bool StreamServer::WaitForIdle(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                           [&] { return pending_.empty(); });
+}
+
+std::vector<RunReport> StreamServer::finished_runs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::vector<RunReport>(finished_.begin(), finished_.end());
+}
+
+ServerStats StreamServer::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+// --- Loop 1: requests --------------------------------------------------------
+
+void StreamServer::OnRequest(evhttp_request* req, void* arg) {
+  static_cast<StreamServer*>(arg)->HandleRequest(req);
+}
+
+void StreamServer::HandleRequest(evhttp_request* req) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.requests;
+  }
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* path = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
+  const absl::string_view p = path != nullptr ? path : "";
+  auto bad = [&](int code, const char* reason, absl::string_view message) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.bad_requests;
+    }
+    SendText(req, code, reason, absl::StrCat(message, "\n"));
+  };
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+    bad(405, "Method Not Allowed", "only GET is supported");
+    return;
+  }
+  if (p == "/" || p.empty()) {
+    SendText(req, 200, "OK", kUsage);
+    return;
+  }
+  if (p != "/run") {
+    bad(404, "Not Found", absl::StrCat("no such path: ", p, "; try /run"));
+    return;
+  }
+  if (shutting_down_) {
+    SendText(req, 503, "Service Unavailable", "shutting down\n");
+    return;
+  }
+  absl::StatusOr<RunParams> params =
+      ParseRunParams(evhttp_uri_get_query(uri), options_);
+  if (!params.ok()) {
+    bad(400, "Bad Request", params.status().message());
+    return;
+  }
+  StartRun(req, evhttp_request_get_uri(req), params->events, params->delay,
+           params->group_id);
+}
+
+void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
+                            int events, absl::Duration delay,
+                            const std::string& group_id) {
+  const uint64_t id = next_run_id_++;
+  absl::StatusOr<ContextHandle> a =
+      http_loop_->NewContext(absl::StrCat("request ", id));
+  absl::StatusOr<ContextHandle> b =
+      a.ok() ? http_loop_->NewContext(absl::StrCat("response ", id))
+             : a.status();
+  if (!b.ok()) {
+    if (a.ok()) (void)http_loop_->DestroyContext(*a);
+    SendText(req, 500, "Internal Server Error",
+             absl::StrCat(b.status().ToString(), "\n"));
+    return;
+  }
+
+  auto run = std::make_unique<Run>();
+  run->server = this;
+  run->id = id;
+  run->req = req;
+  run->conn = evhttp_request_get_connection(req);
+  run->a = *a;
+  run->b = *b;
+  run->events_requested = events;
+
+  // 1. The run's trace, started and made current on A: the request handler's
+  //    context, as in the Python original.
+  std::optional<TraceScope> trace;
+  if (tracer_ != nullptr) {
+    TraceOptions t;
+    t.group_id = group_id;
+    t.metadata["path"] = uri;
+    t.metadata["events"] = absl::StrCat(events);
+    t.metadata["delay_ms"] = absl::StrCat(absl::ToInt64Milliseconds(delay));
+    t.metadata["run_id"] = absl::StrCat(id);
+    absl::StatusOr<TraceScope> scope =
+        tracer_->StartTrace(run->a, "agent run", std::move(t));
+    if (scope.ok()) {
+      run->trace_id = scope->trace_id();
+      trace.emplace(std::move(*scope));
+    } else {
+      std::fprintf(stderr, "stream_server: run %llu not traced: %s\n",
+                   static_cast<unsigned long long>(id),
+                   scope.status().ToString().c_str());
+    }
+  }
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.runs_started;
+    RunReport& r = pending_[id].report;
+    r.run_id = id;
+    r.group_id = group_id;
+    r.events_requested = events;
+    r.delay = delay;
+    r.trace_id = run->trace_id;
+  }
+
+  // The 200 and the headers go out now; the body is streamed (chunked).
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", "text/event-stream");
+  evhttp_add_header(headers, "Cache-Control", "no-cache");
+  evhttp_add_header(headers, "X-Run-Id", absl::StrCat(id).c_str());
+  if (run->trace_id.valid()) {
+    evhttp_add_header(headers, "X-Trace-Id", run->trace_id.ToHex().c_str());
+  }
+  evhttp_send_reply_start(req, 200, "OK");
+  evhttp_connection_set_closecb(run->conn, &StreamServer::OnConnectionClosed,
+                                run.get());
+  runs_[id] = std::move(run);
+
+  // 2. Hand the trace to the agent loop, which makes the stream.
+  AgentStart start;
+  start.id = id;
+  start.events = events;
+  start.delay = delay;
+  start.b = *b;
+  start.trace = std::move(trace);
+  absl::Status posted =
+      Post(agent_loop_thread_->root(),
+           [this, start = std::move(start)](ContextHandle) mutable {
+             StartAgent(std::move(start));
+           });
+  if (!posted.ok()) {
+    // The agent loop is going away. The task, and the trace with it, was
+    // destroyed: the trace finishes itself on A [F4].
+    FinishAgentHalf(id, AgentHalf());
+    AttachResponse(*b, id, std::nullopt, posted);
+  }
+}
+
+// 4. The response side: attach the sink on B.
+void StreamServer::AttachResponse(
+    ContextHandle b, uint64_t id,
+    std::optional<StreamReader<AgentEvent>> reader, absl::Status status) {
+  Run* run = FindRun(id);
+  if (run == nullptr) return;  // Not expected; `reader` ends the stream [E5].
+  if (status.ok() && reader.has_value() && run->req != nullptr &&
+      !shutting_down_) {
+    run->parent = reader->trace_parent();
+    Sink<AgentEvent> sink;
+    sink.on_event = [this, id](ContextHandle ctx, AgentEvent&& event) {
+      OnStreamEvent(ctx, id, std::move(event));
+    };
+    sink.on_complete = [this, id](ContextHandle ctx, const absl::Status& s) {
+      OnStreamComplete(ctx, id, s);
+    };
+    absl::StatusOr<StreamSubscription> sub =
+        std::move(*reader).Attach(b, std::move(sink));
+    reader.reset();
+    if (sub.ok()) {
+      run->subscription.emplace(std::move(*sub));
+      return;
+    }
+    status = sub.status();
+  }
+  if (status.ok()) {
+    status = absl::CancelledError(run->req == nullptr
+                                      ? "the client went away"
+                                      : "the server is shutting down");
+  }
+  // Dropping the reader ends the stream [E5]: the agent is told on C, and
+  // the stream finishes the trace (posted to A).
+  reader.reset();
+  EndResponse(*run, status);
+}
+
+void StreamServer::OnStreamEvent(ContextHandle b, uint64_t id,
+                                 AgentEvent&& event) {
+  Run* run = FindRun(id);
+  if (run == nullptr || run->req == nullptr) return;
+  SpanScope span;
+  if (tracer_ != nullptr && run->parent.valid()) {
+    SpanOptions o;
+    o.parent = run->parent;
+    o.attributes.emplace_back("index", int64_t{event.index});
+    o.make_current = false;
+    absl::StatusOr<SpanScope> s = tracer_->StartSpan(b, "write event", o);
+    if (s.ok()) span = std::move(*s);
+  }
+  WriteChunk(*run, EventText(event));
+  ++run->events_written;
+  if (span.recording()) (void)span.Finish(b);
+}
+
+void StreamServer::OnStreamComplete(ContextHandle, uint64_t id,
+                                    const absl::Status& status) {
+  Run* run = FindRun(id);
+  if (run == nullptr) return;
+  absl::Status s = status;
+  if (!s.ok() && shutting_down_) {
+    s = absl::UnavailableError("the server is shutting down");
+  }
+  EndResponse(*run, s);
+  // The stream finishes the trace right after this returns (from B; it runs
+  // on A). ReleaseRun, posted to A, checks that it did.
+}
+
+void StreamServer::WriteChunk(Run& run, const std::string& text) {
+  evbuffer* buf = evbuffer_new();
+  if (buf == nullptr) return;
+  evbuffer_add(buf, text.data(), text.size());
+  evhttp_send_reply_chunk(run.req, buf);
+  evbuffer_free(buf);
+}
+
+void StreamServer::EndResponse(Run& run, const absl::Status& status) {
+  if (run.ended) return;
+  run.ended = true;
+  run.stream_status = status;
+  if (run.req != nullptr) {
+    std::string last;
+    if (status.ok()) {
+      last = absl::StrCat("event: done\ndata: {\"events\":", run.events_written,
+                          ",\"trace_id\":");
+      AppendJsonString(&last, run.trace_id.valid() ? run.trace_id.ToHex() : "");
+      last.append("}\n\n");
+    } else {
+      last = absl::StrCat("event: error\ndata: {\"code\":");
+      AppendJsonString(&last, absl::StatusCodeToString(status.code()));
+      last.append(",\"message\":");
+      AppendJsonString(&last, status.message());
+      last.append("}\n\n");
+    }
+    WriteChunk(run, last);
+    // Never called for this run again: the connection may serve another.
+    evhttp_connection_set_closecb(run.conn, nullptr, nullptr);
+    evhttp_send_reply_end(run.req);  // libevent frees the request.
+    run.req = nullptr;
+    run.conn = nullptr;
+  }
+  ScheduleRelease(run);
+}
+
+// The client went away. libevent is freeing the connection.
+void StreamServer::OnConnectionClosed(evhttp_connection*, void* arg) {
+  Run* run = static_cast<Run*>(arg);
+  run->server->ClientGone(*run);
+}
+
+void StreamServer::ClientGone(Run& run) {
+  evhttp_request* req = run.req;
+  run.req = nullptr;
+  run.conn = nullptr;
+  run.client_disconnected = true;
+  // Detached (EOF while streaming): ours to free, which reply_end does.
+  // Still attached (the server itself is freeing the connection): libevent
+  // frees it after this callback.
+  if (req != nullptr && evhttp_request_get_connection(req) == nullptr) {
+    evhttp_send_reply_end(req);
+  }
+  // [E3]: the stream ends; the agent hears it on C (on_closed), the sink on
+  // B (on_complete), and the trace is finished on A. If the subscription
+  // does not exist yet, AttachResponse sees `req == nullptr`.
+  if (run.subscription.has_value() && !run.ended) {
+    (void)run.subscription->Cancel();
+  }
+}
+
+// 5. Once the stream has ended, release A and B -- on A, after the trace's
+// finish has run there (it was posted to A after `on_complete` returned).
+void StreamServer::ScheduleRelease(Run& run) {
+  if (run.release_scheduled) return;
+  run.release_scheduled = true;
+  const uint64_t id = run.id;
+  absl::Status s =
+      Post(run.a, [this, id](ContextHandle a) { ReleaseRun(a, id, 0); });
+  if (!s.ok()) ReleaseRun(ContextHandle(), id, kReleaseRetriesTotal);
+}
+
+void StreamServer::ReleaseRun(ContextHandle a, uint64_t id, int attempt) {
+  Run* run = FindRun(id);
+  if (run == nullptr) return;
+  HttpHalf half;
+  if (tracer_ != nullptr && run->trace_id.valid() && !a.is_null()) {
+    absl::StatusOr<TraceId> current = tracer_->CurrentTraceId(a);
+    if (current.ok() && *current == run->trace_id &&
+        attempt < kReleaseRetriesTotal) {
+      // The finish has not run on A yet: look again after it.
+      auto again = [this, id, attempt](ContextHandle ctx) {
+        ReleaseRun(ctx, id, attempt + 1);
+      };
+      absl::Status s =
+          attempt < kReleaseRetriesImmediate
+              ? Post(a, std::move(again))
+              : PostDelayed(a, absl::Milliseconds(1), std::move(again))
+                    .status();
+      if (s.ok()) return;
+    }
+    half.trace_reset_on_origin = current.ok() && *current != run->trace_id;
+    if (!half.trace_reset_on_origin) {
+      std::fprintf(stderr,
+                   "stream_server: run %llu: trace %s still current on its "
+                   "request context; releasing it anyway\n",
+                   static_cast<unsigned long long>(id),
+                   run->trace_id.ToHex().c_str());
+    }
+  }
+  half.request_ctx = run->a;
+  half.response_ctx = run->b;
+  half.events_written = run->events_written;
+  half.client_disconnected = run->client_disconnected;
+  half.stream_status = run->stream_status;
+  (void)DestroyContext(run->a);
+  (void)DestroyContext(run->b);
+  // The subscription has ended; destroying it is a no-op for the stream.
+  runs_.erase(id);
+  FinishHttpHalf(id, half);
+}
+
+StreamServer::Run* StreamServer::FindRun(uint64_t id) {
+  auto it = runs_.find(id);
+  return it == runs_.end() ? nullptr : it->second.get();
+}
+
+// --- Loop 2: the agent -------------------------------------------------------
+
+void StreamServer::StartAgent(AgentStart start) {
+  const uint64_t id = start.id;
+  const ContextHandle b = start.b;
+  absl::StatusOr<ContextHandle> c =
+      agent_loop_->NewContext(absl::StrCat("agent ", id));
+  if (!c.ok()) {
+    start.trace.reset();  // Finishes on A [F4].
+    FinishAgentHalf(id, AgentHalf());
+    absl::Status status = c.status();
+    (void)Post(b, [this, id, status](ContextHandle ctx) {
+      AttachResponse(ctx, id, std::nullopt, status);
+    });
+    return;
+  }
+  ProducerCallbacks callbacks;
+  callbacks.on_writable = [this, id](ContextHandle) { Pump(id); };
+  callbacks.on_closed = [this, id](ContextHandle, const absl::Status& s) {
+    OnAgentClosed(id, s);
+  };
+  // The stream owns the trace from here on, and finishes it however it ends.
+  absl::StatusOr<StreamPair<AgentEvent>> pair =
+      MakeStream<AgentEvent>(*c, options_.stream_options, std::move(callbacks),
+                             std::move(start.trace));
+  if (!pair.ok()) {  // Options were validated in Start; not expected.
+    (void)agent_loop_->DestroyContext(*c);
+    FinishAgentHalf(id, AgentHalf());
+    absl::Status status = pair.status();
+    (void)Post(b, [this, id, status](ContextHandle ctx) {
+      AttachResponse(ctx, id, std::nullopt, status);
+    });
+    return;
+  }
+  auto agent = std::make_unique<Agent>(std::move(pair->writer));
+  agent->id = id;
+  agent->ctx = *c;
+  agent->total = start.events;
+  agent->delay = start.delay;
+  agent->parent = agent->writer.trace_parent();
+  agent->half.agent_ctx = *c;
+  agents_[id] = std::move(agent);
+
+  // The reader goes to B, where the response is written. If loop 1 is gone,
+  // the task (and the reader) is destroyed: the stream ends [E5] and on_closed
+  // stops the agent.
+  std::optional<StreamReader<AgentEvent>> reader(std::move(pair->reader));
+  (void)Post(b,
+             [this, id, reader = std::move(reader)](ContextHandle ctx) mutable {
+               AttachResponse(ctx, id, std::move(reader), absl::OkStatus());
+             });
+  // The agent starts at once; events wait in the stream until the sink is
+  // attached (at most high_watermark of them, then backpressure).
+  (void)Post(*c, [this, id](ContextHandle) { Pump(id); });
+}
+
+// 3. Runs on C. Advances the agent as far as it can: returns when waiting
+// for a step's delay, for on_writable, or when done.
+void StreamServer::Pump(uint64_t id) {
+  Agent* a = FindAgent(id);
+  if (a == nullptr || a->stopped) return;
+  int burst = 0;
+  while (true) {
+    if (a->next == a->total) {
+      a->half.producer_completed = a->writer.Complete().ok();
+      FinalizeAgent(*a);  // Destroys *a.
+      return;
+    }
+    if (!a->pending.has_value()) {
+      // A new step: its span covers the simulated work and the emit.
+      if (tracer_ != nullptr && a->parent.valid()) {
+        SpanOptions o;
+        o.parent = a->parent;
+        o.attributes.emplace_back("index", int64_t{a->next});
+        o.make_current = false;
+        // Refused if the trace already ended (the consumer went away); the
+        // emit below then says so too.
+        absl::StatusOr<SpanScope> s =
+            tracer_->StartSpan(a->ctx, "agent step", o);
+        if (s.ok()) a->step = std::move(*s);
+      }
+      a->pending = AgentEvent{a->next, absl::StrCat("token ", a->next)};
+      a->delay_elapsed = a->delay <= absl::ZeroDuration();
+    }
+    if (!a->delay_elapsed) {
+      absl::StatusOr<DelayedTaskHandle> t =
+          PostDelayed(a->ctx, a->delay, [this, id](ContextHandle) {
+            if (Agent* agent = FindAgent(id)) {
+              agent->timer.reset();
+              agent->delay_elapsed = true;
+              Pump(id);
+            }
+          });
+      if (t.ok()) {
+        a->timer = *t;
+        return;
+      }
+      a->delay_elapsed = true;  // Loop going away: emit without the delay.
+    }
+    absl::Status s = a->writer.Emit(std::move(*a->pending));
+    if (absl::IsResourceExhausted(s)) return;  // Kept; on_writable resumes.
+    if (!s.ok()) {
+      // kCancelled: the consumer ended the stream; on_closed is on its way.
+      if (a->step.recording()) {
+        (void)a->step.SetError("not delivered", s.ToString());
+        (void)a->step.Finish(a->ctx);
+      }
+      a->pending.reset();
+      a->stopped = true;
+      if (!absl::IsCancelled(s)) FinalizeAgent(*a);
+      return;
+    }
+    if (a->step.recording()) (void)a->step.Finish(a->ctx);
+    a->pending.reset();
+    ++a->next;
+    if (a->delay <= absl::ZeroDuration() && ++burst >= kBurst) {
+      // Let the loop breathe; continue in a later task.
+      if (Post(a->ctx, [this, id](ContextHandle) { Pump(id); }).ok()) return;
+    }
+  }
+}
+
+void StreamServer::OnAgentClosed(uint64_t id, const absl::Status& status) {
+  Agent* a = FindAgent(id);
+  if (a == nullptr) return;  // Already completed.
+  a->half.producer_saw_closed = true;
+  a->half.producer_closed_status = status;
+  if (a->timer.has_value()) {
+    (void)Cancel(*a->timer);
+    a->timer.reset();
+  }
+  if (a->step.recording()) {
+    (void)a->step.SetError("consumer went away", status.ToString());
+    (void)a->step.Finish(a->ctx);
+  }
+  FinalizeAgent(*a);
+}
+
+void StreamServer::FinalizeAgent(Agent& agent) {
+  const uint64_t id = agent.id;
+  const StreamCounters counters = agent.writer.counters();
+  AgentHalf half = agent.half;
+  half.events_emitted = counters.emitted;
+  half.refused_full = counters.refused_full;
+  const ContextHandle c = agent.ctx;
+  agents_.erase(id);  // The writer: ended, so destroying it is a no-op.
+  (void)DestroyContext(c);
+  FinishAgentHalf(id, half);
+}
+
+void StreamServer::AbortAgents() {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, agent] : agents_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    Agent* a = FindAgent(id);
+    if (a->timer.has_value()) (void)Cancel(*a->timer);
+    a->timer.reset();
+    if (a->step.recording()) {
+      (void)a->step.SetError("server shutting down");
+      (void)a->step.Finish(a->ctx);
+    }
+    (void)a->writer.Fail(absl::UnavailableError("the server is shutting down"));
+    FinalizeAgent(*a);
+  }
+}
+
+StreamServer::Agent* StreamServer::FindAgent(uint64_t id) {
+  auto it = agents_.find(id);
+  return it == agents_.end() ? nullptr : it->second.get();
+}
+
+// --- Reports -----------------------------------------------------------------
+
+void StreamServer::FinishHttpHalf(uint64_t id, const HttpHalf& half) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  RunReport& r = it->second.report;
+  r.request_ctx = half.request_ctx;
+  r.response_ctx = half.response_ctx;
+  r.events_written = half.events_written;
+  r.client_disconnected = half.client_disconnected;
+  r.stream_status = half.stream_status;
+  r.trace_reset_on_origin = half.trace_reset_on_origin;
+  it->second.http_done = true;
+  ReportIfDone(lock, id);
+}
+
+void StreamServer::FinishAgentHalf(uint64_t id, const AgentHalf& half) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  RunReport& r = it->second.report;
+  r.agent_ctx = half.agent_ctx;
+  r.events_emitted = half.events_emitted;
+  r.refused_full = half.refused_full;
+  r.producer_completed = half.producer_completed;
+  r.producer_saw_closed = half.producer_saw_closed;
+  r.producer_closed_status = half.producer_closed_status;
+  it->second.agent_done = true;
+  ReportIfDone(lock, id);
+}
+
+void StreamServer::ReportIfDone(std::unique_lock<std::mutex>& lock,
+                                uint64_t id) {
+  auto it = pending_.find(id);
+  if (!it->second.http_done || !it->second.agent_done) return;
+  RunReport report = std::move(it->second.report);
+  pending_.erase(it);
+  ++stats_.runs_finished;
+  if (report.stream_status.ok()) {
+    ++stats_.runs_completed;
+  } else {
+    ++stats_.runs_cancelled;
+  }
+  finished_.push_back(report);
+  while (finished_.size() > options_.max_reports) finished_.pop_front();
+  const bool idle = pending_.empty();
+  lock.unlock();
+  if (idle) idle_cv_.notify_all();
+  if (options_.on_run_finished) {
+    std::lock_guard<std::mutex> callback_lock(callback_mu_);
+    options_.on_run_finished(report);
+  }
+}
+
+}  // namespace examples
+}  // namespace ctxloop
