@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/owned_core.h"
@@ -19,19 +20,21 @@ uint32_t NewContextKeyId() {
 absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
                                                 uint32_t key_id,
                                                 absl::string_view key_name) {
-  absl::StatusOr<LoopCore*> core =
-      OwnedCore(ctx, absl::StrCat("ContextKey '", key_name, "' Get"));
-  if (!core.ok()) return core.status();
-  return (*core)->GetValue(ctx, key_id);
+  LoopCore* core = FindOwnedCore(ctx);
+  if (ABSL_PREDICT_FALSE(core == nullptr)) {
+    return NotOwnedError(ctx, absl::StrCat("ContextKey '", key_name, "' Get"));
+  }
+  return core->GetValue(ctx, key_id);
 }
 
 absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint32_t key_id,
                                       absl::string_view key_name,
                                       AnyValue value) {
-  absl::StatusOr<LoopCore*> core =
-      OwnedCore(ctx, absl::StrCat("ContextKey '", key_name, "' Set"));
-  if (!core.ok()) return core.status();
-  return (*core)->SetValue(ctx, key_id, std::move(value));
+  LoopCore* core = FindOwnedCore(ctx);
+  if (ABSL_PREDICT_FALSE(core == nullptr)) {
+    return NotOwnedError(ctx, absl::StrCat("ContextKey '", key_name, "' Set"));
+  }
+  return core->SetValue(ctx, key_id, std::move(value));
 }
 
 absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
@@ -53,12 +56,14 @@ absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
         "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
         ": token belongs to another ContextKey"));
   }
-  absl::StatusOr<LoopCore*> core = OwnedCore(
-      ctx, absl::StrCat("ContextKey '", key_name, "' Reset (token from ",
-                        origin.DebugString(), ")"));
-  if (!core.ok()) return core.status();
-  if (absl::Status live = (*core)->CheckLive(ctx); !live.ok()) return live;
-  if (!(*core)->ResetValue(ctx, key_id, token)) {
+  LoopCore* core = FindOwnedCore(ctx);
+  if (ABSL_PREDICT_FALSE(core == nullptr)) {
+    return NotOwnedError(
+        ctx, absl::StrCat("ContextKey '", key_name, "' Reset (token from ",
+                          origin.DebugString(), ")"));
+  }
+  if (!core->ResetValue(ctx, key_id, token)) {
+    if (absl::Status live = core->CheckLive(ctx); !live.ok()) return live;
     return absl::FailedPreconditionError(absl::StrCat(
         "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
         ": token from ", origin.DebugString(), " was already used"));

@@ -153,6 +153,52 @@ TEST(AnyValueTest, InlineAndBoxed) {
   EXPECT_EQ(s2.As<std::string>(), "hello");
 }
 
+TEST(ValueTableTest, DeadFramesArePoppedOnceOnTop) {
+  ValueTable t;
+  for (uint64_t serial = 1; serial <= 3; ++serial) {
+    t.Set(1, serial, AnyValue::Make<int>(static_cast<int>(serial)));
+  }
+  EXPECT_TRUE(t.Reset(1, 2));   // Middle: marked dead.
+  EXPECT_FALSE(t.Reset(1, 2));  // Already reset.
+  EXPECT_EQ(t.Get(1)->As<int>(), 3);
+  EXPECT_TRUE(t.Reset(1, 3));  // Top: pops 3, then the dead 2.
+  EXPECT_EQ(t.Get(1)->As<int>(), 1);
+  EXPECT_TRUE(t.Reset(1, 1));
+  EXPECT_EQ(t.Get(1), nullptr);
+  EXPECT_TRUE(t.empty());
+}
+
+TEST(ValueTableTest, ResetsInStartOrderLeaveNewestCurrent) {
+  // First-in-first-out resets (spans finished in start order).
+  ValueTable t;
+  constexpr int kDepth = 1000;
+  for (int i = 1; i <= kDepth; ++i) t.Set(7, i, AnyValue::Make<int>(i));
+  for (int i = 1; i < kDepth; ++i) {
+    ASSERT_TRUE(t.Reset(7, i));
+    ASSERT_EQ(t.Get(7)->As<int>(), kDepth);
+  }
+  ASSERT_TRUE(t.Reset(7, kDepth));
+  EXPECT_TRUE(t.empty());
+}
+
+TEST(AnyValueTest, SmallNonTrivialValuesAreInlineAndReleased) {
+  using Ref = std::shared_ptr<int>;
+  static_assert(AnyValue::kStoredInline<Ref>, "");
+  auto target = std::make_shared<int>(42);
+  {
+    AnyValue a = AnyValue::Make<Ref>(target);
+    EXPECT_EQ(target.use_count(), 2);
+    AnyValue b = a;  // A real copy of the shared_ptr, not a box.
+    EXPECT_EQ(target.use_count(), 3);
+    AnyValue c = std::move(b);
+    EXPECT_EQ(target.use_count(), 3);
+    EXPECT_EQ(*c.As<Ref>(), 42);
+    a = AnyValue();
+    EXPECT_EQ(target.use_count(), 2);
+  }
+  EXPECT_EQ(target.use_count(), 1);
+}
+
 }  // namespace
 }  // namespace internal
 }  // namespace ctxloop

@@ -49,8 +49,11 @@ enum class Where {
   kHere,    // On whatever thread holds the state [F2] [F3].
 };
 
-ExecutionSite SiteNow(const TracerCore& tracer, ContextHandle ctx) {
-  return ExecutionSite{ctx, ThisThreadId(), tracer.WallTime(MonotonicNs())};
+// Where a finish ran: here, at `mono_ns` (or now, if negative).
+ExecutionSite SiteAt(const TracerCore& tracer, ContextHandle ctx,
+                     int64_t mono_ns) {
+  if (mono_ns < 0) mono_ns = MonotonicNs();
+  return ExecutionSite{ctx, ThisThreadId(), tracer.WallTime(mono_ns)};
 }
 
 TracerCounters& CountersOf(const SpanState& s) {
@@ -94,24 +97,28 @@ ContextHandle RanOn(ContextHandle origin, Where where) {
   return ContextHandle();
 }
 
-void Complete(SpanState& s, const FinishOptions& options, Where where) {
+// `ran_mono_ns`: when it ran, if the caller knows (an inline finish runs
+// when it is called); negative: read the clock.
+void Complete(SpanState& s, const FinishOptions& options, Where where,
+              int64_t ran_mono_ns = -1) {
   TracerCore& tracer = *s.trace->tracer;
   if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
   CountWhere(tracer.counters, where);
-  s.data.finish_ran = SiteNow(tracer, RanOn(s.origin, where));
+  s.data.finish_ran = SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
   s.data.finished_off_origin = where != Where::kOrigin;
   tracer.processors.OnSpanEnd(s.data);
   if (s.trace->RemoveSpan()) DeliverTraceEnd(*s.trace);
 }
 
-void Complete(TraceState& s, const FinishOptions& options, Where where) {
+void Complete(TraceState& s, const FinishOptions& options, Where where,
+              int64_t ran_mono_ns = -1) {
   TraceRecord& r = *s.record;
   if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
   CountWhere(r.tracer->counters, where);
   r.data.finish_called = s.finish_called;
   r.data.end_time = r.tracer->WallTime(s.end_mono_ns);
   r.data.duration = absl::Nanoseconds(s.end_mono_ns - r.start_mono_ns);
-  r.data.finish_ran = SiteNow(*r.tracer, RanOn(s.origin, where));
+  r.data.finish_ran = SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
   r.data.finished_off_origin = where != Where::kOrigin;
   if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does.
 }
@@ -162,10 +169,10 @@ class FinishTask {
 
 template <typename State>
 void FinishState(std::unique_ptr<State> state, ContextHandle from,
-                 FinishOptions options) {
+                 FinishOptions options, int64_t called_mono_ns) {
   if (!from.is_null() && from == state->origin && IsOnLoopThread(from)) {
     CountersOf(*state).finishes_inline.fetch_add(1, std::memory_order_relaxed);
-    Complete(*state, options, Where::kOrigin);  // [F0]
+    Complete(*state, options, Where::kOrigin, called_mono_ns);  // [F0]
     return;
   }
   FinishTask<State>::Send(std::move(state), options);  // [F1]
@@ -235,7 +242,7 @@ absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   state_->end_mono_ns = now;
   state_->finish_called = ExecutionSite{
       from, internal::ThisThreadId(), state_->record->tracer->WallTime(now)};
-  internal::FinishState(std::move(state_), from, options);
+  internal::FinishState(std::move(state_), from, options, now);
   return absl::OkStatus();
 }
 
@@ -295,7 +302,7 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   d.end_time = tracer.WallTime(now);
   d.duration = absl::Nanoseconds(now - state_->start_mono_ns);
   d.finish_called = ExecutionSite{from, internal::ThisThreadId(), d.end_time};
-  internal::FinishState(std::move(state_), from, options);
+  internal::FinishState(std::move(state_), from, options, now);
   return absl::OkStatus();
 }
 

@@ -35,7 +35,7 @@ TracerCore::TracerCore(std::vector<std::shared_ptr<TraceProcessor>> list,
                        MultiProcessor::ErrorCallback on_error, bool on)
     : processors(std::move(list), std::move(on_error)),
       enabled(on),
-      wall_anchor(absl::Now()),
+      wall_anchor_unix_ns(absl::ToUnixNanos(absl::Now())),
       mono_anchor_ns(MonotonicNs()) {}
 
 }  // namespace internal
@@ -84,7 +84,7 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   d.start_time = core_->WallTime(record->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
   d.started = ExecutionSite{ctx, ThisThreadId(), d.start_time};
-  auto state = std::make_unique<TraceState>();
+  std::unique_ptr<TraceState> state(new TraceState);
   state->origin = ctx;
   if (options.make_current) {
     absl::StatusOr<Token> token =
@@ -124,7 +124,9 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
         "StartSpan '", name, "': trace ", trace->data.trace_id.ToHex(),
         " has already finished"));
   }
-  auto state = std::make_unique<SpanState>();
+  // Default-initialized (every member has an initializer): no memset of the
+  // whole record.
+  std::unique_ptr<SpanState> state(new SpanState);
   state->origin = ctx;
   state->start_mono_ns = MonotonicNs();
   SpanData& d = state->data;

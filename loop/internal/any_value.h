@@ -2,11 +2,13 @@
 //
 // Internal. `AnyValue` holds one context-local value of any copyable type.
 //
-// Cost: values that are trivially copyable and at most `kInlineSize` bytes
-// (ids, pointers, small structs such as a span reference) are stored inline:
-// no allocation, copy is a memcpy. Other values are stored once, immutable,
-// behind a `std::shared_ptr<const T>`, so copying an `AnyValue` (as a child
-// context's copy-on-write table does) never copies the value itself.
+// Cost: a value of at most `kInlineSize` bytes whose copy, move and
+// destruction cannot throw (ids, pointers, small structs, a span reference
+// holding a `std::shared_ptr`) is stored inline: no allocation; copying it is
+// a memcpy when trivially copyable, else one call through a per-type table.
+// Other values (e.g. `std::string`) are stored once, immutable, behind a
+// `std::shared_ptr<const T>` kept inline, so copying an `AnyValue` (as a
+// child context's copy-on-write table does) never copies the value itself.
 //
 // Thread-safety: a plain value type; the owner synchronizes.
 
@@ -29,18 +31,53 @@ class AnyValue {
 
   template <typename T>
   static constexpr bool kStoredInline =
-      std::is_trivially_copyable<T>::value && sizeof(T) <= kInlineSize &&
-      alignof(T) <= alignof(std::max_align_t);
+      sizeof(T) <= kInlineSize && alignof(T) <= alignof(std::max_align_t) &&
+      std::is_nothrow_copy_constructible<T>::value &&
+      std::is_nothrow_move_constructible<T>::value &&
+      std::is_nothrow_destructible<T>::value;
 
   AnyValue() = default;
+  AnyValue(const AnyValue& other) : ops_(other.ops_) {
+    if (ops_ == nullptr) {
+      std::memcpy(buffer_, other.buffer_, kInlineSize);
+    } else {
+      ops_->copy(buffer_, other.buffer_);
+    }
+  }
+  AnyValue(AnyValue&& other) noexcept : ops_(other.ops_) {
+    if (ops_ == nullptr) {
+      std::memcpy(buffer_, other.buffer_, kInlineSize);
+    } else {
+      ops_->move(buffer_, other.buffer_);
+      other.ops_ = nullptr;  // Its object was destroyed by the move.
+    }
+  }
+  AnyValue& operator=(const AnyValue& other) {
+    if (this != &other) {
+      AnyValue copy(other);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  AnyValue& operator=(AnyValue&& other) noexcept {
+    if (this != &other) {
+      Destroy();
+      new (this) AnyValue(std::move(other));
+    }
+    return *this;
+  }
+  ~AnyValue() { Destroy(); }
 
   template <typename T>
   static AnyValue Make(T value) {
     AnyValue v;
     if constexpr (kStoredInline<T>) {
-      new (v.inline_) T(value);
+      new (v.buffer_) T(std::move(value));
+      if constexpr (!std::is_trivially_copyable<T>::value) v.ops_ = &kOps<T>;
     } else {
-      v.boxed_ = std::make_shared<const T>(std::move(value));
+      using Box = std::shared_ptr<const T>;
+      new (v.buffer_) Box(std::make_shared<const T>(std::move(value)));
+      v.ops_ = &kOps<Box>;
     }
     return v;
   }
@@ -49,15 +86,38 @@ class AnyValue {
   template <typename T>
   const T& As() const {
     if constexpr (kStoredInline<T>) {
-      return *std::launder(reinterpret_cast<const T*>(inline_));
+      return *std::launder(reinterpret_cast<const T*>(buffer_));
     } else {
-      return *static_cast<const T*>(boxed_.get());
+      return **std::launder(
+          reinterpret_cast<const std::shared_ptr<const T>*>(buffer_));
     }
   }
 
  private:
-  alignas(std::max_align_t) unsigned char inline_[kInlineSize] = {};
-  std::shared_ptr<const void> boxed_;
+  struct Ops {
+    void (*copy)(void* to, const void* from);
+    void (*move)(void* to, void* from);  // Leaves `from` destroyed.
+    void (*destroy)(void* at);
+  };
+  template <typename T>
+  static constexpr Ops kOps = {
+      [](void* to, const void* from) {
+        new (to) T(*static_cast<const T*>(from));
+      },
+      [](void* to, void* from) {
+        new (to) T(std::move(*static_cast<T*>(from)));
+        static_cast<T*>(from)->~T();
+      },
+      [](void* at) { static_cast<T*>(at)->~T(); },
+  };
+
+  void Destroy() {
+    if (ops_ != nullptr) ops_->destroy(buffer_);
+    ops_ = nullptr;
+  }
+
+  alignas(std::max_align_t) unsigned char buffer_[kInlineSize] = {};
+  const Ops* ops_ = nullptr;  // Null: trivially copyable (or empty).
 };
 
 }  // namespace internal

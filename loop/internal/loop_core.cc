@@ -126,10 +126,10 @@ absl::Status LoopCore::Init() {
   LoopRegistry::Register(this, &slot_index_, &generation_);
   // The root context, index 0.
   std::lock_guard<std::mutex> lock(remote_mu_);
-  contexts_.emplace_back();
-  contexts_[0].generation = 1;
-  contexts_[0].live = true;
-  contexts_[0].name = "root";
+  contexts_.push_back(std::make_unique<ContextRecord>());
+  contexts_[0]->generation = 1;
+  contexts_[0]->live = true;
+  contexts_[0]->name = "root";
   return absl::OkStatus();
 }
 
@@ -170,7 +170,15 @@ void LoopCore::BecomeOwner() {
 
 ContextHandle LoopCore::MakeHandle(uint32_t index) const {
   return HandleAccess::Make(slot_index_, generation_, index,
-                            contexts_[index].generation);
+                            contexts_[index]->generation);
+}
+
+ContextHandle LoopCore::InternalHandle() const {
+  return HandleAccess::Make(slot_index_, generation_, 0, 0);
+}
+
+bool LoopCore::QueuedTask::internal() const {
+  return HandleAccess::ContextGeneration(ctx) == 0;
 }
 
 LoopCore::ContextRecord* LoopCore::FindRecord(ContextHandle ctx) {
@@ -185,7 +193,7 @@ const LoopCore::ContextRecord* LoopCore::FindRecord(ContextHandle ctx) const {
   }
   const uint32_t index = HandleAccess::ContextIndex(ctx);
   if (index >= contexts_.size()) return nullptr;
-  const ContextRecord& r = contexts_[index];
+  const ContextRecord& r = *contexts_[index];
   if (!r.live || r.generation != HandleAccess::ContextGeneration(ctx)) {
     return nullptr;
   }
@@ -216,21 +224,21 @@ absl::Status LoopCore::RejectPost(ContextHandle ctx) const {
 
 // --- Tasks -----------------------------------------------------------------
 
-absl::Status LoopCore::PostLocal(ContextHandle ctx, Task task) {
+absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
   if (phase_ == Phase::kClosed || !AcceptsPosts(ctx)) return RejectPost(ctx);
-  ready_.push_back(QueuedTask{ctx, std::move(task)});
+  ready_.emplace_back(ctx, std::move(task));
   ScheduleBatch();
   return absl::OkStatus();
 }
 
-absl::Status LoopCore::PostForeign(ContextHandle ctx, Task task) {
+absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
   std::unique_lock<std::mutex> lock(remote_mu_);
   if (!AcceptsPosts(ctx)) {
     absl::Status s = RejectPost(ctx);
     lock.unlock();
     return s;  // `task` is destroyed by our caller's frame, on its thread.
   }
-  remote_.push_back(QueuedTask{ctx, std::move(task)});
+  remote_.emplace_back(ctx, std::move(task));
   WakeFromForeign(lock);
   return absl::OkStatus();
 }
@@ -328,7 +336,7 @@ void LoopCore::RunOne(QueuedTask& entry) {
     Report(entry.ctx, absl::InternalError("task threw a non-std::exception"));
   }
   entry.task = nullptr;  // Captures die now, on the loop thread.
-  if (!entry.internal) ++tasks_run_total_;
+  if (!entry.internal()) ++tasks_run_total_;
 }
 
 void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
@@ -394,10 +402,10 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
   {
     std::lock_guard<std::mutex> timers_lock(timers_mu_);
     handle.sequence_ = next_timer_sequence_++;
-    auto it = timers_
-                  .emplace(TimerKey{deadline, handle.sequence_},
-                           QueuedTask{ctx, std::move(task)})
-                  .first;
+    // Deadlines mostly grow: hinting the end makes that insert O(1).
+    auto it = timers_.emplace_hint(timers_.end(),
+                                   TimerKey{deadline, handle.sequence_},
+                                   QueuedTask{ctx, std::move(task)});
     earliest = it == timers_.begin();
   }
   if (earliest) {
@@ -424,8 +432,7 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
     // [S9] Destroy the task's captures on the loop thread.
     std::unique_lock<std::mutex> lock(remote_mu_);
     remote_.push_back(QueuedTask{
-        root(), [doomed = std::move(victim.task)](ContextHandle) {},
-        /*internal=*/true});
+        InternalHandle(), [doomed = std::move(victim.task)](ContextHandle) {}});
     WakeFromForeign(lock);
   }
   // The armed libevent timer may now fire early; it then finds nothing due
@@ -521,14 +528,14 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(absl::string_view name,
       free_contexts_.pop_back();
     } else {
       index = static_cast<uint32_t>(contexts_.size());
-      contexts_.emplace_back();
+      contexts_.push_back(std::make_unique<ContextRecord>());
     }
-    ContextRecord& r = contexts_[index];
+    ContextRecord& r = *contexts_[index];
     if (++r.generation == 0) r.generation = 1;
     r.live = true;
     r.closing = false;
   }
-  ContextRecord& r = contexts_[index];
+  ContextRecord& r = *contexts_[index];
   r.name = std::string(name);
   if (parent_record != nullptr && parent_record->values != nullptr) {
     r.values = parent_record->values;  // Copy-on-write snapshot.
@@ -562,15 +569,14 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
   // the running batch); the marker goes after all of it.
   TakeRemote();
   const uint32_t index = HandleAccess::ContextIndex(ctx);
-  ready_.push_back(
-      QueuedTask{root(), [this, index](ContextHandle) { FreeContext(index); },
-                 /*internal=*/true});
+  ready_.push_back(QueuedTask{
+      InternalHandle(), [this, index](ContextHandle) { FreeContext(index); }});
   ScheduleBatch();
   return absl::OkStatus();
 }
 
 void LoopCore::FreeContext(uint32_t index) {
-  ContextRecord& r = contexts_[index];
+  ContextRecord& r = *contexts_[index];
   std::shared_ptr<ValueTable> values = std::move(r.values);
   r.values_inherited = false;
   r.name.clear();
@@ -719,9 +725,8 @@ void LoopCore::StopWatch(uint64_t id) {
   std::unique_lock<std::mutex> lock(remote_mu_);
   foreign_stops_.push_back(id);
   foreign_stop_count_.fetch_add(1);
-  remote_.push_back(
-      QueuedTask{root(), [this, id](ContextHandle) { FinishForeignStop(id); },
-                 /*internal=*/true});
+  remote_.push_back(QueuedTask{
+      InternalHandle(), [this, id](ContextHandle) { FinishForeignStop(id); }});
   WakeFromForeign(lock);
 }
 
@@ -810,7 +815,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
 
   {  // [S4]
-    std::map<TimerKey, QueuedTask> doomed;
+    absl::btree_map<TimerKey, QueuedTask> doomed;
     {
       std::lock_guard<std::mutex> lock(timers_mu_);
       doomed.swap(timers_);
@@ -831,7 +836,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
       dropped.swap(ready_);
       report_.tasks_dropped = static_cast<uint64_t>(
           std::count_if(dropped.begin(), dropped.end(),
-                        [](const QueuedTask& t) { return !t.internal; }));
+                        [](const QueuedTask& t) { return !t.internal(); }));
       dropped.clear();  // Destroyed unrun, here on the loop thread.
       Report(ContextHandle(),
              absl::DeadlineExceededError(absl::StrCat(
@@ -857,9 +862,9 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
   {
     std::lock_guard<std::mutex> lock(remote_mu_);
-    for (ContextRecord& r : contexts_) r.live = false;
+    for (auto& r : contexts_) r->live = false;
   }
-  for (ContextRecord& r : contexts_) r.values.reset();
+  for (auto& r : contexts_) r->values.reset();
   return report_;
 }
 

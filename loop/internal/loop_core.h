@@ -22,7 +22,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/base/attributes.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -53,8 +55,8 @@ class LoopCore {
   event_base* base() const { return base_; }
 
   // --- Tasks ---------------------------------------------------------------
-  absl::Status PostLocal(ContextHandle ctx, Task task);
-  absl::Status PostForeign(ContextHandle ctx, Task task);  // Caller pinned.
+  absl::Status PostLocal(ContextHandle ctx, Task&& task);
+  absl::Status PostForeign(ContextHandle ctx, Task&& task);  // Caller pinned.
   absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                                 absl::Duration delay,
                                                 Task task);
@@ -89,13 +91,16 @@ class LoopCore {
   LoopStats stats() const;
 
  private:
+  // 48 bytes. The loop's own bookkeeping (destroy marker, a cancelled task
+  // handed back for destruction, a foreign FdWatch::Stop) is queued on
+  // `InternalHandle()` (context generation 0, never a user context's) and
+  // not counted in `LoopStats::tasks_run` or the shutdown report.
   struct QueuedTask {
+    QueuedTask() = default;
+    QueuedTask(ContextHandle c, Task&& t) : ctx(c), task(std::move(t)) {}
     ContextHandle ctx;
     Task task;
-    // The loop's own bookkeeping (destroy marker, a cancelled task handed
-    // back for destruction, a foreign FdWatch::Stop): not counted in
-    // `LoopStats::tasks_run` or the shutdown report.
-    bool internal = false;
+    bool internal() const;
   };
   struct ContextRecord {
     // Guarded by remote_mu_ for writes; read by foreign posters under it.
@@ -123,11 +128,12 @@ class LoopCore {
   absl::Status Init();
 
   ContextHandle MakeHandle(uint32_t index) const;
+  ContextHandle InternalHandle() const;
   // Null unless `ctx` names a live context of this loop.
   ContextRecord* FindRecord(ContextHandle ctx);
   const ContextRecord* FindRecord(ContextHandle ctx) const;
   bool AcceptsPosts(ContextHandle ctx) const;  // Needs remote_mu_ if foreign.
-  absl::Status RejectPost(ContextHandle ctx) const;
+  ABSL_ATTRIBUTE_NOINLINE absl::Status RejectPost(ContextHandle ctx) const;
 
   void ScheduleBatch();
   void WakeFromForeign(std::unique_lock<std::mutex>& lock);
@@ -183,11 +189,13 @@ class LoopCore {
   // yet (guarded); the count lets DispatchFd skip the lock when there are none.
   std::vector<uint64_t> foreign_stops_;
   std::atomic<uint32_t> foreign_stop_count_{0};
-  std::deque<ContextRecord> contexts_;  // Growth guarded by remote_mu_.
+  // Records never move (foreign posters read them under remote_mu_; the
+  // vector itself grows under it).
+  std::vector<std::unique_ptr<ContextRecord>> contexts_;
 
   // Delayed tasks.
   mutable std::mutex timers_mu_;
-  std::map<TimerKey, QueuedTask> timers_;  // Guarded by timers_mu_.
+  absl::btree_map<TimerKey, QueuedTask> timers_;  // Guarded by timers_mu_.
   uint64_t next_timer_sequence_ = 1;       // Guarded by timers_mu_.
   int64_t armed_deadline_ns_ = -1;         // Owner thread; -1: not armed.
 

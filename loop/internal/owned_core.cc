@@ -10,13 +10,17 @@ namespace ctxloop {
 namespace internal {
 
 absl::StatusOr<LoopCore*> OwnedCore(ContextHandle ctx, absl::string_view what) {
+  if (LoopCore* core = FindOwnedCore(ctx)) return core;
+  return NotOwnedError(ctx, what);
+}
+
+absl::Status NotOwnedError(ContextHandle ctx, absl::string_view what) {
   if (ctx.is_null()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": null ContextHandle"));
   }
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) return core;
   if (LoopRegistry::Pin(slot, gen) != nullptr) {
     LoopRegistry::Unpin(slot);
     return absl::FailedPreconditionError(absl::StrCat(

@@ -6,18 +6,32 @@
 #ifndef CTXLOOP_LOOP_INTERNAL_OWNED_CORE_H_
 #define CTXLOOP_LOOP_INTERNAL_OWNED_CORE_H_
 
+#include "absl/base/attributes.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/loop_registry.h"
 
 namespace ctxloop {
 namespace internal {
 
-// The loop of `ctx` if the caller is on its loop thread. Otherwise:
+// The loop of `ctx` if the caller is on its loop thread, else null. Cheap:
+// no allocation, so hot paths call it and build a message only on failure.
+inline LoopCore* FindOwnedCore(ContextHandle ctx) {
+  return LoopRegistry::FindOwned(HandleAccess::LoopSlot(ctx),
+                                 HandleAccess::LoopGeneration(ctx));
+}
+
+// Why `FindOwnedCore(ctx)` returned null:
 //   kInvalidArgument     for a null handle;
 //   kFailedPrecondition  naming `what` and `ctx`, for a foreign thread or a
 //                        loop that is gone.
+ABSL_ATTRIBUTE_NOINLINE absl::Status NotOwnedError(ContextHandle ctx,
+                                                   absl::string_view what);
+
+// `FindOwnedCore`, or `NotOwnedError` as a status.
 absl::StatusOr<LoopCore*> OwnedCore(ContextHandle ctx, absl::string_view what);
 
 }  // namespace internal

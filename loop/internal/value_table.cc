@@ -2,6 +2,7 @@
 
 #include "ctxloop/loop/internal/value_table.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace ctxloop {
@@ -32,24 +33,30 @@ void ValueTable::Set(uint32_t key, uint64_t serial, AnyValue value) {
     keys_.push_back(KeyStack{key, {}});
     k = &keys_.back();
   }
-  k->frames.push_back(Frame{serial, std::move(value)});
+  k->frames.push_back(Frame{serial, std::move(value), true});
 }
 
 bool ValueTable::Reset(uint32_t key, uint64_t serial) {
   if (serial == kInheritedSerial) return false;
   KeyStack* k = Find(key);
   if (k == nullptr) return false;
-  for (auto it = k->frames.end(); it != k->frames.begin();) {
-    --it;  // Newest first: in-order resets find their frame at once.
-    if (it->serial != serial) continue;
-    k->frames.erase(it);
-    if (k->frames.empty()) {
-      if (k != &keys_.back()) *k = std::move(keys_.back());
-      keys_.pop_back();
-    }
-    return true;
+  auto& frames = k->frames;
+  auto it = std::lower_bound(
+      frames.begin(), frames.end(), serial,
+      [](const Frame& f, uint64_t s) { return f.serial < s; });
+  if (it == frames.end() || it->serial != serial || !it->live) return false;
+  if (it + 1 == frames.end()) {
+    frames.pop_back();
+    while (!frames.empty() && !frames.back().live) frames.pop_back();
+  } else {
+    it->live = false;  // Out of order: the newer value stays current.
+    it->value = AnyValue();
   }
-  return false;
+  if (frames.empty()) {
+    if (k != &keys_.back()) *k = std::move(keys_.back());
+    keys_.pop_back();
+  }
+  return true;
 }
 
 std::shared_ptr<ValueTable> ValueTable::Snapshot() const {
@@ -57,7 +64,7 @@ std::shared_ptr<ValueTable> ValueTable::Snapshot() const {
   copy->keys_.reserve(keys_.size());
   for (const KeyStack& k : keys_) {
     KeyStack flat{k.key, {}};
-    flat.frames.push_back(Frame{kInheritedSerial, k.frames.back().value});
+    flat.frames.push_back(Frame{kInheritedSerial, k.frames.back().value, true});
     copy->keys_.push_back(std::move(flat));
   }
   return copy;

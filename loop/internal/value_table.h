@@ -4,7 +4,11 @@
 // Sets not yet reset (see context_key.h for the semantics).
 //
 // Cost: keys are kept in a vector and found by linear scan (contexts carry a
-// handful of keys); each key's stack holds one frame inline.
+// handful of keys); each key's stack holds one frame inline. `Reset` finds
+// its frame by binary search (serials only grow up a stack); an out-of-order
+// reset marks the frame dead and frees its value, and dead frames are popped
+// once they reach the top, so any order of resets costs O(log depth) each,
+// amortized.
 //
 // Thread-safety: none; the owning loop's thread uses it.
 
@@ -47,10 +51,12 @@ class ValueTable {
   struct Frame {
     uint64_t serial;
     AnyValue value;
+    bool live = true;  // False: reset out of order, waiting to be popped.
   };
   struct KeyStack {
     uint32_t key;
-    absl::InlinedVector<Frame, 1> frames;  // Never empty.
+    // Never empty; ascending serials; the top frame is always live.
+    absl::InlinedVector<Frame, 1> frames;
   };
   KeyStack* Find(uint32_t key);
   const KeyStack* Find(uint32_t key) const;

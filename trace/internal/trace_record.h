@@ -51,14 +51,16 @@ struct TracerCore {
   TracerCore(std::vector<std::shared_ptr<TraceProcessor>> processors,
              MultiProcessor::ErrorCallback on_error, bool enabled);
 
-  // Wall-clock time for a monotonic reading: one clock read per event.
+  // Wall-clock time for a monotonic reading: one clock read per event. (The
+  // wall clock is sampled once, at construction; durations and order come
+  // from the monotonic clock.)
   absl::Time WallTime(int64_t mono_ns) const {
-    return wall_anchor + absl::Nanoseconds(mono_ns - mono_anchor_ns);
+    return absl::FromUnixNanos(wall_anchor_unix_ns + (mono_ns - mono_anchor_ns));
   }
 
   MultiProcessor processors;
   std::atomic<bool> enabled;
-  const absl::Time wall_anchor;
+  const int64_t wall_anchor_unix_ns;
   const int64_t mono_anchor_ns;
   TracerCounters counters;
 };
@@ -73,7 +75,9 @@ struct TraceRecord {
   // (open spans) * 2 | finished bit.
   std::atomic<uint64_t> state{0};
 
-  // Counts a new span in; false if the trace has finished.
+  // Counts a new span in; false if the trace has finished. (A CAS, not a
+  // fetch_add: a transient count on a finished trace could make a later
+  // `RemoveSpan` deliver its end a second time.)
   bool AddSpan() {
     uint64_t s = state.load(std::memory_order_relaxed);
     do {

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Summarizes Google Benchmark JSON files from ctxloop's benchmark binaries.
+
+    summarize.py OUT1.json [OUT2.json ...]
+
+Prints a markdown table: per group (the benchmark's label, see bench_util.h),
+each benchmark's median ns/item over its repetitions (min-max in brackets),
+the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it, and, where
+the benchmark reports it (cross-thread ones), the median number of times the
+loop was woken per 1000 items. Ratios compare numbers from the same run only. Exits non-zero if a benchmark
+reported an error.
+"""
+
+import json
+import statistics
+import sys
+
+
+def load_runs(paths):
+    """Returns {name: {"label": str, "ns": [per-repetition ns/item]}}."""
+    runs = {}
+    order = []
+    errors = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        for b in data.get("benchmarks", []):
+            if b.get("run_type", "iteration") != "iteration":
+                continue  # Aggregates: recomputed here from the repetitions.
+            name = b.get("run_name", b["name"])
+            name = name.replace("/real_time", "")
+            if b.get("error_occurred"):
+                errors.append("%s: %s" % (name, b.get("error_message", "?")))
+                continue
+            ns = b.get("ns_per_item")
+            if ns is None:
+                continue
+            entry = runs.get(name)
+            if entry is None:
+                entry = {"label": b.get("label", "") or "(no group)", "ns": [],
+                         "wakeups": []}
+                runs[name] = entry
+                order.append(name)
+            # ns_per_item is a kIsRate|kInvert counter: seconds per item.
+            entry["ns"].append(float(ns) * 1e9)
+            if "wakeups_per_1k" in b:
+                entry["wakeups"].append(float(b["wakeups_per_1k"]))
+    return runs, order, errors
+
+
+def fmt(ns):
+    if ns >= 100:
+        return "%.0f" % ns
+    if ns >= 10:
+        return "%.1f" % ns
+    return "%.2f" % ns
+
+
+def main(argv):
+    runs, order, errors = load_runs(argv[1:])
+    groups = []
+    members = {}
+    for name in order:
+        label = runs[name]["label"]
+        if label not in members:
+            members[label] = []
+            groups.append(label)
+        members[label].append(name)
+
+    print("| group | benchmark | median ns/item (min-max) | ctxloop / this "
+          "| loop wake-ups per 1k items |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for label in groups:
+        names = members[label]
+        medians = {n: statistics.median(runs[n]["ns"]) for n in names}
+        ref = next((n for n in names if n.startswith("BM_Ctxloop_")), None)
+        # ctxloop first, then the peers fastest first.
+        ordered = ([ref] if ref else []) + sorted(
+            (n for n in names if n != ref), key=lambda n: medians[n])
+        for n in ordered:
+            ns = runs[n]["ns"]
+            spread = "%s (%s-%s)" % (fmt(medians[n]), fmt(min(ns)), fmt(max(ns)))
+            if ref is None:
+                ratio = "-"
+            elif n == ref:
+                ratio = "1 (reference)"
+            else:
+                ratio = "%.2fx" % (medians[ref] / medians[n])
+            wk = runs[n]["wakeups"]
+            wakeups = "%.1f" % statistics.median(wk) if wk else ""
+            print("| %s | %s | %s | %s | %s |" % (label, n, spread, ratio,
+                                                  wakeups))
+    if errors:
+        print()
+        print("Benchmarks that reported errors:")
+        for e in errors:
+            print("- " + e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
