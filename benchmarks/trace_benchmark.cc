@@ -24,6 +24,8 @@
 //                         there (batch of 1,000, then RunUntilIdle), against
 //                         a plain same-thread Post + run of the same batch.
 //                         Target: at most 2x.
+//   finish_home_inline    The same batch finished on its own context (runs
+//                         inline): cross minus inline is the trip home.
 //
 // Each benchmark checks afterwards that every span reached the processors
 // (or, for the no-processor ones, that the context's current span is back to
@@ -225,6 +227,37 @@ void BM_Ctxloop_CrossContextFinish(benchmark::State& state) {
   state.SetLabel("finish_home");
 }
 
+// The same batch finished on its own context (inline, nothing posted): the
+// difference to BM_Ctxloop_CrossContextFinish is the price of going home.
+void BM_Ctxloop_SameContextFinish(benchmark::State& state) {
+  ctxloop::Loop loop;
+  auto counter = std::make_shared<CountingProcessor>();
+  ctxloop::Tracer tracer(With(counter));
+  ctxloop::ContextHandle a = *loop.NewContext("A");
+  ctxloop::TraceScope run = *tracer.StartTrace(a, "bench");
+  std::vector<ctxloop::SpanScope> spans;
+  spans.reserve(kBatch);
+  ctxloop::SpanOptions o;
+  o.make_current = false;
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (int i = 0; i < kBatch; ++i) {
+      spans.push_back(*tracer.StartSpan(a, "span", o));
+    }
+    state.ResumeTiming();
+    for (ctxloop::SpanScope& s : spans) (void)s.Finish(a);
+    (void)loop.RunUntilIdle();
+    state.PauseTiming();
+    spans.clear();
+    state.ResumeTiming();
+  }
+  ReportItems(state, kBatch);
+  CheckCount(state, "span ends", counter->ends.load(),
+             static_cast<int64_t>(state.iterations()) * kBatch);
+  (void)run.Finish(a);
+  state.SetLabel("finish_home_inline");
+}
+
 // The reference for finish_home: the same batch as plain same-thread posts.
 void BM_Reference_SameThreadPost(benchmark::State& state) {
   ctxloop::Loop loop;
@@ -248,6 +281,7 @@ BENCHMARK(BM_Ctxloop_SpanStartFinish_InMemory)->UseRealTime();
 BENCHMARK(BM_Ctxloop_SpanStartFinish_Batch)->UseRealTime();
 BENCHMARK(BM_Ctxloop_SpanStartFinish_Disabled)->UseRealTime();
 BENCHMARK(BM_Ctxloop_CrossContextFinish)->UseRealTime();
+BENCHMARK(BM_Ctxloop_SameContextFinish)->UseRealTime();
 BENCHMARK(BM_Reference_SameThreadPost)->UseRealTime();
 
 }  // namespace
