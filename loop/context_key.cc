@@ -41,9 +41,9 @@ absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
                                uint32_t key_id, absl::string_view key_name) {
   const ContextHandle origin = token.context();
   if (origin.is_null()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
-        ": empty token (not made by Set)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
+                     ": empty token (not made by Set)"));
   }
   if (origin != ctx) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -52,9 +52,9 @@ absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
         "; post the reset to ", origin.DebugString()));
   }
   if (HandleAccess::TokenKey(token) != key_id) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
-        ": token belongs to another ContextKey"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ContextKey '", key_name, "' Reset on ", ctx.DebugString(),
+                     ": token belongs to another ContextKey"));
   }
   LoopCore* core = FindOwnedCore(ctx);
   if (ABSL_PREDICT_FALSE(core == nullptr)) {

@@ -106,8 +106,8 @@ class ContextKey {
 
   // Sets the value on `ctx` (loop thread). Returns the token for `Reset`.
   [[nodiscard]] absl::StatusOr<Token> Set(ContextHandle ctx, T value) const {
-    return internal::SetContextValue(ctx, id_, name_,
-                                     internal::AnyValue::Make<T>(std::move(value)));
+    return internal::SetContextValue(
+        ctx, id_, name_, internal::AnyValue::Make<T>(std::move(value)));
   }
 
   // The current value on `ctx` (loop thread); the default if never set.

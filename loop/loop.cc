@@ -109,9 +109,9 @@ absl::Status Post(ContextHandle ctx, Task task) {
   }
   LoopCore* core = LoopRegistry::Pin(slot, gen);
   if (core == nullptr) {  // [S5] [S8]
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot post to ", ctx.DebugString(),
-        ": its loop is shut down, shutting down or destroyed"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot post to ", ctx.DebugString(),
+                     ": its loop is shut down, shutting down or destroyed"));
   }
   absl::Status s = core->PostForeign(ctx, std::move(task));
   LoopRegistry::Unpin(slot);
@@ -119,8 +119,7 @@ absl::Status Post(ContextHandle ctx, Task task) {
 }
 
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
-                                              absl::Duration delay,
-                                              Task task) {
+                                              absl::Duration delay, Task task) {
   if (ctx.is_null()) {
     return absl::InvalidArgumentError("PostDelayed: null context");
   }
@@ -132,9 +131,9 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
   }
   LoopCore* core = LoopRegistry::Pin(slot, gen);
   if (core == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot post a delayed task to ", ctx.DebugString(),
-        ": its loop is shut down, shutting down or destroyed"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                     ": its loop is shut down, shutting down or destroyed"));
   }
   absl::StatusOr<DelayedTaskHandle> h =
       core->PostDelayed(ctx, delay, std::move(task));
@@ -171,7 +170,8 @@ bool IsOnLoopThread(ContextHandle ctx) {
 
 absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
                                               absl::string_view name) {
-  absl::StatusOr<LoopCore*> core = internal::OwnedCore(parent, "NewChildContext");
+  absl::StatusOr<LoopCore*> core =
+      internal::OwnedCore(parent, "NewChildContext");
   if (!core.ok()) return core.status();
   return (*core)->NewContext(name, &parent);
 }

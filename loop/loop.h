@@ -23,10 +23,11 @@
 // One thread drives a loop: the thread that constructed it. `Run()` and
 // `RunUntilIdle()` elsewhere return `kFailedPrecondition`; to run a loop on a
 // thread of its own, construct it there (`ctxloop::LoopThread` does).
-// Methods marked "loop thread" return `kFailedPrecondition` elsewhere. Free functions that take a handle (`Post`,
-// `PostDelayed`, `Cancel`) are thread-safe, including against the loop's
-// destruction. Destroy a `Loop` on its loop thread, or after that thread has
-// stopped using it (e.g. joined); the destructor becomes the loop thread.
+// Methods marked "loop thread" return `kFailedPrecondition` elsewhere. Free
+// functions that take a handle (`Post`, `PostDelayed`, `Cancel`) are
+// thread-safe, including against the loop's destruction. Destroy a `Loop` on
+// its loop thread, or after that thread has stopped using it (e.g. joined); the
+// destructor becomes the loop thread.
 //
 // Cost
 // ----

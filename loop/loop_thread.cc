@@ -12,15 +12,16 @@ namespace ctxloop {
 LoopThread::LoopThread(Loop::Options options) {
   std::promise<void> started;
   std::future<void> ready = started.get_future();
-  thread_ = std::thread([this, &started, options = std::move(options)]() mutable {
-    Loop loop(std::move(options));
-    loop_ = &loop;
-    root_ = loop.root();
-    started.set_value();
-    while (!stopping_) (void)loop.Run();  // Join() posts the stop.
-    absl::StatusOr<ShutdownReport> report = loop.Shutdown();
-    if (report.ok()) report_ = *report;
-  });
+  thread_ =
+      std::thread([this, &started, options = std::move(options)]() mutable {
+        Loop loop(std::move(options));
+        loop_ = &loop;
+        root_ = loop.root();
+        started.set_value();
+        while (!stopping_) (void)loop.Run();  // Join() posts the stop.
+        absl::StatusOr<ShutdownReport> report = loop.Shutdown();
+        if (report.ok()) report_ = *report;
+      });
   ready.wait();
 }
 

@@ -154,7 +154,8 @@ class StreamState final : public StreamCore {
         sink_.on_event(ctx, std::move(batch_[i]));
       }
     } catch (const std::exception& e) {  // [E4]
-      status = absl::InternalError(absl::StrCat("stream sink threw: ", e.what()));
+      status =
+          absl::InternalError(absl::StrCat("stream sink threw: ", e.what()));
       ++i;
     } catch (...) {
       status = absl::InternalError("stream sink threw a non-std::exception");
@@ -175,9 +176,9 @@ class StreamState final : public StreamCore {
   }
   void ReleaseSink() override { sink_ = Sink<T>(); }
 
-  std::deque<T> buffer_;   // Guarded by mu_.
-  std::vector<T> batch_;   // Sink thread only.
-  Sink<T> sink_;           // Set under mu_ by Attach; then sink thread only.
+  std::deque<T> buffer_;  // Guarded by mu_.
+  std::vector<T> batch_;  // Sink thread only.
+  Sink<T> sink_;          // Set under mu_ by Attach; then sink thread only.
 };
 
 }  // namespace internal
@@ -252,8 +253,7 @@ class StreamReader {
 
  private:
   template <typename U>
-  friend absl::StatusOr<StreamPair<U>> MakeStream(ContextHandle,
-                                                  StreamOptions,
+  friend absl::StatusOr<StreamPair<U>> MakeStream(ContextHandle, StreamOptions,
                                                   ProducerCallbacks,
                                                   std::optional<TraceScope>);
   explicit StreamReader(std::shared_ptr<internal::StreamState<T>> s)
@@ -302,8 +302,7 @@ class StreamWriter {
 
  private:
   template <typename U>
-  friend absl::StatusOr<StreamPair<U>> MakeStream(ContextHandle,
-                                                  StreamOptions,
+  friend absl::StatusOr<StreamPair<U>> MakeStream(ContextHandle, StreamOptions,
                                                   ProducerCallbacks,
                                                   std::optional<TraceScope>);
   explicit StreamWriter(std::shared_ptr<internal::StreamState<T>> s)

@@ -16,9 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
@@ -150,7 +150,7 @@ TEST(StreamTest, BackpressureRefusesWithoutTakingAndSignalsWritable) {
   ProducerCallbacks callbacks;
   callbacks.on_writable = [&](ContextHandle c) { writable_on.push_back(c); };
   auto pair = *MakeStream<std::unique_ptr<int>>(producer, options,
-                                               std::move(callbacks));
+                                                std::move(callbacks));
   for (int i = 0; i < 4; ++i) {
     ASSERT_TRUE(pair.writer.Emit(std::make_unique<int>(i)).ok());
   }
@@ -167,8 +167,8 @@ TEST(StreamTest, BackpressureRefusesWithoutTakingAndSignalsWritable) {
     got.push_back(*v);
   };
   sink.on_complete = [](ContextHandle, const absl::Status&) {};
-  StreamSubscription sub = *std::move(pair.reader).Attach(loop.root(),
-                                                          std::move(sink));
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(loop.root(), std::move(sink));
   ASSERT_TRUE(loop.RunUntilIdle().ok());
   EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 3}));
   ASSERT_EQ(writable_on.size(), 1u);  // Once, when at or below low.
@@ -280,8 +280,8 @@ TEST(StreamTest, ThrowingSinkFailsStreamAndLoopGoesOn) {
   callbacks.on_closed = [&](ContextHandle, const absl::Status& s) {
     closed.push_back(s);
   };
-  auto pair = *MakeStream<int>(loop.root(), StreamOptions(),
-                               std::move(callbacks));
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), std::move(callbacks));
   std::vector<int> got;
   std::vector<absl::Status> completions;
   Sink<int> sink;
@@ -369,8 +369,8 @@ TEST(StreamTest, DestroyedSubscriptionEndsStream) {
   callbacks.on_closed = [&](ContextHandle, const absl::Status& s) {
     closed.push_back(s);
   };
-  auto pair = *MakeStream<int>(loop.root(), StreamOptions(),
-                               std::move(callbacks));
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), std::move(callbacks));
   auto destroyed_on = std::make_shared<std::atomic<int64_t>>(0);
   int64_t sink_tid = 0;
   ASSERT_TRUE(sink_loop.Invoke([&](Loop&) { sink_tid = Tid(); }).ok());
@@ -397,8 +397,8 @@ TEST(StreamTest, DestroyedReaderWithoutSinkEndsStream) {
   int closed = 0;
   ProducerCallbacks callbacks;
   callbacks.on_closed = [&](ContextHandle, const absl::Status&) { ++closed; };
-  auto pair = *MakeStream<int>(loop.root(), StreamOptions(),
-                               std::move(callbacks));
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), std::move(callbacks));
   { StreamReader<int> r = std::move(pair.reader); }
   ASSERT_TRUE(loop.RunUntilIdle().ok());
   EXPECT_EQ(closed, 1);
@@ -414,8 +414,8 @@ TEST(StreamTest, SinkContextGoneEndsStream) {
   callbacks.on_closed = [&](ContextHandle, const absl::Status& s) {
     closed.push_back(s);
   };
-  auto pair = *MakeStream<int>(loop.root(), StreamOptions(),
-                               std::move(callbacks));
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), std::move(callbacks));
   Seen seen;
   StreamSubscription sub =
       *std::move(pair.reader).Attach(sink_ctx, seen.MakeSink());
@@ -437,8 +437,8 @@ TEST(StreamTest, PendingDeliveryRunsInShutdownDrain) {
   {
     Loop sink_loop;
     auto pair = *MakeStream<int>(producer_loop.root());
-    sub.emplace(*std::move(pair.reader).Attach(sink_loop.root(),
-                                               seen.MakeSink()));
+    sub.emplace(
+        *std::move(pair.reader).Attach(sink_loop.root(), seen.MakeSink()));
     ASSERT_TRUE(pair.writer.Emit(1).ok());
     ASSERT_TRUE(pair.writer.Complete().ok());
   }  // Shutdown drains the delivery.

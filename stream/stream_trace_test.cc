@@ -12,12 +12,12 @@
 #include <stdexcept>
 #include <thread>
 
-#include "gtest/gtest.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/stream/stream.h"
 #include "ctxloop/trace/testing/recording_processor.h"
 #include "ctxloop/trace/tracer.h"
+#include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
@@ -25,7 +25,13 @@ namespace {
 using testing_util::RecordingProcessor;
 using Kind = RecordingProcessor::Kind;
 
-enum class Ending { kComplete, kFail, kCancel, kConsumerDestroyed, kSinkThrows };
+enum class Ending {
+  kComplete,
+  kFail,
+  kCancel,
+  kConsumerDestroyed,
+  kSinkThrows
+};
 
 // The FastAPI shape: the request handler starts the run's trace on context A
 // of loop 1 and makes it current; the agent produces on loop 1; the response
@@ -33,10 +39,12 @@ enum class Ending { kComplete, kFail, kCancel, kConsumerDestroyed, kSinkThrows }
 class StreamTraceTest : public ::testing::TestWithParam<Ending> {
  protected:
   StreamTraceTest() : tracer_(Options()) {
-    EXPECT_TRUE(loop1_.Invoke([&](Loop& l) {
-      a_ = *l.NewContext("A");
-      loop1_tid_ = RecordingProcessor::ThisTid();
-    }).ok());
+    EXPECT_TRUE(loop1_
+                    .Invoke([&](Loop& l) {
+                      a_ = *l.NewContext("A");
+                      loop1_tid_ = RecordingProcessor::ThisTid();
+                    })
+                    .ok());
     EXPECT_TRUE(loop2_.Invoke([&](Loop& l) { b_ = *l.NewContext("B"); }).ok());
   }
   Tracer::Options Options() {
@@ -58,45 +66,54 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
   std::optional<StreamWriter<int>> writer;
   std::optional<StreamReader<int>> reader;
   TraceId id;
-  ASSERT_TRUE(loop1_.Invoke([&](Loop&) {
-    TraceScope run = *tracer_.StartTrace(a_, "agent run");
-    id = run.trace_id();
-    auto pair = *MakeStream<int>(a_, StreamOptions(), ProducerCallbacks(),
-                                 std::move(run));
-    writer.emplace(std::move(pair.writer));
-    reader.emplace(std::move(pair.reader));
-  }).ok());
+  ASSERT_TRUE(loop1_
+                  .Invoke([&](Loop&) {
+                    TraceScope run = *tracer_.StartTrace(a_, "agent run");
+                    id = run.trace_id();
+                    auto pair =
+                        *MakeStream<int>(a_, StreamOptions(),
+                                         ProducerCallbacks(), std::move(run));
+                    writer.emplace(std::move(pair.writer));
+                    reader.emplace(std::move(pair.reader));
+                  })
+                  .ok());
 
   std::optional<StreamSubscription> sub;
-  ASSERT_TRUE(loop2_.Invoke([&](Loop&) {
-    const SpanParent parent = reader->trace_parent();
-    ASSERT_EQ(parent.trace_id(), id);
-    Sink<int> sink;
-    sink.on_event = [this, parent, ending](ContextHandle ctx, int&& v) {
-      // The consumer traces its own work, on its own context, under the
-      // producer's trace: what openai-agents-python's fix gave up.
-      SpanOptions o;
-      o.parent = parent;
-      SpanScope span = *tracer_.StartSpan(ctx, "render event", o);
-      EXPECT_EQ(*tracer_.CurrentTraceId(ctx), parent.trace_id());
-      EXPECT_TRUE(span.Finish(ctx).ok());
-      if (ending == Ending::kSinkThrows && v == 1) {
-        throw std::runtime_error("render failed");
-      }
-    };
-    sink.on_complete = [](ContextHandle, const absl::Status&) {};
-    sub.emplace(*std::move(*reader).Attach(b_, std::move(sink)));
-  }).ok());
+  ASSERT_TRUE(
+      loop2_
+          .Invoke([&](Loop&) {
+            const SpanParent parent = reader->trace_parent();
+            ASSERT_EQ(parent.trace_id(), id);
+            Sink<int> sink;
+            sink.on_event = [this, parent, ending](ContextHandle ctx, int&& v) {
+              // The consumer traces its own work, on its own context, under the
+              // producer's trace: what openai-agents-python's fix gave up.
+              SpanOptions o;
+              o.parent = parent;
+              SpanScope span = *tracer_.StartSpan(ctx, "render event", o);
+              EXPECT_EQ(*tracer_.CurrentTraceId(ctx), parent.trace_id());
+              EXPECT_TRUE(span.Finish(ctx).ok());
+              if (ending == Ending::kSinkThrows && v == 1) {
+                throw std::runtime_error("render failed");
+              }
+            };
+            sink.on_complete = [](ContextHandle, const absl::Status&) {};
+            sub.emplace(*std::move(*reader).Attach(b_, std::move(sink)));
+          })
+          .ok());
   reader.reset();
 
-  ASSERT_TRUE(loop1_.Invoke([&](Loop&) {
-    ASSERT_TRUE(writer->Emit(0).ok());
-    ASSERT_TRUE(writer->Emit(1).ok());
-    if (ending == Ending::kComplete) ASSERT_TRUE(writer->Complete().ok());
-    if (ending == Ending::kFail) {
-      ASSERT_TRUE(writer->Fail(absl::InternalError("x")).ok());
-    }
-  }).ok());
+  ASSERT_TRUE(loop1_
+                  .Invoke([&](Loop&) {
+                    ASSERT_TRUE(writer->Emit(0).ok());
+                    ASSERT_TRUE(writer->Emit(1).ok());
+                    if (ending == Ending::kComplete)
+                      ASSERT_TRUE(writer->Complete().ok());
+                    if (ending == Ending::kFail) {
+                      ASSERT_TRUE(writer->Fail(absl::InternalError("x")).ok());
+                    }
+                  })
+                  .ok());
   if (ending == Ending::kCancel || ending == Ending::kConsumerDestroyed) {
     ASSERT_TRUE(rec_->WaitFor(Kind::kSpanEnd, 2));  // Both events consumed.
     if (ending == Ending::kCancel) {
@@ -122,9 +139,11 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
     EXPECT_EQ(e.span().started.ctx, b_);
   }
   // A's current trace is restored, on A.
-  ASSERT_TRUE(loop1_.Invoke([&](Loop&) {
-    EXPECT_FALSE(tracer_.CurrentTraceId(a_)->valid());
-  }).ok());
+  ASSERT_TRUE(loop1_
+                  .Invoke([&](Loop&) {
+                    EXPECT_FALSE(tracer_.CurrentTraceId(a_)->valid());
+                  })
+                  .ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Endings, StreamTraceTest,
@@ -143,16 +162,16 @@ TEST(StreamTraceShutdownTest, SinkLoopShutdownFinishesTrace) {
   Loop origin;
   ContextHandle a = *origin.NewContext("A");
   TraceScope run = *tracer.StartTrace(a, "run");
-  auto pair = *MakeStream<int>(a, StreamOptions(), ProducerCallbacks(),
-                               std::move(run));
+  auto pair =
+      *MakeStream<int>(a, StreamOptions(), ProducerCallbacks(), std::move(run));
   std::optional<StreamSubscription> sub;
   {
     LoopThread sink_loop;
     Sink<int> sink;
     sink.on_event = [](ContextHandle, int&&) {};
     sink.on_complete = [](ContextHandle, const absl::Status&) {};
-    sub.emplace(*std::move(pair.reader).Attach(sink_loop.root(),
-                                               std::move(sink)));
+    sub.emplace(
+        *std::move(pair.reader).Attach(sink_loop.root(), std::move(sink)));
   }
   // Emitting now finds the sink's loop gone [E6]; the trace finish is posted
   // to A.

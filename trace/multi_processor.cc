@@ -2,8 +2,8 @@
 
 #include "ctxloop/trace/multi_processor.h"
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <utility>
 
@@ -18,8 +18,8 @@ MultiProcessor::MultiProcessor(
 
 void MultiProcessor::Fail(size_t index, const char* event, const char* what) {
   failures_.fetch_add(1, std::memory_order_relaxed);
-  absl::Status s = absl::InternalError(
-      absl::StrCat("trace processor #", index, " threw in ", event, ": ", what));
+  absl::Status s = absl::InternalError(absl::StrCat(
+      "trace processor #", index, " threw in ", event, ": ", what));
   if (on_error_) {
     try {
       on_error_(s);
@@ -63,13 +63,14 @@ absl::Status MultiProcessor::ForEachWithStatus(const char* what,
   const uint64_t failures_before = failures();
   absl::Status first;
   ForEach(what, [&](TraceProcessor& p) {
-    const absl::Duration left = std::max(deadline - absl::Now(),
-                                         absl::ZeroDuration());
+    const absl::Duration left =
+        std::max(deadline - absl::Now(), absl::ZeroDuration());
     absl::Status s = shutdown ? p.Shutdown(left) : p.ForceFlush(left);
     if (first.ok() && !s.ok()) first = s;
   });
   if (first.ok() && failures() != failures_before) {
-    first = absl::InternalError(absl::StrCat("a trace processor threw in ", what));
+    first =
+        absl::InternalError(absl::StrCat("a trace processor threw in ", what));
   }
   return first;
 }

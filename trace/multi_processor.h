@@ -35,8 +35,9 @@ class MultiProcessor final : public TraceProcessor {
   // Receives processor failures; must be thread-safe. Default: stderr.
   using ErrorCallback = absl::AnyInvocable<void(const absl::Status&) const>;
 
-  explicit MultiProcessor(std::vector<std::shared_ptr<TraceProcessor>> processors,
-                          ErrorCallback on_error = nullptr);
+  explicit MultiProcessor(
+      std::vector<std::shared_ptr<TraceProcessor>> processors,
+      ErrorCallback on_error = nullptr);
 
   void OnTraceStart(const TraceData& trace) override;
   void OnTraceEnd(const TraceData& trace) override;
@@ -49,7 +50,9 @@ class MultiProcessor final : public TraceProcessor {
 
   size_t size() const { return processors_.size(); }
   // Exceptions caught so far.
-  uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
+  uint64_t failures() const {
+    return failures_.load(std::memory_order_relaxed);
+  }
 
  private:
   template <typename Fn>

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "ctxloop/trace/testing/recording_processor.h"
+#include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
@@ -54,9 +54,9 @@ TEST(MultiProcessorTest, CallsInRegistrationOrderAndIsolatesThrows) {
       [&errors](const absl::Status& s) { errors.push_back(s); });
   multi.OnTraceStart(TraceData());
   multi.OnSpanEnd(SpanData());
-  EXPECT_EQ(log, (std::vector<std::string>{
-                     "a:trace_start", "bad:trace_start", "c:trace_start",
-                     "a:span_end", "bad:span_end", "c:span_end"}));
+  EXPECT_EQ(log, (std::vector<std::string>{"a:trace_start", "bad:trace_start",
+                                           "c:trace_start", "a:span_end",
+                                           "bad:span_end", "c:span_end"}));
   ASSERT_EQ(errors.size(), 2u);
   EXPECT_NE(errors[0].message().find("#1"), std::string::npos);
   EXPECT_NE(errors[0].message().find("OnTraceStart"), std::string::npos);

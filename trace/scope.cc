@@ -133,7 +133,8 @@ class FinishTask {
   FinishTask& operator=(FinishTask&&) = delete;
 
   ~FinishTask() {
-    if (state_ != nullptr) Fallback(std::move(state_), options_, where_);  // [F3]
+    if (state_ != nullptr)
+      Fallback(std::move(state_), options_, where_);  // [F3]
   }
 
   void operator()(ContextHandle) && {
@@ -171,7 +172,6 @@ template <typename State>
 void FinishState(std::unique_ptr<State> state, ContextHandle from,
                  FinishOptions options, int64_t called_mono_ns) {
   if (!from.is_null() && from == state->origin && IsOnLoopThread(from)) {
-    CountersOf(*state).finishes_inline.fetch_add(1, std::memory_order_relaxed);
     Complete(*state, options, Where::kOrigin, called_mono_ns);  // [F0]
     return;
   }
@@ -240,8 +240,8 @@ absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   if (state_ == nullptr) return absl::OkStatus();  // No-op scope.
   const int64_t now = internal::MonotonicNs();
   state_->end_mono_ns = now;
-  state_->finish_called = ExecutionSite{
-      from, internal::ThisThreadId(), state_->record->tracer->WallTime(now)};
+  state_->finish_called = ExecutionSite{from, internal::ThisThreadId(),
+                                        state_->record->tracer->WallTime(now)};
   internal::FinishState(std::move(state_), from, options, now);
   return absl::OkStatus();
 }
@@ -251,7 +251,8 @@ ContextHandle TraceScope::origin() const {
   return state_ == nullptr ? ContextHandle() : state_->origin;
 }
 SpanParent TraceScope::AsParent() const {
-  return state_ == nullptr ? SpanParent() : SpanParent(state_->record, SpanId());
+  return state_ == nullptr ? SpanParent()
+                           : SpanParent(state_->record, SpanId());
 }
 
 // --- SpanScope ---------------------------------------------------------------

@@ -27,7 +27,8 @@ int64_t ThisThreadId() {
 }
 
 const ContextKey<CurrentScope>& CurrentKey() {
-  static const auto* key = new ContextKey<CurrentScope>("ctxloop.current_trace");
+  static const auto* key =
+      new ContextKey<CurrentScope>("ctxloop.current_trace");
   return *key;
 }
 
@@ -70,7 +71,8 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
                                               absl::string_view workflow_name,
                                               TraceOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
-  if (!core_->enabled.load(std::memory_order_relaxed)) return TraceScope::NoOp();
+  if (!core_->enabled.load(std::memory_order_relaxed))
+    return TraceScope::NoOp();
   if (!IsOnLoopThread(ctx)) return NotOnLoopThread(ctx, "StartTrace");
   auto record = std::make_shared<TraceRecord>();
   record->tracer = core_;
@@ -120,9 +122,9 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   }
   if (!trace->AddSpan()) {
     core_->counters.rejected_spans.fetch_add(1, std::memory_order_relaxed);
-    return absl::FailedPreconditionError(absl::StrCat(
-        "StartSpan '", name, "': trace ", trace->data.trace_id.ToHex(),
-        " has already finished"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("StartSpan '", name, "': trace ",
+                     trace->data.trace_id.ToHex(), " has already finished"));
   }
   // Default-initialized (every member has an initializer): no memset of the
   // whole record.
@@ -194,7 +196,6 @@ TracerStats Tracer::stats() const {
   TracerStats s;
   s.noop_spans = c.noop_spans.load(std::memory_order_relaxed);
   s.rejected_spans = c.rejected_spans.load(std::memory_order_relaxed);
-  s.finishes_inline = c.finishes_inline.load(std::memory_order_relaxed);
   s.finishes_posted = c.finishes_posted.load(std::memory_order_relaxed);
   s.finishes_on_root = c.finishes_on_root.load(std::memory_order_relaxed);
   s.finishes_off_origin = c.finishes_off_origin.load(std::memory_order_relaxed);

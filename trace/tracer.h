@@ -81,10 +81,11 @@ struct SpanOptions {
   bool make_current = true;
 };
 
+// Rare events only: a finish on its own context (the common case) is not
+// counted, so the hot path touches no shared counter.
 struct TracerStats {
   uint64_t noop_spans = 0;           // Started with no trace to belong to.
   uint64_t rejected_spans = 0;       // Parent trace already finished.
-  uint64_t finishes_inline = 0;      // Ran at once on the origin context.
   uint64_t finishes_posted = 0;      // Posted to the origin context.
   uint64_t finishes_on_root = 0;     // [F1] origin context was gone.
   uint64_t finishes_off_origin = 0;  // [F2]/[F3] origin loop was gone.

@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/testing/recording_processor.h"
+#include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
@@ -92,16 +92,18 @@ TEST_F(TracerTest, ExplicitParentFromAnotherLoop) {
   TraceScope run = *tracer_.StartTrace(ctx_, "run");
   SpanParent parent = run.AsParent();
   SpanId remote_span;
-  ASSERT_TRUE(other.Invoke([&](Loop&) {
-    SpanOptions o;
-    o.parent = parent;
-    SpanScope s = *tracer_.StartSpan(b, "remote", o);
-    remote_span = s.span_id();
-    // B now has the producer's trace as current.
-    EXPECT_EQ(*tracer_.CurrentTraceId(b), parent.trace_id());
-    ASSERT_TRUE(s.Finish(b).ok());
-    EXPECT_FALSE(tracer_.CurrentTraceId(b)->valid());
-  }).ok());
+  ASSERT_TRUE(other
+                  .Invoke([&](Loop&) {
+                    SpanOptions o;
+                    o.parent = parent;
+                    SpanScope s = *tracer_.StartSpan(b, "remote", o);
+                    remote_span = s.span_id();
+                    // B now has the producer's trace as current.
+                    EXPECT_EQ(*tracer_.CurrentTraceId(b), parent.trace_id());
+                    ASSERT_TRUE(s.Finish(b).ok());
+                    EXPECT_FALSE(tracer_.CurrentTraceId(b)->valid());
+                  })
+                  .ok());
   ASSERT_TRUE(run.Finish(ctx_).ok());
   const auto ends = rec_->events(Kind::kSpanEnd);
   ASSERT_EQ(ends.size(), 1u);
@@ -148,7 +150,7 @@ TEST_F(TracerTest, OutOfOrderFinishesRestoreCurrent) {
   ASSERT_TRUE(run.Finish(ctx_).ok());  // Oldest first.
   EXPECT_EQ(Current(), s2_id);         // Still the newest live one.
   ASSERT_TRUE(s1.Finish(ctx_).ok());
-  EXPECT_EQ(Current(), s2_id);         // s1 never comes back.
+  EXPECT_EQ(Current(), s2_id);  // s1 never comes back.
   ASSERT_TRUE(s2.Finish(ctx_).ok());
   // Back to what it was before `run` started.
   EXPECT_EQ(Current(), before_id);
@@ -204,14 +206,16 @@ TEST_F(TracerTest, ConcurrentSpanEndsOfOneTrace) {
   const SpanParent parent = run.AsParent();
   std::vector<SpanScope> spans[2];
   for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE(loops[i].Invoke([&, i](Loop&) {
-      SpanOptions o;
-      o.parent = parent;
-      o.make_current = false;
-      for (int k = 0; k < kPerLoop; ++k) {
-        spans[i].push_back(*tracer_.StartSpan(ctx[i], "s", o));
-      }
-    }).ok());
+    ASSERT_TRUE(loops[i]
+                    .Invoke([&, i](Loop&) {
+                      SpanOptions o;
+                      o.parent = parent;
+                      o.make_current = false;
+                      for (int k = 0; k < kPerLoop; ++k) {
+                        spans[i].push_back(*tracer_.StartSpan(ctx[i], "s", o));
+                      }
+                    })
+                    .ok());
   }
   // The trace finishes first; its spans then end on two threads at once.
   ASSERT_TRUE(run.Finish(ctx_).ok());

@@ -32,9 +32,9 @@ class AnyValue {
   template <typename T>
   static constexpr bool kStoredInline =
       sizeof(T) <= kInlineSize && alignof(T) <= alignof(std::max_align_t) &&
-      std::is_nothrow_copy_constructible<T>::value &&
-      std::is_nothrow_move_constructible<T>::value &&
-      std::is_nothrow_destructible<T>::value;
+      std::is_nothrow_copy_constructible<
+          T>::value&& std::is_nothrow_move_constructible<T>::value&& std::
+          is_nothrow_destructible<T>::value;
 
   AnyValue() = default;
   AnyValue(const AnyValue& other) : ops_(other.ops_) {

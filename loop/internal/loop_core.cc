@@ -217,9 +217,9 @@ absl::Status LoopCore::RejectPost(ContextHandle ctx) const {
         absl::StrCat("cannot post to ", ctx.DebugString(), ": loop shut down"));
   }
   const ContextRecord* r = FindRecord(ctx);
-  return absl::FailedPreconditionError(absl::StrCat(
-      "cannot post to ", ctx.DebugString(), ": the context ",
-      r == nullptr ? "was destroyed" : "is being destroyed"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot post to ", ctx.DebugString(), ": the context ",
+                   r == nullptr ? "was destroyed" : "is being destroyed"));
 }
 
 // --- Tasks -----------------------------------------------------------------
@@ -331,7 +331,8 @@ void LoopCore::RunOne(QueuedTask& entry) {
   try {
     std::move(entry.task)(entry.ctx);
   } catch (const std::exception& e) {
-    Report(entry.ctx, absl::InternalError(absl::StrCat("task threw: ", e.what())));
+    Report(entry.ctx,
+           absl::InternalError(absl::StrCat("task threw: ", e.what())));
   } catch (...) {
     Report(entry.ctx, absl::InternalError("task threw a non-std::exception"));
   }
@@ -389,9 +390,9 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
   if (owner && phase_ != Phase::kOpen) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot post a delayed task to ", ctx.DebugString(),
-        ": loop shutting down"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                     ": loop shutting down"));
   }
   if (!AcceptsPosts(ctx)) return RejectPost(ctx);
   DelayedTaskHandle handle;
@@ -506,8 +507,8 @@ void LoopCore::CancelTimersOf(ContextHandle ctx) {
 
 // --- Contexts ----------------------------------------------------------------
 
-absl::StatusOr<ContextHandle> LoopCore::NewContext(absl::string_view name,
-                                                   const ContextHandle* parent) {
+absl::StatusOr<ContextHandle> LoopCore::NewContext(
+    absl::string_view name, const ContextHandle* parent) {
   if (phase_ == Phase::kClosed) {
     return absl::FailedPreconditionError("loop shut down");
   }
@@ -643,9 +644,9 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
   if (!callback) return absl::InvalidArgumentError("null fd callback");
   if (!AcceptsPosts(ctx)) return RejectPost(ctx);
   if (auto it = watch_by_fd_.find(fd); it != watch_by_fd_.end()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "fd ", fd, " is already watched by watch #", it->second,
-        "; stop that watch before closing or rewatching the fd"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("fd ", fd, " is already watched by watch #", it->second,
+                     "; stop that watch before closing or rewatching the fd"));
   }
   auto record = std::make_unique<WatchRecord>();
   record->core = this;
@@ -661,8 +662,8 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
   if (record->ev == nullptr || event_add(record->ev, nullptr) != 0) {
     const int err = errno;
     if (record->ev != nullptr) event_free(record->ev);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot watch fd ", fd, ": ", std::strerror(err)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot watch fd ", fd, ": ", std::strerror(err)));
   }
   const uint64_t id = record->id;
   watch_by_fd_[fd] = id;
@@ -839,10 +840,10 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
                         [](const QueuedTask& t) { return !t.internal(); }));
       dropped.clear();  // Destroyed unrun, here on the loop thread.
       Report(ContextHandle(),
-             absl::DeadlineExceededError(absl::StrCat(
-                 "loop shutdown: dropped ", report_.tasks_dropped,
-                 " tasks still being reposted after ",
-                 options_.max_shutdown_rounds, " drain rounds")));
+             absl::DeadlineExceededError(
+                 absl::StrCat("loop shutdown: dropped ", report_.tasks_dropped,
+                              " tasks still being reposted after ",
+                              options_.max_shutdown_rounds, " drain rounds")));
       break;
     }
     RunBatch();

@@ -22,9 +22,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/base/attributes.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -32,9 +32,9 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
-#include "ctxloop/loop/internal/value_table.h"
 
 struct event;
 struct event_base;
@@ -80,8 +80,8 @@ class LoopCore {
   // --- Fd watches -----------------------------------------------------------
   absl::StatusOr<FdWatch> WatchFd(ContextHandle ctx, int fd, FdEvents events,
                                   FdCallback callback, FdWatchOptions options);
-  void StopWatch(uint64_t id);           // Any thread holding a pin/owner.
-  bool WatchActive(uint64_t id) const;   // Owner thread.
+  void StopWatch(uint64_t id);          // Any thread holding a pin/owner.
+  bool WatchActive(uint64_t id) const;  // Owner thread.
 
   // --- Running --------------------------------------------------------------
   absl::Status Run(bool until_idle);
@@ -196,8 +196,8 @@ class LoopCore {
   // Delayed tasks.
   mutable std::mutex timers_mu_;
   absl::btree_map<TimerKey, QueuedTask> timers_;  // Guarded by timers_mu_.
-  uint64_t next_timer_sequence_ = 1;       // Guarded by timers_mu_.
-  int64_t armed_deadline_ns_ = -1;         // Owner thread; -1: not armed.
+  uint64_t next_timer_sequence_ = 1;              // Guarded by timers_mu_.
+  int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
 
   // Fd watches (owner thread).
   absl::flat_hash_map<uint64_t, std::unique_ptr<WatchRecord>> watches_;

@@ -5,8 +5,8 @@
 #include <sched.h>
 
 #include <array>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -79,10 +79,11 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
 }
 
 void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
-  uint64_t s = slot->state.fetch_or(LoopSlot::kClosedBit,
-                                    std::memory_order_acq_rel);
+  uint64_t s =
+      slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
   while ((s & LoopSlot::kPinMask) != 0) {
-    sched_yield();  // A pin lasts one queue push; this spins rarely and briefly.
+    sched_yield();  // A pin lasts one queue push; this spins rarely and
+                    // briefly.
     s = slot->state.load(std::memory_order_acquire);
   }
 }

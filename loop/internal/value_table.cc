@@ -41,9 +41,9 @@ bool ValueTable::Reset(uint32_t key, uint64_t serial) {
   KeyStack* k = Find(key);
   if (k == nullptr) return false;
   auto& frames = k->frames;
-  auto it = std::lower_bound(
-      frames.begin(), frames.end(), serial,
-      [](const Frame& f, uint64_t s) { return f.serial < s; });
+  auto it =
+      std::lower_bound(frames.begin(), frames.end(), serial,
+                       [](const Frame& f, uint64_t s) { return f.serial < s; });
   if (it == frames.end() || it->serial != serial || !it->live) return false;
   if (it + 1 == frames.end()) {
     frames.pop_back();

@@ -71,8 +71,8 @@ bool StreamCore::finished() const {
 
 absl::Status StreamCore::CheckEmitLocked() {
   if (consumer_ended_.load(std::memory_order_relaxed)) {
-    return absl::CancelledError(absl::StrCat(
-        "stream ended by its consumer: ", end_reason_.ToString()));
+    return absl::CancelledError(
+        absl::StrCat("stream ended by its consumer: ", end_reason_.ToString()));
   }
   if (producer_done_) {
     return absl::FailedPreconditionError(
@@ -121,7 +121,8 @@ void StreamCore::ScheduleDelivery() {
     sink = sink_ctx_;
   }
   std::shared_ptr<StreamCore> self = shared_from_this();
-  absl::Status s = Post(sink, [self](ContextHandle ctx) { self->Deliver(ctx); });
+  absl::Status s =
+      Post(sink, [self](ContextHandle ctx) { self->Deliver(ctx); });
   if (!s.ok()) {  // [E6]
     EndByConsumer(absl::UnavailableError(absl::StrCat(
                       "the stream's consumer is gone: ", s.message())),
@@ -188,8 +189,8 @@ absl::Status StreamCore::Complete(absl::Status status) {
       return absl::FailedPreconditionError("stream already completed/failed");
     }
     if (terminal_) {
-      return absl::CancelledError(absl::StrCat(
-          "stream ended by its consumer: ", end_reason_.ToString()));
+      return absl::CancelledError(absl::StrCat("stream ended by its consumer: ",
+                                               end_reason_.ToString()));
     }
     producer_done_ = true;
     producer_status_ = std::move(status);

@@ -94,7 +94,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
 
   mutable std::mutex mu_;
   const StreamOptions options_;
-  StreamCounters counters_;  // Guarded by mu_.
+  StreamCounters counters_;                  // Guarded by mu_.
   std::atomic<bool> consumer_ended_{false};  // Read per event by delivery.
 
  private:
@@ -112,10 +112,10 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   ContextHandle sink_ctx_;
   bool attached_ = false;
   bool delivery_pending_ = false;
-  bool producer_done_ = false;      // Complete/Fail called.
-  absl::Status producer_status_;    // Its status.
-  bool terminal_ = false;           // The ending is decided.
-  absl::Status end_reason_;         // Why the consumer ended it, if it did.
+  bool producer_done_ = false;    // Complete/Fail called.
+  absl::Status producer_status_;  // Its status.
+  bool terminal_ = false;         // The ending is decided.
+  absl::Status end_reason_;       // Why the consumer ended it, if it did.
   bool want_writable_ = false;
 };
 

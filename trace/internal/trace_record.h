@@ -41,7 +41,6 @@ namespace internal {
 struct TracerCounters {
   std::atomic<uint64_t> noop_spans{0};
   std::atomic<uint64_t> rejected_spans{0};
-  std::atomic<uint64_t> finishes_inline{0};
   std::atomic<uint64_t> finishes_posted{0};
   std::atomic<uint64_t> finishes_on_root{0};
   std::atomic<uint64_t> finishes_off_origin{0};
@@ -55,7 +54,8 @@ struct TracerCore {
   // wall clock is sampled once, at construction; durations and order come
   // from the monotonic clock.)
   absl::Time WallTime(int64_t mono_ns) const {
-    return absl::FromUnixNanos(wall_anchor_unix_ns + (mono_ns - mono_anchor_ns));
+    return absl::FromUnixNanos(wall_anchor_unix_ns +
+                               (mono_ns - mono_anchor_ns));
   }
 
   MultiProcessor processors;
