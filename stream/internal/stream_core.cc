@@ -210,7 +210,7 @@ absl::Status StreamCore::Cancel(absl::Status reason) {
       return absl::FailedPreconditionError("stream already ended");
     }
   }
-  EndByConsumer(std::move(reason), /*tell_sink=*/true);  // [E3]
+  EndByConsumer(reason, /*tell_sink=*/true);  // [E3]
   return absl::OkStatus();
 }
 
@@ -219,7 +219,7 @@ void StreamCore::ConsumerDestroyed() {  // [E5]
                 /*tell_sink=*/false);
 }
 
-void StreamCore::EndByConsumer(absl::Status reason, bool tell_sink) {
+void StreamCore::EndByConsumer(const absl::Status& reason, bool tell_sink) {
   ContextHandle sink;
   bool attached;
   {

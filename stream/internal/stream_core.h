@@ -99,7 +99,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
 
  private:
   void Deliver(ContextHandle ctx);
-  void EndByConsumer(absl::Status reason, bool tell_sink);
+  void EndByConsumer(const absl::Status& reason, bool tell_sink);
   void FinishTrace(ContextHandle from);
   void NotifyProducerClosed(const absl::Status& reason);
 

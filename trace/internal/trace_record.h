@@ -47,8 +47,8 @@ struct TracerCounters {
 };
 
 struct TracerCore {
-  TracerCore(std::vector<std::shared_ptr<TraceProcessor>> processors,
-             MultiProcessor::ErrorCallback on_error, bool enabled);
+  TracerCore(std::vector<std::shared_ptr<TraceProcessor>> list,
+             MultiProcessor::ErrorCallback on_error, bool on);
 
   // Wall-clock time for a monotonic reading: one clock read per event. (The
   // wall clock is sampled once, at construction; durations and order come
