@@ -4,15 +4,12 @@
 
 #include "ctxloop/loop/fd_watch.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -25,25 +22,14 @@
 #include "absl/strings/match.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
 
-const absl::Status& StatusOf(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-
-#define ASSERT_OK(expr)                            \
-  do {                                             \
-    const auto& ctxloop_st_ = (expr);              \
-    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
-        << #expr << ": " << StatusOf(ctxloop_st_); \
-  } while (0)
-
-bool FdIsOpen(int fd) { return fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
+using testing_util::FdIsOpen;
+using testing_util::Latch;
 
 // A connected pair of non-blocking stream sockets, closed on destruction
 // unless released.
@@ -532,26 +518,17 @@ TEST(FdWatchTest, NoCallbackAfterForeignStopReturned) {
         SocketPair::Drain(sp.watched());
       });
   ASSERT_OK(watch);
-  std::mutex mu;
-  std::condition_variable cv;
-  bool in_task = false;
-  bool stopped = false;
+  Latch in_task;
+  Latch stopped;
   ASSERT_OK(Post(loop.root(), [&](ContextHandle) {
-    std::unique_lock<std::mutex> lock(mu);
-    in_task = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return stopped; });  // The loop is busy meanwhile.
+    in_task.Open();
+    stopped.Wait();  // The loop is busy meanwhile.
   }));
   std::thread stopper([&, w = *std::move(watch)]() mutable {
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return in_task; });
-    }
+    in_task.Wait();
     sp.Send();  // Ready before the loop polls again...
     w.Stop();   // ...but stopped before it could see it.
-    std::lock_guard<std::mutex> lock(mu);
-    stopped = true;
-    cv.notify_all();
+    stopped.Open();
   });
   ASSERT_OK(loop.RunUntilIdle());
   stopper.join();

@@ -107,15 +107,16 @@ absl::Status Post(ContextHandle ctx, Task task) {
   if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
     return core->PostLocal(ctx, std::move(task));
   }
-  LoopCore* core = LoopRegistry::Pin(slot, gen);
+  // The queue's lock doubles as the liveness check: shutdown closes the
+  // slot under it [S5].
+  std::unique_lock<std::mutex> lock;
+  LoopCore* core = LoopRegistry::LockOpen(slot, gen, &lock);
   if (core == nullptr) {  // [S5] [S8]
     return absl::FailedPreconditionError(
         absl::StrCat("cannot post to ", ctx.DebugString(),
                      ": its loop is shut down, shutting down or destroyed"));
   }
-  absl::Status s = core->PostForeign(ctx, std::move(task));
-  LoopRegistry::Unpin(slot);
-  return s;
+  return core->PostForeign(ctx, std::move(task), std::move(lock));
 }
 
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,

@@ -32,8 +32,8 @@
 // Cost
 // ----
 // Same-thread `Post`: a handle check and a vector append; one
-// `event_active` per batch of tasks. Cross-thread `Post`: one CAS on the
-// loop's registry slot and one uncontended mutex; it writes the loop's eventfd
+// `event_active` per batch of tasks. Cross-thread `Post`: one mutex (which
+// also proves the loop alive) and a vector append; it writes the loop's eventfd
 // only when the loop has taken every earlier cross-thread task (so a busy
 // loop receiving a burst costs one syscall per batch, not per post).
 // `benchmarks/` measures these against raw libevent, Boost.Asio and libuv.

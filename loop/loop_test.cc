@@ -10,9 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -28,44 +26,13 @@
 #include "ctxloop/loop/fd_watch.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
 
-const absl::Status& StatusOf(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-
-#define ASSERT_OK(expr)                            \
-  do {                                             \
-    const auto& ctxloop_st_ = (expr);              \
-    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
-        << #expr << ": " << StatusOf(ctxloop_st_); \
-  } while (0)
-
-// A one-shot latch for tests (std only: see .bazelrc on TSan).
-class Latch {
- public:
-  void Open() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
+using testing_util::Latch;
 
 // --- Post --------------------------------------------------------------------
 
@@ -748,24 +715,17 @@ TEST(LoopTest, CreateReturnsAWorkingLoop) {
 TEST(LoopThreadTest, PostRunsOnWorkerThread) {
   LoopThread worker;
   const std::thread::id me = std::this_thread::get_id();
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
+  Latch done;
   std::thread::id ran_on;
   ContextHandle seen;
   ASSERT_OK(Post(worker.root(), [&](ContextHandle here) {
-    std::lock_guard<std::mutex> lock(mu);
     ran_on = std::this_thread::get_id();
     seen = here;
-    done = true;
-    cv.notify_all();
+    done.Open();
   }));
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return done; });
-    EXPECT_NE(ran_on, me);
-    EXPECT_EQ(seen, worker.root());
-  }
+  done.Wait();
+  EXPECT_NE(ran_on, me);
+  EXPECT_EQ(seen, worker.root());
   EXPECT_FALSE(IsOnLoopThread(worker.root()));
 }
 

@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,23 +17,13 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
 
-const absl::Status& StatusOf(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-
-#define ASSERT_OK(expr)                            \
-  do {                                             \
-    const auto& ctxloop_st_ = (expr);              \
-    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
-        << #expr << ": " << StatusOf(ctxloop_st_); \
-  } while (0)
+using testing_util::Latch;
 
 // Records on which threads the objects it tracks were destroyed.
 class DestructionLog {
@@ -252,20 +241,11 @@ TEST(TimerTest, PostDelayedFromAnotherThreadFires) {
   Clock::time_point posted_at;
   Clock::time_point ran_at;
   std::thread::id ran_on;
-  std::mutex mu;
   // The loop is in Run() (a task signals it) before the foreign post.
-  std::condition_variable cv;
-  bool running = false;
-  ASSERT_OK(Post(loop.root(), [&](ContextHandle) {
-    std::lock_guard<std::mutex> lock(mu);
-    running = true;
-    cv.notify_all();
-  }));
+  Latch running;
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle) { running.Open(); }));
   std::thread poster([&] {
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return running; });
-    }
+    running.Wait();
     posted_at = Clock::now();
     absl::StatusOr<DelayedTaskHandle> h =
         PostDelayed(loop.root(), absl::Milliseconds(5), [&](ContextHandle) {

@@ -18,12 +18,14 @@
 //  [S4] Delayed tasks that have not fired are destroyed unrun on the loop
 //       thread when the drain starts and counted in `delayed_dropped`; `Cancel`
 //       on them returns false. `PostDelayed` during the drain is refused.
-//  [S5] A cross-thread `Post` racing with shutdown either pinned the loop
-//       before it closed (its task is queued before `Shutdown` proceeds, since
-//       shutdown waits for pins to end, and runs under [S1]) or finds the loop
-//       closed and returns kFailedPrecondition, its task destroyed on the
-//       posting thread before `Post` returns. Nothing runs on a foreign
-//       thread; no post is half done.
+//  [S5] A cross-thread `Post` racing with shutdown either locked the loop's
+//       queue before shutdown closed it (shutdown sets the closed bit under
+//       that same lock, so the task is queued before the drain starts and
+//       runs under [S1]) or finds the loop closed and returns
+//       kFailedPrecondition, its task destroyed on the posting thread before
+//       `Post` returns. Other foreign calls (PostDelayed, Cancel, Stop of a
+//       watch) pin the loop and shutdown waits for their pins. Nothing runs
+//       on a foreign thread; no post is half done.
 //  [S6] Fd watches still registered after the drain are unregistered, their
 //       callbacks destroyed on the loop thread and owned fds closed. `FdWatch`
 //       objects that outlive the loop are inert: `Stop()` finds the loop gone.
@@ -124,8 +126,9 @@ absl::Status LoopCore::Init() {
     return absl::ResourceExhaustedError("libevent could not create events");
   }
   LoopRegistry::Register(this, &slot_index_, &generation_);
+  remote_mu_ = &LoopRegistry::Find(slot_index_)->mu;
   // The root context, index 0.
-  std::lock_guard<std::mutex> lock(remote_mu_);
+  std::lock_guard<std::mutex> lock(*remote_mu_);
   contexts_.push_back(std::make_unique<ContextRecord>());
   contexts_[0]->generation = 1;
   contexts_[0]->live = true;
@@ -231,8 +234,8 @@ absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
   return absl::OkStatus();
 }
 
-absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
-  std::unique_lock<std::mutex> lock(remote_mu_);
+absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task,
+                                   std::unique_lock<std::mutex> lock) {
   if (!AcceptsPosts(ctx)) {
     absl::Status s = RejectPost(ctx);
     lock.unlock();
@@ -268,10 +271,13 @@ void LoopCore::ScheduleBatch() {
 }
 
 bool LoopCore::TakeRemote() {
+  // A fresh vector each take, on purpose: keeping the old capacity measured
+  // slower (the loop then drains faster, goes idle more often and needs ~10x
+  // more eventfd wake-ups per task; benchmarks/loop_benchmark.cc).
   std::vector<QueuedTask> taken;
   bool timers_changed;
   {
-    std::lock_guard<std::mutex> lock(remote_mu_);
+    std::lock_guard<std::mutex> lock(*remote_mu_);
     wake_pending_ = false;
     timers_changed = timers_changed_;
     timers_changed_ = false;
@@ -385,7 +391,7 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
                                ? std::numeric_limits<int64_t>::max()
                                : now + delay_ns;
   const bool owner = IsOwnerThread();
-  std::unique_lock<std::mutex> lock(remote_mu_, std::defer_lock);
+  std::unique_lock<std::mutex> lock(*remote_mu_, std::defer_lock);
   if (!owner) lock.lock();  // Orders us with DestroyContext [S7].
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
@@ -431,7 +437,7 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
   }
   if (!IsOwnerThread()) {
     // [S9] Destroy the task's captures on the loop thread.
-    std::unique_lock<std::mutex> lock(remote_mu_);
+    std::unique_lock<std::mutex> lock(*remote_mu_);
     remote_.push_back(QueuedTask{
         InternalHandle(), [doomed = std::move(victim.task)](ContextHandle) {}});
     WakeFromForeign(lock);
@@ -523,7 +529,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
   }
   uint32_t index;
   {
-    std::lock_guard<std::mutex> lock(remote_mu_);
+    std::lock_guard<std::mutex> lock(*remote_mu_);
     if (!free_contexts_.empty()) {
       index = free_contexts_.back();
       free_contexts_.pop_back();
@@ -557,7 +563,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
         absl::StrCat(ctx.DebugString(), " is already being destroyed"));
   }
   {
-    std::lock_guard<std::mutex> lock(remote_mu_);
+    std::lock_guard<std::mutex> lock(*remote_mu_);
     r->closing = true;  // [S7] From here on posts are refused.
   }
   CancelTimersOf(ctx);
@@ -581,7 +587,7 @@ void LoopCore::FreeContext(uint32_t index) {
   std::shared_ptr<ValueTable> values = std::move(r.values);
   r.values_inherited = false;
   r.name.clear();
-  std::lock_guard<std::mutex> lock(remote_mu_);
+  std::lock_guard<std::mutex> lock(*remote_mu_);
   r.live = false;
   r.closing = false;
   free_contexts_.push_back(index);
@@ -723,7 +729,7 @@ void LoopCore::StopWatch(uint64_t id) {
     RemoveWatch(id);
     return;
   }
-  std::unique_lock<std::mutex> lock(remote_mu_);
+  std::unique_lock<std::mutex> lock(*remote_mu_);
   foreign_stops_.push_back(id);
   foreign_stop_count_.fetch_add(1);
   remote_.push_back(QueuedTask{
@@ -732,14 +738,14 @@ void LoopCore::StopWatch(uint64_t id) {
 }
 
 bool LoopCore::ForeignStopPending(uint64_t id) {
-  std::lock_guard<std::mutex> lock(remote_mu_);
+  std::lock_guard<std::mutex> lock(*remote_mu_);
   return std::find(foreign_stops_.begin(), foreign_stops_.end(), id) !=
          foreign_stops_.end();
 }
 
 void LoopCore::FinishForeignStop(uint64_t id) {
   {
-    std::lock_guard<std::mutex> lock(remote_mu_);
+    std::lock_guard<std::mutex> lock(*remote_mu_);
     auto it = std::find(foreign_stops_.begin(), foreign_stops_.end(), id);
     if (it != foreign_stops_.end()) {
       foreign_stops_.erase(it);
@@ -783,7 +789,7 @@ absl::Status LoopCore::Run(bool until_idle) {
     TakeRemote();
     event_base_loop(base_, EVLOOP_NONBLOCK);
     if (callbacks_dispatched_ != 0 || !ready_.empty()) continue;
-    std::lock_guard<std::mutex> lock(remote_mu_);
+    std::lock_guard<std::mutex> lock(*remote_mu_);
     if (remote_.empty()) break;
   }
   return absl::OkStatus();
@@ -795,7 +801,7 @@ void LoopCore::Stop() {
     if (running_) event_base_loopbreak(base_);
     return;
   }
-  std::unique_lock<std::mutex> lock(remote_mu_);
+  std::unique_lock<std::mutex> lock(*remote_mu_);
   WakeFromForeign(lock);
 }
 
@@ -862,7 +868,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   phase_ = Phase::kClosed;
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
   {
-    std::lock_guard<std::mutex> lock(remote_mu_);
+    std::lock_guard<std::mutex> lock(*remote_mu_);
     for (auto& r : contexts_) r->live = false;
   }
   for (auto& r : contexts_) r->values.reset();

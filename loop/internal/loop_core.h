@@ -56,7 +56,9 @@ class LoopCore {
 
   // --- Tasks ---------------------------------------------------------------
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
-  absl::Status PostForeign(ContextHandle ctx, Task&& task);  // Caller pinned.
+  // `lock` holds `remote_mu_` (from LoopRegistry::LockOpen); released here.
+  absl::Status PostForeign(ContextHandle ctx, Task&& task,
+                           std::unique_lock<std::mutex> lock);
   absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                                 absl::Duration delay,
                                                 Task task);
@@ -181,7 +183,8 @@ class LoopCore {
   std::atomic<uint64_t> wake_writes_{0};  // Eventfd writes by foreign posts.
 
   // Foreign posts and context liveness.
-  mutable std::mutex remote_mu_;
+  // The registry slot's mutex (see LoopSlot::mu), set by Init.
+  std::mutex* remote_mu_ = nullptr;
   std::vector<QueuedTask> remote_;  // Guarded by remote_mu_.
   bool wake_pending_ = false;       // Guarded: eventfd written, not yet read.
   bool timers_changed_ = false;     // Guarded: a foreign thread moved timers.

@@ -78,9 +78,28 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
   *generation = gen;
 }
 
+LoopCore* LoopRegistry::LockOpen(uint32_t index, uint32_t generation,
+                                 std::unique_lock<std::mutex>* lock) {
+  LoopSlot* slot = Find(index);
+  if (slot == nullptr) return nullptr;
+  std::unique_lock<std::mutex> held(slot->mu);
+  const uint64_t s = slot->state.load(std::memory_order_acquire);
+  if (LoopSlot::GenerationOf(s) != generation ||
+      (s & LoopSlot::kClosedBit) != 0) {
+    return nullptr;
+  }
+  *lock = std::move(held);
+  return slot->core.load(std::memory_order_relaxed);
+}
+
 void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
-  uint64_t s =
-      slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
+  uint64_t s;
+  {
+    // Under the mutex: a `LockOpen` poster either finished its push before
+    // this, or sees the loop closed.
+    std::lock_guard<std::mutex> lock(slot->mu);
+    s = slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
+  }
   while ((s & LoopSlot::kPinMask) != 0) {
     sched_yield();  // A pin lasts one queue push; this spins rarely and
                     // briefly.

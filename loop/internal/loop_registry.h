@@ -10,9 +10,10 @@
 // generation; a handle whose generation differs is stale.
 //
 // Cost: resolving a handle on the loop's own thread is two relaxed loads and
-// two compares. From another thread, `Pin` is one compare-and-swap on the slot
-// (and `Unpin` one atomic decrement) so the loop cannot finish shutting down
-// while a foreign post is inside it.
+// two compares. A foreign `Post` locks the slot's mutex (which it needs for
+// the queue anyway) and checks the slot under it. Other foreign operations
+// `Pin` the loop: one compare-and-swap on the slot (and `Unpin` one atomic
+// decrement), so the loop cannot finish shutting down while one is inside.
 //
 // Thread-safety: everything here is thread-safe.
 
@@ -23,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace ctxloop {
 namespace internal {
@@ -44,6 +46,11 @@ struct LoopSlot {
   std::atomic<LoopCore*> core{nullptr};
   // `ThisThreadTag()` of the thread that drives the loop.
   std::atomic<uint64_t> owner_thread{0};
+  // The loop's cross-thread queue lock (`LoopCore::remote_mu_`). It lives
+  // here, in memory that is never freed, so a foreign `Post` can lock it
+  // first and then check, under it, that the loop is still open: the lock it
+  // takes anyway replaces a pin. Shutdown sets the closed bit under it.
+  std::mutex mu;
 
   static constexpr uint64_t kClosedBit = uint64_t{1} << 31;
   static constexpr uint64_t kPinMask = kClosedBit - 1;
@@ -58,8 +65,15 @@ class LoopRegistry {
   static void Register(LoopCore* core, uint32_t* index, uint32_t* generation);
   // Returns the slot at `index`, or null if no loop ever used that index.
   static LoopSlot* Find(uint32_t index);
-  // Closes the slot to new pins and waits (yielding) until current pins end.
+  // Closes the slot to new pins and to `LockOpen` (setting the closed bit
+  // under `slot->mu`), then waits (yielding) until current pins end.
   static void CloseAndWaitForPins(LoopSlot* slot);
+
+  // Locks the slot of loop `(index, generation)` and returns its core if the
+  // loop is open; `lock` then holds `slot->mu`. Null (and `lock` not held)
+  // if the loop is gone, shutting down, or never existed.
+  static LoopCore* LockOpen(uint32_t index, uint32_t generation,
+                            std::unique_lock<std::mutex>* lock);
   // Marks the slot's loop gone and returns the slot to the free list.
   static void Unregister(uint32_t index);
 
