@@ -12,18 +12,19 @@
 
 namespace ctxloop {
 namespace internal {
+
+namespace registry_internal {
+// Chunks are published once and never freed (see the header).
+std::atomic<Chunk*> g_chunks[kMaxChunks] = {};
+}  // namespace registry_internal
+
 namespace {
 
-constexpr uint32_t kChunkBits = 8;
-constexpr uint32_t kChunkSize = 1u << kChunkBits;  // Slots per chunk.
-constexpr uint32_t kMaxChunks = 4096;              // ~1M loops at once.
-
-struct Chunk {
-  std::array<LoopSlot, kChunkSize> slots;
-};
-
-// Chunks are published once and never freed (see the header).
-std::array<std::atomic<Chunk*>, kMaxChunks> g_chunks{};
+using registry_internal::Chunk;
+using registry_internal::g_chunks;
+using registry_internal::kChunkBits;
+using registry_internal::kChunkSize;
+using registry_internal::kMaxChunks;
 
 struct FreeList {
   std::mutex mu;
@@ -37,14 +38,6 @@ FreeList& GetFreeList() {
 }
 
 }  // namespace
-
-LoopSlot* LoopRegistry::Find(uint32_t index) {
-  const uint32_t chunk = index >> kChunkBits;
-  if (chunk >= kMaxChunks) return nullptr;
-  Chunk* c = g_chunks[chunk].load(std::memory_order_acquire);
-  if (c == nullptr) return nullptr;
-  return &c->slots[index & (kChunkSize - 1)];
-}
 
 void LoopRegistry::Register(LoopCore* core, uint32_t* index,
                             uint32_t* generation) {
@@ -135,19 +128,6 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation) {
 
 void LoopRegistry::Unpin(uint32_t index) {
   Find(index)->state.fetch_sub(1, std::memory_order_release);
-}
-
-LoopCore* LoopRegistry::FindOwned(uint32_t index, uint32_t generation) {
-  LoopSlot* slot = Find(index);
-  if (slot == nullptr) return nullptr;
-  if (slot->owner_thread.load(std::memory_order_relaxed) != ThisThreadTag()) {
-    return nullptr;
-  }
-  if (LoopSlot::GenerationOf(slot->state.load(std::memory_order_relaxed)) !=
-      generation) {
-    return nullptr;
-  }
-  return slot->core.load(std::memory_order_relaxed);
 }
 
 }  // namespace internal

@@ -59,12 +59,30 @@ struct LoopSlot {
   }
 };
 
+namespace registry_internal {
+constexpr uint32_t kChunkBits = 8;
+constexpr uint32_t kChunkSize = 1u << kChunkBits;  // Slots per chunk.
+constexpr uint32_t kMaxChunks = 4096;              // ~1M loops at once.
+struct Chunk {
+  LoopSlot slots[kChunkSize];
+};
+extern std::atomic<Chunk*> g_chunks[kMaxChunks];
+}  // namespace registry_internal
+
 class LoopRegistry {
  public:
   // Takes a free slot for `core`; returns its index and new generation.
   static void Register(LoopCore* core, uint32_t* index, uint32_t* generation);
   // Returns the slot at `index`, or null if no loop ever used that index.
-  static LoopSlot* Find(uint32_t index);
+  // Inline: every handle operation starts here.
+  static LoopSlot* Find(uint32_t index) {
+    using namespace registry_internal;  // NOLINT(build/namespaces)
+    const uint32_t chunk = index >> kChunkBits;
+    if (chunk >= kMaxChunks) return nullptr;
+    Chunk* c = g_chunks[chunk].load(std::memory_order_acquire);
+    if (c == nullptr) return nullptr;
+    return &c->slots[index & (kChunkSize - 1)];
+  }
   // Closes the slot to new pins and to `LockOpen` (setting the closed bit
   // under `slot->mu`), then waits (yielding) until current pins end.
   static void CloseAndWaitForPins(LoopSlot* slot);
@@ -86,7 +104,16 @@ class LoopRegistry {
   // The loop `(index, generation)` if the calling thread is its owner and it
   // is alive (including while it drains during shutdown); null otherwise.
   // Needs no pin: a loop is destroyed only on, or sequenced with, its owner.
-  static LoopCore* FindOwned(uint32_t index, uint32_t generation);
+  static LoopCore* FindOwned(uint32_t index, uint32_t generation) {
+    LoopSlot* slot = Find(index);
+    if (slot == nullptr ||
+        slot->owner_thread.load(std::memory_order_relaxed) != ThisThreadTag() ||
+        LoopSlot::GenerationOf(slot->state.load(std::memory_order_relaxed)) !=
+            generation) {
+      return nullptr;
+    }
+    return slot->core.load(std::memory_order_relaxed);
+  }
 };
 
 }  // namespace internal
