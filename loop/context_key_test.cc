@@ -15,23 +15,11 @@
 #include "absl/strings/match.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
-
-const absl::Status& StatusOf(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-
-#define ASSERT_OK(expr)                            \
-  do {                                             \
-    const auto& ctxloop_st_ = (expr);              \
-    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
-        << #expr << ": " << StatusOf(ctxloop_st_); \
-  } while (0)
 
 // The current value of `key` on `ctx`, or a marker string on error, so
 // expectations read as values.

@@ -4,7 +4,6 @@
 
 #include "ctxloop/loop/fd_watch.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -71,6 +70,22 @@ class SocketPair {
  private:
   int fd_[2] = {-1, -1};
 };
+
+// A read callback that counts its calls in `*calls` and drains `fd`, so that
+// the fd is ready again only after the next Send.
+auto CountAndDrain(int* calls, int fd) {
+  return [calls, fd](ContextHandle, FdEvents) {
+    ++*calls;
+    SocketPair::Drain(fd);
+  };
+}
+
+// Options for a watch that owns its fd.
+FdWatchOptions CloseOnStop() {
+  FdWatchOptions options;
+  options.close_on_stop = true;
+  return options;
+}
 
 TEST(FdWatchTest, ReadReadinessCallsBackWithContext) {
   Loop loop;
@@ -155,11 +170,9 @@ TEST(FdWatchTest, DestroyingTheWatchUnregisters) {
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_EQ(calls, 0);
   // The fd is free to watch again.
-  absl::StatusOr<FdWatch> again = loop.WatchFd(
-      loop.root(), sp.watched(), FdEvents::kRead, [&](ContextHandle, FdEvents) {
-        ++calls;
-        SocketPair::Drain(sp.watched());
-      });
+  absl::StatusOr<FdWatch> again =
+      loop.WatchFd(loop.root(), sp.watched(), FdEvents::kRead,
+                   CountAndDrain(&calls, sp.watched()));
   ASSERT_OK(again);
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_EQ(calls, 1);
@@ -169,11 +182,9 @@ TEST(FdWatchTest, MoveTransfersOwnership) {
   Loop loop;
   SocketPair sp;
   int calls = 0;
-  absl::StatusOr<FdWatch> watch = loop.WatchFd(
-      loop.root(), sp.watched(), FdEvents::kRead, [&](ContextHandle, FdEvents) {
-        ++calls;
-        SocketPair::Drain(sp.watched());
-      });
+  absl::StatusOr<FdWatch> watch =
+      loop.WatchFd(loop.root(), sp.watched(), FdEvents::kRead,
+                   CountAndDrain(&calls, sp.watched()));
   ASSERT_OK(watch);
   FdWatch moved(*std::move(watch));
   EXPECT_FALSE(watch->active());  // NOLINT: moved-from is inert.
@@ -243,11 +254,9 @@ TEST(FdWatchTest, CloseOnStopClosesTheFd) {
   Loop loop;
   SocketPair sp;
   const int fd = sp.ReleaseWatched();
-  FdWatchOptions options;
-  options.close_on_stop = true;
   absl::StatusOr<FdWatch> watch = loop.WatchFd(
       loop.root(), fd, FdEvents::kRead, [](ContextHandle, FdEvents) {},
-      options);
+      CloseOnStop());
   ASSERT_OK(watch);
   EXPECT_TRUE(FdIsOpen(fd));
   watch->Stop();
@@ -258,8 +267,6 @@ TEST(FdWatchTest, CloseOnStopClosesOnDestructionAndFromCallback) {
   Loop loop;
   SocketPair sp;
   const int fd = sp.ReleaseWatched();
-  FdWatchOptions options;
-  options.close_on_stop = true;
   std::optional<FdWatch> watch;
   int calls = 0;
   absl::StatusOr<FdWatch> w = loop.WatchFd(
@@ -268,7 +275,7 @@ TEST(FdWatchTest, CloseOnStopClosesOnDestructionAndFromCallback) {
         ++calls;
         watch.reset();
       },
-      options);
+      CloseOnStop());
   ASSERT_OK(w);
   watch.emplace(*std::move(w));
   sp.Send();
@@ -310,10 +317,7 @@ TEST(FdWatchTest, RewatchingAReusedFdNumber) {
   SocketPair second;
   ASSERT_EQ(second.watched(), number) << "the lowest free fd is reused";
   int new_calls = 0;
-  auto on_ready = [&](ContextHandle, FdEvents) {
-    ++new_calls;
-    SocketPair::Drain(second.watched());
-  };
+  auto on_ready = CountAndDrain(&new_calls, second.watched());
   absl::StatusOr<FdWatch> new_watch =
       loop.WatchFd(loop.root(), number, FdEvents::kRead, on_ready);
   EXPECT_EQ(new_watch.status().code(), absl::StatusCode::kAlreadyExists)
@@ -420,11 +424,9 @@ TEST(FdWatchTest, WatchOutlivingItsLoopIsInert) {
   int calls = 0;
   {
     Loop loop;
-    FdWatchOptions options;
-    options.close_on_stop = true;
     absl::StatusOr<FdWatch> w = loop.WatchFd(
         loop.root(), owned_fd, FdEvents::kRead,
-        [&](ContextHandle, FdEvents) { ++calls; }, options);
+        [&](ContextHandle, FdEvents) { ++calls; }, CloseOnStop());
     ASSERT_OK(w);
     watch = *std::move(w);
     EXPECT_TRUE(watch.active());
@@ -436,10 +438,7 @@ TEST(FdWatchTest, WatchOutlivingItsLoopIsInert) {
   SocketPair sp2;
   absl::StatusOr<FdWatch> w2 =
       next.WatchFd(next.root(), sp2.watched(), FdEvents::kRead,
-                   [&](ContextHandle, FdEvents) {
-                     ++calls;
-                     SocketPair::Drain(sp2.watched());
-                   });
+                   CountAndDrain(&calls, sp2.watched()));
   ASSERT_OK(w2);
   watch.Stop();
   watch.Stop();
@@ -459,18 +458,14 @@ TEST(FdWatchTest, DestroyContextStopsItsWatches) {
   SocketPair a;
   SocketPair b;
   const int owned = a.ReleaseWatched();
-  FdWatchOptions close_it;
-  close_it.close_on_stop = true;
   int doomed_calls = 0;
   int kept_calls = 0;
   absl::StatusOr<FdWatch> wa = loop.WatchFd(
       *doomed, owned, FdEvents::kRead,
-      [&](ContextHandle, FdEvents) { ++doomed_calls; }, close_it);
-  absl::StatusOr<FdWatch> wb = loop.WatchFd(*kept, b.watched(), FdEvents::kRead,
-                                            [&](ContextHandle, FdEvents) {
-                                              ++kept_calls;
-                                              SocketPair::Drain(b.watched());
-                                            });
+      [&](ContextHandle, FdEvents) { ++doomed_calls; }, CloseOnStop());
+  absl::StatusOr<FdWatch> wb =
+      loop.WatchFd(*kept, b.watched(), FdEvents::kRead,
+                   CountAndDrain(&kept_calls, b.watched()));
   ASSERT_OK(wa);
   ASSERT_OK(wb);
   a.Send();
@@ -490,12 +485,10 @@ TEST(FdWatchTest, StopFromAnotherThread) {
   Loop loop;
   SocketPair sp;
   const int owned = sp.ReleaseWatched();
-  FdWatchOptions close_it;
-  close_it.close_on_stop = true;
   int calls = 0;
   absl::StatusOr<FdWatch> watch = loop.WatchFd(
       loop.root(), owned, FdEvents::kRead,
-      [&](ContextHandle, FdEvents) { ++calls; }, close_it);
+      [&](ContextHandle, FdEvents) { ++calls; }, CloseOnStop());
   ASSERT_OK(watch);
   std::thread([w = *std::move(watch)]() mutable { w.Stop(); }).join();
   sp.Send();
@@ -512,11 +505,9 @@ TEST(FdWatchTest, NoCallbackAfterForeignStopReturned) {
   Loop loop;
   SocketPair sp;
   int calls = 0;
-  absl::StatusOr<FdWatch> watch = loop.WatchFd(
-      loop.root(), sp.watched(), FdEvents::kRead, [&](ContextHandle, FdEvents) {
-        ++calls;
-        SocketPair::Drain(sp.watched());
-      });
+  absl::StatusOr<FdWatch> watch =
+      loop.WatchFd(loop.root(), sp.watched(), FdEvents::kRead,
+                   CountAndDrain(&calls, sp.watched()));
   ASSERT_OK(watch);
   Latch in_task;
   Latch stopped;

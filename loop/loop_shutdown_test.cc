@@ -3,15 +3,12 @@
 // Shutdown and destruction of a Loop: one test (or more) per case [S1]..[S9]
 // numbered at the top of loop/internal/loop_core.cc.
 
-#include <errno.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -26,25 +23,13 @@
 #include "ctxloop/loop/fd_watch.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
 namespace {
 
-const absl::Status& StatusOf(const absl::Status& s) { return s; }
-template <typename T>
-const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
-  return s.status();
-}
-
-#define ASSERT_OK(expr)                            \
-  do {                                             \
-    const auto& ctxloop_st_ = (expr);              \
-    ASSERT_TRUE(StatusOf(ctxloop_st_).ok())        \
-        << #expr << ": " << StatusOf(ctxloop_st_); \
-  } while (0)
-
-bool FdIsOpen(int fd) { return fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
+using testing_util::FdIsOpen;
 
 // Where and how often one tracked object was destroyed, and whether it ran.
 struct Tracking {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "ctxloop/trace/internal/append_file.h"
 #include "ctxloop/trace/internal/json_writer.h"
 
 namespace ctxloop {

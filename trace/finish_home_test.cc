@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/testing/recording_processor.h"
@@ -39,6 +40,18 @@ ContextHandle NewCtx(LoopThread& t, const char* name) {
   ContextHandle ctx;
   EXPECT_TRUE(t.Invoke([&](Loop& loop) { ctx = *loop.NewContext(name); }).ok());
   return ctx;
+}
+
+// On `t`'s loop thread: starts trace "run" on `ctx` into `run`, then span
+// `span_name` on `ctx` into `span`.
+absl::Status StartRunAndSpan(LoopThread& t, Tracer& tracer, ContextHandle ctx,
+                             const char* span_name,
+                             std::optional<TraceScope>& run,
+                             std::optional<SpanScope>& span) {
+  return t.Invoke([&](Loop&) {
+    run.emplace(*tracer.StartTrace(ctx, "run"));
+    span.emplace(*tracer.StartSpan(ctx, span_name));
+  });
 }
 
 // The seed scenario: started and current on A (loop 1), consumed and
@@ -133,12 +146,7 @@ TEST(FinishHomeTest, FinishFromPlainThread) {
   const int64_t loop1_tid = TidOf(loop1);
   std::optional<SpanScope> span;
   std::optional<TraceScope> run;
-  ASSERT_TRUE(loop1
-                  .Invoke([&](Loop&) {
-                    run.emplace(*tracer.StartTrace(a, "run"));
-                    span.emplace(*tracer.StartSpan(a, "work"));
-                  })
-                  .ok());
+  ASSERT_TRUE(StartRunAndSpan(loop1, tracer, a, "work", run, span).ok());
   std::thread plain([&] {
     EXPECT_TRUE(span->Finish().ok());
     EXPECT_TRUE(run->Finish().ok());
@@ -186,12 +194,7 @@ TEST(FinishHomeTest, DestroyedUnfinishedScopesFinishOnOrigin) {
   const int64_t loop1_tid = TidOf(loop1);
   std::optional<TraceScope> run;
   std::optional<SpanScope> span;
-  ASSERT_TRUE(loop1
-                  .Invoke([&](Loop&) {
-                    run.emplace(*tracer.StartTrace(a, "run"));
-                    span.emplace(*tracer.StartSpan(a, "s"));
-                  })
-                  .ok());
+  ASSERT_TRUE(StartRunAndSpan(loop1, tracer, a, "s", run, span).ok());
   span.reset();  // Destroyed on this (non-loop) thread.
   run.reset();
   ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
@@ -268,12 +271,7 @@ TEST(FinishHomeTest, OriginLoopGoneFinishesOnCaller) {
   {
     LoopThread loop1;
     const ContextHandle a = NewCtx(loop1, "A");
-    ASSERT_TRUE(loop1
-                    .Invoke([&](Loop&) {
-                      run.emplace(*tracer.StartTrace(a, "run"));
-                      span.emplace(*tracer.StartSpan(a, "s"));
-                    })
-                    .ok());
+    ASSERT_TRUE(StartRunAndSpan(loop1, tracer, a, "s", run, span).ok());
   }
   ASSERT_TRUE(span->Finish().ok());
   ASSERT_TRUE(run->Finish().ok());

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "ctxloop/trace/internal/json_writer.h"
 
 namespace ctxloop {
 namespace {
@@ -126,20 +127,18 @@ absl::StatusOr<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::Create(
 
 absl::StatusOr<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::Create(
     const std::string& path, Options options) {
+  internal::AppendFile::Options file_options;
+  file_options.truncate = options.truncate;
+  file_options.sync_on_flush = options.sync_on_flush;
   absl::StatusOr<std::unique_ptr<internal::AppendFile>> file =
-      internal::AppendFile::Open(path, options.truncate);
-  if (!file.ok()) {
-    return absl::Status(
-        file.status().code(),
-        absl::StrCat("JsonLinesExporter: ", file.status().message()));
-  }
+      internal::AppendFile::Open("JsonLinesExporter", path, file_options);
+  if (!file.ok()) return file.status();
   return std::unique_ptr<JsonLinesExporter>(
-      new JsonLinesExporter(*std::move(file), options));
+      new JsonLinesExporter(*std::move(file)));
 }
 
-JsonLinesExporter::JsonLinesExporter(std::unique_ptr<internal::AppendFile> file,
-                                     Options options)
-    : options_(options), file_(std::move(file)) {}
+JsonLinesExporter::JsonLinesExporter(std::unique_ptr<internal::AppendFile> file)
+    : file_(std::move(file)) {}
 
 std::string JsonLinesExporter::FormatItem(const ExportItem& item) {
   JsonWriter w;
@@ -159,33 +158,11 @@ absl::Status JsonLinesExporter::Export(absl::Span<const ExportItem> batch) {
   for (const ExportItem& item : batch) {
     absl::StrAppend(&text, FormatItem(item), "\n");
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (file_ == nullptr) {
-    return absl::FailedPreconditionError(
-        "JsonLinesExporter: Export after Shutdown");
-  }
-  if (needs_newline_) text.insert(text.begin(), '\n');
-  absl::Status status = file_->Append(text);
-  needs_newline_ = !status.ok();
-  return status;
+  return file_->AppendLines(std::move(text));
 }
 
-absl::Status JsonLinesExporter::Flush() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (file_ == nullptr) {
-    return absl::FailedPreconditionError(
-        "JsonLinesExporter: Flush after Shutdown");
-  }
-  return file_->Flush(options_.sync_on_flush);
-}
+absl::Status JsonLinesExporter::Flush() { return file_->Flush(); }
 
-absl::Status JsonLinesExporter::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (file_ == nullptr) return absl::OkStatus();
-  absl::Status status = file_->Flush(options_.sync_on_flush);
-  absl::Status close = file_->Close();
-  file_.reset();
-  return status.ok() ? close : status;
-}
+absl::Status JsonLinesExporter::Shutdown() { return file_->Close(); }
 
 }  // namespace ctxloop

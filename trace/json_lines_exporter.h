@@ -44,14 +44,13 @@
 #define CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "ctxloop/trace/exporter.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/internal/append_file.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
@@ -86,13 +85,9 @@ class JsonLinesExporter final : public SpanExporter {
   static std::string FormatItem(const ExportItem& item);
 
  private:
-  JsonLinesExporter(std::unique_ptr<internal::AppendFile> file,
-                    Options options);
+  explicit JsonLinesExporter(std::unique_ptr<internal::AppendFile> file);
 
-  const Options options_;
-  std::mutex mu_;
-  std::unique_ptr<internal::AppendFile> file_;  // Null after Shutdown.
-  bool needs_newline_ = false;  // The last write failed mid-line.
+  const std::unique_ptr<internal::AppendFile> file_;  // Closed by Shutdown.
 };
 
 }  // namespace ctxloop

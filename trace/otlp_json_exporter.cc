@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "ctxloop/trace/internal/json_writer.h"
 
 namespace ctxloop {
 namespace {
@@ -215,37 +216,28 @@ absl::StatusOr<std::unique_ptr<OtlpJsonExporter>> OtlpJsonExporter::Create(
 
 absl::StatusOr<std::unique_ptr<OtlpJsonExporter>> OtlpJsonExporter::Create(
     const std::string& path, Options options) {
+  internal::AppendFile::Options file_options;
+  file_options.truncate = options.truncate;
+  file_options.sync_on_flush = options.sync_on_flush;
   absl::StatusOr<std::unique_ptr<internal::AppendFile>> file =
-      internal::AppendFile::Open(path, options.truncate);
-  if (!file.ok()) {
-    return absl::Status(
-        file.status().code(),
-        absl::StrCat("OtlpJsonExporter: ", file.status().message()));
-  }
+      internal::AppendFile::Open("OtlpJsonExporter", path, file_options);
+  if (!file.ok()) return file.status();
   return std::unique_ptr<OtlpJsonExporter>(
-      new OtlpJsonExporter(*std::move(file), std::move(options)));
+      new OtlpJsonExporter(*std::move(file), std::move(options.service_name)));
 }
 
 OtlpJsonExporter::OtlpJsonExporter(std::unique_ptr<internal::AppendFile> file,
-                                   Options options)
-    : options_(std::move(options)), file_(std::move(file)) {}
+                                   std::string service_name)
+    : service_name_(std::move(service_name)), file_(std::move(file)) {}
 
 absl::Status OtlpJsonExporter::Export(absl::Span<const ExportItem> batch) {
   if (batch.empty()) return absl::OkStatus();
   size_t skipped = 0;
-  std::string line = FormatRequest(batch, options_.service_name, &skipped);
+  std::string line = FormatRequest(batch, service_name_, &skipped);
   line.push_back('\n');
-  std::lock_guard<std::mutex> lock(mu_);
-  if (file_ == nullptr) {
-    return absl::FailedPreconditionError(
-        "OtlpJsonExporter: Export after Shutdown");
-  }
-  absl::Status status;
-  if (skipped < batch.size()) {
-    if (needs_newline_) line.insert(line.begin(), '\n');
-    status = file_->Append(line);
-    needs_newline_ = !status.ok();
-  }
+  // All left out: nothing to write, but an error after Shutdown all the same.
+  if (skipped == batch.size()) line.clear();
+  absl::Status status = file_->AppendLines(std::move(line));
   if (status.ok() && skipped > 0) {
     status = absl::InvalidArgumentError(
         absl::StrCat("OtlpJsonExporter: ", skipped, " of ", batch.size(),
@@ -254,22 +246,8 @@ absl::Status OtlpJsonExporter::Export(absl::Span<const ExportItem> batch) {
   return status;
 }
 
-absl::Status OtlpJsonExporter::Flush() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (file_ == nullptr) {
-    return absl::FailedPreconditionError(
-        "OtlpJsonExporter: Flush after Shutdown");
-  }
-  return file_->Flush(options_.sync_on_flush);
-}
+absl::Status OtlpJsonExporter::Flush() { return file_->Flush(); }
 
-absl::Status OtlpJsonExporter::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (file_ == nullptr) return absl::OkStatus();
-  absl::Status status = file_->Flush(options_.sync_on_flush);
-  absl::Status close = file_->Close();
-  file_.reset();
-  return status.ok() ? close : status;
-}
+absl::Status OtlpJsonExporter::Shutdown() { return file_->Close(); }
 
 }  // namespace ctxloop

@@ -59,14 +59,13 @@
 #define CTXLOOP_TRACE_OTLP_JSON_EXPORTER_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "ctxloop/trace/exporter.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/internal/append_file.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
@@ -104,12 +103,11 @@ class OtlpJsonExporter final : public SpanExporter {
                                    size_t* skipped = nullptr);
 
  private:
-  OtlpJsonExporter(std::unique_ptr<internal::AppendFile> file, Options options);
+  OtlpJsonExporter(std::unique_ptr<internal::AppendFile> file,
+                   std::string service_name);
 
-  const Options options_;
-  std::mutex mu_;
-  std::unique_ptr<internal::AppendFile> file_;  // Null after Shutdown.
-  bool needs_newline_ = false;  // The last write failed mid-line.
+  const std::string service_name_;
+  const std::unique_ptr<internal::AppendFile> file_;  // Closed by Shutdown.
 };
 
 }  // namespace ctxloop

@@ -67,10 +67,10 @@ inline bool FdIsOpen(int fd) {
 }  // namespace testing_util
 }  // namespace ctxloop
 
-#define ASSERT_OK(expr)                                                   \
-  do {                                                                    \
-    const auto& ctxloop_st_ = (expr);                                     \
-    ASSERT_TRUE(::ctxloop::testing_util::StatusOf(ctxloop_st_).ok())      \
+#define ASSERT_OK(expr)                                                     \
+  do {                                                                      \
+    const auto& ctxloop_st_ = (expr);                                       \
+    ASSERT_TRUE(::ctxloop::testing_util::StatusOf(ctxloop_st_).ok())        \
         << #expr << ": " << ::ctxloop::testing_util::StatusOf(ctxloop_st_); \
   } while (0)
 

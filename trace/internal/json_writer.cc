@@ -2,15 +2,8 @@
 
 #include "ctxloop/trace/internal/json_writer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <system_error>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -268,126 +261,6 @@ void JsonWriter::Clear() {
   stack_.clear();
   top_done_ = false;
   status_ = absl::OkStatus();
-}
-
-// ---------------------------------------------------------------- AppendFile
-
-namespace {
-
-absl::Status ErrnoStatus(int err, absl::string_view what,
-                         absl::string_view path) {
-  const std::string message =
-      absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(message);
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG:
-      return absl::ResourceExhaustedError(message);
-    case EISDIR:
-    case EINVAL:
-    case ENAMETOOLONG:
-      return absl::InvalidArgumentError(message);
-    default:
-      return absl::UnavailableError(message);
-  }
-}
-
-absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno,
-                         absl::StrCat("write (", done, " of ", data.size(),
-                                      " bytes written) to"),
-                         path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<AppendFile>> AppendFile::Open(
-    const std::string& path, bool truncate) {
-  if (path.empty()) return absl::InvalidArgumentError("empty file path");
-  int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
-  if (truncate) flags |= O_TRUNC;
-  int fd;
-  do {
-    fd = ::open(path.c_str(), flags, 0644);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
-  return std::unique_ptr<AppendFile>(new AppendFile(path, fd));
-}
-
-AppendFile::~AppendFile() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-absl::Status AppendFile::Append(absl::string_view data) {
-  if (fd_ < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("file ", path_, " is closed"));
-  }
-  return WriteAll(fd_, data, path_);
-}
-
-absl::Status AppendFile::Flush(bool sync) {
-  if (fd_ < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("file ", path_, " is closed"));
-  }
-  if (sync && ::fdatasync(fd_) != 0) {
-    return ErrnoStatus(errno, "fdatasync", path_);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status AppendFile::Close() {
-  if (fd_ < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("file ", path_, " is closed"));
-  }
-  const int fd = fd_;
-  fd_ = -1;
-  // Linux releases the descriptor even when close fails; do not retry.
-  if (::close(fd) != 0 && errno != EINTR) {
-    return ErrnoStatus(errno, "close", path_);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view data) {
-  if (path.empty()) return absl::InvalidArgumentError("empty file path");
-  const std::string tmp = path + ".tmp";
-  int fd;
-  do {
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open", tmp);
-  absl::Status status = WriteAll(fd, data, tmp);
-  if (status.ok() && ::fdatasync(fd) != 0) {
-    status = ErrnoStatus(errno, "fdatasync", tmp);
-  }
-  if (::close(fd) != 0 && status.ok() && errno != EINTR) {
-    status = ErrnoStatus(errno, "close", tmp);
-  }
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    status = ErrnoStatus(errno, absl::StrCat("rename ", tmp, " to"), path);
-  }
-  if (!status.ok()) ::unlink(tmp.c_str());
-  return status;
 }
 
 // ------------------------------------------------------------ Model helpers

@@ -4,7 +4,8 @@
 // File: ctxloop/trace/internal/json_writer.h
 // -----------------------------------------------------------------------------
 //
-// Internal. The output helpers the file exporters share:
+// Internal. The JSON helpers the file exporters share (their files are in
+// append_file.h):
 //
 //   * `JsonWriter`: a small streaming JSON writer into a `std::string`. It
 //     inserts commas and colons itself, escapes strings fully (quotes,
@@ -19,33 +20,23 @@
 //       w.BeginObject().Key("name").String("a\"b").Key("n").Int(3).EndObject();
 //       w.str();  // {"name":"a\"b","n":3}
 //
-//   * `AppendFile`: a file opened for appending whole records (one `write`
-//     per record, retried on short writes and EINTR).
-//
-//   * `WriteFileAtomically`: writes `<path>.tmp` and renames it over `path`,
-//     so readers see the old file or the new one, never a torn one.
-//
 //   * Helpers for the trace model: RFC 3339 times, unique attribute keys,
 //     attributes as a JSON object.
 //
 // Cost: `JsonWriter` appends to one string (amortized O(1) per byte) and
-// keeps one small frame per open container. `AppendFile::Append` is one
-// `write(2)`; `Flush(sync=true)` adds an `fdatasync(2)`.
+// keeps one small frame per open container.
 //
-// Thread-safety: none of these types is thread-safe (thread-compatible);
-// the exporters that own them lock around every call.
+// Thread-safety: `JsonWriter` is thread-compatible (not thread-safe); the
+// functions keep no state.
 
 #ifndef CTXLOOP_TRACE_INTERNAL_JSON_WRITER_H_
 #define CTXLOOP_TRACE_INTERNAL_JSON_WRITER_H_
 
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/trace/span_data.h"
@@ -109,38 +100,6 @@ class JsonWriter {
   bool top_done_ = false;
   absl::Status status_;
 };
-
-class AppendFile {
- public:
-  // Opens (creating with mode 0644 if needed) `path` for appending; with
-  // `truncate`, empties it first.
-  static absl::StatusOr<std::unique_ptr<AppendFile>> Open(
-      const std::string& path, bool truncate);
-
-  AppendFile(const AppendFile&) = delete;
-  AppendFile& operator=(const AppendFile&) = delete;
-  ~AppendFile();  // Closes the file; errors are ignored (use `Close`).
-
-  // Writes `data` at the end of the file. After a failure part of `data`
-  // may have been written.
-  absl::Status Append(absl::string_view data);
-  // Data is handed to the OS by `Append` already; with `sync`, waits until
-  // it is on the device (`fdatasync`).
-  absl::Status Flush(bool sync);
-  // Closes the file; later calls return `kFailedPrecondition`. Idempotent.
-  absl::Status Close();
-
-  const std::string& path() const { return path_; }
-
- private:
-  AppendFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  std::string path_;
-  int fd_;
-};
-
-// Writes `data` to `<path>.tmp`, syncs it, and renames it to `path`.
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view data);
 
 // "2026-01-02T03:04:05.123456789Z" (UTC, always 9 fractional digits); empty
 // for an infinite time.
