@@ -39,7 +39,9 @@
 //
 // Tracing the consumer: `trace_parent()` hands the producer's trace to the
 // sink, which opens its own spans under it on its own context:
-//   tracer.StartSpan(ctx, "render event", {.parent = sub.trace_parent()});
+//   ctxloop::SpanOptions o;
+//   o.parent = sub.trace_parent();
+//   ctxloop::SpanScope span = *tracer.StartSpan(ctx, "render event", o);
 //
 // Re-entrancy (tested): a sink may `Cancel` its own stream, or emit into
 // another stream, from inside `on_event`; a producer may `Emit` from inside

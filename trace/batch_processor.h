@@ -14,7 +14,9 @@
 //   absl::StatusOr<std::unique_ptr<ctxloop::BatchProcessor>> batch =
 //       ctxloop::BatchProcessor::Create(*std::move(file));
 //   if (!batch.ok()) return batch.status();
-//   ctxloop::Tracer tracer({.processors = {*std::move(batch)}});
+//   ctxloop::Tracer::Options options;
+//   options.processors.push_back(*std::move(batch));
+//   ctxloop::Tracer tracer(std::move(options));
 //
 // What is queued: `OnSpanEnd` and `OnTraceEnd` queue a copy of the item;
 // `OnSpanStart` and `OnTraceStart` do nothing. Items are exported in the

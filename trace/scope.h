@@ -31,8 +31,8 @@
 //
 // The seed bug, impossible here: a trace started and made current on
 // context A of loop 1, its events consumed on context B of loop 2, and B
-// calling `Finish(b_ctx, {.reset_current = true})`: the reset is posted to A
-// and runs on loop 1's thread; no "token created in a different context".
+// calling `Finish(b_ctx)` (reset_current defaults to true): the reset is posted
+// to A and runs on loop 1's thread; no "token created in a different context".
 //
 // Cost: a scope is one pointer. A same-context finish costs the processor
 // calls plus a context-key reset; a cross-context finish adds one `Post`.

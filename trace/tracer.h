@@ -9,8 +9,10 @@
 // no global tracer.
 //
 //   auto exporter = std::make_shared<ctxloop::InMemoryExporter>();
-//   ctxloop::Tracer tracer({.processors = {
-//       std::make_shared<ctxloop::SimpleProcessor>(exporter)}});
+//   ctxloop::Tracer::Options options;
+//   options.processors.push_back(
+//       std::make_shared<ctxloop::SimpleProcessor>(exporter));
+//   ctxloop::Tracer tracer(std::move(options));
 //   // On ctx's loop thread:
 //   ctxloop::TraceScope run = *tracer.StartTrace(ctx, "agent run");
 //   ctxloop::SpanScope step = *tracer.StartSpan(ctx, "tool call");
