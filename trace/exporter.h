@@ -15,6 +15,9 @@
 //
 // Errors: a failing `Export` returns a status (or throws); the processor
 // reports it and drops only that batch.
+//
+// Cost: whatever the exporter does, off the loops when driven by
+// `BatchProcessor`; `ExportItem` is a copy of the ended record.
 
 #ifndef CTXLOOP_TRACE_EXPORTER_H_
 #define CTXLOOP_TRACE_EXPORTER_H_

@@ -22,6 +22,9 @@
 //
 // Exceptions thrown by a callback are caught by the tracer and reported; the
 // other processors still run.
+//
+// Cost: one virtual call per event per processor, on the thread that ended
+// the item; nothing else is added by the interface.
 
 #ifndef CTXLOOP_TRACE_PROCESSOR_H_
 #define CTXLOOP_TRACE_PROCESSOR_H_

@@ -2,6 +2,9 @@
 //
 // Internal. The one place that builds and reads the private fields of
 // `ContextHandle` and `Token`, so neither needs public setters.
+//
+// Cost: inline field accesses. Thread-safety: pure functions on values; any
+// thread.
 
 #ifndef CTXLOOP_LOOP_INTERNAL_HANDLE_ACCESS_H_
 #define CTXLOOP_LOOP_INTERNAL_HANDLE_ACCESS_H_

@@ -4,6 +4,9 @@
 // queues, the timer table, the contexts and the fd watches. `Loop` and the
 // handle-taking free functions are thin front ends over it.
 //
+// Cost: see loop.h; the per-operation costs are measured in
+// benchmarks/loop_benchmark.cc.
+//
 // Thread-safety: members named `*Foreign` and the ones documented as
 // thread-safe may run on any thread that holds a registry pin; everything
 // else runs on the owner (loop) thread. Data shared with foreign threads is

@@ -5,6 +5,9 @@
 // the event buffer and the sink. See stream.h for the contract; the ending
 // cases [E1]..[E7] are numbered in stream_core.cc.
 //
+// Cost: one mutex per Emit/Complete/Cancel and per delivered batch; one
+// `Post` per batch (see stream.h).
+//
 // Thread-safety: `mu_` guards the state; callbacks run outside it, each on
 // its own context's loop thread.
 

@@ -12,6 +12,10 @@
 // open spans" and delivers `OnTraceEnd`, after every `OnSpanEnd` of that
 // trace (the rule: a trace's end waits for its open spans).
 //
+// Cost: one `TraceRecord` allocation per trace; spans share it by
+// `std::shared_ptr` (one atomic increment each) and count themselves in
+// `state` (one compare-and-swap to start, one decrement to end).
+//
 // Thread-safety: `TracerCore` is immutable after construction but for its
 // atomics. `TraceRecord::data` is written by the trace's start and finish
 // and read by whoever delivers the end, ordered by `state`.
