@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_format.h"
 
 namespace ctxloop {
@@ -11,10 +12,12 @@ namespace {
 
 // splitmix64 over a per-thread state seeded from the OS once per thread.
 uint64_t NextRandom() {
-  thread_local uint64_t state = [] {
+  // Constant-initialized (no TLS guard on every call); seeded on first use.
+  thread_local uint64_t state = 0;
+  if (ABSL_PREDICT_FALSE(state == 0)) {
     std::random_device rd;
-    return (uint64_t{rd()} << 32) ^ rd();
-  }();
+    state = ((uint64_t{rd()} << 32) ^ rd()) | 1;
+  }
   uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;

@@ -8,6 +8,7 @@
 
 #include <utility>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/trace/internal/trace_record.h"
@@ -22,7 +23,10 @@ int64_t MonotonicNs() {
 }
 
 int64_t ThisThreadId() {
-  thread_local const int64_t tid = static_cast<int64_t>(syscall(SYS_gettid));
+  // Constant-initialized (no TLS guard on every call); filled on first use.
+  thread_local int64_t tid = 0;
+  if (ABSL_PREDICT_FALSE(tid == 0))
+    tid = static_cast<int64_t>(syscall(SYS_gettid));
   return tid;
 }
 
