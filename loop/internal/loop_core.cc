@@ -247,10 +247,11 @@ absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task,
 }
 
 void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
-  // Write the eventfd only if the loop has consumed the previous wake-up:
-  // while foreign tasks wait to be taken, further posts cost no syscall.
-  const bool write_fd = !wake_pending_;
-  wake_pending_ = true;
+  // Write the eventfd only if the loop last found its queue empty (it may be
+  // idle): while it is busy with earlier foreign tasks it looks again at the
+  // end of each batch, so further posts cost no syscall.
+  const bool write_fd = !wake_pending_.load(std::memory_order_relaxed);
+  wake_pending_.store(true, std::memory_order_relaxed);
   lock.unlock();
   if (write_fd) {
     wake_writes_.fetch_add(1, std::memory_order_relaxed);
@@ -271,18 +272,24 @@ void LoopCore::ScheduleBatch() {
 }
 
 bool LoopCore::TakeRemote() {
-  // A fresh vector each take, on purpose: keeping the old capacity measured
-  // slower (the loop then drains faster, goes idle more often and needs ~10x
-  // more eventfd wake-ups per task; benchmarks/loop_benchmark.cc).
+  // A fresh vector each take: keeping the old capacity for the posters
+  // measured no faster (benchmarks/loop_benchmark.cc, post_cross_thread).
   std::vector<QueuedTask> taken;
   bool timers_changed;
   {
     std::lock_guard<std::mutex> lock(*remote_mu_);
-    wake_pending_ = false;
     timers_changed = timers_changed_;
     timers_changed_ = false;
-    if (remote_.empty() && !timers_changed) return false;
-    taken.swap(remote_);
+    if (remote_.empty()) {
+      // Nothing waiting: the loop may go idle, so the next foreign post must
+      // write the eventfd.
+      wake_pending_.store(false, std::memory_order_relaxed);
+      if (!timers_changed) return false;
+    } else {
+      // `wake_pending_` stays set: the loop looks again when the batch these
+      // tasks run in ends, so posts meanwhile cost no syscall.
+      taken.swap(remote_);
+    }
   }
   if (timers_changed) ArmTimer();
   if (taken.empty()) return false;
@@ -320,6 +327,9 @@ void LoopCore::RunBatch() {
       break;
     }
   }
+  // Foreign posts made while this batch ran wrote no eventfd (see
+  // WakeFromForeign): take them now, or re-arm the eventfd if none came.
+  if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
   in_batch_ = false;
   batch_.clear();
   if (!ready_.empty()) {

@@ -189,8 +189,11 @@ class LoopCore {
   // The registry slot's mutex (see LoopSlot::mu), set by Init.
   std::mutex* remote_mu_ = nullptr;
   std::vector<QueuedTask> remote_;  // Guarded by remote_mu_.
-  bool wake_pending_ = false;       // Guarded: eventfd written, not yet read.
-  bool timers_changed_ = false;     // Guarded: a foreign thread moved timers.
+  // Written under remote_mu_; read without it as a hint at batch ends. True
+  // from the first foreign post after the loop last found its queue empty
+  // until it finds it empty again: while true, posters write no eventfd.
+  std::atomic<bool> wake_pending_{false};
+  bool timers_changed_ = false;  // Guarded: a foreign thread moved timers.
   // Watch ids whose foreign FdWatch::Stop() has not been applied by the loop
   // yet (guarded); the count lets DispatchFd skip the lock when there are none.
   std::vector<uint64_t> foreign_stops_;
