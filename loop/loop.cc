@@ -68,11 +68,34 @@ absl::StatusOr<ContextHandle> Loop::NewChildContext(ContextHandle parent,
   return core_->NewContext(name, &parent);
 }
 
+namespace {
+
+// The members below act on this loop only; a live handle of another loop
+// (even one owned by the same thread) is a caller's mistake.
+absl::Status CheckSameLoop(const LoopCore& core, ContextHandle ctx,
+                           absl::string_view what) {
+  if (!ctx.is_null() &&
+      (HandleAccess::LoopSlot(ctx) != core.slot_index() ||
+       HandleAccess::LoopGeneration(ctx) != core.generation())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", ctx.DebugString(), " belongs to another loop"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Loop::DestroyContext(ContextHandle ctx) {
+  if (absl::Status s = CheckSameLoop(*core_, ctx, "DestroyContext"); !s.ok()) {
+    return s;
+  }
   return ctxloop::DestroyContext(ctx);
 }
 
 absl::StatusOr<std::string> Loop::ContextName(ContextHandle ctx) const {
+  if (absl::Status s = CheckSameLoop(*core_, ctx, "ContextName"); !s.ok()) {
+    return s;
+  }
   absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "ContextName");
   if (!core.ok()) return core.status();
   return (*core)->ContextName(ctx);

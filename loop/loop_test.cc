@@ -596,6 +596,20 @@ TEST(LoopTest, NewChildContextWithParentOfAnotherLoopFails) {
   EXPECT_FALSE(child.ok());
 }
 
+TEST(LoopTest, MembersRefuseContextsOfAnotherLoop) {
+  Loop loop;
+  Loop other;  // Same thread: the free functions would accept its handles.
+  absl::StatusOr<ContextHandle> theirs = other.NewContext("theirs");
+  ASSERT_OK(theirs);
+  EXPECT_EQ(loop.DestroyContext(*theirs).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(loop.ContextName(*theirs).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Untouched: still live on its own loop.
+  EXPECT_EQ(*other.ContextName(*theirs), "theirs");
+  ASSERT_OK(other.DestroyContext(*theirs));
+}
+
 TEST(LoopTest, DestroyRootAndDoubleDestroyFail) {
   Loop loop;
   absl::Status s = loop.DestroyContext(loop.root());
