@@ -148,13 +148,15 @@ class Loop {
   absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
                                                 absl::string_view name = {});
 
-  // Destroys a context (loop thread). From now on posts to it return
+  // Destroys a context of this loop (loop thread; `kInvalidArgument` for
+  // another loop's). From now on posts to it return
   // `kFailedPrecondition`. Tasks already posted to it still run, with its
   // handle valid, after which the handle goes stale (S7). Its delayed tasks
   // are cancelled and destroyed now, and its fd watches are unregistered.
   absl::Status DestroyContext(ContextHandle ctx);
 
-  // The name given at creation, or an error for a stale handle (loop thread).
+  // The name given at creation, or an error for a stale handle or another
+  // loop's context (loop thread).
   absl::StatusOr<std::string> ContextName(ContextHandle ctx) const;
 
   // Watches `fd` for `events` on `ctx` (loop thread). `callback` runs on the
