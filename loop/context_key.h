@@ -22,7 +22,9 @@
 //   * with a token already used: `kFailedPrecondition`;
 //   * from a thread other than the context's loop thread:
 //     `kFailedPrecondition`, naming both contexts.
-// Never a throw, never a crash.
+// Never a throw, never a crash. The checks run in that order: a token from
+// another context is reported as such even when the call is also made on the
+// wrong thread.
 //
 // Out-of-order resets. Each context keeps, per key, the stack of Sets not yet
 // reset. `Get` returns the top of that stack, or the value inherited from the
