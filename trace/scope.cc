@@ -28,6 +28,7 @@
 
 #include "ctxloop/trace/scope.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -117,7 +118,9 @@ void Complete(TraceState& s, const FinishOptions& options, Where where,
   CountWhere(r.tracer->counters, where);
   r.data.finish_called = s.finish_called;
   r.data.end_time = r.tracer->WallTime(s.end_mono_ns);
-  r.data.duration = absl::Nanoseconds(s.end_mono_ns - r.start_mono_ns);
+  // Clamped: see internal/clock.h on re-anchoring.
+  r.data.duration =
+      absl::Nanoseconds(std::max<int64_t>(0, s.end_mono_ns - r.start_mono_ns));
   r.data.finish_ran = SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
   r.data.finished_off_origin = where != Where::kOrigin;
   if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does.
@@ -301,7 +304,8 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   SpanData& d = state_->data;
   const internal::TracerCore& tracer = *state_->trace->tracer;
   d.end_time = tracer.WallTime(now);
-  d.duration = absl::Nanoseconds(now - state_->start_mono_ns);
+  d.duration =
+      absl::Nanoseconds(std::max<int64_t>(0, now - state_->start_mono_ns));
   d.finish_called = ExecutionSite{from, internal::ThisThreadId(), d.end_time};
   internal::FinishState(std::move(state_), from, options, now);
   return absl::OkStatus();

@@ -3,7 +3,6 @@
 #include "ctxloop/trace/tracer.h"
 
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <utility>
@@ -15,12 +14,6 @@
 
 namespace ctxloop {
 namespace internal {
-
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 int64_t ThisThreadId() {
   // Constant-initialized (no TLS guard on every call); filled on first use.

@@ -36,6 +36,7 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/trace/ids.h"
+#include "ctxloop/trace/internal/clock.h"
 #include "ctxloop/trace/multi_processor.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -137,7 +138,6 @@ void DeliverTraceEnd(TraceRecord& trace);
 
 // The calling thread's Linux tid, cached.
 int64_t ThisThreadId();
-int64_t MonotonicNs();
 
 }  // namespace internal
 }  // namespace ctxloop
