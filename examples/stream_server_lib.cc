@@ -38,10 +38,14 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "ctxloop/trace/internal/json_writer.h"
 
 namespace ctxloop {
 namespace examples {
 namespace {
+
+// The trace exporters' JSON string escaping (UTF-8 checked), reused.
+using ::ctxloop::internal::AppendJsonString;
 
 int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
 
@@ -52,43 +56,11 @@ constexpr int kBurst = 64;
 constexpr int kReleaseRetriesImmediate = 8;
 constexpr int kReleaseRetriesTotal = 2000;
 
-void AppendJsonString(std::string* out, absl::string_view s) {
-  out->push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out->append(buf);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
-}
-
 // One SSE event for an agent event. JSON escaping keeps it on one line.
 std::string EventText(const AgentEvent& e) {
   std::string s = absl::StrCat("id: ", e.index, "\ndata: {\"index\":", e.index,
                                ",\"text\":");
-  AppendJsonString(&s, e.text);
+  AppendJsonString(e.text, &s);
   s.append("}\n\n");
   return s;
 }
@@ -652,13 +624,13 @@ void StreamServer::EndResponse(Run& run, const absl::Status& status) {
     if (status.ok()) {
       last = absl::StrCat("event: done\ndata: {\"events\":", run.events_written,
                           ",\"trace_id\":");
-      AppendJsonString(&last, run.trace_id.valid() ? run.trace_id.ToHex() : "");
+      AppendJsonString(run.trace_id.valid() ? run.trace_id.ToHex() : "", &last);
       last.append("}\n\n");
     } else {
       last = absl::StrCat("event: error\ndata: {\"code\":");
-      AppendJsonString(&last, absl::StatusCodeToString(status.code()));
+      AppendJsonString(absl::StatusCodeToString(status.code()), &last);
       last.append(",\"message\":");
-      AppendJsonString(&last, status.message());
+      AppendJsonString(status.message(), &last);
       last.append("}\n\n");
     }
     WriteChunk(run, last);
