@@ -191,49 +191,17 @@ void BM_Ctxloop_SpanStartFinish_Disabled(benchmark::State& state) {
   state.SetLabel("disabled_tracer");
 }
 
-// A span finished from context B of the same loop: posted home to A.
-void BM_Ctxloop_CrossContextFinish(benchmark::State& state) {
+// Finishes a batch of spans started on context A, from A itself (inline) or
+// from context B of the same loop (posted home to A); only the finishes and
+// the loop turn that runs them are timed. Spans are not made current: this
+// measures the trip home, not the depth of a thousand current spans.
+void FinishBatch(benchmark::State& state, bool from_other_context) {
   ctxloop::Loop loop;
   auto counter = std::make_shared<CountingProcessor>();
   ctxloop::Tracer tracer(With(counter));
   ctxloop::ContextHandle a = *loop.NewContext("A");
   ctxloop::ContextHandle b = *loop.NewContext("B");
-  ctxloop::TraceScope run = *tracer.StartTrace(a, "bench");
-  std::vector<ctxloop::SpanScope> spans;
-  spans.reserve(kBatch);
-  for (auto _ : state) {
-    state.PauseTiming();  // Only the finish is measured.
-    // Not made current: this measures the trip home, not the depth of a
-    // thousand simultaneously current spans.
-    ctxloop::SpanOptions o;
-    o.make_current = false;
-    for (int i = 0; i < kBatch; ++i) {
-      spans.push_back(*tracer.StartSpan(a, "span", o));
-    }
-    state.ResumeTiming();
-    for (ctxloop::SpanScope& s : spans) (void)s.Finish(b);
-    (void)loop.RunUntilIdle();
-    state.PauseTiming();
-    spans.clear();
-    state.ResumeTiming();
-  }
-  ReportItems(state, kBatch);
-  CheckCount(state, "span ends", counter->ends.load(),
-             static_cast<int64_t>(state.iterations()) * kBatch);
-  if (tracer.CurrentSpanId(a)->valid()) {
-    state.SkipWithError("a finished span is still current on its origin");
-  }
-  (void)run.Finish(a);
-  state.SetLabel("finish_home");
-}
-
-// The same batch finished on its own context (inline, nothing posted): the
-// difference to BM_Ctxloop_CrossContextFinish is the price of going home.
-void BM_Ctxloop_SameContextFinish(benchmark::State& state) {
-  ctxloop::Loop loop;
-  auto counter = std::make_shared<CountingProcessor>();
-  ctxloop::Tracer tracer(With(counter));
-  ctxloop::ContextHandle a = *loop.NewContext("A");
+  const ctxloop::ContextHandle from = from_other_context ? b : a;
   ctxloop::TraceScope run = *tracer.StartTrace(a, "bench");
   std::vector<ctxloop::SpanScope> spans;
   spans.reserve(kBatch);
@@ -245,7 +213,7 @@ void BM_Ctxloop_SameContextFinish(benchmark::State& state) {
       spans.push_back(*tracer.StartSpan(a, "span", o));
     }
     state.ResumeTiming();
-    for (ctxloop::SpanScope& s : spans) (void)s.Finish(a);
+    for (ctxloop::SpanScope& s : spans) (void)s.Finish(from);
     (void)loop.RunUntilIdle();
     state.PauseTiming();
     spans.clear();
@@ -255,6 +223,18 @@ void BM_Ctxloop_SameContextFinish(benchmark::State& state) {
   CheckCount(state, "span ends", counter->ends.load(),
              static_cast<int64_t>(state.iterations()) * kBatch);
   (void)run.Finish(a);
+}
+
+// A span finished from context B of the same loop: posted home to A.
+void BM_Ctxloop_CrossContextFinish(benchmark::State& state) {
+  FinishBatch(state, /*from_other_context=*/true);
+  state.SetLabel("finish_home");
+}
+
+// The same batch finished on its own context (inline, nothing posted): the
+// difference to BM_Ctxloop_CrossContextFinish is the price of going home.
+void BM_Ctxloop_SameContextFinish(benchmark::State& state) {
+  FinishBatch(state, /*from_other_context=*/false);
   state.SetLabel("finish_home_inline");
 }
 
