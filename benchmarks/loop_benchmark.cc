@@ -519,20 +519,16 @@ class LibeventEventfdQueue {
   LockedQueue queue_;
 };
 
-void BM_RawLibevent_CrossThreadEventfd(benchmark::State& state) {
-  state.SetLabel("post_cross_thread");
-  CrossThreadSetup setup;
-  EventBasePtr base = NewNoLockBase();
-  LibeventEventfdQueue queue(base.get());
-  if (!queue.ok()) {
-    state.SkipWithError("eventfd/event_new failed");
-    return;
-  }
+// The timing loop both raw-libevent cross-thread peers share: the producer
+// posts the batch through `queue`, the last task breaks the loop.
+template <typename Queue>
+void RunLibeventCrossThread(benchmark::State& state, CrossThreadSetup& setup,
+                            event_base* base, Queue& queue) {
   int64_t ran = 0;
   struct Sink {
     int64_t* ran;
     event_base* base;
-  } sink{&ran, base.get()};
+  } sink{&ran, base};
   for (auto _ : state) {
     ran = 0;
     setup.producer.Start([&] {
@@ -542,13 +538,25 @@ void BM_RawLibevent_CrossThreadEventfd(benchmark::State& state) {
         });
       }
     });
-    event_base_loop(base.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+    event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY);
     setup.producer.Wait();
     if (ran != kCrossThreadBatch) break;
   }
   CheckCount(state, "tasks run in the last iteration", ran, kCrossThreadBatch);
   ReportItems(state, kCrossThreadBatch);
   ReportWakeups(state, queue.wakeups());
+}
+
+void BM_RawLibevent_CrossThreadEventfd(benchmark::State& state) {
+  state.SetLabel("post_cross_thread");
+  CrossThreadSetup setup;
+  EventBasePtr base = NewNoLockBase();
+  LibeventEventfdQueue queue(base.get());
+  if (!queue.ok()) {
+    state.SkipWithError("eventfd/event_new failed");
+    return;
+  }
+  RunLibeventCrossThread(state, setup, base.get(), queue);
 }
 
 // Boost.Asio: post() from the producer thread; run() on the benchmark thread
@@ -1044,27 +1052,7 @@ void BM_RawLibevent_CrossThreadEventActive(benchmark::State& state) {
     state.SkipWithError("event_new failed");
     return;
   }
-  int64_t ran = 0;
-  struct Sink {
-    int64_t* ran;
-    event_base* base;
-  } sink{&ran, base.get()};
-  for (auto _ : state) {
-    ran = 0;
-    setup.producer.Start([&] {
-      for (int i = 0; i < kCrossThreadBatch; ++i) {
-        queue.Post([&sink] {
-          if (++*sink.ran == kCrossThreadBatch) event_base_loopbreak(sink.base);
-        });
-      }
-    });
-    event_base_loop(base.get(), EVLOOP_NO_EXIT_ON_EMPTY);
-    setup.producer.Wait();
-    if (ran != kCrossThreadBatch) break;
-  }
-  CheckCount(state, "tasks run in the last iteration", ran, kCrossThreadBatch);
-  ReportItems(state, kCrossThreadBatch);
-  ReportWakeups(state, queue.wakeups());
+  RunLibeventCrossThread(state, setup, base.get(), queue);
 }
 
 // --- Registration
