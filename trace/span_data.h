@@ -35,15 +35,58 @@
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/trace/ids.h"
+#include "ctxloop/trace/span_context.h"
 
 namespace ctxloop {
 
-using AttributeValue = std::variant<std::string, int64_t, double, bool>;
+// Attribute values: the OpenTelemetry set. Scalars keep their indices 0..3;
+// homogeneous arrays of each follow.
+using AttributeValue =
+    std::variant<std::string, int64_t, double, bool, std::vector<std::string>,
+                 std::vector<int64_t>, std::vector<double>, std::vector<bool>>;
 using Attributes = std::vector<std::pair<std::string, AttributeValue>>;
 
 struct SpanError {
   std::string message;
   std::string data;  // Free-form details (e.g. JSON), may be empty.
+};
+
+// What a span does, as OpenTelemetry's SpanKind (values are OTLP's enum).
+enum class SpanKind : uint8_t {
+  kInternal = 1,
+  kServer = 2,
+  kClient = 3,
+  kProducer = 4,
+  kConsumer = 5,
+};
+
+// A span's outcome, as OpenTelemetry's Status (codes are OTLP's enum). The
+// message is kept only with kError.
+enum class StatusCode : uint8_t { kUnset = 0, kOk = 1, kError = 2 };
+struct SpanStatus {
+  StatusCode code = StatusCode::kUnset;
+  std::string message;
+};
+
+// Something that happened at one moment during a span.
+struct SpanEvent {
+  std::string name;
+  absl::Time time;
+  Attributes attributes;
+  uint32_t dropped_attributes_count = 0;  // Over the tracer's limits.
+};
+
+// A causal link to a span of this or another trace.
+struct SpanLink {
+  SpanContext context;
+  Attributes attributes;
+  uint32_t dropped_attributes_count = 0;
+};
+
+// The instrumentation library that produced a span (one per `Tracer`).
+struct InstrumentationScope {
+  std::string name;
+  std::string version;
 };
 
 // Where and when something ran. `ctx` is null for a plain (non-loop) thread
@@ -52,13 +95,38 @@ struct ExecutionSite {
   ContextHandle ctx;
   int64_t thread_id = 0;  // Linux tid.
   absl::Time time;
+  // The name `ctx` was given at `NewContext` (empty if none, or unknown).
+  std::string context_name;
 };
 
-struct TraceData {
+// Fields trace and span records share: what OpenTelemetry calls a span.
+// (A ctxloop trace is exported as its root span.)
+struct SpanRecordCommon {
+  SpanKind kind = SpanKind::kInternal;
+  SpanStatus status;
+  std::vector<SpanEvent> events;
+  std::vector<SpanLink> links;
+  InstrumentationScope scope;  // The tracer's.
+  // W3C trace flags and trace state inherited by the trace (from a remote
+  // parent or the sampler); bit 0x01 = sampled.
+  uint8_t trace_flags = kTraceFlagSampled;
+  std::string trace_state;
+  // Items dropped because they exceeded the tracer's limits.
+  uint32_t dropped_attributes_count = 0;
+  uint32_t dropped_events_count = 0;
+  uint32_t dropped_links_count = 0;
+};
+
+struct TraceData : SpanRecordCommon {
   TraceId trace_id;
   // The span id the trace itself has in span-based formats (OTLP, Chrome):
-  // spans with no parent span are its children there.
+  // spans with no parent span are its children there. Random per trace, so
+  // two processes continuing one remote trace never export the same id.
   SpanId root_span_id;
+  // The remote parent this trace continues (W3C `traceparent`), if any:
+  // the root span's parent in span-based formats. Invalid: a new trace.
+  SpanId remote_parent_span_id;
+  Attributes attributes;  // OpenTelemetry attributes of the root span.
   std::string workflow_name;
   std::string group_id;  // Free string, e.g. a chat thread id; may be empty.
   std::map<std::string, std::string> metadata;
@@ -73,10 +141,13 @@ struct TraceData {
   bool finished_off_origin = false;
 };
 
-struct SpanData {
+struct SpanData : SpanRecordCommon {
   TraceId trace_id;
   SpanId span_id;
   SpanId parent_span_id;  // Invalid (0): a direct child of the trace.
+  // The trace's `TraceData::root_span_id`: a top-level span's parent in
+  // span-based formats (OTLP, Chrome), known before the trace ends.
+  SpanId root_span_id;
   std::string name;
   Attributes attributes;
   absl::Time start_time;
