@@ -34,6 +34,7 @@
 // Same-thread `Post`: a handle check and a vector append; one
 // `event_active` per batch of tasks. Cross-thread `Post`: one mutex (which
 // also proves the loop alive) and a vector append; it writes the loop's eventfd
+// (still under the mutex, so the poster is done with the loop when it unlocks)
 // only when the loop last found its cross-thread queue empty, i.e. may be
 // idle. A busy loop takes new cross-thread tasks at the end of each batch, so
 // a burst into a busy loop costs no syscall (about 0.2 wake-ups per 1,000
@@ -180,7 +181,8 @@ class Loop {
 
   // Makes the current (or next) `Run()` return after the task or callback now
   // running; tasks not yet run stay queued for the next `Run`. Thread-safe;
-  // must not race with the destructor.
+  // must not race with the destructor. From another thread it always wakes
+  // the loop (one eventfd write), so it is never lost to concurrent posts.
   void Stop();
 
   // True on the loop thread. Thread-safe.

