@@ -243,10 +243,18 @@ absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
 
 // --- FdWatch -----------------------------------------------------------------
 
+FdWatch::FdWatch(uint32_t loop_slot, uint32_t loop_generation, uint64_t id,
+                 std::shared_ptr<internal::WatchControl> control)
+    : loop_slot_(loop_slot),
+      loop_generation_(loop_generation),
+      id_(id),
+      control_(std::move(control)) {}
+
 FdWatch::FdWatch(FdWatch&& other) noexcept
     : loop_slot_(other.loop_slot_),
       loop_generation_(other.loop_generation_),
-      id_(std::exchange(other.id_, 0)) {}
+      id_(std::exchange(other.id_, 0)),
+      control_(std::move(other.control_)) {}
 
 FdWatch& FdWatch::operator=(FdWatch&& other) noexcept {
   if (this != &other) {
@@ -254,22 +262,28 @@ FdWatch& FdWatch::operator=(FdWatch&& other) noexcept {
     loop_slot_ = other.loop_slot_;
     loop_generation_ = other.loop_generation_;
     id_ = std::exchange(other.id_, 0);
+    control_ = std::move(other.control_);
   }
   return *this;
 }
 
 void FdWatch::Stop() {
   const uint64_t id = std::exchange(id_, 0);
+  std::shared_ptr<internal::WatchControl> control = std::move(control_);
   if (id == 0) return;
   if (LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_)) {
-    core->StopWatch(id);
+    core->StopWatch(id);  // Loop thread: at once, never waits.
     return;
   }
+  // [S13] Another thread: no call may start from here on...
+  control->stopped.store(true);
   if (LoopCore* core = LoopRegistry::Pin(loop_slot_, loop_generation_)) {
     core->StopWatch(id);  // Posts the unregistration to the loop thread.
     LoopRegistry::Unpin(loop_slot_);
   }
-  // Otherwise the loop is gone and closed the watch itself [S6].
+  // (otherwise the loop is gone or shutting down, and closes the watch
+  // itself [S6])... and a call already running is waited for.
+  control->WaitForCallback();
 }
 
 bool FdWatch::active() const {

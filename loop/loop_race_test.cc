@@ -246,5 +246,76 @@ TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
   EXPECT_EQ(lost, 0);
 }
 
+// --- Defect 8 ----------------------------------------------------------------
+
+// A connection a callback uses; the stopping thread frees it.
+struct Conn {
+  int fd = -1;
+  std::atomic<int> reads{0};
+};
+
+// `watch.Stop(); delete conn;` from another thread while the callback runs:
+// Stop() must not return before the callback did. Before the fix it
+// returned at once and the callback then used the freed Conn (ASan).
+TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  RunningLoop running;
+  auto* conn = new Conn;
+  conn->fd = fds[0];
+  Gate in_callback, watch_made;
+  std::atomic<bool> stopping{false};
+  FdWatch watch;
+  ASSERT_OK(Post(running.loop().root(), [&](ContextHandle root) {
+    absl::StatusOr<FdWatch> w = running.loop().WatchFd(
+        root, fds[0], FdEvents::kRead, [&, conn](ContextHandle, FdEvents) {
+          char byte;
+          (void)read(conn->fd, &byte, 1);
+          in_callback.Open();
+          // Give a Stop() that does not wait every chance to return and the
+          // Conn to be freed (bounded: never waits for the stopper itself).
+          for (int i = 0; i < 1000 && !stopping.load(); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          conn->reads.fetch_add(1);  // Use after free if Stop() returned.
+        });
+    EXPECT_TRUE(w.ok()) << w.status();
+    if (w.ok()) watch = *std::move(w);
+    watch_made.Open();
+  }));
+  ASSERT_TRUE(watch_made.WaitFor(seconds(10)));
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_TRUE(in_callback.WaitFor(seconds(10)));
+  stopping.store(true);
+  watch.Stop();  // Foreign: waits until the callback returned.
+  EXPECT_EQ(conn->reads.load(), 1);
+  delete conn;
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// Stop from inside its own callback, on the loop thread, never waits.
+TEST(LoopRaceTest, WatchStopInsideItsOwnCallbackDoesNotWait) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  Loop loop;
+  FdWatch watch;
+  int calls = 0;
+  absl::StatusOr<FdWatch> w = loop.WatchFd(loop.root(), fds[0], FdEvents::kRead,
+                                           [&](ContextHandle, FdEvents) {
+                                             ++calls;
+                                             watch.Stop();
+                                           });
+  ASSERT_OK(w);
+  watch = *std::move(w);
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(watch.active());
+  close(fds[0]);
+  close(fds[1]);
+}
+
 }  // namespace
 }  // namespace ctxloop

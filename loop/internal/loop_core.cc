@@ -58,6 +58,11 @@
 //       counter update happen under it, and shutdown cannot close the loop
 //       while a poster holds it (or a pin), so destroying a loop while other
 //       threads post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
+// [S13] A foreign `FdWatch::Stop()` (or destruction) waits until the watch's
+//       callback is not running, and the callback is never called after it
+//       returned; the unregistration is posted to the loop thread (or done by
+//       [S6] if shutdown got there first). Stop on the loop thread, also from
+//       inside the callback, never waits. (loop_race_test.cc)
 // [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
 //       the queue lock; the loop checks the flag after taking the queue, so
 //       the stop is never lost to concurrent posts. (loop_race_test.cc)
@@ -66,6 +71,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,7 +111,20 @@ struct LoopCore::WatchRecord {
   bool close_on_stop;
   bool dispatching = false;
   bool removed = false;
+  std::shared_ptr<WatchControl> control;  // Shared with the FdWatch.
 };
+
+void WatchControl::WaitForCallback() const {
+  for (int spins = 0; in_callback.load(); ++spins) {
+    if (spins < 64) {
+      sched_yield();
+    } else {
+      // A long callback: do not burn a core (this machine may have two).
+      const timespec pause = {0, 50 * 1000};
+      nanosleep(&pause, nullptr);
+    }
+  }
+}
 
 // --- Construction and identity ---------------------------------------------
 
@@ -767,6 +786,7 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
   record->fd = fd;
   record->callback = std::move(callback);
   record->close_on_stop = options.close_on_stop;
+  record->control = std::make_shared<WatchControl>();
   short flags = EV_PERSIST;
   if (HasEvent(events, FdEvents::kRead)) flags |= EV_READ;
   if (HasEvent(events, FdEvents::kWrite)) flags |= EV_WRITE;
@@ -778,9 +798,10 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
         absl::StrCat("cannot watch fd ", fd, ": ", std::strerror(err)));
   }
   const uint64_t id = record->id;
+  std::shared_ptr<WatchControl> control = record->control;
   watch_by_fd_[fd] = id;
   watches_[id] = std::move(record);
-  return FdWatch(slot_index_, generation_, id);
+  return FdWatch(slot_index_, generation_, id, std::move(control));
 }
 
 void LoopCore::OnFd(int, short what, void* arg) {
@@ -791,10 +812,14 @@ void LoopCore::OnFd(int, short what, void* arg) {
 
 void LoopCore::DispatchFd(WatchRecord* record, short what) {
   if (record->removed) return;
-  // A foreign FdWatch::Stop() has returned but its unregistration is still
-  // queued: the callback must not run any more (fd_watch.h).
-  if (foreign_stop_count_.load() != 0 && ForeignStopPending(record->id)) {
-    RemoveWatch(record->id);  // Frees `record`.
+  WatchControl& control = *record->control;
+  // [S13] Fence with a foreign FdWatch::Stop() (see WatchControl): once it
+  // set `stopped`, either we see it here and never call, or it sees
+  // `in_callback` and waits for the call to return.
+  control.in_callback.store(true);
+  if (control.stopped.load()) {
+    control.in_callback.store(false);
+    RemoveWatch(record->id);  // Frees `record`; the queued removal no-ops.
     return;
   }
   FdEvents ready = FdEvents::kNone;
@@ -811,6 +836,7 @@ void LoopCore::DispatchFd(WatchRecord* record, short what) {
            absl::InternalError("fd callback threw a non-std::exception"));
   }
   record->dispatching = false;
+  control.in_callback.store(false);  // A foreign stopper may return now.
   // The callback may have stopped its own watch: free it now that it returned.
   if (record->removed) watches_.erase(record->id);
 }
@@ -819,6 +845,7 @@ void LoopCore::RemoveWatch(uint64_t id) {
   auto it = watches_.find(id);
   if (it == watches_.end() || it->second->removed) return;
   WatchRecord* w = it->second.get();
+  w->control->stopped.store(true);
   event_free(w->ev);  // Unregisters first; EBADF from a closed fd is benign.
   w->ev = nullptr;
   w->removed = true;
@@ -835,30 +862,12 @@ void LoopCore::StopWatch(uint64_t id) {
     RemoveWatch(id);
     return;
   }
+  // The caller (FdWatch::Stop) already set `stopped` and waits for the
+  // callback; the unregistration itself happens on the loop thread.
   std::unique_lock<std::mutex> lock(*remote_mu_);
-  foreign_stops_.push_back(id);
-  foreign_stop_count_.fetch_add(1);
-  remote_.push_back(QueuedTask{
-      InternalHandle(), [this, id](ContextHandle) { FinishForeignStop(id); }});
+  remote_.push_back(QueuedTask{InternalHandle(),
+                               [this, id](ContextHandle) { RemoveWatch(id); }});
   WakeFromForeign(lock);
-}
-
-bool LoopCore::ForeignStopPending(uint64_t id) {
-  std::lock_guard<std::mutex> lock(*remote_mu_);
-  return std::find(foreign_stops_.begin(), foreign_stops_.end(), id) !=
-         foreign_stops_.end();
-}
-
-void LoopCore::FinishForeignStop(uint64_t id) {
-  {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
-    auto it = std::find(foreign_stops_.begin(), foreign_stops_.end(), id);
-    if (it != foreign_stops_.end()) {
-      foreign_stops_.erase(it);
-      foreign_stop_count_.fetch_sub(1);
-    }
-  }
-  RemoveWatch(id);
 }
 
 bool LoopCore::WatchActive(uint64_t id) const {

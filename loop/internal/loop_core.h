@@ -44,6 +44,20 @@ struct event_base;
 namespace ctxloop {
 namespace internal {
 
+// The fence between a foreign `FdWatch::Stop()` and the loop's dispatch of
+// that watch, shared by the `FdWatch` and the loop's record (one allocation
+// per `WatchFd`). Dekker-style with sequentially consistent atomics: the
+// dispatcher sets `in_callback` then reads `stopped`; the stopper sets
+// `stopped` then reads `in_callback`; at least one sees the other's store, so
+// either the callback is not called or the stopper waits for it to return.
+struct WatchControl {
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> in_callback{false};
+  // Foreign stopper: waits (yielding, then sleeping briefly) until no call
+  // of the callback is running.
+  void WaitForCallback() const;
+};
+
 class LoopCore {
  public:
   static absl::StatusOr<std::unique_ptr<LoopCore>> Create(
@@ -172,8 +186,6 @@ class LoopCore {
   void CloseAndDrop();
   void DispatchFd(WatchRecord* record, short what);
   void RemoveWatch(uint64_t id);
-  bool ForeignStopPending(uint64_t id);
-  void FinishForeignStop(uint64_t id);
 
   static void OnBatch(int fd, short what, void* arg);
   static void OnWake(int fd, short what, void* arg);
@@ -217,10 +229,6 @@ class LoopCore {
   // until it finds it empty again: while true, posters write no eventfd.
   std::atomic<bool> wake_pending_{false};
   bool timers_changed_ = false;  // Guarded: a foreign thread moved timers.
-  // Watch ids whose foreign FdWatch::Stop() has not been applied by the loop
-  // yet (guarded); the count lets DispatchFd skip the lock when there are none.
-  std::vector<uint64_t> foreign_stops_;
-  std::atomic<uint32_t> foreign_stop_count_{0};
   // Records never move (foreign posters read them under remote_mu_; the
   // vector itself grows under it).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
