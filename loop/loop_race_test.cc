@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/internal/test_hooks.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
@@ -315,6 +316,43 @@ TEST(LoopRaceTest, WatchStopInsideItsOwnCallbackDoesNotWait) {
   EXPECT_FALSE(watch.active());
   close(fds[0]);
   close(fds[1]);
+}
+
+// --- Defect 9 ----------------------------------------------------------------
+
+// A loop made on thread T1, T1 joined; a new thread that glibc gave T1's
+// pthread_t must not be taken for the loop thread. Before the fix every call
+// below succeeded from it (the identity was pthread_self()).
+TEST(LoopRaceTest, ThreadWithAReusedPthreadIdIsNotTheLoopThread) {
+  std::unique_ptr<Loop> loop;
+  pthread_t t1_id;
+  std::thread t1([&] {
+    loop = std::make_unique<Loop>();
+    t1_id = pthread_self();
+  });
+  t1.join();
+  const ContextHandle root = loop->root();
+  const ContextKey<int> key("k");
+  bool found = false;
+  for (int attempt = 0; attempt < 200 && !found; ++attempt) {
+    std::thread t([&] {
+      if (!pthread_equal(pthread_self(), t1_id)) return;
+      found = true;
+      EXPECT_FALSE(IsOnLoopThread(root));
+      EXPECT_FALSE(loop->IsOnLoopThread());
+      EXPECT_EQ(key.Set(root, 1).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(key.Get(root).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(loop->NewContext().status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      loop->Stop();  // So that a wrongly accepted Run() returns at once.
+      EXPECT_EQ(loop->Run().code(), absl::StatusCode::kFailedPrecondition);
+    });
+    t.join();
+  }
+  if (!found) GTEST_SKIP() << "no thread reused the joined thread's pthread_t";
+  loop.reset();  // Its thread was joined: the destructor becomes the owner.
 }
 
 }  // namespace

@@ -58,14 +58,17 @@
 //       counter update happen under it, and shutdown cannot close the loop
 //       while a poster holds it (or a pin), so destroying a loop while other
 //       threads post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
+// [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
+//       the queue lock; the loop checks the flag after taking the queue, so
+//       the stop is never lost to concurrent posts. (loop_race_test.cc)
 // [S13] A foreign `FdWatch::Stop()` (or destruction) waits until the watch's
 //       callback is not running, and the callback is never called after it
 //       returned; the unregistration is posted to the loop thread (or done by
 //       [S6] if shutdown got there first). Stop on the loop thread, also from
 //       inside the callback, never waits. (loop_race_test.cc)
-// [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
-//       the queue lock; the loop checks the flag after taking the queue, so
-//       the stop is never lost to concurrent posts. (loop_race_test.cc)
+// [S14] The loop thread is known by a per-thread tag drawn once from a
+//       64-bit counter, never by `pthread_self()`: a thread that reuses a
+//       joined loop thread's id is a foreign thread. (loop_race_test.cc)
 
 #include "ctxloop/loop/internal/loop_core.h"
 

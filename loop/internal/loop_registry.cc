@@ -39,6 +39,11 @@ FreeList& GetFreeList() {
 
 }  // namespace
 
+uint64_t NewThreadTag() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 void LoopRegistry::Register(LoopCore* core, uint32_t* index,
                             uint32_t* generation) {
   FreeList& list = GetFreeList();

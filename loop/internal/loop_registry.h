@@ -20,20 +20,30 @@
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_
 
-#include <pthread.h>
-
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+
+#include "absl/base/optimization.h"
 
 namespace ctxloop {
 namespace internal {
 
 class LoopCore;
 
+// Draws a new thread tag from a process-wide 64-bit counter (never 0, never
+// reused).
+uint64_t NewThreadTag();
+
 // A tag for the calling thread, comparable with `LoopSlot::owner_thread`.
+// Unlike `pthread_self()`, which glibc hands to the next thread as soon as
+// one is joined, a tag is never reused, so a new thread is never taken for a
+// joined loop thread [S14]. Cost: a thread-local load (and one atomic
+// increment the first time on each thread).
 inline uint64_t ThisThreadTag() {
-  return static_cast<uint64_t>(pthread_self());
+  static thread_local uint64_t tag = 0;  // Zero-initialized: no TLS guard.
+  if (ABSL_PREDICT_FALSE(tag == 0)) tag = NewThreadTag();
+  return tag;
 }
 
 struct LoopSlot {
