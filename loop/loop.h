@@ -51,10 +51,12 @@
 // Shutdown
 // --------
 // `Shutdown()` (also run by the destructor) drains: it closes the loop to
-// cross-thread posts, runs every task already posted (and what those post),
-// drops delayed tasks that have not fired and unregisters fd watches, all on
-// the loop thread, and runs the destroy hooks (`AddDestroyHook`) of every
-// context still alive. `loop/internal/loop_core.cc` numbers every case;
+// cross-thread posts, drops delayed tasks that have not fired, runs every
+// task already posted (and what those post), runs the destroy hooks
+// (`AddDestroyHook`) of every context still alive, unregisters fd watches,
+// and runs what all of that posted, all on the loop thread. Every accepted
+// task runs or is counted in `ShutdownReport::tasks_dropped`; only then does
+// the loop refuse every post. `loop/internal/loop_core.cc` numbers every case;
 // `loop_shutdown_test.cc` tests each.
 
 #ifndef CTXLOOP_LOOP_LOOP_H_
@@ -97,7 +99,8 @@ class DelayedTaskHandle {
 // What `Shutdown()` did, so nothing disappears unaccounted.
 struct ShutdownReport {
   uint64_t tasks_run = 0;        // Posted before/while draining, run (S1, S2).
-  uint64_t tasks_dropped = 0;    // Still reposting after the drain limit (S3).
+  uint64_t tasks_dropped = 0;    // Still posted after the drain limit (S3),
+                                 // and destroy hooks past it (S10).
   uint64_t delayed_dropped = 0;  // Delayed tasks that had not fired (S4).
   uint64_t watches_closed = 0;   // Fd watches unregistered (S6).
 };

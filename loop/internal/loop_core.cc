@@ -9,7 +9,9 @@
 //  [S2] A task posted on the loop thread by a task running in the drain runs
 //       in the same drain (a later round).
 //  [S3] Tasks still being posted after `Options::max_shutdown_rounds` rounds
-//       (a task that reposts itself forever) are destroyed unrun on the loop
+//       (one budget for every drain of the shutdown: [S1]/[S2], after the
+//       hooks [S10] and after the watch teardown [S6]; a task that reposts
+//       itself forever) are destroyed unrun on the loop
 //       thread, counted in `ShutdownReport::tasks_dropped` and reported once
 //       to the error handler. The loop is closed to every post before they
 //       are destroyed, so a destructor that posts is refused (trace finishes
@@ -26,9 +28,15 @@
 //       `Post` returns. Other foreign calls (PostDelayed, Cancel, Stop of a
 //       watch) pin the loop and shutdown waits for their pins. Nothing runs
 //       on a foreign thread; no post is half done.
-//  [S6] Fd watches still registered after the drain are unregistered, their
-//       callbacks destroyed on the loop thread and owned fds closed. `FdWatch`
-//       objects that outlive the loop are inert: `Stop()` finds the loop gone.
+//  [S6] Fd watches still registered after the drain and the hooks are
+//       unregistered, their callbacks destroyed on the loop thread and owned
+//       fds closed. Tasks those destructors post (and tasks dropped delayed
+//       tasks post when destroyed, [S4]) are accepted and run in a further
+//       drain, within the [S3] budget; only then does the loop close to every
+//       post, so every accepted task runs or is counted in `tasks_dropped`.
+//       Context values are destroyed after the close: what they post is
+//       refused. `FdWatch` objects that outlive the loop are inert: `Stop()`
+//       finds the loop gone.
 //  [S7] `DestroyContext` with tasks pending for that context: the context
 //       closes to new posts, the pending tasks (local and cross-thread, all
 //       queued before the close) run first with the handle valid, then a
