@@ -46,6 +46,12 @@
 // contexts. `Set`/`Reset` on a table shared with a child copy the key table
 // once (copy-on-write).
 //
+// A destroyed context: from `DestroyContext(ctx)` on, `Set` returns
+// `kFailedPrecondition` at once, while `Get` and `Reset` keep working until
+// the context is freed (after the tasks already posted to it and its destroy
+// hooks ran), so those can read and restore values. Then all three return
+// `kFailedPrecondition` (stale handle).
+//
 // Thread-safety: `ContextKey` objects themselves are immutable and can be
 // shared freely (typically as globals). `Set`, `Get` and `Reset` must be
 // called on the context's loop thread; elsewhere they return

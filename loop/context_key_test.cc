@@ -4,6 +4,9 @@
 
 #include "ctxloop/loop/context_key.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/testing/test_util.h"
@@ -395,6 +399,63 @@ TEST_F(ContextKeyTest, DestroyedContextAndNullHandle) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(key.Set(ContextHandle(), 1).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// [S15] A destroyed (closing) context refuses everything new at once, while
+// Get and Reset keep working for the tasks already queued to it and its
+// destroy hooks, until it is freed.
+TEST_F(ContextKeyTest, ClosingContextRefusesNewThingsButGetAndResetWork) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> outer = key.Set(ctx, 1);
+  ASSERT_OK(outer);
+  absl::StatusOr<Token> inner = key.Set(ctx, 2);
+  ASSERT_OK(inner);
+  int queued_ran = 0;
+  ASSERT_OK(Post(ctx, [&](ContextHandle here) {
+    ++queued_ran;
+    EXPECT_EQ(IntOf(key, here), 2);
+    EXPECT_TRUE(key.Reset(here, *inner).ok());  // Restores the outer value.
+    EXPECT_EQ(IntOf(key, here), 1);
+    EXPECT_EQ(key.Set(here, 3).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+  }));
+  int hook_ran = 0;
+  ASSERT_OK(AddDestroyHook(ctx, [&](ContextHandle here) {
+    ++hook_ran;
+    EXPECT_EQ(IntOf(key, here), 1);
+    EXPECT_TRUE(key.Reset(here, *outer).ok());
+    EXPECT_EQ(IntOf(key, here), -1);
+  }));
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  ASSERT_OK(loop_.DestroyContext(ctx));
+  // New things: refused at once.
+  const auto refused = absl::StatusCode::kFailedPrecondition;
+  EXPECT_EQ(key.Set(ctx, 4).status().code(), refused);
+  EXPECT_EQ(Post(ctx, [](ContextHandle) {}).code(), refused);
+  EXPECT_EQ(
+      PostDelayed(ctx, absl::Seconds(1), [](ContextHandle) {}).status().code(),
+      refused);
+  EXPECT_EQ(NewChildContext(ctx, "child").status().code(), refused);
+  EXPECT_EQ(loop_.NewChildContext(ctx, "child").status().code(), refused);
+  EXPECT_EQ(
+      loop_
+          .WatchFd(ctx, fds[0], FdEvents::kRead, [](ContextHandle, FdEvents) {})
+          .status()
+          .code(),
+      refused);
+  EXPECT_EQ(AddDestroyHook(ctx, [](ContextHandle) {}).status().code(), refused);
+  // Reading still works until the context is freed.
+  EXPECT_EQ(IntOf(key, ctx), 2);
+  EXPECT_TRUE(loop_.ContextName(ctx).ok());
+  ASSERT_OK(loop_.RunUntilIdle());
+  EXPECT_EQ(queued_ran, 1);
+  EXPECT_EQ(hook_ran, 1);
+  // Freed: stale.
+  EXPECT_EQ(key.Get(ctx).status().code(), refused);
+  close(fds[0]);
+  close(fds[1]);
 }
 
 TEST(ContextKeyShutdownTest, OpsAfterLoopShutdownFail) {

@@ -154,10 +154,14 @@ class Loop {
                                                 absl::string_view name = {});
 
   // Destroys a context of this loop (loop thread; `kInvalidArgument` for
-  // another loop's). From now on posts to it return
-  // `kFailedPrecondition`. Tasks already posted to it still run, with its
-  // handle valid, after which the handle goes stale (S7). Its delayed tasks
-  // are cancelled and destroyed now, and its fd watches are unregistered.
+  // another loop's). From now on everything new on it is refused with
+  // `kFailedPrecondition`: `Post`, `PostDelayed`, `ContextKey::Set` (and so
+  // `StartTrace`), `NewChildContext`, `WatchFd`, `AddDestroyHook` (S15).
+  // Tasks already posted to it still run, with its handle valid, then its
+  // destroy hooks, after which the handle goes stale (S7); until then
+  // `ContextKey::Get` and `Reset` keep working, so those tasks can read and
+  // restore values. Its delayed tasks are cancelled and destroyed now, and its
+  // fd watches are unregistered.
   absl::Status DestroyContext(ContextHandle ctx);
 
   // The name given at creation, or an error for a stale handle or another

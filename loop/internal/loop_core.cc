@@ -77,6 +77,13 @@
 // [S14] The loop thread is known by a per-thread tag drawn once from a
 //       64-bit counter, never by `pthread_self()`: a thread that reuses a
 //       joined loop thread's id is a foreign thread. (loop_race_test.cc)
+// [S15] After `DestroyContext(ctx)` everything *new* on ctx is refused at
+//       once with kFailedPrecondition: `Post`, `PostDelayed`, `ContextKey::Set`
+//       (so `StartTrace`), `NewChildContext`, `WatchFd`, `AddDestroyHook`.
+//       `ContextKey::Get` and `Reset`, `ContextName` and `RemoveDestroyHook`
+//       keep working until the context is freed, so the tasks already queued
+//       ([S7]) and its destroy hooks can read and restore values.
+//       (context_key_test.cc)
 
 #include "ctxloop/loop/internal/loop_core.h"
 
@@ -600,6 +607,11 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
           "parent ", parent->DebugString(),
           " is not a live context of this loop (loop ", slot_index_, ")"));
     }
+    if (parent_record->closing) {  // [S15]
+      return absl::FailedPreconditionError(
+          absl::StrCat("NewChildContext: parent ", parent->DebugString(),
+                       " is being destroyed"));
+    }
   }
   uint32_t index;
   {
@@ -748,6 +760,11 @@ absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint32_t key,
                                          AnyValue value) {
   ContextRecord* r = FindRecord(ctx);
   if (r == nullptr) return CheckLive(ctx);
+  if (r->closing) {  // [S15] Get and Reset still work; nothing new.
+    return absl::FailedPreconditionError(
+        absl::StrCat("ContextKey Set on ", ctx.DebugString(),
+                     ": the context is being destroyed"));
+  }
   if (r->values == nullptr) {
     r->values = std::make_shared<ValueTable>();
   } else if (r->values_inherited) {
