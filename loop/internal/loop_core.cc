@@ -84,6 +84,9 @@
 //       keep working until the context is freed, so the tasks already queued
 //       ([S7]) and its destroy hooks can read and restore values.
 //       (context_key_test.cc)
+// [S16] A context slot (and a loop registry slot) whose 32-bit generation
+//       would wrap is retired, never reused, so a stale handle can never
+//       alias a new context or loop. (loop_test.cc)
 
 #include "ctxloop/loop/internal/loop_core.h"
 
@@ -624,7 +627,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
       contexts_.push_back(std::make_unique<ContextRecord>());
     }
     ContextRecord& r = *contexts_[index];
-    if (++r.generation == 0) r.generation = 1;
+    ++r.generation;  // Never wraps: see FreeContext [S16].
     r.live = true;
     r.closing = false;
   }
@@ -678,7 +681,18 @@ void LoopCore::FreeContext(uint32_t index) {
   std::lock_guard<std::mutex> lock(*remote_mu_);
   r.live = false;
   r.closing = false;
-  free_contexts_.push_back(index);
+  // [S16] A slot whose generation would wrap is retired, never reused: a
+  // handle of any earlier generation can never name a new context. (After
+  // 2^32 - 1 contexts in one slot; the record's few bytes stay allocated.)
+  if (r.generation != std::numeric_limits<uint32_t>::max()) {
+    free_contexts_.push_back(index);
+  }
+}
+
+void LoopCore::SetFreeContextGenerationForTesting(uint32_t index,
+                                                  uint32_t generation) {
+  std::lock_guard<std::mutex> lock(*remote_mu_);
+  contexts_[index]->generation = generation;
 }
 
 // --- Destroy hooks -----------------------------------------------------------

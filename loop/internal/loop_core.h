@@ -98,6 +98,9 @@ class LoopCore {
   // --- Destroy hooks (owner thread) ----------------------------------------
   absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
   absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id);
+  // Sets the generation of the free context slot `index` (its next context
+  // gets `generation + 1`). For tests of [S16].
+  void SetFreeContextGenerationForTesting(uint32_t index, uint32_t generation);
   // Hooks not yet run on `ctx` (0 for a stale context). For tests.
   size_t DestroyHookCountForTesting(ContextHandle ctx) const;
 

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -67,8 +68,8 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
     }
   }
   LoopSlot* slot = Find(i);
-  uint32_t gen = LoopSlot::GenerationOf(slot->state.load()) + 1;
-  if (gen == 0) gen = 1;  // 0 is reserved for the null handle.
+  // Never wraps (0 is the null handle's): see Unregister [S16].
+  const uint32_t gen = LoopSlot::GenerationOf(slot->state.load()) + 1;
   slot->core.store(core, std::memory_order_relaxed);
   slot->owner_thread.store(ThisThreadTag(), std::memory_order_relaxed);
   slot->state.store(uint64_t{gen} << 32, std::memory_order_release);
@@ -110,9 +111,23 @@ void LoopRegistry::Unregister(uint32_t index) {
   CloseAndWaitForPins(slot);
   slot->core.store(nullptr, std::memory_order_release);
   slot->owner_thread.store(0, std::memory_order_relaxed);
+  // [S16] Retire a slot whose generation would wrap: a handle of an earlier
+  // loop in it must never name a new one. (The slot's memory is never freed
+  // anyway; a retired slot costs its few bytes.)
+  if (LoopSlot::GenerationOf(slot->state.load()) ==
+      std::numeric_limits<uint32_t>::max()) {
+    return;
+  }
   FreeList& list = GetFreeList();
   std::lock_guard<std::mutex> lock(list.mu);
   list.free.push_back(index);
+}
+
+void LoopRegistry::SetGenerationForTesting(uint32_t index,
+                                           uint32_t generation) {
+  LoopSlot* slot = Find(index);
+  const uint64_t low = slot->state.load() & 0xffffffffu;
+  slot->state.store((uint64_t{generation} << 32) | low);
 }
 
 LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation) {

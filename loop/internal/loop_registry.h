@@ -102,8 +102,12 @@ class LoopRegistry {
   // if the loop is gone, shutting down, or never existed.
   static LoopCore* LockOpen(uint32_t index, uint32_t generation,
                             std::unique_lock<std::mutex>* lock);
-  // Marks the slot's loop gone and returns the slot to the free list.
+  // Marks the slot's loop gone and returns the slot to the free list, unless
+  // its generation would wrap: then the slot is retired for good [S16].
   static void Unregister(uint32_t index);
+  // Sets the generation of the free slot `index` (its next loop gets
+  // `generation + 1`). For tests of [S16].
+  static void SetGenerationForTesting(uint32_t index, uint32_t generation);
 
   // Pins the loop `(index, generation)` from any thread. Returns the core, or
   // null if the loop is gone, shutting down, or never existed. A non-null
