@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
@@ -456,6 +457,44 @@ TEST_F(ContextKeyTest, ClosingContextRefusesNewThingsButGetAndResetWork) {
   EXPECT_EQ(key.Get(ctx).status().code(), refused);
   close(fds[0]);
   close(fds[1]);
+}
+
+// Key ids are 64-bit: 2^32 key constructions after key A, a new key does not
+// alias A (before, the 32-bit counter wrapped and B read and reset A's
+// value).
+TEST_F(ContextKeyTest, KeyIdsDoNotWrapAt32Bits) {
+  const ContextHandle ctx = NewCtx("c");
+  const ContextKey<int> a("a", -1);
+  absl::StatusOr<Token> ta = a.Set(ctx, 7);
+  ASSERT_OK(ta);
+  const uint64_t a_id = internal::HandleAccess::TokenKey(*ta);
+  internal::SetNextContextKeyIdForTesting(a_id + (uint64_t{1} << 32));
+  const ContextKey<int> b("b", -2);
+  EXPECT_EQ(IntOf(b, ctx), -2);
+  EXPECT_EQ(b.Reset(ctx, *ta).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(IntOf(a, ctx), 7);
+  absl::StatusOr<Token> tb = b.Set(ctx, 8);
+  ASSERT_OK(tb);
+  EXPECT_EQ(IntOf(a, ctx), 7);
+  EXPECT_NE(internal::HandleAccess::TokenKey(*tb), a_id);
+}
+
+// Two keys that share an id (impossible with 64-bit ids; forced here) and
+// have different types: Get reports the mismatch as a status, never UB.
+TEST_F(ContextKeyTest, ValueOfAnotherTypeIsAStatusNotUB) {
+  const ContextHandle ctx = NewCtx("c");
+  const uint64_t shared_id = uint64_t{1} << 48;
+  internal::SetNextContextKeyIdForTesting(shared_id);
+  const ContextKey<int> as_int("as_int", 0);
+  internal::SetNextContextKeyIdForTesting(shared_id);
+  const ContextKey<std::string> as_string("as_string", "");
+  internal::SetNextContextKeyIdForTesting(shared_id + 1);
+  ASSERT_OK(as_int.Set(ctx, 5));
+  absl::StatusOr<std::string> wrong = as_string.Get(ctx);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInternal)
+      << wrong.status();
+  EXPECT_TRUE(absl::StrContains(wrong.status().message(), "as_string"));
+  EXPECT_EQ(IntOf(as_int, ctx), 5);
 }
 
 TEST(ContextKeyShutdownTest, OpsAfterLoopShutdownFail) {

@@ -764,13 +764,13 @@ absl::StatusOr<std::string> LoopCore::ContextName(ContextHandle ctx) const {
 // --- Values ------------------------------------------------------------------
 
 absl::StatusOr<const AnyValue*> LoopCore::GetValue(ContextHandle ctx,
-                                                   uint32_t key) {
+                                                   uint64_t key) {
   const ContextRecord* r = FindRecord(ctx);
   if (r == nullptr) return CheckLive(ctx);
   return r->values == nullptr ? nullptr : r->values->Get(key);
 }
 
-absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint32_t key,
+absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint64_t key,
                                          AnyValue value) {
   ContextRecord* r = FindRecord(ctx);
   if (r == nullptr) return CheckLive(ctx);
@@ -792,7 +792,7 @@ absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint32_t key,
   return HandleAccess::MakeToken(ctx, key, serial);
 }
 
-bool LoopCore::ResetValue(ContextHandle ctx, uint32_t key, const Token& token) {
+bool LoopCore::ResetValue(ContextHandle ctx, uint64_t key, const Token& token) {
   ContextRecord* r = FindRecord(ctx);
   // A child's inherited table holds no Set of its own.
   if (r == nullptr || r->values == nullptr || r->values_inherited) return false;

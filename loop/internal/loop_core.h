@@ -89,11 +89,11 @@ class LoopCore {
   absl::Status CheckLive(ContextHandle ctx) const;
 
   // --- Context-local values (owner thread) ---------------------------------
-  absl::StatusOr<const AnyValue*> GetValue(ContextHandle ctx, uint32_t key);
-  absl::StatusOr<Token> SetValue(ContextHandle ctx, uint32_t key,
+  absl::StatusOr<const AnyValue*> GetValue(ContextHandle ctx, uint64_t key);
+  absl::StatusOr<Token> SetValue(ContextHandle ctx, uint64_t key,
                                  AnyValue value);
   // False if `token` is not a live Set of `key` on `ctx`.
-  bool ResetValue(ContextHandle ctx, uint32_t key, const Token& token);
+  bool ResetValue(ContextHandle ctx, uint64_t key, const Token& token);
 
   // --- Destroy hooks (owner thread) ----------------------------------------
   absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);

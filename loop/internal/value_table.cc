@@ -8,26 +8,26 @@
 namespace ctxloop {
 namespace internal {
 
-ValueTable::KeyStack* ValueTable::Find(uint32_t key) {
+ValueTable::KeyStack* ValueTable::Find(uint64_t key) {
   for (KeyStack& k : keys_) {
     if (k.key == key) return &k;
   }
   return nullptr;
 }
 
-const ValueTable::KeyStack* ValueTable::Find(uint32_t key) const {
+const ValueTable::KeyStack* ValueTable::Find(uint64_t key) const {
   for (const KeyStack& k : keys_) {
     if (k.key == key) return &k;
   }
   return nullptr;
 }
 
-const AnyValue* ValueTable::Get(uint32_t key) const {
+const AnyValue* ValueTable::Get(uint64_t key) const {
   const KeyStack* k = Find(key);
   return k == nullptr ? nullptr : &k->frames.back().value;
 }
 
-void ValueTable::Set(uint32_t key, uint64_t serial, AnyValue value) {
+void ValueTable::Set(uint64_t key, uint64_t serial, AnyValue value) {
   KeyStack* k = Find(key);
   if (k == nullptr) {
     keys_.push_back(KeyStack{key, {}});
@@ -36,7 +36,7 @@ void ValueTable::Set(uint32_t key, uint64_t serial, AnyValue value) {
   k->frames.push_back(Frame{serial, std::move(value), true});
 }
 
-bool ValueTable::Reset(uint32_t key, uint64_t serial) {
+bool ValueTable::Reset(uint64_t key, uint64_t serial) {
   if (serial == kInheritedSerial) return false;
   KeyStack* k = Find(key);
   if (k == nullptr) return false;

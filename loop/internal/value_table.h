@@ -32,14 +32,14 @@ class ValueTable {
   static constexpr uint64_t kInheritedSerial = 0;
 
   // The current value of `key`, or null if unset.
-  const AnyValue* Get(uint32_t key) const;
+  const AnyValue* Get(uint64_t key) const;
 
   // Pushes `value` for `key`, undone by `Reset(key, serial)`.
-  void Set(uint32_t key, uint64_t serial, AnyValue value);
+  void Set(uint64_t key, uint64_t serial, AnyValue value);
 
   // Removes the Set with `serial`, wherever it is in `key`'s stack. False if
   // there is no such Set (already reset).
-  bool Reset(uint32_t key, uint64_t serial);
+  bool Reset(uint64_t key, uint64_t serial);
 
   // A table holding each key's current value only, as inherited values: what
   // a child context starts from.
@@ -54,12 +54,12 @@ class ValueTable {
     bool live = true;  // False: reset out of order, waiting to be popped.
   };
   struct KeyStack {
-    uint32_t key;
+    uint64_t key;
     // Never empty; ascending serials; the top frame is always live.
     absl::InlinedVector<Frame, 1> frames;
   };
-  KeyStack* Find(uint32_t key);
-  const KeyStack* Find(uint32_t key) const;
+  KeyStack* Find(uint64_t key);
+  const KeyStack* Find(uint64_t key) const;
 
   std::vector<KeyStack> keys_;
 };
