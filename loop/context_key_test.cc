@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
@@ -495,6 +497,30 @@ TEST_F(ContextKeyTest, ValueOfAnotherTypeIsAStatusNotUB) {
       << wrong.status();
   EXPECT_TRUE(absl::StrContains(wrong.status().message(), "as_string"));
   EXPECT_EQ(IntOf(as_int, ctx), 5);
+}
+
+// Defect 4 through ContextKey: two overlapping requests on one busy
+// context keep its memory flat (a bounded stack, not one frame per request).
+TEST_F(ContextKeyTest, OverlappingRequestsKeepMemoryFlat) {
+  const ContextHandle ctx = NewCtx("busy");
+  const ContextKey<std::string> key("request", "");
+  internal::LoopCore* core = internal::FindOwnedCore(ctx);
+  ASSERT_NE(core, nullptr);
+  absl::StatusOr<Token> a = key.Set(ctx, "a0");
+  ASSERT_OK(a);
+  const uint64_t id = internal::HandleAccess::TokenKey(*a);
+  size_t max_frames = 0;
+  for (int i = 1; i <= 100000; ++i) {
+    absl::StatusOr<Token> b = key.Set(ctx, "b");
+    ASSERT_OK(b);
+    ASSERT_OK(key.Reset(ctx, *a));
+    a = key.Set(ctx, "a");
+    ASSERT_OK(a);
+    ASSERT_OK(key.Reset(ctx, *b));
+    max_frames = std::max(max_frames, core->ValueFrameCountForTesting(ctx, id));
+  }
+  EXPECT_LE(max_frames, 4u);
+  EXPECT_EQ(StrOf(key, ctx), "a");
 }
 
 TEST(ContextKeyShutdownTest, OpsAfterLoopShutdownFail) {

@@ -5,8 +5,11 @@
 
 #include "ctxloop/loop/internal/value_table.h"
 
+#include <algorithm>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "ctxloop/loop/internal/any_value.h"
 #include "gtest/gtest.h"
@@ -213,6 +216,57 @@ TEST(AnyValueTest, SmallNonTrivialValuesAreInlineAndReleased) {
     EXPECT_EQ(target.use_count(), 2);
   }
   EXPECT_EQ(target.use_count(), 1);
+}
+
+// Defect 4: two overlapping requests on one context (A sets, B sets, A
+// resets out of order, A sets again, B resets out of order, ...) keep the top
+// live forever. Before, every dead frame stayed until everything above it was
+// reset: 1M iterations held 2M frames. Now the stack stays small.
+TEST(ValueTableTest, OverlappingRequestsKeepTheStackSmall) {
+  ValueTable t;
+  uint64_t serial = 1;
+  uint64_t a = serial++;
+  t.Set(1, a, Int(0));
+  size_t max_frames = 0;
+  for (int i = 1; i <= 1000000; ++i) {
+    const uint64_t b = serial++;
+    t.Set(1, b, Int(2 * i));
+    ASSERT_TRUE(t.Reset(1, a));  // Out of order: B is above.
+    a = serial++;
+    t.Set(1, a, Int(2 * i + 1));
+    ASSERT_TRUE(t.Reset(1, b));  // Out of order: A is above.
+    ASSERT_EQ(IntAt(t, 1), 2 * i + 1);
+    max_frames = std::max(max_frames, t.FrameCountForTesting(1));
+  }
+  EXPECT_LE(max_frames, 4u);
+  ASSERT_TRUE(t.Reset(1, a));
+  EXPECT_TRUE(t.empty());
+}
+
+// Any interleaving: up to 8 requests overlap, each resets its Set at a random
+// time. The current value is always the newest live Set, and the frames stay
+// within twice the live Sets.
+TEST(ValueTableTest, RandomInterleavingsStayBoundedAndCorrect) {
+  ValueTable t;
+  std::mt19937 rng(7);
+  std::vector<uint64_t> live;  // Ascending serials of live Sets.
+  uint64_t serial = 1;
+  for (int i = 0; i < 200000; ++i) {
+    if (live.size() < 8 && (live.empty() || rng() % 2 == 0)) {
+      t.Set(1, serial, Int(static_cast<int>(serial)));
+      live.push_back(serial++);
+    } else {
+      const size_t victim = rng() % live.size();
+      ASSERT_TRUE(t.Reset(1, live[victim]));
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(victim));
+    }
+    if (live.empty()) {
+      ASSERT_EQ(t.Get(1), nullptr);
+    } else {
+      ASSERT_EQ(IntAt(t, 1), static_cast<int>(live.back()));
+    }
+    ASSERT_LE(t.FrameCountForTesting(1), 2 * live.size());
+  }
 }
 
 }  // namespace

@@ -802,6 +802,13 @@ bool LoopCore::ResetValue(ContextHandle ctx, uint64_t key, const Token& token) {
   return r->values->Reset(key, HandleAccess::TokenSerial(token));
 }
 
+size_t LoopCore::ValueFrameCountForTesting(ContextHandle ctx,
+                                           uint64_t key) const {
+  const ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr || r->values == nullptr) return 0;
+  return r->values->FrameCountForTesting(key);
+}
+
 // --- Fd watches --------------------------------------------------------------
 
 absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,

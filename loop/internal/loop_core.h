@@ -94,6 +94,8 @@ class LoopCore {
                                  AnyValue value);
   // False if `token` is not a live Set of `key` on `ctx`.
   bool ResetValue(ContextHandle ctx, uint64_t key, const Token& token);
+  // Frames `ctx`'s table holds for `key` (0 if none). For tests.
+  size_t ValueFrameCountForTesting(ContextHandle ctx, uint64_t key) const;
 
   // --- Destroy hooks (owner thread) ----------------------------------------
   absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);

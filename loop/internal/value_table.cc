@@ -47,16 +47,34 @@ bool ValueTable::Reset(uint64_t key, uint64_t serial) {
   if (it == frames.end() || it->serial != serial || !it->live) return false;
   if (it + 1 == frames.end()) {
     frames.pop_back();
-    while (!frames.empty() && !frames.back().live) frames.pop_back();
+    while (!frames.empty() && !frames.back().live) {
+      frames.pop_back();
+      --k->dead;
+    }
   } else {
     it->live = false;  // Out of order: the newer value stays current.
     it->value = AnyValue();
+    ++k->dead;
+  }
+  if (k->dead > frames.size() - k->dead) {
+    // Dead frames outnumber live ones: drop them all, keeping the order
+    // (serials stay ascending). O(depth) <= O(2 * dead): each dead frame is
+    // dropped once, so this is amortized O(1) per reset.
+    frames.erase(std::remove_if(frames.begin(), frames.end(),
+                                [](const Frame& f) { return !f.live; }),
+                 frames.end());
+    k->dead = 0;
   }
   if (frames.empty()) {
     if (k != &keys_.back()) *k = std::move(keys_.back());
     keys_.pop_back();
   }
   return true;
+}
+
+size_t ValueTable::FrameCountForTesting(uint64_t key) const {
+  const KeyStack* k = Find(key);
+  return k == nullptr ? 0 : k->frames.size();
 }
 
 std::shared_ptr<ValueTable> ValueTable::Snapshot() const {

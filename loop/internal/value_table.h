@@ -7,8 +7,11 @@
 // handful of keys); each key's stack holds one frame inline. `Reset` finds
 // its frame by binary search (serials only grow up a stack); an out-of-order
 // reset marks the frame dead and frees its value, and dead frames are popped
-// once they reach the top, so any order of resets costs O(log depth) each,
-// amortized.
+// once they reach the top. When a stack's dead frames outnumber its live ones
+// they are compacted away (order kept, so serials stay ascending), so memory
+// stays bounded (at most twice the live Sets) under any interleaving
+// of sets and resets, e.g. two overlapping requests that keep the top live
+// forever; any order of resets costs O(log depth) each, amortized.
 //
 // Thread-safety: none; the owning loop's thread uses it.
 
@@ -47,6 +50,9 @@ class ValueTable {
 
   bool empty() const { return keys_.empty(); }
 
+  // Frames (live and dead) held for `key`. For tests of the memory bound.
+  size_t FrameCountForTesting(uint64_t key) const;
+
  private:
   struct Frame {
     uint64_t serial;
@@ -57,6 +63,7 @@ class ValueTable {
     uint64_t key;
     // Never empty; ascending serials; the top frame is always live.
     absl::InlinedVector<Frame, 1> frames;
+    size_t dead = 0;  // Frames with live == false; never more than live ones.
   };
   KeyStack* Find(uint64_t key);
   const KeyStack* Find(uint64_t key) const;
