@@ -12,6 +12,7 @@
 #include <atomic>
 #include <limits>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -21,6 +22,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
@@ -731,6 +734,27 @@ TEST(LoopTest, LoopSlotIsRetiredBeforeItsGenerationWraps) {
   }
   EXPECT_EQ(Post(last_root, [](ContextHandle) {}).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// ContextHandle prints as its DebugString through operator<< (streams,
+// gtest) and AbslStringify (absl::StrCat on newer Abseil, any Append sink).
+TEST(LoopTest, ContextHandlePrints) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> ctx = loop.NewContext("c");
+  ASSERT_OK(ctx);
+  std::ostringstream os;
+  os << *ctx << " " << ContextHandle();
+  EXPECT_EQ(os.str(), ctx->DebugString() + " ctx null");
+  EXPECT_EQ(::testing::PrintToString(*ctx), ctx->DebugString());
+  struct Sink {
+    std::string out;
+    void Append(absl::string_view s) { out.append(s.data(), s.size()); }
+  } sink;
+  AbslStringify(sink, *ctx);
+  EXPECT_EQ(sink.out, ctx->DebugString());
+#if __has_include("absl/strings/has_absl_stringify.h")
+  EXPECT_EQ(absl::StrCat(*ctx), ctx->DebugString());
+#endif
 }
 
 // --- Stats -------------------------------------------------------------------
