@@ -10,7 +10,9 @@
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_core.h"
 #include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/owned_core.h"
+#include "ctxloop/loop/internal/test_hooks.h"
 
 namespace ctxloop {
 
@@ -131,15 +133,25 @@ absl::Status Post(ContextHandle ctx, Task task) {
     return core->PostLocal(ctx, std::move(task));
   }
   // The queue's lock doubles as the liveness check: shutdown closes the
-  // slot under it [S5].
-  std::unique_lock<std::mutex> lock;
-  LoopCore* core = LoopRegistry::LockOpen(slot, gen, &lock);
-  if (core == nullptr) {  // [S5] [S8]
+  // slot under it [S5], and cannot finish while we hold it [S11].
+  internal::LoopSlot* s = LoopRegistry::Find(slot);
+  absl::Status result;
+  bool open = false;
+  if (s != nullptr) {
+    internal::MutexLock lock(&s->mu);
+    if (LoopCore* core = LoopRegistry::OpenLocked(s, gen)) {
+      open = true;
+      core->AssertQueueLockHeld();  // `s->mu` is the loop's queue lock.
+      result = core->PostForeignLocked(ctx, std::move(task));
+    }
+  }
+  if (!open) {  // [S5] [S8]
     return absl::FailedPreconditionError(
         absl::StrCat("cannot post to ", ctx.DebugString(),
                      ": its loop is shut down, shutting down or destroyed"));
   }
-  return core->PostForeign(ctx, std::move(task), std::move(lock));
+  internal::TestHooks::Run(internal::TestHooks::after_foreign_unlock);
+  return result;  // On error `task` is destroyed here, on this thread.
 }
 
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,

@@ -14,9 +14,7 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -25,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/test_hooks.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
@@ -42,20 +41,24 @@ using std::chrono::seconds;
 class Gate {
  public:
   void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     open_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   // False if the gate did not open within `timeout`.
   bool WaitFor(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [this] { return open_; });
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    internal::MutexLock lock(&mu_);
+    while (!open_) {
+      if (!cv_.WaitUntil(&mu_, deadline)) return open_;
+    }
+    return true;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
+  internal::Mutex mu_;
+  internal::CondVar cv_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Sets a test hook for one test's scope.

@@ -191,7 +191,7 @@ absl::Status LoopCore::Init() {
   LoopRegistry::Register(this, &slot_index_, &generation_);
   remote_mu_ = &LoopRegistry::Find(slot_index_)->mu;
   // The root context, index 0.
-  std::lock_guard<std::mutex> lock(*remote_mu_);
+  MutexLock lock(remote_mu_);
   contexts_.push_back(std::make_unique<ContextRecord>());
   contexts_[0]->generation = 1;
   contexts_[0]->live = true;
@@ -297,19 +297,16 @@ absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
   return absl::OkStatus();
 }
 
-absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task,
-                                   std::unique_lock<std::mutex> lock) {
-  if (!AcceptsPosts(ctx)) {
-    absl::Status s = RejectPost(ctx);
-    lock.unlock();
-    return s;  // `task` is destroyed by our caller's frame, on its thread.
-  }
+absl::Status LoopCore::PostForeignLocked(ContextHandle ctx, Task&& task) {
+  // On error `task` is destroyed by our caller's frame, on its thread, after
+  // the unlock.
+  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
   remote_.emplace_back(ctx, std::move(task));
-  WakeFromForeign(lock);
+  WakeLocked();
   return absl::OkStatus();
 }
 
-void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
+void LoopCore::WakeLocked() {
   // Write the eventfd only if the loop last found its queue empty (it may be
   // idle): while it is busy with earlier foreign tasks it looks again at the
   // end of each batch, so further posts cost no syscall.
@@ -322,9 +319,8 @@ void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
     wake_pending_.store(true, std::memory_order_relaxed);
     WriteWakeFd();
   }
-  lock.unlock();
-  // From here on this thread must not touch the loop [S11].
-  TestHooks::Run(TestHooks::after_foreign_unlock);
+  // Once the caller unlocks it must not touch the loop [S11]; callers run
+  // TestHooks::after_foreign_unlock there.
 }
 
 void LoopCore::WriteWakeFd() {
@@ -350,7 +346,7 @@ bool LoopCore::TakeRemote() {
   std::vector<QueuedTask> taken;
   bool timers_changed;
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     timers_changed = timers_changed_;
     timers_changed_ = false;
     if (remote_.empty()) {
@@ -401,7 +397,7 @@ void LoopCore::RunBatch() {
     }
   }
   // Foreign posts made while this batch ran wrote no eventfd (see
-  // WakeFromForeign): take them now, or re-arm the eventfd if none came.
+  // WakeLocked): take them now, or re-arm the eventfd if none came.
   TestHooks::Run(TestHooks::before_batch_end_take);
   if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
   in_batch_ = false;
@@ -455,7 +451,7 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   uint64_t count;
   while (read(fd, &count, sizeof(count)) > 0) {
   }
-  self->TakeRemote();  // After the read: see WakeFromForeign.
+  self->TakeRemote();  // After the read: see WakeLocked and [S12].
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(self->base_);
   }
@@ -474,46 +470,59 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
   const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
                                ? std::numeric_limits<int64_t>::max()
                                : now + delay_ns;
-  const bool owner = IsOwnerThread();
-  std::unique_lock<std::mutex> lock(*remote_mu_, std::defer_lock);
-  if (!owner) lock.lock();  // Orders us with DestroyContext [S7].
+  if (IsOwnerThread()) {
+    if (phase_ != Phase::kOpen) {  // [S4]
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                       ": loop shutting down"));
+    }
+    if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+    bool earliest;
+    const DelayedTaskHandle handle =
+        InsertTimer(ctx, deadline, std::move(task), &earliest);
+    if (earliest) ArmTimer();
+    return handle;
+  }
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
-  if (owner && phase_ != Phase::kOpen) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
-                     ": loop shutting down"));
+  absl::StatusOr<DelayedTaskHandle> result;
+  {
+    MutexLock lock(remote_mu_);  // Orders us with DestroyContext [S7].
+    if (!AcceptsPosts(ctx)) {
+      result = RejectPost(ctx);  // `task` dies below, after the unlock.
+    } else {
+      bool earliest;
+      result = InsertTimer(ctx, deadline, std::move(task), &earliest);
+      if (earliest) {
+        timers_changed_ = true;
+        WakeLocked();
+      }
+    }
   }
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+  TestHooks::Run(TestHooks::after_foreign_unlock);
+  return result;
+}
+
+DelayedTaskHandle LoopCore::InsertTimer(ContextHandle ctx, int64_t deadline,
+                                        Task&& task, bool* earliest) {
   DelayedTaskHandle handle;
   handle.loop_slot_ = slot_index_;
   handle.loop_generation_ = generation_;
   handle.deadline_ns_ = deadline;
-  bool earliest;
-  {
-    std::lock_guard<std::mutex> timers_lock(timers_mu_);
-    handle.sequence_ = next_timer_sequence_++;
-    // Deadlines mostly grow: hinting the end makes that insert O(1).
-    auto it = timers_.emplace_hint(timers_.end(),
-                                   TimerKey{deadline, handle.sequence_},
-                                   QueuedTask{ctx, std::move(task)});
-    earliest = it == timers_.begin();
-  }
-  if (earliest) {
-    if (owner) {
-      ArmTimer();
-    } else {
-      timers_changed_ = true;
-      WakeFromForeign(lock);
-    }
-  }
+  MutexLock lock(&timers_mu_);
+  handle.sequence_ = next_timer_sequence_++;
+  // Deadlines mostly grow: hinting the end makes that insert O(1).
+  auto it =
+      timers_.emplace_hint(timers_.end(), TimerKey{deadline, handle.sequence_},
+                           QueuedTask{ctx, std::move(task)});
+  *earliest = it == timers_.begin();
   return handle;
 }
 
 bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
   QueuedTask victim;
   {
-    std::lock_guard<std::mutex> lock(timers_mu_);
+    MutexLock lock(&timers_mu_);
     auto it = timers_.find(TimerKey{handle.deadline_ns_, handle.sequence_});
     if (it == timers_.end()) return false;
     victim = std::move(it->second);
@@ -521,10 +530,14 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
   }
   if (!IsOwnerThread()) {
     // [S9] Destroy the task's captures on the loop thread.
-    std::unique_lock<std::mutex> lock(*remote_mu_);
-    remote_.push_back(QueuedTask{
-        InternalHandle(), [doomed = std::move(victim.task)](ContextHandle) {}});
-    WakeFromForeign(lock);
+    {
+      MutexLock lock(remote_mu_);
+      remote_.push_back(
+          QueuedTask{InternalHandle(),
+                     [doomed = std::move(victim.task)](ContextHandle) {}});
+      WakeLocked();
+    }
+    TestHooks::Run(TestHooks::after_foreign_unlock);
   }
   // The armed libevent timer may now fire early; it then finds nothing due
   // and re-arms for the next deadline.
@@ -534,7 +547,7 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
 void LoopCore::ArmTimer() {
   int64_t next;
   {
-    std::lock_guard<std::mutex> lock(timers_mu_);
+    MutexLock lock(&timers_mu_);
     next = timers_.empty() ? -1 : timers_.begin()->first.deadline_ns;
   }
   if (next == armed_deadline_ns_) return;
@@ -569,7 +582,7 @@ void LoopCore::RunDueTimers() {
     }
     QueuedTask due;
     {
-      std::lock_guard<std::mutex> lock(timers_mu_);
+      MutexLock lock(&timers_mu_);
       if (timers_.empty() || timers_.begin()->first.deadline_ns > now) break;
       due = std::move(timers_.begin()->second);
       timers_.erase(timers_.begin());
@@ -582,7 +595,7 @@ void LoopCore::RunDueTimers() {
 void LoopCore::CancelTimersOf(ContextHandle ctx) {
   std::vector<QueuedTask> doomed;
   {
-    std::lock_guard<std::mutex> lock(timers_mu_);
+    MutexLock lock(&timers_mu_);
     for (auto it = timers_.begin(); it != timers_.end();) {
       if (it->second.ctx == ctx) {
         doomed.push_back(std::move(it->second));
@@ -618,7 +631,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
   }
   uint32_t index;
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     if (!free_contexts_.empty()) {
       index = free_contexts_.back();
       free_contexts_.pop_back();
@@ -653,7 +666,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
         absl::StrCat(ctx.DebugString(), " is already being destroyed"));
   }
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     r->closing = true;  // [S7] From here on posts are refused.
   }
   CancelTimersOf(ctx);
@@ -678,7 +691,7 @@ void LoopCore::FreeContext(uint32_t index) {
   std::shared_ptr<ValueTable> values = std::move(r.values);
   r.values_inherited = false;
   r.name.clear();
-  std::lock_guard<std::mutex> lock(*remote_mu_);
+  MutexLock lock(remote_mu_);
   r.live = false;
   r.closing = false;
   // [S16] A slot whose generation would wrap is retired, never reused: a
@@ -691,7 +704,7 @@ void LoopCore::FreeContext(uint32_t index) {
 
 void LoopCore::SetFreeContextGenerationForTesting(uint32_t index,
                                                   uint32_t generation) {
-  std::lock_guard<std::mutex> lock(*remote_mu_);
+  MutexLock lock(remote_mu_);
   contexts_[index]->generation = generation;
 }
 
@@ -913,10 +926,13 @@ void LoopCore::StopWatch(uint64_t id) {
   }
   // The caller (FdWatch::Stop) already set `stopped` and waits for the
   // callback; the unregistration itself happens on the loop thread.
-  std::unique_lock<std::mutex> lock(*remote_mu_);
-  remote_.push_back(QueuedTask{InternalHandle(),
-                               [this, id](ContextHandle) { RemoveWatch(id); }});
-  WakeFromForeign(lock);
+  {
+    MutexLock lock(remote_mu_);
+    remote_.push_back(QueuedTask{
+        InternalHandle(), [this, id](ContextHandle) { RemoveWatch(id); }});
+    WakeLocked();
+  }
+  TestHooks::Run(TestHooks::after_foreign_unlock);
 }
 
 bool LoopCore::WatchActive(uint64_t id) const {
@@ -953,7 +969,7 @@ absl::Status LoopCore::Run(bool until_idle) {
     TakeRemote();
     event_base_loop(base_, EVLOOP_NONBLOCK);
     if (callbacks_dispatched_ != 0 || !ready_.empty()) continue;
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     if (remote_.empty()) break;
   }
   return absl::OkStatus();
@@ -970,11 +986,12 @@ void LoopCore::Stop() {
   // cannot miss a flag set before a write it consumed. (Skipping the write
   // when a post's wake-up seemed pending lost the Stop when the loop took
   // that post's task before the flag was set and then went idle.)
-  std::unique_lock<std::mutex> lock(*remote_mu_);
-  stop_requested_.store(true);
-  wake_pending_.store(true, std::memory_order_relaxed);
-  WriteWakeFd();
-  lock.unlock();
+  {
+    MutexLock lock(remote_mu_);
+    stop_requested_.store(true);
+    wake_pending_.store(true, std::memory_order_relaxed);
+    WriteWakeFd();
+  }
   TestHooks::Run(TestHooks::after_foreign_unlock);
 }
 
@@ -1029,7 +1046,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   {  // [S4]
     absl::btree_map<TimerKey, QueuedTask> doomed;
     {
-      std::lock_guard<std::mutex> lock(timers_mu_);
+      MutexLock lock(&timers_mu_);
       doomed.swap(timers_);
     }
     report_.delayed_dropped = doomed.size();
@@ -1082,7 +1099,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   phase_ = Phase::kClosed;
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     for (auto& r : contexts_) r->live = false;
   }
   for (auto& r : contexts_) r->values.reset();

@@ -7,10 +7,15 @@
 // Cost: see loop.h; the per-operation costs are measured in
 // benchmarks/loop_benchmark.cc.
 //
-// Thread-safety: members named `*Foreign` and the ones documented as
-// thread-safe may run on any thread that holds a registry pin; everything
-// else runs on the owner (loop) thread. Data shared with foreign threads is
-// guarded by `remote_mu_` (queue, context liveness) or `timers_mu_` (timers).
+// Thread-safety: members named `*Locked` run on any thread holding
+// `remote_mu_` for an open loop; the ones documented as thread-safe may run
+// on any thread that holds a registry pin; everything else runs on the owner
+// (loop) thread. Data shared with foreign threads is guarded by `remote_mu_`
+// (queue, context liveness) or `timers_mu_` (timers), annotated with
+// `ABSL_GUARDED_BY` and checked by `-Wthread-safety` (--config=clang), except
+// the context records' liveness fields (see `ContextRecord`), which the owner
+// writes under `remote_mu_` and reads without it, a pattern the analysis
+// cannot express.
 
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
@@ -19,12 +24,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/attributes.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -34,6 +39,7 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
@@ -72,9 +78,13 @@ class LoopCore {
 
   // --- Tasks ---------------------------------------------------------------
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
-  // `lock` holds `remote_mu_` (from LoopRegistry::LockOpen); released here.
-  absl::Status PostForeign(ContextHandle ctx, Task&& task,
-                           std::unique_lock<std::mutex> lock);
+  // A foreign post; the caller holds the slot lock and found the loop open
+  // (LoopRegistry::OpenLocked), so the loop cannot shut down meanwhile.
+  absl::Status PostForeignLocked(ContextHandle ctx, Task&& task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
+  // Tells the analysis that the caller's lock of the registry slot's mutex
+  // is this loop's `remote_mu_` (the same object: see Init).
+  void AssertQueueLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(remote_mu_) {}
   absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                                 absl::Duration delay,
                                                 Task task);
@@ -132,7 +142,9 @@ class LoopCore {
     bool internal() const;
   };
   struct ContextRecord {
-    // Guarded by remote_mu_ for writes; read by foreign posters under it.
+    // Written by the owner under remote_mu_; read by the owner without it
+    // and by foreign threads under it. (Not annotatable: the analysis has no
+    // "written under the lock, read by the only writer" form.)
     uint32_t generation = 0;
     bool live = false;
     bool closing = false;
@@ -170,13 +182,18 @@ class LoopCore {
   ABSL_ATTRIBUTE_NOINLINE absl::Status RejectPost(ContextHandle ctx) const;
 
   void ScheduleBatch();
-  // Wakes the loop if needed, then releases `lock` (which holds remote_mu_).
-  void WakeFromForeign(std::unique_lock<std::mutex>& lock);
-  void WriteWakeFd();  // Under remote_mu_ from foreign threads.
-  bool TakeRemote();   // Moves foreign tasks to ready_; true if any.
+  // A foreign thread queued something: wakes the loop if it may be idle.
+  // Under the lock, so the caller is done with the loop once it unlocks
+  // [S11].
+  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
+  void WriteWakeFd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
+  bool TakeRemote();  // Moves foreign tasks to ready_; true if any.
   void RunBatch();
   void RunOne(QueuedTask& entry);
   void Report(ContextHandle ctx, const absl::Status& error);
+  // Adds a timer; `*earliest` tells whether it is now the first.
+  DelayedTaskHandle InsertTimer(ContextHandle ctx, int64_t deadline,
+                                Task&& task, bool* earliest);
   void ArmTimer();
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
@@ -227,21 +244,23 @@ class LoopCore {
 
   // Foreign posts and context liveness.
   // The registry slot's mutex (see LoopSlot::mu), set by Init.
-  std::mutex* remote_mu_ = nullptr;
-  std::vector<QueuedTask> remote_;  // Guarded by remote_mu_.
+  Mutex* remote_mu_ = nullptr;
+  std::vector<QueuedTask> remote_ ABSL_GUARDED_BY(remote_mu_);
   // Written under remote_mu_; read without it as a hint at batch ends. True
   // from the first foreign post after the loop last found its queue empty
   // until it finds it empty again: while true, posters write no eventfd.
   std::atomic<bool> wake_pending_{false};
-  bool timers_changed_ = false;  // Guarded: a foreign thread moved timers.
+  // A foreign thread moved the earliest timer: re-arm.
+  bool timers_changed_ ABSL_GUARDED_BY(remote_mu_) = false;
   // Records never move (foreign posters read them under remote_mu_; the
-  // vector itself grows under it).
+  // vector itself grows under it, and the owner reads it without it, like
+  // the records' liveness fields).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
 
   // Delayed tasks.
-  mutable std::mutex timers_mu_;
-  absl::btree_map<TimerKey, QueuedTask> timers_;  // Guarded by timers_mu_.
-  uint64_t next_timer_sequence_ = 1;              // Guarded by timers_mu_.
+  mutable Mutex timers_mu_;
+  absl::btree_map<TimerKey, QueuedTask> timers_ ABSL_GUARDED_BY(timers_mu_);
+  uint64_t next_timer_sequence_ ABSL_GUARDED_BY(timers_mu_) = 1;
   int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
 
   // Fd watches (owner thread).

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
-#include <mutex>
 #include <vector>
 
 namespace ctxloop {
@@ -28,9 +27,10 @@ using registry_internal::kChunkSize;
 using registry_internal::kMaxChunks;
 
 struct FreeList {
-  std::mutex mu;
-  std::vector<uint32_t> free;  // Indices ready for reuse.
-  uint32_t next_unused = 1;    // Index 0 is never used: it means "null".
+  Mutex mu;
+  std::vector<uint32_t> free ABSL_GUARDED_BY(mu);  // Indices ready for reuse.
+  // Index 0 is never used: it means "null".
+  uint32_t next_unused ABSL_GUARDED_BY(mu) = 1;
 };
 
 FreeList& GetFreeList() {
@@ -50,7 +50,7 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
   FreeList& list = GetFreeList();
   uint32_t i;
   {
-    std::lock_guard<std::mutex> lock(list.mu);
+    MutexLock lock(&list.mu);
     if (!list.free.empty()) {
       i = list.free.back();
       list.free.pop_back();
@@ -77,26 +77,21 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
   *generation = gen;
 }
 
-LoopCore* LoopRegistry::LockOpen(uint32_t index, uint32_t generation,
-                                 std::unique_lock<std::mutex>* lock) {
-  LoopSlot* slot = Find(index);
-  if (slot == nullptr) return nullptr;
-  std::unique_lock<std::mutex> held(slot->mu);
+LoopCore* LoopRegistry::OpenLocked(LoopSlot* slot, uint32_t generation) {
   const uint64_t s = slot->state.load(std::memory_order_acquire);
   if (LoopSlot::GenerationOf(s) != generation ||
       (s & LoopSlot::kClosedBit) != 0) {
     return nullptr;
   }
-  *lock = std::move(held);
   return slot->core.load(std::memory_order_relaxed);
 }
 
 void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
   uint64_t s;
   {
-    // Under the mutex: a `LockOpen` poster either finished its push before
-    // this, or sees the loop closed.
-    std::lock_guard<std::mutex> lock(slot->mu);
+    // Under the mutex: an `OpenLocked` poster either finished its push
+    // before this, or sees the loop closed.
+    MutexLock lock(&slot->mu);
     s = slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
   }
   while ((s & LoopSlot::kPinMask) != 0) {
@@ -119,7 +114,7 @@ void LoopRegistry::Unregister(uint32_t index) {
     return;
   }
   FreeList& list = GetFreeList();
-  std::lock_guard<std::mutex> lock(list.mu);
+  MutexLock lock(&list.mu);
   list.free.push_back(index);
 }
 

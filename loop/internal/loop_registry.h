@@ -22,9 +22,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 
 #include "absl/base/optimization.h"
+#include "absl/base/thread_annotations.h"
+#include "ctxloop/loop/internal/mutex.h"
 
 namespace ctxloop {
 namespace internal {
@@ -60,7 +61,7 @@ struct LoopSlot {
   // here, in memory that is never freed, so a foreign `Post` can lock it
   // first and then check, under it, that the loop is still open: the lock it
   // takes anyway replaces a pin. Shutdown sets the closed bit under it.
-  std::mutex mu;
+  Mutex mu;
 
   static constexpr uint64_t kClosedBit = uint64_t{1} << 31;
   static constexpr uint64_t kPinMask = kClosedBit - 1;
@@ -93,15 +94,15 @@ class LoopRegistry {
     if (c == nullptr) return nullptr;
     return &c->slots[index & (kChunkSize - 1)];
   }
-  // Closes the slot to new pins and to `LockOpen` (setting the closed bit
+  // Closes the slot to new pins and to `OpenLocked` (setting the closed bit
   // under `slot->mu`), then waits (yielding) until current pins end.
   static void CloseAndWaitForPins(LoopSlot* slot);
 
-  // Locks the slot of loop `(index, generation)` and returns its core if the
-  // loop is open; `lock` then holds `slot->mu`. Null (and `lock` not held)
-  // if the loop is gone, shutting down, or never existed.
-  static LoopCore* LockOpen(uint32_t index, uint32_t generation,
-                            std::unique_lock<std::mutex>* lock);
+  // With `slot->mu` held: the core of loop `generation` in `slot` if that
+  // loop is open (it then cannot finish shutting down while the lock is
+  // held); null if it is gone, shutting down, or never existed.
+  static LoopCore* OpenLocked(LoopSlot* slot, uint32_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot->mu);
   // Marks the slot's loop gone and returns the slot to the free list, unless
   // its generation would wrap: then the slot is retired for good [S16].
   static void Unregister(uint32_t index);
