@@ -12,4 +12,8 @@ std::string ContextHandle::DebugString() const {
                       "@loop ", loop_slot_, ".", loop_generation_);
 }
 
+std::ostream& operator<<(std::ostream& os, const ContextHandle& c) {
+  return os << c.DebugString();
+}
+
 }  // namespace ctxloop

@@ -26,6 +26,7 @@
 #define CTXLOOP_LOOP_CONTEXT_HANDLE_H_
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <utility>
 
@@ -64,6 +65,16 @@ class ContextHandle {
                                    const ContextHandle& b) {
     return !(a == b);
   }
+  // Prints `DebugString()`: for `absl::StrCat`/`absl::StrFormat("%v")`
+  // (Abseil 2022-10 and later; the system Abseil 2022-06 ignores it, so use
+  // `DebugString()` there) and for any sink with `Append(string_view)`.
+  template <typename Sink>
+  friend void AbslStringify(Sink& sink, const ContextHandle& c) {
+    sink.Append(c.DebugString());
+  }
+  // Prints `DebugString()`: streams, and gtest's failure messages.
+  friend std::ostream& operator<<(std::ostream& os, const ContextHandle& c);
+
   template <typename H>
   friend H AbslHashValue(H h, const ContextHandle& c) {
     return H::combine(std::move(h), c.loop_slot_, c.loop_generation_,

@@ -12,13 +12,28 @@
 namespace ctxloop {
 namespace internal {
 
-uint32_t NewContextKeyId() {
-  static std::atomic<uint32_t> next{1};
-  return next.fetch_add(1, std::memory_order_relaxed);
+namespace {
+std::atomic<uint64_t> g_next_key_id{1};
+}  // namespace
+
+uint64_t NewContextKeyId() {
+  return g_next_key_id.fetch_add(1, std::memory_order_relaxed);
+}
+
+void SetNextContextKeyIdForTesting(uint64_t next) {
+  g_next_key_id.store(next, std::memory_order_relaxed);
+}
+
+absl::Status WrongValueTypeError(ContextHandle ctx,
+                                 absl::string_view key_name) {
+  return absl::InternalError(
+      absl::StrCat("ContextKey '", key_name, "' Get on ", ctx.DebugString(),
+                   ": the stored value has another type (two keys share an "
+                   "id)"));
 }
 
 absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
-                                                uint32_t key_id,
+                                                uint64_t key_id,
                                                 absl::string_view key_name) {
   LoopCore* core = FindOwnedCore(ctx);
   if (ABSL_PREDICT_FALSE(core == nullptr)) {
@@ -27,7 +42,7 @@ absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
   return core->GetValue(ctx, key_id);
 }
 
-absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint32_t key_id,
+absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint64_t key_id,
                                       absl::string_view key_name,
                                       AnyValue value) {
   LoopCore* core = FindOwnedCore(ctx);
@@ -38,7 +53,7 @@ absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint32_t key_id,
 }
 
 absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
-                               uint32_t key_id, absl::string_view key_name) {
+                               uint64_t key_id, absl::string_view key_name) {
   const ContextHandle origin = token.context();
   if (origin.is_null()) {
     return absl::InvalidArgumentError(

@@ -46,6 +46,17 @@
 // contexts. `Set`/`Reset` on a table shared with a child copy the key table
 // once (copy-on-write).
 //
+// Key identity: each `ContextKey` gets an id from a process-wide 64-bit
+// counter, so two keys never share one, and every stored value carries its
+// type's tag: `Get` through a key of another type (possible only if ids were
+// shared) returns `kInternal`, never undefined behaviour.
+//
+// A destroyed context: from `DestroyContext(ctx)` on, `Set` returns
+// `kFailedPrecondition` at once, while `Get` and `Reset` keep working until
+// the context is freed (after the tasks already posted to it and its destroy
+// hooks ran), so those can read and restore values. Then all three return
+// `kFailedPrecondition` (stale handle).
+//
 // Thread-safety: `ContextKey` objects themselves are immutable and can be
 // shared freely (typically as globals). `Set`, `Get` and `Reset` must be
 // called on the context's loop thread; elsewhere they return
@@ -77,21 +88,28 @@ class Token {
  private:
   friend class internal::HandleAccess;
   ContextHandle context_;
-  uint32_t key_id_ = 0;
+  uint64_t key_id_ = 0;
   uint64_t serial_ = 0;
 };
 
 namespace internal {
-uint32_t NewContextKeyId();
+// A new key id from a process-wide 64-bit counter: never reused in practice
+// (2^64 keys), so one key never reads or resets another's value.
+uint64_t NewContextKeyId();
+// Makes the next `NewContextKeyId()` return `next`. For tests only.
+void SetNextContextKeyIdForTesting(uint64_t next);
 // Null when the key is not set on (or inherited by) `ctx`.
 absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
-                                                uint32_t key_id,
+                                                uint64_t key_id,
                                                 absl::string_view key_name);
-absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint32_t key_id,
+absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint64_t key_id,
                                       absl::string_view key_name,
                                       AnyValue value);
 absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
-                               uint32_t key_id, absl::string_view key_name);
+                               uint64_t key_id, absl::string_view key_name);
+// The error `Get` returns when the stored value is not a `T` (only possible
+// if two keys shared an id; never undefined behaviour).
+absl::Status WrongValueTypeError(ContextHandle ctx, absl::string_view key_name);
 }  // namespace internal
 
 template <typename T>
@@ -118,7 +136,9 @@ class ContextKey {
         internal::GetContextValue(ctx, id_, name_);
     if (!v.ok()) return v.status();
     if (*v == nullptr) return default_;
-    return (*v)->template As<T>();
+    const T* value = (*v)->template TryAs<T>();  // Type-checked, never UB.
+    if (value == nullptr) return internal::WrongValueTypeError(ctx, name_);
+    return *value;
   }
 
   // Undoes the `Set` that made `token` (loop thread). See the file comment.
@@ -129,7 +149,7 @@ class ContextKey {
   const std::string& name() const { return name_; }
 
  private:
-  const uint32_t id_;
+  const uint64_t id_;
   const std::string name_;
   const T default_;
 };

@@ -4,6 +4,10 @@
 
 #include "ctxloop/loop/context_key.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,7 +17,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
@@ -395,6 +402,125 @@ TEST_F(ContextKeyTest, DestroyedContextAndNullHandle) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(key.Set(ContextHandle(), 1).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// [S15] A destroyed (closing) context refuses everything new at once, while
+// Get and Reset keep working for the tasks already queued to it and its
+// destroy hooks, until it is freed.
+TEST_F(ContextKeyTest, ClosingContextRefusesNewThingsButGetAndResetWork) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> outer = key.Set(ctx, 1);
+  ASSERT_OK(outer);
+  absl::StatusOr<Token> inner = key.Set(ctx, 2);
+  ASSERT_OK(inner);
+  int queued_ran = 0;
+  ASSERT_OK(Post(ctx, [&](ContextHandle here) {
+    ++queued_ran;
+    EXPECT_EQ(IntOf(key, here), 2);
+    EXPECT_TRUE(key.Reset(here, *inner).ok());  // Restores the outer value.
+    EXPECT_EQ(IntOf(key, here), 1);
+    EXPECT_EQ(key.Set(here, 3).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+  }));
+  int hook_ran = 0;
+  ASSERT_OK(AddDestroyHook(ctx, [&](ContextHandle here) {
+    ++hook_ran;
+    EXPECT_EQ(IntOf(key, here), 1);
+    EXPECT_TRUE(key.Reset(here, *outer).ok());
+    EXPECT_EQ(IntOf(key, here), -1);
+  }));
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  ASSERT_OK(loop_.DestroyContext(ctx));
+  // New things: refused at once.
+  const auto refused = absl::StatusCode::kFailedPrecondition;
+  EXPECT_EQ(key.Set(ctx, 4).status().code(), refused);
+  EXPECT_EQ(Post(ctx, [](ContextHandle) {}).code(), refused);
+  EXPECT_EQ(
+      PostDelayed(ctx, absl::Seconds(1), [](ContextHandle) {}).status().code(),
+      refused);
+  EXPECT_EQ(NewChildContext(ctx, "child").status().code(), refused);
+  EXPECT_EQ(loop_.NewChildContext(ctx, "child").status().code(), refused);
+  EXPECT_EQ(
+      loop_
+          .WatchFd(ctx, fds[0], FdEvents::kRead, [](ContextHandle, FdEvents) {})
+          .status()
+          .code(),
+      refused);
+  EXPECT_EQ(AddDestroyHook(ctx, [](ContextHandle) {}).status().code(), refused);
+  // Reading still works until the context is freed.
+  EXPECT_EQ(IntOf(key, ctx), 2);
+  EXPECT_TRUE(loop_.ContextName(ctx).ok());
+  ASSERT_OK(loop_.RunUntilIdle());
+  EXPECT_EQ(queued_ran, 1);
+  EXPECT_EQ(hook_ran, 1);
+  // Freed: stale.
+  EXPECT_EQ(key.Get(ctx).status().code(), refused);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// Key ids are 64-bit: 2^32 key constructions after key A, a new key does not
+// alias A (before, the 32-bit counter wrapped and B read and reset A's
+// value).
+TEST_F(ContextKeyTest, KeyIdsDoNotWrapAt32Bits) {
+  const ContextHandle ctx = NewCtx("c");
+  const ContextKey<int> a("a", -1);
+  absl::StatusOr<Token> ta = a.Set(ctx, 7);
+  ASSERT_OK(ta);
+  const uint64_t a_id = internal::HandleAccess::TokenKey(*ta);
+  internal::SetNextContextKeyIdForTesting(a_id + (uint64_t{1} << 32));
+  const ContextKey<int> b("b", -2);
+  EXPECT_EQ(IntOf(b, ctx), -2);
+  EXPECT_EQ(b.Reset(ctx, *ta).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(IntOf(a, ctx), 7);
+  absl::StatusOr<Token> tb = b.Set(ctx, 8);
+  ASSERT_OK(tb);
+  EXPECT_EQ(IntOf(a, ctx), 7);
+  EXPECT_NE(internal::HandleAccess::TokenKey(*tb), a_id);
+}
+
+// Two keys that share an id (impossible with 64-bit ids; forced here) and
+// have different types: Get reports the mismatch as a status, never UB.
+TEST_F(ContextKeyTest, ValueOfAnotherTypeIsAStatusNotUB) {
+  const ContextHandle ctx = NewCtx("c");
+  const uint64_t shared_id = uint64_t{1} << 48;
+  internal::SetNextContextKeyIdForTesting(shared_id);
+  const ContextKey<int> as_int("as_int", 0);
+  internal::SetNextContextKeyIdForTesting(shared_id);
+  const ContextKey<std::string> as_string("as_string", "");
+  internal::SetNextContextKeyIdForTesting(shared_id + 1);
+  ASSERT_OK(as_int.Set(ctx, 5));
+  absl::StatusOr<std::string> wrong = as_string.Get(ctx);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInternal)
+      << wrong.status();
+  EXPECT_TRUE(absl::StrContains(wrong.status().message(), "as_string"));
+  EXPECT_EQ(IntOf(as_int, ctx), 5);
+}
+
+// Defect 4 through ContextKey: two overlapping requests on one busy
+// context keep its memory flat (a bounded stack, not one frame per request).
+TEST_F(ContextKeyTest, OverlappingRequestsKeepMemoryFlat) {
+  const ContextHandle ctx = NewCtx("busy");
+  const ContextKey<std::string> key("request", "");
+  internal::LoopCore* core = internal::FindOwnedCore(ctx);
+  ASSERT_NE(core, nullptr);
+  absl::StatusOr<Token> a = key.Set(ctx, "a0");
+  ASSERT_OK(a);
+  const uint64_t id = internal::HandleAccess::TokenKey(*a);
+  size_t max_frames = 0;
+  for (int i = 1; i <= 100000; ++i) {
+    absl::StatusOr<Token> b = key.Set(ctx, "b");
+    ASSERT_OK(b);
+    ASSERT_OK(key.Reset(ctx, *a));
+    a = key.Set(ctx, "a");
+    ASSERT_OK(a);
+    ASSERT_OK(key.Reset(ctx, *b));
+    max_frames = std::max(max_frames, core->ValueFrameCountForTesting(ctx, id));
+  }
+  EXPECT_LE(max_frames, 4u);
+  EXPECT_EQ(StrOf(key, ctx), "a");
 }
 
 TEST(ContextKeyShutdownTest, OpsAfterLoopShutdownFail) {

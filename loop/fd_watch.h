@@ -23,14 +23,25 @@
 //   * `FdWatchOptions::close_on_stop` lets the watch own the fd and close it
 //     after unregistering, which is always the right order.
 //
-// Thread-safety: create, use and destroy a watch on its loop thread. A watch
-// destroyed elsewhere posts its unregistration to the loop (the callback is
-// not called once `Stop` has begun); a watch that outlives its loop is inert.
+// Thread-safety: create and use a watch on its loop thread. `Stop()` (and
+// destruction) may run on any thread, like libevent's `event_del`:
+//   * on the loop thread it unregisters at once and never waits, also from
+//     inside the watch's own callback;
+//   * on another thread it marks the watch stopped, posts the unregistration
+//     to the loop and then waits until no call of the callback is running.
+//     When it returns the callback is not running and will never be called
+//     again, so `watch.Stop(); delete conn;` is safe. Hazard: a callback that
+//     waits for the thread calling `Stop()` (a lock that thread holds, a
+//     join of it) deadlocks with it, exactly as with `event_del`;
+//   * a watch that outlives its loop is inert.
+// Cost of the fence: one shared control block per watch (two atomics), one
+// sequentially consistent store and load around each callback call.
 
 #ifndef CTXLOOP_LOOP_FD_WATCH_H_
 #define CTXLOOP_LOOP_FD_WATCH_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/functional/any_invocable.h"
 #include "ctxloop/loop/context_handle.h"
@@ -39,6 +50,7 @@ namespace ctxloop {
 
 namespace internal {
 class LoopCore;
+struct WatchControl;
 }  // namespace internal
 
 enum class FdEvents : uint8_t {
@@ -74,7 +86,8 @@ class FdWatch {
   ~FdWatch() { Stop(); }
 
   // Unregisters (and closes the fd if it owns it). Idempotent. May be called
-  // from inside the watch's own callback.
+  // from inside the watch's own callback. From another thread: waits until
+  // the callback is not running (see the file comment).
   void Stop();
 
   // True until `Stop()`, destruction, or the context or loop going away.
@@ -82,12 +95,14 @@ class FdWatch {
 
  private:
   friend class internal::LoopCore;
-  FdWatch(uint32_t loop_slot, uint32_t loop_generation, uint64_t id)
-      : loop_slot_(loop_slot), loop_generation_(loop_generation), id_(id) {}
+  FdWatch(uint32_t loop_slot, uint32_t loop_generation, uint64_t id,
+          std::shared_ptr<internal::WatchControl> control);
 
   uint32_t loop_slot_ = 0;
   uint32_t loop_generation_ = 0;
   uint64_t id_ = 0;  // 0: inert.
+  // Shared with the loop's record of the watch (see WatchControl).
+  std::shared_ptr<internal::WatchControl> control_;
 };
 
 }  // namespace ctxloop

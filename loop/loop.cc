@@ -10,7 +10,9 @@
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_core.h"
 #include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/owned_core.h"
+#include "ctxloop/loop/internal/test_hooks.h"
 
 namespace ctxloop {
 
@@ -131,15 +133,25 @@ absl::Status Post(ContextHandle ctx, Task task) {
     return core->PostLocal(ctx, std::move(task));
   }
   // The queue's lock doubles as the liveness check: shutdown closes the
-  // slot under it [S5].
-  std::unique_lock<std::mutex> lock;
-  LoopCore* core = LoopRegistry::LockOpen(slot, gen, &lock);
-  if (core == nullptr) {  // [S5] [S8]
+  // slot under it [S5], and cannot finish while we hold it [S11].
+  internal::LoopSlot* s = LoopRegistry::Find(slot);
+  absl::Status result;
+  bool open = false;
+  if (s != nullptr) {
+    internal::MutexLock lock(&s->mu);
+    if (LoopCore* core = LoopRegistry::OpenLocked(s, gen)) {
+      open = true;
+      core->AssertQueueLockHeld();  // `s->mu` is the loop's queue lock.
+      result = core->PostForeignLocked(ctx, std::move(task));
+    }
+  }
+  if (!open) {  // [S5] [S8]
     return absl::FailedPreconditionError(
         absl::StrCat("cannot post to ", ctx.DebugString(),
                      ": its loop is shut down, shutting down or destroyed"));
   }
-  return core->PostForeign(ctx, std::move(task), std::move(lock));
+  internal::TestHooks::Run(internal::TestHooks::after_foreign_unlock);
+  return result;  // On error `task` is destroyed here, on this thread.
 }
 
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
@@ -206,12 +218,55 @@ absl::Status DestroyContext(ContextHandle ctx) {
   return (*core)->DestroyContext(ctx);
 }
 
+absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("AddDestroyHook: null context");
+  }
+  if (!hook) return absl::InvalidArgumentError("AddDestroyHook: empty hook");
+  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "AddDestroyHook");
+  if (!core.ok()) return core.status();
+  return (*core)->AddDestroyHook(ctx, std::move(hook));
+}
+
+absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("RemoveDestroyHook: null context");
+  }
+  if (LoopCore* core = internal::FindOwnedCore(ctx)) {
+    return core->RemoveDestroyHook(ctx, id);
+  }
+  // A loop that exists (even shutting down) and is not ours: wrong thread.
+  // Only the message depends on this racy look; both answers are errors.
+  const internal::LoopSlot* slot =
+      LoopRegistry::Find(HandleAccess::LoopSlot(ctx));
+  if (slot != nullptr &&
+      internal::LoopSlot::GenerationOf(slot->state.load()) ==
+          HandleAccess::LoopGeneration(ctx) &&
+      slot->core.load() != nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("RemoveDestroyHook on ", ctx.DebugString(),
+                     " called from a thread that is not its loop thread"));
+  }
+  // The loop is gone: its shutdown ran every hook.
+  return absl::NotFoundError(
+      absl::StrCat("RemoveDestroyHook on ", ctx.DebugString(),
+                   ": its loop is shut down; its hooks ran"));
+}
+
 // --- FdWatch -----------------------------------------------------------------
+
+FdWatch::FdWatch(uint32_t loop_slot, uint32_t loop_generation, uint64_t id,
+                 std::shared_ptr<internal::WatchControl> control)
+    : loop_slot_(loop_slot),
+      loop_generation_(loop_generation),
+      id_(id),
+      control_(std::move(control)) {}
 
 FdWatch::FdWatch(FdWatch&& other) noexcept
     : loop_slot_(other.loop_slot_),
       loop_generation_(other.loop_generation_),
-      id_(std::exchange(other.id_, 0)) {}
+      id_(std::exchange(other.id_, 0)),
+      control_(std::move(other.control_)) {}
 
 FdWatch& FdWatch::operator=(FdWatch&& other) noexcept {
   if (this != &other) {
@@ -219,22 +274,28 @@ FdWatch& FdWatch::operator=(FdWatch&& other) noexcept {
     loop_slot_ = other.loop_slot_;
     loop_generation_ = other.loop_generation_;
     id_ = std::exchange(other.id_, 0);
+    control_ = std::move(other.control_);
   }
   return *this;
 }
 
 void FdWatch::Stop() {
   const uint64_t id = std::exchange(id_, 0);
+  std::shared_ptr<internal::WatchControl> control = std::move(control_);
   if (id == 0) return;
   if (LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_)) {
-    core->StopWatch(id);
+    core->StopWatch(id);  // Loop thread: at once, never waits.
     return;
   }
+  // [S13] Another thread: no call may start from here on...
+  control->stopped.store(true);
   if (LoopCore* core = LoopRegistry::Pin(loop_slot_, loop_generation_)) {
     core->StopWatch(id);  // Posts the unregistration to the loop thread.
     LoopRegistry::Unpin(loop_slot_);
   }
-  // Otherwise the loop is gone and closed the watch itself [S6].
+  // (otherwise the loop is gone or shutting down, and closes the watch
+  // itself [S6])... and a call already running is waited for.
+  control->WaitForCallback();
 }
 
 bool FdWatch::active() const {

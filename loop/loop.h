@@ -34,6 +34,7 @@
 // Same-thread `Post`: a handle check and a vector append; one
 // `event_active` per batch of tasks. Cross-thread `Post`: one mutex (which
 // also proves the loop alive) and a vector append; it writes the loop's eventfd
+// (still under the mutex, so the poster is done with the loop when it unlocks)
 // only when the loop last found its cross-thread queue empty, i.e. may be
 // idle. A busy loop takes new cross-thread tasks at the end of each batch, so
 // a burst into a busy loop costs no syscall (about 0.2 wake-ups per 1,000
@@ -50,9 +51,12 @@
 // Shutdown
 // --------
 // `Shutdown()` (also run by the destructor) drains: it closes the loop to
-// cross-thread posts, runs every task already posted (and what those post),
-// drops delayed tasks that have not fired and unregisters fd watches, all on
-// the loop thread. `loop/internal/loop_core.cc` numbers every case (S1..S9);
+// cross-thread posts, drops delayed tasks that have not fired, runs every
+// task already posted (and what those post), runs the destroy hooks
+// (`AddDestroyHook`) of every context still alive, unregisters fd watches,
+// and runs what all of that posted, all on the loop thread. Every accepted
+// task runs or is counted in `ShutdownReport::tasks_dropped`; only then does
+// the loop refuse every post. `loop/internal/loop_core.cc` numbers every case;
 // `loop_shutdown_test.cc` tests each.
 
 #ifndef CTXLOOP_LOOP_LOOP_H_
@@ -95,7 +99,8 @@ class DelayedTaskHandle {
 // What `Shutdown()` did, so nothing disappears unaccounted.
 struct ShutdownReport {
   uint64_t tasks_run = 0;        // Posted before/while draining, run (S1, S2).
-  uint64_t tasks_dropped = 0;    // Still reposting after the drain limit (S3).
+  uint64_t tasks_dropped = 0;    // Still posted after the drain limit (S3),
+                                 // and destroy hooks past it (S10).
   uint64_t delayed_dropped = 0;  // Delayed tasks that had not fired (S4).
   uint64_t watches_closed = 0;   // Fd watches unregistered (S6).
 };
@@ -149,10 +154,14 @@ class Loop {
                                                 absl::string_view name = {});
 
   // Destroys a context of this loop (loop thread; `kInvalidArgument` for
-  // another loop's). From now on posts to it return
-  // `kFailedPrecondition`. Tasks already posted to it still run, with its
-  // handle valid, after which the handle goes stale (S7). Its delayed tasks
-  // are cancelled and destroyed now, and its fd watches are unregistered.
+  // another loop's). From now on everything new on it is refused with
+  // `kFailedPrecondition`: `Post`, `PostDelayed`, `ContextKey::Set` (and so
+  // `StartTrace`), `NewChildContext`, `WatchFd`, `AddDestroyHook` (S15).
+  // Tasks already posted to it still run, with its handle valid, then its
+  // destroy hooks, after which the handle goes stale (S7); until then
+  // `ContextKey::Get` and `Reset` keep working, so those tasks can read and
+  // restore values. Its delayed tasks are cancelled and destroyed now, and its
+  // fd watches are unregistered.
   absl::Status DestroyContext(ContextHandle ctx);
 
   // The name given at creation, or an error for a stale handle or another
@@ -179,7 +188,8 @@ class Loop {
 
   // Makes the current (or next) `Run()` return after the task or callback now
   // running; tasks not yet run stay queued for the next `Run`. Thread-safe;
-  // must not race with the destructor.
+  // must not race with the destructor. From another thread it always wakes
+  // the loop (one eventfd write), so it is never lost to concurrent posts.
   void Stop();
 
   // True on the loop thread. Thread-safe.
@@ -223,6 +233,34 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
 // Thread-safe. The cancelled task is destroyed on its loop thread: here if
 // called there, otherwise soon after, by the loop.
 bool Cancel(const DelayedTaskHandle& handle);
+
+// Opaque id of a hook added by `AddDestroyHook`. A value; 0 is never an id.
+struct DestroyHookId {
+  uint64_t value = 0;
+};
+
+// Runs `hook` once, on ctx's loop thread, with `ctx`, when ctx goes away:
+// after `DestroyContext(ctx)` once every task posted to ctx before it has run
+// (with ctx's handle still valid, [S7]), or when the loop shuts down (for
+// every context still alive, after the drain of posted tasks, and before fd
+// watches are torn down, [S10]). Hooks of one context run in the order they
+// were added. Loop thread only. Returns:
+//   kInvalidArgument     for a null handle or an empty hook;
+//   kFailedPrecondition  for a stale or closing (destroyed) context, a loop
+//                        whose shutdown has passed its hook phase, or a call
+//                        from another thread.
+// Hooks may post; what they post runs (it is drained) or is refused, never
+// lost. A hook that throws is reported to the error handler. Cost: one map
+// node per hook, freed when the hook runs or is removed (O(log n) each), so
+// a long-lived context can add and remove hooks forever.
+absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
+
+// Removes a hook that has not run; it is destroyed here, unrun. Returns
+// kNotFound if it ran, is running, or was removed (also when ctx or its loop is
+// gone: their hooks ran), kInvalidArgument for a null handle, and
+// kFailedPrecondition on a thread other than the loop thread. Loop thread
+// only.
+absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id);
 
 // Creates a child context of `parent` on `parent`'s loop, as
 // `Loop::NewChildContext` does; for code that holds only a handle (a task, a

@@ -426,6 +426,149 @@ TEST(LoopShutdownTest, S6_LiveFdWatchIsClosedAndInert) {
   close(other[1]);
 }
 
+// Posts a task (that counts its runs) when destroyed, and records whether
+// the post was accepted. Move-only; only the last owner posts.
+struct PostsWhenDestroyed {
+  ContextHandle ctx;
+  int* ran;
+  std::vector<absl::Status>* results;
+  bool armed = true;
+  PostsWhenDestroyed(ContextHandle c, int* r, std::vector<absl::Status>* out)
+      : ctx(c), ran(r), results(out) {}
+  PostsWhenDestroyed(PostsWhenDestroyed&& o) noexcept
+      : ctx(o.ctx),
+        ran(o.ran),
+        results(o.results),
+        armed(std::exchange(o.armed, false)) {}
+  ~PostsWhenDestroyed() {
+    if (!armed) return;
+    int* r = ran;
+    results->push_back(Post(ctx, [r](ContextHandle) { ++*r; }));
+  }
+};
+
+// [S6] Tasks posted while fd watches are torn down (by the destroyed
+// callbacks) are accepted and run in a drain after the teardown, and are
+// counted. Before, they were accepted and then destroyed unrun, uncounted.
+TEST(LoopShutdownTest, S6_TasksPostedByDestroyedWatchCallbacksRun) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  int ran = 0;
+  std::vector<absl::Status> posts;
+  absl::StatusOr<ShutdownReport> report;
+  {
+    Loop loop;
+    absl::StatusOr<FdWatch> watch =
+        loop.WatchFd(loop.root(), fds[0], FdEvents::kRead,
+                     [p = PostsWhenDestroyed(loop.root(), &ran, &posts)](
+                         ContextHandle, FdEvents) {});
+    ASSERT_OK(watch);
+    report = loop.Shutdown();
+    ASSERT_OK(report);
+  }
+  ASSERT_EQ(posts.size(), 1u);
+  EXPECT_TRUE(posts[0].ok()) << posts[0];
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(report->tasks_run, 1u);
+  EXPECT_EQ(report->tasks_dropped, 0u);
+  EXPECT_EQ(report->watches_closed, 1u);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// [S4] Dropped delayed tasks whose destructors post: those tasks run in the
+// drain.
+TEST(LoopShutdownTest, S4_TasksPostedByDroppedDelayedTasksRun) {
+  int ran = 0;
+  std::vector<absl::Status> posts;
+  absl::StatusOr<ShutdownReport> report;
+  {
+    Loop loop;
+    ASSERT_OK(PostDelayed(
+        loop.root(), absl::Hours(1),
+        [p = PostsWhenDestroyed(loop.root(), &ran, &posts)](ContextHandle) {}));
+    report = loop.Shutdown();
+    ASSERT_OK(report);
+  }
+  ASSERT_EQ(posts.size(), 1u);
+  EXPECT_TRUE(posts[0].ok()) << posts[0];
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(report->delayed_dropped, 1u);
+  EXPECT_EQ(report->tasks_run, 1u);
+}
+
+// [S3] [S6] The round budget covers every drain: a task that reposts itself
+// forever, started by a destroyed watch callback, is dropped, counted and
+// reported once; after the final close a post is refused, never accepted and
+// lost.
+TEST(LoopShutdownTest, S3_BudgetCoversTheDrainAfterWatchTeardown) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  std::vector<absl::Status> errors;
+  Loop::Options options;
+  options.max_shutdown_rounds = 4;
+  options.error_handler = [&](ContextHandle, const absl::Status& e) {
+    errors.push_back(e);
+  };
+  struct Forever {
+    int* runs;
+    void operator()(ContextHandle here) && {
+      ++*runs;
+      (void)Post(here, Forever{runs});
+    }
+  };
+  int runs = 0;
+  absl::Status late = absl::OkStatus();
+  absl::StatusOr<ShutdownReport> report;
+  {
+    Loop loop(std::move(options));
+    struct StartsForever {
+      ContextHandle ctx;
+      int* runs;
+      bool armed = true;
+      StartsForever(ContextHandle c, int* r) : ctx(c), runs(r) {}
+      StartsForever(StartsForever&& o) noexcept
+          : ctx(o.ctx), runs(o.runs), armed(std::exchange(o.armed, false)) {}
+      ~StartsForever() {
+        if (armed) EXPECT_TRUE(Post(ctx, Forever{runs}).ok());
+      }
+    };
+    absl::StatusOr<FdWatch> watch = loop.WatchFd(
+        loop.root(), fds[0], FdEvents::kRead,
+        [s = StartsForever(loop.root(), &runs)](ContextHandle, FdEvents) {});
+    ASSERT_OK(watch);
+    report = loop.Shutdown();
+    ASSERT_OK(report);
+    late = Post(loop.root(), [](ContextHandle) {});
+  }
+  EXPECT_EQ(runs, 4);
+  EXPECT_EQ(report->tasks_run, 4u);
+  EXPECT_EQ(report->tasks_dropped, 1u);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(late.code(), absl::StatusCode::kFailedPrecondition);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// [S8] Context values are destroyed after the final close: a value whose
+// destructor posts is refused (the post returns an error), never accepted
+// and lost.
+TEST(LoopShutdownTest, S8_PostsFromValueDestructorsAfterCloseAreRefused) {
+  int ran = 0;
+  std::vector<absl::Status> posts;
+  {
+    Loop loop;
+    const ContextKey<std::shared_ptr<PostsWhenDestroyed>> key("k");
+    ASSERT_OK(key.Set(loop.root(), std::make_shared<PostsWhenDestroyed>(
+                                       loop.root(), &ran, &posts)));
+    ASSERT_OK(loop.Shutdown());
+  }
+  ASSERT_EQ(posts.size(), 1u);
+  EXPECT_EQ(posts[0].code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ran, 0);
+}
+
 // --- [S7] --------------------------------------------------------------------
 
 // [S7] DestroyContext with tasks pending, then Shutdown before the loop ran:

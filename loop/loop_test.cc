@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <limits>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -20,10 +22,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
@@ -665,6 +672,89 @@ TEST(LoopTest, StaleHandleDetectedAfterContextIndexReuse) {
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_FALSE(old_ran);
   EXPECT_TRUE(new_ran);
+}
+
+// [S16] A context slot whose generation would wrap is retired: a handle of
+// its first generation can never name a new context. Before, the generation
+// wrapped to 1 and the new context had exactly the old handle.
+TEST(LoopTest, ContextSlotIsRetiredBeforeItsGenerationWraps) {
+  Loop loop;
+  internal::LoopCore* core = internal::FindOwnedCore(loop.root());
+  ASSERT_NE(core, nullptr);
+  absl::StatusOr<ContextHandle> first = loop.NewContext("first");
+  ASSERT_OK(first);
+  const uint32_t slot = first->context_id();
+  ASSERT_OK(loop.DestroyContext(*first));
+  ASSERT_OK(loop.RunUntilIdle());
+  core->SetFreeContextGenerationForTesting(
+      slot, std::numeric_limits<uint32_t>::max() - 1);
+  absl::StatusOr<ContextHandle> last = loop.NewContext("last");
+  ASSERT_OK(last);
+  ASSERT_EQ(last->context_id(), slot);
+  EXPECT_EQ(internal::HandleAccess::ContextGeneration(*last),
+            std::numeric_limits<uint32_t>::max());
+  ASSERT_OK(loop.DestroyContext(*last));
+  ASSERT_OK(loop.RunUntilIdle());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ContextHandle> next = loop.NewContext("next");
+    ASSERT_OK(next);
+    EXPECT_NE(next->context_id(), slot);
+    EXPECT_NE(*next, *first);
+    EXPECT_NE(*next, *last);
+  }
+  const ContextKey<int> key("k");
+  EXPECT_EQ(key.Get(*first).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Post(*first, [](ContextHandle) {}).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// [S16] The same for a loop registry slot: a stale handle of a loop whose
+// slot generation would wrap never names a later loop.
+TEST(LoopTest, LoopSlotIsRetiredBeforeItsGenerationWraps) {
+  uint32_t slot;
+  {
+    Loop first;
+    slot = first.root().loop_id();
+  }
+  internal::LoopRegistry::SetGenerationForTesting(
+      slot, std::numeric_limits<uint32_t>::max() - 1);
+  ContextHandle last_root;
+  {
+    Loop last;  // Takes the free slot just released (LIFO).
+    last_root = last.root();
+    ASSERT_EQ(last_root.loop_id(), slot);
+    EXPECT_EQ(internal::HandleAccess::LoopGeneration(last_root),
+              std::numeric_limits<uint32_t>::max());
+  }
+  for (int i = 0; i < 3; ++i) {
+    Loop next;
+    EXPECT_NE(next.root().loop_id(), slot);
+    EXPECT_NE(next.root(), last_root);
+  }
+  EXPECT_EQ(Post(last_root, [](ContextHandle) {}).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// ContextHandle prints as its DebugString through operator<< (streams,
+// gtest) and AbslStringify (absl::StrCat on newer Abseil, any Append sink).
+TEST(LoopTest, ContextHandlePrints) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> ctx = loop.NewContext("c");
+  ASSERT_OK(ctx);
+  std::ostringstream os;
+  os << *ctx << " " << ContextHandle();
+  EXPECT_EQ(os.str(), ctx->DebugString() + " ctx null");
+  EXPECT_EQ(::testing::PrintToString(*ctx), ctx->DebugString());
+  struct Sink {
+    std::string out;
+    void Append(absl::string_view s) { out.append(s.data(), s.size()); }
+  } sink;
+  AbslStringify(sink, *ctx);
+  EXPECT_EQ(sink.out, ctx->DebugString());
+#if __has_include("absl/strings/has_absl_stringify.h")
+  EXPECT_EQ(absl::StrCat(*ctx), ctx->DebugString());
+#endif
 }
 
 // --- Stats -------------------------------------------------------------------

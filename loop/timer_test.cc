@@ -5,7 +5,6 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -15,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
@@ -29,18 +29,18 @@ using testing_util::Latch;
 class DestructionLog {
  public:
   void Record() {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     threads_.push_back(std::this_thread::get_id());
   }
   std::vector<std::thread::id> threads() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     return threads_;
   }
   size_t count() const { return threads().size(); }
 
  private:
-  mutable std::mutex mu_;
-  std::vector<std::thread::id> threads_;
+  mutable internal::Mutex mu_;
+  std::vector<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
 };
 
 // Capture this in a task to see when and where the task is destroyed.

@@ -5,8 +5,11 @@
 
 #include "ctxloop/loop/internal/value_table.h"
 
+#include <algorithm>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "ctxloop/loop/internal/any_value.h"
 #include "gtest/gtest.h"
@@ -21,9 +24,25 @@ AnyValue Str(std::string v) {
 }
 
 // -1 for an unset key.
-int IntAt(const ValueTable& t, uint32_t key) {
+int IntAt(const ValueTable& t, uint64_t key) {
   const AnyValue* v = t.Get(key);
-  return v == nullptr ? -1 : v->As<int>();
+  return v == nullptr ? -1 : (*v->TryAs<int>());
+}
+
+// Reading a value as another type is detected, never undefined behaviour.
+TEST(ValueTableTest, TryAsChecksTheType) {
+  AnyValue i = Int(5);
+  AnyValue str = Str("x");
+  EXPECT_NE(i.TryAs<int>(), nullptr);
+  EXPECT_EQ(i.TryAs<long>(), nullptr);
+  EXPECT_EQ(i.TryAs<std::string>(), nullptr);
+  EXPECT_EQ(str.TryAs<int>(), nullptr);
+  EXPECT_EQ(*str.TryAs<std::string>(), "x");
+  AnyValue moved = std::move(str);
+  EXPECT_EQ(*moved.TryAs<std::string>(), "x");
+  EXPECT_EQ(AnyValue().TryAs<int>(), nullptr);
+  AnyValue copy = moved;
+  EXPECT_EQ(*copy.TryAs<std::string>(), "x");
 }
 
 TEST(ValueTableTest, EmptyTable) {
@@ -99,7 +118,7 @@ TEST(ValueTableTest, SnapshotFlattensToCurrentValues) {
   std::shared_ptr<ValueTable> snap = t.Snapshot();
   ASSERT_NE(snap, nullptr);
   EXPECT_EQ(IntAt(*snap, 1), 101);
-  EXPECT_EQ(snap->Get(2)->As<std::string>(), "two");
+  EXPECT_EQ((*snap->Get(2)->TryAs<std::string>()), "two");
   // Inherited frames cannot be reset, by the parent's serials or serial 0.
   EXPECT_FALSE(snap->Reset(1, 11));
   EXPECT_FALSE(snap->Reset(1, 10));
@@ -118,7 +137,7 @@ TEST(ValueTableTest, SnapshotFlattensToCurrentValues) {
   EXPECT_EQ(IntAt(t, 1), 100);
   EXPECT_EQ(t.Get(2), nullptr);
   EXPECT_EQ(IntAt(*snap, 1), 101);
-  EXPECT_EQ(snap->Get(2)->As<std::string>(), "two");
+  EXPECT_EQ((*snap->Get(2)->TryAs<std::string>()), "two");
 }
 
 TEST(ValueTableTest, SnapshotOfEmptyTable) {
@@ -135,7 +154,7 @@ TEST(ValueTableTest, CopyIsIndependent) {
   EXPECT_TRUE(copy.Reset(1, 10));
   EXPECT_EQ(copy.Get(1), nullptr);
   ASSERT_NE(t.Get(1), nullptr);
-  EXPECT_EQ(t.Get(1)->As<std::string>(), "a");
+  EXPECT_EQ((*t.Get(1)->TryAs<std::string>()), "a");
   t.Set(1, 11, Str("b"));
   EXPECT_EQ(copy.Get(1), nullptr);
 }
@@ -145,12 +164,12 @@ TEST(AnyValueTest, InlineAndBoxed) {
   static_assert(!AnyValue::kStoredInline<std::string>, "");
   AnyValue a = AnyValue::Make<int>(5);
   AnyValue b = a;
-  EXPECT_EQ(b.As<int>(), 5);
+  EXPECT_EQ((*b.TryAs<int>()), 5);
   AnyValue s = AnyValue::Make<std::string>("hello");
   AnyValue s2 = s;
   // Boxed values are shared, not copied.
-  EXPECT_EQ(&s.As<std::string>(), &s2.As<std::string>());
-  EXPECT_EQ(s2.As<std::string>(), "hello");
+  EXPECT_EQ(&(*s.TryAs<std::string>()), &(*s2.TryAs<std::string>()));
+  EXPECT_EQ((*s2.TryAs<std::string>()), "hello");
 }
 
 TEST(ValueTableTest, DeadFramesArePoppedOnceOnTop) {
@@ -160,9 +179,9 @@ TEST(ValueTableTest, DeadFramesArePoppedOnceOnTop) {
   }
   EXPECT_TRUE(t.Reset(1, 2));   // Middle: marked dead.
   EXPECT_FALSE(t.Reset(1, 2));  // Already reset.
-  EXPECT_EQ(t.Get(1)->As<int>(), 3);
+  EXPECT_EQ((*t.Get(1)->TryAs<int>()), 3);
   EXPECT_TRUE(t.Reset(1, 3));  // Top: pops 3, then the dead 2.
-  EXPECT_EQ(t.Get(1)->As<int>(), 1);
+  EXPECT_EQ((*t.Get(1)->TryAs<int>()), 1);
   EXPECT_TRUE(t.Reset(1, 1));
   EXPECT_EQ(t.Get(1), nullptr);
   EXPECT_TRUE(t.empty());
@@ -175,7 +194,7 @@ TEST(ValueTableTest, ResetsInStartOrderLeaveNewestCurrent) {
   for (int i = 1; i <= kDepth; ++i) t.Set(7, i, AnyValue::Make<int>(i));
   for (int i = 1; i < kDepth; ++i) {
     ASSERT_TRUE(t.Reset(7, i));
-    ASSERT_EQ(t.Get(7)->As<int>(), kDepth);
+    ASSERT_EQ((*t.Get(7)->TryAs<int>()), kDepth);
   }
   ASSERT_TRUE(t.Reset(7, kDepth));
   EXPECT_TRUE(t.empty());
@@ -192,11 +211,62 @@ TEST(AnyValueTest, SmallNonTrivialValuesAreInlineAndReleased) {
     EXPECT_EQ(target.use_count(), 3);
     AnyValue c = std::move(b);
     EXPECT_EQ(target.use_count(), 3);
-    EXPECT_EQ(*c.As<Ref>(), 42);
+    EXPECT_EQ(*(*c.TryAs<Ref>()), 42);
     a = AnyValue();
     EXPECT_EQ(target.use_count(), 2);
   }
   EXPECT_EQ(target.use_count(), 1);
+}
+
+// Defect 4: two overlapping requests on one context (A sets, B sets, A
+// resets out of order, A sets again, B resets out of order, ...) keep the top
+// live forever. Before, every dead frame stayed until everything above it was
+// reset: 1M iterations held 2M frames. Now the stack stays small.
+TEST(ValueTableTest, OverlappingRequestsKeepTheStackSmall) {
+  ValueTable t;
+  uint64_t serial = 1;
+  uint64_t a = serial++;
+  t.Set(1, a, Int(0));
+  size_t max_frames = 0;
+  for (int i = 1; i <= 1000000; ++i) {
+    const uint64_t b = serial++;
+    t.Set(1, b, Int(2 * i));
+    ASSERT_TRUE(t.Reset(1, a));  // Out of order: B is above.
+    a = serial++;
+    t.Set(1, a, Int(2 * i + 1));
+    ASSERT_TRUE(t.Reset(1, b));  // Out of order: A is above.
+    ASSERT_EQ(IntAt(t, 1), 2 * i + 1);
+    max_frames = std::max(max_frames, t.FrameCountForTesting(1));
+  }
+  EXPECT_LE(max_frames, 4u);
+  ASSERT_TRUE(t.Reset(1, a));
+  EXPECT_TRUE(t.empty());
+}
+
+// Any interleaving: up to 8 requests overlap, each resets its Set at a random
+// time. The current value is always the newest live Set, and the frames stay
+// within twice the live Sets.
+TEST(ValueTableTest, RandomInterleavingsStayBoundedAndCorrect) {
+  ValueTable t;
+  std::mt19937 rng(7);
+  std::vector<uint64_t> live;  // Ascending serials of live Sets.
+  uint64_t serial = 1;
+  for (int i = 0; i < 200000; ++i) {
+    if (live.size() < 8 && (live.empty() || rng() % 2 == 0)) {
+      t.Set(1, serial, Int(static_cast<int>(serial)));
+      live.push_back(serial++);
+    } else {
+      const size_t victim = rng() % live.size();
+      ASSERT_TRUE(t.Reset(1, live[victim]));
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(victim));
+    }
+    if (live.empty()) {
+      ASSERT_EQ(t.Get(1), nullptr);
+    } else {
+      ASSERT_EQ(IntAt(t, 1), static_cast<int>(live.back()));
+    }
+    ASSERT_LE(t.FrameCountForTesting(1), 2 * live.size());
+  }
 }
 
 }  // namespace

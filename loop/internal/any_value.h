@@ -2,6 +2,10 @@
 //
 // Internal. `AnyValue` holds one context-local value of any copyable type.
 //
+// Each value carries its type's tag (the address of a per-type variable), so
+// reading it as another type is detected (`TryAs` returns null), never
+// undefined behaviour.
+//
 // Cost: a value of at most `kInlineSize` bytes whose copy, move and
 // destruction cannot throw (ids, pointers, small structs, a span reference
 // holding a `std::shared_ptr`) is stored inline: no allocation; copying it is
@@ -37,19 +41,20 @@ class AnyValue {
           is_nothrow_destructible<T>::value;
 
   AnyValue() = default;
-  AnyValue(const AnyValue& other) : ops_(other.ops_) {
+  AnyValue(const AnyValue& other) : ops_(other.ops_), type_(other.type_) {
     if (ops_ == nullptr) {
       std::memcpy(buffer_, other.buffer_, kInlineSize);
     } else {
       ops_->copy(buffer_, other.buffer_);
     }
   }
-  AnyValue(AnyValue&& other) noexcept : ops_(other.ops_) {
+  AnyValue(AnyValue&& other) noexcept : ops_(other.ops_), type_(other.type_) {
     if (ops_ == nullptr) {
       std::memcpy(buffer_, other.buffer_, kInlineSize);
     } else {
       ops_->move(buffer_, other.buffer_);
       other.ops_ = nullptr;  // Its object was destroyed by the move.
+      other.type_ = nullptr;
     }
   }
   AnyValue& operator=(const AnyValue& other) {
@@ -71,6 +76,7 @@ class AnyValue {
   template <typename T>
   static AnyValue Make(T value) {
     AnyValue v;
+    v.type_ = TypeTag<T>();
     if constexpr (kStoredInline<T>) {
       new (v.buffer_) T(std::move(value));
       if constexpr (!std::is_trivially_copyable<T>::value) v.ops_ = &kOps<T>;
@@ -82,14 +88,17 @@ class AnyValue {
     return v;
   }
 
-  // Precondition: this value was made by `Make<T>` with the same `T`.
+  // The value if it was made by `Make<T>` with this same `T`, else null
+  // (also for an empty value).
   template <typename T>
-  const T& As() const {
+  const T* TryAs() const {
+    if (type_ != TypeTag<T>()) return nullptr;
     if constexpr (kStoredInline<T>) {
-      return *std::launder(reinterpret_cast<const T*>(buffer_));
+      return std::launder(reinterpret_cast<const T*>(buffer_));
     } else {
-      return **std::launder(
-          reinterpret_cast<const std::shared_ptr<const T>*>(buffer_));
+      return std::launder(
+                 reinterpret_cast<const std::shared_ptr<const T>*>(buffer_))
+          ->get();
     }
   }
 
@@ -111,13 +120,26 @@ class AnyValue {
       [](void* at) { static_cast<T*>(at)->~T(); },
   };
 
+  // One distinct address per type. An inline variable: one definition in
+  // the whole program.
+  template <typename T>
+  struct TypeTagHolder {
+    static constexpr char kTag = 0;
+  };
+  template <typename T>
+  static const void* TypeTag() {
+    return &TypeTagHolder<T>::kTag;
+  }
+
   void Destroy() {
     if (ops_ != nullptr) ops_->destroy(buffer_);
     ops_ = nullptr;
+    type_ = nullptr;
   }
 
   alignas(std::max_align_t) unsigned char buffer_[kInlineSize] = {};
-  const Ops* ops_ = nullptr;  // Null: trivially copyable (or empty).
+  const Ops* ops_ = nullptr;    // Null: trivially copyable (or empty).
+  const void* type_ = nullptr;  // TypeTag<T>() of the value; null: empty.
 };
 
 }  // namespace internal

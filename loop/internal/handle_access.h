@@ -36,14 +36,14 @@ class HandleAccess {
     return h.context_generation_;
   }
 
-  static Token MakeToken(ContextHandle ctx, uint32_t key_id, uint64_t serial) {
+  static Token MakeToken(ContextHandle ctx, uint64_t key_id, uint64_t serial) {
     Token t;
     t.context_ = ctx;
     t.key_id_ = key_id;
     t.serial_ = serial;
     return t;
   }
-  static uint32_t TokenKey(const Token& t) { return t.key_id_; }
+  static uint64_t TokenKey(const Token& t) { return t.key_id_; }
   static uint64_t TokenSerial(const Token& t) { return t.serial_; }
 };
 

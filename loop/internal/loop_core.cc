@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // Shutdown and destruction cases. Each is referenced as [Sn] where it is
-// handled and has a test in loop_shutdown_test.cc.
+// handled and has a test in loop_shutdown_test.cc unless named otherwise.
 //
 //  [S1] A task posted (from any thread) and not yet run when `Shutdown()`
 //       starts runs during the drain, on the loop thread, with its handle
@@ -9,7 +9,9 @@
 //  [S2] A task posted on the loop thread by a task running in the drain runs
 //       in the same drain (a later round).
 //  [S3] Tasks still being posted after `Options::max_shutdown_rounds` rounds
-//       (a task that reposts itself forever) are destroyed unrun on the loop
+//       (one budget for every drain of the shutdown: [S1]/[S2], after the
+//       hooks [S10] and after the watch teardown [S6]; a task that reposts
+//       itself forever) are destroyed unrun on the loop
 //       thread, counted in `ShutdownReport::tasks_dropped` and reported once
 //       to the error handler. The loop is closed to every post before they
 //       are destroyed, so a destructor that posts is refused (trace finishes
@@ -26,9 +28,15 @@
 //       `Post` returns. Other foreign calls (PostDelayed, Cancel, Stop of a
 //       watch) pin the loop and shutdown waits for their pins. Nothing runs
 //       on a foreign thread; no post is half done.
-//  [S6] Fd watches still registered after the drain are unregistered, their
-//       callbacks destroyed on the loop thread and owned fds closed. `FdWatch`
-//       objects that outlive the loop are inert: `Stop()` finds the loop gone.
+//  [S6] Fd watches still registered after the drain and the hooks are
+//       unregistered, their callbacks destroyed on the loop thread and owned
+//       fds closed. Tasks those destructors post (and tasks dropped delayed
+//       tasks post when destroyed, [S4]) are accepted and run in a further
+//       drain, within the [S3] budget; only then does the loop close to every
+//       post, so every accepted task runs or is counted in `tasks_dropped`.
+//       Context values are destroyed after the close: what they post is
+//       refused. `FdWatch` objects that outlive the loop are inert: `Stop()`
+//       finds the loop gone.
 //  [S7] `DestroyContext` with tasks pending for that context: the context
 //       closes to new posts, the pending tasks (local and cross-thread, all
 //       queued before the close) run first with the handle valid, then a
@@ -42,11 +50,49 @@
 //       loop: if the pin fails, shutdown has dropped (S4) or closed (S6) the
 //       target already; if it succeeds, the cancelled task is handed to the
 //       loop thread for destruction and is destroyed by the drain.
+// [S10] Destroy hooks (`AddDestroyHook`) run once, on the loop thread, with
+//       their context's handle valid: for `DestroyContext`, in the marker
+//       task of [S7], after the tasks posted before the close; at shutdown,
+//       for every context still alive, after the drain of [S1]-[S3] and
+//       before [S6]. What a hook posts is drained (or, past the round budget,
+//       dropped and counted as in [S3]); a context whose hooks ran refuses new
+//       hooks, and after the hook phase every `AddDestroyHook` is refused.
+//       Hooks still being added when the round budget runs out are destroyed
+//       unrun, counted in `tasks_dropped` and reported.
+//       (destroy_hook_test.cc)
+// [S11] A foreign thread that queued into a loop (a `Post`, a delayed post, a
+//       cancelled task's destruction, an `FdWatch::Stop`) is done with the
+//       loop when it releases the queue lock: the eventfd write and the
+//       counter update happen under it, and shutdown cannot close the loop
+//       while a poster holds it (or a pin), so destroying a loop while other
+//       threads post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
+// [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
+//       the queue lock; the loop checks the flag after taking the queue, so
+//       the stop is never lost to concurrent posts. (loop_race_test.cc)
+// [S13] A foreign `FdWatch::Stop()` (or destruction) waits until the watch's
+//       callback is not running, and the callback is never called after it
+//       returned; the unregistration is posted to the loop thread (or done by
+//       [S6] if shutdown got there first). Stop on the loop thread, also from
+//       inside the callback, never waits. (loop_race_test.cc)
+// [S14] The loop thread is known by a per-thread tag drawn once from a
+//       64-bit counter, never by `pthread_self()`: a thread that reuses a
+//       joined loop thread's id is a foreign thread. (loop_race_test.cc)
+// [S15] After `DestroyContext(ctx)` everything *new* on ctx is refused at
+//       once with kFailedPrecondition: `Post`, `PostDelayed`, `ContextKey::Set`
+//       (so `StartTrace`), `NewChildContext`, `WatchFd`, `AddDestroyHook`.
+//       `ContextKey::Get` and `Reset`, `ContextName` and `RemoveDestroyHook`
+//       keep working until the context is freed, so the tasks already queued
+//       ([S7]) and its destroy hooks can read and restore values.
+//       (context_key_test.cc)
+// [S16] A context slot (and a loop registry slot) whose 32-bit generation
+//       would wrap is retired, never reused, so a stale handle can never
+//       alias a new context or loop. (loop_test.cc)
 
 #include "ctxloop/loop/internal/loop_core.h"
 
 #include <errno.h>
 #include <event2/event.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,9 +108,13 @@
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/test_hooks.h"
 
 namespace ctxloop {
 namespace internal {
+
+std::atomic<TestHooks::Hook> TestHooks::after_foreign_unlock{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::before_batch_end_take{nullptr};
 
 int64_t MonotonicNowNs() {
   timespec ts;
@@ -82,7 +132,20 @@ struct LoopCore::WatchRecord {
   bool close_on_stop;
   bool dispatching = false;
   bool removed = false;
+  std::shared_ptr<WatchControl> control;  // Shared with the FdWatch.
 };
+
+void WatchControl::WaitForCallback() const {
+  for (int spins = 0; in_callback.load(); ++spins) {
+    if (spins < 64) {
+      sched_yield();
+    } else {
+      // A long callback: do not burn a core (this machine may have two).
+      const timespec pause = {0, 50 * 1000};
+      nanosleep(&pause, nullptr);
+    }
+  }
+}
 
 // --- Construction and identity ---------------------------------------------
 
@@ -128,7 +191,7 @@ absl::Status LoopCore::Init() {
   LoopRegistry::Register(this, &slot_index_, &generation_);
   remote_mu_ = &LoopRegistry::Find(slot_index_)->mu;
   // The root context, index 0.
-  std::lock_guard<std::mutex> lock(*remote_mu_);
+  MutexLock lock(remote_mu_);
   contexts_.push_back(std::make_unique<ContextRecord>());
   contexts_[0]->generation = 1;
   contexts_[0]->live = true;
@@ -234,34 +297,40 @@ absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
   return absl::OkStatus();
 }
 
-absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task,
-                                   std::unique_lock<std::mutex> lock) {
-  if (!AcceptsPosts(ctx)) {
-    absl::Status s = RejectPost(ctx);
-    lock.unlock();
-    return s;  // `task` is destroyed by our caller's frame, on its thread.
-  }
+absl::Status LoopCore::PostForeignLocked(ContextHandle ctx, Task&& task) {
+  // On error `task` is destroyed by our caller's frame, on its thread, after
+  // the unlock.
+  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
   remote_.emplace_back(ctx, std::move(task));
-  WakeFromForeign(lock);
+  WakeLocked();
   return absl::OkStatus();
 }
 
-void LoopCore::WakeFromForeign(std::unique_lock<std::mutex>& lock) {
+void LoopCore::WakeLocked() {
   // Write the eventfd only if the loop last found its queue empty (it may be
   // idle): while it is busy with earlier foreign tasks it looks again at the
   // end of each batch, so further posts cost no syscall.
-  const bool write_fd = !wake_pending_.load(std::memory_order_relaxed);
-  wake_pending_.store(true, std::memory_order_relaxed);
-  lock.unlock();
-  if (write_fd) {
-    wake_writes_.fetch_add(1, std::memory_order_relaxed);
-    const uint64_t one = 1;
-    ssize_t n;
-    do {
-      n = write(wake_fd_, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
-    // EAGAIN means the counter is saturated: the loop is awake anyway.
+  //
+  // The write happens before the unlock: while a foreign thread holds the
+  // queue lock of an open loop (or a pin) the loop cannot finish shutting
+  // down [S5], so nothing here can touch a destroyed loop, and the rare
+  // write (once per idle period) costs the lock one syscall.
+  if (!wake_pending_.load(std::memory_order_relaxed)) {
+    wake_pending_.store(true, std::memory_order_relaxed);
+    WriteWakeFd();
   }
+  // Once the caller unlocks it must not touch the loop [S11]; callers run
+  // TestHooks::after_foreign_unlock there.
+}
+
+void LoopCore::WriteWakeFd() {
+  wake_writes_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  ssize_t n;
+  do {
+    n = write(wake_fd_, &one, sizeof(one));
+  } while (n < 0 && errno == EINTR);
+  // EAGAIN means the counter is saturated: the loop is awake anyway.
 }
 
 void LoopCore::ScheduleBatch() {
@@ -277,7 +346,7 @@ bool LoopCore::TakeRemote() {
   std::vector<QueuedTask> taken;
   bool timers_changed;
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     timers_changed = timers_changed_;
     timers_changed_ = false;
     if (remote_.empty()) {
@@ -328,7 +397,8 @@ void LoopCore::RunBatch() {
     }
   }
   // Foreign posts made while this batch ran wrote no eventfd (see
-  // WakeFromForeign): take them now, or re-arm the eventfd if none came.
+  // WakeLocked): take them now, or re-arm the eventfd if none came.
+  TestHooks::Run(TestHooks::before_batch_end_take);
   if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
   in_batch_ = false;
   batch_.clear();
@@ -381,7 +451,7 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   uint64_t count;
   while (read(fd, &count, sizeof(count)) > 0) {
   }
-  self->TakeRemote();  // After the read: see WakeFromForeign.
+  self->TakeRemote();  // After the read: see WakeLocked and [S12].
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(self->base_);
   }
@@ -400,46 +470,59 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
   const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
                                ? std::numeric_limits<int64_t>::max()
                                : now + delay_ns;
-  const bool owner = IsOwnerThread();
-  std::unique_lock<std::mutex> lock(*remote_mu_, std::defer_lock);
-  if (!owner) lock.lock();  // Orders us with DestroyContext [S7].
+  if (IsOwnerThread()) {
+    if (phase_ != Phase::kOpen) {  // [S4]
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                       ": loop shutting down"));
+    }
+    if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+    bool earliest;
+    const DelayedTaskHandle handle =
+        InsertTimer(ctx, deadline, std::move(task), &earliest);
+    if (earliest) ArmTimer();
+    return handle;
+  }
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
-  if (owner && phase_ != Phase::kOpen) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
-                     ": loop shutting down"));
+  absl::StatusOr<DelayedTaskHandle> result;
+  {
+    MutexLock lock(remote_mu_);  // Orders us with DestroyContext [S7].
+    if (!AcceptsPosts(ctx)) {
+      result = RejectPost(ctx);  // `task` dies below, after the unlock.
+    } else {
+      bool earliest;
+      result = InsertTimer(ctx, deadline, std::move(task), &earliest);
+      if (earliest) {
+        timers_changed_ = true;
+        WakeLocked();
+      }
+    }
   }
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+  TestHooks::Run(TestHooks::after_foreign_unlock);
+  return result;
+}
+
+DelayedTaskHandle LoopCore::InsertTimer(ContextHandle ctx, int64_t deadline,
+                                        Task&& task, bool* earliest) {
   DelayedTaskHandle handle;
   handle.loop_slot_ = slot_index_;
   handle.loop_generation_ = generation_;
   handle.deadline_ns_ = deadline;
-  bool earliest;
-  {
-    std::lock_guard<std::mutex> timers_lock(timers_mu_);
-    handle.sequence_ = next_timer_sequence_++;
-    // Deadlines mostly grow: hinting the end makes that insert O(1).
-    auto it = timers_.emplace_hint(timers_.end(),
-                                   TimerKey{deadline, handle.sequence_},
-                                   QueuedTask{ctx, std::move(task)});
-    earliest = it == timers_.begin();
-  }
-  if (earliest) {
-    if (owner) {
-      ArmTimer();
-    } else {
-      timers_changed_ = true;
-      WakeFromForeign(lock);
-    }
-  }
+  MutexLock lock(&timers_mu_);
+  handle.sequence_ = next_timer_sequence_++;
+  // Deadlines mostly grow: hinting the end makes that insert O(1).
+  auto it =
+      timers_.emplace_hint(timers_.end(), TimerKey{deadline, handle.sequence_},
+                           QueuedTask{ctx, std::move(task)});
+  *earliest = it == timers_.begin();
   return handle;
 }
 
 bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
   QueuedTask victim;
   {
-    std::lock_guard<std::mutex> lock(timers_mu_);
+    MutexLock lock(&timers_mu_);
     auto it = timers_.find(TimerKey{handle.deadline_ns_, handle.sequence_});
     if (it == timers_.end()) return false;
     victim = std::move(it->second);
@@ -447,10 +530,14 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
   }
   if (!IsOwnerThread()) {
     // [S9] Destroy the task's captures on the loop thread.
-    std::unique_lock<std::mutex> lock(*remote_mu_);
-    remote_.push_back(QueuedTask{
-        InternalHandle(), [doomed = std::move(victim.task)](ContextHandle) {}});
-    WakeFromForeign(lock);
+    {
+      MutexLock lock(remote_mu_);
+      remote_.push_back(
+          QueuedTask{InternalHandle(),
+                     [doomed = std::move(victim.task)](ContextHandle) {}});
+      WakeLocked();
+    }
+    TestHooks::Run(TestHooks::after_foreign_unlock);
   }
   // The armed libevent timer may now fire early; it then finds nothing due
   // and re-arms for the next deadline.
@@ -460,7 +547,7 @@ bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
 void LoopCore::ArmTimer() {
   int64_t next;
   {
-    std::lock_guard<std::mutex> lock(timers_mu_);
+    MutexLock lock(&timers_mu_);
     next = timers_.empty() ? -1 : timers_.begin()->first.deadline_ns;
   }
   if (next == armed_deadline_ns_) return;
@@ -495,7 +582,7 @@ void LoopCore::RunDueTimers() {
     }
     QueuedTask due;
     {
-      std::lock_guard<std::mutex> lock(timers_mu_);
+      MutexLock lock(&timers_mu_);
       if (timers_.empty() || timers_.begin()->first.deadline_ns > now) break;
       due = std::move(timers_.begin()->second);
       timers_.erase(timers_.begin());
@@ -508,7 +595,7 @@ void LoopCore::RunDueTimers() {
 void LoopCore::CancelTimersOf(ContextHandle ctx) {
   std::vector<QueuedTask> doomed;
   {
-    std::lock_guard<std::mutex> lock(timers_mu_);
+    MutexLock lock(&timers_mu_);
     for (auto it = timers_.begin(); it != timers_.end();) {
       if (it->second.ctx == ctx) {
         doomed.push_back(std::move(it->second));
@@ -536,10 +623,15 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
           "parent ", parent->DebugString(),
           " is not a live context of this loop (loop ", slot_index_, ")"));
     }
+    if (parent_record->closing) {  // [S15]
+      return absl::FailedPreconditionError(
+          absl::StrCat("NewChildContext: parent ", parent->DebugString(),
+                       " is being destroyed"));
+    }
   }
   uint32_t index;
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     if (!free_contexts_.empty()) {
       index = free_contexts_.back();
       free_contexts_.pop_back();
@@ -548,10 +640,11 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
       contexts_.push_back(std::make_unique<ContextRecord>());
     }
     ContextRecord& r = *contexts_[index];
-    if (++r.generation == 0) r.generation = 1;
+    ++r.generation;  // Never wraps: see FreeContext [S16].
     r.live = true;
     r.closing = false;
   }
+  contexts_[index]->hooks_ran = false;
   ContextRecord& r = *contexts_[index];
   r.name = std::string(name);
   if (parent_record != nullptr && parent_record->values != nullptr) {
@@ -573,7 +666,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
         absl::StrCat(ctx.DebugString(), " is already being destroyed"));
   }
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     r->closing = true;  // [S7] From here on posts are refused.
   }
   CancelTimersOf(ctx);
@@ -593,14 +686,86 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
 }
 
 void LoopCore::FreeContext(uint32_t index) {
+  RunDestroyHooks(index);  // [S10] The handle is still valid.
   ContextRecord& r = *contexts_[index];
   std::shared_ptr<ValueTable> values = std::move(r.values);
   r.values_inherited = false;
   r.name.clear();
-  std::lock_guard<std::mutex> lock(*remote_mu_);
+  MutexLock lock(remote_mu_);
   r.live = false;
   r.closing = false;
-  free_contexts_.push_back(index);
+  // [S16] A slot whose generation would wrap is retired, never reused: a
+  // handle of any earlier generation can never name a new context. (After
+  // 2^32 - 1 contexts in one slot; the record's few bytes stay allocated.)
+  if (r.generation != std::numeric_limits<uint32_t>::max()) {
+    free_contexts_.push_back(index);
+  }
+}
+
+void LoopCore::SetFreeContextGenerationForTesting(uint32_t index,
+                                                  uint32_t generation) {
+  MutexLock lock(remote_mu_);
+  contexts_[index]->generation = generation;
+}
+
+// --- Destroy hooks -----------------------------------------------------------
+
+absl::StatusOr<DestroyHookId> LoopCore::AddDestroyHook(ContextHandle ctx,
+                                                       Task hook) {
+  if (hooks_closed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("AddDestroyHook on ", ctx.DebugString(),
+                     ": the loop is shutting down and ran its destroy hooks"));
+  }
+  ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr) return CheckLive(ctx);
+  if (r->closing || r->hooks_ran) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("AddDestroyHook on ", ctx.DebugString(),
+                     ": the context is being destroyed"));
+  }
+  const uint64_t id = next_hook_id_++;
+  r->hooks.emplace_hint(r->hooks.end(), id, std::move(hook));
+  return DestroyHookId{id};
+}
+
+absl::Status LoopCore::RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
+  if (ContextRecord* r = FindRecord(ctx)) {
+    if (auto it = r->hooks.find(id.value); it != r->hooks.end()) {
+      // Out of the map before its destructor runs, which may use the map.
+      Task doomed = std::move(it->second);
+      r->hooks.erase(it);
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "RemoveDestroyHook on ", ctx.DebugString(), ": hook #", id.value,
+      " is not pending (it ran, was removed, or never existed)"));
+}
+
+size_t LoopCore::DestroyHookCountForTesting(ContextHandle ctx) const {
+  const ContextRecord* r = FindRecord(ctx);
+  return r == nullptr ? 0 : r->hooks.size();
+}
+
+void LoopCore::RunDestroyHooks(uint32_t index) {
+  ContextRecord& r = *contexts_[index];  // Records never move.
+  r.hooks_ran = true;
+  const ContextHandle ctx = MakeHandle(index);
+  while (!r.hooks.empty()) {
+    // Out of the map first: the hook may remove other hooks of `r`.
+    Task hook = std::move(r.hooks.extract(r.hooks.begin()).mapped());
+    try {
+      std::move(hook)(ctx);
+    } catch (const std::exception& e) {
+      Report(ctx, absl::InternalError(
+                      absl::StrCat("destroy hook threw: ", e.what())));
+    } catch (...) {
+      Report(ctx,
+             absl::InternalError("destroy hook threw a non-std::exception"));
+    }
+    hook = nullptr;  // Captures die now, on the loop thread.
+  }
 }
 
 absl::StatusOr<std::string> LoopCore::ContextName(ContextHandle ctx) const {
@@ -612,16 +777,21 @@ absl::StatusOr<std::string> LoopCore::ContextName(ContextHandle ctx) const {
 // --- Values ------------------------------------------------------------------
 
 absl::StatusOr<const AnyValue*> LoopCore::GetValue(ContextHandle ctx,
-                                                   uint32_t key) {
+                                                   uint64_t key) {
   const ContextRecord* r = FindRecord(ctx);
   if (r == nullptr) return CheckLive(ctx);
   return r->values == nullptr ? nullptr : r->values->Get(key);
 }
 
-absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint32_t key,
+absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint64_t key,
                                          AnyValue value) {
   ContextRecord* r = FindRecord(ctx);
   if (r == nullptr) return CheckLive(ctx);
+  if (r->closing) {  // [S15] Get and Reset still work; nothing new.
+    return absl::FailedPreconditionError(
+        absl::StrCat("ContextKey Set on ", ctx.DebugString(),
+                     ": the context is being destroyed"));
+  }
   if (r->values == nullptr) {
     r->values = std::make_shared<ValueTable>();
   } else if (r->values_inherited) {
@@ -635,7 +805,7 @@ absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint32_t key,
   return HandleAccess::MakeToken(ctx, key, serial);
 }
 
-bool LoopCore::ResetValue(ContextHandle ctx, uint32_t key, const Token& token) {
+bool LoopCore::ResetValue(ContextHandle ctx, uint64_t key, const Token& token) {
   ContextRecord* r = FindRecord(ctx);
   // A child's inherited table holds no Set of its own.
   if (r == nullptr || r->values == nullptr || r->values_inherited) return false;
@@ -643,6 +813,13 @@ bool LoopCore::ResetValue(ContextHandle ctx, uint32_t key, const Token& token) {
     r->values = std::make_shared<ValueTable>(*r->values);
   }
   return r->values->Reset(key, HandleAccess::TokenSerial(token));
+}
+
+size_t LoopCore::ValueFrameCountForTesting(ContextHandle ctx,
+                                           uint64_t key) const {
+  const ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr || r->values == nullptr) return 0;
+  return r->values->FrameCountForTesting(key);
 }
 
 // --- Fd watches --------------------------------------------------------------
@@ -671,6 +848,7 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
   record->fd = fd;
   record->callback = std::move(callback);
   record->close_on_stop = options.close_on_stop;
+  record->control = std::make_shared<WatchControl>();
   short flags = EV_PERSIST;
   if (HasEvent(events, FdEvents::kRead)) flags |= EV_READ;
   if (HasEvent(events, FdEvents::kWrite)) flags |= EV_WRITE;
@@ -682,9 +860,10 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
         absl::StrCat("cannot watch fd ", fd, ": ", std::strerror(err)));
   }
   const uint64_t id = record->id;
+  std::shared_ptr<WatchControl> control = record->control;
   watch_by_fd_[fd] = id;
   watches_[id] = std::move(record);
-  return FdWatch(slot_index_, generation_, id);
+  return FdWatch(slot_index_, generation_, id, std::move(control));
 }
 
 void LoopCore::OnFd(int, short what, void* arg) {
@@ -695,10 +874,14 @@ void LoopCore::OnFd(int, short what, void* arg) {
 
 void LoopCore::DispatchFd(WatchRecord* record, short what) {
   if (record->removed) return;
-  // A foreign FdWatch::Stop() has returned but its unregistration is still
-  // queued: the callback must not run any more (fd_watch.h).
-  if (foreign_stop_count_.load() != 0 && ForeignStopPending(record->id)) {
-    RemoveWatch(record->id);  // Frees `record`.
+  WatchControl& control = *record->control;
+  // [S13] Fence with a foreign FdWatch::Stop() (see WatchControl): once it
+  // set `stopped`, either we see it here and never call, or it sees
+  // `in_callback` and waits for the call to return.
+  control.in_callback.store(true);
+  if (control.stopped.load()) {
+    control.in_callback.store(false);
+    RemoveWatch(record->id);  // Frees `record`; the queued removal no-ops.
     return;
   }
   FdEvents ready = FdEvents::kNone;
@@ -715,6 +898,7 @@ void LoopCore::DispatchFd(WatchRecord* record, short what) {
            absl::InternalError("fd callback threw a non-std::exception"));
   }
   record->dispatching = false;
+  control.in_callback.store(false);  // A foreign stopper may return now.
   // The callback may have stopped its own watch: free it now that it returned.
   if (record->removed) watches_.erase(record->id);
 }
@@ -723,6 +907,7 @@ void LoopCore::RemoveWatch(uint64_t id) {
   auto it = watches_.find(id);
   if (it == watches_.end() || it->second->removed) return;
   WatchRecord* w = it->second.get();
+  w->control->stopped.store(true);
   event_free(w->ev);  // Unregisters first; EBADF from a closed fd is benign.
   w->ev = nullptr;
   w->removed = true;
@@ -739,30 +924,15 @@ void LoopCore::StopWatch(uint64_t id) {
     RemoveWatch(id);
     return;
   }
-  std::unique_lock<std::mutex> lock(*remote_mu_);
-  foreign_stops_.push_back(id);
-  foreign_stop_count_.fetch_add(1);
-  remote_.push_back(QueuedTask{
-      InternalHandle(), [this, id](ContextHandle) { FinishForeignStop(id); }});
-  WakeFromForeign(lock);
-}
-
-bool LoopCore::ForeignStopPending(uint64_t id) {
-  std::lock_guard<std::mutex> lock(*remote_mu_);
-  return std::find(foreign_stops_.begin(), foreign_stops_.end(), id) !=
-         foreign_stops_.end();
-}
-
-void LoopCore::FinishForeignStop(uint64_t id) {
+  // The caller (FdWatch::Stop) already set `stopped` and waits for the
+  // callback; the unregistration itself happens on the loop thread.
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
-    auto it = std::find(foreign_stops_.begin(), foreign_stops_.end(), id);
-    if (it != foreign_stops_.end()) {
-      foreign_stops_.erase(it);
-      foreign_stop_count_.fetch_sub(1);
-    }
+    MutexLock lock(remote_mu_);
+    remote_.push_back(QueuedTask{
+        InternalHandle(), [this, id](ContextHandle) { RemoveWatch(id); }});
+    WakeLocked();
   }
-  RemoveWatch(id);
+  TestHooks::Run(TestHooks::after_foreign_unlock);
 }
 
 bool LoopCore::WatchActive(uint64_t id) const {
@@ -799,20 +969,62 @@ absl::Status LoopCore::Run(bool until_idle) {
     TakeRemote();
     event_base_loop(base_, EVLOOP_NONBLOCK);
     if (callbacks_dispatched_ != 0 || !ready_.empty()) continue;
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     if (remote_.empty()) break;
   }
   return absl::OkStatus();
 }
 
 void LoopCore::Stop() {
-  stop_requested_.store(true);
   if (IsOwnerThread()) {
+    stop_requested_.store(true);
     if (running_) event_base_loopbreak(base_);
     return;
   }
-  std::unique_lock<std::mutex> lock(*remote_mu_);
-  WakeFromForeign(lock);
+  // [S12] Always wake, under the queue lock: the loop reads the eventfd,
+  // then takes the queue (this lock), then reads the flag (OnWake), so it
+  // cannot miss a flag set before a write it consumed. (Skipping the write
+  // when a post's wake-up seemed pending lost the Stop when the loop took
+  // that post's task before the flag was set and then went idle.)
+  {
+    MutexLock lock(remote_mu_);
+    stop_requested_.store(true);
+    wake_pending_.store(true, std::memory_order_relaxed);
+    WriteWakeFd();
+  }
+  TestHooks::Run(TestHooks::after_foreign_unlock);
+}
+
+void LoopCore::Drain() {
+  for (;;) {
+    TakeRemote();
+    if (ready_.empty()) break;
+    if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
+      CloseAndDrop();
+      break;
+    }
+    ++shutdown_rounds_;
+    RunBatch();
+  }
+  batch_scheduled_ = false;
+}
+
+void LoopCore::CloseAndDrop() {
+  // Close to every post first: a dropped task's destructor may post (a trace
+  // finish falls back that way) and must be refused, not queued into the
+  // vector being destroyed. Foreign posts were closed by [S5].
+  phase_ = Phase::kClosed;
+  std::vector<QueuedTask> dropped;
+  dropped.swap(ready_);
+  const uint64_t n = static_cast<uint64_t>(
+      std::count_if(dropped.begin(), dropped.end(),
+                    [](const QueuedTask& t) { return !t.internal(); }));
+  report_.tasks_dropped += n;
+  dropped.clear();  // Destroyed unrun, here on the loop thread.
+  Report(ContextHandle(),
+         absl::DeadlineExceededError(absl::StrCat(
+             "loop shutdown: dropped ", n, " tasks still being reposted after ",
+             options_.max_shutdown_rounds, " drain rounds")));
 }
 
 absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
@@ -834,38 +1046,45 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   {  // [S4]
     absl::btree_map<TimerKey, QueuedTask> doomed;
     {
-      std::lock_guard<std::mutex> lock(timers_mu_);
+      MutexLock lock(&timers_mu_);
       doomed.swap(timers_);
     }
     report_.delayed_dropped = doomed.size();
   }
 
-  // [S1] [S2] [S3]
-  for (int round = 0;; ++round) {
-    TakeRemote();
-    if (ready_.empty()) break;
-    if (round >= options_.max_shutdown_rounds) {
-      // Close to every post first: a dropped task's destructor may post
-      // (a trace finish falls back that way) and must be refused, not
-      // queued into the vector being destroyed.
-      phase_ = Phase::kClosed;
-      std::vector<QueuedTask> dropped;
-      dropped.swap(ready_);
-      report_.tasks_dropped = static_cast<uint64_t>(
-          std::count_if(dropped.begin(), dropped.end(),
-                        [](const QueuedTask& t) { return !t.internal(); }));
-      dropped.clear();  // Destroyed unrun, here on the loop thread.
-      Report(ContextHandle(),
-             absl::DeadlineExceededError(
-                 absl::StrCat("loop shutdown: dropped ", report_.tasks_dropped,
-                              " tasks still being reposted after ",
-                              options_.max_shutdown_rounds, " drain rounds")));
-      break;
+  Drain();  // [S1] [S2] [S3]
+
+  // [S10] Every live context's destroy hooks, then what they posted.
+  for (;;) {
+    bool ran = false;
+    for (uint32_t i = 0; i < contexts_.size(); ++i) {
+      ContextRecord& r = *contexts_[i];
+      if (!r.live || r.hooks_ran) continue;
+      if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
+        // Hooks that keep making contexts with hooks: out of budget.
+        if (!r.hooks.empty()) {
+          std::map<uint64_t, Task> doomed;
+          doomed.swap(r.hooks);
+          report_.tasks_dropped += doomed.size();
+          doomed.clear();  // Destroyed unrun, here on the loop thread.
+          Report(MakeHandle(i),
+                 absl::DeadlineExceededError(
+                     "loop shutdown: dropped destroy hooks still being added "
+                     "after the drain limit"));
+        }
+        r.hooks_ran = true;
+        continue;
+      }
+      r.hooks_ran = true;
+      if (r.hooks.empty()) continue;
+      RunDestroyHooks(i);
+      ran = true;
     }
-    RunBatch();
+    if (!ran) break;
+    ++shutdown_rounds_;
+    Drain();
   }
-  batch_scheduled_ = false;
-  report_.tasks_run = tasks_run_total_ - run_before;
+  hooks_closed_ = true;
 
   // [S6]
   std::vector<uint64_t> ids;
@@ -874,11 +1093,13 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   }
   for (uint64_t id : ids) RemoveWatch(id);
   report_.watches_closed = ids.size();
+  Drain();  // What the destroyed callbacks posted.
+  report_.tasks_run = tasks_run_total_ - run_before;
 
   phase_ = Phase::kClosed;
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
   {
-    std::lock_guard<std::mutex> lock(*remote_mu_);
+    MutexLock lock(remote_mu_);
     for (auto& r : contexts_) r->live = false;
   }
   for (auto& r : contexts_) r->values.reset();

@@ -7,23 +7,29 @@
 // Cost: see loop.h; the per-operation costs are measured in
 // benchmarks/loop_benchmark.cc.
 //
-// Thread-safety: members named `*Foreign` and the ones documented as
-// thread-safe may run on any thread that holds a registry pin; everything
-// else runs on the owner (loop) thread. Data shared with foreign threads is
-// guarded by `remote_mu_` (queue, context liveness) or `timers_mu_` (timers).
+// Thread-safety: members named `*Locked` run on any thread holding
+// `remote_mu_` for an open loop; the ones documented as thread-safe may run
+// on any thread that holds a registry pin; everything else runs on the owner
+// (loop) thread. Data shared with foreign threads is guarded by `remote_mu_`
+// (queue, context liveness) or `timers_mu_` (timers), annotated with
+// `ABSL_GUARDED_BY` and checked by `-Wthread-safety` (--config=clang), except
+// the context records' liveness fields (see `ContextRecord`), which the owner
+// writes under `remote_mu_` and reads without it, a pattern the analysis
+// cannot express.
 
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/attributes.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -33,6 +39,7 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
@@ -42,6 +49,20 @@ struct event_base;
 
 namespace ctxloop {
 namespace internal {
+
+// The fence between a foreign `FdWatch::Stop()` and the loop's dispatch of
+// that watch, shared by the `FdWatch` and the loop's record (one allocation
+// per `WatchFd`). Dekker-style with sequentially consistent atomics: the
+// dispatcher sets `in_callback` then reads `stopped`; the stopper sets
+// `stopped` then reads `in_callback`; at least one sees the other's store, so
+// either the callback is not called or the stopper waits for it to return.
+struct WatchControl {
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> in_callback{false};
+  // Foreign stopper: waits (yielding, then sleeping briefly) until no call
+  // of the callback is running.
+  void WaitForCallback() const;
+};
 
 class LoopCore {
  public:
@@ -57,9 +78,13 @@ class LoopCore {
 
   // --- Tasks ---------------------------------------------------------------
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
-  // `lock` holds `remote_mu_` (from LoopRegistry::LockOpen); released here.
-  absl::Status PostForeign(ContextHandle ctx, Task&& task,
-                           std::unique_lock<std::mutex> lock);
+  // A foreign post; the caller holds the slot lock and found the loop open
+  // (LoopRegistry::OpenLocked), so the loop cannot shut down meanwhile.
+  absl::Status PostForeignLocked(ContextHandle ctx, Task&& task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
+  // Tells the analysis that the caller's lock of the registry slot's mutex
+  // is this loop's `remote_mu_` (the same object: see Init).
+  void AssertQueueLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(remote_mu_) {}
   absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                                 absl::Duration delay,
                                                 Task task);
@@ -74,11 +99,22 @@ class LoopCore {
   absl::Status CheckLive(ContextHandle ctx) const;
 
   // --- Context-local values (owner thread) ---------------------------------
-  absl::StatusOr<const AnyValue*> GetValue(ContextHandle ctx, uint32_t key);
-  absl::StatusOr<Token> SetValue(ContextHandle ctx, uint32_t key,
+  absl::StatusOr<const AnyValue*> GetValue(ContextHandle ctx, uint64_t key);
+  absl::StatusOr<Token> SetValue(ContextHandle ctx, uint64_t key,
                                  AnyValue value);
   // False if `token` is not a live Set of `key` on `ctx`.
-  bool ResetValue(ContextHandle ctx, uint32_t key, const Token& token);
+  bool ResetValue(ContextHandle ctx, uint64_t key, const Token& token);
+  // Frames `ctx`'s table holds for `key` (0 if none). For tests.
+  size_t ValueFrameCountForTesting(ContextHandle ctx, uint64_t key) const;
+
+  // --- Destroy hooks (owner thread) ----------------------------------------
+  absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
+  absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id);
+  // Sets the generation of the free context slot `index` (its next context
+  // gets `generation + 1`). For tests of [S16].
+  void SetFreeContextGenerationForTesting(uint32_t index, uint32_t generation);
+  // Hooks not yet run on `ctx` (0 for a stale context). For tests.
+  size_t DestroyHookCountForTesting(ContextHandle ctx) const;
 
   // --- Fd watches -----------------------------------------------------------
   absl::StatusOr<FdWatch> WatchFd(ContextHandle ctx, int fd, FdEvents events,
@@ -106,7 +142,9 @@ class LoopCore {
     bool internal() const;
   };
   struct ContextRecord {
-    // Guarded by remote_mu_ for writes; read by foreign posters under it.
+    // Written by the owner under remote_mu_; read by the owner without it
+    // and by foreign threads under it. (Not annotatable: the analysis has no
+    // "written under the lock, read by the only writer" form.)
     uint32_t generation = 0;
     bool live = false;
     bool closing = false;
@@ -114,6 +152,11 @@ class LoopCore {
     std::string name;
     std::shared_ptr<ValueTable> values;  // Null: no values.
     bool values_inherited = false;       // Shared snapshot of a parent's.
+    // Destroy hooks not yet run, by id (ids grow: map order is add order).
+    // A node is freed when its hook runs or is removed.
+    std::map<uint64_t, Task> hooks;
+    // Its hooks ran (shutdown, or being freed): AddDestroyHook is refused.
+    bool hooks_ran = false;
   };
   struct TimerKey {
     int64_t deadline_ns;
@@ -139,19 +182,32 @@ class LoopCore {
   ABSL_ATTRIBUTE_NOINLINE absl::Status RejectPost(ContextHandle ctx) const;
 
   void ScheduleBatch();
-  void WakeFromForeign(std::unique_lock<std::mutex>& lock);
+  // A foreign thread queued something: wakes the loop if it may be idle.
+  // Under the lock, so the caller is done with the loop once it unlocks
+  // [S11].
+  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
+  void WriteWakeFd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
   bool TakeRemote();  // Moves foreign tasks to ready_; true if any.
   void RunBatch();
   void RunOne(QueuedTask& entry);
   void Report(ContextHandle ctx, const absl::Status& error);
+  // Adds a timer; `*earliest` tells whether it is now the first.
+  DelayedTaskHandle InsertTimer(ContextHandle ctx, int64_t deadline,
+                                Task&& task, bool* earliest);
   void ArmTimer();
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
   void FreeContext(uint32_t index);
+  // Runs (and frees) the hooks of context `index`, in add order, including
+  // hooks a hook removes or (for another context) adds meanwhile.
+  void RunDestroyHooks(uint32_t index);
+  // Shutdown: runs tasks until none are ready, within the shared round budget
+  // `shutdown_rounds_`; past it, closes the loop and drops the rest [S3].
+  void Drain();
+  // Closes the loop to every post and destroys (counting) what is queued.
+  void CloseAndDrop();
   void DispatchFd(WatchRecord* record, short what);
   void RemoveWatch(uint64_t id);
-  bool ForeignStopPending(uint64_t id);
-  void FinishForeignStop(uint64_t id);
 
   static void OnBatch(int fd, short what, void* arg);
   static void OnWake(int fd, short what, void* arg);
@@ -178,6 +234,9 @@ class LoopCore {
   std::vector<QueuedTask> batch_;
   std::vector<uint32_t> free_contexts_;
   uint64_t next_value_serial_ = 1;
+  uint64_t next_hook_id_ = 1;
+  bool hooks_closed_ = false;  // Shutdown passed its hook phase [S10].
+  int shutdown_rounds_ = 0;    // Drain rounds used by Shutdown() so far.
   uint64_t tasks_run_total_ = 0;
   ShutdownReport report_;
   std::atomic<bool> stop_requested_{false};
@@ -185,25 +244,23 @@ class LoopCore {
 
   // Foreign posts and context liveness.
   // The registry slot's mutex (see LoopSlot::mu), set by Init.
-  std::mutex* remote_mu_ = nullptr;
-  std::vector<QueuedTask> remote_;  // Guarded by remote_mu_.
+  Mutex* remote_mu_ = nullptr;
+  std::vector<QueuedTask> remote_ ABSL_GUARDED_BY(remote_mu_);
   // Written under remote_mu_; read without it as a hint at batch ends. True
   // from the first foreign post after the loop last found its queue empty
   // until it finds it empty again: while true, posters write no eventfd.
   std::atomic<bool> wake_pending_{false};
-  bool timers_changed_ = false;  // Guarded: a foreign thread moved timers.
-  // Watch ids whose foreign FdWatch::Stop() has not been applied by the loop
-  // yet (guarded); the count lets DispatchFd skip the lock when there are none.
-  std::vector<uint64_t> foreign_stops_;
-  std::atomic<uint32_t> foreign_stop_count_{0};
+  // A foreign thread moved the earliest timer: re-arm.
+  bool timers_changed_ ABSL_GUARDED_BY(remote_mu_) = false;
   // Records never move (foreign posters read them under remote_mu_; the
-  // vector itself grows under it).
+  // vector itself grows under it, and the owner reads it without it, like
+  // the records' liveness fields).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
 
   // Delayed tasks.
-  mutable std::mutex timers_mu_;
-  absl::btree_map<TimerKey, QueuedTask> timers_;  // Guarded by timers_mu_.
-  uint64_t next_timer_sequence_ = 1;              // Guarded by timers_mu_.
+  mutable Mutex timers_mu_;
+  absl::btree_map<TimerKey, QueuedTask> timers_ ABSL_GUARDED_BY(timers_mu_);
+  uint64_t next_timer_sequence_ ABSL_GUARDED_BY(timers_mu_) = 1;
   int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
 
   // Fd watches (owner thread).

@@ -7,7 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
+#include <limits>
 #include <vector>
 
 namespace ctxloop {
@@ -27,9 +27,10 @@ using registry_internal::kChunkSize;
 using registry_internal::kMaxChunks;
 
 struct FreeList {
-  std::mutex mu;
-  std::vector<uint32_t> free;  // Indices ready for reuse.
-  uint32_t next_unused = 1;    // Index 0 is never used: it means "null".
+  Mutex mu;
+  std::vector<uint32_t> free ABSL_GUARDED_BY(mu);  // Indices ready for reuse.
+  // Index 0 is never used: it means "null".
+  uint32_t next_unused ABSL_GUARDED_BY(mu) = 1;
 };
 
 FreeList& GetFreeList() {
@@ -39,12 +40,17 @@ FreeList& GetFreeList() {
 
 }  // namespace
 
+uint64_t NewThreadTag() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 void LoopRegistry::Register(LoopCore* core, uint32_t* index,
                             uint32_t* generation) {
   FreeList& list = GetFreeList();
   uint32_t i;
   {
-    std::lock_guard<std::mutex> lock(list.mu);
+    MutexLock lock(&list.mu);
     if (!list.free.empty()) {
       i = list.free.back();
       list.free.pop_back();
@@ -62,8 +68,8 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
     }
   }
   LoopSlot* slot = Find(i);
-  uint32_t gen = LoopSlot::GenerationOf(slot->state.load()) + 1;
-  if (gen == 0) gen = 1;  // 0 is reserved for the null handle.
+  // Never wraps (0 is the null handle's): see Unregister [S16].
+  const uint32_t gen = LoopSlot::GenerationOf(slot->state.load()) + 1;
   slot->core.store(core, std::memory_order_relaxed);
   slot->owner_thread.store(ThisThreadTag(), std::memory_order_relaxed);
   slot->state.store(uint64_t{gen} << 32, std::memory_order_release);
@@ -71,26 +77,21 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
   *generation = gen;
 }
 
-LoopCore* LoopRegistry::LockOpen(uint32_t index, uint32_t generation,
-                                 std::unique_lock<std::mutex>* lock) {
-  LoopSlot* slot = Find(index);
-  if (slot == nullptr) return nullptr;
-  std::unique_lock<std::mutex> held(slot->mu);
+LoopCore* LoopRegistry::OpenLocked(LoopSlot* slot, uint32_t generation) {
   const uint64_t s = slot->state.load(std::memory_order_acquire);
   if (LoopSlot::GenerationOf(s) != generation ||
       (s & LoopSlot::kClosedBit) != 0) {
     return nullptr;
   }
-  *lock = std::move(held);
   return slot->core.load(std::memory_order_relaxed);
 }
 
 void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
   uint64_t s;
   {
-    // Under the mutex: a `LockOpen` poster either finished its push before
-    // this, or sees the loop closed.
-    std::lock_guard<std::mutex> lock(slot->mu);
+    // Under the mutex: an `OpenLocked` poster either finished its push
+    // before this, or sees the loop closed.
+    MutexLock lock(&slot->mu);
     s = slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
   }
   while ((s & LoopSlot::kPinMask) != 0) {
@@ -105,9 +106,23 @@ void LoopRegistry::Unregister(uint32_t index) {
   CloseAndWaitForPins(slot);
   slot->core.store(nullptr, std::memory_order_release);
   slot->owner_thread.store(0, std::memory_order_relaxed);
+  // [S16] Retire a slot whose generation would wrap: a handle of an earlier
+  // loop in it must never name a new one. (The slot's memory is never freed
+  // anyway; a retired slot costs its few bytes.)
+  if (LoopSlot::GenerationOf(slot->state.load()) ==
+      std::numeric_limits<uint32_t>::max()) {
+    return;
+  }
   FreeList& list = GetFreeList();
-  std::lock_guard<std::mutex> lock(list.mu);
+  MutexLock lock(&list.mu);
   list.free.push_back(index);
+}
+
+void LoopRegistry::SetGenerationForTesting(uint32_t index,
+                                           uint32_t generation) {
+  LoopSlot* slot = Find(index);
+  const uint64_t low = slot->state.load() & 0xffffffffu;
+  slot->state.store((uint64_t{generation} << 32) | low);
 }
 
 LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation) {

@@ -20,20 +20,31 @@
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_
 
-#include <pthread.h>
-
 #include <atomic>
 #include <cstdint>
-#include <mutex>
+
+#include "absl/base/optimization.h"
+#include "absl/base/thread_annotations.h"
+#include "ctxloop/loop/internal/mutex.h"
 
 namespace ctxloop {
 namespace internal {
 
 class LoopCore;
 
+// Draws a new thread tag from a process-wide 64-bit counter (never 0, never
+// reused).
+uint64_t NewThreadTag();
+
 // A tag for the calling thread, comparable with `LoopSlot::owner_thread`.
+// Unlike `pthread_self()`, which glibc hands to the next thread as soon as
+// one is joined, a tag is never reused, so a new thread is never taken for a
+// joined loop thread [S14]. Cost: a thread-local load (and one atomic
+// increment the first time on each thread).
 inline uint64_t ThisThreadTag() {
-  return static_cast<uint64_t>(pthread_self());
+  static thread_local uint64_t tag = 0;  // Zero-initialized: no TLS guard.
+  if (ABSL_PREDICT_FALSE(tag == 0)) tag = NewThreadTag();
+  return tag;
 }
 
 struct LoopSlot {
@@ -50,7 +61,7 @@ struct LoopSlot {
   // here, in memory that is never freed, so a foreign `Post` can lock it
   // first and then check, under it, that the loop is still open: the lock it
   // takes anyway replaces a pin. Shutdown sets the closed bit under it.
-  std::mutex mu;
+  Mutex mu;
 
   static constexpr uint64_t kClosedBit = uint64_t{1} << 31;
   static constexpr uint64_t kPinMask = kClosedBit - 1;
@@ -83,17 +94,21 @@ class LoopRegistry {
     if (c == nullptr) return nullptr;
     return &c->slots[index & (kChunkSize - 1)];
   }
-  // Closes the slot to new pins and to `LockOpen` (setting the closed bit
+  // Closes the slot to new pins and to `OpenLocked` (setting the closed bit
   // under `slot->mu`), then waits (yielding) until current pins end.
   static void CloseAndWaitForPins(LoopSlot* slot);
 
-  // Locks the slot of loop `(index, generation)` and returns its core if the
-  // loop is open; `lock` then holds `slot->mu`. Null (and `lock` not held)
-  // if the loop is gone, shutting down, or never existed.
-  static LoopCore* LockOpen(uint32_t index, uint32_t generation,
-                            std::unique_lock<std::mutex>* lock);
-  // Marks the slot's loop gone and returns the slot to the free list.
+  // With `slot->mu` held: the core of loop `generation` in `slot` if that
+  // loop is open (it then cannot finish shutting down while the lock is
+  // held); null if it is gone, shutting down, or never existed.
+  static LoopCore* OpenLocked(LoopSlot* slot, uint32_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot->mu);
+  // Marks the slot's loop gone and returns the slot to the free list, unless
+  // its generation would wrap: then the slot is retired for good [S16].
   static void Unregister(uint32_t index);
+  // Sets the generation of the free slot `index` (its next loop gets
+  // `generation + 1`). For tests of [S16].
+  static void SetGenerationForTesting(uint32_t index, uint32_t generation);
 
   // Pins the loop `(index, generation)` from any thread. Returns the core, or
   // null if the loop is gone, shutting down, or never existed. A non-null

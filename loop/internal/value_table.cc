@@ -8,26 +8,26 @@
 namespace ctxloop {
 namespace internal {
 
-ValueTable::KeyStack* ValueTable::Find(uint32_t key) {
+ValueTable::KeyStack* ValueTable::Find(uint64_t key) {
   for (KeyStack& k : keys_) {
     if (k.key == key) return &k;
   }
   return nullptr;
 }
 
-const ValueTable::KeyStack* ValueTable::Find(uint32_t key) const {
+const ValueTable::KeyStack* ValueTable::Find(uint64_t key) const {
   for (const KeyStack& k : keys_) {
     if (k.key == key) return &k;
   }
   return nullptr;
 }
 
-const AnyValue* ValueTable::Get(uint32_t key) const {
+const AnyValue* ValueTable::Get(uint64_t key) const {
   const KeyStack* k = Find(key);
   return k == nullptr ? nullptr : &k->frames.back().value;
 }
 
-void ValueTable::Set(uint32_t key, uint64_t serial, AnyValue value) {
+void ValueTable::Set(uint64_t key, uint64_t serial, AnyValue value) {
   KeyStack* k = Find(key);
   if (k == nullptr) {
     keys_.push_back(KeyStack{key, {}});
@@ -36,7 +36,7 @@ void ValueTable::Set(uint32_t key, uint64_t serial, AnyValue value) {
   k->frames.push_back(Frame{serial, std::move(value), true});
 }
 
-bool ValueTable::Reset(uint32_t key, uint64_t serial) {
+bool ValueTable::Reset(uint64_t key, uint64_t serial) {
   if (serial == kInheritedSerial) return false;
   KeyStack* k = Find(key);
   if (k == nullptr) return false;
@@ -47,16 +47,34 @@ bool ValueTable::Reset(uint32_t key, uint64_t serial) {
   if (it == frames.end() || it->serial != serial || !it->live) return false;
   if (it + 1 == frames.end()) {
     frames.pop_back();
-    while (!frames.empty() && !frames.back().live) frames.pop_back();
+    while (!frames.empty() && !frames.back().live) {
+      frames.pop_back();
+      --k->dead;
+    }
   } else {
     it->live = false;  // Out of order: the newer value stays current.
     it->value = AnyValue();
+    ++k->dead;
+  }
+  if (k->dead > frames.size() - k->dead) {
+    // Dead frames outnumber live ones: drop them all, keeping the order
+    // (serials stay ascending). O(depth) <= O(2 * dead): each dead frame is
+    // dropped once, so this is amortized O(1) per reset.
+    frames.erase(std::remove_if(frames.begin(), frames.end(),
+                                [](const Frame& f) { return !f.live; }),
+                 frames.end());
+    k->dead = 0;
   }
   if (frames.empty()) {
     if (k != &keys_.back()) *k = std::move(keys_.back());
     keys_.pop_back();
   }
   return true;
+}
+
+size_t ValueTable::FrameCountForTesting(uint64_t key) const {
+  const KeyStack* k = Find(key);
+  return k == nullptr ? 0 : k->frames.size();
 }
 
 std::shared_ptr<ValueTable> ValueTable::Snapshot() const {

@@ -7,8 +7,11 @@
 // handful of keys); each key's stack holds one frame inline. `Reset` finds
 // its frame by binary search (serials only grow up a stack); an out-of-order
 // reset marks the frame dead and frees its value, and dead frames are popped
-// once they reach the top, so any order of resets costs O(log depth) each,
-// amortized.
+// once they reach the top. When a stack's dead frames outnumber its live ones
+// they are compacted away (order kept, so serials stay ascending), so memory
+// stays bounded (at most twice the live Sets) under any interleaving
+// of sets and resets, e.g. two overlapping requests that keep the top live
+// forever; any order of resets costs O(log depth) each, amortized.
 //
 // Thread-safety: none; the owning loop's thread uses it.
 
@@ -32,20 +35,23 @@ class ValueTable {
   static constexpr uint64_t kInheritedSerial = 0;
 
   // The current value of `key`, or null if unset.
-  const AnyValue* Get(uint32_t key) const;
+  const AnyValue* Get(uint64_t key) const;
 
   // Pushes `value` for `key`, undone by `Reset(key, serial)`.
-  void Set(uint32_t key, uint64_t serial, AnyValue value);
+  void Set(uint64_t key, uint64_t serial, AnyValue value);
 
   // Removes the Set with `serial`, wherever it is in `key`'s stack. False if
   // there is no such Set (already reset).
-  bool Reset(uint32_t key, uint64_t serial);
+  bool Reset(uint64_t key, uint64_t serial);
 
   // A table holding each key's current value only, as inherited values: what
   // a child context starts from.
   std::shared_ptr<ValueTable> Snapshot() const;
 
   bool empty() const { return keys_.empty(); }
+
+  // Frames (live and dead) held for `key`. For tests of the memory bound.
+  size_t FrameCountForTesting(uint64_t key) const;
 
  private:
   struct Frame {
@@ -54,12 +60,13 @@ class ValueTable {
     bool live = true;  // False: reset out of order, waiting to be popped.
   };
   struct KeyStack {
-    uint32_t key;
+    uint64_t key;
     // Never empty; ascending serials; the top frame is always live.
     absl::InlinedVector<Frame, 1> frames;
+    size_t dead = 0;  // Frames with live == false; never more than live ones.
   };
-  KeyStack* Find(uint32_t key);
-  const KeyStack* Find(uint32_t key) const;
+  KeyStack* Find(uint64_t key);
+  const KeyStack* Find(uint64_t key) const;
 
   std::vector<KeyStack> keys_;
 };

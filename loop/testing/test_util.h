@@ -9,8 +9,9 @@
 //   * `ASSERT_OK(expr)`: asserts that an `absl::Status` or `absl::StatusOr`
 //     is OK, printing the expression and the status otherwise.
 //   * `Latch`: a one-shot gate; `Wait` blocks until `Open` was called, on
-//     any thread. It synchronizes with std::mutex / std::condition_variable
-//     only, because the system Abseil is not TSan-instrumented (.bazelrc).
+//     any thread. It synchronizes with `internal::Mutex` / `CondVar`
+//     (std::mutex underneath), because the system Abseil is not
+//     TSan-instrumented (.bazelrc).
 //   * `FdIsOpen(fd)`: whether `fd` is an open descriptor of this process.
 //
 // Cost: negligible; a `Latch` is a mutex, a condition variable and a bool.
@@ -23,11 +24,10 @@
 #include <errno.h>
 #include <fcntl.h>
 
-#include <condition_variable>
-#include <mutex>
-
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
@@ -45,19 +45,19 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
 class Latch {
  public:
   void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     open_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return open_; });
+    internal::MutexLock lock(&mu_);
+    while (!open_) cv_.Wait(&mu_);
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
+  internal::Mutex mu_;
+  internal::CondVar cv_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 inline bool FdIsOpen(int fd) {

@@ -1,0 +1,362 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Regression tests for the cross-thread races of issue 7 in the loop package:
+// a foreign `Post` writing into a destroyed loop (defect 1), a lost foreign
+// `Loop::Stop()` (defect 7), a foreign `FdWatch::Stop()` returning while the
+// callback runs (defect 8) and loop-thread identity by a reused
+// `pthread_self()` (defect 9). They are meant to run under --config=asan and
+// --config=tsan as well as plain; each bounds its waits, so a regression
+// fails instead of hanging.
+
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/context_key.h"
+#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/internal/test_hooks.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/test_util.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+using internal::TestHooks;
+using std::chrono::seconds;
+
+// A one-shot gate whose waits are bounded, so a regression fails, not hangs.
+class Gate {
+ public:
+  void Open() {
+    internal::MutexLock lock(&mu_);
+    open_ = true;
+    cv_.SignalAll();
+  }
+  // False if the gate did not open within `timeout`.
+  bool WaitFor(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    internal::MutexLock lock(&mu_);
+    while (!open_) {
+      if (!cv_.WaitUntil(&mu_, deadline)) return open_;
+    }
+    return true;
+  }
+
+ private:
+  internal::Mutex mu_;
+  internal::CondVar cv_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Sets a test hook for one test's scope.
+class ScopedHook {
+ public:
+  ScopedHook(std::atomic<TestHooks::Hook>* point, TestHooks::Hook hook)
+      : point_(point) {
+    point_->store(hook);
+  }
+  ~ScopedHook() { point_->store(nullptr); }
+
+ private:
+  std::atomic<TestHooks::Hook>* point_;
+};
+
+// The thread a hook stops (one-shot), and the gates it uses.
+std::atomic<std::thread::id> g_stopped_thread{};
+Gate* g_reached = nullptr;  // Opened by the hook when reached.
+Gate* g_resume = nullptr;   // The hook waits for it (bounded).
+
+void StopArmedThreadOnce() {
+  std::thread::id me = std::this_thread::get_id();
+  if (!g_stopped_thread.compare_exchange_strong(me, std::thread::id())) return;
+  g_reached->Open();
+  (void)g_resume->WaitFor(seconds(10));
+}
+
+// --- Defect 1 ----------------------------------------------------------------
+
+// Deterministic form: a poster is held right after it released the queue
+// lock, while the loop takes its task, shuts down and is destroyed. It must
+// have nothing left to do with the loop; before the fix it then updated the
+// loop's counter and wrote its eventfd (heap use-after-free under ASan).
+TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
+  Gate reached, resume;
+  g_reached = &reached;
+  g_resume = &resume;
+  ScopedHook hook(&TestHooks::after_foreign_unlock, &StopArmedThreadOnce);
+  auto worker = std::make_unique<LoopThread>();
+  const ContextHandle root = worker->root();
+  // Keep the loop busy (a task that reposts itself until the poster's task
+  // ran), so it takes foreign tasks at batch ends without being woken.
+  auto poster_task_ran = std::make_shared<std::atomic<bool>>(false);
+  Gate spinning;
+  struct Spinner {
+    std::shared_ptr<std::atomic<bool>> done;
+    Gate* spinning;
+    int runs = 0;
+    void operator()(ContextHandle here) && {
+      // After a few batches with no foreign post the loop has found its
+      // queue empty: the next foreign post is the one that wakes it.
+      if (++runs == 3) spinning->Open();
+      if (!done->load()) (void)Post(here, std::move(*this));
+    }
+  };
+  ASSERT_OK(Post(root, Spinner{poster_task_ran, &spinning}));
+  ASSERT_TRUE(spinning.WaitFor(seconds(10)));
+  std::thread poster([&] {
+    g_stopped_thread.store(std::this_thread::get_id());
+    EXPECT_TRUE(Post(root, [poster_task_ran](ContextHandle) {
+                  poster_task_ran->store(true);
+                }).ok());
+  });
+  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  worker.reset();  // Runs the poster's task, shuts down, frees the loop.
+  EXPECT_TRUE(poster_task_ran->load());
+  resume.Open();  // The poster returns from Post now.
+  poster.join();
+}
+
+// Posters keep posting into a LoopThread while it is destroyed. A foreign
+// Post must be done with the loop (its counters and eventfd) before the loop
+// can finish shutting down; before the fix the wake-up ran after the queue
+// lock was released, a heap use-after-free under ASan.
+TEST(LoopRaceTest, PostersRacingLoopThreadDestruction) {
+  for (int round = 0; round < 100; ++round) {
+    auto worker = std::make_unique<LoopThread>();
+    const ContextHandle root = worker->root();
+    std::atomic<int> started{0};
+    std::vector<std::thread> posters;
+    for (int i = 0; i < 3; ++i) {
+      posters.emplace_back([&] {
+        started.fetch_add(1);
+        while (Post(root, [](ContextHandle) {}).ok()) {
+          std::this_thread::yield();
+        }
+      });
+    }
+    while (started.load() < 3) std::this_thread::yield();
+    worker.reset();  // Posts refused from now on, so the posters end.
+    for (std::thread& t : posters) t.join();
+  }
+}
+
+// --- Defect 7 ----------------------------------------------------------------
+
+// A loop running on its own thread, stopped from the test thread.
+class RunningLoop {
+ public:
+  RunningLoop() {
+    Gate made;
+    thread_ = std::thread([this, &made] {
+      Loop loop;
+      loop_ = &loop;
+      made.Open();
+      while (!quit_.load()) {
+        (void)loop.Run();
+        Gate* returned = returned_.exchange(nullptr);
+        if (returned != nullptr) returned->Open();
+      }
+    });
+    EXPECT_TRUE(made.WaitFor(seconds(10)));
+  }
+  ~RunningLoop() {
+    quit_.store(true);
+    Unstick();
+    thread_.join();
+  }
+  Loop& loop() { return *loop_; }
+  // Opens `gate` when the current Run() returns.
+  void NotifyOnReturn(Gate* gate) { returned_.store(gate); }
+  // Makes Run() return through a task on the loop thread (a local Stop).
+  void Unstick() {
+    Loop* loop = loop_;
+    (void)Post(loop->root(), [loop](ContextHandle) { loop->Stop(); });
+  }
+
+ private:
+  std::thread thread_;
+  Loop* loop_ = nullptr;
+  std::atomic<bool> quit_{false};
+  std::atomic<Gate*> returned_{nullptr};
+};
+
+// Deterministic form: the loop is held at the end of a batch of foreign
+// tasks (after its last look at the stop flag, before it looks for more
+// foreign tasks) while another thread calls Stop(). Before the fix, Stop()
+// only set the flag (a wake-up seemed pending), the loop found no tasks and
+// slept: Run() never returned.
+TEST(LoopRaceTest, ForeignStopAtABatchEndIsNotLost) {
+  Gate reached, resume;
+  g_reached = &reached;
+  g_resume = &resume;
+  ScopedHook hook(&TestHooks::before_batch_end_take, &StopArmedThreadOnce);
+  RunningLoop running;
+  Gate returned;
+  running.NotifyOnReturn(&returned);
+  // A foreign task; it arms the hook for its own batch end.
+  ASSERT_OK(Post(running.loop().root(), [](ContextHandle) {
+    g_stopped_thread.store(std::this_thread::get_id());
+  }));
+  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  running.loop().Stop();
+  resume.Open();
+  if (!returned.WaitFor(seconds(10))) {
+    ADD_FAILURE() << "a foreign Stop() was lost: Run() did not return";
+    running.Unstick();
+    EXPECT_TRUE(returned.WaitFor(seconds(10)));
+  }
+}
+
+// Stress form: Stop() from a control thread while two threads post.
+TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
+  RunningLoop running;
+  const ContextHandle root = running.loop().root();
+  std::atomic<bool> posting{true};
+  std::vector<std::thread> posters;
+  for (int i = 0; i < 2; ++i) {
+    posters.emplace_back([&] {
+      while (posting.load()) {
+        (void)Post(root, [](ContextHandle) {});
+        std::this_thread::yield();
+      }
+    });
+  }
+  int lost = 0;
+  for (int round = 0; round < 500; ++round) {
+    Gate returned;
+    running.NotifyOnReturn(&returned);
+    running.loop().Stop();
+    if (!returned.WaitFor(seconds(10))) {
+      ++lost;
+      running.Unstick();
+      ASSERT_TRUE(returned.WaitFor(seconds(10)));
+    }
+  }
+  posting.store(false);
+  for (std::thread& t : posters) t.join();
+  EXPECT_EQ(lost, 0);
+}
+
+// --- Defect 8 ----------------------------------------------------------------
+
+// A connection a callback uses; the stopping thread frees it.
+struct Conn {
+  int fd = -1;
+  std::atomic<int> reads{0};
+};
+
+// `watch.Stop(); delete conn;` from another thread while the callback runs:
+// Stop() must not return before the callback did. Before the fix it
+// returned at once and the callback then used the freed Conn (ASan).
+TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  RunningLoop running;
+  auto* conn = new Conn;
+  conn->fd = fds[0];
+  Gate in_callback, watch_made;
+  std::atomic<bool> stopping{false};
+  FdWatch watch;
+  ASSERT_OK(Post(running.loop().root(), [&](ContextHandle root) {
+    absl::StatusOr<FdWatch> w = running.loop().WatchFd(
+        root, fds[0], FdEvents::kRead, [&, conn](ContextHandle, FdEvents) {
+          char byte;
+          (void)read(conn->fd, &byte, 1);
+          in_callback.Open();
+          // Give a Stop() that does not wait every chance to return and the
+          // Conn to be freed (bounded: never waits for the stopper itself).
+          for (int i = 0; i < 1000 && !stopping.load(); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          conn->reads.fetch_add(1);  // Use after free if Stop() returned.
+        });
+    EXPECT_TRUE(w.ok()) << w.status();
+    if (w.ok()) watch = *std::move(w);
+    watch_made.Open();
+  }));
+  ASSERT_TRUE(watch_made.WaitFor(seconds(10)));
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_TRUE(in_callback.WaitFor(seconds(10)));
+  stopping.store(true);
+  watch.Stop();  // Foreign: waits until the callback returned.
+  EXPECT_EQ(conn->reads.load(), 1);
+  delete conn;
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// Stop from inside its own callback, on the loop thread, never waits.
+TEST(LoopRaceTest, WatchStopInsideItsOwnCallbackDoesNotWait) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  Loop loop;
+  FdWatch watch;
+  int calls = 0;
+  absl::StatusOr<FdWatch> w = loop.WatchFd(loop.root(), fds[0], FdEvents::kRead,
+                                           [&](ContextHandle, FdEvents) {
+                                             ++calls;
+                                             watch.Stop();
+                                           });
+  ASSERT_OK(w);
+  watch = *std::move(w);
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(watch.active());
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// --- Defect 9 ----------------------------------------------------------------
+
+// A loop made on thread T1, T1 joined; a new thread that glibc gave T1's
+// pthread_t must not be taken for the loop thread. Before the fix every call
+// below succeeded from it (the identity was pthread_self()).
+TEST(LoopRaceTest, ThreadWithAReusedPthreadIdIsNotTheLoopThread) {
+  std::unique_ptr<Loop> loop;
+  pthread_t t1_id;
+  std::thread t1([&] {
+    loop = std::make_unique<Loop>();
+    t1_id = pthread_self();
+  });
+  t1.join();
+  const ContextHandle root = loop->root();
+  const ContextKey<int> key("k");
+  bool found = false;
+  for (int attempt = 0; attempt < 200 && !found; ++attempt) {
+    std::thread t([&] {
+      if (!pthread_equal(pthread_self(), t1_id)) return;
+      found = true;
+      EXPECT_FALSE(IsOnLoopThread(root));
+      EXPECT_FALSE(loop->IsOnLoopThread());
+      EXPECT_EQ(key.Set(root, 1).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(key.Get(root).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(loop->NewContext().status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      loop->Stop();  // So that a wrongly accepted Run() returns at once.
+      EXPECT_EQ(loop->Run().code(), absl::StatusCode::kFailedPrecondition);
+    });
+    t.join();
+  }
+  if (!found) GTEST_SKIP() << "no thread reused the joined thread's pthread_t";
+  loop.reset();  // Its thread was joined: the destructor becomes the owner.
+}
+
+}  // namespace
+}  // namespace ctxloop
