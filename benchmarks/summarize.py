@@ -85,10 +85,15 @@ def main(argv):
     for label in groups:
         names = members[label]
         medians = {n: statistics.median(runs[n]["ns"]) for n in names}
-        ref = next((n for n in names if n.startswith("BM_Ctxloop_")), None)
+        # Growth curves (growth_benchmark.cc) compare sizes, not contenders.
+        ref = None if label.startswith("growth_") else next(
+            (n for n in names if n.startswith("BM_Ctxloop_")), None)
         # ctxloop first, then the peers fastest first.
         ordered = ([ref] if ref else []) + sorted(
             (n for n in names if n != ref), key=lambda n: medians[n])
+        if label.startswith("growth_"):
+            ordered = names  # In size order, as registered.
+
         for n in ordered:
             ns = runs[n]["ns"]
             spread = "%s (%s-%s)" % (fmt(medians[n]), fmt(min(ns)), fmt(max(ns)))
