@@ -21,6 +21,10 @@
 //                                  RunUntilIdle, into a loop that never held
 //                                  N tasks (a new loop per burst, made and
 //                                  destroyed outside the timing).
+//   growth_post_burst_fresh_trimmed  the same, with the freed heap handed
+//                                  back to the kernel after each burst
+//                                  (malloc_trim): every burst faults in fresh
+//                                  pages, as a process's first burst does.
 //   growth_post_burst_warm         the same burst into a loop that already ran
 //                                  one burst of N (capacity reached).
 //   growth_context_create_destroy  create 1M contexts, then destroy them, with
@@ -40,6 +44,8 @@
 //
 // Sizes above 100k take seconds each: the smoke test skips the 1M variants
 // (BUILD.bazel); run.sh and a plain run include them.
+
+#include <malloc.h>
 
 #include <chrono>
 #include <cstdint>
@@ -154,8 +160,11 @@ int64_t Burst(ctxloop::Loop& loop, ctxloop::ContextHandle ctx, int64_t n,
   return errors;
 }
 
-void BM_Ctxloop_PostBurst_FreshLoop(benchmark::State& state) {
-  state.SetLabel("growth_post_burst_fresh");
+// `trim`: after each burst, also hand the freed heap back to the kernel
+// (malloc_trim), so that the next burst faults in fresh pages as the first
+// burst of a process does; without it, run.sh's malloc tunables keep the
+// freed memory in the process and the next fresh loop reuses warm pages.
+void PostBurstFreshLoop(benchmark::State& state, bool trim) {
   const int64_t n = state.range(0);
   int64_t ran = 0;
   int64_t errors = 0;
@@ -171,12 +180,23 @@ void BM_Ctxloop_PostBurst_FreshLoop(benchmark::State& state) {
     allocs.Pause();
     state.PauseTiming();
     loop.reset();
+    if (trim) malloc_trim(0);
     state.ResumeTiming();
     allocs.Resume();
   }
   ReportItems(state, n, allocs);
   CheckCount(state, "failed calls", errors, 0) &&
       CheckCount(state, "tasks run", ran, n * state.iterations());
+}
+
+void BM_Ctxloop_PostBurst_FreshLoop(benchmark::State& state) {
+  state.SetLabel("growth_post_burst_fresh");
+  PostBurstFreshLoop(state, /*trim=*/false);
+}
+
+void BM_Ctxloop_PostBurst_FreshLoopTrimmed(benchmark::State& state) {
+  state.SetLabel("growth_post_burst_fresh_trimmed");
+  PostBurstFreshLoop(state, /*trim=*/true);
 }
 
 void BM_Ctxloop_PostBurst_WarmLoop(benchmark::State& state) {
@@ -386,6 +406,13 @@ BENCHMARK(BM_Ctxloop_TimerScheduleCancel_PendingTimers)
     ->Arg(1000000)
     ->UseRealTime();
 BENCHMARK(BM_Ctxloop_PostBurst_FreshLoop)
+    ->ArgName("burst")
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Arg(100000)
+    ->Arg(1000000)
+    ->UseRealTime();
+BENCHMARK(BM_Ctxloop_PostBurst_FreshLoopTrimmed)
     ->ArgName("burst")
     ->Arg(1000)
     ->Arg(10000)
