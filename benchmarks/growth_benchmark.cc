@@ -32,7 +32,8 @@
 //                                  10k with none live, cheap enough for the
 //                                  smoke test); the counters
 //                                  `create_ns` and `destroy_ns` split the
-//                                  per-context time.
+//                                  per-context wall time, `create_cpu_ns` and
+//                                  `destroy_cpu_ns` the thread's CPU time.
 //   growth_context_memory          NewContext, 100,000 on a fresh loop; the
 //                                  counter `bytes_per_item` is the heap the
 //                                  contexts and the loop's growing tables
@@ -46,6 +47,7 @@
 // (BUILD.bazel); run.sh and a plain run include them.
 
 #include <malloc.h>
+#include <time.h>
 
 #include <chrono>
 #include <cstdint>
@@ -225,6 +227,14 @@ double NsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
 }
 
+// CPU time of the calling thread, in ns (what the phase cost this thread,
+// whatever else the machine runs).
+double ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
 void BM_Ctxloop_ContextCreateDestroy(benchmark::State& state) {
   state.SetLabel("growth_context_create_destroy");
   const int64_t live = state.range(0);
@@ -245,8 +255,11 @@ void BM_Ctxloop_ContextCreateDestroy(benchmark::State& state) {
   made.reserve(batch);
   double create_ns = 0;
   double destroy_ns = 0;
+  double create_cpu_ns = 0;
+  double destroy_cpu_ns = 0;
   AllocWindow allocs;
   for (auto _ : state) {
+    const double c0 = ThreadCpuNs();
     const Clock::time_point t0 = Clock::now();
     for (int64_t i = 0; i < batch; ++i) {
       absl::StatusOr<ctxloop::ContextHandle> c = loop.NewContext("ctx");
@@ -257,11 +270,14 @@ void BM_Ctxloop_ContextCreateDestroy(benchmark::State& state) {
       }
     }
     create_ns += NsSince(t0);
+    const double c1 = ThreadCpuNs();
+    create_cpu_ns += c1 - c0;
     const Clock::time_point t1 = Clock::now();
     for (const ctxloop::ContextHandle& c : made) {
       if (!loop.DestroyContext(c).ok()) ++errors;
     }
     destroy_ns += NsSince(t1);
+    destroy_cpu_ns += ThreadCpuNs() - c1;
     made.clear();
   }
   ReportItems(state, batch, allocs);
@@ -269,6 +285,8 @@ void BM_Ctxloop_ContextCreateDestroy(benchmark::State& state) {
   if (items > 0) {
     state.counters["create_ns"] = create_ns / items;
     state.counters["destroy_ns"] = destroy_ns / items;
+    state.counters["create_cpu_ns"] = create_cpu_ns / items;
+    state.counters["destroy_cpu_ns"] = destroy_cpu_ns / items;
   }
   CheckCount(state, "failed NewContext/DestroyContext calls", errors, 0);
 }
