@@ -33,12 +33,15 @@ Other options:
     --write-results P  also write the measured figures to P
     --ops A,B          measure only these operations (the comparison then covers
                        only them)
+    --jobs N           valgrind runs at a time (default 2; counts do not depend
+                       on it)
 
 Standard library only. Must run from the workspace (or any directory: it
 changes to the repository root itself).
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -120,7 +123,7 @@ def compiler_version():
         return "?"
 
 
-def measure(binary, n, only_ops=None):
+def measure(binary, n, only_ops=None, jobs=2):
     """Returns the results dict: {"n", "instructions_per_op": {op: float}, ...}."""
     version = valgrind_version()
     if version is None:
@@ -140,9 +143,14 @@ def measure(binary, n, only_ops=None):
         private = os.path.join(tmpdir, "icount_hot_paths")
         shutil.copy2(binary, private)
         raw = {}
-        for op in ops:
-            raw[op] = callgrind_ir(private, op, n, tmpdir)
-            log("%-28s %12d instructions in the measured round" % (op, raw[op]))
+        # Counts do not depend on what else runs: measure `jobs` at a time.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {op: pool.submit(callgrind_ir, private, op, n, tmpdir)
+                       for op in ops}
+            for op in ops:
+                raw[op] = futures[op].result()
+                log("%-28s %12d instructions in the measured round" %
+                    (op, raw[op]))
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     base = raw[EMPTY]
@@ -218,6 +226,7 @@ def main(argv):
     p.add_argument("--results")
     p.add_argument("--write-results")
     p.add_argument("--ops")
+    p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args(argv)
     if args.threshold < 0 or args.n < 1:
         p.error("--threshold must be >= 0 and --n >= 1")
@@ -229,7 +238,7 @@ def main(argv):
                 results = json.load(f)
         else:
             binary = args.binary or build_binary()
-            results = measure(binary, args.n, only_ops)
+            results = measure(binary, args.n, only_ops, max(1, args.jobs))
     except MeasureError as e:
         log("could not measure: %s" % e)
         return 2
