@@ -47,7 +47,9 @@ namespace ctxloop_bench {
 
 // Counts the heap allocations of all threads from its construction (put it
 // right before `for (auto _ : state)`) until `ReportItems` reads it, except
-// while paused. Cheap: two reads of the per-thread counters per start/stop.
+// while paused: call `Pause()` right after the timing loop if anything but
+// checks runs between it and `ReportItems`. Each start/stop/read sums 64
+// per-thread counters (alloc_counter.h), nothing inside the timing loop.
 // Benchmark thread only.
 class AllocWindow {
  public:

@@ -894,6 +894,7 @@ void BM_Ctxloop_TimerScheduleCancel(benchmark::State& state) {
     }
     handles.clear();
   }
+  allocs.Pause();  // What follows is not timed.
   if (!loop.RunUntilIdle().ok()) ++errors;
   CheckCount(state, "failed PostDelayed/Cancel calls", errors, 0) &&
       CheckCount(state, "cancelled timers that ran", fired, 0);
@@ -922,6 +923,7 @@ void BM_RawLibevent_EvtimerAddDel(benchmark::State& state) {
       if (evtimer_del(ev) != 0) ++errors;
     }
   }
+  allocs.Pause();  // What follows is not timed.
   if (event_base_loop(base.get(), EVLOOP_NONBLOCK) < 0) ++errors;
   for (event* ev : events) event_free(ev);
   CheckCount(state, "failed libevent calls", errors, 0) &&
@@ -954,6 +956,7 @@ void BM_RawLibevent_EvtimerNewAddDelFree(benchmark::State& state) {
     }
     events.clear();
   }
+  allocs.Pause();  // What follows is not timed.
   if (event_base_loop(base.get(), EVLOOP_NONBLOCK) < 0) ++errors;
   CheckCount(state, "failed libevent calls", errors, 0) &&
       CheckCount(state, "cancelled timers that ran", fired, 0);
@@ -1020,6 +1023,7 @@ void BM_Ctxloop_ContextKeySetReset(benchmark::State& state) {
     absl::StatusOr<ctxloop::Token> token = key.Set(ctx, value++);
     if (!token.ok() || !key.Reset(ctx, *token).ok()) ++errors;
   }
+  allocs.Pause();  // What follows is not timed.
   absl::StatusOr<int> after = key.Get(ctx);
   CheckCount(state, "failed Set/Reset calls", errors, 0) &&
       CheckCount(state, "value after all resets", after.ok() ? *after : -1, 0);
@@ -1060,6 +1064,7 @@ void BM_Ctxloop_ContextKeyGet(benchmark::State& state) {
     absl::StatusOr<int> v = key.Get(ctx);
     sum += v.ok() ? *v : -1000000;
   }
+  allocs.Pause();  // What follows is not timed.
   (void)key.Reset(ctx, *token);
   CheckCount(state, "sum of values read", sum,
              42 * int64_t{state.iterations()});
@@ -1075,6 +1080,7 @@ void BM_ThreadLocal_Read(benchmark::State& state) {
     benchmark::ClobberMemory();  // Reload tls_value each time.
     sum += tls_value;
   }
+  allocs.Pause();  // What follows is not timed.
   tls_value = 0;
   CheckCount(state, "sum of values read", sum,
              42 * int64_t{state.iterations()});
