@@ -240,8 +240,11 @@ void BM_VectorAnyInvocable_Capture3(benchmark::State& state) {
     queue.clear();
     benchmark::ClobberMemory();
   }
+  // One operator new per task (AnyInvocable's heap storage): a check that
+  // C++ allocations are counted.
   CheckCount(state, "tasks run", a + b + c,
-             3 * int64_t{kSameThreadBatch} * state.iterations());
+             3 * int64_t{kSameThreadBatch} * state.iterations()) &&
+      CheckAllocsPerItem(state, allocs, kSameThreadBatch, 1.0, 1.0);
   ReportItems(state, kSameThreadBatch, allocs);
 }
 
