@@ -15,8 +15,59 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "ctxloop/benchmarks/alloc_counter.h"
 
 namespace ctxloop_bench {
+
+AllocWindow::AllocWindow() : started_at_(AllocationsSoFar()) {}
+
+void AllocWindow::Pause() {
+  if (!running_) return;
+  counted_ += AllocationsSoFar() - started_at_;
+  running_ = false;
+}
+
+void AllocWindow::Resume() {
+  if (running_) return;
+  started_at_ = AllocationsSoFar();
+  running_ = true;
+}
+
+int64_t AllocWindow::count() const {
+  return counted_ + (running_ ? AllocationsSoFar() - started_at_ : 0);
+}
+
+namespace {
+
+double PerItem(benchmark::State& state, int64_t count,
+               int64_t items_per_iteration) {
+  const double items = static_cast<double>(state.iterations()) *
+                       static_cast<double>(items_per_iteration);
+  return items > 0 ? static_cast<double>(count) / items : 0.0;
+}
+
+}  // namespace
+
+void ReportItems(benchmark::State& state, int64_t items_per_iteration,
+                 const AllocWindow& allocs) {
+  const int64_t count = allocs.count();  // First: ReportItems allocates.
+  ReportItems(state, items_per_iteration);
+  if (AllocCountingEnabled()) {
+    state.counters["allocs_per_item"] =
+        benchmark::Counter(PerItem(state, count, items_per_iteration));
+  }
+}
+
+bool CheckAllocsPerItem(benchmark::State& state, const AllocWindow& allocs,
+                        int64_t items_per_iteration, double lo, double hi) {
+  if (!AllocCountingEnabled()) return true;
+  const double per_item = PerItem(state, allocs.count(), items_per_iteration);
+  if (per_item >= lo && per_item <= hi) return true;
+  const std::string msg = absl::StrCat("allocations per item: got ", per_item,
+                                       ", expected ", lo, "..", hi);
+  state.SkipWithError(msg.c_str());
+  return false;
+}
 
 void ReportItems(benchmark::State& state, int64_t items_per_iteration) {
   const int64_t items =
@@ -180,6 +231,13 @@ void PrepareProcess() {
     pinning += " (pinning the loop thread FAILED)";
   }
   benchmark::AddCustomContext("ctxloop_cpu_pinning", pinning);
+
+  benchmark::AddCustomContext(
+      "ctxloop_alloc_counting",
+      AllocCountingEnabled()
+          ? "allocs_per_item counts malloc/calloc/realloc/aligned "
+            "allocations of all threads (operator new included)"
+          : "off (sanitizer build)");
 
 #if defined(__OPTIMIZE__) && defined(NDEBUG)
   benchmark::AddCustomContext("ctxloop_build", "optimized (-c opt)");

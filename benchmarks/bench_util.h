@@ -10,11 +10,17 @@
 //
 // Conventions every benchmark here follows, so that `run.sh` can compare them:
 //
-//   * `ReportItems(state, n)` after the timing loop: items/s plus a counter
-//     `ns_per_item`. That counter is a Google Benchmark rate counter with
-//     `kIsRate | kInvert`: the console shows it with its unit ("4.2ns"); in
-//     JSON its value is in SECONDS per item (4.2e-09). It divides by real
-//     time, so register every benchmark with `->UseRealTime()`.
+//   * An `AllocWindow allocs;` declared right before the timing loop, and
+//     `ReportItems(state, n, allocs)` after it: items/s plus the counters
+//     `ns_per_item` and `allocs_per_item`. `ns_per_item` is a Google
+//     Benchmark rate counter with `kIsRate | kInvert`: the console shows it
+//     with its unit ("4.2ns"); in JSON its value is in SECONDS per item
+//     (4.2e-09). It divides by real time, so register every benchmark with
+//     `->UseRealTime()`. `allocs_per_item` is a plain number: heap
+//     allocations made by any thread while the window ran, divided by the
+//     items (see alloc_counter.h for what is counted; absent in sanitizer
+//     builds). Untimed sections (`state.PauseTiming()`) pause the window too:
+//     `allocs.Pause()` / `allocs.Resume()`.
 //   * `state.SetLabel(<group>)`: benchmarks with the same label measure the
 //     same work; `run.sh` reports the ratio of the `BM_Ctxloop_*` benchmark of
 //     a group to every other benchmark of that group.
@@ -39,9 +45,46 @@
 
 namespace ctxloop_bench {
 
+// Counts the heap allocations of all threads from its construction (put it
+// right before `for (auto _ : state)`) until `ReportItems` reads it, except
+// while paused: call `Pause()` right after the timing loop if anything but
+// checks runs between it and `ReportItems`. Each start/stop/read sums 64
+// per-thread counters (alloc_counter.h), nothing inside the timing loop.
+// Benchmark thread only.
+class AllocWindow {
+ public:
+  AllocWindow();
+  AllocWindow(const AllocWindow&) = delete;
+  AllocWindow& operator=(const AllocWindow&) = delete;
+
+  // Stop / restart counting (around state.PauseTiming()/ResumeTiming()).
+  // Pausing a paused window or resuming a running one does nothing.
+  void Pause();
+  void Resume();
+  // Allocations counted so far.
+  int64_t count() const;
+
+ private:
+  int64_t counted_ = 0;     // Allocations of finished running stretches.
+  int64_t started_at_ = 0;  // AllocationsSoFar() when the stretch began.
+  bool running_ = true;
+};
+
 // Sets items processed (`iterations * items_per_iteration`) and the
-// `ns_per_item` counter described above.
+// `ns_per_item` and `allocs_per_item` counters described above.
+void ReportItems(benchmark::State& state, int64_t items_per_iteration,
+                 const AllocWindow& allocs);
+
+// The same without `allocs_per_item`. For benchmarks that cannot delimit
+// their allocations; every benchmark in this directory uses the form above.
 void ReportItems(benchmark::State& state, int64_t items_per_iteration);
+
+// Reports an error on `state` unless `lo <= allocations per item <= hi`
+// (allocations counted by `allocs`); true when it holds or when allocations
+// are not counted (sanitizer builds). Guards the counting itself: a benchmark
+// known to allocate nothing per item (or at least one) checks it.
+bool CheckAllocsPerItem(benchmark::State& state, const AllocWindow& allocs,
+                        int64_t items_per_iteration, double lo, double hi);
 
 // Reports an error on `state` unless `actual == expected`. `what` names the
 // count ("tasks run", ...). Returns whether they matched.

@@ -12,9 +12,11 @@ produces
 
   * `trace_benchmark`: a cc_binary linking Google Benchmark, the shared
     helpers (//benchmarks:bench_util, see bench_util.h for the conventions:
-    ReportItems, CheckCount, group labels) and a main() that sets malloc
-    tunables and CPU pinning (//benchmarks:bench_main). Tagged
-    "ctxloop_benchmark", which is how benchmarks/run.sh finds it. Measure with
+    ReportItems, CheckCount, group labels), the allocation counter
+    (//benchmarks:alloc_counter, through bench_util) and a main() that sets
+    malloc tunables and CPU pinning (//benchmarks:bench_main). Tagged
+    "ctxloop_benchmark", which is how benchmarks/run.sh finds it (unless
+    in_run_sh = False). Measure with
     `-c opt` (benchmarks/run.sh does); `bazel run --config=opt //benchmarks:X`.
   * `trace_benchmark_smoke_test`: an sh_test that runs every benchmark of the
     binary once, briefly (--benchmark_min_time=0.001), and fails if the binary
@@ -32,6 +34,7 @@ def ctxloop_benchmark(
         smoke_args = [],
         smoke_size = "small",
         tags = [],
+        in_run_sh = True,
         **kwargs):
     """Declares the benchmark binary `name` and `name + "_smoke_test"`.
 
@@ -42,6 +45,10 @@ def ctxloop_benchmark(
       smoke_args: extra flags for the smoke run (e.g. a --benchmark_filter).
       smoke_size: the smoke test's size.
       tags: extra tags for the binary.
+      in_run_sh: whether benchmarks/run.sh runs it by default (tag
+        "ctxloop_benchmark"); if False it is tagged "ctxloop_extra_benchmark"
+        instead and runs only when named (BENCHMARKS=<name> run.sh), e.g.
+        growth_benchmark, which tools/plot_growth.py runs.
       **kwargs: passed to cc_binary.
     """
     cc_binary(
@@ -52,7 +59,9 @@ def ctxloop_benchmark(
             Label("//benchmarks:bench_util"),
             "@com_github_google_benchmark//:benchmark",
         ],
-        tags = tags + ["ctxloop_benchmark"],
+        tags = tags + [
+            "ctxloop_benchmark" if in_run_sh else "ctxloop_extra_benchmark",
+        ],
         **kwargs
     )
 

@@ -31,6 +31,7 @@
 
 namespace {
 
+using ctxloop_bench::AllocWindow;
 using ctxloop_bench::BenchCpus;
 using ctxloop_bench::CheckCount;
 using ctxloop_bench::PinnedWorker;
@@ -65,13 +66,14 @@ void BM_Ctxloop_StreamSameLoop(benchmark::State& state) {
   ctxloop::StreamSubscription sub =
       *std::move(pair.reader).Attach(consumer, std::move(sink));
   int64_t v = 0;
+  AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kSameLoopBatch; ++i) {
       if (!pair.writer.Emit(v++).ok()) state.SkipWithError("emit refused");
     }
     (void)loop.RunUntilIdle();
   }
-  ReportItems(state, kSameLoopBatch);
+  ReportItems(state, kSameLoopBatch, allocs);
   CheckCount(state, "events delivered", seen.next, v);
   CheckCount(state, "events out of order", seen.out_of_order, 0);
   state.SetLabel("stream_same_loop");
@@ -82,6 +84,7 @@ void BM_Reference_SameThreadPostForStream(benchmark::State& state) {
   ctxloop::ContextHandle consumer = *loop.NewContext("consumer");
   OrderedCount seen;
   int64_t v = 0;
+  AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kSameLoopBatch; ++i) {
       (void)ctxloop::Post(
@@ -89,7 +92,7 @@ void BM_Reference_SameThreadPostForStream(benchmark::State& state) {
     }
     (void)loop.RunUntilIdle();
   }
-  ReportItems(state, kSameLoopBatch);
+  ReportItems(state, kSameLoopBatch, allocs);
   CheckCount(state, "tasks run", seen.next, v);
   state.SetLabel("stream_same_loop");
 }
@@ -99,6 +102,7 @@ void BM_Ctxloop_StreamCrossLoop(benchmark::State& state) {
   ctxloop::Loop loop;  // The sink's loop, on the benchmark thread.
   ctxloop::ContextHandle consumer = *loop.NewContext("consumer");
   int64_t delivered = 0, out_of_order = 0, refusals = 0;
+  AllocWindow allocs;
   for (auto _ : state) {
     ctxloop::StreamOptions options;
     options.high_watermark = 1 << 16;
@@ -136,7 +140,7 @@ void BM_Ctxloop_StreamCrossLoop(benchmark::State& state) {
     delivered += seen.next;
     out_of_order += seen.out_of_order;
   }
-  ReportItems(state, kCrossLoopEvents);
+  ReportItems(state, kCrossLoopEvents, allocs);
   CheckCount(state, "events delivered", delivered,
              static_cast<int64_t>(state.iterations()) * kCrossLoopEvents);
   CheckCount(state, "events out of order", out_of_order, 0);

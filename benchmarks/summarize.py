@@ -5,9 +5,11 @@
 
 Prints a markdown table: per group (the benchmark's label, see bench_util.h),
 each benchmark's median ns/item over its repetitions (min-max in brackets),
-the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it, and, where
-the benchmark reports it (cross-thread ones), the median number of times the
-loop was woken per 1000 items. Ratios compare numbers from the same run only. Exits non-zero if a benchmark
+the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it, the median
+heap allocations per item (`allocs_per_item`, counted by every binary except
+sanitizer builds; see alloc_counter.h) and, where the benchmark reports it
+(cross-thread ones), the median number of times the loop was woken per 1000
+items. Ratios compare numbers from the same run only. Exits non-zero if a benchmark
 reported an error.
 """
 
@@ -17,7 +19,8 @@ import sys
 
 
 def load_runs(paths):
-    """Returns {name: {"label": str, "ns": [per-repetition ns/item]}}."""
+    """Returns {name: {"label": str, "ns": [per-repetition ns/item],
+    "allocs": [per-repetition allocations/item], "wakeups": [...]}}."""
     runs = {}
     order = []
     errors = []
@@ -38,11 +41,13 @@ def load_runs(paths):
             entry = runs.get(name)
             if entry is None:
                 entry = {"label": b.get("label", "") or "(no group)", "ns": [],
-                         "wakeups": []}
+                         "allocs": [], "wakeups": []}
                 runs[name] = entry
                 order.append(name)
             # ns_per_item is a kIsRate|kInvert counter: seconds per item.
             entry["ns"].append(float(ns) * 1e9)
+            if "allocs_per_item" in b:
+                entry["allocs"].append(float(b["allocs_per_item"]))
             if "wakeups_per_1k" in b:
                 entry["wakeups"].append(float(b["wakeups_per_1k"]))
     return runs, order, errors
@@ -54,6 +59,13 @@ def fmt(ns):
     if ns >= 10:
         return "%.1f" % ns
     return "%.2f" % ns
+
+
+def fmt_allocs(x):
+    """0 exactly as "0"; otherwise 3 significant digits (0.000125, 1.00)."""
+    if x == 0:
+        return "0"
+    return "%.3g" % x
 
 
 def main(argv):
@@ -68,15 +80,20 @@ def main(argv):
         members[label].append(name)
 
     print("| group | benchmark | median ns/item (min-max) | ctxloop / this "
-          "| loop wake-ups per 1k items |")
-    print("| --- | --- | ---: | ---: | ---: |")
+          "| allocs/item | loop wake-ups per 1k items |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for label in groups:
         names = members[label]
         medians = {n: statistics.median(runs[n]["ns"]) for n in names}
-        ref = next((n for n in names if n.startswith("BM_Ctxloop_")), None)
+        # Growth curves (growth_benchmark.cc) compare sizes, not contenders.
+        ref = None if label.startswith("growth_") else next(
+            (n for n in names if n.startswith("BM_Ctxloop_")), None)
         # ctxloop first, then the peers fastest first.
         ordered = ([ref] if ref else []) + sorted(
             (n for n in names if n != ref), key=lambda n: medians[n])
+        if label.startswith("growth_"):
+            ordered = names  # In size order, as registered.
+
         for n in ordered:
             ns = runs[n]["ns"]
             spread = "%s (%s-%s)" % (fmt(medians[n]), fmt(min(ns)), fmt(max(ns)))
@@ -88,8 +105,10 @@ def main(argv):
                 ratio = "%.2fx" % (medians[ref] / medians[n])
             wk = runs[n]["wakeups"]
             wakeups = "%.1f" % statistics.median(wk) if wk else ""
-            print("| %s | %s | %s | %s | %s |" % (label, n, spread, ratio,
-                                                  wakeups))
+            al = runs[n]["allocs"]
+            allocs = fmt_allocs(statistics.median(al)) if al else ""
+            print("| %s | %s | %s | %s | %s | %s |" % (label, n, spread, ratio,
+                                                       allocs, wakeups))
     if errors:
         print()
         print("Benchmarks that reported errors:")

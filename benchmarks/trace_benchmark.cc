@@ -51,6 +51,7 @@
 
 namespace {
 
+using ctxloop_bench::AllocWindow;
 using ctxloop_bench::CheckCount;
 using ctxloop_bench::ReportItems;
 
@@ -93,6 +94,7 @@ void SpanLoop(benchmark::State& state, ctxloop::Tracer& tracer,
               ctxloop::Loop& loop, bool make_current) {
   ctxloop::ContextHandle ctx = loop.root();
   ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
+  AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
       ctxloop::SpanOptions o;
@@ -103,7 +105,7 @@ void SpanLoop(benchmark::State& state, ctxloop::Tracer& tracer,
       (void)span->Finish(ctx);
     }
   }
-  ReportItems(state, kBatch);
+  ReportItems(state, kBatch, allocs);
   // Every span reset its "current": only the trace is current again.
   if (tracer.enabled() && tracer.CurrentSpanId(ctx)->valid()) {
     state.SkipWithError("a finished span is still current");
@@ -136,17 +138,20 @@ void BM_Ctxloop_SpanStartFinish_InMemory(benchmark::State& state) {
   ctxloop::ContextHandle ctx = loop.root();
   ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
   int64_t exported = 0;
+  AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
       absl::StatusOr<ctxloop::SpanScope> span = tracer.StartSpan(ctx, "span");
       (void)span->Finish(ctx);
     }
+    allocs.Pause();
     state.PauseTiming();  // Keep memory bounded; not part of the span cost.
     exported += static_cast<int64_t>(exporter->size());
     exporter->Clear();
     state.ResumeTiming();
+    allocs.Resume();
   }
-  ReportItems(state, kBatch);
+  ReportItems(state, kBatch, allocs);
   CheckCount(state, "spans exported", exported,
              static_cast<int64_t>(state.iterations()) * kBatch);
   (void)run.Finish(ctx);
@@ -165,13 +170,14 @@ void BM_Ctxloop_SpanStartFinish_Batch(benchmark::State& state) {
   ctxloop::Tracer tracer(With(batch));
   ctxloop::ContextHandle ctx = loop.root();
   ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
+  AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
       absl::StatusOr<ctxloop::SpanScope> span = tracer.StartSpan(ctx, "span");
       (void)span->Finish(ctx);
     }
   }
-  ReportItems(state, kBatch);
+  ReportItems(state, kBatch, allocs);
   (void)run.Finish(ctx);
   (void)tracer.ForceFlush(absl::Seconds(30));
   const ctxloop::BatchProcessor::Stats s = batch->stats();
@@ -207,19 +213,24 @@ void FinishBatch(benchmark::State& state, bool from_other_context) {
   spans.reserve(kBatch);
   ctxloop::SpanOptions o;
   o.make_current = false;
+  AllocWindow allocs;
   for (auto _ : state) {
+    allocs.Pause();
     state.PauseTiming();
     for (int i = 0; i < kBatch; ++i) {
       spans.push_back(*tracer.StartSpan(a, "span", o));
     }
     state.ResumeTiming();
+    allocs.Resume();
     for (ctxloop::SpanScope& s : spans) (void)s.Finish(from);
     (void)loop.RunUntilIdle();
+    allocs.Pause();
     state.PauseTiming();
     spans.clear();
     state.ResumeTiming();
+    allocs.Resume();
   }
-  ReportItems(state, kBatch);
+  ReportItems(state, kBatch, allocs);
   CheckCount(state, "span ends", counter->ends.load(),
              static_cast<int64_t>(state.iterations()) * kBatch);
   (void)run.Finish(a);
@@ -243,13 +254,14 @@ void BM_Reference_SameThreadPost(benchmark::State& state) {
   ctxloop::Loop loop;
   ctxloop::ContextHandle a = *loop.NewContext("A");
   int64_t ran = 0;
+  AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
       (void)ctxloop::Post(a, [&ran](ctxloop::ContextHandle) { ++ran; });
     }
     (void)loop.RunUntilIdle();
   }
-  ReportItems(state, kBatch);
+  ReportItems(state, kBatch, allocs);
   CheckCount(state, "tasks run", ran,
              static_cast<int64_t>(state.iterations()) * kBatch);
   state.SetLabel("finish_home");

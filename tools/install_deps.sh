@@ -13,6 +13,7 @@ PACKAGES=(
   # @com_github_google_benchmark, @libevent, @boost, @libuv.
   libabsl-dev googletest libgtest-dev libbenchmark-dev libevent-dev
   libboost-dev libuv1-dev
+  valgrind  # Instruction counts for CI's guard (tools/icount_guard.py).
 )
 
 missing=()
