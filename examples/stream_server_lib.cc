@@ -314,9 +314,14 @@ absl::Status StreamServer::Init() {
       http_ = nullptr;
       return;
     }
+    const int fd = evhttp_bound_socket_get_fd(listener_);
+    // libevent listens with a backlog of 128: a burst of new connections
+    // beyond that (a thousand streams ending together, each client
+    // reconnecting) overflows it into 1 s SYN retries. Linux lets `listen`
+    // raise the backlog of a listening socket (capped by net.core.somaxconn).
+    (void)listen(fd, SOMAXCONN);
     sockaddr_storage addr = {};
     socklen_t len = sizeof(addr);
-    const int fd = evhttp_bound_socket_get_fd(listener_);
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
       if (addr.ss_family == AF_INET) {
         port_ = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);

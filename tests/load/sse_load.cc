@@ -1,0 +1,293 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// sse_load: the demo server (`examples/stream_server`'s `StreamServer`)
+// under many concurrent SSE clients, in one process, checked end to end.
+//
+//   bazel run -c opt //tests/load:sse_load -- --connections=1000 --seconds=20
+//
+// For each tracing mode (--tracing=on, off or both) it starts a server, keeps
+// --connections streams in flight for --seconds with `SseLoadClient` (a
+// ctxloop loop of its own), then checks:
+//   * every request the client made was answered 200 with the whole stream
+//     (`event: done`), and the server finished as many runs as it started;
+//   * with tracing on, every run's trace was exported exactly once (none
+//     lost, none duplicated, none unknown), with both spans of every event,
+//     and the batch processor dropped nothing;
+//   * resident memory is flat: the load runs in three equal phases; the
+//     first warms every pool and buffer up, and the third grows resident
+//     memory by less than --max_rss_growth_mb over the second;
+//   * at least --min_peak streams were in flight at once.
+// It prints requests/s and p50/p99 latency per mode and exits 0 only if all
+// checks pass. `sse_load_test` runs a small configuration in `bazel test`.
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "ctxloop/examples/stream_server_lib.h"
+#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/tests/load/sse_load_client.h"
+#include "ctxloop/trace/batch_processor.h"
+#include "ctxloop/trace/exporter.h"
+#include "ctxloop/trace/tracer.h"
+
+ABSL_FLAG(int, connections, 1000, "Streams kept in flight at once.");
+ABSL_FLAG(double, seconds, 15,
+          "Load duration per tracing mode (three equal phases).");
+ABSL_FLAG(int, events, 20, "Events per stream.");
+ABSL_FLAG(int, delay_ms, 5, "Delay per event, ms.");
+ABSL_FLAG(std::string, tracing, "both", "on, off or both.");
+ABSL_FLAG(int, min_peak, -1,
+          "Fail unless this many streams were in flight at once (-1: "
+          "--connections).");
+ABSL_FLAG(int, max_rss_growth_mb, 8,
+          "Fail if the third phase of the load grows resident memory by more "
+          "than this over the second.");
+
+namespace ctxloop {
+namespace load {
+namespace {
+
+// Counts what reaches it: traces by id, spans in total.
+class CountingExporter : public SpanExporter {
+ public:
+  absl::Status Export(absl::Span<const ExportItem> batch) override {
+    internal::MutexLock lock(&mu_);
+    for (const ExportItem& item : batch) {
+      if (const auto* t = std::get_if<TraceData>(&item)) {
+        ++traces_[t->trace_id];
+      } else {
+        ++spans_;
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::flat_hash_map<TraceId, int> traces() const {
+    internal::MutexLock lock(&mu_);
+    return traces_;
+  }
+  uint64_t spans() const {
+    internal::MutexLock lock(&mu_);
+    return spans_;
+  }
+
+ private:
+  mutable internal::Mutex mu_;
+  absl::flat_hash_map<TraceId, int> traces_ ABSL_GUARDED_BY(mu_);
+  uint64_t spans_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Trace ids of finished runs, from `on_run_finished`.
+struct RunLog {
+  internal::Mutex mu;
+  std::vector<TraceId> trace_ids ABSL_GUARDED_BY(mu);
+  uint64_t completed ABSL_GUARDED_BY(mu) = 0;
+  uint64_t written ABSL_GUARDED_BY(mu) = 0;
+};
+
+struct ModeResult {
+  bool ok = true;
+  LoadResult phases[3];
+  int64_t rss_after[3] = {0, 0, 0};
+};
+
+bool Check(bool ok, const std::string& what, std::vector<std::string>* bad) {
+  if (!ok) bad->push_back(what);
+  return ok;
+}
+
+ModeResult RunMode(bool tracing) {
+  ModeResult m;
+  std::vector<std::string> bad;
+  auto exporter = std::make_shared<CountingExporter>();
+  std::unique_ptr<Tracer> tracer;
+  BatchProcessor* batch_ptr = nullptr;
+  if (tracing) {
+    BatchProcessor::Options bo;
+    bo.max_queue_size = 1 << 20;  // The check is "nothing lost": no drops.
+    bo.max_batch_size = 512;
+    bo.schedule_delay = absl::Milliseconds(100);
+    auto batch = BatchProcessor::Create(exporter, std::move(bo));
+    if (!batch.ok()) {
+      std::printf("cannot make a BatchProcessor: %s\n",
+                  batch.status().ToString().c_str());
+      m.ok = false;
+      return m;
+    }
+    batch_ptr = batch->get();
+    Tracer::Options to;
+    to.processors.push_back(std::shared_ptr<BatchProcessor>(*std::move(batch)));
+    tracer = std::make_unique<Tracer>(std::move(to));
+  }
+  RunLog log;
+  examples::StreamServer::Options so;
+  so.tracer = tracer.get();
+  so.max_reports = 16;  // The log below keeps what the checks need.
+  so.on_run_finished = [&log](const examples::RunReport& r) {
+    internal::MutexLock lock(&log.mu);
+    log.trace_ids.push_back(r.trace_id);
+    if (r.stream_status.ok()) ++log.completed;
+    log.written += static_cast<uint64_t>(r.events_written);
+  };
+  auto server = examples::StreamServer::Start(std::move(so));
+  if (!server.ok()) {
+    std::printf("cannot start the server: %s\n",
+                server.status().ToString().c_str());
+    m.ok = false;
+    return m;
+  }
+  const int events = absl::GetFlag(FLAGS_events);
+  SseLoadClient::Options co;
+  co.port = (*server)->port();
+  co.target = absl::StrCat("/run?events=", events,
+                           "&delay_ms=", absl::GetFlag(FLAGS_delay_ms));
+  co.connections = absl::GetFlag(FLAGS_connections);
+  co.duration = absl::Seconds(absl::GetFlag(FLAGS_seconds) / 3);
+
+  // Three phases: the first warms every pool and buffer up; the third must
+  // not grow resident memory over the second.
+  for (int phase = 0; phase < 3; ++phase) {
+    absl::StatusOr<LoadResult> r = SseLoadClient::Run(co);
+    if (!r.ok()) {
+      std::printf("load client: %s\n", r.status().ToString().c_str());
+      m.ok = false;
+      return m;
+    }
+    m.phases[phase] = *r;
+    Check((*server)->WaitForIdle(absl::Seconds(60)),
+          "the server did not go idle within 60 s", &bad);
+    if (tracer != nullptr) (void)tracer->ForceFlush(absl::Seconds(60));
+    m.rss_after[phase] = ResidentBytes();
+  }
+
+  uint64_t ok = 0, failed = 0, peak = 0;
+  double seconds = 0;
+  absl::Duration max_latency;
+  std::string first_error;
+  for (const LoadResult& r : m.phases) {
+    ok += r.ok;
+    failed += r.failed;
+    peak = std::max(peak, r.peak_in_flight);
+    seconds += absl::ToDoubleSeconds(r.elapsed);
+    max_latency = std::max(max_latency, r.max);
+    if (first_error.empty() && !r.first_errors.empty()) {
+      first_error = r.first_errors[0];
+    }
+  }
+  const LoadResult& last = m.phases[2];
+  Check(failed == 0,
+        absl::StrCat(failed, " requests failed, first: ", first_error), &bad);
+  const int min_peak = absl::GetFlag(FLAGS_min_peak) < 0
+                           ? co.connections
+                           : absl::GetFlag(FLAGS_min_peak);
+  Check(peak >= static_cast<uint64_t>(min_peak),
+        absl::StrCat("peak in flight ", peak, " < ", min_peak), &bad);
+  const examples::ServerStats stats = (*server)->stats();
+  Check(stats.runs_started == stats.runs_finished,
+        absl::StrCat("server started ", stats.runs_started, " runs, finished ",
+                     stats.runs_finished),
+        &bad);
+  Check(stats.runs_completed == ok,
+        absl::StrCat("server completed ", stats.runs_completed,
+                     " runs, the client saw ", ok, " whole streams"),
+        &bad);
+  {
+    internal::MutexLock lock(&log.mu);
+    if (tracing) {
+      const absl::flat_hash_map<TraceId, int> exported = exporter->traces();
+      uint64_t missing = 0, duplicated = 0;
+      for (const TraceId& id : log.trace_ids) {
+        auto it = exported.find(id);
+        if (it == exported.end()) {
+          ++missing;
+        } else if (it->second != 1) {
+          ++duplicated;
+        }
+      }
+      Check(missing == 0 && duplicated == 0,
+            absl::StrCat(missing, " runs' traces not exported, ", duplicated,
+                         " exported more than once"),
+            &bad);
+      Check(exported.size() == log.trace_ids.size(),
+            absl::StrCat(exported.size(), " traces exported for ",
+                         log.trace_ids.size(), " runs"),
+            &bad);
+      // One "agent step" span per event emitted and one "write event" span
+      // per event written; every run here completed, so both are `events`.
+      const uint64_t expected_spans = 2 * log.written;
+      Check(exporter->spans() == expected_spans,
+            absl::StrCat(exporter->spans(), " spans exported, expected ",
+                         expected_spans),
+            &bad);
+      const BatchProcessor::Stats bs = batch_ptr->stats();
+      Check(bs.dropped == 0 && bs.failed_items == 0,
+            absl::StrCat("batch processor dropped ", bs.dropped, ", failed ",
+                         bs.failed_items),
+            &bad);
+    }
+    Check(log.completed == ok,
+          absl::StrCat(log.completed, " runs reported complete, ", ok,
+                       " seen by the client"),
+          &bad);
+  }
+  const int64_t growth = m.rss_after[2] - m.rss_after[1];
+  Check(growth < int64_t{absl::GetFlag(FLAGS_max_rss_growth_mb)} << 20,
+        absl::StrCat("resident memory grew ", growth >> 10,
+                     " KiB in the third phase"),
+        &bad);
+
+  (*server)->Shutdown();
+  if (tracer != nullptr) (void)tracer->Shutdown();
+
+  std::printf(
+      "tracing %-3s  %6.0f req/s  p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  "
+      "peak %llu streams  %llu ok  RSS after each phase %lld / %lld / %lld "
+      "KiB\n",
+      tracing ? "on" : "off",
+      seconds > 0 ? static_cast<double>(ok) / seconds : 0,
+      absl::ToDoubleMilliseconds(last.p50),
+      absl::ToDoubleMilliseconds(last.p99),
+      absl::ToDoubleMilliseconds(max_latency),
+      static_cast<unsigned long long>(peak),          // NOLINT(runtime/int)
+      static_cast<unsigned long long>(ok),            // NOLINT(runtime/int)
+      static_cast<long long>(m.rss_after[0] >> 10),   // NOLINT(runtime/int)
+      static_cast<long long>(m.rss_after[1] >> 10),   // NOLINT(runtime/int)
+      static_cast<long long>(m.rss_after[2] >> 10));  // NOLINT(runtime/int)
+  for (const std::string& p : bad) std::printf("  FAILED: %s\n", p.c_str());
+  m.ok = bad.empty();
+  return m;
+}
+
+}  // namespace
+}  // namespace load
+}  // namespace ctxloop
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string mode = absl::GetFlag(FLAGS_tracing);
+  if (mode != "on" && mode != "off" && mode != "both") {
+    std::fprintf(stderr, "--tracing must be on, off or both\n");
+    return 2;
+  }
+  const uint64_t files = ctxloop::load::RaiseOpenFileLimit();
+  std::printf(
+      "sse_load: %d streams in flight, %d events x %d ms each, %.1f s per "
+      "mode (open-file limit %llu)\n",
+      absl::GetFlag(FLAGS_connections), absl::GetFlag(FLAGS_events),
+      absl::GetFlag(FLAGS_delay_ms), absl::GetFlag(FLAGS_seconds),
+      static_cast<unsigned long long>(files));  // NOLINT(runtime/int)
+  bool ok = true;
+  if (mode != "off") ok &= ctxloop::load::RunMode(/*tracing=*/true).ok;
+  if (mode != "on") ok &= ctxloop::load::RunMode(/*tracing=*/false).ok;
+  std::printf("sse_load: %s\n", ok ? "PASSED" : "FAILED");
+  return ok ? 0 : 1;
+}
