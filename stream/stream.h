@@ -93,6 +93,12 @@ struct Sink {
 
 namespace internal {
 
+// What every method of a moved-from (or already attached) handle returns.
+inline absl::Status NoStream() {
+  return absl::FailedPreconditionError(
+      "no stream: this handle was moved from or already attached");
+}
+
 template <typename T>
 class StreamState final : public StreamCore {
  public:
@@ -203,7 +209,7 @@ class StreamSubscription {
   // Ends the stream from the consumer side [E3]: kFailedPrecondition if it
   // already ended. Thread-safe; fine from inside the sink's callbacks.
   absl::Status Cancel() {
-    if (core_ == nullptr) return absl::FailedPreconditionError("no stream");
+    if (core_ == nullptr) return internal::NoStream();
     return core_->Cancel(absl::CancelledError("cancelled by the consumer"));
   }
 
@@ -239,9 +245,11 @@ class StreamReader {
 
   // Attaches the sink; events buffered so far are delivered at once.
   // kInvalidArgument for a null context or missing callbacks;
-  // kCancelled if the stream already ended.
+  // kCancelled if the stream already ended; kFailedPrecondition on a reader
+  // that was moved from or already attached.
   absl::StatusOr<StreamSubscription> Attach(ContextHandle sink_ctx,
                                             Sink<T> sink) && {
+    if (state_ == nullptr) return internal::NoStream();
     std::shared_ptr<internal::StreamState<T>> state = std::move(state_);
     absl::Status s = state->Attach(sink_ctx, std::move(sink));
     if (!s.ok()) {
@@ -251,7 +259,11 @@ class StreamReader {
     return StreamSubscription(std::move(state));
   }
 
-  SpanParent trace_parent() const { return state_->trace_parent(); }
+  // The producer's trace, for the sink's spans; empty once attached or moved
+  // from (then ask the subscription).
+  SpanParent trace_parent() const {
+    return state_ == nullptr ? SpanParent() : state_->trace_parent();
+  }
 
  private:
   template <typename U>
@@ -280,27 +292,42 @@ class StreamWriter {
   // Queues `event` for the sink. On kResourceExhausted (full) `event` is
   // left untouched in the caller's hands; kCancelled once the consumer ended
   // the stream; kFailedPrecondition after Complete/Fail. Thread-safe.
-  absl::Status Emit(T&& event) { return state_->Emit(std::move(event)); }
+  absl::Status Emit(T&& event) {
+    if (state_ == nullptr) return internal::NoStream();
+    return state_->Emit(std::move(event));
+  }
   absl::Status Emit(const T& event) {
+    if (state_ == nullptr) return internal::NoStream();
     T copy(event);
     return state_->Emit(std::move(copy));
   }
 
   // Ends the stream after the events already emitted [E1].
-  absl::Status Complete() { return state_->Complete(absl::OkStatus()); }
+  absl::Status Complete() {
+    if (state_ == nullptr) return internal::NoStream();
+    return state_->Complete(absl::OkStatus());
+  }
   // Ends it with `error`, which must not be OK [E2].
   absl::Status Fail(absl::Status error) {
+    if (state_ == nullptr) return internal::NoStream();
     if (error.ok()) {
       return absl::InvalidArgumentError("Fail needs a non-OK status");
     }
     return state_->Complete(std::move(error));
   }
 
-  // False while full (after a refusal) or once ended.
-  bool writable() const { return state_->writable(); }
-  ContextHandle context() const { return state_->producer(); }
-  StreamCounters counters() const { return state_->counters(); }
-  SpanParent trace_parent() const { return state_->trace_parent(); }
+  // False while full (after a refusal) or once ended. The getters of a
+  // moved-from writer return empty values.
+  bool writable() const { return state_ != nullptr && state_->writable(); }
+  ContextHandle context() const {
+    return state_ == nullptr ? ContextHandle() : state_->producer();
+  }
+  StreamCounters counters() const {
+    return state_ == nullptr ? StreamCounters() : state_->counters();
+  }
+  SpanParent trace_parent() const {
+    return state_ == nullptr ? SpanParent() : state_->trace_parent();
+  }
 
  private:
   template <typename U>

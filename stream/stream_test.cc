@@ -447,6 +447,72 @@ TEST(StreamTest, PendingDeliveryRunsInShutdownDrain) {
   EXPECT_TRUE(seen.completions[0].ok());
 }
 
+// Defect 12: every method of a moved-from handle (and of a reader that has
+// attached) returns kFailedPrecondition or an empty value, never crashes.
+TEST(StreamMovedFromTest, WriterMethodsAfterMove) {
+  Loop loop;
+  auto pair = *MakeStream<int>(loop.root());
+  StreamWriter<int> writer = std::move(pair.writer);
+  const int one = 1;
+  EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pair.writer.Emit(one).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pair.writer.Complete().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pair.writer.Fail(absl::InternalError("x")).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(pair.writer.writable());
+  EXPECT_TRUE(pair.writer.context().is_null());
+  EXPECT_EQ(pair.writer.counters().emitted, 0u);
+  EXPECT_FALSE(pair.writer.trace_parent().valid());
+  // The new owner still works.
+  EXPECT_TRUE(writer.Emit(1).ok());
+  EXPECT_EQ(writer.context(), loop.root());
+}
+
+TEST(StreamMovedFromTest, ReaderAfterAttachAndAfterMove) {
+  Loop loop;
+  auto pair = *MakeStream<int>(loop.root());
+  StreamReader<int> moved = std::move(pair.reader);
+  EXPECT_FALSE(pair.reader.trace_parent().valid());
+  Seen unused;
+  EXPECT_EQ(std::move(pair.reader)
+                .Attach(loop.root(), unused.MakeSink())
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(moved).Attach(loop.root(), seen.MakeSink());
+  EXPECT_FALSE(moved.trace_parent().valid());
+  Seen second;
+  EXPECT_EQ(
+      std::move(moved).Attach(loop.root(), second.MakeSink()).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+  // The first attachment is untouched.
+  ASSERT_TRUE(pair.writer.Emit(5).ok());
+  ASSERT_TRUE(pair.writer.Complete().ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(seen.events, std::vector<int>{5});
+  EXPECT_TRUE(second.events.empty());
+}
+
+TEST(StreamMovedFromTest, SubscriptionAfterMove) {
+  Loop loop;
+  auto pair = *MakeStream<int>(loop.root());
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(loop.root(), seen.MakeSink());
+  StreamSubscription other = std::move(sub);
+  EXPECT_EQ(sub.Cancel().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(sub.finished());
+  EXPECT_EQ(sub.counters().emitted, 0u);
+  EXPECT_FALSE(sub.trace_parent().valid());
+  EXPECT_FALSE(other.finished());
+  ASSERT_TRUE(other.Cancel().ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+}
+
 TEST(StreamTest, BadArguments) {
   Loop loop;
   EXPECT_EQ(MakeStream<int>(ContextHandle()).status().code(),
