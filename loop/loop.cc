@@ -206,6 +206,41 @@ absl::Status DestroyContext(ContextHandle ctx) {
   return (*core)->DestroyContext(ctx);
 }
 
+absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("AddDestroyHook: null context");
+  }
+  if (!hook) return absl::InvalidArgumentError("AddDestroyHook: empty hook");
+  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "AddDestroyHook");
+  if (!core.ok()) return core.status();
+  return (*core)->AddDestroyHook(ctx, std::move(hook));
+}
+
+absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("RemoveDestroyHook: null context");
+  }
+  if (LoopCore* core = internal::FindOwnedCore(ctx)) {
+    return core->RemoveDestroyHook(ctx, id);
+  }
+  // A loop that exists (even shutting down) and is not ours: wrong thread.
+  // Only the message depends on this racy look; both answers are errors.
+  const internal::LoopSlot* slot =
+      LoopRegistry::Find(HandleAccess::LoopSlot(ctx));
+  if (slot != nullptr &&
+      internal::LoopSlot::GenerationOf(slot->state.load()) ==
+          HandleAccess::LoopGeneration(ctx) &&
+      slot->core.load() != nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("RemoveDestroyHook on ", ctx.DebugString(),
+                     " called from a thread that is not its loop thread"));
+  }
+  // The loop is gone: its shutdown ran every hook.
+  return absl::NotFoundError(
+      absl::StrCat("RemoveDestroyHook on ", ctx.DebugString(),
+                   ": its loop is shut down; its hooks ran"));
+}
+
 // --- FdWatch -----------------------------------------------------------------
 
 FdWatch::FdWatch(FdWatch&& other) noexcept

@@ -52,7 +52,8 @@
 // `Shutdown()` (also run by the destructor) drains: it closes the loop to
 // cross-thread posts, runs every task already posted (and what those post),
 // drops delayed tasks that have not fired and unregisters fd watches, all on
-// the loop thread. `loop/internal/loop_core.cc` numbers every case (S1..S9);
+// the loop thread, and runs the destroy hooks (`AddDestroyHook`) of every
+// context still alive. `loop/internal/loop_core.cc` numbers every case;
 // `loop_shutdown_test.cc` tests each.
 
 #ifndef CTXLOOP_LOOP_LOOP_H_
@@ -223,6 +224,34 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
 // Thread-safe. The cancelled task is destroyed on its loop thread: here if
 // called there, otherwise soon after, by the loop.
 bool Cancel(const DelayedTaskHandle& handle);
+
+// Opaque id of a hook added by `AddDestroyHook`. A value; 0 is never an id.
+struct DestroyHookId {
+  uint64_t value = 0;
+};
+
+// Runs `hook` once, on ctx's loop thread, with `ctx`, when ctx goes away:
+// after `DestroyContext(ctx)` once every task posted to ctx before it has run
+// (with ctx's handle still valid, [S7]), or when the loop shuts down (for
+// every context still alive, after the drain of posted tasks, and before fd
+// watches are torn down, [S10]). Hooks of one context run in the order they
+// were added. Loop thread only. Returns:
+//   kInvalidArgument     for a null handle or an empty hook;
+//   kFailedPrecondition  for a stale or closing (destroyed) context, a loop
+//                        whose shutdown has passed its hook phase, or a call
+//                        from another thread.
+// Hooks may post; what they post runs (it is drained) or is refused, never
+// lost. A hook that throws is reported to the error handler. Cost: one map
+// node per hook, freed when the hook runs or is removed (O(log n) each), so
+// a long-lived context can add and remove hooks forever.
+absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
+
+// Removes a hook that has not run; it is destroyed here, unrun. Returns
+// kNotFound if it ran, is running, or was removed (also when ctx or its loop is
+// gone: their hooks ran), kInvalidArgument for a null handle, and
+// kFailedPrecondition on a thread other than the loop thread. Loop thread
+// only.
+absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id);
 
 // Creates a child context of `parent` on `parent`'s loop, as
 // `Loop::NewChildContext` does; for code that holds only a handle (a task, a

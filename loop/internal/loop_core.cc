@@ -1,7 +1,8 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // Shutdown and destruction cases. Each is referenced as [Sn] where it is
-// handled and has a test in loop_shutdown_test.cc.
+// handled and has a test in loop_shutdown_test.cc ([S10]:
+// destroy_hook_test.cc).
 //
 //  [S1] A task posted (from any thread) and not yet run when `Shutdown()`
 //       starts runs during the drain, on the loop thread, with its handle
@@ -42,6 +43,15 @@
 //       loop: if the pin fails, shutdown has dropped (S4) or closed (S6) the
 //       target already; if it succeeds, the cancelled task is handed to the
 //       loop thread for destruction and is destroyed by the drain.
+// [S10] Destroy hooks (`AddDestroyHook`) run once, on the loop thread, with
+//       their context's handle valid: for `DestroyContext`, in the marker
+//       task of [S7], after the tasks posted before the close; at shutdown,
+//       for every context still alive, after the drain of [S1]-[S3] and
+//       before [S6]. What a hook posts is drained (or, past the round budget,
+//       dropped and counted as in [S3]); a context whose hooks ran refuses new
+//       hooks, and after the hook phase every `AddDestroyHook` is refused.
+//       Hooks still being added when the round budget runs out are destroyed
+//       unrun, counted in `tasks_dropped` and reported.
 
 #include "ctxloop/loop/internal/loop_core.h"
 
@@ -552,6 +562,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
     r.live = true;
     r.closing = false;
   }
+  contexts_[index]->hooks_ran = false;
   ContextRecord& r = *contexts_[index];
   r.name = std::string(name);
   if (parent_record != nullptr && parent_record->values != nullptr) {
@@ -593,6 +604,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
 }
 
 void LoopCore::FreeContext(uint32_t index) {
+  RunDestroyHooks(index);  // [S10] The handle is still valid.
   ContextRecord& r = *contexts_[index];
   std::shared_ptr<ValueTable> values = std::move(r.values);
   r.values_inherited = false;
@@ -601,6 +613,66 @@ void LoopCore::FreeContext(uint32_t index) {
   r.live = false;
   r.closing = false;
   free_contexts_.push_back(index);
+}
+
+// --- Destroy hooks -----------------------------------------------------------
+
+absl::StatusOr<DestroyHookId> LoopCore::AddDestroyHook(ContextHandle ctx,
+                                                       Task hook) {
+  if (hooks_closed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("AddDestroyHook on ", ctx.DebugString(),
+                     ": the loop is shutting down and ran its destroy hooks"));
+  }
+  ContextRecord* r = FindRecord(ctx);
+  if (r == nullptr) return CheckLive(ctx);
+  if (r->closing || r->hooks_ran) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("AddDestroyHook on ", ctx.DebugString(),
+                     ": the context is being destroyed"));
+  }
+  const uint64_t id = next_hook_id_++;
+  r->hooks.emplace_hint(r->hooks.end(), id, std::move(hook));
+  return DestroyHookId{id};
+}
+
+absl::Status LoopCore::RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
+  if (ContextRecord* r = FindRecord(ctx)) {
+    if (auto it = r->hooks.find(id.value); it != r->hooks.end()) {
+      // Out of the map before its destructor runs, which may use the map.
+      Task doomed = std::move(it->second);
+      r->hooks.erase(it);
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "RemoveDestroyHook on ", ctx.DebugString(), ": hook #", id.value,
+      " is not pending (it ran, was removed, or never existed)"));
+}
+
+size_t LoopCore::DestroyHookCountForTesting(ContextHandle ctx) const {
+  const ContextRecord* r = FindRecord(ctx);
+  return r == nullptr ? 0 : r->hooks.size();
+}
+
+void LoopCore::RunDestroyHooks(uint32_t index) {
+  ContextRecord& r = *contexts_[index];  // Records never move.
+  r.hooks_ran = true;
+  const ContextHandle ctx = MakeHandle(index);
+  while (!r.hooks.empty()) {
+    // Out of the map first: the hook may remove other hooks of `r`.
+    Task hook = std::move(r.hooks.extract(r.hooks.begin()).mapped());
+    try {
+      std::move(hook)(ctx);
+    } catch (const std::exception& e) {
+      Report(ctx, absl::InternalError(
+                      absl::StrCat("destroy hook threw: ", e.what())));
+    } catch (...) {
+      Report(ctx,
+             absl::InternalError("destroy hook threw a non-std::exception"));
+    }
+    hook = nullptr;  // Captures die now, on the loop thread.
+  }
 }
 
 absl::StatusOr<std::string> LoopCore::ContextName(ContextHandle ctx) const {
@@ -815,6 +887,38 @@ void LoopCore::Stop() {
   WakeFromForeign(lock);
 }
 
+void LoopCore::Drain() {
+  for (;;) {
+    TakeRemote();
+    if (ready_.empty()) break;
+    if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
+      CloseAndDrop();
+      break;
+    }
+    ++shutdown_rounds_;
+    RunBatch();
+  }
+  batch_scheduled_ = false;
+}
+
+void LoopCore::CloseAndDrop() {
+  // Close to every post first: a dropped task's destructor may post (a trace
+  // finish falls back that way) and must be refused, not queued into the
+  // vector being destroyed. Foreign posts were closed by [S5].
+  phase_ = Phase::kClosed;
+  std::vector<QueuedTask> dropped;
+  dropped.swap(ready_);
+  const uint64_t n = static_cast<uint64_t>(
+      std::count_if(dropped.begin(), dropped.end(),
+                    [](const QueuedTask& t) { return !t.internal(); }));
+  report_.tasks_dropped += n;
+  dropped.clear();  // Destroyed unrun, here on the loop thread.
+  Report(ContextHandle(),
+         absl::DeadlineExceededError(absl::StrCat(
+             "loop shutdown: dropped ", n, " tasks still being reposted after ",
+             options_.max_shutdown_rounds, " drain rounds")));
+}
+
 absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   if (phase_ != Phase::kOpen) return report_;
   if (!IsOwnerThread()) {
@@ -840,32 +944,39 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
     report_.delayed_dropped = doomed.size();
   }
 
-  // [S1] [S2] [S3]
-  for (int round = 0;; ++round) {
-    TakeRemote();
-    if (ready_.empty()) break;
-    if (round >= options_.max_shutdown_rounds) {
-      // Close to every post first: a dropped task's destructor may post
-      // (a trace finish falls back that way) and must be refused, not
-      // queued into the vector being destroyed.
-      phase_ = Phase::kClosed;
-      std::vector<QueuedTask> dropped;
-      dropped.swap(ready_);
-      report_.tasks_dropped = static_cast<uint64_t>(
-          std::count_if(dropped.begin(), dropped.end(),
-                        [](const QueuedTask& t) { return !t.internal(); }));
-      dropped.clear();  // Destroyed unrun, here on the loop thread.
-      Report(ContextHandle(),
-             absl::DeadlineExceededError(
-                 absl::StrCat("loop shutdown: dropped ", report_.tasks_dropped,
-                              " tasks still being reposted after ",
-                              options_.max_shutdown_rounds, " drain rounds")));
-      break;
+  Drain();  // [S1] [S2] [S3]
+
+  // [S10] Every live context's destroy hooks, then what they posted.
+  for (;;) {
+    bool ran = false;
+    for (uint32_t i = 0; i < contexts_.size(); ++i) {
+      ContextRecord& r = *contexts_[i];
+      if (!r.live || r.hooks_ran) continue;
+      if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
+        // Hooks that keep making contexts with hooks: out of budget.
+        if (!r.hooks.empty()) {
+          std::map<uint64_t, Task> doomed;
+          doomed.swap(r.hooks);
+          report_.tasks_dropped += doomed.size();
+          doomed.clear();  // Destroyed unrun, here on the loop thread.
+          Report(MakeHandle(i),
+                 absl::DeadlineExceededError(
+                     "loop shutdown: dropped destroy hooks still being added "
+                     "after the drain limit"));
+        }
+        r.hooks_ran = true;
+        continue;
+      }
+      r.hooks_ran = true;
+      if (r.hooks.empty()) continue;
+      RunDestroyHooks(i);
+      ran = true;
     }
-    RunBatch();
+    if (!ran) break;
+    ++shutdown_rounds_;
+    Drain();
   }
-  batch_scheduled_ = false;
-  report_.tasks_run = tasks_run_total_ - run_before;
+  hooks_closed_ = true;
 
   // [S6]
   std::vector<uint64_t> ids;
@@ -874,6 +985,8 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   }
   for (uint64_t id : ids) RemoveWatch(id);
   report_.watches_closed = ids.size();
+  Drain();  // What the destroyed callbacks posted.
+  report_.tasks_run = tasks_run_total_ - run_before;
 
   phase_ = Phase::kClosed;
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.

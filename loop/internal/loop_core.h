@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -80,6 +81,12 @@ class LoopCore {
   // False if `token` is not a live Set of `key` on `ctx`.
   bool ResetValue(ContextHandle ctx, uint32_t key, const Token& token);
 
+  // --- Destroy hooks (owner thread) ----------------------------------------
+  absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
+  absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id);
+  // Hooks not yet run on `ctx` (0 for a stale context). For tests.
+  size_t DestroyHookCountForTesting(ContextHandle ctx) const;
+
   // --- Fd watches -----------------------------------------------------------
   absl::StatusOr<FdWatch> WatchFd(ContextHandle ctx, int fd, FdEvents events,
                                   FdCallback callback, FdWatchOptions options);
@@ -114,6 +121,11 @@ class LoopCore {
     std::string name;
     std::shared_ptr<ValueTable> values;  // Null: no values.
     bool values_inherited = false;       // Shared snapshot of a parent's.
+    // Destroy hooks not yet run, by id (ids grow: map order is add order).
+    // A node is freed when its hook runs or is removed.
+    std::map<uint64_t, Task> hooks;
+    // Its hooks ran (shutdown, or being freed): AddDestroyHook is refused.
+    bool hooks_ran = false;
   };
   struct TimerKey {
     int64_t deadline_ns;
@@ -148,6 +160,14 @@ class LoopCore {
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
   void FreeContext(uint32_t index);
+  // Runs (and frees) the hooks of context `index`, in add order, including
+  // hooks a hook removes or (for another context) adds meanwhile.
+  void RunDestroyHooks(uint32_t index);
+  // Shutdown: runs tasks until none are ready, within the shared round budget
+  // `shutdown_rounds_`; past it, closes the loop and drops the rest [S3].
+  void Drain();
+  // Closes the loop to every post and destroys (counting) what is queued.
+  void CloseAndDrop();
   void DispatchFd(WatchRecord* record, short what);
   void RemoveWatch(uint64_t id);
   bool ForeignStopPending(uint64_t id);
@@ -178,6 +198,9 @@ class LoopCore {
   std::vector<QueuedTask> batch_;
   std::vector<uint32_t> free_contexts_;
   uint64_t next_value_serial_ = 1;
+  uint64_t next_hook_id_ = 1;
+  bool hooks_closed_ = false;  // Shutdown passed its hook phase [S10].
+  int shutdown_rounds_ = 0;    // Drain rounds used by Shutdown() so far.
   uint64_t tasks_run_total_ = 0;
   ShutdownReport report_;
   std::atomic<bool> stop_requested_{false};
