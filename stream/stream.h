@@ -30,12 +30,17 @@
 // once the backlog is down to `low_watermark`. Nothing grows without bound;
 // nothing is dropped silently.
 //
-// Endings (numbered [E1]..[E7] in internal/stream_core.cc): complete, fail,
-// consumer cancel, sink throws, consumer destroyed, sink context/loop gone,
-// loop shutdown. In every case the producer learns it on its own context
-// (`on_closed`), later emits return kCancelled, and the stream's trace, if
-// it carries one, is finished on the trace's origin context -- the
-// "Token was created in a different Context" bug cannot happen here.
+// Endings (numbered [E1]..[E10] in internal/stream_core.cc): complete, fail,
+// consumer cancel, sink throws, consumer destroyed, sink context/loop gone
+// (noticed when it goes, through a destroy hook on the sink context, even if
+// the producer is idle), loop shutdown, a delivery the loop could not run, a
+// throwing `on_complete`, racing endings. In every case the stream ends
+// exactly once: the producer learns it on its own context (`on_closed`, at
+// most once), later emits return kCancelled, the sink is released on its
+// loop thread when that thread can still be reached, and the stream's trace,
+// if it carries one, is finished on the trace's origin context -- the
+// "Token was created in a different Context" bug cannot happen here. Once
+// ended, `emitted == delivered + discarded`.
 //
 // Tracing the consumer: `trace_parent()` hands the producer's trace to the
 // sink, which opens its own spans under it on its own context:
@@ -93,12 +98,6 @@ struct Sink {
 
 namespace internal {
 
-// What every method of a moved-from (or already attached) handle returns.
-inline absl::Status NoStream() {
-  return absl::FailedPreconditionError(
-      "no stream: this handle was moved from or already attached");
-}
-
 template <typename T>
 class StreamState final : public StreamCore {
  public:
@@ -107,7 +106,7 @@ class StreamState final : public StreamCore {
   absl::Status Emit(T&& event) {
     bool schedule;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       absl::Status s = CheckEmitLocked();
       if (!s.ok()) return s;
       buffer_.push_back(std::move(event));
@@ -126,26 +125,24 @@ class StreamState final : public StreamCore {
     absl::Status error;
     bool schedule;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      sink_ = std::move(sink);
+      MutexLock lock(&mu_);
       schedule = AttachLocked(ctx, &error);
-      if (!error.ok()) {
-        sink_ = Sink<T>();
-        return error;
-      }
+      if (!error.ok()) return error;
+      sink_ = std::move(sink);
     }
-    if (schedule) ScheduleDelivery();
-    return absl::OkStatus();
+    return AfterAttach(schedule);
   }
 
  private:
-  size_t BufferedLocked() const override { return buffer_.size(); }
-  size_t DiscardBufferLocked() override {
+  size_t BufferedLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return buffer_.size();
+  }
+  size_t DiscardBufferLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const size_t n = buffer_.size();
     buffer_.clear();
     return n;
   }
-  void TakeBatchLocked(size_t max) override {
+  void TakeBatchLocked(size_t max) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const size_t n = std::min(max, buffer_.size());
     for (size_t i = 0; i < n; ++i) {
       batch_.push_back(std::move(buffer_.front()));
@@ -156,6 +153,7 @@ class StreamState final : public StreamCore {
   absl::Status DeliverTakenBatch(ContextHandle ctx) override {
     absl::Status status;
     size_t i = 0;
+    SetSinkRunning(true);
     try {
       for (; i < batch_.size(); ++i) {
         if (consumer_ended_.load(std::memory_order_acquire)) break;  // [E3]
@@ -169,24 +167,37 @@ class StreamState final : public StreamCore {
       status = absl::InternalError("stream sink threw a non-std::exception");
       ++i;
     }
+    SetSinkRunning(false);
     if (i < batch_.size()) {  // Cut short: these never reached the sink.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       counters_.delivered -= batch_.size() - i;
       counters_.discarded += batch_.size() - i;
     }
     batch_.clear();
     return status;
   }
-  void CallSinkComplete(ContextHandle ctx, const absl::Status& s) override {
-    if (!sink_.on_complete) return;
+  std::exception_ptr CallSinkComplete(ContextHandle ctx,
+                                      const absl::Status& s) override {
+    if (!sink_.on_complete) return nullptr;
     auto on_complete = std::move(sink_.on_complete);  // Exactly once.
-    on_complete(ctx, s);
+    sink_.on_complete = nullptr;
+    std::exception_ptr thrown;
+    SetSinkRunning(true);
+    try {
+      on_complete(ctx, s);
+    } catch (...) {  // [E9] Rethrown by the caller once the ending is done.
+      thrown = std::current_exception();
+    }
+    SetSinkRunning(false);
+    return thrown;
   }
   void ReleaseSink() override { sink_ = Sink<T>(); }
 
-  std::deque<T> buffer_;  // Guarded by mu_.
+  std::deque<T> buffer_ ABSL_GUARDED_BY(mu_);
   std::vector<T> batch_;  // Sink thread only.
-  Sink<T> sink_;          // Set under mu_ by Attach; then sink thread only.
+  // Set under mu_ by Attach; then used on the sink thread only (or released
+  // where the stream ends if that thread cannot be reached).
+  Sink<T> sink_;
 };
 
 }  // namespace internal
@@ -246,7 +257,9 @@ class StreamReader {
   // Attaches the sink; events buffered so far are delivered at once.
   // kInvalidArgument for a null context or missing callbacks;
   // kCancelled if the stream already ended; kFailedPrecondition on a reader
-  // that was moved from or already attached.
+  // that was moved from or already attached; kUnavailable if `sink_ctx` (or
+  // its loop) is already gone, which ends the stream without calling the
+  // sink [E6].
   absl::StatusOr<StreamSubscription> Attach(ContextHandle sink_ctx,
                                             Sink<T> sink) && {
     if (state_ == nullptr) return internal::NoStream();

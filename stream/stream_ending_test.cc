@@ -1,0 +1,408 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// The endings added for issue 7 (defects 10, 11): [E6] the sink context's
+// destroy hook, [E8] sink-side tasks destroyed unrun, [E9] a throwing
+// `on_complete`, [E10] racing endings. Each test names its case.
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/owned_core.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/stream/stream.h"
+#include "ctxloop/trace/testing/recording_processor.h"
+#include "ctxloop/trace/tracer.h"
+#include "gtest/gtest.h"
+
+namespace ctxloop {
+namespace {
+
+using testing_util::RecordingProcessor;
+using RecKind = RecordingProcessor::Kind;
+
+int64_t Tid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
+
+// Sets `*destroyed` when the callable holding it is destroyed.
+struct Probe {
+  std::shared_ptr<std::atomic<bool>> destroyed;
+  explicit Probe(std::shared_ptr<std::atomic<bool>> d)
+      : destroyed(std::move(d)) {}
+  Probe(Probe&& o) noexcept : destroyed(std::move(o.destroyed)) {}
+  ~Probe() {
+    if (destroyed != nullptr) destroyed->store(true);
+  }
+};
+
+// The producer's side of a test: every on_closed it got, and where.
+struct Closed {
+  std::vector<absl::Status> statuses;
+  std::vector<ContextHandle> on;
+  ProducerCallbacks Callbacks() {
+    ProducerCallbacks callbacks;
+    callbacks.on_closed = [this](ContextHandle c, const absl::Status& s) {
+      statuses.push_back(s);
+      on.push_back(c);
+    };
+    return callbacks;
+  }
+};
+
+class Traced {
+ public:
+  Traced() : tracer_(Options()) {}
+  Tracer& tracer() { return tracer_; }
+  RecordingProcessor& rec() { return *rec_; }
+
+ private:
+  Tracer::Options Options() {
+    Tracer::Options o;
+    o.processors.push_back(rec_);
+    return o;
+  }
+  std::shared_ptr<RecordingProcessor> rec_ =
+      std::make_shared<RecordingProcessor>();
+  Tracer tracer_;
+};
+
+// [E10] A sink that cancels its own subscription and then throws: the
+// producer's on_closed runs exactly once, the sink's on_complete once.
+TEST(StreamEndingTest, SinkCancelsItselfThenThrowsTellsProducerOnce) {
+  Loop loop;
+  ContextHandle producer = *loop.NewContext("producer");
+  Closed closed;
+  auto pair = *MakeStream<int>(producer, StreamOptions(), closed.Callbacks());
+  StreamSubscription sub;
+  std::vector<absl::Status> completions;
+  Sink<int> sink;
+  sink.on_event = [&](ContextHandle, int&& v) {
+    if (v == 2) {
+      EXPECT_TRUE(sub.Cancel().ok());
+      throw std::runtime_error("after cancel");
+    }
+  };
+  sink.on_complete = [&](ContextHandle, const absl::Status& s) {
+    completions.push_back(s);
+  };
+  sub = *std::move(pair.reader).Attach(loop.root(), std::move(sink));
+  for (int i = 1; i <= 4; ++i) ASSERT_TRUE(pair.writer.Emit(i).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(closed.on[0], producer);
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].code(), absl::StatusCode::kCancelled);
+  const StreamCounters c = sub.counters();
+  EXPECT_EQ(c.emitted, c.delivered + c.discarded);
+  EXPECT_EQ(c.delivered, 2u);
+}
+
+// [E10] A foreign Cancel while the sink runs, then the sink throws.
+TEST(StreamEndingTest, ForeignCancelRacingThrowingSinkTellsProducerOnce) {
+  Loop loop;
+  Closed closed;
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), closed.Callbacks());
+  StreamSubscription sub;
+  std::vector<absl::Status> completions;
+  Sink<int> sink;
+  sink.on_event = [&](ContextHandle, int&&) {
+    // Another thread cancels while this callback runs; then it throws.
+    std::thread canceller([&] { EXPECT_TRUE(sub.Cancel().ok()); });
+    canceller.join();
+    throw std::runtime_error("sink failed");
+  };
+  sink.on_complete = [&](ContextHandle, const absl::Status& s) {
+    completions.push_back(s);
+  };
+  sub = *std::move(pair.reader).Attach(loop.root(), std::move(sink));
+  ASSERT_TRUE(pair.writer.Emit(1).ok());
+  ASSERT_TRUE(pair.writer.Emit(2).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(completions.size(), 1u);
+  const StreamCounters c = sub.counters();
+  EXPECT_EQ(c.emitted, c.delivered + c.discarded);
+}
+
+// [E9] A throwing on_complete: the trace still finishes, the sink (which
+// holds the writer: a cycle) is still released, and the loop's error handler
+// hears about the exception. Parameter: end by Complete (the delivery task)
+// or by Cancel (the posted ending task).
+class ThrowingOnCompleteTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ThrowingOnCompleteTest, FinishesTraceReleasesSinkReportsError) {
+  const bool by_cancel = GetParam();
+  Traced traced;
+  std::vector<absl::Status> errors;
+  Loop::Options options;
+  options.error_handler = [&](ContextHandle, const absl::Status& s) {
+    errors.push_back(s);
+  };
+  Loop loop(std::move(options));
+  ContextHandle origin = *loop.NewContext("origin");
+  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  auto pair = *MakeStream<int>(origin, StreamOptions(), ProducerCallbacks(),
+                               std::move(run));
+  auto writer = std::make_shared<StreamWriter<int>>(std::move(pair.writer));
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  Sink<int> sink;
+  sink.on_event = [writer, probe = Probe(released)](ContextHandle, int&&) {};
+  sink.on_complete = [writer](ContextHandle, const absl::Status&) {
+    throw std::runtime_error("on_complete failed");
+  };
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(loop.root(), std::move(sink));
+  ASSERT_TRUE(writer->Emit(1).ok());
+  if (by_cancel) {
+    ASSERT_TRUE(loop.RunUntilIdle().ok());
+    ASSERT_TRUE(sub.Cancel().ok());
+  } else {
+    ASSERT_TRUE(writer->Complete().ok());
+  }
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(traced.rec().count(RecKind::kTraceEnd), 1u);
+  EXPECT_TRUE(released->load());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].ToString().find("on_complete failed"), std::string::npos)
+      << errors[0];
+  EXPECT_TRUE(sub.finished());
+}
+
+INSTANTIATE_TEST_SUITE_P(Endings, ThrowingOnCompleteTest,
+                         ::testing::Values(false, true));
+
+// [E6] An idle stream whose sink context is destroyed ends at once: the
+// producer is told without emitting, the sink hears kUnavailable on its
+// context, the trace ends.
+TEST(StreamEndingTest, IdleStreamEndsWhenSinkContextIsDestroyed) {
+  Traced traced;
+  Loop loop;
+  ContextHandle origin = *loop.NewContext("origin");
+  ContextHandle sink_ctx = *loop.NewContext("sink");
+  Closed closed;
+  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  auto pair = *MakeStream<int>(origin, StreamOptions(), closed.Callbacks(),
+                               std::move(run));
+  std::vector<absl::Status> completions;
+  std::vector<ContextHandle> completed_on;
+  Sink<int> sink;
+  sink.on_event = [](ContextHandle, int&&) {};
+  sink.on_complete = [&](ContextHandle c, const absl::Status& s) {
+    completions.push_back(s);
+    completed_on.push_back(c);
+  };
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(sink_ctx, std::move(sink));
+  ASSERT_TRUE(pair.writer.Emit(1).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());  // Delivered; now idle.
+  ASSERT_TRUE(loop.DestroyContext(sink_ctx).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(completed_on[0], sink_ctx);
+  EXPECT_EQ(traced.rec().count(RecKind::kTraceEnd), 1u);
+  EXPECT_TRUE(sub.finished());
+  EXPECT_EQ(pair.writer.Emit(2).code(), absl::StatusCode::kCancelled);
+}
+
+// [E6] The same when the sink's loop (another thread) shuts down; the stream
+// was attached from this thread, so the hook was installed by a posted task.
+TEST(StreamEndingTest, IdleStreamEndsWhenSinkLoopShutsDown) {
+  Traced traced;
+  Loop origin_loop;
+  ContextHandle origin = *origin_loop.NewContext("origin");
+  Closed closed;
+  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  auto pair = *MakeStream<int>(origin, StreamOptions(), closed.Callbacks(),
+                               std::move(run));
+  std::atomic<int> completions{0};
+  std::atomic<int64_t> completed_tid{0};
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  std::optional<StreamSubscription> sub;
+  int64_t sink_tid = 0;
+  {
+    LoopThread sink_loop;
+    ASSERT_TRUE(sink_loop.Invoke([&](Loop&) { sink_tid = Tid(); }).ok());
+    Sink<int> sink;
+    sink.on_event = [probe = Probe(released)](ContextHandle, int&&) {};
+    sink.on_complete = [&](ContextHandle, const absl::Status& s) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+      completed_tid.store(Tid());
+      ++completions;
+    };
+    sub.emplace(
+        *std::move(pair.reader).Attach(sink_loop.root(), std::move(sink)));
+    ASSERT_TRUE(sink_loop.Invoke([](Loop&) {}).ok());  // Hook installed.
+  }
+  EXPECT_EQ(completions.load(), 1);
+  EXPECT_EQ(completed_tid.load(), sink_tid);
+  EXPECT_TRUE(released->load());
+  ASSERT_TRUE(origin_loop.RunUntilIdle().ok());
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(traced.rec().count(RecKind::kTraceEnd), 1u);
+  EXPECT_EQ(traced.rec().events(RecKind::kTraceEnd)[0].trace().finish_ran.ctx,
+            origin);
+  EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kCancelled);
+}
+
+size_t HooksOn(ContextHandle ctx) {
+  return internal::FindOwnedCore(ctx)->DestroyHookCountForTesting(ctx);
+}
+
+// [E6] A long-lived sink context does not collect hooks: each stream removes
+// its hook when it ends on the sink side, however it ends.
+TEST(StreamEndingTest, HookIsRemovedWhenStreamEnds) {
+  Loop loop;
+  ContextHandle sink_ctx = *loop.NewContext("long-lived sink");
+  int completions = 0;
+  for (int i = 0; i < 30; ++i) {
+    {
+      auto pair = *MakeStream<int>(loop.root());
+      Sink<int> sink;
+      sink.on_event = [](ContextHandle, int&&) {};
+      sink.on_complete = [&](ContextHandle, const absl::Status&) {
+        ++completions;
+      };
+      StreamSubscription sub =
+          *std::move(pair.reader).Attach(sink_ctx, std::move(sink));
+      EXPECT_EQ(HooksOn(sink_ctx), 1u);
+      ASSERT_TRUE(pair.writer.Emit(i).ok());
+      switch (i % 3) {
+        case 0:
+          ASSERT_TRUE(pair.writer.Complete().ok());
+          break;
+        case 1:
+          ASSERT_TRUE(sub.Cancel().ok());
+          break;
+        case 2:
+          break;  // The subscription is destroyed here [E5].
+      }
+      if (i % 3 != 2) ASSERT_TRUE(loop.RunUntilIdle().ok());
+    }
+    ASSERT_TRUE(loop.RunUntilIdle().ok());
+    EXPECT_EQ(HooksOn(sink_ctx), 0u);
+  }
+  EXPECT_EQ(completions, 20);  // [E5] does not call the sink.
+  ASSERT_TRUE(loop.DestroyContext(sink_ctx).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(completions, 20);
+}
+
+// [E6] Attach (on the sink's thread) to a context already destroyed fails;
+// the stream ends, the producer is told, the sink is never called.
+TEST(StreamEndingTest, AttachToDestroyedContextFails) {
+  Loop loop;
+  ContextHandle sink_ctx = *loop.NewContext("sink");
+  Closed closed;
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), closed.Callbacks());
+  ASSERT_TRUE(loop.DestroyContext(sink_ctx).ok());
+  int calls = 0;
+  Sink<int> sink;
+  sink.on_event = [&](ContextHandle, int&&) { ++calls; };
+  sink.on_complete = [&](ContextHandle, const absl::Status&) { ++calls; };
+  absl::StatusOr<StreamSubscription> sub =
+      std::move(pair.reader).Attach(sink_ctx, std::move(sink));
+  EXPECT_FALSE(sub.ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(calls, 0);
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kCancelled);
+}
+
+// [E8] Defect 10: a stream whose delivery needs more rounds than the sink
+// loop's shutdown drain allows still ends: on_complete (kUnavailable) on the
+// sink's thread, the producer told, the trace finished on its origin, and
+// emitted == delivered + discarded.
+TEST(StreamEndingTest, DeliveryDroppedAtShutdownEndsStream) {
+  Traced traced;
+  Loop origin_loop;
+  ContextHandle origin = *origin_loop.NewContext("origin");
+  Closed closed;
+  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  StreamOptions stream_options;
+  stream_options.max_batch = 1;
+  auto pair = *MakeStream<int>(origin, stream_options, closed.Callbacks(),
+                               std::move(run));
+  std::vector<int> events;
+  std::vector<absl::Status> completions;
+  std::optional<StreamSubscription> sub;
+  {
+    Loop::Options options;
+    options.max_shutdown_rounds = 3;
+    options.error_handler = [](ContextHandle, const absl::Status&) {};
+    Loop sink_loop(std::move(options));
+    Sink<int> sink;
+    sink.on_event = [&](ContextHandle, int&& v) { events.push_back(v); };
+    sink.on_complete = [&](ContextHandle, const absl::Status& s) {
+      completions.push_back(s);
+    };
+    sub.emplace(
+        *std::move(pair.reader).Attach(sink_loop.root(), std::move(sink)));
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(pair.writer.Emit(i).ok());
+    ASSERT_TRUE(pair.writer.Complete().ok());
+  }  // The drain runs out of rounds with events still buffered.
+  EXPECT_LT(events.size(), 10u);
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(sub->finished());
+  const StreamCounters c = sub->counters();
+  EXPECT_EQ(c.emitted, 10u);
+  EXPECT_EQ(c.delivered, events.size());
+  EXPECT_EQ(c.emitted, c.delivered + c.discarded);
+  ASSERT_TRUE(origin_loop.RunUntilIdle().ok());
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(traced.rec().count(RecKind::kTraceEnd), 1u);
+  EXPECT_EQ(traced.rec().events(RecKind::kTraceEnd)[0].trace().finish_ran.ctx,
+            origin);
+}
+
+// [E8] A delivery refused because the sink's context is closing (destroyed,
+// its destroy hook not yet run) ends the stream; the sink side is left to
+// the hook, so the sink is not called back inside `Emit`.
+TEST(StreamEndingTest, DeliveryRefusedByClosingContextEndsStream) {
+  Loop loop;
+  ContextHandle sink_ctx = *loop.NewContext("sink");
+  Closed closed;
+  auto pair =
+      *MakeStream<int>(loop.root(), StreamOptions(), closed.Callbacks());
+  std::vector<absl::Status> completions;
+  Sink<int> sink;
+  sink.on_event = [](ContextHandle, int&&) {};
+  sink.on_complete = [&](ContextHandle, const absl::Status& s) {
+    completions.push_back(s);
+  };
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(sink_ctx, std::move(sink));
+  ASSERT_TRUE(loop.DestroyContext(sink_ctx).ok());
+  ASSERT_TRUE(pair.writer.Emit(1).ok());  // Its delivery is refused.
+  EXPECT_TRUE(sub.finished());
+  EXPECT_TRUE(completions.empty());  // Not inside Emit.
+  EXPECT_EQ(pair.writer.Emit(2).code(), absl::StatusCode::kCancelled);
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  ASSERT_EQ(completions.size(), 1u);
+  EXPECT_EQ(completions[0].code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kUnavailable);
+  const StreamCounters c = sub.counters();
+  EXPECT_EQ(c.emitted, 1u);
+  EXPECT_EQ(c.discarded, 1u);
+}
+
+}  // namespace
+}  // namespace ctxloop
