@@ -55,6 +55,19 @@
 // Cost: `Emit` is one uncontended mutex and a deque push; per batch, one
 // `Post`. `benchmarks/stream_benchmark.cc` measures events per second.
 //
+// Settings: buffer limits, producer callbacks and a trace for the stream to
+// carry go in one `StreamConfig` (stream_options.h):
+//   ctxloop::StreamConfig config;
+//   config.trace = *tracer.StartTrace(producer_ctx, "run");
+//   auto [writer, reader] =
+//       *ctxloop::MakeStream<Event>(producer_ctx, std::move(config));
+//
+// Values: `StreamWriter`, `StreamReader` and `StreamSubscription` are
+// default-constructible (empty) and movable, also by assignment; assigning
+// over one that holds a stream ends that stream as its destructor would. An
+// empty or moved-from handle returns kFailedPrecondition (getters: empty
+// values); it never crashes.
+//
 // Thread-safety: `StreamWriter`, `StreamReader` and `StreamSubscription`
 // methods are thread-safe; each object is moved, not shared. Sink callbacks
 // run on the sink context's loop thread, producer callbacks on the producer
@@ -77,6 +90,7 @@
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/stream/internal/stream_core.h"
+#include "ctxloop/stream/stream_options.h"
 #include "ctxloop/trace/scope.h"
 
 namespace ctxloop {
@@ -248,11 +262,22 @@ class StreamSubscription {
 template <typename T>
 class StreamReader {
  public:
+  // An empty reader (as after a move): `Attach` returns kFailedPrecondition.
+  StreamReader() = default;
   StreamReader(StreamReader&&) noexcept = default;
-  StreamReader& operator=(StreamReader&&) = delete;
-  ~StreamReader() {
-    if (state_ != nullptr) state_->ConsumerDestroyed();  // [E5]
+  // Assigning over a reader that still holds a stream ends that stream as
+  // the destructor would [E5].
+  StreamReader& operator=(StreamReader&& other) noexcept {
+    if (this != &other) {
+      Release();
+      state_ = std::move(other.state_);
+    }
+    return *this;
   }
+  ~StreamReader() { Release(); }
+
+  // True while this reader holds a stream (not moved from, not attached).
+  bool has_stream() const { return state_ != nullptr; }
 
   // Attaches the sink; events buffered so far are delivered at once.
   // kInvalidArgument for a null context or missing callbacks;
@@ -285,6 +310,10 @@ class StreamReader {
                                                   std::optional<TraceScope>);
   explicit StreamReader(std::shared_ptr<internal::StreamState<T>> s)
       : state_(std::move(s)) {}
+  void Release() {
+    if (state_ != nullptr) state_->ConsumerDestroyed();  // [E5]
+    state_.reset();
+  }
   std::shared_ptr<internal::StreamState<T>> state_;
 };
 
@@ -292,15 +321,24 @@ class StreamReader {
 template <typename T>
 class StreamWriter {
  public:
+  // An empty writer (as after a move): every method returns
+  // kFailedPrecondition or an empty value.
+  StreamWriter() = default;
   StreamWriter(StreamWriter&&) noexcept = default;
-  StreamWriter& operator=(StreamWriter&&) = delete;
-  // Fails the stream with kAborted if neither Complete nor Fail ran [E2].
-  ~StreamWriter() {
-    if (state_ != nullptr) {
-      (void)state_->Complete(
-          absl::AbortedError("the stream's producer was destroyed"));
+  // Assigning over a writer that still holds a stream ends that stream as
+  // the destructor would [E2].
+  StreamWriter& operator=(StreamWriter&& other) noexcept {
+    if (this != &other) {
+      Release();
+      state_ = std::move(other.state_);
     }
+    return *this;
   }
+  // Fails the stream with kAborted if neither Complete nor Fail ran [E2].
+  ~StreamWriter() { Release(); }
+
+  // True while this writer holds a stream (not moved from).
+  bool has_stream() const { return state_ != nullptr; }
 
   // Queues `event` for the sink. On kResourceExhausted (full) `event` is
   // left untouched in the caller's hands; kCancelled once the consumer ended
@@ -349,6 +387,13 @@ class StreamWriter {
                                                   std::optional<TraceScope>);
   explicit StreamWriter(std::shared_ptr<internal::StreamState<T>> s)
       : state_(std::move(s)) {}
+  void Release() {
+    if (state_ != nullptr) {
+      (void)state_->Complete(
+          absl::AbortedError("the stream's producer was destroyed"));
+    }
+    state_.reset();
+  }
   std::shared_ptr<internal::StreamState<T>> state_;
 };
 
@@ -360,7 +405,9 @@ struct StreamPair {
 
 // Makes a stream whose producer lives on `producer_ctx` (where its callbacks
 // run). If `trace` is given, the stream owns it and finishes it when the
-// stream ends, however it ends. Thread-safe.
+// stream ends, however it ends. kInvalidArgument for a null context or bad
+// options (see StreamOptions). Thread-safe. The overloads below take the
+// same arguments; prefer the one taking a `StreamConfig`.
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamOptions options,
@@ -377,6 +424,15 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
   auto state = std::make_shared<internal::StreamState<T>>(
       producer_ctx, options, std::move(callbacks), std::move(trace));
   return StreamPair<T>{StreamWriter<T>(state), StreamReader<T>(state)};
+}
+
+// All settings in one struct (stream_options.h): options, producer callbacks
+// and the trace the stream carries; leave out what you do not need.
+template <typename T>
+absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
+                                         StreamConfig config) {
+  return MakeStream<T>(producer_ctx, config.options,
+                       std::move(config.callbacks), std::move(config.trace));
 }
 
 template <typename T>

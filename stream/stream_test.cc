@@ -514,6 +514,99 @@ TEST(StreamMovedFromTest, SubscriptionAfterMove) {
   ASSERT_TRUE(loop.RunUntilIdle().ok());
 }
 
+// Issue 10: writers and readers are ordinary values.
+TEST(StreamValueTest, DefaultConstructedHandlesAreEmpty) {
+  StreamWriter<int> writer;
+  StreamReader<int> reader;
+  EXPECT_FALSE(writer.has_stream());
+  EXPECT_FALSE(reader.has_stream());
+  EXPECT_EQ(writer.Emit(1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(writer.Complete().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(writer.writable());
+  Loop loop;
+  Seen seen;
+  EXPECT_EQ(
+      std::move(reader).Attach(loop.root(), seen.MakeSink()).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(StreamValueTest, MoveAssignedHandlesWork) {
+  Loop loop;
+  StreamWriter<int> writer;
+  StreamReader<int> reader;
+  {
+    auto pair = *MakeStream<int>(loop.root());
+    writer = std::move(pair.writer);
+    reader = std::move(pair.reader);
+  }
+  EXPECT_TRUE(writer.has_stream());
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(reader).Attach(loop.root(), seen.MakeSink());
+  EXPECT_FALSE(reader.has_stream());
+  ASSERT_TRUE(writer.Emit(3).ok());
+  ASSERT_TRUE(writer.Complete().ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(seen.events, std::vector<int>{3});
+  ASSERT_EQ(seen.completions.size(), 1u);
+  EXPECT_TRUE(seen.completions[0].ok());
+}
+
+// [E2] Assigning over a live writer fails its stream as its destructor would.
+TEST(StreamValueTest, AssigningOverLiveWriterAbortsItsStream) {
+  Loop loop;
+  auto first = *MakeStream<int>(loop.root());
+  auto second = *MakeStream<int>(loop.root());
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(first.reader).Attach(loop.root(), seen.MakeSink());
+  ASSERT_TRUE(first.writer.Emit(1).ok());
+  first.writer = std::move(second.writer);
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(seen.events, std::vector<int>{1});
+  ASSERT_EQ(seen.completions.size(), 1u);
+  EXPECT_EQ(seen.completions[0].code(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(first.writer.Emit(2).ok());  // Now the second stream's.
+}
+
+// [E5] Assigning over a live reader ends its stream as its destructor would.
+TEST(StreamValueTest, AssigningOverLiveReaderEndsItsStream) {
+  Loop loop;
+  int closed = 0;
+  ProducerCallbacks callbacks;
+  callbacks.on_closed = [&](ContextHandle, const absl::Status&) { ++closed; };
+  auto first =
+      *MakeStream<int>(loop.root(), StreamOptions(), std::move(callbacks));
+  auto second = *MakeStream<int>(loop.root());
+  first.reader = std::move(second.reader);
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(closed, 1);
+  EXPECT_EQ(first.writer.Emit(1).code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(first.reader.has_stream());
+}
+
+// Issue 10: options, callbacks and the trace in one struct.
+TEST(StreamValueTest, StreamConfigCarriesOptionsAndCallbacks) {
+  Loop loop;
+  StreamConfig config;
+  config.options.high_watermark = 1;
+  config.options.low_watermark = 0;
+  int writable = 0;
+  config.callbacks.on_writable = [&](ContextHandle) { ++writable; };
+  auto pair = *MakeStream<int>(loop.root(), std::move(config));
+  ASSERT_TRUE(pair.writer.Emit(1).ok());
+  EXPECT_EQ(pair.writer.Emit(2).code(), absl::StatusCode::kResourceExhausted);
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(loop.root(), seen.MakeSink());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(writable, 1);
+  StreamConfig bad;
+  bad.options.max_batch = 0;
+  EXPECT_EQ(MakeStream<int>(loop.root(), std::move(bad)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(StreamTest, BadArguments) {
   Loop loop;
   EXPECT_EQ(MakeStream<int>(ContextHandle()).status().code(),

@@ -161,9 +161,9 @@ TEST(StreamTraceShutdownTest, SinkLoopShutdownFinishesTrace) {
   Tracer tracer(std::move(o));
   Loop origin;
   ContextHandle a = *origin.NewContext("A");
-  TraceScope run = *tracer.StartTrace(a, "run");
-  auto pair =
-      *MakeStream<int>(a, StreamOptions(), ProducerCallbacks(), std::move(run));
+  StreamConfig config;
+  config.trace = *tracer.StartTrace(a, "run");
+  auto pair = *MakeStream<int>(a, std::move(config));
   std::optional<StreamSubscription> sub;
   {
     LoopThread sink_loop;

@@ -1,9 +1,10 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Internal. The type-independent half of a stream: its state machine,
-// contexts, producer callbacks and trace. `StreamState<T>` (stream.h) adds
-// the event buffer and the sink. See stream.h for the contract; the ending
-// cases [E1]..[E10] are numbered in stream_core.cc.
+// Internal (include ctxloop/stream/stream.h). The type-independent half of a
+// stream: its state machine, contexts, producer callbacks and trace.
+// `StreamState<T>` (stream.h) adds the event buffer and the sink. See stream.h
+// for the contract; the ending cases [E1]..[E10] are numbered in
+// stream_core.cc.
 //
 // Cost: one mutex per Emit/Complete/Cancel and per delivered batch (two
 // short holds); one `Post` per batch (see stream.h). Per stream: one destroy
@@ -26,42 +27,14 @@
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/stream/stream_options.h"
 #include "ctxloop/trace/scope.h"
 
 namespace ctxloop {
-
-struct StreamOptions {
-  // `Emit` refuses (kResourceExhausted) while this many events wait.
-  size_t high_watermark = 1024;
-  // After a refusal, `on_writable` fires once the backlog is at or below this.
-  size_t low_watermark = 256;
-  // Events handed to the sink per loop task; larger batches mean fewer
-  // wake-ups, smaller ones let other tasks on the sink's loop run sooner.
-  size_t max_batch = 1024;
-};
-
-// The producer's callbacks; each runs on the producer's context.
-struct ProducerCallbacks {
-  // The stream can take events again after `Emit` said it was full.
-  absl::AnyInvocable<void(ContextHandle)> on_writable;
-  // The consumer ended the stream: cancelled it, its sink threw, or it (or
-  // its context or loop) went away. Called at most once, never after the
-  // producer's own `Complete`/`Fail` was delivered.
-  absl::AnyInvocable<void(ContextHandle, const absl::Status&)> on_closed;
-};
-
-struct StreamCounters {
-  uint64_t emitted = 0;    // Accepted by Emit.
-  uint64_t delivered = 0;  // Handed to the sink.
-  uint64_t discarded = 0;  // Buffered when the consumer ended the stream.
-  uint64_t refused_full = 0;
-  uint64_t deliveries = 0;  // Loop tasks that delivered (batches).
-};
 
 namespace internal {
 
