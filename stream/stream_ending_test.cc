@@ -182,6 +182,36 @@ TEST_P(ThrowingOnCompleteTest, FinishesTraceReleasesSinkReportsError) {
 INSTANTIATE_TEST_SUITE_P(Endings, ThrowingOnCompleteTest,
                          ::testing::Values(false, true));
 
+// [E9] Producer callbacks that capture the writer (a cycle through the
+// stream) are dropped on the producer's context once the stream has ended,
+// so the stream is freed (LeakSanitizer would report it otherwise).
+TEST(StreamEndingTest, ProducerCallbacksAreDroppedOnProducerWhenStreamEnds) {
+  Loop loop;
+  ContextHandle producer = *loop.NewContext("producer");
+  auto dropped = std::make_shared<std::atomic<bool>>(false);
+  // Filled once the stream exists: the callback owns the writer.
+  auto writer = std::make_shared<std::unique_ptr<StreamWriter<int>>>();
+  ProducerCallbacks callbacks;
+  callbacks.on_writable = [writer, probe = Probe(dropped)](ContextHandle) {
+    (void)(*writer)->Emit(0);
+  };
+  auto made = *MakeStream<int>(producer, StreamOptions(), std::move(callbacks));
+  *writer = std::make_unique<StreamWriter<int>>(std::move(made.writer));
+  int completions = 0;
+  Sink<int> sink;
+  sink.on_event = [](ContextHandle, int&&) {};
+  sink.on_complete = [&](ContextHandle, const absl::Status&) { ++completions; };
+  StreamSubscription sub =
+      *std::move(made.reader).Attach(loop.root(), std::move(sink));
+  ASSERT_TRUE((*writer)->Emit(1).ok());
+  ASSERT_TRUE((*writer)->Complete().ok());
+  writer.reset();  // Now only the stream's callbacks hold the writer.
+  EXPECT_FALSE(dropped->load());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(completions, 1);
+  EXPECT_TRUE(dropped->load());
+}
+
 // [E6] An idle stream whose sink context is destroyed ends at once: the
 // producer is told without emitting, the sink hears kUnavailable on its
 // context, the trace ends.
