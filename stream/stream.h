@@ -103,7 +103,14 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          ProducerCallbacks callbacks,
                                          std::optional<TraceScope> trace);
 
-// The consumer's callbacks; both run on the sink's context.
+// The consumer's callbacks; both run on the sink's context, on its loop
+// thread, and both are required. `on_complete` runs exactly once after the
+// last event -- OK, the producer's failure, or why the stream was cut
+// (kCancelled, kInternal for a throwing `on_event`, kUnavailable when the
+// sink's context or loop went away) -- unless the consumer itself dropped its
+// subscription first [E5]. Both are destroyed on the sink's loop thread when
+// the stream ends (if that thread can still be reached), so they may capture
+// the writer.
 template <typename T>
 struct Sink {
   absl::AnyInvocable<void(ContextHandle, T&&)> on_event;
@@ -283,8 +290,8 @@ class StreamReader {
   // kInvalidArgument for a null context or missing callbacks;
   // kCancelled if the stream already ended; kFailedPrecondition on a reader
   // that was moved from or already attached; kUnavailable if `sink_ctx` (or
-  // its loop) is already gone, which ends the stream without calling the
-  // sink [E6].
+  // its loop) is already gone [E6]. On any error the sink is not called and
+  // the stream ends as if the reader were destroyed [E5].
   absl::StatusOr<StreamSubscription> Attach(ContextHandle sink_ctx,
                                             Sink<T> sink) && {
     if (state_ == nullptr) return internal::NoStream();
