@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
@@ -26,6 +28,10 @@
 
 namespace ctxloop {
 namespace {
+
+using internal::CondVar;
+using internal::Mutex;
+using internal::MutexLock;
 
 using testing_util::RecordingProcessor;
 using RecKind = RecordingProcessor::Kind;
@@ -432,6 +438,142 @@ TEST(StreamEndingTest, DeliveryRefusedByClosingContextEndsStream) {
   const StreamCounters c = sub.counters();
   EXPECT_EQ(c.emitted, 1u);
   EXPECT_EQ(c.discarded, 1u);
+}
+
+// Every ending at once, across threads: 200 streams from a producer loop to
+// a sink loop (another thread), attached from either thread, ended by
+// completion, cancel from a foreign thread, a throwing sink, or the sink
+// context's destruction, all racing with delivery. Whatever the interleaving:
+// each stream's on_complete runs exactly once on the sink thread, on_closed
+// at most once (never after an OK completion), its trace ends exactly once on
+// its origin loop, and emitted == delivered + discarded.
+TEST(StreamEndingStressTest, RacingEndingsEachEndOnce) {
+  constexpr int kStreams = 200;
+  constexpr int kEvents = 20;
+  Traced traced;
+  LoopThread producer_loop, sink_loop;
+  int64_t producer_tid = 0, sink_tid = 0;
+  struct PerStream {
+    std::atomic<int> completes{0};
+    std::atomic<int> closed{0};
+    std::atomic<bool> completed_ok{false};
+    std::atomic<bool> wrong_thread{false};
+    ContextHandle origin, sink_ctx;
+    StreamWriter<int> writer;
+    StreamReader<int> reader;
+    StreamSubscription sub;
+  };
+  std::vector<std::unique_ptr<PerStream>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(std::make_unique<PerStream>());
+  }
+  Mutex mu;
+  CondVar all_done;
+  int done = 0;
+  ASSERT_TRUE(sink_loop
+                  .Invoke([&](Loop& l) {
+                    sink_tid = Tid();
+                    for (auto& ps : streams) ps->sink_ctx = *l.NewContext();
+                  })
+                  .ok());
+  ASSERT_TRUE(
+      producer_loop
+          .Invoke([&](Loop& l) {
+            producer_tid = Tid();
+            for (int i = 0; i < kStreams; ++i) {
+              PerStream* ps = streams[i].get();
+              ps->origin = *l.NewContext();
+              StreamConfig config;
+              config.options.max_batch = 1 + i % 4;
+              config.options.high_watermark = 8;
+              config.options.low_watermark = 2;
+              config.callbacks.on_closed =
+                  [ps](ContextHandle, const absl::Status&) { ++ps->closed; };
+              config.trace = *traced.tracer().StartTrace(ps->origin, "run");
+              auto pair = *MakeStream<int>(ps->origin, std::move(config));
+              ps->writer = std::move(pair.writer);
+              ps->reader = std::move(pair.reader);
+            }
+          })
+          .ok());
+  auto make_sink = [&](int i) {
+    PerStream* ps = streams[i].get();
+    Sink<int> sink;
+    sink.on_event = [ps, i, &sink_tid](ContextHandle, int&& v) {
+      if (Tid() != sink_tid) ps->wrong_thread = true;
+      if (i % 5 == 3 && v == 5) throw std::runtime_error("sink failed");
+    };
+    sink.on_complete = [ps, &mu, &all_done, &done, &sink_tid](
+                           ContextHandle, const absl::Status& s) {
+      if (Tid() != sink_tid) ps->wrong_thread = true;
+      if (s.ok()) ps->completed_ok = true;
+      ++ps->completes;
+      MutexLock lock(&mu);
+      ++done;
+      all_done.SignalAll();
+    };
+    return sink;
+  };
+  // Half attach from here (the hook is installed by a posted task), half on
+  // the sink's thread.
+  for (int i = 0; i < kStreams; i += 2) {
+    streams[i]->sub = *std::move(streams[i]->reader)
+                           .Attach(streams[i]->sink_ctx, make_sink(i));
+  }
+  ASSERT_TRUE(sink_loop
+                  .Invoke([&](Loop&) {
+                    for (int i = 1; i < kStreams; i += 2) {
+                      streams[i]->sub =
+                          *std::move(streams[i]->reader)
+                               .Attach(streams[i]->sink_ctx, make_sink(i));
+                    }
+                  })
+                  .ok());
+  // The producers emit (as much as backpressure takes) and most complete.
+  ASSERT_TRUE(Post(producer_loop.root(), [&](ContextHandle) {
+                for (int i = 0; i < kStreams; ++i) {
+                  PerStream* ps = streams[i].get();
+                  for (int v = 0; v < kEvents; ++v) {
+                    if (!ps->writer.Emit(v).ok()) break;
+                  }
+                  if (i % 5 != 0) (void)ps->writer.Complete();
+                }
+              }).ok());
+  // Meanwhile: cancels from this thread, sink contexts destroyed on theirs.
+  for (int i = 0; i < kStreams; ++i) {
+    if (i % 5 == 0 || i % 5 == 1) (void)streams[i]->sub.Cancel();
+    if (i % 5 == 2) {
+      ContextHandle ctx = streams[i]->sink_ctx;
+      ASSERT_TRUE(Post(sink_loop.root(), [ctx](ContextHandle) {
+                    ASSERT_TRUE(DestroyContext(ctx).ok());
+                  }).ok());
+    }
+  }
+  {
+    MutexLock lock(&mu);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (done < kStreams) {
+      if (!all_done.WaitUntil(&mu, deadline)) break;  // Failure guard only.
+    }
+    ASSERT_EQ(done, kStreams);
+  }
+  ASSERT_TRUE(traced.rec().WaitFor(RecKind::kTraceEnd, kStreams));
+  ASSERT_TRUE(producer_loop.Invoke([](Loop&) {}).ok());  // on_closed ran.
+  for (int i = 0; i < kStreams; ++i) {
+    PerStream& ps = *streams[i];
+    SCOPED_TRACE(i);
+    EXPECT_EQ(ps.completes.load(), 1);
+    EXPECT_LE(ps.closed.load(), 1);
+    if (ps.completed_ok) EXPECT_EQ(ps.closed.load(), 0);
+    EXPECT_FALSE(ps.wrong_thread.load());
+    EXPECT_TRUE(ps.sub.finished());
+    const StreamCounters c = ps.sub.counters();
+    EXPECT_EQ(c.emitted, c.delivered + c.discarded);
+  }
+  const auto ends = traced.rec().events(RecKind::kTraceEnd);
+  EXPECT_EQ(ends.size(), static_cast<size_t>(kStreams));
+  for (const auto& e : ends) EXPECT_EQ(e.tid, producer_tid);
 }
 
 }  // namespace
