@@ -327,7 +327,9 @@ TEST(StreamEndingTest, HookIsRemovedWhenStreamEnds) {
         case 2:
           break;  // The subscription is destroyed here [E5].
       }
-      if (i % 3 != 2) ASSERT_TRUE(loop.RunUntilIdle().ok());
+      if (i % 3 != 2) {
+        ASSERT_TRUE(loop.RunUntilIdle().ok());
+      }
     }
     ASSERT_TRUE(loop.RunUntilIdle().ok());
     EXPECT_EQ(HooksOn(sink_ctx), 0u);
@@ -565,7 +567,9 @@ TEST(StreamEndingStressTest, RacingEndingsEachEndOnce) {
     SCOPED_TRACE(i);
     EXPECT_EQ(ps.completes.load(), 1);
     EXPECT_LE(ps.closed.load(), 1);
-    if (ps.completed_ok) EXPECT_EQ(ps.closed.load(), 0);
+    if (ps.completed_ok) {
+      EXPECT_EQ(ps.closed.load(), 0);
+    }
     EXPECT_FALSE(ps.wrong_thread.load());
     EXPECT_TRUE(ps.sub.finished());
     const StreamCounters c = ps.sub.counters();

@@ -320,7 +320,9 @@ TEST(StreamTest, SinkCancelsItselfMidBatch) {
   Sink<int> sink;
   sink.on_event = [&](ContextHandle, int&& v) {
     got.push_back(v);
-    if (v == 2) EXPECT_TRUE(sub.Cancel().ok());
+    if (v == 2) {
+      EXPECT_TRUE(sub.Cancel().ok());
+    }
   };
   sink.on_complete = [&](ContextHandle, const absl::Status& s) {
     completions.push_back(s);
