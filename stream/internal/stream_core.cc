@@ -1,10 +1,11 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // How a stream ends. Each case is referenced as [En] where it is handled and
-// tested in stream_test.cc / stream_trace_test.cc /
-// stream_ending_test.cc. In every case the stream's
-// trace (if it carries one) is finished exactly once, by `TraceScope::Finish`,
-// which runs the reset on the trace's origin context (trace/scope.cc).
+// tested in stream_test.cc, stream_trace_test.cc and stream_ending_test.cc.
+// In every case the stream's trace (if it carries one) is finished exactly
+// once, by `TraceScope::Finish`, which runs the reset on the trace's origin
+// context (trace/scope.cc). Where [E8] cannot reach the sink's thread, the
+// sink's callbacks are destroyed with the stream.
 //
 //  [E1] The producer completes: every event buffered before `Complete` is
 //       delivered, then the sink's `on_complete(OK)`, on the sink context.
