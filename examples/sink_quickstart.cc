@@ -8,7 +8,6 @@
 
 #include <cstdio>
 #include <memory>
-#include <optional>
 #include <string>
 #include <utility>
 
@@ -42,21 +41,20 @@ int main() {
 
   // Producer side: start the run's trace on the agent's context and hand it
   // to the stream, which finishes it on its origin however the stream ends.
-  std::optional<ctxloop::StreamWriter<Event>> writer;
-  std::optional<ctxloop::StreamReader<Event>> reader;
+  ctxloop::StreamWriter<Event> writer;
+  ctxloop::StreamReader<Event> reader;
   absl::Status started = agent.Invoke([&](ctxloop::Loop& agent_loop) {
     ctxloop::ContextHandle agent_ctx = *agent_loop.NewContext("agent");
-    ctxloop::TraceScope run = *tracer.StartTrace(agent_ctx, "agent run");
-    auto [w, r] = *ctxloop::MakeStream<Event>(
-        agent_ctx, ctxloop::StreamOptions{}, ctxloop::ProducerCallbacks{},
-        std::move(run));
-    writer.emplace(std::move(w));
-    reader.emplace(std::move(r));
+    ctxloop::StreamConfig config;
+    config.trace = *tracer.StartTrace(agent_ctx, "agent run");
+    auto [w, r] = *ctxloop::MakeStream<Event>(agent_ctx, std::move(config));
+    writer = std::move(w);
+    reader = std::move(r);
   });
   if (!started.ok()) return 1;
 
   // Consumer side, on the response context.
-  const ctxloop::SpanParent parent = reader->trace_parent();
+  const ctxloop::SpanParent parent = reader.trace_parent();
   int received = 0;
   absl::Status ending = absl::UnknownError("no completion");
   ctxloop::Sink<Event> sink;
@@ -73,15 +71,15 @@ int main() {
     loop.Stop();
   };
   ctxloop::StreamSubscription sub =
-      *std::move(*reader).Attach(response_ctx, std::move(sink));
+      *std::move(reader).Attach(response_ctx, std::move(sink));
 
   // The producer emits from its own loop thread.
   (void)ctxloop::Post(agent.root(), [&](ctxloop::ContextHandle) {
     for (int i = 0; i < 3; ++i) {
-      absl::Status s = writer->Emit(Event{i, "token " + std::to_string(i)});
+      absl::Status s = writer.Emit(Event{i, "token " + std::to_string(i)});
       if (!s.ok()) std::printf("emit: %s\n", s.ToString().c_str());
     }
-    (void)writer->Complete();
+    (void)writer.Complete();
   });
   (void)loop.Run();
   (void)agent.Invoke([](ctxloop::Loop&) {});  // The trace's finish has run.

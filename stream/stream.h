@@ -30,12 +30,17 @@
 // once the backlog is down to `low_watermark`. Nothing grows without bound;
 // nothing is dropped silently.
 //
-// Endings (numbered [E1]..[E7] in internal/stream_core.cc): complete, fail,
-// consumer cancel, sink throws, consumer destroyed, sink context/loop gone,
-// loop shutdown. In every case the producer learns it on its own context
-// (`on_closed`), later emits return kCancelled, and the stream's trace, if
-// it carries one, is finished on the trace's origin context -- the
-// "Token was created in a different Context" bug cannot happen here.
+// Endings (numbered [E1]..[E10] in internal/stream_core.cc): complete, fail,
+// consumer cancel, sink throws, consumer destroyed, sink context/loop gone
+// (noticed when it goes, through a destroy hook on the sink context, even if
+// the producer is idle), loop shutdown, a delivery the loop could not run, a
+// throwing `on_complete`, racing endings. In every case the stream ends
+// exactly once: the producer learns it on its own context (`on_closed`, at
+// most once), later emits return kCancelled, the sink is released on its
+// loop thread when that thread can still be reached, and the stream's trace,
+// if it carries one, is finished on the trace's origin context -- the
+// "Token was created in a different Context" bug cannot happen here. Once
+// ended, `emitted == delivered + discarded`.
 //
 // Tracing the consumer: `trace_parent()` hands the producer's trace to the
 // sink, which opens its own spans under it on its own context:
@@ -49,6 +54,19 @@
 //
 // Cost: `Emit` is one uncontended mutex and a deque push; per batch, one
 // `Post`. `benchmarks/stream_benchmark.cc` measures events per second.
+//
+// Settings: buffer limits, producer callbacks and a trace for the stream to
+// carry go in one `StreamConfig` (stream_options.h):
+//   ctxloop::StreamConfig config;
+//   config.trace = *tracer.StartTrace(producer_ctx, "run");
+//   auto [writer, reader] =
+//       *ctxloop::MakeStream<Event>(producer_ctx, std::move(config));
+//
+// Values: `StreamWriter`, `StreamReader` and `StreamSubscription` are
+// default-constructible (empty) and movable, also by assignment; assigning
+// over one that holds a stream ends that stream as its destructor would. An
+// empty or moved-from handle returns kFailedPrecondition (getters: empty
+// values); it never crashes.
 //
 // Thread-safety: `StreamWriter`, `StreamReader` and `StreamSubscription`
 // methods are thread-safe; each object is moved, not shared. Sink callbacks
@@ -72,6 +90,7 @@
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/stream/internal/stream_core.h"
+#include "ctxloop/stream/stream_options.h"
 #include "ctxloop/trace/scope.h"
 
 namespace ctxloop {
@@ -84,7 +103,14 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          ProducerCallbacks callbacks,
                                          std::optional<TraceScope> trace);
 
-// The consumer's callbacks; both run on the sink's context.
+// The consumer's callbacks; both run on the sink's context, on its loop
+// thread, and both are required. `on_complete` runs exactly once after the
+// last event -- OK, the producer's failure, or why the stream was cut
+// (kCancelled, kInternal for a throwing `on_event`, kUnavailable when the
+// sink's context or loop went away) -- unless the consumer itself dropped its
+// subscription first [E5]. Both are destroyed on the sink's loop thread when
+// the stream ends (if that thread can still be reached), so they may capture
+// the writer.
 template <typename T>
 struct Sink {
   absl::AnyInvocable<void(ContextHandle, T&&)> on_event;
@@ -101,7 +127,7 @@ class StreamState final : public StreamCore {
   absl::Status Emit(T&& event) {
     bool schedule;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       absl::Status s = CheckEmitLocked();
       if (!s.ok()) return s;
       buffer_.push_back(std::move(event));
@@ -120,26 +146,24 @@ class StreamState final : public StreamCore {
     absl::Status error;
     bool schedule;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      sink_ = std::move(sink);
+      MutexLock lock(&mu_);
       schedule = AttachLocked(ctx, &error);
-      if (!error.ok()) {
-        sink_ = Sink<T>();
-        return error;
-      }
+      if (!error.ok()) return error;
+      sink_ = std::move(sink);
     }
-    if (schedule) ScheduleDelivery();
-    return absl::OkStatus();
+    return AfterAttach(schedule);
   }
 
  private:
-  size_t BufferedLocked() const override { return buffer_.size(); }
-  size_t DiscardBufferLocked() override {
+  size_t BufferedLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return buffer_.size();
+  }
+  size_t DiscardBufferLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const size_t n = buffer_.size();
     buffer_.clear();
     return n;
   }
-  void TakeBatchLocked(size_t max) override {
+  void TakeBatchLocked(size_t max) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const size_t n = std::min(max, buffer_.size());
     for (size_t i = 0; i < n; ++i) {
       batch_.push_back(std::move(buffer_.front()));
@@ -150,6 +174,7 @@ class StreamState final : public StreamCore {
   absl::Status DeliverTakenBatch(ContextHandle ctx) override {
     absl::Status status;
     size_t i = 0;
+    SetSinkRunning(true);
     try {
       for (; i < batch_.size(); ++i) {
         if (consumer_ended_.load(std::memory_order_acquire)) break;  // [E3]
@@ -163,24 +188,37 @@ class StreamState final : public StreamCore {
       status = absl::InternalError("stream sink threw a non-std::exception");
       ++i;
     }
+    SetSinkRunning(false);
     if (i < batch_.size()) {  // Cut short: these never reached the sink.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       counters_.delivered -= batch_.size() - i;
       counters_.discarded += batch_.size() - i;
     }
     batch_.clear();
     return status;
   }
-  void CallSinkComplete(ContextHandle ctx, const absl::Status& s) override {
-    if (!sink_.on_complete) return;
+  std::exception_ptr CallSinkComplete(ContextHandle ctx,
+                                      const absl::Status& s) override {
+    if (!sink_.on_complete) return nullptr;
     auto on_complete = std::move(sink_.on_complete);  // Exactly once.
-    on_complete(ctx, s);
+    sink_.on_complete = nullptr;
+    std::exception_ptr thrown;
+    SetSinkRunning(true);
+    try {
+      on_complete(ctx, s);
+    } catch (...) {  // [E9] Rethrown by the caller once the ending is done.
+      thrown = std::current_exception();
+    }
+    SetSinkRunning(false);
+    return thrown;
   }
   void ReleaseSink() override { sink_ = Sink<T>(); }
 
-  std::deque<T> buffer_;  // Guarded by mu_.
+  std::deque<T> buffer_ ABSL_GUARDED_BY(mu_);
   std::vector<T> batch_;  // Sink thread only.
-  Sink<T> sink_;          // Set under mu_ by Attach; then sink thread only.
+  // Set under mu_ by Attach; then used on the sink thread only (or released
+  // where the stream ends if that thread cannot be reached).
+  Sink<T> sink_;
 };
 
 }  // namespace internal
@@ -203,7 +241,7 @@ class StreamSubscription {
   // Ends the stream from the consumer side [E3]: kFailedPrecondition if it
   // already ended. Thread-safe; fine from inside the sink's callbacks.
   absl::Status Cancel() {
-    if (core_ == nullptr) return absl::FailedPreconditionError("no stream");
+    if (core_ == nullptr) return internal::NoStream();
     return core_->Cancel(absl::CancelledError("cancelled by the consumer"));
   }
 
@@ -231,17 +269,32 @@ class StreamSubscription {
 template <typename T>
 class StreamReader {
  public:
+  // An empty reader (as after a move): `Attach` returns kFailedPrecondition.
+  StreamReader() = default;
   StreamReader(StreamReader&&) noexcept = default;
-  StreamReader& operator=(StreamReader&&) = delete;
-  ~StreamReader() {
-    if (state_ != nullptr) state_->ConsumerDestroyed();  // [E5]
+  // Assigning over a reader that still holds a stream ends that stream as
+  // the destructor would [E5].
+  StreamReader& operator=(StreamReader&& other) noexcept {
+    if (this != &other) {
+      Release();
+      state_ = std::move(other.state_);
+    }
+    return *this;
   }
+  ~StreamReader() { Release(); }
+
+  // True while this reader holds a stream (not moved from, not attached).
+  bool has_stream() const { return state_ != nullptr; }
 
   // Attaches the sink; events buffered so far are delivered at once.
   // kInvalidArgument for a null context or missing callbacks;
-  // kCancelled if the stream already ended.
+  // kCancelled if the stream already ended; kFailedPrecondition on a reader
+  // that was moved from or already attached; kUnavailable if `sink_ctx` (or
+  // its loop) is already gone [E6]. On any error the sink is not called and
+  // the stream ends as if the reader were destroyed [E5].
   absl::StatusOr<StreamSubscription> Attach(ContextHandle sink_ctx,
                                             Sink<T> sink) && {
+    if (state_ == nullptr) return internal::NoStream();
     std::shared_ptr<internal::StreamState<T>> state = std::move(state_);
     absl::Status s = state->Attach(sink_ctx, std::move(sink));
     if (!s.ok()) {
@@ -251,7 +304,11 @@ class StreamReader {
     return StreamSubscription(std::move(state));
   }
 
-  SpanParent trace_parent() const { return state_->trace_parent(); }
+  // The producer's trace, for the sink's spans; empty once attached or moved
+  // from (then ask the subscription).
+  SpanParent trace_parent() const {
+    return state_ == nullptr ? SpanParent() : state_->trace_parent();
+  }
 
  private:
   template <typename U>
@@ -260,6 +317,10 @@ class StreamReader {
                                                   std::optional<TraceScope>);
   explicit StreamReader(std::shared_ptr<internal::StreamState<T>> s)
       : state_(std::move(s)) {}
+  void Release() {
+    if (state_ != nullptr) state_->ConsumerDestroyed();  // [E5]
+    state_.reset();
+  }
   std::shared_ptr<internal::StreamState<T>> state_;
 };
 
@@ -267,40 +328,64 @@ class StreamReader {
 template <typename T>
 class StreamWriter {
  public:
+  // An empty writer (as after a move): every method returns
+  // kFailedPrecondition or an empty value.
+  StreamWriter() = default;
   StreamWriter(StreamWriter&&) noexcept = default;
-  StreamWriter& operator=(StreamWriter&&) = delete;
-  // Fails the stream with kAborted if neither Complete nor Fail ran [E2].
-  ~StreamWriter() {
-    if (state_ != nullptr) {
-      (void)state_->Complete(
-          absl::AbortedError("the stream's producer was destroyed"));
+  // Assigning over a writer that still holds a stream ends that stream as
+  // the destructor would [E2].
+  StreamWriter& operator=(StreamWriter&& other) noexcept {
+    if (this != &other) {
+      Release();
+      state_ = std::move(other.state_);
     }
+    return *this;
   }
+  // Fails the stream with kAborted if neither Complete nor Fail ran [E2].
+  ~StreamWriter() { Release(); }
+
+  // True while this writer holds a stream (not moved from).
+  bool has_stream() const { return state_ != nullptr; }
 
   // Queues `event` for the sink. On kResourceExhausted (full) `event` is
   // left untouched in the caller's hands; kCancelled once the consumer ended
   // the stream; kFailedPrecondition after Complete/Fail. Thread-safe.
-  absl::Status Emit(T&& event) { return state_->Emit(std::move(event)); }
+  absl::Status Emit(T&& event) {
+    if (state_ == nullptr) return internal::NoStream();
+    return state_->Emit(std::move(event));
+  }
   absl::Status Emit(const T& event) {
+    if (state_ == nullptr) return internal::NoStream();
     T copy(event);
     return state_->Emit(std::move(copy));
   }
 
   // Ends the stream after the events already emitted [E1].
-  absl::Status Complete() { return state_->Complete(absl::OkStatus()); }
+  absl::Status Complete() {
+    if (state_ == nullptr) return internal::NoStream();
+    return state_->Complete(absl::OkStatus());
+  }
   // Ends it with `error`, which must not be OK [E2].
   absl::Status Fail(absl::Status error) {
+    if (state_ == nullptr) return internal::NoStream();
     if (error.ok()) {
       return absl::InvalidArgumentError("Fail needs a non-OK status");
     }
     return state_->Complete(std::move(error));
   }
 
-  // False while full (after a refusal) or once ended.
-  bool writable() const { return state_->writable(); }
-  ContextHandle context() const { return state_->producer(); }
-  StreamCounters counters() const { return state_->counters(); }
-  SpanParent trace_parent() const { return state_->trace_parent(); }
+  // False while full (after a refusal) or once ended. The getters of a
+  // moved-from writer return empty values.
+  bool writable() const { return state_ != nullptr && state_->writable(); }
+  ContextHandle context() const {
+    return state_ == nullptr ? ContextHandle() : state_->producer();
+  }
+  StreamCounters counters() const {
+    return state_ == nullptr ? StreamCounters() : state_->counters();
+  }
+  SpanParent trace_parent() const {
+    return state_ == nullptr ? SpanParent() : state_->trace_parent();
+  }
 
  private:
   template <typename U>
@@ -309,6 +394,13 @@ class StreamWriter {
                                                   std::optional<TraceScope>);
   explicit StreamWriter(std::shared_ptr<internal::StreamState<T>> s)
       : state_(std::move(s)) {}
+  void Release() {
+    if (state_ != nullptr) {
+      (void)state_->Complete(
+          absl::AbortedError("the stream's producer was destroyed"));
+    }
+    state_.reset();
+  }
   std::shared_ptr<internal::StreamState<T>> state_;
 };
 
@@ -320,7 +412,9 @@ struct StreamPair {
 
 // Makes a stream whose producer lives on `producer_ctx` (where its callbacks
 // run). If `trace` is given, the stream owns it and finishes it when the
-// stream ends, however it ends. Thread-safe.
+// stream ends, however it ends. kInvalidArgument for a null context or bad
+// options (see StreamOptions). Thread-safe. The overloads below take the
+// same arguments; prefer the one taking a `StreamConfig`.
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamOptions options,
@@ -337,6 +431,15 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
   auto state = std::make_shared<internal::StreamState<T>>(
       producer_ctx, options, std::move(callbacks), std::move(trace));
   return StreamPair<T>{StreamWriter<T>(state), StreamReader<T>(state)};
+}
+
+// All settings in one struct (stream_options.h): options, producer callbacks
+// and the trace the stream carries; leave out what you do not need.
+template <typename T>
+absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
+                                         StreamConfig config) {
+  return MakeStream<T>(producer_ctx, config.options,
+                       std::move(config.callbacks), std::move(config.trace));
 }
 
 template <typename T>

@@ -320,7 +320,9 @@ TEST(StreamTest, SinkCancelsItselfMidBatch) {
   Sink<int> sink;
   sink.on_event = [&](ContextHandle, int&& v) {
     got.push_back(v);
-    if (v == 2) EXPECT_TRUE(sub.Cancel().ok());
+    if (v == 2) {
+      EXPECT_TRUE(sub.Cancel().ok());
+    }
   };
   sink.on_complete = [&](ContextHandle, const absl::Status& s) {
     completions.push_back(s);
@@ -405,7 +407,8 @@ TEST(StreamTest, DestroyedReaderWithoutSinkEndsStream) {
   EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kCancelled);
 }
 
-// [E6] The sink's context is destroyed: the next delivery cannot be posted.
+// [E6] The sink's context is destroyed: the stream ends at once (its
+// destroy hook), even with an idle producer.
 TEST(StreamTest, SinkContextGoneEndsStream) {
   Loop loop;
   ContextHandle sink_ctx = *loop.NewContext("sink");
@@ -421,12 +424,12 @@ TEST(StreamTest, SinkContextGoneEndsStream) {
       *std::move(pair.reader).Attach(sink_ctx, seen.MakeSink());
   ASSERT_TRUE(loop.DestroyContext(sink_ctx).ok());
   ASSERT_TRUE(loop.RunUntilIdle().ok());
-  ASSERT_TRUE(pair.writer.Emit(1).ok());  // The post is refused in here.
-  ASSERT_TRUE(loop.RunUntilIdle().ok());
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_EQ(closed[0].code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(seen.completions.size(), 1u);
+  EXPECT_EQ(seen.completions[0].code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(seen.events.empty());
-  EXPECT_EQ(pair.writer.Emit(2).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kCancelled);
 }
 
 // [E7] A delivery pending when the sink's loop shuts down still arrives.
@@ -445,6 +448,165 @@ TEST(StreamTest, PendingDeliveryRunsInShutdownDrain) {
   EXPECT_EQ(seen.events, std::vector<int>{1});
   ASSERT_EQ(seen.completions.size(), 1u);
   EXPECT_TRUE(seen.completions[0].ok());
+}
+
+// Defect 12: every method of a moved-from handle (and of a reader that has
+// attached) returns kFailedPrecondition or an empty value, never crashes.
+TEST(StreamMovedFromTest, WriterMethodsAfterMove) {
+  Loop loop;
+  auto pair = *MakeStream<int>(loop.root());
+  StreamWriter<int> writer = std::move(pair.writer);
+  const int one = 1;
+  EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pair.writer.Emit(one).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pair.writer.Complete().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pair.writer.Fail(absl::InternalError("x")).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(pair.writer.writable());
+  EXPECT_TRUE(pair.writer.context().is_null());
+  EXPECT_EQ(pair.writer.counters().emitted, 0u);
+  EXPECT_FALSE(pair.writer.trace_parent().valid());
+  // The new owner still works.
+  EXPECT_TRUE(writer.Emit(1).ok());
+  EXPECT_EQ(writer.context(), loop.root());
+}
+
+TEST(StreamMovedFromTest, ReaderAfterAttachAndAfterMove) {
+  Loop loop;
+  auto pair = *MakeStream<int>(loop.root());
+  StreamReader<int> moved = std::move(pair.reader);
+  EXPECT_FALSE(pair.reader.trace_parent().valid());
+  Seen unused;
+  EXPECT_EQ(std::move(pair.reader)
+                .Attach(loop.root(), unused.MakeSink())
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(moved).Attach(loop.root(), seen.MakeSink());
+  EXPECT_FALSE(moved.trace_parent().valid());
+  Seen second;
+  EXPECT_EQ(
+      std::move(moved).Attach(loop.root(), second.MakeSink()).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+  // The first attachment is untouched.
+  ASSERT_TRUE(pair.writer.Emit(5).ok());
+  ASSERT_TRUE(pair.writer.Complete().ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(seen.events, std::vector<int>{5});
+  EXPECT_TRUE(second.events.empty());
+}
+
+TEST(StreamMovedFromTest, SubscriptionAfterMove) {
+  Loop loop;
+  auto pair = *MakeStream<int>(loop.root());
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(loop.root(), seen.MakeSink());
+  StreamSubscription other = std::move(sub);
+  EXPECT_EQ(sub.Cancel().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(sub.finished());
+  EXPECT_EQ(sub.counters().emitted, 0u);
+  EXPECT_FALSE(sub.trace_parent().valid());
+  EXPECT_FALSE(other.finished());
+  ASSERT_TRUE(other.Cancel().ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+}
+
+// Issue 10: writers and readers are ordinary values.
+TEST(StreamValueTest, DefaultConstructedHandlesAreEmpty) {
+  StreamWriter<int> writer;
+  StreamReader<int> reader;
+  EXPECT_FALSE(writer.has_stream());
+  EXPECT_FALSE(reader.has_stream());
+  EXPECT_EQ(writer.Emit(1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(writer.Complete().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(writer.writable());
+  Loop loop;
+  Seen seen;
+  EXPECT_EQ(
+      std::move(reader).Attach(loop.root(), seen.MakeSink()).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(StreamValueTest, MoveAssignedHandlesWork) {
+  Loop loop;
+  StreamWriter<int> writer;
+  StreamReader<int> reader;
+  {
+    auto pair = *MakeStream<int>(loop.root());
+    writer = std::move(pair.writer);
+    reader = std::move(pair.reader);
+  }
+  EXPECT_TRUE(writer.has_stream());
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(reader).Attach(loop.root(), seen.MakeSink());
+  EXPECT_FALSE(reader.has_stream());
+  ASSERT_TRUE(writer.Emit(3).ok());
+  ASSERT_TRUE(writer.Complete().ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(seen.events, std::vector<int>{3});
+  ASSERT_EQ(seen.completions.size(), 1u);
+  EXPECT_TRUE(seen.completions[0].ok());
+}
+
+// [E2] Assigning over a live writer fails its stream as its destructor would.
+TEST(StreamValueTest, AssigningOverLiveWriterAbortsItsStream) {
+  Loop loop;
+  auto first = *MakeStream<int>(loop.root());
+  auto second = *MakeStream<int>(loop.root());
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(first.reader).Attach(loop.root(), seen.MakeSink());
+  ASSERT_TRUE(first.writer.Emit(1).ok());
+  first.writer = std::move(second.writer);
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(seen.events, std::vector<int>{1});
+  ASSERT_EQ(seen.completions.size(), 1u);
+  EXPECT_EQ(seen.completions[0].code(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(first.writer.Emit(2).ok());  // Now the second stream's.
+}
+
+// [E5] Assigning over a live reader ends its stream as its destructor would.
+TEST(StreamValueTest, AssigningOverLiveReaderEndsItsStream) {
+  Loop loop;
+  int closed = 0;
+  ProducerCallbacks callbacks;
+  callbacks.on_closed = [&](ContextHandle, const absl::Status&) { ++closed; };
+  auto first =
+      *MakeStream<int>(loop.root(), StreamOptions(), std::move(callbacks));
+  auto second = *MakeStream<int>(loop.root());
+  first.reader = std::move(second.reader);
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(closed, 1);
+  EXPECT_EQ(first.writer.Emit(1).code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(first.reader.has_stream());
+}
+
+// Issue 10: options, callbacks and the trace in one struct.
+TEST(StreamValueTest, StreamConfigCarriesOptionsAndCallbacks) {
+  Loop loop;
+  StreamConfig config;
+  config.options.high_watermark = 1;
+  config.options.low_watermark = 0;
+  int writable = 0;
+  config.callbacks.on_writable = [&](ContextHandle) { ++writable; };
+  auto pair = *MakeStream<int>(loop.root(), std::move(config));
+  ASSERT_TRUE(pair.writer.Emit(1).ok());
+  EXPECT_EQ(pair.writer.Emit(2).code(), absl::StatusCode::kResourceExhausted);
+  Seen seen;
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(loop.root(), seen.MakeSink());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_EQ(writable, 1);
+  StreamConfig bad;
+  bad.options.max_batch = 0;
+  EXPECT_EQ(MakeStream<int>(loop.root(), std::move(bad)).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(StreamTest, BadArguments) {
