@@ -65,6 +65,12 @@ function(ctxloop_library name)
   endif()
   add_library(ctxloop::${name} ALIAS ${target})
   set_target_properties(${target} PROPERTIES EXPORT_NAME ${name})
+  if(arg_SRCS)
+    # With BUILD_SHARED_LIBS: libctxloop_<name>.so.0.1 (0.x: minor = ABI).
+    set_target_properties(${target} PROPERTIES
+      VERSION "${PROJECT_VERSION}"
+      SOVERSION "${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}")
+  endif()
   target_compile_features(${target} ${scope} cxx_std_17)
   target_include_directories(${target} ${scope}
     "$<BUILD_INTERFACE:${CTXLOOP_BUILD_INCLUDE_DIR}>"
