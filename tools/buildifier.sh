@@ -8,7 +8,8 @@
 BUILDIFIER_MODULE="github.com/bazelbuild/buildtools"
 BUILDIFIER_VERSION="v0.0.0-20260904073137-eaa4d125b423"
 GO="$(command -v go || echo /usr/local/go/bin/go)"
-BUILDIFIER="$("$GO" env GOPATH 2>/dev/null | cut -d: -f1)/bin/buildifier"
+GOPATH_FIRST="$("$GO" env GOPATH 2>/dev/null || true)"
+BUILDIFIER="${GOPATH_FIRST%%:*}/bin/buildifier"
 if [ "${1:-}" = "--print-config" ]; then
   return 0 2>/dev/null || exit 0
 fi

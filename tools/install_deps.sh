@@ -50,6 +50,9 @@ if [ -x "$BUILDIFIER" ] &&
   "$GO" version -m "$BUILDIFIER" 2>/dev/null |
   grep -qE "^[[:space:]]+mod[[:space:]]+$BUILDIFIER_MODULE[[:space:]]+$BUILDIFIER_VERSION[[:space:]]"; then
   echo "install_deps: buildifier $BUILDIFIER_VERSION already installed"
+elif [ ! -x "$GO" ]; then
+  echo "install_deps: Go not found (on PATH or /usr/local/go/bin); needed to build buildifier" >&2
+  exit 1
 else
   echo "install_deps: building buildifier $BUILDIFIER_VERSION with $GO"
   "$GO" install "$BUILDIFIER_MODULE/buildifier@$BUILDIFIER_VERSION"
