@@ -3,12 +3,14 @@
 # the same way every time, and prints a markdown table of median ns/item with
 # the ratio of ctxloop to each peer measured in the same run.
 #
-#   benchmarks/run.sh [--reps N] [--no-write] [-- EXTRA_BENCHMARK_FLAGS...]
+#   benchmarks/run.sh [--reps N] [--write] [-- EXTRA_BENCHMARK_FLAGS...]
 #
 #   --reps N     repetitions per benchmark (default 3); the table shows the
 #                median and the min-max over them.
-#   --no-write   only print; by default the table, the machine and this
-#                command are also written to benchmarks/RESULTS.md.
+#   --write      also write the table, the machine and this command to
+#                benchmarks/RESULTS.md (a tracked file). By default the
+#                table is only printed and no file in the tree changes.
+#   --no-write   the default (only print); accepted for old callers.
 #   after --     flags for every binary, e.g. --benchmark_filter=Post
 #
 # What it fixes for all contenders alike:
@@ -29,18 +31,19 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
 REPS=3
-WRITE=1
+WRITE=0
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) REPS="$2"; shift 2 ;;
+    --write) WRITE=1; shift ;;
     --no-write) WRITE=0; shift ;;
     --) shift; EXTRA=("$@"); break ;;
     -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-COMMAND="benchmarks/run.sh --reps $REPS${EXTRA[*]:+ -- ${EXTRA[*]}}"
+COMMAND="benchmarks/run.sh --reps $REPS --write${EXTRA[*]:+ -- ${EXTRA[*]}}"
 
 # The same malloc behaviour for every contender (see the header).
 export GLIBC_TUNABLES="glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=67108864:glibc.malloc.mmap_threshold=33554432"
@@ -123,5 +126,8 @@ if [ "$WRITE" -eq 1 ]; then
   } >"$ROOT/benchmarks/RESULTS.md"
   echo >&2
   echo "run.sh: wrote benchmarks/RESULTS.md" >&2
+else
+  echo >&2
+  echo "run.sh: printed only; pass --write to record this run in benchmarks/RESULTS.md" >&2
 fi
 exit "$STATUS"

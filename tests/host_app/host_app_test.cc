@@ -1,7 +1,20 @@
-// Checks that a host workspace can build and use ctxloop's public API.
+// Checks that a host workspace can build and use ctxloop's public API, and
+// that the configs of ctxloop's bazel/host.bazelrc (imported by this
+// workspace's .bazelrc) reach the host's own targets. CI runs it plain and
+// under --config=tsan.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/trace/in_memory_exporter.h"
+#include "ctxloop/trace/simple_processor.h"
+#include "ctxloop/trace/tracer.h"
 #include "gtest/gtest.h"
 #include "loop/loop.h"  // The host's own header of the same name.
 
@@ -29,6 +42,60 @@ TEST(HostAppTest, PostToEmptyHandleFails) {
 
 TEST(HostAppTest, HostHeaderIsItsOwn) {
   EXPECT_STREQ(host_loop::Name(), "host_app");
+}
+
+// A trace started on a loop thread and finished from this (another) thread:
+// the finish runs on the origin's thread. Under --config=tsan this is the
+// cross-thread path a host exercises.
+TEST(HostAppTest, TraceFinishedFromAnotherThreadRunsOnItsOrigin) {
+  auto exporter = std::make_shared<ctxloop::InMemoryExporter>();
+  ctxloop::Tracer::Options options;
+  options.processors.push_back(
+      std::make_shared<ctxloop::SimpleProcessor>(exporter));
+  ctxloop::Tracer tracer(std::move(options));
+  ctxloop::LoopThread agent;
+
+  ctxloop::TraceScope trace;
+  absl::Status started = agent.Invoke([&](ctxloop::Loop& loop) {
+    absl::StatusOr<ctxloop::ContextHandle> ctx = loop.NewContext("agent");
+    ASSERT_TRUE(ctx.ok()) << ctx.status();
+    absl::StatusOr<ctxloop::TraceScope> t = tracer.StartTrace(*ctx, "run");
+    ASSERT_TRUE(t.ok()) << t.status();
+    trace = *std::move(t);
+  });
+  ASSERT_TRUE(started.ok()) << started;
+  ASSERT_TRUE(trace.recording());
+
+  EXPECT_TRUE(trace.Finish().ok());  // From this thread: posted home.
+  // Tasks run in order: once this one has run, so has the finish.
+  ASSERT_TRUE(agent.Invoke([](ctxloop::Loop&) {}).ok());
+
+  std::vector<ctxloop::TraceData> traces = exporter->traces();
+  ASSERT_EQ(traces.size(), 1u);
+  EXPECT_FALSE(traces[0].finished_off_origin);
+  EXPECT_EQ(traces[0].finish_ran.thread_id, traces[0].started.thread_id);
+  EXPECT_NE(traces[0].finish_called.thread_id, traces[0].started.thread_id);
+}
+
+// The sanitizer configs of bazel/host.bazelrc set both the compiler flags and
+// the runtime options: a test that gets one gets the other.
+TEST(HostAppTest, SanitizerConfigReachesHostTargets) {
+#if defined(__SANITIZE_THREAD__)
+  const bool tsan_built = true;
+#else
+  const bool tsan_built = false;
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+  const bool asan_built = true;
+#else
+  const bool asan_built = false;
+#endif
+  const char* tsan_options = std::getenv("TSAN_OPTIONS");
+  const char* asan_options = std::getenv("ASAN_OPTIONS");
+  EXPECT_EQ(tsan_built, tsan_options != nullptr &&
+                            std::strstr(tsan_options, "halt_on_error=1"));
+  EXPECT_EQ(asan_built, asan_options != nullptr &&
+                            std::strstr(asan_options, "halt_on_error=1"));
 }
 
 }  // namespace

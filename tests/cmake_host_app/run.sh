@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds ctxloop with CMake, installs it to a temporary prefix, builds this
+# directory's host application against it with find_package(ctxloop) and
+# runs it. Exits non-zero if any step or the program's checks fail.
+#
+#   tests/cmake_host_app/run.sh [--build-dir DIR] [--add-subdirectory]
+#
+#   --build-dir DIR     configure/build ctxloop in DIR (kept; reused if it is
+#                       already configured, e.g. .ci/run's CTest build).
+#                       Default: a temporary directory, libraries only.
+#   --add-subdirectory  instead of installing, build the host with
+#                       -DCTXLOOP_SOURCE_DIR=<this checkout> (add_subdirectory,
+#                       as FetchContent users get).
+#
+# Uses $CMAKE_BUILD_PARALLEL_LEVEL (default 2) build jobs.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BUILD_DIR=""
+MODE="find_package"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-dir) BUILD_DIR="$2"; shift 2 ;;
+    --add-subdirectory) MODE="add_subdirectory"; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+step() { echo "cmake_host_app: $*"; }
+
+HOST_ARGS=()
+if [ "$MODE" = "find_package" ]; then
+  if [ -z "$BUILD_DIR" ]; then
+    BUILD_DIR="$TMP/ctxloop-build"
+  fi
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    step "configuring ctxloop in $BUILD_DIR (libraries only)"
+    cmake -S "$ROOT" -B "$BUILD_DIR" -DCTXLOOP_BUILD_TESTS=OFF >/dev/null
+  fi
+  step "building ctxloop"
+  cmake --build "$BUILD_DIR"
+  PREFIX="$TMP/prefix"
+  step "installing ctxloop to $PREFIX"
+  cmake --install "$BUILD_DIR" --prefix "$PREFIX" >/dev/null
+  HOST_ARGS+=("-DCMAKE_PREFIX_PATH=$PREFIX")
+else
+  HOST_ARGS+=("-DCTXLOOP_SOURCE_DIR=$ROOT")
+fi
+
+step "configuring the host app ($MODE)"
+cmake -S "$HERE" -B "$TMP/host-build" "${HOST_ARGS[@]}" >/dev/null
+if [ "$MODE" = "find_package" ]; then
+  # The package found must be the one just installed.
+  found="$(sed -n 's/^ctxloop_DIR:PATH=//p' "$TMP/host-build/CMakeCache.txt")"
+  if [ "$found" != "$PREFIX/lib/cmake/ctxloop" ]; then
+    echo "cmake_host_app: find_package(ctxloop) found '$found', not $PREFIX" >&2
+    exit 1
+  fi
+  step "find_package(ctxloop) found $found"
+fi
+step "building the host app"
+cmake --build "$TMP/host-build"
+step "running the host app"
+"$TMP/host-build/host_app"
