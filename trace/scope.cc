@@ -3,8 +3,14 @@
 // Where a finish runs, and what happens to it when its origin is gone. Each
 // case is referenced as [Fn] where handled and tested in finish_home_test.cc.
 //
-//  [F0] `Finish(from)` with `from` == origin, on the origin's loop thread:
-//       runs at once: reset "current" on the origin, then the processors.
+//  [F0] A finish called on the origin's loop thread -- `Finish(origin)`,
+//       `Finish(another context of that loop)`, `Finish()`, or a scope
+//       destroyed there -- runs at once: reset "current" on the origin, then
+//       the processors. So "current" never names an ended scope for the rest
+//       of the task. If the origin context is already destroyed, it runs as
+//       [F1] says for that case, on the spot: processors only,
+//       `finish_ran` = the loop's root, `finished_off_origin` set, counted in
+//       `finishes_on_root`.
 //  [F1] Otherwise the finish is posted to the origin context as a
 //       `FinishTask` and runs there exactly as [F0]. If the origin context
 //       is destroyed or being destroyed, the post is refused and the finish
@@ -21,17 +27,32 @@
 //       falling back as in [F1]/[F2]: ownership of the state guarantees
 //       "exactly once" however the task dies.
 //  [F4] A scope destroyed (or assigned over) unfinished finishes itself as
-//       `Finish()` with no caller context, i.e. always posted ([F1]).
+//       `Finish()` with no caller context: inline on the origin's loop thread
+//       ([F0]), posted from anywhere else ([F1]).
+//  [F5] A trace finished while spans are open delivers its `OnTraceEnd` when
+//       the last one ends (after every `OnSpanEnd`). If that span ends away
+//       from the loop where the trace's finish ran (e.g. on another loop),
+//       the delivery is posted there (`TraceEndTask`, counted in
+//       `trace_ends_posted`): to the context where the finish ran, else to
+//       that loop's root (`finish_ran` = root, `finished_off_origin`), else
+//       it runs where the span ended (`finish_ran` = that thread, null
+//       context, `finished_off_origin`); a dropped task delivers from its
+//       destructor as [F3]. Exactly once: only the thread that saw "finished
+//       and no open span" starts the delivery, and the task owns it.
 //
 // Every path ends in `Complete`, which runs once per scope because the
-// scope's state is moved into whichever path runs it.
+// scope's state is moved into whichever path runs it. `FinishOptions::
+// on_finished` is called by `Complete`, after the processors.
 
 #include "ctxloop/trace/scope.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <string>
 #include <utility>
 
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/trace/internal/trace_record.h"
 
@@ -40,6 +61,18 @@ namespace internal {
 
 void DeliverTraceEnd(TraceRecord& trace) {
   trace.tracer->processors.OnTraceEnd(trace.data);
+}
+
+std::string ContextNameOf(ContextHandle ctx) {
+  if (ctx.is_null()) return std::string();
+  LoopCore* core = FindOwnedCore(ctx);
+  if (core == nullptr) return std::string();
+  absl::StatusOr<std::string> name = core->ContextName(ctx);
+  return name.ok() ? *std::move(name) : std::string();
+}
+
+ExecutionSite SiteHere(ContextHandle ctx, absl::Time time) {
+  return ExecutionSite{ctx, ThisThreadId(), time, ContextNameOf(ctx)};
 }
 
 namespace {
@@ -54,7 +87,7 @@ enum class Where {
 ExecutionSite SiteAt(const TracerCore& tracer, ContextHandle ctx,
                      int64_t mono_ns) {
   if (mono_ns < 0) mono_ns = MonotonicNs();
-  return ExecutionSite{ctx, ThisThreadId(), tracer.WallTime(mono_ns)};
+  return SiteHere(ctx, tracer.WallTime(mono_ns));
 }
 
 TracerCounters& CountersOf(const SpanState& s) {
@@ -98,6 +131,15 @@ ContextHandle RanOn(ContextHandle origin, Where where) {
   return ContextHandle();
 }
 
+void CallOnFinished(const FinishOptions& options, const ExecutionSite& ran) {
+  if (!options.on_finished) return;
+  try {
+    options.on_finished(ran);
+  } catch (...) {
+    std::fputs("ctxloop: FinishOptions::on_finished threw; ignored\n", stderr);
+  }
+}
+
 // `ran_mono_ns`: when it ran, if the caller knows (an inline finish runs
 // when it is called); negative: read the clock.
 void Complete(SpanState& s, const FinishOptions& options, Where where,
@@ -108,7 +150,13 @@ void Complete(SpanState& s, const FinishOptions& options, Where where,
   s.data.finish_ran = SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
   s.data.finished_off_origin = where != Where::kOrigin;
   tracer.processors.OnSpanEnd(s.data);
-  if (s.trace->RemoveSpan()) DeliverTraceEnd(*s.trace);
+  if (options.on_finished) {
+    const ExecutionSite ran = s.data.finish_ran;
+    if (s.trace->RemoveSpan()) EndTraceAfterLastSpan(std::move(s.trace));
+    CallOnFinished(options, ran);
+    return;
+  }
+  if (s.trace->RemoveSpan()) EndTraceAfterLastSpan(std::move(s.trace));
 }
 
 void Complete(TraceState& s, const FinishOptions& options, Where where,
@@ -123,7 +171,12 @@ void Complete(TraceState& s, const FinishOptions& options, Where where,
       absl::Nanoseconds(std::max<int64_t>(0, s.end_mono_ns - r.start_mono_ns));
   r.data.finish_ran = SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
   r.data.finished_off_origin = where != Where::kOrigin;
-  if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does.
+  // Copied first: once marked finished, the last span's thread may deliver
+  // the end and rewrite `data` [F5].
+  ExecutionSite ran;
+  if (options.on_finished) ran = r.data.finish_ran;
+  if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does [F5].
+  CallOnFinished(options, ran);
 }
 
 // Owns a scope's state on its way home. See [F1]..[F3].
@@ -131,13 +184,13 @@ template <typename State>
 class FinishTask {
  public:
   FinishTask(std::unique_ptr<State> state, FinishOptions options, Where where)
-      : state_(std::move(state)), options_(options), where_(where) {}
+      : state_(std::move(state)), options_(std::move(options)), where_(where) {}
   FinishTask(FinishTask&&) noexcept = default;
   FinishTask& operator=(FinishTask&&) = delete;
 
   ~FinishTask() {
     if (state_ != nullptr)
-      Fallback(std::move(state_), options_, where_);  // [F3]
+      Fallback(std::move(state_), std::move(options_), where_);  // [F3]
   }
 
   void operator()(ContextHandle) && {
@@ -150,7 +203,8 @@ class FinishTask {
     const ContextHandle origin = state->origin;
     CountersOf(*state).finishes_posted.fetch_add(1, std::memory_order_relaxed);
     // If refused, the task is destroyed in Post and falls back [F1] [F2].
-    (void)Post(origin, FinishTask(std::move(state), options, Where::kOrigin));
+    (void)Post(origin, FinishTask(std::move(state), std::move(options),
+                                  Where::kOrigin));
   }
 
  private:
@@ -158,7 +212,8 @@ class FinishTask {
                        Where failed) {
     if (failed == Where::kOrigin) {  // [F1]
       const ContextHandle root = RootOf(state->origin);
-      (void)Post(root, FinishTask(std::move(state), options, Where::kRoot));
+      (void)Post(
+          root, FinishTask(std::move(state), std::move(options), Where::kRoot));
       return;
     }
     if (failed == Where::kRoot) {  // [F2]
@@ -171,15 +226,86 @@ class FinishTask {
   Where where_;
 };
 
+// True if `origin` (on the calling thread's loop) still has its values.
+bool OriginAlive(ContextHandle origin) { return CurrentKey().Get(origin).ok(); }
+
 template <typename State>
-void FinishState(std::unique_ptr<State> state, ContextHandle from,
-                 FinishOptions options, int64_t called_mono_ns) {
-  if (!from.is_null() && from == state->origin && IsOnLoopThread(from)) {
-    Complete(*state, options, Where::kOrigin, called_mono_ns);  // [F0]
+void FinishState(std::unique_ptr<State> state, FinishOptions options,
+                 int64_t called_mono_ns) {
+  const ContextHandle origin = state->origin;
+  if (IsOnLoopThread(origin)) {  // [F0]
+    const Where where = OriginAlive(origin) ? Where::kOrigin : Where::kRoot;
+    Complete(*state, options, where, called_mono_ns);
     return;
   }
-  FinishTask<State>::Send(std::move(state), options);  // [F1]
+  FinishTask<State>::Send(std::move(state), std::move(options));  // [F1]
 }
+
+// Delivers a deferred trace end where the trace's finish ran [F5].
+class TraceEndTask {
+ public:
+  TraceEndTask(std::shared_ptr<TraceRecord> trace, Where where)
+      : trace_(std::move(trace)), where_(where) {}
+  TraceEndTask(TraceEndTask&&) noexcept = default;
+  TraceEndTask& operator=(TraceEndTask&&) = delete;
+
+  ~TraceEndTask() {
+    if (trace_ != nullptr) Fallback(std::move(trace_), where_);  // [F3]
+  }
+
+  void operator()(ContextHandle) && {
+    std::shared_ptr<TraceRecord> trace = std::move(trace_);
+    Deliver(*trace, where_);
+  }
+
+  static void Fallback(std::shared_ptr<TraceRecord> trace, Where failed) {
+    if (failed == Where::kOrigin) {
+      const ContextHandle root = RootOf(trace->origin);
+      (void)Post(root, TraceEndTask(std::move(trace), Where::kRoot));
+      return;
+    }
+    Deliver(*trace, Where::kHere);
+  }
+
+  // `kOrigin`: on the context where the finish ran, which `finish_ran`
+  // already names; elsewhere `finish_ran` is rewritten to say where.
+  static void Deliver(TraceRecord& trace, Where where) {
+    if (where != Where::kOrigin) {
+      CountWhere(trace.tracer->counters, where);
+      trace.data.finish_ran =
+          SiteAt(*trace.tracer, RanOn(trace.origin, where), -1);
+      trace.data.finished_off_origin = true;
+    }
+    DeliverTraceEnd(trace);
+  }
+
+ private:
+  std::shared_ptr<TraceRecord> trace_;
+  Where where_;
+};
+
+}  // namespace
+
+void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace) {
+  // Where the trace's finish ran: its origin context, or its loop's root
+  // [F1]; null if it ran off its loop [F2] [F3].
+  const ContextHandle home = trace->data.finish_ran.ctx;
+  if (home.is_null()) {  // Its loop is gone: deliver here, saying so.
+    TraceEndTask::Deliver(*trace, Where::kHere);
+    return;
+  }
+  if (IsOnLoopThread(home)) {  // The right thread already.
+    DeliverTraceEnd(*trace);
+    return;
+  }
+  trace->tracer->counters.trace_ends_posted.fetch_add(
+      1, std::memory_order_relaxed);
+  const Where where = home == trace->origin ? Where::kOrigin : Where::kRoot;
+  // If refused, the task is destroyed in Post and falls back.
+  (void)Post(home, TraceEndTask(std::move(trace), where));
+}
+
+namespace {
 
 absl::Status AlreadyFinished(const char* what) {
   return absl::FailedPreconditionError(
@@ -243,9 +369,9 @@ absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   if (state_ == nullptr) return absl::OkStatus();  // No-op scope.
   const int64_t now = internal::MonotonicNs();
   state_->end_mono_ns = now;
-  state_->finish_called = ExecutionSite{from, internal::ThisThreadId(),
-                                        state_->record->tracer->WallTime(now)};
-  internal::FinishState(std::move(state_), from, options, now);
+  state_->finish_called =
+      internal::SiteHere(from, state_->record->tracer->WallTime(now));
+  internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
 
@@ -306,8 +432,8 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   d.end_time = tracer.WallTime(now);
   d.duration =
       absl::Nanoseconds(std::max<int64_t>(0, now - state_->start_mono_ns));
-  d.finish_called = ExecutionSite{from, internal::ThisThreadId(), d.end_time};
-  internal::FinishState(std::move(state_), from, options, now);
+  d.finish_called = internal::SiteHere(from, d.end_time);
+  internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
 

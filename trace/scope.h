@@ -13,19 +13,26 @@
 // be called on any thread, any context, any loop; what must happen on the
 // origin -- resetting the origin context's "current" trace/span, calling the
 // processors -- runs there:
-//   * `Finish(from)` with `from` == the origin, on its loop thread: runs now;
+//   * on the origin's loop thread (whatever `from` says, and for a scope
+//     destroyed there): runs now, so "current" never names an ended scope
+//     for the rest of the task;
 //   * otherwise: posted to the origin context as a task, and runs there.
 // The end time is taken when `Finish` is called. Whatever happens to the
-// origin, processors see the end exactly once (cases F1..F4, numbered in
+// origin, processors see the end exactly once (cases F0..F5, numbered in
 // scope.cc):
-//   [F1] origin context destroyed before the finish could be posted: the
-//        finish runs on the origin loop's root context (no reset: the
-//        context's values are gone);
+//   [F1] origin context destroyed: the finish runs on the origin loop's root
+//        context (no reset: the context's values are gone),
+//        `finished_off_origin` set, counted in `finishes_on_root`;
 //   [F2] origin loop shutting down or destroyed: the finish runs on the
 //        calling thread, processors only, `finished_off_origin` set;
 //   [F3] a posted finish that the loop drops unrun (shutdown overflow): it
 //        is delivered, processors only, where it was dropped;
-//   [F4] a scope destroyed unfinished finishes itself as `Finish()` would.
+//   [F4] a scope destroyed unfinished finishes itself as `Finish()` would;
+//   [F5] a trace finished while spans are open: `OnTraceEnd` comes when the
+//        last one ends, on the loop where the trace's finish ran (posted
+//        there if that span ended elsewhere), falling back as [F1]/[F2].
+// `FinishOptions::on_finished` tells the caller when (and where) the finish
+// ran. `finish_ran` always names where the processors' end event ran.
 // A second `Finish` returns `kFailedPrecondition`. So does any call on a
 // moved-from scope.
 //
@@ -34,8 +41,9 @@
 // calling `Finish(b_ctx)` (reset_current defaults to true): the reset is posted
 // to A and runs on loop 1's thread; no "token created in a different context".
 //
-// Cost: a scope is one pointer. A same-context finish costs the processor
-// calls plus a context-key reset; a cross-context finish adds one `Post`.
+// Cost: a scope is one pointer plus its ids. A finish on the origin's loop
+// thread costs the processor calls plus a context-key reset and lookup; from
+// another thread it adds one `Post`.
 //
 // Thread-safety: a scope is owned by one thread at a time (move it to hand it
 // over). `Finish` is the only method that may run away from the origin;
@@ -44,6 +52,7 @@
 #ifndef CTXLOOP_TRACE_SCOPE_H_
 #define CTXLOOP_TRACE_SCOPE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -65,6 +74,13 @@ struct FinishOptions {
   // Undo this scope's "make current" on the origin context. With false, the
   // finished scope stays current there (as Python's reset_current=False).
   bool reset_current = true;
+  // Called once, after the finish ran (reset and processors), on the thread
+  // where it ran, with where that was (`finish_ran`): lets a producer learn
+  // when it may destroy the origin context. For a trace finished while spans
+  // are open, `OnTraceEnd` comes later, when the last one ends ([F5] in
+  // scope.cc); this callback does not wait for it. Not called for a no-op
+  // scope. Must not throw (an exception is reported on stderr and ignored).
+  std::function<void(const ExecutionSite& ran)> on_finished;
 };
 
 // An explicit parent for `Tracer::StartSpan`, from a scope or from

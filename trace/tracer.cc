@@ -73,6 +73,7 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   if (!IsOnLoopThread(ctx)) return NotOnLoopThread(ctx, "StartTrace");
   auto record = std::make_shared<TraceRecord>();
   record->tracer = core_;
+  record->origin = ctx;
   record->start_mono_ns = MonotonicNs();
   TraceData& d = record->data;
   d.trace_id = options.trace_id.valid() ? options.trace_id : NewTraceId();
@@ -82,7 +83,7 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   d.metadata = std::move(options.metadata);
   d.start_time = core_->WallTime(record->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
-  d.started = ExecutionSite{ctx, ThisThreadId(), d.start_time};
+  d.started = internal::SiteHere(ctx, d.start_time);
   std::unique_ptr<TraceState> state(new TraceState);
   state->origin = ctx;
   if (options.make_current) {
@@ -136,14 +137,14 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   d.attributes = std::move(options.attributes);
   d.start_time = trace->tracer->WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
-  d.started = ExecutionSite{ctx, ThisThreadId(), d.start_time};
+  d.started = internal::SiteHere(ctx, d.start_time);
   if (options.make_current) {
     absl::StatusOr<Token> token =
         CurrentKey().Set(ctx, CurrentScope{trace, d.span_id});
     if (!token.ok()) {  // The context is being destroyed.
       // This span never reached a processor; if the trace finished on
       // another thread meanwhile, its end was waiting for us.
-      if (trace->RemoveSpan()) internal::DeliverTraceEnd(*trace);
+      if (trace->RemoveSpan()) internal::EndTraceAfterLastSpan(trace);
       return token.status();
     }
     state->token = *token;
@@ -196,6 +197,7 @@ TracerStats Tracer::stats() const {
   s.finishes_posted = c.finishes_posted.load(std::memory_order_relaxed);
   s.finishes_on_root = c.finishes_on_root.load(std::memory_order_relaxed);
   s.finishes_off_origin = c.finishes_off_origin.load(std::memory_order_relaxed);
+  s.trace_ends_posted = c.trace_ends_posted.load(std::memory_order_relaxed);
   return s;
 }
 

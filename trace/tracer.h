@@ -91,6 +91,9 @@ struct TracerStats {
   uint64_t finishes_posted = 0;      // Posted to the origin context.
   uint64_t finishes_on_root = 0;     // [F1] origin context was gone.
   uint64_t finishes_off_origin = 0;  // [F2]/[F3] origin loop was gone.
+  // [F5] A trace's end posted to where its finish ran, because its last open
+  // span ended elsewhere.
+  uint64_t trace_ends_posted = 0;
 };
 
 class Tracer {

@@ -7,9 +7,11 @@
 
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/testing/recording_processor.h"
@@ -225,7 +227,14 @@ TEST_F(TracerTest, ConcurrentSpanEndsOfOneTrace) {
                   for (SpanScope& s : spans[i]) EXPECT_TRUE(s.Finish(c).ok());
                 }).ok());
   }
-  ASSERT_TRUE(rec_->WaitFor(Kind::kTraceEnd, 1));
+  // Both loops have run those tasks (FIFO); the trace's end was posted to
+  // its origin, this thread's loop [F5].
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(loops[i].Invoke([](Loop&) {}).ok());
+  EXPECT_EQ(rec_->count(Kind::kTraceEnd), 0u);
+  ASSERT_TRUE(loop_.RunUntilIdle().ok());
+  ASSERT_EQ(rec_->count(Kind::kTraceEnd), 1u);
+  EXPECT_EQ(rec_->events(Kind::kTraceEnd)[0].tid,
+            RecordingProcessor::ThisTid());
   const auto events = rec_->events();
   EXPECT_EQ(events.back().kind, Kind::kTraceEnd);
   EXPECT_EQ(events.back().trace().trace_id, id);
@@ -289,6 +298,34 @@ TEST_F(TracerTest, AttributesAndErrorsReachProcessors) {
   EXPECT_EQ(std::get<double>(d.attributes[2].second), 0.5);
   ASSERT_TRUE(d.error.has_value());
   EXPECT_EQ(d.error->message, "rate limited");
+}
+
+// Ids and span contexts print (gtest uses operator<<; AbslStringify is what
+// newer Abseil's StrCat/StrFormat use).
+struct StringSink {
+  std::string out;
+  void Append(absl::string_view s) { out.append(s.data(), s.size()); }
+};
+
+TEST(IdsPrintTest, OperatorAndAbslStringify) {
+  const TraceId t{0x0123456789abcdefULL, 0x1ULL};
+  const SpanId s{0xabcULL};
+  std::ostringstream os;
+  os << t << " " << s;
+  EXPECT_EQ(os.str(), "0123456789abcdef0000000000000001 0000000000000abc");
+  EXPECT_EQ(::testing::PrintToString(s), "0000000000000abc");
+  StringSink sink;
+  AbslStringify(sink, t);
+  AbslStringify(sink, s);
+  EXPECT_EQ(sink.out, "0123456789abcdef00000000000000010000000000000abc");
+  SpanContext c{t, s, kTraceFlagSampled, "k=v", true};
+  EXPECT_EQ(::testing::PrintToString(c),
+            "00-0123456789abcdef0000000000000001-0000000000000abc-01 "
+            "tracestate=k=v remote");
+  StringSink csink;
+  AbslStringify(csink, SpanContext{t, s, 0, "", false});
+  EXPECT_EQ(csink.out,
+            "00-0123456789abcdef0000000000000001-0000000000000abc-00");
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -49,6 +50,7 @@ struct TracerCounters {
   std::atomic<uint64_t> finishes_posted{0};
   std::atomic<uint64_t> finishes_on_root{0};
   std::atomic<uint64_t> finishes_off_origin{0};
+  std::atomic<uint64_t> trace_ends_posted{0};
 };
 
 struct TracerCore {
@@ -75,6 +77,7 @@ struct TraceRecord {
   static constexpr uint64_t kOneSpan = 2;
 
   std::shared_ptr<TracerCore> tracer;
+  ContextHandle origin;  // Where the trace started.
   TraceData data;
   int64_t start_mono_ns = 0;
   // (open spans) * 2 | finished bit.
@@ -133,8 +136,19 @@ struct SpanState {
 // The one context-local key tracing uses.
 const ContextKey<CurrentScope>& CurrentKey();
 
-// Calls `OnTraceEnd`; for the one thread that saw the trace complete.
+// Calls `OnTraceEnd` here and now.
 void DeliverTraceEnd(TraceRecord& trace);
+
+// For the one thread that saw the last open span of a finished trace end:
+// delivers `OnTraceEnd` where the trace's finish ran ([F5] in scope.cc).
+void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace);
+
+// The name `ctx` was given at `NewContext`; empty for a null or stale handle
+// or off its loop thread.
+std::string ContextNameOf(ContextHandle ctx);
+
+// `ctx`, this thread, `time`, and `ctx`'s name.
+ExecutionSite SiteHere(ContextHandle ctx, absl::Time time);
 
 // The calling thread's Linux tid, cached.
 int64_t ThisThreadId();
