@@ -406,8 +406,9 @@ TEST(FinishHomeTest, DeferredTraceEndRunsOnTraceOriginLoop) {
 }
 
 // [F5] The same, with the trace's origin context destroyed before the span
-// ends: the trace end runs on loop 1's root; with loop 1 gone: where the
-// span ended, saying so.
+// ends: the trace end still runs on loop 1's thread (its root context), and
+// `finish_ran` still names A, where the finish ran; with loop 1 gone: where
+// the span ended, saying so.
 TEST(FinishHomeTest, DeferredTraceEndFallsBackLikeAFinish) {
   auto rec = std::make_shared<RecordingProcessor>();
   Tracer tracer(WithProcessor(rec));
@@ -416,7 +417,6 @@ TEST(FinishHomeTest, DeferredTraceEndFallsBackLikeAFinish) {
   const ContextHandle b = NewCtx(loop2, "B");
   const int64_t loop1_tid = TidOf(*loop1);
   const int64_t loop2_tid = TidOf(loop2);
-  const ContextHandle root1 = loop1->root();
   // Twice: origin context destroyed, then origin loop destroyed.
   for (int round = 0; round < 2; ++round) {
     const ContextHandle a = NewCtx(*loop1, "A");
@@ -446,12 +446,13 @@ TEST(FinishHomeTest, DeferredTraceEndFallsBackLikeAFinish) {
     const auto ends = rec->events(Kind::kTraceEnd);
     ASSERT_EQ(ends.size(), static_cast<size_t>(round + 1));
     const TraceData& t = ends.back().trace();
-    EXPECT_TRUE(t.finished_off_origin);
     if (round == 0) {
       EXPECT_EQ(ends.back().tid, loop1_tid);
-      EXPECT_EQ(t.finish_ran.ctx, root1);
+      EXPECT_EQ(t.finish_ran.ctx, a);
       EXPECT_EQ(t.finish_ran.thread_id, loop1_tid);
+      EXPECT_FALSE(t.finished_off_origin);
     } else {
+      EXPECT_TRUE(t.finished_off_origin);
       EXPECT_EQ(ends.back().tid, loop2_tid);
       EXPECT_TRUE(t.finish_ran.ctx.is_null());
       EXPECT_EQ(t.finish_ran.thread_id, loop2_tid);

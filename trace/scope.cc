@@ -33,12 +33,15 @@
 //       the last one ends (after every `OnSpanEnd`). If that span ends away
 //       from the loop where the trace's finish ran (e.g. on another loop),
 //       the delivery is posted there (`TraceEndTask`, counted in
-//       `trace_ends_posted`): to the context where the finish ran, else to
-//       that loop's root (`finish_ran` = root, `finished_off_origin`), else
-//       it runs where the span ended (`finish_ran` = that thread, null
-//       context, `finished_off_origin`); a dropped task delivers from its
-//       destructor as [F3]. Exactly once: only the thread that saw "finished
-//       and no open span" starts the delivery, and the task owns it.
+//       `trace_ends_posted`): to the context where the finish ran, else
+//       (destroyed since, e.g. by a producer that saw its finish run) to
+//       that loop's root -- same thread, so `finish_ran` stays as the finish
+//       left it -- else (loop gone) it runs where the span ended, and
+//       `finish_ran` says so (that thread, null context, now) with
+//       `finished_off_origin` set, counted in `finishes_off_origin`; a
+//       dropped task delivers from its destructor as [F3]. Exactly once: only
+//       the thread that saw "finished and no open span" starts the delivery,
+//       and the task owns it.
 //
 // Every path ends in `Complete`, which runs once per scope because the
 // scope's state is moved into whichever path runs it. `FinishOptions::
@@ -267,13 +270,13 @@ class TraceEndTask {
     Deliver(*trace, Where::kHere);
   }
 
-  // `kOrigin`: on the context where the finish ran, which `finish_ran`
-  // already names; elsewhere `finish_ran` is rewritten to say where.
+  // On the loop where the finish ran (its context, or the root if that
+  // context is gone since): `finish_ran` already names where the finish ran,
+  // on this thread. Off that loop [F2]: rewritten to say where it runs.
   static void Deliver(TraceRecord& trace, Where where) {
-    if (where != Where::kOrigin) {
+    if (where == Where::kHere) {
       CountWhere(trace.tracer->counters, where);
-      trace.data.finish_ran =
-          SiteAt(*trace.tracer, RanOn(trace.origin, where), -1);
+      trace.data.finish_ran = SiteAt(*trace.tracer, ContextHandle(), -1);
       trace.data.finished_off_origin = true;
     }
     DeliverTraceEnd(trace);
@@ -318,55 +321,91 @@ absl::Status AlreadyFinished(const char* what) {
 using internal::SpanState;
 using internal::TraceState;
 
+namespace {
+
+// Finishes a non-recording scope: undoes its "make current" on the origin
+// (here if on its loop thread, else posted), then `on_finished`.
+void FinishNonRecording(ScopeCurrent current, ContextHandle from,
+                        FinishOptions options) {
+  if (!current.token.has_value() || !options.reset_current) {
+    internal::CallOnFinished(options, internal::SiteHere(from, absl::Now()));
+    return;
+  }
+  const ContextHandle origin = current.origin;
+  auto reset = [current = std::move(current),
+                options = std::move(options)](ContextHandle) {
+    (void)internal::CurrentKey().Reset(current.origin, *current.token);
+    internal::CallOnFinished(options,
+                             internal::SiteHere(current.origin, absl::Now()));
+  };
+  if (IsOnLoopThread(origin)) {
+    std::move(reset)(origin);
+    return;
+  }
+  // Refused: the context's values are gone, nothing to undo. The lambda was
+  // destroyed unrun, so tell the caller here.
+  if (!Post(origin, std::move(reset)).ok()) {
+    internal::CallOnFinished(options, internal::SiteHere({}, absl::Now()));
+  }
+}
+
+}  // namespace
+
 // --- SpanParent --------------------------------------------------------------
 
 SpanParent::SpanParent(std::shared_ptr<internal::TraceRecord> trace,
-                       SpanId span)
-    : trace_(std::move(trace)), span_(span) {}
-
-TraceId SpanParent::trace_id() const {
-  return trace_ == nullptr ? TraceId() : trace_->data.trace_id;
-}
+                       SpanId span, TraceId trace_id, SpanId root_span_id,
+                       uint8_t trace_flags)
+    : trace_(std::move(trace)),
+      span_(span),
+      trace_id_(trace_id),
+      root_span_id_(root_span_id),
+      trace_flags_(trace_flags) {}
 
 // --- TraceScope --------------------------------------------------------------
 
 TraceScope::TraceScope() = default;
-TraceScope::TraceScope(std::unique_ptr<TraceState> state)
+TraceScope::TraceScope(std::unique_ptr<TraceState> state, SpanContext context)
     : state_(std::move(state)),
-      trace_id_(state_->record->data.trace_id),
+      context_(std::move(context)),
       finished_(false) {}
-TraceScope TraceScope::NoOp() {
+TraceScope TraceScope::NonRecording(SpanContext context, ScopeCurrent current) {
   TraceScope s;
-  s.noop_ = true;
+  s.context_ = std::move(context);
+  s.current_ = std::move(current);
   s.finished_ = false;
   return s;
 }
 
 TraceScope::TraceScope(TraceScope&& other) noexcept
     : state_(std::move(other.state_)),
-      trace_id_(other.trace_id_),
-      noop_(other.noop_),
+      context_(std::move(other.context_)),
+      current_(std::exchange(other.current_, ScopeCurrent())),
       finished_(std::exchange(other.finished_, true)) {}
 
 TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
   if (this != &other) {
-    if (state_ != nullptr) (void)Finish();  // [F4]
+    if (!finished_) (void)Finish();  // [F4]
     state_ = std::move(other.state_);
-    trace_id_ = other.trace_id_;
-    noop_ = other.noop_;
+    context_ = std::move(other.context_);
+    current_ = std::exchange(other.current_, ScopeCurrent());
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
 }
 
 TraceScope::~TraceScope() {
-  if (state_ != nullptr) (void)Finish();  // [F4]
+  if (!finished_) (void)Finish();  // [F4]
 }
 
 absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   if (finished_) return internal::AlreadyFinished("TraceScope::Finish");
   finished_ = true;
-  if (state_ == nullptr) return absl::OkStatus();  // No-op scope.
+  if (state_ == nullptr) {  // Non-recording.
+    FinishNonRecording(std::exchange(current_, ScopeCurrent()), from,
+                       std::move(options));
+    return absl::OkStatus();
+  }
   const int64_t now = internal::MonotonicNs();
   state_->end_mono_ns = now;
   state_->finish_called =
@@ -375,57 +414,100 @@ absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   return absl::OkStatus();
 }
 
+absl::Status TraceScope::SetAttribute(absl::string_view key,
+                                      AttributeValue value) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::SetAttribute");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::TraceRecord& r = *state_->record;
+  r.data.dropped_attributes_count += internal::SetLimitedAttribute(
+      r.data.attributes, std::string(key), std::move(value), r.tracer->limits,
+      r.tracer->limits.attribute_count);
+  return absl::OkStatus();
+}
+
+absl::Status TraceScope::AddEvent(absl::string_view name,
+                                  Attributes attributes) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::AddEvent");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::TraceRecord& r = *state_->record;
+  internal::AddLimitedEvent(r.data, name,
+                            r.tracer->WallTime(internal::MonotonicNs()),
+                            std::move(attributes), r.tracer->limits);
+  return absl::OkStatus();
+}
+
+absl::Status TraceScope::SetStatus(StatusCode code, absl::string_view message) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::SetStatus");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::SetStatusOf(state_->record->data, code, message);
+  return absl::OkStatus();
+}
+
+absl::Status TraceScope::SetError(absl::string_view message) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::SetError");
+  return SetStatus(StatusCode::kError, message);
+}
+
 bool TraceScope::recording() const { return state_ != nullptr; }
 ContextHandle TraceScope::origin() const {
-  return state_ == nullptr ? ContextHandle() : state_->origin;
+  return state_ != nullptr ? state_->origin : current_.origin;
 }
 SpanParent TraceScope::AsParent() const {
-  return state_ == nullptr ? SpanParent()
-                           : SpanParent(state_->record, SpanId());
+  // No trace, or a finished recorded one (spans can no longer join it).
+  if (!context_.trace_id.valid()) return SpanParent();
+  if (state_ == nullptr && context_.sampled()) return SpanParent();
+  return SpanParent(state_ == nullptr ? nullptr : state_->record, SpanId(),
+                    context_.trace_id, context_.span_id, context_.trace_flags);
 }
 
 // --- SpanScope ---------------------------------------------------------------
 
 SpanScope::SpanScope() = default;
-SpanScope::SpanScope(std::unique_ptr<SpanState> state)
+SpanScope::SpanScope(std::unique_ptr<SpanState> state, SpanContext context)
     : state_(std::move(state)),
-      trace_id_(state_->data.trace_id),
-      span_id_(state_->data.span_id),
+      context_(std::move(context)),
       finished_(false) {}
-SpanScope SpanScope::NoOp() {
+SpanScope SpanScope::NonRecording(SpanContext context, ScopeCurrent current,
+                                  SpanId root_span_id) {
   SpanScope s;
-  s.noop_ = true;
+  s.context_ = std::move(context);
+  s.current_ = std::move(current);
+  s.root_span_id_ = root_span_id;
   s.finished_ = false;
   return s;
 }
 
 SpanScope::SpanScope(SpanScope&& other) noexcept
     : state_(std::move(other.state_)),
-      trace_id_(other.trace_id_),
-      span_id_(other.span_id_),
-      noop_(other.noop_),
+      context_(std::move(other.context_)),
+      current_(std::exchange(other.current_, ScopeCurrent())),
+      root_span_id_(other.root_span_id_),
       finished_(std::exchange(other.finished_, true)) {}
 
 SpanScope& SpanScope::operator=(SpanScope&& other) noexcept {
   if (this != &other) {
-    if (state_ != nullptr) (void)Finish();  // [F4]
+    if (!finished_) (void)Finish();  // [F4]
     state_ = std::move(other.state_);
-    trace_id_ = other.trace_id_;
-    span_id_ = other.span_id_;
-    noop_ = other.noop_;
+    context_ = std::move(other.context_);
+    current_ = std::exchange(other.current_, ScopeCurrent());
+    root_span_id_ = other.root_span_id_;
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
 }
 
 SpanScope::~SpanScope() {
-  if (state_ != nullptr) (void)Finish();  // [F4]
+  if (!finished_) (void)Finish();  // [F4]
 }
 
 absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   if (finished_) return internal::AlreadyFinished("SpanScope::Finish");
   finished_ = true;
-  if (state_ == nullptr) return absl::OkStatus();  // No-op span.
+  if (state_ == nullptr) {  // Non-recording.
+    FinishNonRecording(std::exchange(current_, ScopeCurrent()), from,
+                       std::move(options));
+    return absl::OkStatus();
+  }
   const int64_t now = internal::MonotonicNs();
   SpanData& d = state_->data;
   const internal::TracerCore& tracer = *state_->trace->tracer;
@@ -439,31 +521,57 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
 
 absl::Status SpanScope::SetAttribute(absl::string_view key,
                                      AttributeValue value) {
-  if (state_ == nullptr) {
-    if (noop_ && !finished_) return absl::OkStatus();
-    return internal::AlreadyFinished("SpanScope::SetAttribute");
-  }
-  state_->data.attributes.emplace_back(std::string(key), std::move(value));
+  if (finished_) return internal::AlreadyFinished("SpanScope::SetAttribute");
+  if (state_ == nullptr) return absl::OkStatus();
+  const SpanLimits& limits = state_->trace->tracer->limits;
+  state_->data.dropped_attributes_count += internal::SetLimitedAttribute(
+      state_->data.attributes, std::string(key), std::move(value), limits,
+      limits.attribute_count);
+  return absl::OkStatus();
+}
+
+absl::Status SpanScope::AddEvent(absl::string_view name,
+                                 Attributes attributes) {
+  if (finished_) return internal::AlreadyFinished("SpanScope::AddEvent");
+  if (state_ == nullptr) return absl::OkStatus();
+  const internal::TracerCore& tracer = *state_->trace->tracer;
+  internal::AddLimitedEvent(state_->data, name,
+                            tracer.WallTime(internal::MonotonicNs()),
+                            std::move(attributes), tracer.limits);
+  return absl::OkStatus();
+}
+
+absl::Status SpanScope::SetStatus(StatusCode code, absl::string_view message) {
+  if (finished_) return internal::AlreadyFinished("SpanScope::SetStatus");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::SetStatusOf(state_->data, code, message);
   return absl::OkStatus();
 }
 
 absl::Status SpanScope::SetError(absl::string_view message,
                                  absl::string_view data) {
-  if (state_ == nullptr) {
-    if (noop_ && !finished_) return absl::OkStatus();
-    return internal::AlreadyFinished("SpanScope::SetError");
-  }
+  if (finished_) return internal::AlreadyFinished("SpanScope::SetError");
+  if (state_ == nullptr) return absl::OkStatus();
   state_->data.error = SpanError{std::string(message), std::string(data)};
+  internal::SetStatusOf(state_->data, StatusCode::kError, message);
   return absl::OkStatus();
 }
 
 bool SpanScope::recording() const { return state_ != nullptr; }
 ContextHandle SpanScope::origin() const {
-  return state_ == nullptr ? ContextHandle() : state_->origin;
+  return state_ != nullptr ? state_->origin : current_.origin;
 }
 SpanParent SpanScope::AsParent() const {
-  return state_ == nullptr ? SpanParent()
-                           : SpanParent(state_->trace, state_->data.span_id);
+  // No trace, or a finished recorded span.
+  if (!context_.trace_id.valid()) return SpanParent();
+  if (state_ == nullptr && context_.sampled()) return SpanParent();
+  if (state_ != nullptr) {
+    return SpanParent(state_->trace, context_.span_id, context_.trace_id,
+                      state_->data.root_span_id, context_.trace_flags);
+  }
+  // Unsampled: ids only; spans under it are unsampled too.
+  return SpanParent(nullptr, context_.span_id, context_.trace_id, root_span_id_,
+                    context_.trace_flags);
 }
 
 }  // namespace ctxloop

@@ -45,21 +45,29 @@
 // thread costs the processor calls plus a context-key reset and lookup; from
 // another thread it adds one `Post`.
 //
+// Non-recording scopes (disabled tracer, unsampled, or a start that could
+// not record: see tracer.h) accept every call and record nothing; an
+// unsampled one made current undoes that on `Finish` like any scope.
+//
 // Thread-safety: a scope is owned by one thread at a time (move it to hand it
 // over). `Finish` is the only method that may run away from the origin;
-// `SetAttribute`/`SetError` touch only the scope.
+// the setters touch only the scope's record.
 
 #ifndef CTXLOOP_TRACE_SCOPE_H_
 #define CTXLOOP_TRACE_SCOPE_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/context_key.h"
 #include "ctxloop/trace/ids.h"
+#include "ctxloop/trace/span_context.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
@@ -78,29 +86,43 @@ struct FinishOptions {
   // where it ran, with where that was (`finish_ran`): lets a producer learn
   // when it may destroy the origin context. For a trace finished while spans
   // are open, `OnTraceEnd` comes later, when the last one ends ([F5] in
-  // scope.cc); this callback does not wait for it. Not called for a no-op
-  // scope. Must not throw (an exception is reported on stderr and ignored).
+  // scope.cc); this callback does not wait for it. A non-recording scope
+  // calls it too, once its "current" is undone (at once if it was not
+  // current). Must not throw (an exception is reported on stderr, ignored).
   std::function<void(const ExecutionSite& ran)> on_finished;
 };
 
 // An explicit parent for `Tracer::StartSpan`, from a scope or from
 // `Tracer::CurrentParent`. Copyable; safe to hand to any thread (this is how
 // a stream gives its consumer the producer's trace). Keeps the trace's
-// record alive, not the scope.
+// record alive, not the scope. A parent in an unsampled trace has ids but no
+// record: spans under it are unsampled too.
 class SpanParent {
  public:
   SpanParent() = default;  // No parent.
-  bool valid() const { return trace_ != nullptr; }
-  TraceId trace_id() const;
+  bool valid() const { return trace_id_.valid(); }
+  TraceId trace_id() const { return trace_id_; }
   SpanId span_id() const { return span_; }  // Invalid: the trace itself.
+  bool sampled() const { return (trace_flags_ & kTraceFlagSampled) != 0; }
 
  private:
   friend class Tracer;
   friend class TraceScope;
   friend class SpanScope;
-  SpanParent(std::shared_ptr<internal::TraceRecord> trace, SpanId span);
-  std::shared_ptr<internal::TraceRecord> trace_;
+  SpanParent(std::shared_ptr<internal::TraceRecord> trace, SpanId span,
+             TraceId trace_id, SpanId root_span_id, uint8_t trace_flags);
+  std::shared_ptr<internal::TraceRecord> trace_;  // Null if unsampled.
   SpanId span_;
+  TraceId trace_id_;
+  SpanId root_span_id_;
+  uint8_t trace_flags_ = 0;
+};
+
+// What a scope needs without a record: a non-recording (unsampled) scope
+// made current keeps its token here to undo it. Internal.
+struct ScopeCurrent {
+  ContextHandle origin;
+  std::optional<Token> token;
 };
 
 class TraceScope {
@@ -115,21 +137,36 @@ class TraceScope {
   absl::Status Finish(ContextHandle from, FinishOptions options = {});
   absl::Status Finish() { return Finish(ContextHandle()); }
 
-  // False once finished, moved from, or for a disabled tracer's scope.
+  // Before `Finish`, on the owning thread: data of the trace's root span
+  // (subject to the tracer's limits). OK and ignored on a non-recording
+  // scope; `kFailedPrecondition` once finished or moved from.
+  absl::Status SetAttribute(absl::string_view key, AttributeValue value);
+  absl::Status AddEvent(absl::string_view name, Attributes attributes = {});
+  // OpenTelemetry rules: kUnset is ignored, kOk is final, the message is
+  // kept only with kError.
+  absl::Status SetStatus(StatusCode code, absl::string_view message = {});
+  absl::Status SetError(absl::string_view message);  // kError + message.
+
+  // False once finished, moved from, or for a non-recording scope.
   bool recording() const;
-  // Still valid after `Finish` (invalid for a no-op scope).
-  TraceId trace_id() const { return trace_id_; }
+  // Still valid after `Finish` (invalid for a disabled tracer's scope).
+  TraceId trace_id() const { return context_.trace_id; }
+  // For injection (propagation.h): trace id, the trace's root span id, trace
+  // flags (sampled clear if unsampled) and trace state. Valid after `Finish`.
+  const SpanContext& span_context() const { return context_; }
   ContextHandle origin() const;
   // The trace as a parent for spans, e.g. on another context.
   SpanParent AsParent() const;
 
  private:
   friend class Tracer;
-  explicit TraceScope(std::unique_ptr<internal::TraceState> state);
-  static TraceScope NoOp();
+  TraceScope(std::unique_ptr<internal::TraceState> state, SpanContext context);
+  // Non-recording, started (setters and Finish succeed).
+  static TraceScope NonRecording(SpanContext context = {},
+                                 ScopeCurrent current = {});
   std::unique_ptr<internal::TraceState> state_;
-  TraceId trace_id_;
-  bool noop_ = false;     // Disabled tracer: finishing does nothing.
+  SpanContext context_;
+  ScopeCurrent current_;  // Non-recording scopes only.
   bool finished_ = true;  // Until started; again once finished or moved.
 };
 
@@ -143,26 +180,39 @@ class SpanScope {
   absl::Status Finish(ContextHandle from, FinishOptions options = {});
   absl::Status Finish() { return Finish(ContextHandle()); }
 
-  // Before `Finish`: attach data. `kFailedPrecondition` after it.
+  // Before `Finish`, on the owning thread: attach data (subject to the
+  // tracer's limits). OK and ignored on a non-recording scope;
+  // `kFailedPrecondition` once finished or moved from.
   absl::Status SetAttribute(absl::string_view key, AttributeValue value);
+  absl::Status AddEvent(absl::string_view name, Attributes attributes = {});
+  // OpenTelemetry rules: kUnset is ignored, kOk is final, the message is
+  // kept only with kError.
+  absl::Status SetStatus(StatusCode code, absl::string_view message = {});
+  // Sets `SpanData::error` and the status to kError with `message` (unless
+  // the status is already kOk, which is final).
   absl::Status SetError(absl::string_view message, absl::string_view data = {});
 
-  // False once finished, moved from, or for a no-op span.
+  // False once finished, moved from, or for a non-recording span.
   bool recording() const;
-  // Still valid after `Finish` (invalid for a no-op span).
-  TraceId trace_id() const { return trace_id_; }
-  SpanId span_id() const { return span_id_; }
+  // Still valid after `Finish` (invalid for a no-op span; valid, with the
+  // sampled flag clear, for an unsampled one).
+  TraceId trace_id() const { return context_.trace_id; }
+  SpanId span_id() const { return context_.span_id; }
+  // For injection (propagation.h). Valid after `Finish`.
+  const SpanContext& span_context() const { return context_; }
   ContextHandle origin() const;
   SpanParent AsParent() const;
 
  private:
   friend class Tracer;
-  explicit SpanScope(std::unique_ptr<internal::SpanState> state);
-  static SpanScope NoOp();
+  SpanScope(std::unique_ptr<internal::SpanState> state, SpanContext context);
+  static SpanScope NonRecording(SpanContext context = {},
+                                ScopeCurrent current = {},
+                                SpanId root_span_id = {});
   std::unique_ptr<internal::SpanState> state_;
-  TraceId trace_id_;
-  SpanId span_id_;
-  bool noop_ = false;     // No trace, or disabled tracer.
+  SpanContext context_;
+  ScopeCurrent current_;  // Non-recording scopes only.
+  SpanId root_span_id_;   // Non-recording scopes only, for `AsParent`.
   bool finished_ = true;  // Until started; again once finished or moved.
 };
 

@@ -52,7 +52,12 @@ TEST_F(TracerTest, TraceDataIsFilledIn) {
   const TraceData& t = ends[0].trace();
   EXPECT_EQ(t.trace_id.ToHex().size(), 32u);
   EXPECT_TRUE(t.trace_id.valid());
-  EXPECT_EQ(t.root_span_id, RootSpanIdFor(t.trace_id));
+  EXPECT_TRUE(t.root_span_id.valid());
+  EXPECT_EQ(t.root_span_id, run.span_context().span_id);
+  EXPECT_FALSE(t.remote_parent_span_id.valid());
+  EXPECT_EQ(t.trace_flags, kTraceFlagSampled);
+  EXPECT_EQ(t.started.context_name, "A");
+  EXPECT_EQ(t.finish_ran.context_name, "A");
   EXPECT_EQ(t.workflow_name, "agent run");
   EXPECT_EQ(t.group_id, "thread-42");
   EXPECT_EQ(t.metadata.at("user"), "u1");
@@ -124,14 +129,20 @@ TEST_F(TracerTest, NoTraceMeansCountedNoOpSpan) {
   EXPECT_FALSE(Current().valid());
 }
 
-TEST_F(TracerTest, SpanUnderFinishedTraceIsRefused) {
+// Issue 9: StartSpan never aborts a user; it counts why it cannot record.
+TEST_F(TracerTest, SpanUnderFinishedTraceIsNonRecordingAndCounted) {
   TraceScope run = *tracer_.StartTrace(ctx_, "run");
   SpanParent parent = run.AsParent();
   ASSERT_TRUE(run.Finish(ctx_).ok());
   SpanOptions o;
   o.parent = parent;
   absl::StatusOr<SpanScope> late = tracer_.StartSpan(ctx_, "late", o);
-  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_FALSE(late->recording());
+  EXPECT_TRUE(late->SetAttribute("k", true).ok());
+  EXPECT_TRUE(late->AddEvent("e").ok());
+  EXPECT_TRUE(late->Finish(ctx_).ok());
+  EXPECT_EQ(late->Finish(ctx_).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(tracer_.stats().rejected_spans, 1u);
   EXPECT_EQ(rec_->count(Kind::kSpanStart), 0u);
 }
@@ -255,17 +266,47 @@ TEST_F(TracerTest, DisabledTracerScopesAreNoOps) {
   EXPECT_FALSE(CurrentTrace().valid());
 }
 
-TEST_F(TracerTest, StartOffLoopThreadIsAnError) {
-  absl::Status trace_status, span_status;
+TEST_F(TracerTest, StartOffLoopThreadIsNonRecordingAndCounted) {
+  TraceScope run = *tracer_.StartTrace(ctx_, "run");
   std::thread other([&] {
-    trace_status = tracer_.StartTrace(ctx_, "run").status();
-    span_status = tracer_.StartSpan(ctx_, "s").status();
+    absl::StatusOr<TraceScope> t = tracer_.StartTrace(ctx_, "run");
+    absl::StatusOr<SpanScope> s = tracer_.StartSpan(ctx_, "s");
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_FALSE(t->recording());
+    EXPECT_FALSE(s->recording());
+    EXPECT_TRUE(s->Finish().ok());
+    EXPECT_TRUE(t->Finish().ok());
   });
   other.join();
-  EXPECT_EQ(trace_status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(span_status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(tracer_.stats().traces_off_loop_thread, 1u);
+  EXPECT_EQ(tracer_.stats().spans_off_loop_thread, 1u);
+  EXPECT_EQ(rec_->count(Kind::kSpanStart), 0u);
+  EXPECT_EQ(rec_->count(Kind::kTraceStart), 1u);
+  // A null handle is still an error.
   EXPECT_EQ(tracer_.StartTrace(ContextHandle(), "x").status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tracer_.StartSpan(ContextHandle(), "x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(run.Finish(ctx_).ok());
+}
+
+TEST_F(TracerTest, StartOnStaleContextIsNonRecordingAndCounted) {
+  const ContextHandle gone = *loop_.NewContext("gone");
+  TraceScope run = *tracer_.StartTrace(gone, "run");
+  SpanParent parent = run.AsParent();
+  ASSERT_TRUE(run.Finish(gone).ok());
+  ASSERT_TRUE(loop_.DestroyContext(gone).ok());
+  ASSERT_TRUE(loop_.RunUntilIdle().ok());  // The destroy marker ran.
+  absl::StatusOr<TraceScope> t = tracer_.StartTrace(gone, "late");
+  absl::StatusOr<SpanScope> s = tracer_.StartSpan(gone, "late");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(t->recording());
+  EXPECT_FALSE(s->recording());
+  EXPECT_EQ(tracer_.stats().traces_on_stale_context, 1u);
+  EXPECT_EQ(tracer_.stats().spans_on_stale_context, 1u);
+  EXPECT_EQ(rec_->count(Kind::kTraceStart), 1u);
 }
 
 TEST_F(TracerTest, ChildContextInheritsCurrentSpan) {
