@@ -543,5 +543,63 @@ TEST(FinishHomeTest, ScopeDestroyedOnOriginLoopThreadEndsInline) {
   EXPECT_EQ(tracer.stats().finishes_posted, 0u);
 }
 
+// [F5] Trace finishes on loop 1 racing their spans' ends on loop 2: every
+// trace end exactly once, on loop 1's thread, after its span's end.
+TEST(FinishHomeTest, TraceFinishesRacingForeignSpanEndsStayHome) {
+  constexpr int kTraces = 300;
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1, loop2;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const ContextHandle b = NewCtx(loop2, "B");
+  const int64_t loop1_tid = TidOf(loop1);
+  std::vector<TraceScope> runs(kTraces);
+  std::vector<SpanScope> spans(kTraces);
+  ASSERT_TRUE(loop1
+                  .Invoke([&](Loop&) {
+                    TraceOptions o;
+                    o.make_current = false;
+                    for (auto& r : runs) r = *tracer.StartTrace(a, "run", o);
+                  })
+                  .ok());
+  ASSERT_TRUE(loop2
+                  .Invoke([&](Loop&) {
+                    for (int i = 0; i < kTraces; ++i) {
+                      SpanOptions o;
+                      o.parent = runs[i].AsParent();
+                      o.make_current = false;
+                      spans[i] = *tracer.StartSpan(b, "s", o);
+                    }
+                  })
+                  .ok());
+  // Both loops finish at once.
+  ASSERT_TRUE(Post(a, [&](ContextHandle here) {
+                for (auto& r : runs) EXPECT_TRUE(r.Finish(here).ok());
+              }).ok());
+  ASSERT_TRUE(Post(b, [&](ContextHandle here) {
+                for (auto& s : spans) EXPECT_TRUE(s.Finish(here).ok());
+              }).ok());
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, kTraces));
+  absl::flat_hash_map<uint64_t, int> span_end_at;
+  const auto events = rec->events();
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].kind == Kind::kSpanEnd) {
+      span_end_at[events[i].span().trace_id.low] = static_cast<int>(i);
+    }
+  }
+  int ends = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].kind != Kind::kTraceEnd) continue;
+    ++ends;
+    const TraceData& t = events[i].trace();
+    EXPECT_EQ(events[i].tid, loop1_tid);
+    EXPECT_EQ(t.finish_ran.ctx, a);
+    EXPECT_EQ(t.finish_ran.thread_id, loop1_tid);
+    ASSERT_TRUE(span_end_at.contains(t.trace_id.low));
+    EXPECT_LT(span_end_at[t.trace_id.low], static_cast<int>(i));
+  }
+  EXPECT_EQ(ends, kTraces);
+}
+
 }  // namespace
 }  // namespace ctxloop

@@ -237,7 +237,18 @@ void FinishState(std::unique_ptr<State> state, FinishOptions options,
                  int64_t called_mono_ns) {
   const ContextHandle origin = state->origin;
   if (IsOnLoopThread(origin)) {  // [F0]
-    const Where where = OriginAlive(origin) ? Where::kOrigin : Where::kRoot;
+    Where where = Where::kOrigin;
+    if (options.reset_current && state->token.has_value()) {
+      // The reset itself proves the origin alive (the common case: no
+      // extra lookup); if it fails, look why.
+      if (!CurrentKey().Reset(origin, *state->token).ok() &&
+          !OriginAlive(origin)) {
+        where = Where::kRoot;
+      }
+      state->token.reset();
+    } else if (!OriginAlive(origin)) {
+      where = Where::kRoot;
+    }
     Complete(*state, options, where, called_mono_ns);
     return;
   }
