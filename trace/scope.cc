@@ -93,6 +93,15 @@ ExecutionSite SiteAt(const TracerCore& tracer, ContextHandle ctx,
   return SiteHere(ctx, tracer.WallTime(mono_ns));
 }
 
+// The same on the origin, whose name `started` already holds (a context's
+// name never changes): no lookup.
+ExecutionSite OriginSiteAt(const TracerCore& tracer,
+                           const ExecutionSite& started, int64_t mono_ns) {
+  if (mono_ns < 0) mono_ns = MonotonicNs();
+  return ExecutionSite{started.ctx, ThisThreadId(), tracer.WallTime(mono_ns),
+                       started.context_name};
+}
+
 TracerCounters& CountersOf(const SpanState& s) {
   return s.trace->tracer->counters;
 }
@@ -150,7 +159,9 @@ void Complete(SpanState& s, const FinishOptions& options, Where where,
   TracerCore& tracer = *s.trace->tracer;
   if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
   CountWhere(tracer.counters, where);
-  s.data.finish_ran = SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
+  s.data.finish_ran = where == Where::kOrigin
+                          ? OriginSiteAt(tracer, s.data.started, ran_mono_ns)
+                          : SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
   s.data.finished_off_origin = where != Where::kOrigin;
   tracer.processors.OnSpanEnd(s.data);
   if (options.on_finished) {
@@ -172,7 +183,10 @@ void Complete(TraceState& s, const FinishOptions& options, Where where,
   // Clamped: see internal/clock.h on re-anchoring.
   r.data.duration =
       absl::Nanoseconds(std::max<int64_t>(0, s.end_mono_ns - r.start_mono_ns));
-  r.data.finish_ran = SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
+  r.data.finish_ran =
+      where == Where::kOrigin
+          ? OriginSiteAt(*r.tracer, r.data.started, ran_mono_ns)
+          : SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
   r.data.finished_off_origin = where != Where::kOrigin;
   // Copied first: once marked finished, the last span's thread may deliver
   // the end and rewrite `data` [F5].
@@ -230,23 +244,25 @@ class FinishTask {
 };
 
 // True if `origin` (on the calling thread's loop) still has its values.
-bool OriginAlive(ContextHandle origin) { return CurrentKey().Get(origin).ok(); }
+bool OriginAlive(LoopCore& core, ContextHandle origin) {
+  return core.CheckLive(origin).ok();
+}
 
 template <typename State>
 void FinishState(std::unique_ptr<State> state, FinishOptions options,
                  int64_t called_mono_ns) {
   const ContextHandle origin = state->origin;
-  if (IsOnLoopThread(origin)) {  // [F0]
+  if (LoopCore* core = FindOwnedCore(origin)) {  // [F0] Its loop thread.
     Where where = Where::kOrigin;
     if (options.reset_current && state->token.has_value()) {
       // The reset itself proves the origin alive (the common case: no
       // extra lookup); if it fails, look why.
       if (!CurrentKey().Reset(origin, *state->token).ok() &&
-          !OriginAlive(origin)) {
+          !OriginAlive(*core, origin)) {
         where = Where::kRoot;
       }
       state->token.reset();
-    } else if (!OriginAlive(origin)) {
+    } else if (!OriginAlive(*core, origin)) {
       where = Where::kRoot;
     }
     Complete(*state, options, where, called_mono_ns);
@@ -338,25 +354,33 @@ namespace {
 // (here if on its loop thread, else posted), then `on_finished`.
 void FinishNonRecording(ScopeCurrent current, ContextHandle from,
                         FinishOptions options) {
-  if (!current.token.has_value() || !options.reset_current) {
-    internal::CallOnFinished(options, internal::SiteHere(from, absl::Now()));
+  if (!current.has_value() || !options.reset_current) {
+    if (options.on_finished) {
+      internal::CallOnFinished(options, internal::SiteHere(from, absl::Now()));
+    }
     return;
   }
-  const ContextHandle origin = current.origin;
-  auto reset = [current = std::move(current),
-                options = std::move(options)](ContextHandle) {
-    (void)internal::CurrentKey().Reset(current.origin, *current.token);
-    internal::CallOnFinished(options,
-                             internal::SiteHere(current.origin, absl::Now()));
+  const ContextHandle origin = current->context();
+  // Kept for a refused post (rare: an unsampled scope finished off-thread).
+  const std::function<void(const ExecutionSite&)> on_finished =
+      options.on_finished;
+  auto reset = [token = *current, options = std::move(options)](ContextHandle) {
+    (void)internal::CurrentKey().Reset(token.context(), token);
+    if (options.on_finished) {
+      internal::CallOnFinished(
+          options, internal::SiteHere(token.context(), absl::Now()));
+    }
   };
   if (IsOnLoopThread(origin)) {
     std::move(reset)(origin);
     return;
   }
-  // Refused: the context's values are gone, nothing to undo. The lambda was
+  // Refused: the context's values are gone, nothing to undo; the task was
   // destroyed unrun, so tell the caller here.
+  FinishOptions refused;
+  refused.on_finished = on_finished;
   if (!Post(origin, std::move(reset)).ok()) {
-    internal::CallOnFinished(options, internal::SiteHere({}, absl::Now()));
+    internal::CallOnFinished(refused, internal::SiteHere({}, absl::Now()));
   }
 }
 
@@ -380,6 +404,11 @@ TraceScope::TraceScope(std::unique_ptr<TraceState> state, SpanContext context)
     : state_(std::move(state)),
       context_(std::move(context)),
       finished_(false) {}
+TraceScope TraceScope::NonRecording() {
+  TraceScope s;
+  s.finished_ = false;
+  return s;
+}
 TraceScope TraceScope::NonRecording(SpanContext context, ScopeCurrent current) {
   TraceScope s;
   s.context_ = std::move(context);
@@ -391,7 +420,7 @@ TraceScope TraceScope::NonRecording(SpanContext context, ScopeCurrent current) {
 TraceScope::TraceScope(TraceScope&& other) noexcept
     : state_(std::move(other.state_)),
       context_(std::move(other.context_)),
-      current_(std::exchange(other.current_, ScopeCurrent())),
+      current_(std::exchange(other.current_, std::nullopt)),
       finished_(std::exchange(other.finished_, true)) {}
 
 TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
@@ -399,7 +428,7 @@ TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
     if (!finished_) (void)Finish();  // [F4]
     state_ = std::move(other.state_);
     context_ = std::move(other.context_);
-    current_ = std::exchange(other.current_, ScopeCurrent());
+    current_ = std::exchange(other.current_, std::nullopt);
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
@@ -413,14 +442,20 @@ absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   if (finished_) return internal::AlreadyFinished("TraceScope::Finish");
   finished_ = true;
   if (state_ == nullptr) {  // Non-recording.
-    FinishNonRecording(std::exchange(current_, ScopeCurrent()), from,
-                       std::move(options));
+    if (current_.has_value() || options.on_finished) {
+      FinishNonRecording(std::exchange(current_, std::nullopt), from,
+                         std::move(options));
+    }
     return absl::OkStatus();
   }
   const int64_t now = internal::MonotonicNs();
   state_->end_mono_ns = now;
-  state_->finish_called =
-      internal::SiteHere(from, state_->record->tracer->WallTime(now));
+  const absl::Time end = state_->record->tracer->WallTime(now);
+  const ExecutionSite& started = state_->record->data.started;
+  state_->finish_called = from == state_->origin
+                              ? ExecutionSite{from, internal::ThisThreadId(),
+                                              end, started.context_name}
+                              : internal::SiteHere(from, end);
   internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
@@ -461,7 +496,8 @@ absl::Status TraceScope::SetError(absl::string_view message) {
 
 bool TraceScope::recording() const { return state_ != nullptr; }
 ContextHandle TraceScope::origin() const {
-  return state_ != nullptr ? state_->origin : current_.origin;
+  if (state_ != nullptr) return state_->origin;
+  return current_.has_value() ? current_->context() : ContextHandle();
 }
 SpanParent TraceScope::AsParent() const {
   // No trace, or a finished recorded one (spans can no longer join it).
@@ -478,6 +514,11 @@ SpanScope::SpanScope(std::unique_ptr<SpanState> state, SpanContext context)
     : state_(std::move(state)),
       context_(std::move(context)),
       finished_(false) {}
+SpanScope SpanScope::NonRecording() {
+  SpanScope s;
+  s.finished_ = false;
+  return s;
+}
 SpanScope SpanScope::NonRecording(SpanContext context, ScopeCurrent current,
                                   SpanId root_span_id) {
   SpanScope s;
@@ -491,7 +532,7 @@ SpanScope SpanScope::NonRecording(SpanContext context, ScopeCurrent current,
 SpanScope::SpanScope(SpanScope&& other) noexcept
     : state_(std::move(other.state_)),
       context_(std::move(other.context_)),
-      current_(std::exchange(other.current_, ScopeCurrent())),
+      current_(std::exchange(other.current_, std::nullopt)),
       root_span_id_(other.root_span_id_),
       finished_(std::exchange(other.finished_, true)) {}
 
@@ -500,7 +541,7 @@ SpanScope& SpanScope::operator=(SpanScope&& other) noexcept {
     if (!finished_) (void)Finish();  // [F4]
     state_ = std::move(other.state_);
     context_ = std::move(other.context_);
-    current_ = std::exchange(other.current_, ScopeCurrent());
+    current_ = std::exchange(other.current_, std::nullopt);
     root_span_id_ = other.root_span_id_;
     finished_ = std::exchange(other.finished_, true);
   }
@@ -515,8 +556,10 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   if (finished_) return internal::AlreadyFinished("SpanScope::Finish");
   finished_ = true;
   if (state_ == nullptr) {  // Non-recording.
-    FinishNonRecording(std::exchange(current_, ScopeCurrent()), from,
-                       std::move(options));
+    if (current_.has_value() || options.on_finished) {
+      FinishNonRecording(std::exchange(current_, std::nullopt), from,
+                         std::move(options));
+    }
     return absl::OkStatus();
   }
   const int64_t now = internal::MonotonicNs();
@@ -525,7 +568,10 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   d.end_time = tracer.WallTime(now);
   d.duration =
       absl::Nanoseconds(std::max<int64_t>(0, now - state_->start_mono_ns));
-  d.finish_called = internal::SiteHere(from, d.end_time);
+  d.finish_called = from == state_->origin
+                        ? ExecutionSite{from, internal::ThisThreadId(),
+                                        d.end_time, d.started.context_name}
+                        : internal::SiteHere(from, d.end_time);
   internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
@@ -570,7 +616,8 @@ absl::Status SpanScope::SetError(absl::string_view message,
 
 bool SpanScope::recording() const { return state_ != nullptr; }
 ContextHandle SpanScope::origin() const {
-  return state_ != nullptr ? state_->origin : current_.origin;
+  if (state_ != nullptr) return state_->origin;
+  return current_.has_value() ? current_->context() : ContextHandle();
 }
 SpanParent SpanScope::AsParent() const {
   // No trace, or a finished recorded span.

@@ -118,12 +118,9 @@ class SpanParent {
   uint8_t trace_flags_ = 0;
 };
 
-// What a scope needs without a record: a non-recording (unsampled) scope
-// made current keeps its token here to undo it. Internal.
-struct ScopeCurrent {
-  ContextHandle origin;
-  std::optional<Token> token;
-};
+// A non-recording (unsampled) scope made current keeps the token of that
+// Set to undo it (`token->context()` is its origin). Internal.
+using ScopeCurrent = std::optional<Token>;
 
 class TraceScope {
  public:
@@ -162,8 +159,8 @@ class TraceScope {
   friend class Tracer;
   TraceScope(std::unique_ptr<internal::TraceState> state, SpanContext context);
   // Non-recording, started (setters and Finish succeed).
-  static TraceScope NonRecording(SpanContext context = {},
-                                 ScopeCurrent current = {});
+  static TraceScope NonRecording();
+  static TraceScope NonRecording(SpanContext context, ScopeCurrent current);
   std::unique_ptr<internal::TraceState> state_;
   SpanContext context_;
   ScopeCurrent current_;  // Non-recording scopes only.
@@ -206,9 +203,9 @@ class SpanScope {
  private:
   friend class Tracer;
   SpanScope(std::unique_ptr<internal::SpanState> state, SpanContext context);
-  static SpanScope NonRecording(SpanContext context = {},
-                                ScopeCurrent current = {},
-                                SpanId root_span_id = {});
+  static SpanScope NonRecording();
+  static SpanScope NonRecording(SpanContext context, ScopeCurrent current,
+                                SpanId root_span_id);
   std::unique_ptr<internal::SpanState> state_;
   SpanContext context_;
   ScopeCurrent current_;  // Non-recording scopes only.

@@ -10,6 +10,7 @@
 
 #include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/trace/internal/trace_record.h"
 
@@ -35,6 +36,7 @@ TracerCore::TracerCore(Tracer::Options options)
       enabled(options.enabled),
       scope(std::move(options.scope)),
       limits(options.limits),
+      default_sampler(options.sampler == nullptr),
       sampler(options.sampler != nullptr
                   ? std::move(options.sampler)
                   : ParentBasedSampler(AlwaysOnSampler())),
@@ -159,6 +161,14 @@ using internal::TraceState;
 
 namespace {
 
+// `ctx`'s name, on its loop (`core`).
+ExecutionSite StartSite(internal::LoopCore& core, ContextHandle ctx,
+                        absl::Time time) {
+  absl::StatusOr<std::string> name = core.ContextName(ctx);
+  return ExecutionSite{ctx, internal::ThisThreadId(), time,
+                       name.ok() ? *std::move(name) : std::string()};
+}
+
 void Count(std::atomic<uint64_t>& counter) {
   counter.fetch_add(1, std::memory_order_relaxed);
 }
@@ -182,11 +192,12 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   if (!core.enabled.load(std::memory_order_relaxed)) {
     return TraceScope::NonRecording();
   }
-  if (!IsOnLoopThread(ctx)) {
+  internal::LoopCore* loop = internal::FindOwnedCore(ctx);
+  if (loop == nullptr) {
     Count(core.counters.traces_off_loop_thread);
     return TraceScope::NonRecording();
   }
-  if (!options.make_current && !CurrentKey().Get(ctx).ok()) {
+  if (!options.make_current && !loop->CheckLive(ctx).ok()) {
     Count(core.counters.traces_on_stale_context);
     return TraceScope::NonRecording();
   }
@@ -223,8 +234,7 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
         Count(core.counters.traces_on_stale_context);
         return TraceScope::NonRecording();
       }
-      current.origin = ctx;
-      current.token = *token;
+      current = *token;
     }
     return TraceScope::NonRecording(std::move(context), std::move(current));
   }
@@ -253,7 +263,7 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   d.metadata = std::move(options.metadata);
   d.start_time = core.WallTime(record->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
-  d.started = internal::SiteHere(ctx, d.start_time);
+  d.started = StartSite(*loop, ctx, d.start_time);
   std::unique_ptr<TraceState> state(new TraceState);
   state->origin = ctx;
   if (options.make_current) {
@@ -279,7 +289,8 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   if (!core.enabled.load(std::memory_order_relaxed)) {
     return SpanScope::NonRecording();
   }
-  if (!IsOnLoopThread(ctx)) {
+  internal::LoopCore* loop = internal::FindOwnedCore(ctx);
+  if (loop == nullptr) {
     Count(core.counters.spans_off_loop_thread);
     return SpanScope::NonRecording();
   }
@@ -290,7 +301,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   SpanId root_span_id;
   uint8_t trace_flags = 0;
   if (options.parent.valid()) {
-    if (!options.make_current && !CurrentKey().Get(ctx).ok()) {
+    if (!options.make_current && !loop->CheckLive(ctx).ok()) {
       Count(core.counters.spans_on_stale_context);
       return SpanScope::NonRecording();
     }
@@ -325,7 +336,10 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
       Count(core.counters.rejected_spans);
       return SpanScope::NonRecording();
     }
-    context.trace_state = trace->data.trace_state;
+    // Copies cost on the hot path even when empty: only if set.
+    if (!trace->data.trace_state.empty()) {
+      context.trace_state = trace->data.trace_state;
+    }
     SamplingParameters params;
     params.trace_id = trace_id;
     params.name = name;
@@ -333,7 +347,10 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     params.attributes = &options.attributes;
     params.parent_span_id = parent_span.valid() ? parent_span : root_span_id;
     params.parent_trace_flags = trace_flags;
-    if (core.sampler->ShouldSample(params) == SamplingDecision::kDrop) {
+    // The default sampler keeps every span of a recorded (so sampled)
+    // trace: skip the call.
+    if (!core.default_sampler &&
+        core.sampler->ShouldSample(params) == SamplingDecision::kDrop) {
       record = false;
       if (trace->RemoveSpan()) internal::EndTraceAfterLastSpan(trace);
       trace.reset();
@@ -351,8 +368,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
         Count(core.counters.spans_on_stale_context);
         return SpanScope::NonRecording();
       }
-      current.origin = ctx;
-      current.token = *token;
+      current = *token;
     }
     return SpanScope::NonRecording(std::move(context), std::move(current),
                                    root_span_id);
@@ -370,9 +386,11 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   d.parent_span_id = parent_span;
   d.root_span_id = root_span_id;
   d.trace_flags = trace_flags;
-  d.trace_state = context.trace_state;
+  if (!context.trace_state.empty()) d.trace_state = context.trace_state;
   d.kind = options.kind;
-  d.scope = core.scope;
+  if (!core.scope.name.empty() || !core.scope.version.empty()) {
+    d.scope = core.scope;
+  }
   d.name = std::string(name);
   d.dropped_attributes_count = internal::LimitAttributes(
       options.attributes, core.limits, core.limits.attribute_count);
@@ -382,7 +400,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   }
   d.start_time = core.WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
-  d.started = internal::SiteHere(ctx, d.start_time);
+  d.started = StartSite(*loop, ctx, d.start_time);
   if (options.make_current) {
     absl::StatusOr<Token> token = CurrentKey().Set(
         ctx,

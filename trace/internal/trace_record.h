@@ -80,6 +80,7 @@ struct TracerCore {
   std::atomic<bool> enabled;
   const InstrumentationScope scope;
   const SpanLimits limits;
+  const bool default_sampler;  // ParentBased(AlwaysOn).
   const std::shared_ptr<const Sampler> sampler;
   const int64_t wall_anchor_unix_ns;
   const int64_t mono_anchor_ns;
