@@ -29,8 +29,11 @@
 //        is delivered, processors only, where it was dropped;
 //   [F4] a scope destroyed unfinished finishes itself as `Finish()` would;
 //   [F5] a trace finished while spans are open: `OnTraceEnd` comes when the
-//        last one ends, on the loop where the trace's finish ran (posted
-//        there if that span ended elsewhere), falling back as [F1]/[F2].
+//        last one ends, on the loop thread where the trace's finish ran
+//        (posted there if that span ended elsewhere; on its root context if
+//        the finish's context is gone since); if that loop is gone, where
+//        the last span ended, with `finish_ran` and `finished_off_origin`
+//        saying so.
 // `FinishOptions::on_finished` tells the caller when (and where) the finish
 // ran. `finish_ran` always names where the processors' end event ran.
 // A second `Finish` returns `kFailedPrecondition`. So does any call on a
@@ -41,9 +44,10 @@
 // calling `Finish(b_ctx)` (reset_current defaults to true): the reset is posted
 // to A and runs on loop 1's thread; no "token created in a different context".
 //
-// Cost: a scope is one pointer plus its ids. A finish on the origin's loop
-// thread costs the processor calls plus a context-key reset and lookup; from
-// another thread it adds one `Post`.
+// Cost: a scope is a value of about 140 bytes (a pointer to its state, its
+// span context, a token for an unsampled current scope); moving it copies
+// those. A finish on the origin's loop thread costs the processor calls plus
+// a context-key reset; from another thread it adds one `Post`.
 //
 // Non-recording scopes (disabled tracer, unsampled, or a start that could
 // not record: see tracer.h) accept every call and record nothing; an
