@@ -219,14 +219,25 @@ TEST_F(DataModelTest, UnsampledRemoteParentPropagatesWithoutRecording) {
   EXPECT_EQ(span.trace_id(), (TraceId{1, 9}));
   EXPECT_TRUE(span.span_id().valid());
   EXPECT_FALSE(span.span_context().sampled());
+  EXPECT_EQ(span.span_context().trace_state, "k=v");
   EXPECT_EQ(*tracer->CurrentSpanId(ctx_), span.span_id());
+  EXPECT_EQ(*tracer->CurrentSpanContext(ctx_), span.span_context());
+  // An explicit parent carries it too.
+  SpanOptions explicit_parent;
+  explicit_parent.parent = span.AsParent();
+  explicit_parent.make_current = false;
+  SpanScope grandchild = *tracer->StartSpan(ctx_, "gc", explicit_parent);
+  EXPECT_EQ(grandchild.trace_id(), (TraceId{1, 9}));
+  EXPECT_EQ(grandchild.span_context().trace_state, "k=v");
+  EXPECT_FALSE(grandchild.recording());
+  ASSERT_TRUE(grandchild.Finish().ok());
   ASSERT_TRUE(span.Finish().ok());
   EXPECT_FALSE(tracer->CurrentSpanId(ctx_)->valid());
   ASSERT_TRUE(run.Finish().ok());
   EXPECT_FALSE(tracer->CurrentTraceId(ctx_)->valid());
   EXPECT_TRUE(rec_->events().empty());
   EXPECT_EQ(tracer->stats().unsampled_traces, 1u);
-  EXPECT_EQ(tracer->stats().unsampled_spans, 1u);
+  EXPECT_EQ(tracer->stats().unsampled_spans, 2u);
 }
 
 TEST_F(DataModelTest, AlwaysOffRecordsNothingButKeepsIds) {

@@ -390,12 +390,25 @@ void FinishNonRecording(ScopeCurrent current, ContextHandle from,
 
 SpanParent::SpanParent(std::shared_ptr<internal::TraceRecord> trace,
                        SpanId span, TraceId trace_id, SpanId root_span_id,
-                       uint8_t trace_flags)
+                       uint8_t trace_flags,
+                       std::shared_ptr<const std::string> unsampled_trace_state)
     : trace_(std::move(trace)),
       span_(span),
       trace_id_(trace_id),
       root_span_id_(root_span_id),
-      trace_flags_(trace_flags) {}
+      trace_flags_(trace_flags),
+      trace_state_(std::move(unsampled_trace_state)) {}
+
+namespace {
+
+// A non-recording scope's trace state for `SpanParent` (allocated only if
+// there is one: rare).
+std::shared_ptr<const std::string> SharedState(const std::string& state) {
+  if (state.empty()) return nullptr;
+  return std::make_shared<const std::string>(state);
+}
+
+}  // namespace
 
 // --- TraceScope --------------------------------------------------------------
 
@@ -503,8 +516,12 @@ SpanParent TraceScope::AsParent() const {
   // No trace, or a finished recorded one (spans can no longer join it).
   if (!context_.trace_id.valid()) return SpanParent();
   if (state_ == nullptr && context_.sampled()) return SpanParent();
-  return SpanParent(state_ == nullptr ? nullptr : state_->record, SpanId(),
-                    context_.trace_id, context_.span_id, context_.trace_flags);
+  if (state_ != nullptr) {
+    return SpanParent(state_->record, SpanId(), context_.trace_id,
+                      context_.span_id, context_.trace_flags, nullptr);
+  }
+  return SpanParent(nullptr, SpanId(), context_.trace_id, context_.span_id,
+                    context_.trace_flags, SharedState(context_.trace_state));
 }
 
 // --- SpanScope ---------------------------------------------------------------
@@ -625,11 +642,11 @@ SpanParent SpanScope::AsParent() const {
   if (state_ == nullptr && context_.sampled()) return SpanParent();
   if (state_ != nullptr) {
     return SpanParent(state_->trace, context_.span_id, context_.trace_id,
-                      state_->data.root_span_id, context_.trace_flags);
+                      state_->data.root_span_id, context_.trace_flags, nullptr);
   }
   // Unsampled: ids only; spans under it are unsampled too.
   return SpanParent(nullptr, context_.span_id, context_.trace_id, root_span_id_,
-                    context_.trace_flags);
+                    context_.trace_flags, SharedState(context_.trace_state));
 }
 
 }  // namespace ctxloop

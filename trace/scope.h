@@ -114,12 +114,14 @@ class SpanParent {
   friend class TraceScope;
   friend class SpanScope;
   SpanParent(std::shared_ptr<internal::TraceRecord> trace, SpanId span,
-             TraceId trace_id, SpanId root_span_id, uint8_t trace_flags);
+             TraceId trace_id, SpanId root_span_id, uint8_t trace_flags,
+             std::shared_ptr<const std::string> unsampled_trace_state);
   std::shared_ptr<internal::TraceRecord> trace_;  // Null if unsampled.
   SpanId span_;
   TraceId trace_id_;
   SpanId root_span_id_;
   uint8_t trace_flags_ = 0;
+  std::shared_ptr<const std::string> trace_state_;  // Unsampled, non-empty.
 };
 
 // A non-recording (unsampled) scope made current keeps the token of that

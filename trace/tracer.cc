@@ -229,7 +229,11 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
     if (options.make_current) {
       absl::StatusOr<Token> token = CurrentKey().Set(
           ctx, CurrentScope{nullptr, SpanId(), context.trace_id,
-                            context.span_id, context.trace_flags});
+                            context.span_id, context.trace_flags,
+                            context.trace_state.empty()
+                                ? nullptr
+                                : std::make_shared<const std::string>(
+                                      context.trace_state)});
       if (!token.ok()) {
         Count(core.counters.traces_on_stale_context);
         return TraceScope::NonRecording();
@@ -300,6 +304,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   TraceId trace_id;
   SpanId root_span_id;
   uint8_t trace_flags = 0;
+  std::shared_ptr<const std::string> unsampled_state;  // Null if empty.
   if (options.parent.valid()) {
     if (!options.make_current && !loop->CheckLive(ctx).ok()) {
       Count(core.counters.spans_on_stale_context);
@@ -310,6 +315,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     trace_id = options.parent.trace_id_;
     root_span_id = options.parent.root_span_id_;
     trace_flags = options.parent.trace_flags_;
+    unsampled_state = std::move(options.parent.trace_state_);
   } else {
     absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
     if (!current.ok()) {
@@ -321,6 +327,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     trace_id = current->trace_id;
     root_span_id = current->root_span_id;
     trace_flags = current->trace_flags;
+    unsampled_state = std::move(current->unsampled_trace_state);
   }
   if (!trace_id.valid()) {
     Count(core.counters.noop_spans);
@@ -356,14 +363,20 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
       trace.reset();
     }
   }
-  if (!record) {  // Unsampled: ids only.
+  if (!record) {  // Unsampled: ids (and trace state) only.
     Count(core.counters.unsampled_spans);
     context.trace_flags = Unsampled(trace_flags);
+    if (unsampled_state != nullptr) {
+      context.trace_state = *unsampled_state;
+    } else if (!context.trace_state.empty()) {  // Dropped under a record.
+      unsampled_state =
+          std::make_shared<const std::string>(context.trace_state);
+    }
     ScopeCurrent current;
     if (options.make_current) {
       absl::StatusOr<Token> token = CurrentKey().Set(
           ctx, CurrentScope{nullptr, context.span_id, trace_id, root_span_id,
-                            context.trace_flags});
+                            context.trace_flags, std::move(unsampled_state)});
       if (!token.ok()) {
         Count(core.counters.spans_on_stale_context);
         return SpanScope::NonRecording();
@@ -424,7 +437,8 @@ absl::StatusOr<SpanParent> Tracer::CurrentParent(ContextHandle ctx) const {
   if (!current.ok()) return current.status();
   if (!current->trace_id.valid()) return SpanParent();
   return SpanParent(std::move(current->trace), current->span, current->trace_id,
-                    current->root_span_id, current->trace_flags);
+                    current->root_span_id, current->trace_flags,
+                    std::move(current->unsampled_trace_state));
 }
 
 absl::StatusOr<TraceId> Tracer::CurrentTraceId(ContextHandle ctx) const {
@@ -448,8 +462,11 @@ absl::StatusOr<SpanContext> Tracer::CurrentSpanContext(
   c.trace_id = current->trace_id;
   c.span_id = current->span.valid() ? current->span : current->root_span_id;
   c.trace_flags = current->trace_flags;
-  if (current->trace != nullptr)
+  if (current->trace != nullptr) {
     c.trace_state = current->trace->data.trace_state;
+  } else if (current->unsampled_trace_state != nullptr) {
+    c.trace_state = *current->unsampled_trace_state;
+  }
   return c;
 }
 

@@ -48,8 +48,8 @@
 // `Options::sampler` (default ParentBased(AlwaysOn), see sampler.h) decides
 // at each start. An unsampled trace or span is non-recording but has ids and
 // is made current as usual, so spans under it (also unsampled) and
-// `span_context()` propagate it with the sampled flag clear; its trace state
-// reaches its own scope's `span_context()` but not its spans'.
+// `span_context()` propagate it (trace id, trace state) with the sampled flag
+// clear.
 // `TraceOptions::remote_parent` (a valid `SpanContext`, e.g. extracted from
 // an incoming `traceparent` by propagation.h) makes the new trace continue
 // it: same trace id, `TraceData::remote_parent_span_id`, trace flags and

@@ -130,6 +130,9 @@ struct CurrentScope {
   TraceId trace_id;  // Invalid: no trace.
   SpanId root_span_id;
   uint8_t trace_flags = 0;
+  // An unsampled trace's W3C trace state, if not empty (a recorded trace's
+  // is in its record).
+  std::shared_ptr<const std::string> unsampled_trace_state;
 };
 
 // Behind a `TraceScope`: the record plus what only the scope knows.
