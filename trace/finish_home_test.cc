@@ -124,18 +124,21 @@ TEST(FinishHomeTest, SameContextFinishRunsInline) {
 }
 
 // [F1] Finish without a caller context posts, even on the origin's thread.
-TEST(FinishHomeTest, FinishWithoutContextIsPostedHome) {
+TEST(FinishHomeTest, FinishWithoutContextOnLoopThreadRunsInline) {
   auto rec = std::make_shared<RecordingProcessor>();
   Tracer tracer(WithProcessor(rec));
   Loop loop;
   ContextHandle a = *loop.NewContext("A");
   TraceScope run = *tracer.StartTrace(a, "run");
   ASSERT_TRUE(run.Finish().ok());
-  EXPECT_EQ(rec->count(Kind::kTraceEnd), 0u);  // Not inside Finish.
-  EXPECT_TRUE(tracer.CurrentTraceId(a)->valid());
-  ASSERT_TRUE(loop.RunUntilIdle().ok());
-  EXPECT_EQ(rec->count(Kind::kTraceEnd), 1u);
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 1u);  // Inside Finish.
   EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+  const auto ends = rec->events(Kind::kTraceEnd);
+  EXPECT_EQ(ends[0].trace().finish_ran.ctx, a);
+  EXPECT_EQ(ends[0].trace().finish_ran.context_name, "A");
+  EXPECT_EQ(ends[0].trace().started.context_name, "A");
+  EXPECT_TRUE(ends[0].trace().finish_called.ctx.is_null());
+  EXPECT_EQ(tracer.stats().finishes_posted, 0u);
 }
 
 TEST(FinishHomeTest, FinishFromPlainThread) {
@@ -253,7 +256,8 @@ TEST(FinishHomeTest, FinishPostedBeforeContextDestroyRunsOnContext) {
   Loop loop;
   ContextHandle a = *loop.NewContext("A");
   TraceScope run = *tracer.StartTrace(a, "run");
-  ASSERT_TRUE(run.Finish().ok());  // Posted.
+  std::thread other([&] { ASSERT_TRUE(run.Finish().ok()); });  // Posted.
+  other.join();
   ASSERT_TRUE(loop.DestroyContext(a).ok());
   ASSERT_TRUE(loop.RunUntilIdle().ok());
   const auto ends = rec->events(Kind::kTraceEnd);
@@ -286,8 +290,9 @@ TEST(FinishHomeTest, OriginLoopGoneFinishesOnCaller) {
   EXPECT_EQ(tracer.stats().finishes_off_origin, 2u);
 }
 
-// [F3] A posted finish the loop drops unrun at shutdown is still delivered.
-TEST(FinishHomeTest, FinishDroppedByShutdownIsDeliveredOnce) {
+// [F3]/[F4] A scope owned by a task the loop drops unrun at shutdown is
+// still delivered, once.
+TEST(FinishHomeTest, ScopeInTaskDroppedByShutdownIsDeliveredOnce) {
   auto rec = std::make_shared<RecordingProcessor>();
   Tracer tracer(WithProcessor(rec));
   Loop::Options options;
@@ -297,14 +302,19 @@ TEST(FinishHomeTest, FinishDroppedByShutdownIsDeliveredOnce) {
   ContextHandle a = *loop.NewContext("A");
   auto run =
       std::make_shared<std::optional<TraceScope>>(*tracer.StartTrace(a, "run"));
-  // Round 0 of the drain posts the finish, which lands in round 1: dropped.
-  ASSERT_TRUE(Post(a, [run](ContextHandle) { (void)(*run)->Finish(); }).ok());
+  // Round 0 of the drain posts a task owning the scope, which lands in round
+  // 1: dropped, and the scope with it.
+  ASSERT_TRUE(Post(a, [run](ContextHandle here) mutable {
+                (void)Post(here, [run = std::move(run)](ContextHandle) {
+                  (void)(*run)->Finish();
+                });
+              }).ok());
+  run.reset();
   absl::StatusOr<ShutdownReport> report = loop.Shutdown();
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->tasks_dropped, 1u);
   const auto ends = rec->events(Kind::kTraceEnd);
   ASSERT_EQ(ends.size(), 1u);
-  EXPECT_TRUE(ends[0].trace().finished_off_origin);
   EXPECT_EQ(ends[0].tid, RecordingProcessor::ThisTid());
 }
 
@@ -346,6 +356,249 @@ TEST(FinishHomeTest, FinishesRacingShutdownDeliverExactlyOnce) {
   EXPECT_EQ(seen.size(), static_cast<size_t>(kSpans));
   ASSERT_EQ(rec->count(Kind::kTraceEnd), 1u);
   EXPECT_EQ(rec->events().back().kind, Kind::kTraceEnd);
+}
+
+// [F5] Defect 2 of issue 7: a trace finished on its origin A (loop 1) while
+// a span of it is open on loop 2. The span's end runs on loop 2; the trace's
+// end, which waited for it, runs on loop 1, after it, and `finish_ran` says
+// so.
+TEST(FinishHomeTest, DeferredTraceEndRunsOnTraceOriginLoop) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1, loop2;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const ContextHandle b = NewCtx(loop2, "B");
+  const int64_t loop1_tid = TidOf(loop1);
+  const int64_t loop2_tid = TidOf(loop2);
+  std::optional<TraceScope> run;
+  std::optional<SpanScope> span;
+  ASSERT_TRUE(
+      loop1.Invoke([&](Loop&) { run.emplace(*tracer.StartTrace(a, "run")); })
+          .ok());
+  ASSERT_TRUE(loop2
+                  .Invoke([&](Loop&) {
+                    SpanOptions o;
+                    o.parent = run->AsParent();
+                    span.emplace(*tracer.StartSpan(b, "on b", o));
+                  })
+                  .ok());
+  ASSERT_TRUE(
+      loop1.Invoke([&](Loop&) { ASSERT_TRUE(run->Finish(a).ok()); }).ok());
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 0u);  // Waits for the open span.
+  ASSERT_TRUE(
+      loop2.Invoke([&](Loop&) { ASSERT_TRUE(span->Finish(b).ok()); }).ok());
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
+  const auto events = rec->events();
+  ASSERT_EQ(events.size(), 4u);
+  for (const auto& e : events) {
+    const bool trace_event =
+        e.kind == Kind::kTraceStart || e.kind == Kind::kTraceEnd;
+    EXPECT_EQ(e.tid, trace_event ? loop1_tid : loop2_tid)
+        << static_cast<int>(e.kind);
+  }
+  EXPECT_EQ(events[2].kind, Kind::kSpanEnd);
+  EXPECT_EQ(events[3].kind, Kind::kTraceEnd);
+  const TraceData& t = events[3].trace();
+  EXPECT_EQ(t.finish_ran.ctx, a);
+  EXPECT_EQ(t.finish_ran.thread_id, loop1_tid);
+  EXPECT_FALSE(t.finished_off_origin);
+  EXPECT_EQ(tracer.stats().trace_ends_posted, 1u);
+}
+
+// [F5] The same, with the trace's origin context destroyed before the span
+// ends: the trace end still runs on loop 1's thread (its root context), and
+// `finish_ran` still names A, where the finish ran; with loop 1 gone: where
+// the span ended, saying so.
+TEST(FinishHomeTest, DeferredTraceEndFallsBackLikeAFinish) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  auto loop1 = std::make_unique<LoopThread>();
+  LoopThread loop2;
+  const ContextHandle b = NewCtx(loop2, "B");
+  const int64_t loop1_tid = TidOf(*loop1);
+  const int64_t loop2_tid = TidOf(loop2);
+  // Twice: origin context destroyed, then origin loop destroyed.
+  for (int round = 0; round < 2; ++round) {
+    const ContextHandle a = NewCtx(*loop1, "A");
+    std::optional<TraceScope> run;
+    std::optional<SpanScope> span;
+    ASSERT_TRUE(
+        loop1->Invoke([&](Loop&) { run.emplace(*tracer.StartTrace(a, "run")); })
+            .ok());
+    ASSERT_TRUE(loop2
+                    .Invoke([&](Loop&) {
+                      SpanOptions o;
+                      o.parent = run->AsParent();
+                      span.emplace(*tracer.StartSpan(b, "on b", o));
+                    })
+                    .ok());
+    ASSERT_TRUE(loop1
+                    ->Invoke([&](Loop& loop) {
+                      ASSERT_TRUE(run->Finish(a).ok());
+                      ASSERT_TRUE(loop.DestroyContext(a).ok());
+                    })
+                    .ok());
+    ASSERT_TRUE(loop1->Invoke([](Loop&) {}).ok());  // The destroy marker ran.
+    if (round == 1) loop1.reset();
+    ASSERT_TRUE(
+        loop2.Invoke([&](Loop&) { ASSERT_TRUE(span->Finish(b).ok()); }).ok());
+    ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, round + 1));
+    const auto ends = rec->events(Kind::kTraceEnd);
+    ASSERT_EQ(ends.size(), static_cast<size_t>(round + 1));
+    const TraceData& t = ends.back().trace();
+    if (round == 0) {
+      EXPECT_EQ(ends.back().tid, loop1_tid);
+      EXPECT_EQ(t.finish_ran.ctx, a);
+      EXPECT_EQ(t.finish_ran.thread_id, loop1_tid);
+      EXPECT_FALSE(t.finished_off_origin);
+    } else {
+      EXPECT_TRUE(t.finished_off_origin);
+      EXPECT_EQ(ends.back().tid, loop2_tid);
+      EXPECT_TRUE(t.finish_ran.ctx.is_null());
+      EXPECT_EQ(t.finish_ran.thread_id, loop2_tid);
+    }
+    EXPECT_EQ(rec->events().back().kind, Kind::kTraceEnd);
+  }
+}
+
+// Defect 3 of issue 7: `Finish(origin)` with the origin context destroyed
+// behaves as [F1] says, whether called from another thread or inline on the
+// loop thread.
+TEST(FinishHomeTest, FinishOnDestroyedOriginFromAnotherThreadRunsOnRoot) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const int64_t loop1_tid = TidOf(loop1);
+  std::optional<TraceScope> run;
+  ASSERT_TRUE(loop1
+                  .Invoke([&](Loop& loop) {
+                    run.emplace(*tracer.StartTrace(a, "run"));
+                    ASSERT_TRUE(loop.DestroyContext(a).ok());
+                  })
+                  .ok());
+  ASSERT_TRUE(loop1.Invoke([](Loop&) {}).ok());  // The destroy marker ran.
+  ASSERT_TRUE(run->Finish(a).ok());              // From this thread.
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, 1));
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].tid, loop1_tid);
+  EXPECT_TRUE(ends[0].trace().finished_off_origin);
+  EXPECT_EQ(ends[0].trace().finish_ran.ctx, loop1.root());
+  EXPECT_EQ(ends[0].trace().finish_ran.thread_id, loop1_tid);
+  EXPECT_EQ(ends[0].trace().finish_called.ctx, a);
+  EXPECT_EQ(tracer.stats().finishes_on_root, 1u);
+}
+
+TEST(FinishHomeTest, InlineFinishOnDestroyedOriginRunsAsOnRoot) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  const ContextHandle a = *loop.NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  SpanOptions not_current;
+  not_current.make_current = false;
+  SpanScope span = *tracer.StartSpan(a, "s", not_current);
+  ASSERT_TRUE(loop.DestroyContext(a).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());  // The destroy marker ran.
+  ASSERT_TRUE(span.Finish(a).ok());
+  ASSERT_TRUE(run.Finish(a).ok());
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  const auto events = rec->events();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_TRUE(events[2].span().finished_off_origin);
+  EXPECT_EQ(events[2].span().finish_ran.ctx, loop.root());
+  EXPECT_TRUE(events[3].trace().finished_off_origin);
+  EXPECT_EQ(events[3].trace().finish_ran.ctx, loop.root());
+  EXPECT_EQ(tracer.stats().finishes_on_root, 2u);
+}
+
+// Issue 10: a scope that goes out of scope on its origin's loop thread ends
+// there and then: "current" no longer names it, and the next span in the
+// same task is not its child.
+TEST(FinishHomeTest, ScopeDestroyedOnOriginLoopThreadEndsInline) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  const ContextHandle a = *loop.NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  SpanId first_id;
+  {
+    SpanScope first = *tracer.StartSpan(a, "first");
+    first_id = first.span_id();
+    EXPECT_EQ(*tracer.CurrentSpanId(a), first_id);
+  }
+  EXPECT_EQ(rec->count(Kind::kSpanEnd), 1u);  // Before any loop turn.
+  EXPECT_FALSE(tracer.CurrentSpanId(a)->valid());
+  SpanScope second = *tracer.StartSpan(a, "second");
+  ASSERT_TRUE(second.Finish().ok());
+  EXPECT_EQ(rec->count(Kind::kSpanEnd), 2u);
+  ASSERT_TRUE(run.Finish(loop.root()).ok());  // Another context, same loop.
+  EXPECT_EQ(rec->count(Kind::kTraceEnd), 1u);
+  EXPECT_FALSE(tracer.CurrentTraceId(a)->valid());
+  const auto starts = rec->events(Kind::kSpanStart);
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_FALSE(starts[1].span().parent_span_id.valid());
+  EXPECT_NE(starts[1].span().parent_span_id, first_id);
+  EXPECT_EQ(tracer.stats().finishes_posted, 0u);
+}
+
+// [F5] Trace finishes on loop 1 racing their spans' ends on loop 2: every
+// trace end exactly once, on loop 1's thread, after its span's end.
+TEST(FinishHomeTest, TraceFinishesRacingForeignSpanEndsStayHome) {
+  constexpr int kTraces = 300;
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  LoopThread loop1, loop2;
+  const ContextHandle a = NewCtx(loop1, "A");
+  const ContextHandle b = NewCtx(loop2, "B");
+  const int64_t loop1_tid = TidOf(loop1);
+  std::vector<TraceScope> runs(kTraces);
+  std::vector<SpanScope> spans(kTraces);
+  ASSERT_TRUE(loop1
+                  .Invoke([&](Loop&) {
+                    TraceOptions o;
+                    o.make_current = false;
+                    for (auto& r : runs) r = *tracer.StartTrace(a, "run", o);
+                  })
+                  .ok());
+  ASSERT_TRUE(loop2
+                  .Invoke([&](Loop&) {
+                    for (int i = 0; i < kTraces; ++i) {
+                      SpanOptions o;
+                      o.parent = runs[i].AsParent();
+                      o.make_current = false;
+                      spans[i] = *tracer.StartSpan(b, "s", o);
+                    }
+                  })
+                  .ok());
+  // Both loops finish at once.
+  ASSERT_TRUE(Post(a, [&](ContextHandle here) {
+                for (auto& r : runs) EXPECT_TRUE(r.Finish(here).ok());
+              }).ok());
+  ASSERT_TRUE(Post(b, [&](ContextHandle here) {
+                for (auto& s : spans) EXPECT_TRUE(s.Finish(here).ok());
+              }).ok());
+  ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, kTraces));
+  absl::flat_hash_map<uint64_t, int> span_end_at;
+  const auto events = rec->events();
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].kind == Kind::kSpanEnd) {
+      span_end_at[events[i].span().trace_id.low] = static_cast<int>(i);
+    }
+  }
+  int ends = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (events[i].kind != Kind::kTraceEnd) continue;
+    ++ends;
+    const TraceData& t = events[i].trace();
+    EXPECT_EQ(events[i].tid, loop1_tid);
+    EXPECT_EQ(t.finish_ran.ctx, a);
+    EXPECT_EQ(t.finish_ran.thread_id, loop1_tid);
+    ASSERT_TRUE(span_end_at.contains(t.trace_id.low));
+    EXPECT_LT(span_end_at[t.trace_id.low], static_cast<int>(i));
+  }
+  EXPECT_EQ(ends, kTraces);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "ctxloop/trace/ids.h"
 
+#include <ostream>
 #include <random>
 
 #include "absl/base/optimization.h"
@@ -39,6 +40,13 @@ std::string TraceId::ToHex() const {
 }
 
 std::string SpanId::ToHex() const { return absl::StrFormat("%016x", value); }
+
+std::ostream& operator<<(std::ostream& os, const TraceId& id) {
+  return os << id.ToHex();
+}
+std::ostream& operator<<(std::ostream& os, SpanId id) {
+  return os << id.ToHex();
+}
 
 SpanId RootSpanIdFor(const TraceId& trace_id) {
   const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;

@@ -11,12 +11,17 @@
 // Cost: generating an id is a few arithmetic operations on a per-thread
 // generator (seeded once per thread from the OS); no lock, no syscall.
 //
+// Printing: `operator<<` (so gtest prints them) and `AbslStringify` (used by
+// `absl::StrCat`/`StrFormat("%v")` from Abseil 20230125 on; with Debian's
+// 20220623 write `absl::StrCat(id.ToHex())`) print the hex form.
+//
 // Thread-safety: values; `NewTraceId`/`NewSpanId` are thread-safe.
 
 #ifndef CTXLOOP_TRACE_IDS_H_
 #define CTXLOOP_TRACE_IDS_H_
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <utility>
 
@@ -38,7 +43,12 @@ struct TraceId {
   friend H AbslHashValue(H h, const TraceId& id) {
     return H::combine(std::move(h), id.high, id.low);
   }
+  template <typename Sink>
+  friend void AbslStringify(Sink& sink, const TraceId& id) {
+    sink.Append(id.ToHex());
+  }
 };
+std::ostream& operator<<(std::ostream& os, const TraceId& id);
 
 struct SpanId {
   uint64_t value = 0;
@@ -51,15 +61,22 @@ struct SpanId {
   friend H AbslHashValue(H h, SpanId id) {
     return H::combine(std::move(h), id.value);
   }
+  template <typename Sink>
+  friend void AbslStringify(Sink& sink, SpanId id) {
+    sink.Append(id.ToHex());
+  }
 };
+std::ostream& operator<<(std::ostream& os, SpanId id);
 
 // Random, never invalid.
 TraceId NewTraceId();
 SpanId NewSpanId();
 
-// The span id a trace has in span-only formats (OTLP, Chrome): derived from
-// the trace id, so an exporter can parent a trace's top-level spans before
-// it has seen the trace. `TraceData::root_span_id` always equals this.
+// DEPRECATED: do not use. It derived a trace's root span id from its trace
+// id, so two processes continuing one remote trace exported the same root
+// span. `TraceData::root_span_id` and `SpanData::root_span_id` are now
+// random per trace and always filled by the tracer; read those. Kept only
+// until the exporters stop calling it; it no longer equals either.
 SpanId RootSpanIdFor(const TraceId& trace_id);
 
 }  // namespace ctxloop

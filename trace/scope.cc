@@ -3,8 +3,14 @@
 // Where a finish runs, and what happens to it when its origin is gone. Each
 // case is referenced as [Fn] where handled and tested in finish_home_test.cc.
 //
-//  [F0] `Finish(from)` with `from` == origin, on the origin's loop thread:
-//       runs at once: reset "current" on the origin, then the processors.
+//  [F0] A finish called on the origin's loop thread -- `Finish(origin)`,
+//       `Finish(another context of that loop)`, `Finish()`, or a scope
+//       destroyed there -- runs at once: reset "current" on the origin, then
+//       the processors. So "current" never names an ended scope for the rest
+//       of the task. If the origin context is already destroyed, it runs as
+//       [F1] says for that case, on the spot: processors only,
+//       `finish_ran` = the loop's root, `finished_off_origin` set, counted in
+//       `finishes_on_root`.
 //  [F1] Otherwise the finish is posted to the origin context as a
 //       `FinishTask` and runs there exactly as [F0]. If the origin context
 //       is destroyed or being destroyed, the post is refused and the finish
@@ -21,17 +27,35 @@
 //       falling back as in [F1]/[F2]: ownership of the state guarantees
 //       "exactly once" however the task dies.
 //  [F4] A scope destroyed (or assigned over) unfinished finishes itself as
-//       `Finish()` with no caller context, i.e. always posted ([F1]).
+//       `Finish()` with no caller context: inline on the origin's loop thread
+//       ([F0]), posted from anywhere else ([F1]).
+//  [F5] A trace finished while spans are open delivers its `OnTraceEnd` when
+//       the last one ends (after every `OnSpanEnd`). If that span ends away
+//       from the loop where the trace's finish ran (e.g. on another loop),
+//       the delivery is posted there (`TraceEndTask`, counted in
+//       `trace_ends_posted`): to the context where the finish ran, else
+//       (destroyed since, e.g. by a producer that saw its finish run) to
+//       that loop's root -- same thread, so `finish_ran` stays as the finish
+//       left it -- else (loop gone) it runs where the span ended, and
+//       `finish_ran` says so (that thread, null context, now) with
+//       `finished_off_origin` set, counted in `finishes_off_origin`; a
+//       dropped task delivers from its destructor as [F3]. Exactly once: only
+//       the thread that saw "finished and no open span" starts the delivery,
+//       and the task owns it.
 //
 // Every path ends in `Complete`, which runs once per scope because the
-// scope's state is moved into whichever path runs it.
+// scope's state is moved into whichever path runs it. `FinishOptions::
+// on_finished` is called by `Complete`, after the processors.
 
 #include "ctxloop/trace/scope.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <string>
 #include <utility>
 
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/trace/internal/trace_record.h"
 
@@ -40,6 +64,18 @@ namespace internal {
 
 void DeliverTraceEnd(TraceRecord& trace) {
   trace.tracer->processors.OnTraceEnd(trace.data);
+}
+
+std::string ContextNameOf(ContextHandle ctx) {
+  if (ctx.is_null()) return std::string();
+  LoopCore* core = FindOwnedCore(ctx);
+  if (core == nullptr) return std::string();
+  absl::StatusOr<std::string> name = core->ContextName(ctx);
+  return name.ok() ? *std::move(name) : std::string();
+}
+
+ExecutionSite SiteHere(ContextHandle ctx, absl::Time time) {
+  return ExecutionSite{ctx, ThisThreadId(), time, ContextNameOf(ctx)};
 }
 
 namespace {
@@ -54,7 +90,16 @@ enum class Where {
 ExecutionSite SiteAt(const TracerCore& tracer, ContextHandle ctx,
                      int64_t mono_ns) {
   if (mono_ns < 0) mono_ns = MonotonicNs();
-  return ExecutionSite{ctx, ThisThreadId(), tracer.WallTime(mono_ns)};
+  return SiteHere(ctx, tracer.WallTime(mono_ns));
+}
+
+// The same on the origin, whose name `started` already holds (a context's
+// name never changes): no lookup.
+ExecutionSite OriginSiteAt(const TracerCore& tracer,
+                           const ExecutionSite& started, int64_t mono_ns) {
+  if (mono_ns < 0) mono_ns = MonotonicNs();
+  return ExecutionSite{started.ctx, ThisThreadId(), tracer.WallTime(mono_ns),
+                       started.context_name};
 }
 
 TracerCounters& CountersOf(const SpanState& s) {
@@ -98,6 +143,15 @@ ContextHandle RanOn(ContextHandle origin, Where where) {
   return ContextHandle();
 }
 
+void CallOnFinished(const FinishOptions& options, const ExecutionSite& ran) {
+  if (!options.on_finished) return;
+  try {
+    options.on_finished(ran);
+  } catch (...) {
+    std::fputs("ctxloop: FinishOptions::on_finished threw; ignored\n", stderr);
+  }
+}
+
 // `ran_mono_ns`: when it ran, if the caller knows (an inline finish runs
 // when it is called); negative: read the clock.
 void Complete(SpanState& s, const FinishOptions& options, Where where,
@@ -105,10 +159,18 @@ void Complete(SpanState& s, const FinishOptions& options, Where where,
   TracerCore& tracer = *s.trace->tracer;
   if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
   CountWhere(tracer.counters, where);
-  s.data.finish_ran = SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
+  s.data.finish_ran = where == Where::kOrigin
+                          ? OriginSiteAt(tracer, s.data.started, ran_mono_ns)
+                          : SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
   s.data.finished_off_origin = where != Where::kOrigin;
   tracer.processors.OnSpanEnd(s.data);
-  if (s.trace->RemoveSpan()) DeliverTraceEnd(*s.trace);
+  if (options.on_finished) {
+    const ExecutionSite ran = s.data.finish_ran;
+    if (s.trace->RemoveSpan()) EndTraceAfterLastSpan(std::move(s.trace));
+    CallOnFinished(options, ran);
+    return;
+  }
+  if (s.trace->RemoveSpan()) EndTraceAfterLastSpan(std::move(s.trace));
 }
 
 void Complete(TraceState& s, const FinishOptions& options, Where where,
@@ -121,9 +183,17 @@ void Complete(TraceState& s, const FinishOptions& options, Where where,
   // Clamped: see internal/clock.h on re-anchoring.
   r.data.duration =
       absl::Nanoseconds(std::max<int64_t>(0, s.end_mono_ns - r.start_mono_ns));
-  r.data.finish_ran = SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
+  r.data.finish_ran =
+      where == Where::kOrigin
+          ? OriginSiteAt(*r.tracer, r.data.started, ran_mono_ns)
+          : SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
   r.data.finished_off_origin = where != Where::kOrigin;
-  if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does.
+  // Copied first: once marked finished, the last span's thread may deliver
+  // the end and rewrite `data` [F5].
+  ExecutionSite ran;
+  if (options.on_finished) ran = r.data.finish_ran;
+  if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does [F5].
+  CallOnFinished(options, ran);
 }
 
 // Owns a scope's state on its way home. See [F1]..[F3].
@@ -131,13 +201,13 @@ template <typename State>
 class FinishTask {
  public:
   FinishTask(std::unique_ptr<State> state, FinishOptions options, Where where)
-      : state_(std::move(state)), options_(options), where_(where) {}
+      : state_(std::move(state)), options_(std::move(options)), where_(where) {}
   FinishTask(FinishTask&&) noexcept = default;
   FinishTask& operator=(FinishTask&&) = delete;
 
   ~FinishTask() {
     if (state_ != nullptr)
-      Fallback(std::move(state_), options_, where_);  // [F3]
+      Fallback(std::move(state_), std::move(options_), where_);  // [F3]
   }
 
   void operator()(ContextHandle) && {
@@ -150,7 +220,8 @@ class FinishTask {
     const ContextHandle origin = state->origin;
     CountersOf(*state).finishes_posted.fetch_add(1, std::memory_order_relaxed);
     // If refused, the task is destroyed in Post and falls back [F1] [F2].
-    (void)Post(origin, FinishTask(std::move(state), options, Where::kOrigin));
+    (void)Post(origin, FinishTask(std::move(state), std::move(options),
+                                  Where::kOrigin));
   }
 
  private:
@@ -158,7 +229,8 @@ class FinishTask {
                        Where failed) {
     if (failed == Where::kOrigin) {  // [F1]
       const ContextHandle root = RootOf(state->origin);
-      (void)Post(root, FinishTask(std::move(state), options, Where::kRoot));
+      (void)Post(
+          root, FinishTask(std::move(state), std::move(options), Where::kRoot));
       return;
     }
     if (failed == Where::kRoot) {  // [F2]
@@ -171,15 +243,99 @@ class FinishTask {
   Where where_;
 };
 
+// True if `origin` (on the calling thread's loop) still has its values.
+bool OriginAlive(LoopCore& core, ContextHandle origin) {
+  return core.CheckLive(origin).ok();
+}
+
 template <typename State>
-void FinishState(std::unique_ptr<State> state, ContextHandle from,
-                 FinishOptions options, int64_t called_mono_ns) {
-  if (!from.is_null() && from == state->origin && IsOnLoopThread(from)) {
-    Complete(*state, options, Where::kOrigin, called_mono_ns);  // [F0]
+void FinishState(std::unique_ptr<State> state, FinishOptions options,
+                 int64_t called_mono_ns) {
+  const ContextHandle origin = state->origin;
+  if (LoopCore* core = FindOwnedCore(origin)) {  // [F0] Its loop thread.
+    Where where = Where::kOrigin;
+    if (options.reset_current && state->token.has_value()) {
+      // The reset itself proves the origin alive (the common case: no
+      // extra lookup); if it fails, look why.
+      if (!CurrentKey().Reset(origin, *state->token).ok() &&
+          !OriginAlive(*core, origin)) {
+        where = Where::kRoot;
+      }
+      state->token.reset();
+    } else if (!OriginAlive(*core, origin)) {
+      where = Where::kRoot;
+    }
+    Complete(*state, options, where, called_mono_ns);
     return;
   }
-  FinishTask<State>::Send(std::move(state), options);  // [F1]
+  FinishTask<State>::Send(std::move(state), std::move(options));  // [F1]
 }
+
+// Delivers a deferred trace end where the trace's finish ran [F5].
+class TraceEndTask {
+ public:
+  TraceEndTask(std::shared_ptr<TraceRecord> trace, Where where)
+      : trace_(std::move(trace)), where_(where) {}
+  TraceEndTask(TraceEndTask&&) noexcept = default;
+  TraceEndTask& operator=(TraceEndTask&&) = delete;
+
+  ~TraceEndTask() {
+    if (trace_ != nullptr) Fallback(std::move(trace_), where_);  // [F3]
+  }
+
+  void operator()(ContextHandle) && {
+    std::shared_ptr<TraceRecord> trace = std::move(trace_);
+    Deliver(*trace, where_);
+  }
+
+  static void Fallback(std::shared_ptr<TraceRecord> trace, Where failed) {
+    if (failed == Where::kOrigin) {
+      const ContextHandle root = RootOf(trace->origin);
+      (void)Post(root, TraceEndTask(std::move(trace), Where::kRoot));
+      return;
+    }
+    Deliver(*trace, Where::kHere);
+  }
+
+  // On the loop where the finish ran (its context, or the root if that
+  // context is gone since): `finish_ran` already names where the finish ran,
+  // on this thread. Off that loop [F2]: rewritten to say where it runs.
+  static void Deliver(TraceRecord& trace, Where where) {
+    if (where == Where::kHere) {
+      CountWhere(trace.tracer->counters, where);
+      trace.data.finish_ran = SiteAt(*trace.tracer, ContextHandle(), -1);
+      trace.data.finished_off_origin = true;
+    }
+    DeliverTraceEnd(trace);
+  }
+
+ private:
+  std::shared_ptr<TraceRecord> trace_;
+  Where where_;
+};
+
+}  // namespace
+
+void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace) {
+  // Where the trace's finish ran: its origin context, or its loop's root
+  // [F1]; null if it ran off its loop [F2] [F3].
+  const ContextHandle home = trace->data.finish_ran.ctx;
+  if (home.is_null()) {  // Its loop is gone: deliver here, saying so.
+    TraceEndTask::Deliver(*trace, Where::kHere);
+    return;
+  }
+  if (IsOnLoopThread(home)) {  // The right thread already.
+    DeliverTraceEnd(*trace);
+    return;
+  }
+  trace->tracer->counters.trace_ends_posted.fetch_add(
+      1, std::memory_order_relaxed);
+  const Where where = home == trace->origin ? Where::kOrigin : Where::kRoot;
+  // If refused, the task is destroyed in Post and falls back.
+  (void)Post(home, TraceEndTask(std::move(trace), where));
+}
+
+namespace {
 
 absl::Status AlreadyFinished(const char* what) {
   return absl::FailedPreconditionError(
@@ -192,152 +348,305 @@ absl::Status AlreadyFinished(const char* what) {
 using internal::SpanState;
 using internal::TraceState;
 
+namespace {
+
+// Finishes a non-recording scope: undoes its "make current" on the origin
+// (here if on its loop thread, else posted), then `on_finished`.
+void FinishNonRecording(ScopeCurrent current, ContextHandle from,
+                        FinishOptions options) {
+  if (!current.has_value() || !options.reset_current) {
+    if (options.on_finished) {
+      internal::CallOnFinished(options, internal::SiteHere(from, absl::Now()));
+    }
+    return;
+  }
+  const ContextHandle origin = current->context();
+  // Kept for a refused post (rare: an unsampled scope finished off-thread).
+  const std::function<void(const ExecutionSite&)> on_finished =
+      options.on_finished;
+  auto reset = [token = *current, options = std::move(options)](ContextHandle) {
+    (void)internal::CurrentKey().Reset(token.context(), token);
+    if (options.on_finished) {
+      internal::CallOnFinished(
+          options, internal::SiteHere(token.context(), absl::Now()));
+    }
+  };
+  if (IsOnLoopThread(origin)) {
+    std::move(reset)(origin);
+    return;
+  }
+  // Refused: the context's values are gone, nothing to undo; the task was
+  // destroyed unrun, so tell the caller here.
+  FinishOptions refused;
+  refused.on_finished = on_finished;
+  if (!Post(origin, std::move(reset)).ok()) {
+    internal::CallOnFinished(refused, internal::SiteHere({}, absl::Now()));
+  }
+}
+
+}  // namespace
+
 // --- SpanParent --------------------------------------------------------------
 
 SpanParent::SpanParent(std::shared_ptr<internal::TraceRecord> trace,
-                       SpanId span)
-    : trace_(std::move(trace)), span_(span) {}
+                       SpanId span, TraceId trace_id, SpanId root_span_id,
+                       uint8_t trace_flags,
+                       std::shared_ptr<const std::string> unsampled_trace_state)
+    : trace_(std::move(trace)),
+      span_(span),
+      trace_id_(trace_id),
+      root_span_id_(root_span_id),
+      trace_flags_(trace_flags),
+      trace_state_(std::move(unsampled_trace_state)) {}
 
-TraceId SpanParent::trace_id() const {
-  return trace_ == nullptr ? TraceId() : trace_->data.trace_id;
+namespace {
+
+// A non-recording scope's trace state for `SpanParent` (allocated only if
+// there is one: rare).
+std::shared_ptr<const std::string> SharedState(const std::string& state) {
+  if (state.empty()) return nullptr;
+  return std::make_shared<const std::string>(state);
 }
+
+}  // namespace
 
 // --- TraceScope --------------------------------------------------------------
 
 TraceScope::TraceScope() = default;
-TraceScope::TraceScope(std::unique_ptr<TraceState> state)
+TraceScope::TraceScope(std::unique_ptr<TraceState> state, SpanContext context)
     : state_(std::move(state)),
-      trace_id_(state_->record->data.trace_id),
+      context_(std::move(context)),
       finished_(false) {}
-TraceScope TraceScope::NoOp() {
+TraceScope TraceScope::NonRecording() {
   TraceScope s;
-  s.noop_ = true;
+  s.finished_ = false;
+  return s;
+}
+TraceScope TraceScope::NonRecording(SpanContext context, ScopeCurrent current) {
+  TraceScope s;
+  s.context_ = std::move(context);
+  s.current_ = std::move(current);
   s.finished_ = false;
   return s;
 }
 
 TraceScope::TraceScope(TraceScope&& other) noexcept
     : state_(std::move(other.state_)),
-      trace_id_(other.trace_id_),
-      noop_(other.noop_),
+      context_(std::move(other.context_)),
+      current_(std::exchange(other.current_, std::nullopt)),
       finished_(std::exchange(other.finished_, true)) {}
 
 TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
   if (this != &other) {
-    if (state_ != nullptr) (void)Finish();  // [F4]
+    if (!finished_) (void)Finish();  // [F4]
     state_ = std::move(other.state_);
-    trace_id_ = other.trace_id_;
-    noop_ = other.noop_;
+    context_ = std::move(other.context_);
+    current_ = std::exchange(other.current_, std::nullopt);
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
 }
 
 TraceScope::~TraceScope() {
-  if (state_ != nullptr) (void)Finish();  // [F4]
+  if (!finished_) (void)Finish();  // [F4]
 }
 
 absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
   if (finished_) return internal::AlreadyFinished("TraceScope::Finish");
   finished_ = true;
-  if (state_ == nullptr) return absl::OkStatus();  // No-op scope.
+  if (state_ == nullptr) {  // Non-recording.
+    if (current_.has_value() || options.on_finished) {
+      FinishNonRecording(std::exchange(current_, std::nullopt), from,
+                         std::move(options));
+    }
+    return absl::OkStatus();
+  }
   const int64_t now = internal::MonotonicNs();
   state_->end_mono_ns = now;
-  state_->finish_called = ExecutionSite{from, internal::ThisThreadId(),
-                                        state_->record->tracer->WallTime(now)};
-  internal::FinishState(std::move(state_), from, options, now);
+  const absl::Time end = state_->record->tracer->WallTime(now);
+  const ExecutionSite& started = state_->record->data.started;
+  state_->finish_called = from == state_->origin
+                              ? ExecutionSite{from, internal::ThisThreadId(),
+                                              end, started.context_name}
+                              : internal::SiteHere(from, end);
+  internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
+}
+
+absl::Status TraceScope::SetAttribute(absl::string_view key,
+                                      AttributeValue value) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::SetAttribute");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::TraceRecord& r = *state_->record;
+  r.data.dropped_attributes_count += internal::SetLimitedAttribute(
+      r.data.attributes, std::string(key), std::move(value), r.tracer->limits,
+      r.tracer->limits.attribute_count);
+  return absl::OkStatus();
+}
+
+absl::Status TraceScope::AddEvent(absl::string_view name,
+                                  Attributes attributes) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::AddEvent");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::TraceRecord& r = *state_->record;
+  internal::AddLimitedEvent(r.data, name,
+                            r.tracer->WallTime(internal::MonotonicNs()),
+                            std::move(attributes), r.tracer->limits);
+  return absl::OkStatus();
+}
+
+absl::Status TraceScope::SetStatus(StatusCode code, absl::string_view message) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::SetStatus");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::SetStatusOf(state_->record->data, code, message);
+  return absl::OkStatus();
+}
+
+absl::Status TraceScope::SetError(absl::string_view message) {
+  if (finished_) return internal::AlreadyFinished("TraceScope::SetError");
+  return SetStatus(StatusCode::kError, message);
 }
 
 bool TraceScope::recording() const { return state_ != nullptr; }
 ContextHandle TraceScope::origin() const {
-  return state_ == nullptr ? ContextHandle() : state_->origin;
+  if (state_ != nullptr) return state_->origin;
+  return current_.has_value() ? current_->context() : ContextHandle();
 }
 SpanParent TraceScope::AsParent() const {
-  return state_ == nullptr ? SpanParent()
-                           : SpanParent(state_->record, SpanId());
+  // No trace, or a finished recorded one (spans can no longer join it).
+  if (!context_.trace_id.valid()) return SpanParent();
+  if (state_ == nullptr && context_.sampled()) return SpanParent();
+  if (state_ != nullptr) {
+    return SpanParent(state_->record, SpanId(), context_.trace_id,
+                      context_.span_id, context_.trace_flags, nullptr);
+  }
+  return SpanParent(nullptr, SpanId(), context_.trace_id, context_.span_id,
+                    context_.trace_flags, SharedState(context_.trace_state));
 }
 
 // --- SpanScope ---------------------------------------------------------------
 
 SpanScope::SpanScope() = default;
-SpanScope::SpanScope(std::unique_ptr<SpanState> state)
+SpanScope::SpanScope(std::unique_ptr<SpanState> state, SpanContext context)
     : state_(std::move(state)),
-      trace_id_(state_->data.trace_id),
-      span_id_(state_->data.span_id),
+      context_(std::move(context)),
       finished_(false) {}
-SpanScope SpanScope::NoOp() {
+SpanScope SpanScope::NonRecording() {
   SpanScope s;
-  s.noop_ = true;
+  s.finished_ = false;
+  return s;
+}
+SpanScope SpanScope::NonRecording(SpanContext context, ScopeCurrent current,
+                                  SpanId root_span_id) {
+  SpanScope s;
+  s.context_ = std::move(context);
+  s.current_ = std::move(current);
+  s.root_span_id_ = root_span_id;
   s.finished_ = false;
   return s;
 }
 
 SpanScope::SpanScope(SpanScope&& other) noexcept
     : state_(std::move(other.state_)),
-      trace_id_(other.trace_id_),
-      span_id_(other.span_id_),
-      noop_(other.noop_),
+      context_(std::move(other.context_)),
+      current_(std::exchange(other.current_, std::nullopt)),
+      root_span_id_(other.root_span_id_),
       finished_(std::exchange(other.finished_, true)) {}
 
 SpanScope& SpanScope::operator=(SpanScope&& other) noexcept {
   if (this != &other) {
-    if (state_ != nullptr) (void)Finish();  // [F4]
+    if (!finished_) (void)Finish();  // [F4]
     state_ = std::move(other.state_);
-    trace_id_ = other.trace_id_;
-    span_id_ = other.span_id_;
-    noop_ = other.noop_;
+    context_ = std::move(other.context_);
+    current_ = std::exchange(other.current_, std::nullopt);
+    root_span_id_ = other.root_span_id_;
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
 }
 
 SpanScope::~SpanScope() {
-  if (state_ != nullptr) (void)Finish();  // [F4]
+  if (!finished_) (void)Finish();  // [F4]
 }
 
 absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
   if (finished_) return internal::AlreadyFinished("SpanScope::Finish");
   finished_ = true;
-  if (state_ == nullptr) return absl::OkStatus();  // No-op span.
+  if (state_ == nullptr) {  // Non-recording.
+    if (current_.has_value() || options.on_finished) {
+      FinishNonRecording(std::exchange(current_, std::nullopt), from,
+                         std::move(options));
+    }
+    return absl::OkStatus();
+  }
   const int64_t now = internal::MonotonicNs();
   SpanData& d = state_->data;
   const internal::TracerCore& tracer = *state_->trace->tracer;
   d.end_time = tracer.WallTime(now);
   d.duration =
       absl::Nanoseconds(std::max<int64_t>(0, now - state_->start_mono_ns));
-  d.finish_called = ExecutionSite{from, internal::ThisThreadId(), d.end_time};
-  internal::FinishState(std::move(state_), from, options, now);
+  d.finish_called = from == state_->origin
+                        ? ExecutionSite{from, internal::ThisThreadId(),
+                                        d.end_time, d.started.context_name}
+                        : internal::SiteHere(from, d.end_time);
+  internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
 
 absl::Status SpanScope::SetAttribute(absl::string_view key,
                                      AttributeValue value) {
-  if (state_ == nullptr) {
-    if (noop_ && !finished_) return absl::OkStatus();
-    return internal::AlreadyFinished("SpanScope::SetAttribute");
-  }
-  state_->data.attributes.emplace_back(std::string(key), std::move(value));
+  if (finished_) return internal::AlreadyFinished("SpanScope::SetAttribute");
+  if (state_ == nullptr) return absl::OkStatus();
+  const SpanLimits& limits = state_->trace->tracer->limits;
+  state_->data.dropped_attributes_count += internal::SetLimitedAttribute(
+      state_->data.attributes, std::string(key), std::move(value), limits,
+      limits.attribute_count);
+  return absl::OkStatus();
+}
+
+absl::Status SpanScope::AddEvent(absl::string_view name,
+                                 Attributes attributes) {
+  if (finished_) return internal::AlreadyFinished("SpanScope::AddEvent");
+  if (state_ == nullptr) return absl::OkStatus();
+  const internal::TracerCore& tracer = *state_->trace->tracer;
+  internal::AddLimitedEvent(state_->data, name,
+                            tracer.WallTime(internal::MonotonicNs()),
+                            std::move(attributes), tracer.limits);
+  return absl::OkStatus();
+}
+
+absl::Status SpanScope::SetStatus(StatusCode code, absl::string_view message) {
+  if (finished_) return internal::AlreadyFinished("SpanScope::SetStatus");
+  if (state_ == nullptr) return absl::OkStatus();
+  internal::SetStatusOf(state_->data, code, message);
   return absl::OkStatus();
 }
 
 absl::Status SpanScope::SetError(absl::string_view message,
                                  absl::string_view data) {
-  if (state_ == nullptr) {
-    if (noop_ && !finished_) return absl::OkStatus();
-    return internal::AlreadyFinished("SpanScope::SetError");
-  }
+  if (finished_) return internal::AlreadyFinished("SpanScope::SetError");
+  if (state_ == nullptr) return absl::OkStatus();
   state_->data.error = SpanError{std::string(message), std::string(data)};
+  internal::SetStatusOf(state_->data, StatusCode::kError, message);
   return absl::OkStatus();
 }
 
 bool SpanScope::recording() const { return state_ != nullptr; }
 ContextHandle SpanScope::origin() const {
-  return state_ == nullptr ? ContextHandle() : state_->origin;
+  if (state_ != nullptr) return state_->origin;
+  return current_.has_value() ? current_->context() : ContextHandle();
 }
 SpanParent SpanScope::AsParent() const {
-  return state_ == nullptr ? SpanParent()
-                           : SpanParent(state_->trace, state_->data.span_id);
+  // No trace, or a finished recorded span.
+  if (!context_.trace_id.valid()) return SpanParent();
+  if (state_ == nullptr && context_.sampled()) return SpanParent();
+  if (state_ != nullptr) {
+    return SpanParent(state_->trace, context_.span_id, context_.trace_id,
+                      state_->data.root_span_id, context_.trace_flags, nullptr);
+  }
+  // Unsampled: ids only; spans under it are unsampled too.
+  return SpanParent(nullptr, context_.span_id, context_.trace_id, root_span_id_,
+                    context_.trace_flags, SharedState(context_.trace_state));
 }
 
 }  // namespace ctxloop

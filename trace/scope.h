@@ -13,19 +13,29 @@
 // be called on any thread, any context, any loop; what must happen on the
 // origin -- resetting the origin context's "current" trace/span, calling the
 // processors -- runs there:
-//   * `Finish(from)` with `from` == the origin, on its loop thread: runs now;
+//   * on the origin's loop thread (whatever `from` says, and for a scope
+//     destroyed there): runs now, so "current" never names an ended scope
+//     for the rest of the task;
 //   * otherwise: posted to the origin context as a task, and runs there.
 // The end time is taken when `Finish` is called. Whatever happens to the
-// origin, processors see the end exactly once (cases F1..F4, numbered in
+// origin, processors see the end exactly once (cases F0..F5, numbered in
 // scope.cc):
-//   [F1] origin context destroyed before the finish could be posted: the
-//        finish runs on the origin loop's root context (no reset: the
-//        context's values are gone);
+//   [F1] origin context destroyed: the finish runs on the origin loop's root
+//        context (no reset: the context's values are gone),
+//        `finished_off_origin` set, counted in `finishes_on_root`;
 //   [F2] origin loop shutting down or destroyed: the finish runs on the
 //        calling thread, processors only, `finished_off_origin` set;
 //   [F3] a posted finish that the loop drops unrun (shutdown overflow): it
 //        is delivered, processors only, where it was dropped;
-//   [F4] a scope destroyed unfinished finishes itself as `Finish()` would.
+//   [F4] a scope destroyed unfinished finishes itself as `Finish()` would;
+//   [F5] a trace finished while spans are open: `OnTraceEnd` comes when the
+//        last one ends, on the loop thread where the trace's finish ran
+//        (posted there if that span ended elsewhere; on its root context if
+//        the finish's context is gone since); if that loop is gone, where
+//        the last span ended, with `finish_ran` and `finished_off_origin`
+//        saying so.
+// `FinishOptions::on_finished` tells the caller when (and where) the finish
+// ran. `finish_ran` always names where the processors' end event ran.
 // A second `Finish` returns `kFailedPrecondition`. So does any call on a
 // moved-from scope.
 //
@@ -34,23 +44,34 @@
 // calling `Finish(b_ctx)` (reset_current defaults to true): the reset is posted
 // to A and runs on loop 1's thread; no "token created in a different context".
 //
-// Cost: a scope is one pointer. A same-context finish costs the processor
-// calls plus a context-key reset; a cross-context finish adds one `Post`.
+// Cost: a scope is a value of about 140 bytes (a pointer to its state, its
+// span context, a token for an unsampled current scope); moving it copies
+// those. A finish on the origin's loop thread costs the processor calls plus
+// a context-key reset; from another thread it adds one `Post`.
+//
+// Non-recording scopes (disabled tracer, unsampled, or a start that could
+// not record: see tracer.h) accept every call and record nothing; an
+// unsampled one made current undoes that on `Finish` like any scope.
 //
 // Thread-safety: a scope is owned by one thread at a time (move it to hand it
 // over). `Finish` is the only method that may run away from the origin;
-// `SetAttribute`/`SetError` touch only the scope.
+// the setters touch only the scope's record.
 
 #ifndef CTXLOOP_TRACE_SCOPE_H_
 #define CTXLOOP_TRACE_SCOPE_H_
 
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/context_key.h"
 #include "ctxloop/trace/ids.h"
+#include "ctxloop/trace/span_context.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
@@ -65,27 +86,47 @@ struct FinishOptions {
   // Undo this scope's "make current" on the origin context. With false, the
   // finished scope stays current there (as Python's reset_current=False).
   bool reset_current = true;
+  // Called once, after the finish ran (reset and processors), on the thread
+  // where it ran, with where that was (`finish_ran`): lets a producer learn
+  // when it may destroy the origin context. For a trace finished while spans
+  // are open, `OnTraceEnd` comes later, when the last one ends ([F5] in
+  // scope.cc); this callback does not wait for it. A non-recording scope
+  // calls it too, once its "current" is undone (at once if it was not
+  // current). Must not throw (an exception is reported on stderr, ignored).
+  std::function<void(const ExecutionSite& ran)> on_finished;
 };
 
 // An explicit parent for `Tracer::StartSpan`, from a scope or from
 // `Tracer::CurrentParent`. Copyable; safe to hand to any thread (this is how
 // a stream gives its consumer the producer's trace). Keeps the trace's
-// record alive, not the scope.
+// record alive, not the scope. A parent in an unsampled trace has ids but no
+// record: spans under it are unsampled too.
 class SpanParent {
  public:
   SpanParent() = default;  // No parent.
-  bool valid() const { return trace_ != nullptr; }
-  TraceId trace_id() const;
+  bool valid() const { return trace_id_.valid(); }
+  TraceId trace_id() const { return trace_id_; }
   SpanId span_id() const { return span_; }  // Invalid: the trace itself.
+  bool sampled() const { return (trace_flags_ & kTraceFlagSampled) != 0; }
 
  private:
   friend class Tracer;
   friend class TraceScope;
   friend class SpanScope;
-  SpanParent(std::shared_ptr<internal::TraceRecord> trace, SpanId span);
-  std::shared_ptr<internal::TraceRecord> trace_;
+  SpanParent(std::shared_ptr<internal::TraceRecord> trace, SpanId span,
+             TraceId trace_id, SpanId root_span_id, uint8_t trace_flags,
+             std::shared_ptr<const std::string> unsampled_trace_state);
+  std::shared_ptr<internal::TraceRecord> trace_;  // Null if unsampled.
   SpanId span_;
+  TraceId trace_id_;
+  SpanId root_span_id_;
+  uint8_t trace_flags_ = 0;
+  std::shared_ptr<const std::string> trace_state_;  // Unsampled, non-empty.
 };
+
+// A non-recording (unsampled) scope made current keeps the token of that
+// Set to undo it (`token->context()` is its origin). Internal.
+using ScopeCurrent = std::optional<Token>;
 
 class TraceScope {
  public:
@@ -99,21 +140,36 @@ class TraceScope {
   absl::Status Finish(ContextHandle from, FinishOptions options = {});
   absl::Status Finish() { return Finish(ContextHandle()); }
 
-  // False once finished, moved from, or for a disabled tracer's scope.
+  // Before `Finish`, on the owning thread: data of the trace's root span
+  // (subject to the tracer's limits). OK and ignored on a non-recording
+  // scope; `kFailedPrecondition` once finished or moved from.
+  absl::Status SetAttribute(absl::string_view key, AttributeValue value);
+  absl::Status AddEvent(absl::string_view name, Attributes attributes = {});
+  // OpenTelemetry rules: kUnset is ignored, kOk is final, the message is
+  // kept only with kError.
+  absl::Status SetStatus(StatusCode code, absl::string_view message = {});
+  absl::Status SetError(absl::string_view message);  // kError + message.
+
+  // False once finished, moved from, or for a non-recording scope.
   bool recording() const;
-  // Still valid after `Finish` (invalid for a no-op scope).
-  TraceId trace_id() const { return trace_id_; }
+  // Still valid after `Finish` (invalid for a disabled tracer's scope).
+  TraceId trace_id() const { return context_.trace_id; }
+  // For injection (propagation.h): trace id, the trace's root span id, trace
+  // flags (sampled clear if unsampled) and trace state. Valid after `Finish`.
+  const SpanContext& span_context() const { return context_; }
   ContextHandle origin() const;
   // The trace as a parent for spans, e.g. on another context.
   SpanParent AsParent() const;
 
  private:
   friend class Tracer;
-  explicit TraceScope(std::unique_ptr<internal::TraceState> state);
-  static TraceScope NoOp();
+  TraceScope(std::unique_ptr<internal::TraceState> state, SpanContext context);
+  // Non-recording, started (setters and Finish succeed).
+  static TraceScope NonRecording();
+  static TraceScope NonRecording(SpanContext context, ScopeCurrent current);
   std::unique_ptr<internal::TraceState> state_;
-  TraceId trace_id_;
-  bool noop_ = false;     // Disabled tracer: finishing does nothing.
+  SpanContext context_;
+  ScopeCurrent current_;  // Non-recording scopes only.
   bool finished_ = true;  // Until started; again once finished or moved.
 };
 
@@ -127,26 +183,39 @@ class SpanScope {
   absl::Status Finish(ContextHandle from, FinishOptions options = {});
   absl::Status Finish() { return Finish(ContextHandle()); }
 
-  // Before `Finish`: attach data. `kFailedPrecondition` after it.
+  // Before `Finish`, on the owning thread: attach data (subject to the
+  // tracer's limits). OK and ignored on a non-recording scope;
+  // `kFailedPrecondition` once finished or moved from.
   absl::Status SetAttribute(absl::string_view key, AttributeValue value);
+  absl::Status AddEvent(absl::string_view name, Attributes attributes = {});
+  // OpenTelemetry rules: kUnset is ignored, kOk is final, the message is
+  // kept only with kError.
+  absl::Status SetStatus(StatusCode code, absl::string_view message = {});
+  // Sets `SpanData::error` and the status to kError with `message` (unless
+  // the status is already kOk, which is final).
   absl::Status SetError(absl::string_view message, absl::string_view data = {});
 
-  // False once finished, moved from, or for a no-op span.
+  // False once finished, moved from, or for a non-recording span.
   bool recording() const;
-  // Still valid after `Finish` (invalid for a no-op span).
-  TraceId trace_id() const { return trace_id_; }
-  SpanId span_id() const { return span_id_; }
+  // Still valid after `Finish` (invalid for a no-op span; valid, with the
+  // sampled flag clear, for an unsampled one).
+  TraceId trace_id() const { return context_.trace_id; }
+  SpanId span_id() const { return context_.span_id; }
+  // For injection (propagation.h). Valid after `Finish`.
+  const SpanContext& span_context() const { return context_; }
   ContextHandle origin() const;
   SpanParent AsParent() const;
 
  private:
   friend class Tracer;
-  explicit SpanScope(std::unique_ptr<internal::SpanState> state);
-  static SpanScope NoOp();
+  SpanScope(std::unique_ptr<internal::SpanState> state, SpanContext context);
+  static SpanScope NonRecording();
+  static SpanScope NonRecording(SpanContext context, ScopeCurrent current,
+                                SpanId root_span_id);
   std::unique_ptr<internal::SpanState> state_;
-  TraceId trace_id_;
-  SpanId span_id_;
-  bool noop_ = false;     // No trace, or disabled tracer.
+  SpanContext context_;
+  ScopeCurrent current_;  // Non-recording scopes only.
+  SpanId root_span_id_;   // Non-recording scopes only, for `AsParent`.
   bool finished_ = true;  // Until started; again once finished or moved.
 };
 

@@ -135,9 +135,15 @@ struct TraceData : SpanRecordCommon {
   absl::Duration duration;
   ExecutionSite started;        // On the origin context.
   ExecutionSite finish_called;  // Where Finish() was called (or destroyed).
-  ExecutionSite finish_ran;     // On the origin context, unless it was gone.
-  // True if the finish could not run on the origin (origin loop gone or
-  // shutting down): it was exported where it was called, without a reset.
+  // Where the finish ran (reset of "current", then the processors): the
+  // origin context on its loop thread; that loop's root if the origin context
+  // was gone [F1]; the finishing thread (null ctx) if the loop was gone
+  // [F2]/[F3] (cases in scope.cc). A trace end that waited for open spans
+  // [F5] runs on the same loop thread; if that loop was gone by then, this
+  // names the thread that delivered it.
+  ExecutionSite finish_ran;
+  // True if the finish could not run on the origin context (gone, or its
+  // loop gone or shutting down): processors only, without a reset.
   bool finished_off_origin = false;
 };
 

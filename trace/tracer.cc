@@ -5,10 +5,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/trace/internal/trace_record.h"
 
@@ -29,12 +31,124 @@ const ContextKey<CurrentScope>& CurrentKey() {
   return *key;
 }
 
-TracerCore::TracerCore(std::vector<std::shared_ptr<TraceProcessor>> list,
-                       MultiProcessor::ErrorCallback on_error, bool on)
-    : processors(std::move(list), std::move(on_error)),
-      enabled(on),
+TracerCore::TracerCore(Tracer::Options options)
+    : processors(std::move(options.processors), std::move(options.on_error)),
+      enabled(options.enabled),
+      scope(std::move(options.scope)),
+      limits(options.limits),
+      default_sampler(options.sampler == nullptr),
+      sampler(options.sampler != nullptr
+                  ? std::move(options.sampler)
+                  : ParentBasedSampler(AlwaysOnSampler())),
       wall_anchor_unix_ns(absl::ToUnixNanos(absl::Now())),
       mono_anchor_ns(MonotonicNs()) {}
+
+// --- Limits ------------------------------------------------------------------
+
+namespace {
+
+// Cuts `s` to at most `max` bytes, not inside a UTF-8 sequence.
+void Truncate(std::string& s, size_t max) {
+  if (s.size() <= max) return;
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+}
+
+void TruncateValue(AttributeValue& value, size_t max) {
+  if (max == SpanLimits::kUnlimited) return;
+  if (auto* s = std::get_if<std::string>(&value)) {
+    Truncate(*s, max);
+  } else if (auto* v = std::get_if<std::vector<std::string>>(&value)) {
+    for (std::string& e : *v) Truncate(e, max);
+  }
+}
+
+}  // namespace
+
+uint32_t SetLimitedAttribute(Attributes& attributes, std::string key,
+                             AttributeValue value, const SpanLimits& limits,
+                             size_t max_count) {
+  TruncateValue(value, limits.attribute_value_length);
+  for (auto& [k, v] : attributes) {
+    if (k == key) {
+      v = std::move(value);
+      return 0;
+    }
+  }
+  if (attributes.size() >= max_count) return 1;
+  attributes.emplace_back(std::move(key), std::move(value));
+  return 0;
+}
+
+uint32_t LimitAttributes(Attributes& attributes, const SpanLimits& limits,
+                         size_t max_count) {
+  // The common case: few attributes, no duplicate keys, no long strings.
+  if (attributes.size() <= max_count &&
+      limits.attribute_value_length == SpanLimits::kUnlimited) {
+    bool duplicate = false;
+    for (size_t i = 0; i < attributes.size() && !duplicate; ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (attributes[i].first == attributes[j].first) {
+          duplicate = true;
+          break;
+        }
+      }
+    }
+    if (!duplicate) return 0;
+  }
+  Attributes in = std::move(attributes);
+  attributes.clear();
+  uint32_t dropped = 0;
+  for (auto& [k, v] : in) {
+    dropped += SetLimitedAttribute(attributes, std::move(k), std::move(v),
+                                   limits, max_count);
+  }
+  return dropped;
+}
+
+void SetLinks(SpanRecordCommon& record, std::vector<SpanLink> links,
+              const SpanLimits& limits) {
+  if (links.size() > limits.link_count) {
+    record.dropped_links_count +=
+        static_cast<uint32_t>(links.size() - limits.link_count);
+    links.resize(limits.link_count);
+  }
+  for (SpanLink& link : links) {
+    link.dropped_attributes_count +=
+        LimitAttributes(link.attributes, limits, limits.attributes_per_link);
+  }
+  record.links = std::move(links);
+}
+
+void AddLimitedEvent(SpanRecordCommon& record, absl::string_view name,
+                     absl::Time time, Attributes attributes,
+                     const SpanLimits& limits) {
+  if (record.events.size() >= limits.event_count) {
+    ++record.dropped_events_count;
+    return;
+  }
+  SpanEvent event;
+  event.name = std::string(name);
+  event.time = time;
+  event.dropped_attributes_count =
+      LimitAttributes(attributes, limits, limits.attributes_per_event);
+  event.attributes = std::move(attributes);
+  record.events.push_back(std::move(event));
+}
+
+void SetStatusOf(SpanRecordCommon& record, StatusCode code,
+                 absl::string_view message) {
+  if (code == StatusCode::kUnset || record.status.code == StatusCode::kOk) {
+    return;
+  }
+  record.status.code = code;
+  if (code == StatusCode::kError) {
+    record.status.message = std::string(message);
+  } else {
+    record.status.message.clear();
+  }
+}
 
 }  // namespace internal
 
@@ -42,25 +156,31 @@ using internal::CurrentKey;
 using internal::CurrentScope;
 using internal::MonotonicNs;
 using internal::SpanState;
-using internal::ThisThreadId;
 using internal::TraceRecord;
 using internal::TraceState;
 
 namespace {
 
-absl::Status NotOnLoopThread(ContextHandle ctx, absl::string_view what) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      what, " on ", ctx.DebugString(),
-      " must be called on that context's loop thread (or the context/loop "
-      "is gone)"));
+// `ctx`'s name, on its loop (`core`).
+ExecutionSite StartSite(internal::LoopCore& core, ContextHandle ctx,
+                        absl::Time time) {
+  absl::StatusOr<std::string> name = core.ContextName(ctx);
+  return ExecutionSite{ctx, internal::ThisThreadId(), time,
+                       name.ok() ? *std::move(name) : std::string()};
+}
+
+void Count(std::atomic<uint64_t>& counter) {
+  counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+uint8_t Unsampled(uint8_t flags) {
+  return static_cast<uint8_t>(flags & ~kTraceFlagSampled);
 }
 
 }  // namespace
 
 Tracer::Tracer(Options options)
-    : core_(std::make_shared<internal::TracerCore>(
-          std::move(options.processors), std::move(options.on_error),
-          options.enabled)) {}
+    : core_(std::make_shared<internal::TracerCore>(std::move(options))) {}
 
 Tracer::~Tracer() { (void)Shutdown(); }
 
@@ -68,108 +188,286 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
                                               absl::string_view workflow_name,
                                               TraceOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
-  if (!core_->enabled.load(std::memory_order_relaxed))
-    return TraceScope::NoOp();
-  if (!IsOnLoopThread(ctx)) return NotOnLoopThread(ctx, "StartTrace");
+  internal::TracerCore& core = *core_;
+  if (!core.enabled.load(std::memory_order_relaxed)) {
+    return TraceScope::NonRecording();
+  }
+  internal::LoopCore* loop = internal::FindOwnedCore(ctx);
+  if (loop == nullptr) {
+    Count(core.counters.traces_off_loop_thread);
+    return TraceScope::NonRecording();
+  }
+  if (!options.make_current && !loop->CheckLive(ctx).ok()) {
+    Count(core.counters.traces_on_stale_context);
+    return TraceScope::NonRecording();
+  }
+  // Ids, and the remote parent this trace continues, if any.
+  const SpanContext& remote = options.remote_parent;
+  const bool continues = remote.valid();
+  SpanContext context;
+  context.trace_id = continues                  ? remote.trace_id
+                     : options.trace_id.valid() ? options.trace_id
+                                                : NewTraceId();
+  context.span_id = NewSpanId();  // The root span: random per trace.
+  if (continues) context.trace_state = remote.trace_state;
+
+  SamplingParameters params;
+  params.trace_id = context.trace_id;
+  params.name = workflow_name;
+  params.kind = options.kind;
+  params.attributes = &options.attributes;
+  if (continues) {
+    params.parent_span_id = remote.span_id;
+    params.parent_remote = true;
+    params.parent_trace_flags = remote.trace_flags;
+  }
+  const uint8_t inherited = continues ? remote.trace_flags : 0;
+  if (core.sampler->ShouldSample(params) == SamplingDecision::kDrop) {
+    Count(core.counters.unsampled_traces);
+    context.trace_flags = Unsampled(inherited);
+    ScopeCurrent current;
+    if (options.make_current) {
+      absl::StatusOr<Token> token = CurrentKey().Set(
+          ctx, CurrentScope{nullptr, SpanId(), context.trace_id,
+                            context.span_id, context.trace_flags,
+                            context.trace_state.empty()
+                                ? nullptr
+                                : std::make_shared<const std::string>(
+                                      context.trace_state)});
+      if (!token.ok()) {
+        Count(core.counters.traces_on_stale_context);
+        return TraceScope::NonRecording();
+      }
+      current = *token;
+    }
+    return TraceScope::NonRecording(std::move(context), std::move(current));
+  }
+  context.trace_flags = static_cast<uint8_t>(inherited | kTraceFlagSampled);
+
   auto record = std::make_shared<TraceRecord>();
   record->tracer = core_;
+  record->origin = ctx;
   record->start_mono_ns = MonotonicNs();
   TraceData& d = record->data;
-  d.trace_id = options.trace_id.valid() ? options.trace_id : NewTraceId();
-  d.root_span_id = RootSpanIdFor(d.trace_id);
+  d.trace_id = context.trace_id;
+  d.root_span_id = context.span_id;
+  if (continues) d.remote_parent_span_id = remote.span_id;
+  d.trace_flags = context.trace_flags;
+  d.trace_state = context.trace_state;
+  d.kind = options.kind;
+  d.scope = core.scope;
+  d.dropped_attributes_count = internal::LimitAttributes(
+      options.attributes, core.limits, core.limits.attribute_count);
+  d.attributes = std::move(options.attributes);
+  if (!options.links.empty()) {
+    internal::SetLinks(d, std::move(options.links), core.limits);
+  }
   d.workflow_name = std::string(workflow_name);
   d.group_id = std::move(options.group_id);
   d.metadata = std::move(options.metadata);
-  d.start_time = core_->WallTime(record->start_mono_ns);
+  d.start_time = core.WallTime(record->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
-  d.started = ExecutionSite{ctx, ThisThreadId(), d.start_time};
+  d.started = StartSite(*loop, ctx, d.start_time);
   std::unique_ptr<TraceState> state(new TraceState);
   state->origin = ctx;
   if (options.make_current) {
-    absl::StatusOr<Token> token =
-        CurrentKey().Set(ctx, CurrentScope{record, SpanId()});
-    if (!token.ok()) return token.status();  // Context destroyed.
+    absl::StatusOr<Token> token = CurrentKey().Set(
+        ctx, CurrentScope{record, SpanId(), context.trace_id, context.span_id,
+                          context.trace_flags});
+    if (!token.ok()) {  // Context destroyed.
+      Count(core.counters.traces_on_stale_context);
+      return TraceScope::NonRecording();
+    }
     state->token = *token;
   }
-  core_->processors.OnTraceStart(d);
+  core.processors.OnTraceStart(d);
   state->record = std::move(record);
-  return TraceScope(std::move(state));
+  return TraceScope(std::move(state), std::move(context));
 }
 
 absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
                                             absl::string_view name,
                                             SpanOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
-  if (!core_->enabled.load(std::memory_order_relaxed)) return SpanScope::NoOp();
+  internal::TracerCore& core = *core_;
+  if (!core.enabled.load(std::memory_order_relaxed)) {
+    return SpanScope::NonRecording();
+  }
+  internal::LoopCore* loop = internal::FindOwnedCore(ctx);
+  if (loop == nullptr) {
+    Count(core.counters.spans_off_loop_thread);
+    return SpanScope::NonRecording();
+  }
+  // The parent: explicit, else the context's current span or trace.
   std::shared_ptr<TraceRecord> trace;
   SpanId parent_span;
+  TraceId trace_id;
+  SpanId root_span_id;
+  uint8_t trace_flags = 0;
+  std::shared_ptr<const std::string> unsampled_state;  // Null if empty.
   if (options.parent.valid()) {
-    if (!IsOnLoopThread(ctx)) return NotOnLoopThread(ctx, "StartSpan");
+    if (!options.make_current && !loop->CheckLive(ctx).ok()) {
+      Count(core.counters.spans_on_stale_context);
+      return SpanScope::NonRecording();
+    }
     trace = std::move(options.parent.trace_);
     parent_span = options.parent.span_;
+    trace_id = options.parent.trace_id_;
+    root_span_id = options.parent.root_span_id_;
+    trace_flags = options.parent.trace_flags_;
+    unsampled_state = std::move(options.parent.trace_state_);
   } else {
     absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-    if (!current.ok()) return current.status();  // Wrong thread or stale.
+    if (!current.ok()) {
+      Count(core.counters.spans_on_stale_context);
+      return SpanScope::NonRecording();
+    }
     trace = std::move(current->trace);
     parent_span = current->span;
+    trace_id = current->trace_id;
+    root_span_id = current->root_span_id;
+    trace_flags = current->trace_flags;
+    unsampled_state = std::move(current->unsampled_trace_state);
   }
-  if (trace == nullptr) {
-    core_->counters.noop_spans.fetch_add(1, std::memory_order_relaxed);
-    return SpanScope::NoOp();
+  if (!trace_id.valid()) {
+    Count(core.counters.noop_spans);
+    return SpanScope::NonRecording();
   }
-  if (!trace->AddSpan()) {
-    core_->counters.rejected_spans.fetch_add(1, std::memory_order_relaxed);
-    return absl::FailedPreconditionError(
-        absl::StrCat("StartSpan '", name, "': trace ",
-                     trace->data.trace_id.ToHex(), " has already finished"));
+
+  SpanContext context;
+  context.trace_id = trace_id;
+  context.span_id = NewSpanId();
+  bool record = trace != nullptr;
+  if (record) {
+    if (!trace->AddSpan()) {
+      Count(core.counters.rejected_spans);
+      return SpanScope::NonRecording();
+    }
+    // Copies cost on the hot path even when empty: only if set.
+    if (!trace->data.trace_state.empty()) {
+      context.trace_state = trace->data.trace_state;
+    }
+    SamplingParameters params;
+    params.trace_id = trace_id;
+    params.name = name;
+    params.kind = options.kind;
+    params.attributes = &options.attributes;
+    params.parent_span_id = parent_span.valid() ? parent_span : root_span_id;
+    params.parent_trace_flags = trace_flags;
+    // The default sampler keeps every span of a recorded (so sampled)
+    // trace: skip the call.
+    if (!core.default_sampler &&
+        core.sampler->ShouldSample(params) == SamplingDecision::kDrop) {
+      record = false;
+      if (trace->RemoveSpan()) internal::EndTraceAfterLastSpan(trace);
+      trace.reset();
+    }
   }
+  if (!record) {  // Unsampled: ids (and trace state) only.
+    Count(core.counters.unsampled_spans);
+    context.trace_flags = Unsampled(trace_flags);
+    if (unsampled_state != nullptr) {
+      context.trace_state = *unsampled_state;
+    } else if (!context.trace_state.empty()) {  // Dropped under a record.
+      unsampled_state =
+          std::make_shared<const std::string>(context.trace_state);
+    }
+    ScopeCurrent current;
+    if (options.make_current) {
+      absl::StatusOr<Token> token = CurrentKey().Set(
+          ctx, CurrentScope{nullptr, context.span_id, trace_id, root_span_id,
+                            context.trace_flags, std::move(unsampled_state)});
+      if (!token.ok()) {
+        Count(core.counters.spans_on_stale_context);
+        return SpanScope::NonRecording();
+      }
+      current = *token;
+    }
+    return SpanScope::NonRecording(std::move(context), std::move(current),
+                                   root_span_id);
+  }
+  context.trace_flags = trace_flags;
+
   // Default-initialized (every member has an initializer): no memset of the
   // whole record.
   std::unique_ptr<SpanState> state(new SpanState);
   state->origin = ctx;
   state->start_mono_ns = MonotonicNs();
   SpanData& d = state->data;
-  d.trace_id = trace->data.trace_id;
-  d.span_id = NewSpanId();
+  d.trace_id = trace_id;
+  d.span_id = context.span_id;
   d.parent_span_id = parent_span;
+  d.root_span_id = root_span_id;
+  d.trace_flags = trace_flags;
+  if (!context.trace_state.empty()) d.trace_state = context.trace_state;
+  d.kind = options.kind;
+  if (!core.scope.name.empty() || !core.scope.version.empty()) {
+    d.scope = core.scope;
+  }
   d.name = std::string(name);
+  d.dropped_attributes_count = internal::LimitAttributes(
+      options.attributes, core.limits, core.limits.attribute_count);
   d.attributes = std::move(options.attributes);
-  d.start_time = trace->tracer->WallTime(state->start_mono_ns);
+  if (!options.links.empty()) {
+    internal::SetLinks(d, std::move(options.links), core.limits);
+  }
+  d.start_time = core.WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
-  d.started = ExecutionSite{ctx, ThisThreadId(), d.start_time};
+  d.started = StartSite(*loop, ctx, d.start_time);
   if (options.make_current) {
-    absl::StatusOr<Token> token =
-        CurrentKey().Set(ctx, CurrentScope{trace, d.span_id});
+    absl::StatusOr<Token> token = CurrentKey().Set(
+        ctx,
+        CurrentScope{trace, d.span_id, trace_id, root_span_id, trace_flags});
     if (!token.ok()) {  // The context is being destroyed.
       // This span never reached a processor; if the trace finished on
-      // another thread meanwhile, its end was waiting for us.
-      if (trace->RemoveSpan()) internal::DeliverTraceEnd(*trace);
-      return token.status();
+      // another thread meanwhile, its end was waiting for us [F5].
+      if (trace->RemoveSpan()) internal::EndTraceAfterLastSpan(trace);
+      Count(core.counters.spans_on_stale_context);
+      return SpanScope::NonRecording();
     }
     state->token = *token;
   }
-  trace->tracer->processors.OnSpanStart(d);
+  core.processors.OnSpanStart(d);
   state->trace = std::move(trace);
-  return SpanScope(std::move(state));
+  return SpanScope(std::move(state), std::move(context));
 }
 
 absl::StatusOr<SpanParent> Tracer::CurrentParent(ContextHandle ctx) const {
   absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
   if (!current.ok()) return current.status();
-  if (current->trace == nullptr) return SpanParent();
-  return SpanParent(std::move(current->trace), current->span);
+  if (!current->trace_id.valid()) return SpanParent();
+  return SpanParent(std::move(current->trace), current->span, current->trace_id,
+                    current->root_span_id, current->trace_flags,
+                    std::move(current->unsampled_trace_state));
 }
 
 absl::StatusOr<TraceId> Tracer::CurrentTraceId(ContextHandle ctx) const {
   absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
   if (!current.ok()) return current.status();
-  return current->trace == nullptr ? TraceId() : current->trace->data.trace_id;
+  return current->trace_id;
 }
 
 absl::StatusOr<SpanId> Tracer::CurrentSpanId(ContextHandle ctx) const {
   absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
   if (!current.ok()) return current.status();
   return current->span;
+}
+
+absl::StatusOr<SpanContext> Tracer::CurrentSpanContext(
+    ContextHandle ctx) const {
+  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
+  if (!current.ok()) return current.status();
+  SpanContext c;
+  if (!current->trace_id.valid()) return c;
+  c.trace_id = current->trace_id;
+  c.span_id = current->span.valid() ? current->span : current->root_span_id;
+  c.trace_flags = current->trace_flags;
+  if (current->trace != nullptr) {
+    c.trace_state = current->trace->data.trace_state;
+  } else if (current->unsampled_trace_state != nullptr) {
+    c.trace_state = *current->unsampled_trace_state;
+  }
+  return c;
 }
 
 void Tracer::SetEnabled(bool enabled) {
@@ -190,12 +488,22 @@ absl::Status Tracer::Shutdown(absl::Duration timeout) {
 
 TracerStats Tracer::stats() const {
   const internal::TracerCounters& c = core_->counters;
+  auto get = [](const std::atomic<uint64_t>& a) {
+    return a.load(std::memory_order_relaxed);
+  };
   TracerStats s;
-  s.noop_spans = c.noop_spans.load(std::memory_order_relaxed);
-  s.rejected_spans = c.rejected_spans.load(std::memory_order_relaxed);
-  s.finishes_posted = c.finishes_posted.load(std::memory_order_relaxed);
-  s.finishes_on_root = c.finishes_on_root.load(std::memory_order_relaxed);
-  s.finishes_off_origin = c.finishes_off_origin.load(std::memory_order_relaxed);
+  s.noop_spans = get(c.noop_spans);
+  s.rejected_spans = get(c.rejected_spans);
+  s.spans_off_loop_thread = get(c.spans_off_loop_thread);
+  s.spans_on_stale_context = get(c.spans_on_stale_context);
+  s.traces_off_loop_thread = get(c.traces_off_loop_thread);
+  s.traces_on_stale_context = get(c.traces_on_stale_context);
+  s.unsampled_traces = get(c.unsampled_traces);
+  s.unsampled_spans = get(c.unsampled_spans);
+  s.finishes_posted = get(c.finishes_posted);
+  s.finishes_on_root = get(c.finishes_on_root);
+  s.finishes_off_origin = get(c.finishes_off_origin);
+  s.trace_ends_posted = get(c.trace_ends_posted);
   return s;
 }
 

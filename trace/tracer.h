@@ -27,23 +27,53 @@
 // `make_current = false`; `StartSpan` makes the new span current likewise.
 // A span's parent is, in order: `SpanOptions::parent` if valid; else the
 // context's current span; else its current trace (the span is then a
-// top-level span of it); with no trace at all the span is a no-op, counted
-// in `stats().noop_spans`. A span whose parent trace has already finished is
-// refused with `kFailedPrecondition` (its end could not precede the trace's).
-// Finishes restore "current" on the origin context in any order without ever
-// making a finished scope current again (see context_key.h).
+// top-level span of it). Finishes restore "current" on the origin context in
+// any order without ever making a finished scope current again (see
+// context_key.h).
 //
-// Cost: starting a span allocates its record and calls the processors;
-// making it current is one context-key Set (one small allocation); finishing
-// on its own context is one Reset plus the processors. A disabled tracer's
-// scopes are no-ops: no allocation, no processor call. `benchmarks/`
-// compares these with OpenTelemetry C++'s published figures.
+// Never aborting a user
+// ---------------------
+// `StartTrace`/`StartSpan` fail only for a null context handle
+// (`kInvalidArgument`). Where a span cannot be recorded they return an OK,
+// non-recording scope (no allocation, no processor call; its setters and
+// `Finish` succeed and do nothing) and count why in `stats()`: no trace to
+// belong to (`noop_spans`), parent trace already finished (`rejected_spans`:
+// its end could not follow the trace's), called off the context's loop
+// thread (`spans_off_loop_thread`), stale or closing context
+// (`spans_on_stale_context`). `StartTrace` likewise (`traces_off_loop_thread`,
+// `traces_on_stale_context`). So `*tracer.StartSpan(ctx, ...)` is safe.
 //
-// Thread-safety: `StartTrace`/`StartSpan` run on `ctx`'s loop thread
-// (`kFailedPrecondition` elsewhere). Everything else is thread-safe. Scopes
-// and finishes keep the tracer's processors alive, so a scope may outlive
-// the `Tracer` object; after `Shutdown`, processors count late events as
-// dropped.
+// Sampling and remote parents
+// ---------------------------
+// `Options::sampler` (default ParentBased(AlwaysOn), see sampler.h) decides
+// at each start. An unsampled trace or span is non-recording but has ids and
+// is made current as usual, so spans under it (also unsampled) and
+// `span_context()` propagate it (trace id, trace state) with the sampled flag
+// clear.
+// `TraceOptions::remote_parent` (a valid `SpanContext`, e.g. extracted from
+// an incoming `traceparent` by propagation.h) makes the new trace continue
+// it: same trace id, `TraceData::remote_parent_span_id`, trace flags and
+// trace state inherited. An invalid one is ignored: a new trace starts.
+//
+// Limits (OpenTelemetry's): `Options::limits` caps attributes, events and
+// links per span/trace and attributes per event/link, and truncates string
+// attribute values (at a UTF-8 boundary); what is dropped is counted in the
+// record's `dropped_*_count` fields. Setting an existing attribute key
+// replaces its value.
+//
+// Cost: starting a span allocates its record and calls the processors (plus
+// one virtual sampler call and copies of the tracer's scope name/version and
+// the trace state, usually short or empty); making it current is one
+// context-key Set (one small allocation); finishing on its own loop thread is
+// one Reset plus the processors. A disabled tracer's scopes, and
+// non-recording ones, are no-ops: no allocation, no processor call.
+// `benchmarks/` compares these with OpenTelemetry C++'s published figures.
+//
+// Thread-safety: `StartTrace`/`StartSpan` record only on `ctx`'s loop thread
+// (elsewhere: a counted non-recording scope). Everything else is
+// thread-safe. Scopes and finishes keep the tracer's processors alive, so a
+// scope may outlive the `Tracer` object; after `Shutdown`, processors count
+// late events as dropped.
 
 #ifndef CTXLOOP_TRACE_TRACER_H_
 #define CTXLOOP_TRACE_TRACER_H_
@@ -62,7 +92,10 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/trace/multi_processor.h"
 #include "ctxloop/trace/processor.h"
+#include "ctxloop/trace/sampler.h"
 #include "ctxloop/trace/scope.h"
+#include "ctxloop/trace/span_context.h"
+#include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
 
@@ -73,24 +106,54 @@ struct TracerCore;
 struct TraceOptions {
   std::string group_id;
   std::map<std::string, std::string> metadata;
-  TraceId trace_id;  // Invalid: generate one.
+  TraceId trace_id;  // Invalid: generate one. Ignored with a remote parent.
   bool make_current = true;
+  // OpenTelemetry attributes, kind and links of the trace's root span.
+  Attributes attributes;
+  SpanKind kind = SpanKind::kInternal;
+  std::vector<SpanLink> links;
+  // Continue this remote trace if valid (see the file comment).
+  SpanContext remote_parent;
 };
 
 struct SpanOptions {
   SpanParent parent;  // Invalid: use the context's current span/trace.
   Attributes attributes;
   bool make_current = true;
+  SpanKind kind = SpanKind::kInternal;
+  std::vector<SpanLink> links;
+};
+
+// OpenTelemetry's span limits; what exceeds them is dropped and counted.
+struct SpanLimits {
+  static constexpr size_t kUnlimited = static_cast<size_t>(-1);
+  size_t attribute_count = 128;
+  size_t attribute_value_length = kUnlimited;  // Bytes of a string value.
+  size_t event_count = 128;
+  size_t link_count = 128;
+  size_t attributes_per_event = 128;
+  size_t attributes_per_link = 128;
 };
 
 // Rare events only: a finish on its own context (the common case) is not
 // counted, so the hot path touches no shared counter.
 struct TracerStats {
-  uint64_t noop_spans = 0;           // Started with no trace to belong to.
-  uint64_t rejected_spans = 0;       // Parent trace already finished.
+  // Non-recording scopes, by reason (see "Never aborting a user").
+  uint64_t noop_spans = 0;              // Started with no trace to belong to.
+  uint64_t rejected_spans = 0;          // Parent trace already finished.
+  uint64_t spans_off_loop_thread = 0;   // Not on ctx's loop thread.
+  uint64_t spans_on_stale_context = 0;  // ctx destroyed or closing.
+  uint64_t traces_off_loop_thread = 0;
+  uint64_t traces_on_stale_context = 0;
+  // Not recorded by the sampler's decision (their ids still propagate).
+  uint64_t unsampled_traces = 0;
+  uint64_t unsampled_spans = 0;      // Includes every span of unsampled traces.
   uint64_t finishes_posted = 0;      // Posted to the origin context.
   uint64_t finishes_on_root = 0;     // [F1] origin context was gone.
   uint64_t finishes_off_origin = 0;  // [F2]/[F3] origin loop was gone.
+  // [F5] A trace's end posted to where its finish ran, because its last open
+  // span ended elsewhere.
+  uint64_t trace_ends_posted = 0;
 };
 
 class Tracer {
@@ -102,6 +165,11 @@ class Tracer {
     bool enabled = true;
     // Receives processor failures (exceptions). Default: stderr.
     MultiProcessor::ErrorCallback on_error;
+    // Copied into every record (`SpanRecordCommon::scope`).
+    InstrumentationScope scope;
+    SpanLimits limits;
+    // Null: ParentBasedSampler(AlwaysOnSampler()).
+    std::shared_ptr<const Sampler> sampler;
   };
 
   explicit Tracer(Options options);
@@ -110,21 +178,29 @@ class Tracer {
   // Runs `Shutdown()` if it has not run.
   ~Tracer();
 
-  // Starts a trace on `ctx` (its loop thread) and calls `OnTraceStart`.
+  // Starts a trace on `ctx` (its loop thread) and calls `OnTraceStart` if
+  // sampled. Fails only for a null `ctx` (`kInvalidArgument`); otherwise
+  // returns a scope, non-recording where it cannot record (counted).
   absl::StatusOr<TraceScope> StartTrace(ContextHandle ctx,
                                         absl::string_view workflow_name,
                                         TraceOptions options = {});
 
-  // Starts a span on `ctx` (its loop thread) and calls `OnSpanStart`.
+  // Starts a span on `ctx` (its loop thread) and calls `OnSpanStart` if
+  // recorded. Fails only for a null `ctx` (`kInvalidArgument`); otherwise
+  // returns a scope, non-recording where it cannot record (counted).
   absl::StatusOr<SpanScope> StartSpan(ContextHandle ctx, absl::string_view name,
                                       SpanOptions options = {});
 
   // The context's current span (or trace) as an explicit parent; invalid if
   // none. Loop thread of `ctx`.
+  // (Its `span_context()`, e.g. to inject into an outgoing request:
+  // `CurrentSpanContext`.)
   absl::StatusOr<SpanParent> CurrentParent(ContextHandle ctx) const;
   // Ids of the current trace/span on `ctx` (invalid if none). Loop thread.
   absl::StatusOr<TraceId> CurrentTraceId(ContextHandle ctx) const;
   absl::StatusOr<SpanId> CurrentSpanId(ContextHandle ctx) const;
+  // The current span's (else trace's root span's) context; invalid if none.
+  absl::StatusOr<SpanContext> CurrentSpanContext(ContextHandle ctx) const;
 
   // Turns recording on or off for scopes started from now on. Thread-safe.
   void SetEnabled(bool enabled);

@@ -7,9 +7,11 @@
 
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/testing/recording_processor.h"
@@ -50,7 +52,12 @@ TEST_F(TracerTest, TraceDataIsFilledIn) {
   const TraceData& t = ends[0].trace();
   EXPECT_EQ(t.trace_id.ToHex().size(), 32u);
   EXPECT_TRUE(t.trace_id.valid());
-  EXPECT_EQ(t.root_span_id, RootSpanIdFor(t.trace_id));
+  EXPECT_TRUE(t.root_span_id.valid());
+  EXPECT_EQ(t.root_span_id, run.span_context().span_id);
+  EXPECT_FALSE(t.remote_parent_span_id.valid());
+  EXPECT_EQ(t.trace_flags, kTraceFlagSampled);
+  EXPECT_EQ(t.started.context_name, "A");
+  EXPECT_EQ(t.finish_ran.context_name, "A");
   EXPECT_EQ(t.workflow_name, "agent run");
   EXPECT_EQ(t.group_id, "thread-42");
   EXPECT_EQ(t.metadata.at("user"), "u1");
@@ -122,14 +129,20 @@ TEST_F(TracerTest, NoTraceMeansCountedNoOpSpan) {
   EXPECT_FALSE(Current().valid());
 }
 
-TEST_F(TracerTest, SpanUnderFinishedTraceIsRefused) {
+// Issue 9: StartSpan never aborts a user; it counts why it cannot record.
+TEST_F(TracerTest, SpanUnderFinishedTraceIsNonRecordingAndCounted) {
   TraceScope run = *tracer_.StartTrace(ctx_, "run");
   SpanParent parent = run.AsParent();
   ASSERT_TRUE(run.Finish(ctx_).ok());
   SpanOptions o;
   o.parent = parent;
   absl::StatusOr<SpanScope> late = tracer_.StartSpan(ctx_, "late", o);
-  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_FALSE(late->recording());
+  EXPECT_TRUE(late->SetAttribute("k", true).ok());
+  EXPECT_TRUE(late->AddEvent("e").ok());
+  EXPECT_TRUE(late->Finish(ctx_).ok());
+  EXPECT_EQ(late->Finish(ctx_).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(tracer_.stats().rejected_spans, 1u);
   EXPECT_EQ(rec_->count(Kind::kSpanStart), 0u);
 }
@@ -225,7 +238,14 @@ TEST_F(TracerTest, ConcurrentSpanEndsOfOneTrace) {
                   for (SpanScope& s : spans[i]) EXPECT_TRUE(s.Finish(c).ok());
                 }).ok());
   }
-  ASSERT_TRUE(rec_->WaitFor(Kind::kTraceEnd, 1));
+  // Both loops have run those tasks (FIFO); the trace's end was posted to
+  // its origin, this thread's loop [F5].
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(loops[i].Invoke([](Loop&) {}).ok());
+  EXPECT_EQ(rec_->count(Kind::kTraceEnd), 0u);
+  ASSERT_TRUE(loop_.RunUntilIdle().ok());
+  ASSERT_EQ(rec_->count(Kind::kTraceEnd), 1u);
+  EXPECT_EQ(rec_->events(Kind::kTraceEnd)[0].tid,
+            RecordingProcessor::ThisTid());
   const auto events = rec_->events();
   EXPECT_EQ(events.back().kind, Kind::kTraceEnd);
   EXPECT_EQ(events.back().trace().trace_id, id);
@@ -246,17 +266,47 @@ TEST_F(TracerTest, DisabledTracerScopesAreNoOps) {
   EXPECT_FALSE(CurrentTrace().valid());
 }
 
-TEST_F(TracerTest, StartOffLoopThreadIsAnError) {
-  absl::Status trace_status, span_status;
+TEST_F(TracerTest, StartOffLoopThreadIsNonRecordingAndCounted) {
+  TraceScope run = *tracer_.StartTrace(ctx_, "run");
   std::thread other([&] {
-    trace_status = tracer_.StartTrace(ctx_, "run").status();
-    span_status = tracer_.StartSpan(ctx_, "s").status();
+    absl::StatusOr<TraceScope> t = tracer_.StartTrace(ctx_, "run");
+    absl::StatusOr<SpanScope> s = tracer_.StartSpan(ctx_, "s");
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_FALSE(t->recording());
+    EXPECT_FALSE(s->recording());
+    EXPECT_TRUE(s->Finish().ok());
+    EXPECT_TRUE(t->Finish().ok());
   });
   other.join();
-  EXPECT_EQ(trace_status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(span_status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(tracer_.stats().traces_off_loop_thread, 1u);
+  EXPECT_EQ(tracer_.stats().spans_off_loop_thread, 1u);
+  EXPECT_EQ(rec_->count(Kind::kSpanStart), 0u);
+  EXPECT_EQ(rec_->count(Kind::kTraceStart), 1u);
+  // A null handle is still an error.
   EXPECT_EQ(tracer_.StartTrace(ContextHandle(), "x").status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tracer_.StartSpan(ContextHandle(), "x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(run.Finish(ctx_).ok());
+}
+
+TEST_F(TracerTest, StartOnStaleContextIsNonRecordingAndCounted) {
+  const ContextHandle gone = *loop_.NewContext("gone");
+  TraceScope run = *tracer_.StartTrace(gone, "run");
+  SpanParent parent = run.AsParent();
+  ASSERT_TRUE(run.Finish(gone).ok());
+  ASSERT_TRUE(loop_.DestroyContext(gone).ok());
+  ASSERT_TRUE(loop_.RunUntilIdle().ok());  // The destroy marker ran.
+  absl::StatusOr<TraceScope> t = tracer_.StartTrace(gone, "late");
+  absl::StatusOr<SpanScope> s = tracer_.StartSpan(gone, "late");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(t->recording());
+  EXPECT_FALSE(s->recording());
+  EXPECT_EQ(tracer_.stats().traces_on_stale_context, 1u);
+  EXPECT_EQ(tracer_.stats().spans_on_stale_context, 1u);
+  EXPECT_EQ(rec_->count(Kind::kTraceStart), 1u);
 }
 
 TEST_F(TracerTest, ChildContextInheritsCurrentSpan) {
@@ -289,6 +339,34 @@ TEST_F(TracerTest, AttributesAndErrorsReachProcessors) {
   EXPECT_EQ(std::get<double>(d.attributes[2].second), 0.5);
   ASSERT_TRUE(d.error.has_value());
   EXPECT_EQ(d.error->message, "rate limited");
+}
+
+// Ids and span contexts print (gtest uses operator<<; AbslStringify is what
+// newer Abseil's StrCat/StrFormat use).
+struct StringSink {
+  std::string out;
+  void Append(absl::string_view s) { out.append(s.data(), s.size()); }
+};
+
+TEST(IdsPrintTest, OperatorAndAbslStringify) {
+  const TraceId t{0x0123456789abcdefULL, 0x1ULL};
+  const SpanId s{0xabcULL};
+  std::ostringstream os;
+  os << t << " " << s;
+  EXPECT_EQ(os.str(), "0123456789abcdef0000000000000001 0000000000000abc");
+  EXPECT_EQ(::testing::PrintToString(s), "0000000000000abc");
+  StringSink sink;
+  AbslStringify(sink, t);
+  AbslStringify(sink, s);
+  EXPECT_EQ(sink.out, "0123456789abcdef00000000000000010000000000000abc");
+  SpanContext c{t, s, kTraceFlagSampled, "k=v", true};
+  EXPECT_EQ(::testing::PrintToString(c),
+            "00-0123456789abcdef0000000000000001-0000000000000abc-01 "
+            "tracestate=k=v remote");
+  StringSink csink;
+  AbslStringify(csink, SpanContext{t, s, 0, "", false});
+  EXPECT_EQ(csink.out,
+            "00-0123456789abcdef0000000000000001-0000000000000abc-00");
 }
 
 }  // namespace

@@ -90,6 +90,18 @@ class StreamServerE2ETest : public ::testing::Test {
 
   int port() const { return server_->port(); }
 
+  // Waits (10 s at most) until `n` traces were exported. A trace finished
+  // while an agent span is still open ends when that span ends, delivered
+  // on loop 1 (trace case [F5]): possibly just after the run went idle.
+  bool WaitForTraces(size_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (exporter_->traces().size() < n) {
+      if (absl::Now() > deadline) return false;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return true;
+  }
+
   // Traces exported so far, by trace id (hex); fails on a duplicate.
   std::map<std::string, TraceData> TracesById() {
     std::map<std::string, TraceData> by_id;
@@ -225,6 +237,7 @@ TEST_F(StreamServerE2ETest, ClientDisconnectCancelsStreamAndStopsProducer) {
   EXPECT_GE(run.events_written, 3);
   EXPECT_LT(run.events_written, kEvents);
 
+  ASSERT_TRUE(WaitForTraces(1));
   const std::map<std::string, TraceData> traces = TracesById();
   ASSERT_EQ(traces.size(), 1u);
   ASSERT_EQ(traces.count(trace_id), 1u);

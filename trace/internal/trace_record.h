@@ -17,8 +17,11 @@
 // `state` (one compare-and-swap to start, one decrement to end).
 //
 // Thread-safety: `TracerCore` is immutable after construction but for its
-// atomics. `TraceRecord::data` is written by the trace's start and finish
-// and read by whoever delivers the end, ordered by `state`.
+// atomics. `TraceRecord::data` is written by the trace's start, its scope's
+// setters and its finish, and read by whoever delivers the end, ordered by
+// `state`; span starts on any thread read only its ids, flags and trace
+// state, which are fixed at the trace's start. No lock: ownership and
+// `state` order every access.
 
 #ifndef CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_
 #define CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_
@@ -27,18 +30,22 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/trace/ids.h"
 #include "ctxloop/trace/internal/clock.h"
 #include "ctxloop/trace/multi_processor.h"
+#include "ctxloop/trace/sampler.h"
 #include "ctxloop/trace/span_data.h"
+#include "ctxloop/trace/tracer.h"
 
 namespace ctxloop {
 namespace internal {
@@ -46,14 +53,20 @@ namespace internal {
 struct TracerCounters {
   std::atomic<uint64_t> noop_spans{0};
   std::atomic<uint64_t> rejected_spans{0};
+  std::atomic<uint64_t> spans_off_loop_thread{0};
+  std::atomic<uint64_t> spans_on_stale_context{0};
+  std::atomic<uint64_t> traces_off_loop_thread{0};
+  std::atomic<uint64_t> traces_on_stale_context{0};
+  std::atomic<uint64_t> unsampled_traces{0};
+  std::atomic<uint64_t> unsampled_spans{0};
   std::atomic<uint64_t> finishes_posted{0};
   std::atomic<uint64_t> finishes_on_root{0};
   std::atomic<uint64_t> finishes_off_origin{0};
+  std::atomic<uint64_t> trace_ends_posted{0};
 };
 
 struct TracerCore {
-  TracerCore(std::vector<std::shared_ptr<TraceProcessor>> list,
-             MultiProcessor::ErrorCallback on_error, bool on);
+  explicit TracerCore(Tracer::Options options);
 
   // Wall-clock time for a monotonic reading: one clock read per event. (The
   // wall clock is sampled once, at construction; durations and order come
@@ -65,6 +78,10 @@ struct TracerCore {
 
   MultiProcessor processors;
   std::atomic<bool> enabled;
+  const InstrumentationScope scope;
+  const SpanLimits limits;
+  const bool default_sampler;  // ParentBased(AlwaysOn).
+  const std::shared_ptr<const Sampler> sampler;
   const int64_t wall_anchor_unix_ns;
   const int64_t mono_anchor_ns;
   TracerCounters counters;
@@ -75,6 +92,7 @@ struct TraceRecord {
   static constexpr uint64_t kOneSpan = 2;
 
   std::shared_ptr<TracerCore> tracer;
+  ContextHandle origin;  // Where the trace started.
   TraceData data;
   int64_t start_mono_ns = 0;
   // (open spans) * 2 | finished bit.
@@ -104,10 +122,17 @@ struct TraceRecord {
 };
 
 // What a context's "current" value holds: a trace, and the current span in
-// it (invalid span id: the trace itself is current).
+// it (invalid span id: the trace itself is current). `trace` is null for an
+// unsampled trace or span, which the ids alone describe.
 struct CurrentScope {
   std::shared_ptr<TraceRecord> trace;
   SpanId span;
+  TraceId trace_id;  // Invalid: no trace.
+  SpanId root_span_id;
+  uint8_t trace_flags = 0;
+  // An unsampled trace's W3C trace state, if not empty (a recorded trace's
+  // is in its record).
+  std::shared_ptr<const std::string> unsampled_trace_state;
 };
 
 // Behind a `TraceScope`: the record plus what only the scope knows.
@@ -133,8 +158,41 @@ struct SpanState {
 // The one context-local key tracing uses.
 const ContextKey<CurrentScope>& CurrentKey();
 
-// Calls `OnTraceEnd`; for the one thread that saw the trace complete.
+// Calls `OnTraceEnd` here and now.
 void DeliverTraceEnd(TraceRecord& trace);
+
+// For the one thread that saw the last open span of a finished trace end:
+// delivers `OnTraceEnd` where the trace's finish ran ([F5] in scope.cc).
+void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace);
+
+// The name `ctx` was given at `NewContext`; empty for a null or stale handle
+// or off its loop thread.
+std::string ContextNameOf(ContextHandle ctx);
+
+// `ctx`, this thread, `time`, and `ctx`'s name.
+ExecutionSite SiteHere(ContextHandle ctx, absl::Time time);
+
+// Applying `SpanLimits`; each returns what it dropped.
+// Sets (or replaces) `key` in `attributes`; truncates string values.
+uint32_t SetLimitedAttribute(Attributes& attributes, std::string key,
+                             AttributeValue value, const SpanLimits& limits,
+                             size_t max_count);
+// Keeps the first `max_count` attributes (later duplicates replace earlier
+// ones), truncating string values.
+uint32_t LimitAttributes(Attributes& attributes, const SpanLimits& limits,
+                         size_t max_count);
+// Applies the link limits and per-link attribute limits to `links` and
+// stores them in `record`.
+void SetLinks(SpanRecordCommon& record, std::vector<SpanLink> links,
+              const SpanLimits& limits);
+// Appends an event (name, now, attributes) within the limits.
+void AddLimitedEvent(SpanRecordCommon& record, absl::string_view name,
+                     absl::Time time, Attributes attributes,
+                     const SpanLimits& limits);
+// OpenTelemetry's status rules: kUnset ignored, kOk final, message only with
+// kError.
+void SetStatusOf(SpanRecordCommon& record, StatusCode code,
+                 absl::string_view message);
 
 // The calling thread's Linux tid, cached.
 int64_t ThisThreadId();

@@ -8,7 +8,8 @@
 // order delivered, with the Linux tid of the thread it arrived on, and lets a
 // test wait for a number of events. For ctxloop's tests and for users'.
 //
-// Cost: a mutex and a copy of the record per event. Thread-safe.
+// Cost: a mutex and a copy of the record per event. Thread-safe (every
+// member is guarded by `mu_`, checked by -Wthread-safety).
 
 #ifndef CTXLOOP_TRACE_TESTING_RECORDING_PROCESSOR_H_
 #define CTXLOOP_TRACE_TESTING_RECORDING_PROCESSOR_H_
@@ -17,15 +18,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/processor.h"
 
 namespace ctxloop {
@@ -50,7 +51,7 @@ class RecordingProcessor : public TraceProcessor {
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
 
   std::vector<Event> events() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     return events_;
   }
   std::vector<Event> events(Kind kind) const {
@@ -64,29 +65,36 @@ class RecordingProcessor : public TraceProcessor {
 
   // Waits until at least `n` events of `kind` arrived; false after 10 s.
   bool WaitFor(Kind kind, size_t n) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, std::chrono::seconds(10), [&] {
-      size_t c = 0;
-      for (const Event& e : events_) c += e.kind == kind;
-      return c >= n;
-    });
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    internal::MutexLock lock(&mu_);
+    while (CountLocked(kind) < n) {
+      if (!cv_.WaitUntil(&mu_, deadline)) return CountLocked(kind) >= n;
+    }
+    return true;
   }
 
   static int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
 
  private:
+  size_t CountLocked(Kind kind) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    size_t c = 0;
+    for (const Event& e : events_) c += e.kind == kind;
+    return c;
+  }
+
   template <typename T>
   void Add(Kind kind, const T& data) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       events_.push_back(Event{kind, ThisTid(), data});
     }
-    cv_.notify_all();
+    cv_.SignalAll();
   }
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Event> events_;
+  mutable internal::Mutex mu_;
+  internal::CondVar cv_;
+  std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace testing_util

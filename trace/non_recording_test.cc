@@ -1,0 +1,138 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Non-recording scopes cost next to nothing: no allocation and no processor
+// call, whatever made them non-recording (disabled tracer, no trace, wrong
+// thread, stale context, finished parent, sampler). Counts the calling
+// thread's heap allocations with a replaced global operator new.
+
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <thread>
+
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/trace/sampler.h"
+#include "ctxloop/trace/testing/recording_processor.h"
+#include "ctxloop/trace/tracer.h"
+#include "gtest/gtest.h"
+
+namespace {
+thread_local long allocations = 0;
+}  // namespace
+
+void* operator new(std::size_t n) {
+  ++allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace ctxloop {
+namespace {
+
+using testing_util::RecordingProcessor;
+
+// Allocations made by one StartSpan + Finish.
+long SpanAllocations(Tracer& tracer, ContextHandle ctx, SpanOptions options) {
+  const long before = allocations;
+  {
+    absl::StatusOr<SpanScope> span = tracer.StartSpan(ctx, "s", options);
+    EXPECT_TRUE(span.ok());
+    EXPECT_FALSE(span->recording());
+    EXPECT_TRUE(span->SetAttribute("k", int64_t{1}).ok());
+    EXPECT_TRUE(span->Finish(ctx).ok());
+  }
+  return allocations - before;
+}
+
+class NonRecordingTest : public ::testing::Test {
+ protected:
+  Tracer::Options WithRecorder() {
+    Tracer::Options o;
+    o.processors.push_back(rec_);
+    return o;
+  }
+  void SetUp() override {
+    // The tracing key is made on first use: not part of any span's cost.
+    Tracer warm_up(Tracer::Options{});
+    (void)warm_up.CurrentTraceId(ctx_);
+  }
+  std::shared_ptr<RecordingProcessor> rec_ =
+      std::make_shared<RecordingProcessor>();
+  Loop loop_;
+  ContextHandle ctx_ = *loop_.NewContext("A");
+};
+
+TEST_F(NonRecordingTest, DisabledTracer) {
+  Tracer tracer(WithRecorder());
+  tracer.SetEnabled(false);
+  EXPECT_EQ(SpanAllocations(tracer, ctx_, {}), 0);
+  const long before = allocations;
+  {
+    TraceScope run = *tracer.StartTrace(ctx_, "run");
+    EXPECT_TRUE(run.Finish().ok());
+  }
+  EXPECT_EQ(allocations - before, 0);
+  EXPECT_TRUE(rec_->events().empty());
+}
+
+TEST_F(NonRecordingTest, NoTrace) {
+  Tracer tracer(WithRecorder());
+  EXPECT_EQ(SpanAllocations(tracer, ctx_, {}), 0);
+  EXPECT_EQ(tracer.stats().noop_spans, 1u);
+  EXPECT_TRUE(rec_->events().empty());
+}
+
+TEST_F(NonRecordingTest, WrongThread) {
+  Tracer tracer(WithRecorder());
+  long n = -1;
+  std::thread other([&] { n = SpanAllocations(tracer, ctx_, {}); });
+  other.join();
+  EXPECT_EQ(n, 0);
+  EXPECT_EQ(tracer.stats().spans_off_loop_thread, 1u);
+  EXPECT_TRUE(rec_->events().empty());
+}
+
+TEST_F(NonRecordingTest, FinishedParentAndStaleContext) {
+  Tracer tracer(WithRecorder());
+  TraceScope run = *tracer.StartTrace(ctx_, "run");
+  SpanOptions o;
+  o.parent = run.AsParent();
+  ASSERT_TRUE(run.Finish().ok());
+  const size_t events = rec_->events().size();
+  EXPECT_EQ(SpanAllocations(tracer, ctx_, o), 0);
+  EXPECT_EQ(tracer.stats().rejected_spans, 1u);
+
+  // A stale context: only the loop's error status for the handle is built
+  // (its message); no record, no processor call.
+  const ContextHandle gone = *loop_.NewContext("gone");
+  ASSERT_TRUE(loop_.DestroyContext(gone).ok());
+  ASSERT_TRUE(loop_.RunUntilIdle().ok());
+  EXPECT_LE(SpanAllocations(tracer, gone, {}), 4);
+  EXPECT_EQ(tracer.stats().spans_on_stale_context, 1u);
+  EXPECT_EQ(rec_->events().size(), events);
+}
+
+TEST_F(NonRecordingTest, UnsampledNotCurrent) {
+  Tracer::Options options = WithRecorder();
+  options.sampler = AlwaysOffSampler();
+  Tracer tracer(std::move(options));
+  const long before = allocations;
+  TraceOptions to;
+  to.make_current = false;
+  TraceScope run = *tracer.StartTrace(ctx_, "run", to);
+  EXPECT_FALSE(run.recording());
+  SpanOptions o;
+  o.parent = run.AsParent();
+  o.make_current = false;
+  EXPECT_EQ(SpanAllocations(tracer, ctx_, o), 0);
+  EXPECT_TRUE(run.Finish().ok());
+  EXPECT_EQ(allocations - before, 0);
+  EXPECT_TRUE(rec_->events().empty());
+  EXPECT_EQ(tracer.stats().unsampled_traces, 1u);
+  EXPECT_EQ(tracer.stats().unsampled_spans, 1u);
+}
+
+}  // namespace
+}  // namespace ctxloop
