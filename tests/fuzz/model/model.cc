@@ -1948,6 +1948,19 @@ ModelResult RunModel(const uint8_t* data, size_t size,
     cv.SignalAll();
   }
   watchdog.join();
+  for (const std::string& name : options.ignore) {
+    for (auto it = result.violations.begin(); it != result.violations.end();) {
+      const bool prefix = !name.empty() && name.back() == '.' &&
+                          it->first.compare(0, name.size(), name) == 0;
+      if (it->first == name || prefix) {
+        result.ignored[it->first] += it->second;
+        result.examples.erase(it->first);
+        it = result.violations.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   return result;
 }
 
