@@ -1543,7 +1543,7 @@ void Harness::OnWatchReady(WatchRec* w, ContextHandle ctx) {
   while (read(w->fds[0], buf, sizeof(buf)) > 0) {
   }
   // Give a foreign Stop() time to return if it does not wait for us.
-  for (int i = 0; i < 50; ++i) sched_yield();
+  for (int i = 0; i < 200; ++i) sched_yield();
   if (w->stop_returned.load()) {
     Violation("fd.stop_while_running",
               "a foreign FdWatch::Stop() returned while the callback was "
@@ -1866,10 +1866,10 @@ void Harness::CheckTraceEvents() {
     }
     auto want_off = expect_off.find(e.key());
     if (want_off != expect_off.end() && !e.finished_off_origin) {
-      Violation("trace.finish_ran", name + ": " + want_off->second +
-                                        ", but reported finished_off_origin "
-                                        "= false" +
-                                        where);
+      Violation("trace.dead_origin", name + ": " + want_off->second +
+                                         ", but reported finished_off_origin "
+                                         "= false" +
+                                         where);
     }
     if (!is_trace) {
       const Item& t = items[ItemKey(e.trace_id, SpanId())];

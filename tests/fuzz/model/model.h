@@ -26,6 +26,8 @@
 //   trace.thread            processor events on the origin loop thread,
 //                           except the documented fallbacks [F1]-[F3]
 //   trace.finish_ran        `finish_ran`/`finished_off_origin` tell the truth
+//   trace.dead_origin       a finish called after its origin context was
+//                           destroyed reports `finished_off_origin` ([F1])
 //   trace.order             span ends before their trace's end
 //   trace.counters          `finishes_on_root`/`finishes_off_origin` match
 //   trace.current           each context's current trace/span is back to
