@@ -2,8 +2,8 @@
 //
 // The CI-sized trace stress run (issue 7 §3): 50,000 traces with spans on 4
 // loops, finished from 2 other threads, through a BatchProcessor: nothing
-// lost, nothing duplicated, nothing dropped, resident memory flat. The full
-// run is //tests/stress:trace_stress.
+// lost, nothing duplicated, nothing dropped, resident memory flat (checked
+// only without sanitizers). The full run is //tests/stress:trace_stress.
 
 #include "ctxloop/tests/stress/trace_stress_lib.h"
 #include "gtest/gtest.h"
@@ -11,6 +11,20 @@
 namespace ctxloop {
 namespace stress {
 namespace {
+
+// Sanitizer runtimes keep freed memory (ASan's quarantine) and shadow
+// memory grows with use: resident memory says nothing there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
 
 TEST(TraceStressTest, FiftyThousandTracesNothingLostMemoryFlat) {
   StressOptions o;
@@ -27,6 +41,7 @@ TEST(TraceStressTest, FiftyThousandTracesNothingLostMemoryFlat) {
   EXPECT_EQ(r.batch_failed, 0u);
   EXPECT_EQ(r.trace_ends, o.traces);
   EXPECT_EQ(r.span_ends, o.traces);
+  if (kSanitized) return;
   EXPECT_TRUE(r.rss_flat) << "baseline " << r.rss_baseline_mb << " MB, peak "
                           << r.rss_peak_mb << " MB (issue 7 #4)";
 }
