@@ -253,6 +253,7 @@ struct LoopRec {
   bool alive ABSL_GUARDED_BY(life_mu) = true;
   std::atomic<uint64_t> destroy_seq{kNever};  // When destroying began.
   ShutdownReport report;
+  bool short_drain = false;  // Small max_shutdown_rounds: [S3] drops allowed.
 };
 
 struct KeyModel {
@@ -656,6 +657,10 @@ void Harness::Setup(ByteReader& in) {
     lo.error_handler = [this](ContextHandle, const absl::Status&) {
       loop_errors_.fetch_add(1);
     };
+    // Sometimes a drain too short for every stream's batches (issue 7 #10):
+    // [S3] may drop tasks then, reported, but every stream must still end.
+    rec->short_drain = (flags >> 2) % 4 == 0;
+    if (rec->short_drain) lo.max_shutdown_rounds = 2;
     rec->thread = std::make_unique<LoopThread>(std::move(lo));
     rec->root = rec->thread->root();
     LoopRec* r = rec.get();
@@ -1440,7 +1445,7 @@ void Harness::DoDestroyLoop(const Op& op) {
   }
   Covered("destroy loop");
   lr.report = lr.thread->Join();
-  if (lr.report.tasks_dropped != 0) {
+  if (lr.report.tasks_dropped != 0 && !lr.short_drain) {
     Violation("loop.shutdown_dropped",
               absl::StrCat("loop ", l, " shutdown dropped ",
                            lr.report.tasks_dropped, " tasks"));
@@ -1714,7 +1719,7 @@ void Harness::Teardown() {
       lr.destroy_seq.store(NextSeq());
     }
     lr.report = lr.thread->Join();
-    if (lr.report.tasks_dropped != 0) {
+    if (lr.report.tasks_dropped != 0 && !lr.short_drain) {
       Violation("loop.shutdown_dropped",
                 absl::StrCat("loop ", l, " shutdown dropped ",
                              lr.report.tasks_dropped, " tasks"));
@@ -1737,6 +1742,8 @@ void Harness::CheckTasks() {
     tasks.assign(tasks_.begin(), tasks_.end());
   }
   result_->tasks = tasks.size();
+  // Tasks a short drain dropped unrun, per loop: at most what it reported.
+  std::vector<uint64_t> dropped(loops_.size(), 0);
   for (const TaskRec& t : tasks) {
     const std::string what = absl::StrCat(
         t.op ? "operation post"
@@ -1755,11 +1762,25 @@ void Harness::CheckTasks() {
       }
       continue;  // Unfired at shutdown is [S4]; cancelled with its context.
     }
+    if (t.runs == 0 && t.destroyed_unrun > 0 && t.loop >= 0 &&
+        loops_[t.loop]->short_drain) {
+      ++dropped[t.loop];  // [S3], if the report counts it (below).
+      continue;
+    }
     if (t.runs != 1) {
       Violation("post.exactly_once",
                 absl::StrCat(what, ": accepted (OK), ran ", t.runs, " times",
                              t.destroyed_unrun > 0 ? ", destroyed unrun" : "",
                              " (issue 7 #10)"));
+    }
+  }
+  for (size_t l = 0; l < loops_.size(); ++l) {
+    if (dropped[l] > loops_[l]->report.tasks_dropped) {
+      Violation(
+          "post.exactly_once",
+          absl::StrCat("loop ", l, "'s short drain destroyed ", dropped[l],
+                       " accepted tasks unrun but reported ",
+                       loops_[l]->report.tasks_dropped, " (issue 7 #10)"));
     }
   }
 }
