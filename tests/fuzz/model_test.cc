@@ -101,6 +101,12 @@ TEST(ModelRegressionTest, ProducerToldAtMostOnce) {
 TEST(ModelRegressionTest, ForeignWatchStopWaitsForTheCallback) {
   Replay("regress_fd_stop_while_running");
 }
+// Issue 7 #10: a loop whose shutdown drain is too short for a stream's
+// batches (max_shutdown_rounds = 2) leaves the stream unended: no
+// on_complete, producer never told.
+TEST(ModelRegressionTest, EveryStreamEndsEvenWhenTheDrainIsShort) {
+  Replay("regress_stream_not_ended");
+}
 // Issue 7 #13: a destroyed context still accepts Set/Get/StartTrace on its
 // loop thread.
 TEST(ModelRegressionTest, DestroyedContextRefusesAtOnce) {
