@@ -448,24 +448,30 @@ TEST(FaultsTest, StopRacingDestruction) {
 // wrote the eventfd of a loop that could already be freed; ASan sees a
 // use-after-free, TSan a race). Every accepted post runs.
 TEST(FaultsTest, WakingPostsRacingLoopDestruction) {
-  for (int round = 0; round < 300; ++round) {
+  // More posters than cores, so one is often preempted between its post
+  // and its eventfd write while the loop shuts down and is freed.
+  constexpr int kPosters = 6;
+  for (int round = 0; round < 200; ++round) {
     auto lt = std::make_unique<LoopThread>();
     const ContextHandle root = lt->root();
     std::atomic<uint64_t> accepted{0}, ran{0};
-    Latch started;
-    std::thread poster([&] {
-      started.Open();
-      for (;;) {
-        absl::Status s =
-            Post(root, [&ran](ContextHandle) { ran.fetch_add(1); });
-        if (!s.ok()) break;
-        accepted.fetch_add(1);
-        std::this_thread::yield();  // Let the loop go idle again.
-      }
-    });
-    started.Wait();
+    std::atomic<int> started{0};
+    std::vector<std::thread> posters;
+    for (int p = 0; p < kPosters; ++p) {
+      posters.emplace_back([&] {
+        started.fetch_add(1);
+        for (;;) {
+          absl::Status s =
+              Post(root, [&ran](ContextHandle) { ran.fetch_add(1); });
+          if (!s.ok()) break;
+          accepted.fetch_add(1);
+          std::this_thread::yield();  // Let the loop go idle again.
+        }
+      });
+    }
+    while (started.load() < kPosters) std::this_thread::yield();
     lt.reset();
-    poster.join();
+    for (std::thread& t : posters) t.join();
     EXPECT_EQ(ran.load(), accepted.load()) << "round " << round;
   }
 }
