@@ -107,6 +107,70 @@ TEST(ModelRegressionTest, ForeignWatchStopWaitsForTheCallback) {
 TEST(ModelRegressionTest, EveryStreamEndsEvenWhenTheDrainIsShort) {
   Replay("regress_stream_not_ended");
 }
+// Issue 7 #3, built by hand (opcodes index model.cc's kOpTable; barriers
+// make the order fixed): a trace started on a new context of loop 0, the
+// context destroyed, then the trace finished with `from` = its dead origin,
+// on loop 0's thread (inline) or on a foreign thread. Either way the end
+// must say finished_off_origin ([F1]) and be counted as such.
+std::vector<uint8_t> DeadOriginInput(uint8_t finisher_exec) {
+  constexpr uint8_t kNewContext = 0, kDestroyContext = 4, kStartTrace = 16,
+                    kFinishTrace = 27, kBarrier = 56;
+  return {
+      0,
+      0,
+      5,  // 2 loops, 1 foreign thread.
+      kNewContext,
+      0,
+      0,
+      0,
+      0,  // On loop 0: context slot 2.
+      kBarrier,
+      0,
+      0,
+      0,
+      0,  //
+      kStartTrace,
+      0,
+      128,
+      0,
+      0,  // Slot 2 (128 % 3), made current.
+      kBarrier,
+      0,
+      0,
+      0,
+      0,  //
+      kDestroyContext,
+      0,
+      128,
+      0,
+      0,  // Slot 2.
+      kBarrier,
+      0,
+      0,
+      0,
+      0,  //
+      kFinishTrace,
+      finisher_exec,
+      0,
+      1,
+      1,  // from = the dead origin.
+  };
+}
+TEST(ModelRegressionTest, InlineFinishAfterOriginDestroyedIsOffOrigin) {
+  for (int run = 0; run < 5; ++run) {
+    const ModelResult r = RunModel(DeadOriginInput(/*loop 0*/ 0));
+    ASSERT_EQ(r.coverage.count("StartTrace"), 1u) << r.Summary();
+    ASSERT_EQ(r.coverage.count("DestroyContext"), 1u) << r.Summary();
+    ASSERT_TRUE(r.ok()) << r.Summary();
+  }
+}
+TEST(ModelRegressionTest, ForeignFinishAfterOriginDestroyedIsOffOrigin) {
+  for (int run = 0; run < 5; ++run) {
+    const ModelResult r = RunModel(DeadOriginInput(/*foreign*/ 2));
+    ASSERT_EQ(r.coverage.count("StartTrace"), 1u) << r.Summary();
+    ASSERT_TRUE(r.ok()) << r.Summary();
+  }
+}
 // Issue 7 #13: a destroyed context still accepts Set/Get/StartTrace on its
 // loop thread.
 TEST(ModelRegressionTest, DestroyedContextRefusesAtOnce) {
