@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -168,6 +169,12 @@ class Run {
   // started; throttled while `max_in_flight` traces are unexported.
   void Drive(int loop, const std::vector<ContextHandle>* ctxs,
              ContextHandle here) {
+    // The newest trace of each context is held back until the next one on
+    // that context starts, so every context always has a request in flight
+    // above the ones being finished (as a busy server does): out-of-order
+    // resets happen all the time and the context never goes idle.
+    std::vector<std::optional<Pair>>& held = held_[loop];
+    if (held.empty()) held.resize(ctxs->size());
     std::vector<Pair> batch;
     bool throttled = false, done = false;
     for (int j = 0; j < 64; ++j) {
@@ -182,7 +189,8 @@ class Run {
         done = true;
         break;
       }
-      const ContextHandle ctx = (*ctxs)[idx % ctxs->size()];
+      const size_t c = (idx / o_.loops) % ctxs->size();
+      const ContextHandle ctx = (*ctxs)[c];
       TraceOptions to;
       to.trace_id = TraceId{kMagic, idx + 1};
       absl::StatusOr<TraceScope> t = tracer_->StartTrace(ctx, "stress", to);
@@ -191,7 +199,14 @@ class Run {
         start_errors_.fetch_add(1);
         continue;
       }
-      batch.push_back(Pair{*std::move(t), *std::move(s)});
+      if (held[c].has_value()) batch.push_back(std::move(*held[c]));
+      held[c].emplace(Pair{*std::move(t), *std::move(s)});
+    }
+    if (done) {  // Nothing newer will come: let the held ones finish.
+      for (std::optional<Pair>& h : held) {
+        if (h.has_value()) batch.push_back(std::move(*h));
+        h.reset();
+      }
     }
     if (!batch.empty()) {
       const uint64_t f = handoffs_.fetch_add(1) % finishers_->size();
@@ -213,6 +228,8 @@ class Run {
   Tracer* const tracer_;
   CountingExporter* const exporter_;
   std::vector<std::unique_ptr<Finisher>>* const finishers_;
+  std::vector<std::vector<std::optional<Pair>>> held_ =
+      std::vector<std::vector<std::optional<Pair>>>(o_.loops);  // Per loop.
   std::atomic<uint64_t> next_{0};
   std::atomic<uint64_t> handoffs_{0};
   std::atomic<uint64_t> start_errors_{0};

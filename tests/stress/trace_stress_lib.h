@@ -7,10 +7,12 @@
 // The trace stress run of issue 7 §3: `traces` traces, each with one span,
 // both made current (as users do), started on 4 loops (round-robin over a
 // few contexts per loop), finished from 2 other threads (so every finish is
-// posted home), through a `BatchProcessor` whose exporter counts each trace
-// and span by id. It reports span+trace ends per second, lost and duplicated
-// ids, the batch processor's drops, and resident memory sampled from
-// /proc/self/statm during and after the run.
+// posted home; each context's newest trace is held back until the next one
+// starts, so no context ever goes idle and resets are out of order), through a
+// `BatchProcessor` whose exporter counts each trace and span by id. It reports
+// span+trace ends per second, lost and duplicated ids, the batch processor's
+// drops, and resident memory sampled from /proc/self/statm during and after the
+// run.
 //
 //   ctxloop::stress::StressOptions o;
 //   o.traces = 1000000;

@@ -1,9 +1,10 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// The CI-sized trace stress run (issue 7 §3): 50,000 traces with spans on 4
-// loops, finished from 2 other threads, through a BatchProcessor: nothing
-// lost, nothing duplicated, nothing dropped, resident memory flat (checked
-// only without sanitizers). The full run is //tests/stress:trace_stress.
+// The CI-sized trace stress run (issue 7 §3): 400,000 traces (50,000 under
+// sanitizers) with spans on 4 loops, finished from 2 other threads, through a
+// BatchProcessor: nothing lost, nothing duplicated, nothing dropped, resident
+// memory flat (checked only without sanitizers). The full run is
+// //tests/stress:trace_stress.
 
 #include "ctxloop/tests/stress/trace_stress_lib.h"
 #include "gtest/gtest.h"
@@ -26,11 +27,13 @@ constexpr bool kSanitized = false;
 constexpr bool kSanitized = false;
 #endif
 
-TEST(TraceStressTest, FiftyThousandTracesNothingLostMemoryFlat) {
+// Without sanitizers the run is long enough for issue 7 #4 (context values
+// kept by out-of-order resets on a context that never goes idle: about
+// 150 bytes per trace) to exceed the slack: 400,000 traces.
+TEST(TraceStressTest, TracesNothingLostMemoryFlat) {
   StressOptions o;
-  o.traces = 50000;
+  o.traces = kSanitized ? 50000 : 400000;
   o.max_in_flight = 4096;
-  o.rss_slack_mb = 32;  // Sanitizer builds are noisier.
   const StressResult r = RunTraceStress(o);
   std::printf("trace_stress_test: %s\n", r.Summary().c_str());
   EXPECT_FALSE(r.timed_out);
