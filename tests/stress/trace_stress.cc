@@ -7,7 +7,8 @@
 // Flags: --traces=N (default 1,000,000), --loops=N (4), --finishers=N (2),
 // --max_in_flight=N (16384), --rss_slack_mb=MB (24). Prints one summary line
 // and exits non-zero if anything was lost, duplicated or dropped, or resident
-// memory was not flat.
+// memory was not flat. STRESS_VERBOSE=1 prints each RSS sample (fraction
+// exported, MB) to stderr.
 
 #include <cstdio>
 #include <cstdlib>
