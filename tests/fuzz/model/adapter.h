@@ -1,0 +1,78 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// -----------------------------------------------------------------------------
+// File: ctxloop/tests/fuzz/model/adapter.h
+// -----------------------------------------------------------------------------
+//
+// The model's only calls into the parts of ctxloop's public API that are
+// being changed while this fuzzer is written (issue 7): finishing scopes,
+// making streams that carry a trace, stopping fd watches, destroying
+// contexts, and the loop-thread `Loop` methods. When those APIs change, adjust
+// the functions here and nothing else in tests/fuzz, tests/stress or
+// tests/faults.
+//
+// Each function also documents the behaviour the model expects, so the
+// checker's expectations live next to the calls they are about.
+//
+// Cost: inline forwarding. Thread-safety: as the wrapped call.
+
+#ifndef CTXLOOP_TESTS_FUZZ_MODEL_ADAPTER_H_
+#define CTXLOOP_TESTS_FUZZ_MODEL_ADAPTER_H_
+
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/stream/stream.h"
+#include "ctxloop/trace/scope.h"
+
+namespace ctxloop {
+namespace fuzz_adapter {
+
+// Finishes a trace/span from `from` (null: a plain thread). Any thread.
+// Expected: OK for the first finish; processors see the end once, on the
+// origin's loop thread ([F0]/[F1]) unless the origin loop is going ([F2]).
+inline absl::Status FinishTrace(TraceScope& scope, ContextHandle from) {
+  return scope.Finish(from);
+}
+inline absl::Status FinishSpan(SpanScope& scope, ContextHandle from) {
+  return scope.Finish(from);
+}
+
+// A stream of ints from `producer`, optionally owning `trace`. Thread-safe.
+inline absl::StatusOr<StreamPair<int>> MakeIntStream(
+    ContextHandle producer, StreamOptions options, ProducerCallbacks callbacks,
+    std::optional<TraceScope> trace) {
+  return MakeStream<int>(producer, options, std::move(callbacks),
+                         std::move(trace));
+}
+
+// Stops a watch from any thread. Expected (issue 7, defect 8): once this
+// returns, the watch's callback is not running and never runs again.
+inline void StopWatch(FdWatch& watch) { watch.Stop(); }
+
+// Destroys `ctx` (its loop thread). Expected (issue 7, defect 13): from then
+// on `Set`/`Get`/`NewChildContext`/`StartTrace` on it are refused at once.
+inline absl::Status DestroyCtx(ContextHandle ctx) {
+  return DestroyContext(ctx);
+}
+
+// Loop-thread `Loop` methods; the caller guarantees `loop` is alive.
+inline absl::StatusOr<ContextHandle> NewCtx(Loop& loop) {
+  return loop.NewContext("fuzz");
+}
+inline absl::StatusOr<FdWatch> Watch(Loop& loop, ContextHandle ctx, int fd,
+                                     FdCallback callback, bool close_on_stop) {
+  FdWatchOptions options;
+  options.close_on_stop = close_on_stop;
+  return loop.WatchFd(ctx, fd, FdEvents::kRead, std::move(callback), options);
+}
+inline void StopLoop(Loop& loop) { loop.Stop(); }
+
+}  // namespace fuzz_adapter
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_TESTS_FUZZ_MODEL_ADAPTER_H_

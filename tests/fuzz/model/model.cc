@@ -1,0 +1,1997 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// The model-based fuzzer: decoder, executor, checker. See model.h.
+//
+// How a run goes:
+//   1. The header bytes choose 2-4 loops and 1-2 foreign threads; the rest
+//      decode into operations (5 bytes each: opcode, executor, 3 arguments).
+//   2. The main thread dispatches each operation to its executor without
+//      waiting: to a loop by posting it to one of that loop's live contexts,
+//      to a foreign thread through its queue. Arguments name objects by
+//      index into the model's tables; an operation whose object does not
+//      exist (yet, or any more) does nothing. So operations really race.
+//   3. Teardown [T1]..[T6] (numbered where done): join the foreign threads,
+//      quiesce, end every stream and scope, check "current" values and
+//      context keys on live contexts, join the loops, check everything else.
+//
+// What the model expects, beyond the header contracts, is the behaviour
+// issue 7 asks for (each marked "issue 7 #n" where checked); those checks
+// fail on code that still has the defect, which is their purpose.
+
+#include "ctxloop/tests/fuzz/model/model.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "ctxloop/loop/context_key.h"
+#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/stream/stream.h"
+#include "ctxloop/tests/fuzz/model/adapter.h"
+#include "ctxloop/tests/fuzz/model/recorder.h"
+#include "ctxloop/trace/tracer.h"
+
+namespace ctxloop {
+namespace fuzz {
+
+std::string ModelResult::Summary() const {
+  std::string out = absl::StrCat(ops, " ops, ", loops, " loops, ",
+                                 foreign_threads, " foreign threads, ", tasks,
+                                 " posts, ", trace_events, " trace events");
+  absl::StrAppend(&out, "\n  did:");
+  for (const auto& [name, n] : coverage)
+    absl::StrAppend(&out, " ", name, "=", n);
+  if (violations.empty()) return out + "\n  all invariants hold";
+  for (const auto& [name, n] : violations) {
+    absl::StrAppend(&out, "\n  BROKEN ", name, " x", n);
+    auto it = examples.find(name);
+    if (it == examples.end()) continue;
+    for (const std::string& e : it->second) absl::StrAppend(&out, "\n    ", e);
+  }
+  return out;
+}
+
+std::vector<uint8_t> BytesForSeed(uint64_t seed, size_t ops) {
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 1);
+  std::vector<uint8_t> out(3 + 5 * ops);
+  for (uint8_t& b : out) b = static_cast<uint8_t>(rng());
+  return out;
+}
+
+namespace {
+
+using internal::Mutex;
+using internal::MutexLock;
+
+constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
+
+// Process-wide keys (a key's identity is process-wide; see context_key.h).
+const ContextKey<int>& IntKey() {
+  static const auto* k = new ContextKey<int>("fuzz_int", -1);
+  return *k;
+}
+const ContextKey<std::string>& StrKey() {
+  static const auto* k = new ContextKey<std::string>("fuzz_str", "default");
+  return *k;
+}
+constexpr int kKeys = 2;
+std::string DefaultOf(int key) { return key == 0 ? "-1" : "default"; }
+std::string ValueFor(int key, uint8_t v) {
+  if (key == 0) return std::to_string(v);
+  // Long enough to be heap-allocated half the time.
+  return std::string(v % 2 ? 40 : 3, static_cast<char>('a' + v % 26));
+}
+
+// --- Decoding ----------------------------------------------------------------
+
+enum class OpCode : uint8_t {
+  kNewContext,
+  kNewChild,
+  kDestroyContext,
+  kPost,
+  kPostDelayed,
+  kCancel,
+  kKeySet,
+  kKeyReset,
+  kKeyGet,
+  kStartTrace,
+  kStartSpan,
+  kFinishTrace,
+  kFinishSpan,
+  kDropScope,
+  kMakeStream,
+  kAttach,
+  kEmit,
+  kEndWriter,
+  kCancelSub,
+  kDropConsumer,
+  kStopLoop,
+  kDestroyLoop,
+  kWatch,
+  kWriteFd,
+  kStopWatch,
+  kBarrier,
+};
+
+// Opcode frequencies: one entry per share of the opcode byte.
+constexpr OpCode kOpTable[] = {
+    OpCode::kNewContext,   OpCode::kNewContext,     OpCode::kNewChild,
+    OpCode::kNewChild,     OpCode::kDestroyContext, OpCode::kPost,
+    OpCode::kPost,         OpCode::kPost,           OpCode::kPostDelayed,
+    OpCode::kPostDelayed,  OpCode::kCancel,         OpCode::kKeySet,
+    OpCode::kKeySet,       OpCode::kKeyReset,       OpCode::kKeyReset,
+    OpCode::kKeyGet,       OpCode::kStartTrace,     OpCode::kStartTrace,
+    OpCode::kStartTrace,   OpCode::kStartTrace,     OpCode::kStartTrace,
+    OpCode::kStartSpan,    OpCode::kStartSpan,      OpCode::kStartSpan,
+    OpCode::kStartSpan,    OpCode::kStartSpan,      OpCode::kStartSpan,
+    OpCode::kFinishTrace,  OpCode::kFinishTrace,    OpCode::kFinishTrace,
+    OpCode::kFinishSpan,   OpCode::kFinishSpan,     OpCode::kFinishSpan,
+    OpCode::kFinishSpan,   OpCode::kDropScope,      OpCode::kMakeStream,
+    OpCode::kMakeStream,   OpCode::kMakeStream,     OpCode::kAttach,
+    OpCode::kAttach,       OpCode::kAttach,         OpCode::kEmit,
+    OpCode::kEmit,         OpCode::kEmit,           OpCode::kEmit,
+    OpCode::kEndWriter,    OpCode::kEndWriter,      OpCode::kCancelSub,
+    OpCode::kDropConsumer, OpCode::kStopLoop,       OpCode::kDestroyLoop,
+    OpCode::kWatch,        OpCode::kWatch,          OpCode::kWriteFd,
+    OpCode::kWriteFd,      OpCode::kStopWatch,      OpCode::kBarrier,
+};
+constexpr size_t kOpTableSize = sizeof(kOpTable) / sizeof(kOpTable[0]);
+
+struct Op {
+  OpCode code;
+  uint8_t exec;
+  uint8_t a, b, c;
+};
+
+class ByteReader {
+ public:
+  ByteReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  uint8_t Next() { return pos_ < size_ ? data_[pos_++] : 0; }
+  bool done() const { return pos_ >= size_; }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+// --- Threads -----------------------------------------------------------------
+
+// A plain thread that runs closures in order.
+class Worker {
+ public:
+  Worker() : thread_([this] { Run(); }) {
+    MutexLock lock(&mu_);
+    while (tid_ == 0) cv_.Wait(&mu_);
+  }
+  ~Worker() { Join(); }
+
+  void Push(std::function<void()> fn) {
+    MutexLock lock(&mu_);
+    queue_.push_back(std::move(fn));
+    cv_.SignalAll();
+  }
+  // Waits until everything pushed so far has run.
+  void Drain() {
+    MutexLock lock(&mu_);
+    while (!queue_.empty() || busy_) cv_.Wait(&mu_);
+  }
+  void Join() {
+    {
+      MutexLock lock(&mu_);
+      if (quit_) return;
+      quit_ = true;
+      cv_.SignalAll();
+    }
+    thread_.join();
+  }
+  int64_t tid() {
+    MutexLock lock(&mu_);
+    return tid_;
+  }
+
+ private:
+  void Run() {
+    MutexLock lock(&mu_);
+    tid_ = ThisTid();
+    cv_.SignalAll();
+    for (;;) {
+      while (queue_.empty() && !quit_) cv_.Wait(&mu_);
+      if (queue_.empty()) return;
+      std::function<void()> fn = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      mu_.Unlock();
+      fn();
+      fn = nullptr;
+      mu_.Lock();
+      busy_ = false;
+      cv_.SignalAll();
+    }
+  }
+
+  Mutex mu_;
+  internal::CondVar cv_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool quit_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t tid_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread thread_;
+};
+
+// --- Model records -----------------------------------------------------------
+
+struct LoopRec {
+  std::unique_ptr<LoopThread> thread;
+  ContextHandle root;
+  int64_t tid = 0;
+  Loop* loop = nullptr;  // Valid while `alive` (or on its own thread).
+  Mutex life_mu;
+  bool alive ABSL_GUARDED_BY(life_mu) = true;
+  std::atomic<uint64_t> destroy_seq{kNever};  // When destroying began.
+  ShutdownReport report;
+  bool short_drain = false;  // Small max_shutdown_rounds: [S3] drops allowed.
+};
+
+struct KeyModel {
+  std::vector<std::pair<uint64_t, std::string>> stack;  // token id, value
+  std::string base;  // Inherited at creation, or the default.
+  std::string Effective() const {
+    return stack.empty() ? base : stack.back().second;
+  }
+};
+
+struct CtxRec {
+  ContextHandle h;
+  int loop = 0;
+  bool is_root = false;
+  bool destroyed = false;
+  uint64_t destroy_seq = kNever;
+  TraceId trace0;  // Current trace/span when created (inherited).
+  SpanId span0;
+  KeyModel keys[kKeys];
+};
+
+struct TokRec {
+  Token token;
+  int ctx = 0;
+  int key = 0;
+  uint64_t id = 0;
+  bool used = false;
+};
+
+struct TaskRec {
+  ContextHandle target;
+  int loop = -1;
+  int ctx = -1;
+  bool delayed = false;
+  bool op = false;  // The harness posting an operation.
+  bool post_returned = false;
+  bool post_ok = false;
+  std::string post_error;
+  int runs = 0;
+  int destroyed_unrun = 0;
+  bool cancel_true = false;
+  DelayedTaskHandle handle;
+};
+
+struct TraceRec {
+  std::optional<TraceScope> scope;
+  int ctx = 0;
+};
+struct SpanRec {
+  std::optional<SpanScope> scope;
+  int ctx = 0;
+};
+
+class Harness;
+
+struct StreamRec {
+  int id = 0;
+  ContextHandle producer;
+  int producer_loop = -1;
+  bool throwing_producer = false;
+  // Guarded by Harness::mu_.
+  std::optional<StreamWriter<int>> writer;
+  std::optional<StreamReader<int>> reader;
+  std::shared_ptr<StreamSubscription> sub;
+  bool attached = false;
+  // Set before Attach, read by the sink (ordered by the stream's own lock).
+  ContextHandle sink;
+  int sink_slot = -1;
+  int sink_loop = -1;
+  int sink_mode = 0;
+  Mutex weak_mu;
+  std::weak_ptr<StreamSubscription> weak_sub ABSL_GUARDED_BY(weak_mu);
+  // Written by the writer's current holder only.
+  int next_value = 0;
+  std::atomic<int> emitted{0};
+  std::atomic<int> received{0};
+  std::atomic<int> completes{0};
+  std::atomic<int> closes{0};
+};
+
+struct WatchRec {
+  std::optional<FdWatch> watch;  // Guarded by Harness::mu_.
+  int fds[2] = {-1, -1};
+  bool close_on_stop = false;
+  bool registered = false;  // The library owns fds[0] if close_on_stop.
+  ContextHandle ctx;
+  int loop = -1;
+  std::atomic<bool> stop_returned{false};
+  std::atomic<int> calls{0};
+};
+
+// Where an operation runs.
+struct Exec {
+  int loop = -1;       // Loop index, or -1 on a foreign thread.
+  ContextHandle here;  // The context the operation runs on (null: foreign).
+  int here_slot = -1;  // Its model slot.
+};
+
+// --- The harness -------------------------------------------------------------
+
+class Harness {
+ public:
+  Harness(const ModelOptions& options, ModelResult* result)
+      : options_(options), result_(result) {}
+
+  void Run(const uint8_t* data, size_t size);
+
+  // Called from tasks, callbacks and destructors.
+  void Violation(const std::string& invariant, const std::string& message);
+  void Covered(const char* what) {
+    MutexLock lock(&violations_mu_);
+    ++result_->coverage[what];
+  }
+  uint64_t NextSeq() { return seq_.fetch_add(1) + 1; }
+  bool OnLoop(int loop) const { return ThisTid() == loops_[loop]->tid; }
+  // Posts a counted task to `ctx` (slot `ctx_slot`, -1 if not a model
+  // context), which may throw after running. Returns the post's status.
+  absl::Status PostCounted(ContextHandle ctx, int loop, int ctx_slot, bool op,
+                           bool throws, std::function<void(ContextHandle)> body,
+                           const absl::Duration* delay = nullptr,
+                           uint64_t* id_out = nullptr);
+  void TaskRan(uint64_t id, ContextHandle ctx);
+  void TaskLost(uint64_t id);
+
+ private:
+  friend class DtorPoster;
+  void Setup(ByteReader& in);
+  void Dispatch(const Op& op);
+  void Execute(const Op& op, const Exec& x);
+  void Barrier();
+  void Quiesce();
+  void Teardown();
+  void CheckTasks();
+  void CheckTraceEvents();
+  uint64_t Progress();
+
+  // Operations.
+  void DoNewContext(const Op& op, const Exec& x);
+  void DoNewChild(const Op& op, const Exec& x);
+  void DoDestroyContext(const Op& op, const Exec& x);
+  void DoPost(const Op& op, const Exec& x, bool delayed);
+  void DoCancel(const Op& op);
+  void DoKeySet(const Op& op, const Exec& x);
+  void DoKeyReset(const Op& op, const Exec& x);
+  void DoKeyGet(const Op& op, const Exec& x);
+  void DoStartTrace(const Op& op, const Exec& x);
+  void DoStartSpan(const Op& op, const Exec& x);
+  void DoFinish(const Op& op, const Exec& x, bool trace, bool drop);
+  void DoMakeStream(const Op& op, const Exec& x);
+  void DoAttach(const Op& op);
+  void DoEmit(const Op& op);
+  void DoEndWriter(const Op& op);
+  void DoCancelSub(const Op& op);
+  void DoDropConsumer(const Op& op);
+  void DoStopLoop(const Op& op);
+  void DoDestroyLoop(const Op& op);
+  void DoWatch(const Op& op, const Exec& x);
+  void DoWriteFd(const Op& op);
+  void DoStopWatch(const Op& op);
+
+  // Stream and watch callbacks.
+  void OnSinkEvent(StreamRec* s, ContextHandle ctx, int v);
+  void OnSinkComplete(StreamRec* s, ContextHandle ctx, const absl::Status& st);
+  void OnProducerCallback(StreamRec* s, ContextHandle ctx, bool closed);
+  void OnWatchReady(WatchRec* w, ContextHandle ctx);
+
+  // Context slot `i` (mod size), or -1 if none. Needs mu_.
+  int PickCtx(uint8_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return ctxs_.empty() ? -1 : static_cast<int>(i % ctxs_.size());
+  }
+  // Mostly the context the operation runs on (so loop-thread calls mostly
+  // succeed), sometimes any context (so they are refused).
+  int PickTarget(const Exec& x, uint8_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (x.here_slot >= 0 && (i & 0x80) == 0) return x.here_slot;
+    return PickCtx(i);
+  }
+  bool LoopDying(int loop) const {
+    return loops_[loop]->destroy_seq.load() != kNever;
+  }
+  int LoopOf(ContextHandle h) const {
+    for (size_t i = 0; i < loops_.size(); ++i) {
+      if (loops_[i]->root.loop_id() == h.loop_id() && !h.is_null()) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+  // Expects `s` OK iff `want_ok` (when `strict`); reports otherwise.
+  void ExpectStatus(const char* invariant, const std::string& what,
+                    bool want_ok, bool strict, const absl::Status& s);
+  void ExpectRefusedOnDestroyed(const std::string& what, bool destroyed,
+                                const absl::Status& s);
+
+  const ModelOptions options_;
+  ModelResult* const result_;
+  std::atomic<uint64_t> seq_{0};
+
+  std::vector<std::unique_ptr<LoopRec>> loops_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<int64_t> worker_tids_;
+  std::shared_ptr<EventRecorder> recorder_;
+  std::shared_ptr<ThrowingProcessor> thrower_;
+  std::unique_ptr<Tracer> tracer_;
+  std::atomic<uint64_t> loop_errors_{0};
+  std::atomic<uint64_t> processor_errors_{0};
+  std::atomic<uint64_t> callbacks_{0};  // Progress of sinks and watches.
+
+  Mutex violations_mu_;
+
+  Mutex tasks_mu_;
+  std::deque<TaskRec> tasks_ ABSL_GUARDED_BY(tasks_mu_);
+
+  // The model's tables. Library calls are never made with mu_ held, except
+  // ones that cannot call back (handle copies, AsParent).
+  Mutex mu_;
+  std::vector<CtxRec> ctxs_ ABSL_GUARDED_BY(mu_);
+  std::vector<TokRec> tokens_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> timers_ ABSL_GUARDED_BY(mu_);  // Task ids.
+  std::deque<TraceRec> traces_ ABSL_GUARDED_BY(mu_);
+  std::deque<SpanRec> spans_ ABSL_GUARDED_BY(mu_);
+  std::vector<SpanParent> parents_ ABSL_GUARDED_BY(mu_);
+  std::deque<StreamRec> streams_ ABSL_GUARDED_BY(mu_);
+  std::deque<WatchRec> watches_ ABSL_GUARDED_BY(mu_);
+  // Item key -> why its end must be off origin (issue 7 #3).
+  std::unordered_map<std::string, std::string> expect_off_origin_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_token_id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Posts a counted task to a loop's root when destroyed, as a destructor that
+// posts work would (issue 7 #10: such posts must run or be refused).
+class DtorPoster {
+ public:
+  DtorPoster(Harness* h, ContextHandle root, int loop)
+      : h_(h), root_(root), loop_(loop) {}
+  DtorPoster(DtorPoster&& o) noexcept
+      : h_(std::exchange(o.h_, nullptr)), root_(o.root_), loop_(o.loop_) {}
+  DtorPoster& operator=(DtorPoster&&) = delete;
+  ~DtorPoster() {
+    if (h_ != nullptr) {
+      (void)h_->PostCounted(root_, loop_, -1, false, false,
+                            [](ContextHandle) {});
+    }
+  }
+
+ private:
+  Harness* h_;
+  ContextHandle root_;
+  int loop_;
+};
+
+// Marks a counted task run, or destroyed unrun.
+class TaskProbe {
+ public:
+  TaskProbe(Harness* h, uint64_t id) : h_(h), id_(id) {}
+  TaskProbe(TaskProbe&& o) noexcept
+      : h_(std::exchange(o.h_, nullptr)), id_(o.id_) {}
+  TaskProbe& operator=(TaskProbe&&) = delete;
+  ~TaskProbe() {
+    if (h_ != nullptr) h_->TaskLost(id_);
+  }
+  void Ran(ContextHandle ctx) { std::exchange(h_, nullptr)->TaskRan(id_, ctx); }
+
+ private:
+  Harness* h_;
+  uint64_t id_;
+};
+
+void Harness::Violation(const std::string& invariant,
+                        const std::string& message) {
+  MutexLock lock(&violations_mu_);
+  ++result_->violations[invariant];
+  std::vector<std::string>& ex = result_->examples[invariant];
+  if (ex.size() < 3) ex.push_back(message);
+  if (options_.verbose) {
+    std::fprintf(stderr, "fuzz: %s: %s\n", invariant.c_str(), message.c_str());
+  }
+}
+
+void Harness::ExpectStatus(const char* invariant, const std::string& what,
+                           bool want_ok, bool strict, const absl::Status& s) {
+  if (want_ok && strict && !s.ok()) {
+    Violation(invariant,
+              absl::StrCat(what, " failed where it must work: ", s.ToString()));
+  } else if (!want_ok && s.ok()) {
+    Violation(invariant, absl::StrCat(what, " succeeded where it must fail"));
+  }
+}
+
+void Harness::ExpectRefusedOnDestroyed(const std::string& what, bool destroyed,
+                                       const absl::Status& s) {
+  if (destroyed && s.ok()) {
+    Violation("ctx.destroyed_accepts",
+              absl::StrCat(what,
+                           " on a destroyed context succeeded on its "
+                           "loop thread (issue 7 #13)"));
+  }
+}
+
+absl::Status Harness::PostCounted(ContextHandle ctx, int loop, int ctx_slot,
+                                  bool op, bool throws,
+                                  std::function<void(ContextHandle)> body,
+                                  const absl::Duration* delay,
+                                  uint64_t* id_out) {
+  uint64_t id;
+  {
+    MutexLock lock(&tasks_mu_);
+    id = tasks_.size();
+    TaskRec r;
+    r.target = ctx;
+    r.loop = loop;
+    r.ctx = ctx_slot;
+    r.op = op;
+    r.delayed = delay != nullptr;
+    tasks_.push_back(std::move(r));
+  }
+  if (id_out != nullptr) *id_out = id;
+  Task task = [probe = TaskProbe(this, id), body = std::move(body),
+               throws](ContextHandle c) mutable {
+    probe.Ran(c);
+    body(c);
+    if (throws) throw std::runtime_error("fuzz: task throws");
+  };
+  absl::Status s;
+  DelayedTaskHandle handle;
+  if (delay == nullptr) {
+    s = Post(ctx, std::move(task));
+  } else {
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(ctx, *delay, std::move(task));
+    s = h.status();
+    if (h.ok()) handle = *h;
+  }
+  MutexLock lock(&tasks_mu_);
+  TaskRec& r = tasks_[id];
+  r.post_returned = true;
+  r.post_ok = s.ok();
+  r.handle = handle;
+  if (!s.ok()) r.post_error = s.ToString();
+  return s;
+}
+
+void Harness::TaskRan(uint64_t id, ContextHandle ctx) {
+  TaskRec r;
+  {
+    MutexLock lock(&tasks_mu_);
+    ++tasks_[id].runs;
+    r = tasks_[id];
+  }
+  if (r.runs > 1) {
+    Violation("post.exactly_once",
+              absl::StrCat("task to ", r.target.DebugString(), " ran twice"));
+  }
+  if (ctx != r.target) {
+    Violation("post.thread", absl::StrCat("task for ", r.target.DebugString(),
+                                          " ran on ", ctx.DebugString()));
+  }
+  if (r.loop >= 0 && !OnLoop(r.loop)) {
+    Violation("post.thread", absl::StrCat("task for ", r.target.DebugString(),
+                                          " ran off its loop thread"));
+  }
+  if (r.delayed && r.ctx >= 0) {
+    bool destroyed;
+    {
+      MutexLock lock(&mu_);
+      destroyed = ctxs_[r.ctx].destroyed;
+    }
+    if (destroyed) {
+      Violation("post.after_destroy",
+                absl::StrCat("delayed task ran on ", r.target.DebugString(),
+                             " after DestroyContext cancelled it"));
+    }
+  }
+}
+
+void Harness::TaskLost(uint64_t id) {
+  MutexLock lock(&tasks_mu_);
+  ++tasks_[id].destroyed_unrun;
+}
+
+// --- Setup and dispatch ------------------------------------------------------
+
+void Harness::Setup(ByteReader& in) {
+  const int nloops = 2 + in.Next() % 3;
+  const int nworkers = 1 + in.Next() % 2;
+  const uint8_t flags = in.Next();
+  recorder_ = std::make_shared<EventRecorder>(&seq_);
+  Tracer::Options topts;
+  if (flags % 4 == 0) {  // Processors that throw (issue 7 §3).
+    thrower_ = std::make_shared<ThrowingProcessor>(3 + flags % 5);
+    topts.processors.push_back(thrower_);
+  }
+  topts.processors.push_back(recorder_);
+  topts.on_error = [this](const absl::Status&) {
+    processor_errors_.fetch_add(1);
+  };
+  tracer_ = std::make_unique<Tracer>(std::move(topts));
+  for (int i = 0; i < nloops; ++i) {
+    auto rec = std::make_unique<LoopRec>();
+    Loop::Options lo;
+    lo.error_handler = [this](ContextHandle, const absl::Status&) {
+      loop_errors_.fetch_add(1);
+    };
+    // Sometimes a drain too short for every stream's batches (issue 7 #10):
+    // [S3] may drop tasks then, reported, but every stream must still end.
+    rec->short_drain = (flags >> 2) % 4 == 0;
+    if (rec->short_drain) lo.max_shutdown_rounds = 2;
+    rec->thread = std::make_unique<LoopThread>(std::move(lo));
+    rec->root = rec->thread->root();
+    LoopRec* r = rec.get();
+    (void)r->thread->Invoke([r](Loop& loop) {
+      r->loop = &loop;
+      r->tid = ThisTid();
+    });
+    loops_.push_back(std::move(rec));
+    CtxRec c;
+    c.h = r->root;
+    c.loop = i;
+    c.is_root = true;
+    for (int k = 0; k < kKeys; ++k) c.keys[k].base = DefaultOf(k);
+    MutexLock lock(&mu_);
+    ctxs_.push_back(c);
+  }
+  for (int i = 0; i < nworkers; ++i) {
+    workers_.push_back(std::make_unique<Worker>());
+    worker_tids_.push_back(workers_.back()->tid());
+  }
+  result_->loops = loops_.size();
+  result_->foreign_threads = workers_.size();
+}
+
+void Harness::Dispatch(const Op& op) {
+  if (op.code == OpCode::kBarrier) {
+    Barrier();
+    return;
+  }
+  const size_t n = loops_.size() + workers_.size();
+  size_t e = op.exec % n;
+  // A loop cannot join itself, and joining would block it: foreign only.
+  if (op.code == OpCode::kDestroyLoop && e < loops_.size()) e = loops_.size();
+  if (e >= loops_.size()) {
+    workers_[e - loops_.size()]->Push([this, op] { Execute(op, Exec{}); });
+    return;
+  }
+  const int loop = static_cast<int>(e);
+  // Run on one of the loop's live contexts (the upper bits choose).
+  std::vector<std::pair<int, ContextHandle>> live;
+  {
+    MutexLock lock(&mu_);
+    for (size_t i = 0; i < ctxs_.size(); ++i) {
+      if (ctxs_[i].loop == loop && !ctxs_[i].destroyed) {
+        live.emplace_back(static_cast<int>(i), ctxs_[i].h);
+      }
+    }
+  }
+  if (live.empty()) return;
+  const auto& [slot, ctx] = live[(op.exec / n) % live.size()];
+  const int here_slot = slot;
+  absl::Status s = PostCounted(ctx, loop, slot, true, false,
+                               [this, op, loop, here_slot](ContextHandle here) {
+                                 Execute(op, Exec{loop, here, here_slot});
+                               });
+  if (!s.ok() && ctx != loops_[loop]->root) {
+    (void)PostCounted(
+        loops_[loop]->root, loop, loop, true, false,
+        [this, op, loop](ContextHandle here) {
+          Execute(op, Exec{loop, here, loop});  // Roots: slot = loop.
+        });
+  }
+}
+
+void Harness::Execute(const Op& op, const Exec& x) {
+  switch (op.code) {
+    case OpCode::kNewContext:
+      return DoNewContext(op, x);
+    case OpCode::kNewChild:
+      return DoNewChild(op, x);
+    case OpCode::kDestroyContext:
+      return DoDestroyContext(op, x);
+    case OpCode::kPost:
+      return DoPost(op, x, false);
+    case OpCode::kPostDelayed:
+      return DoPost(op, x, true);
+    case OpCode::kCancel:
+      return DoCancel(op);
+    case OpCode::kKeySet:
+      return DoKeySet(op, x);
+    case OpCode::kKeyReset:
+      return DoKeyReset(op, x);
+    case OpCode::kKeyGet:
+      return DoKeyGet(op, x);
+    case OpCode::kStartTrace:
+      return DoStartTrace(op, x);
+    case OpCode::kStartSpan:
+      return DoStartSpan(op, x);
+    case OpCode::kFinishTrace:
+      return DoFinish(op, x, true, false);
+    case OpCode::kFinishSpan:
+      return DoFinish(op, x, false, false);
+    case OpCode::kDropScope:
+      return DoFinish(op, x, op.c % 2 == 0, true);
+    case OpCode::kMakeStream:
+      return DoMakeStream(op, x);
+    case OpCode::kAttach:
+      return DoAttach(op);
+    case OpCode::kEmit:
+      return DoEmit(op);
+    case OpCode::kEndWriter:
+      return DoEndWriter(op);
+    case OpCode::kCancelSub:
+      return DoCancelSub(op);
+    case OpCode::kDropConsumer:
+      return DoDropConsumer(op);
+    case OpCode::kStopLoop:
+      return DoStopLoop(op);
+    case OpCode::kDestroyLoop:
+      return DoDestroyLoop(op);
+    case OpCode::kWatch:
+      return DoWatch(op, x);
+    case OpCode::kWriteFd:
+      return DoWriteFd(op);
+    case OpCode::kStopWatch:
+      return DoStopWatch(op);
+    case OpCode::kBarrier:
+      return;
+  }
+}
+
+void Harness::Barrier() {
+  for (auto& w : workers_) w->Drain();
+  for (auto& l : loops_) (void)l->thread->Invoke([](Loop&) {});
+}
+
+uint64_t Harness::Progress() {
+  uint64_t p = recorder_->count() * 7919 + callbacks_.load();
+  MutexLock lock(&tasks_mu_);
+  p += tasks_.size() * 1000003;
+  for (const TaskRec& t : tasks_) p += t.runs + t.destroyed_unrun;
+  return p;
+}
+
+void Harness::Quiesce() {
+  // Delayed tasks are due within 1.5 ms of being posted.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  uint64_t last = Progress();
+  int stable = 0;
+  for (int round = 0; round < 200 && stable < 2; ++round) {
+    for (auto& l : loops_) (void)l->thread->Invoke([](Loop&) {});
+    const uint64_t now = Progress();
+    if (now == last) {
+      ++stable;
+    } else {
+      stable = 0;
+      last = now;
+    }
+  }
+}
+
+// --- Contexts, posts, keys ---------------------------------------------------
+
+void Harness::DoNewContext(const Op& op, const Exec& x) {
+  const int l = x.loop >= 0 && (op.a & 0x80) == 0
+                    ? x.loop
+                    : static_cast<int>(op.a % loops_.size());
+  LoopRec& lr = *loops_[l];
+  const bool on = OnLoop(l);
+  absl::StatusOr<ContextHandle> c = absl::UnavailableError("not called");
+  bool called = false;
+  if (on) {  // On its own thread the loop is alive while our task runs.
+    c = fuzz_adapter::NewCtx(*lr.loop);
+    called = true;
+  } else {
+    MutexLock lock(&lr.life_mu);
+    if (lr.alive) {
+      c = fuzz_adapter::NewCtx(*lr.loop);
+      called = true;
+    }
+  }
+  if (called) {
+    ExpectStatus("ctx.status", "NewContext", on, !LoopDying(l), c.status());
+  }
+  if (!c.ok() || !on) return;
+  Covered("NewContext");
+  CtxRec r;
+  r.h = *c;
+  r.loop = l;
+  r.trace0 = tracer_->CurrentTraceId(*c).value_or(TraceId());
+  r.span0 = tracer_->CurrentSpanId(*c).value_or(SpanId());
+  for (int k = 0; k < kKeys; ++k) r.keys[k].base = DefaultOf(k);
+  MutexLock lock(&mu_);
+  ctxs_.push_back(std::move(r));
+}
+
+void Harness::DoNewChild(const Op& op, const Exec& x) {
+  int pi;
+  CtxRec p;
+  {
+    MutexLock lock(&mu_);
+    pi = PickTarget(x, op.a);
+    p = ctxs_[pi];
+  }
+  const bool on = OnLoop(p.loop);
+  absl::StatusOr<ContextHandle> c = NewChildContext(p.h, "child");
+  if (on && p.destroyed) {
+    ExpectRefusedOnDestroyed("NewChildContext", true, c.status());
+    return;
+  }
+  ExpectStatus("ctx.status", "NewChildContext", on, !LoopDying(p.loop),
+               c.status());
+  if (!c.ok() || !on) return;
+  Covered("NewChildContext");
+  CtxRec r;
+  r.h = *c;
+  r.loop = p.loop;
+  r.trace0 = tracer_->CurrentTraceId(*c).value_or(TraceId());
+  r.span0 = tracer_->CurrentSpanId(*c).value_or(SpanId());
+  MutexLock lock(&mu_);
+  for (int k = 0; k < kKeys; ++k) {
+    r.keys[k].base = ctxs_[pi].keys[k].Effective();  // A snapshot.
+  }
+  ctxs_.push_back(std::move(r));
+}
+
+void Harness::DoDestroyContext(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+  }
+  const bool on = OnLoop(r.loop);
+  absl::Status s = fuzz_adapter::DestroyCtx(r.h);
+  ExpectStatus("ctx.status", "DestroyContext", on && !r.is_root && !r.destroyed,
+               !LoopDying(r.loop), s);
+  if (!s.ok()) return;
+  Covered("DestroyContext");
+  MutexLock lock(&mu_);
+  ctxs_[i].destroyed = true;
+  ctxs_[i].destroy_seq = NextSeq();
+}
+
+void Harness::DoPost(const Op& op, const Exec&, bool delayed) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickCtx(op.a);
+    r = ctxs_[i];
+  }
+  const bool throws = op.b % 8 == 0;
+  const absl::Duration delay = absl::Microseconds(500 * (op.c % 4));
+  uint64_t id = 0;
+  absl::Status s = PostCounted(
+      r.h, r.loop, i, false, throws, [](ContextHandle) {},
+      delayed ? &delay : nullptr, &id);
+  if (s.ok() && r.destroyed) {
+    Violation("post.after_destroy",
+              absl::StrCat(delayed ? "PostDelayed" : "Post", " to ",
+                           r.h.DebugString(),
+                           " accepted after DestroyContext returned"));
+  }
+  if (delayed && s.ok()) {
+    MutexLock lock(&mu_);
+    timers_.push_back(id);
+  }
+}
+
+void Harness::DoCancel(const Op& op) {
+  uint64_t id;
+  {
+    MutexLock lock(&mu_);
+    if (timers_.empty()) return;
+    id = timers_[op.a % timers_.size()];
+  }
+  DelayedTaskHandle h;
+  {
+    MutexLock lock(&tasks_mu_);
+    h = tasks_[id].handle;
+  }
+  if (!Cancel(h)) return;
+  Covered("Cancel true");
+  MutexLock lock(&tasks_mu_);
+  tasks_[id].cancel_true = true;
+}
+
+void Harness::DoKeySet(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+  }
+  const int key = op.b % kKeys;
+  const std::string value = ValueFor(key, op.c);
+  const bool on = OnLoop(r.loop);
+  absl::StatusOr<Token> t =
+      key == 0 ? IntKey().Set(r.h, op.c) : StrKey().Set(r.h, value);
+  if (on && r.destroyed) {
+    ExpectRefusedOnDestroyed("ContextKey::Set", true, t.status());
+    return;
+  }
+  ExpectStatus("key.status", "ContextKey::Set", on, !LoopDying(r.loop),
+               t.status());
+  if (!t.ok() || !on) return;
+  Covered("Set");
+  MutexLock lock(&mu_);
+  TokRec tr;
+  tr.token = *t;
+  tr.ctx = i;
+  tr.key = key;
+  tr.id = ++next_token_id_;
+  tokens_.push_back(tr);
+  ctxs_[i].keys[key].stack.emplace_back(tr.id, value);
+}
+
+void Harness::DoKeyReset(const Op& op, const Exec&) {
+  int ti, ci, tok_loop;
+  TokRec tok;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    if (tokens_.empty()) return;
+    ti = op.a % tokens_.size();
+    tok = tokens_[ti];
+    tok_loop = ctxs_[tok.ctx].loop;
+    ci = op.b % 3 == 0 ? PickCtx(op.c) : tok.ctx;  // Sometimes the wrong one.
+    r = ctxs_[ci];
+  }
+  const bool on = OnLoop(r.loop);
+  absl::Status s = tok.key == 0 ? IntKey().Reset(r.h, tok.token)
+                                : StrKey().Reset(r.h, tok.token);
+  const std::string what =
+      absl::StrCat("ContextKey::Reset on ", r.h.DebugString(),
+                   " with a token of ", tok.token.context().DebugString());
+  // A loop going away may answer kUnavailable instead (context_handle.h):
+  // then only "refused" is checked.
+  const bool loop_going = LoopDying(r.loop) || LoopDying(tok_loop);
+  if (loop_going && (r.h != tok.token.context() || tok.used || !on)) {
+    if (s.ok()) Violation("key.status", what + ": succeeded");
+    return;
+  }
+  if (r.h != tok.token.context()) {
+    if (s.code() != absl::StatusCode::kInvalidArgument) {
+      Violation(
+          "key.status",
+          absl::StrCat(what, ": want kInvalidArgument, got ", s.ToString()));
+    }
+    return;
+  }
+  if (r.destroyed) return;  // Not in the contract either way.
+  if (tok.used || !on) {
+    if (s.code() != absl::StatusCode::kFailedPrecondition) {
+      Violation("key.status",
+                absl::StrCat(what, tok.used ? " (used)" : " (wrong thread)",
+                             ": want kFailedPrecondition, got ", s.ToString()));
+    }
+    return;
+  }
+  ExpectStatus("key.status", what, true, !LoopDying(r.loop), s);
+  if (!s.ok()) return;
+  Covered("Reset");
+  MutexLock lock(&mu_);
+  tokens_[ti].used = true;
+  auto& stack = ctxs_[ci].keys[tok.key].stack;
+  for (auto it = stack.begin(); it != stack.end(); ++it) {
+    if (it->first == tok.id) {
+      stack.erase(it);
+      break;
+    }
+  }
+}
+
+void Harness::DoKeyGet(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+  }
+  const int key = op.b % kKeys;
+  const bool on = OnLoop(r.loop);
+  absl::Status s;
+  std::string got;
+  if (key == 0) {
+    absl::StatusOr<int> v = IntKey().Get(r.h);
+    s = v.status();
+    if (v.ok()) got = std::to_string(*v);
+  } else {
+    absl::StatusOr<std::string> v = StrKey().Get(r.h);
+    s = v.status();
+    if (v.ok()) got = *v;
+  }
+  if (on && r.destroyed) {
+    ExpectRefusedOnDestroyed("ContextKey::Get", true, s);
+    return;
+  }
+  ExpectStatus("key.status", "ContextKey::Get", on, !LoopDying(r.loop), s);
+  if (!s.ok() || !on) return;
+  std::string want;
+  {
+    MutexLock lock(&mu_);
+    want = ctxs_[i].keys[key].Effective();
+  }
+  if (got != want) {
+    Violation("key.value",
+              absl::StrCat("Get on ", r.h.DebugString(), " key ", key,
+                           ": got \"", got, "\", model \"", want, "\""));
+  }
+}
+
+// --- Traces and spans --------------------------------------------------------
+
+void Harness::DoStartTrace(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+  }
+  const bool on = OnLoop(r.loop);
+  TraceOptions o;
+  o.make_current = op.b % 2 == 0;
+  absl::StatusOr<TraceScope> t = tracer_->StartTrace(r.h, "fuzz trace", o);
+  if (on && r.destroyed) {
+    ExpectRefusedOnDestroyed("StartTrace", true, t.status());
+  } else {
+    ExpectStatus("trace.status", "StartTrace", on, !LoopDying(r.loop),
+                 t.status());
+  }
+  if (!t.ok()) return;
+  Covered("StartTrace");
+  SpanParent parent = t->AsParent();
+  MutexLock lock(&mu_);
+  traces_.emplace_back();
+  traces_.back().scope.emplace(std::move(*t));
+  traces_.back().ctx = i;
+  parents_.push_back(std::move(parent));
+}
+
+void Harness::DoStartSpan(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  SpanOptions o;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+    // An explicit parent, possibly on another loop or already finished.
+    if ((op.b >> 1) % 3 != 0 && !parents_.empty()) {
+      o.parent = parents_[op.c % parents_.size()];
+    }
+  }
+  const bool on = OnLoop(r.loop);
+  o.make_current = op.b % 2 == 0;
+  absl::StatusOr<SpanScope> sp = tracer_->StartSpan(r.h, "fuzz span", o);
+  if (!on) {
+    ExpectStatus("trace.status", "StartSpan", false, true, sp.status());
+  } else if (!r.destroyed && !LoopDying(r.loop) && !sp.ok() &&
+             sp.status().code() != absl::StatusCode::kFailedPrecondition) {
+    Violation("trace.status", "StartSpan: " + sp.status().ToString());
+  }
+  if (!sp.ok()) return;
+  Covered(sp->recording() ? "StartSpan" : "StartSpan no-op");
+  MutexLock lock(&mu_);
+  if (sp->recording()) parents_.push_back(sp->AsParent());
+  spans_.emplace_back();
+  spans_.back().scope.emplace(std::move(*sp));
+  spans_.back().ctx = i;
+}
+
+void Harness::DoFinish(const Op& op, const Exec& x, bool trace, bool drop) {
+  std::optional<TraceScope> ts;
+  std::optional<SpanScope> ss;
+  CtxRec origin;
+  {
+    MutexLock lock(&mu_);
+    int ctx;
+    if (trace) {
+      if (traces_.empty()) return;
+      TraceRec& rec = traces_[op.a % traces_.size()];
+      if (!rec.scope.has_value()) return;
+      ts.emplace(std::move(*rec.scope));
+      rec.scope.reset();
+      ctx = rec.ctx;
+    } else {
+      if (spans_.empty()) return;
+      SpanRec& rec = spans_[op.a % spans_.size()];
+      if (!rec.scope.has_value()) return;
+      ss.emplace(std::move(*rec.scope));
+      rec.scope.reset();
+      ctx = rec.ctx;
+    }
+    origin = ctxs_[ctx];
+    const bool recording = trace ? ts->recording() : ss->recording();
+    if (recording && origin.destroyed) {  // Destroyed before this finish.
+      const std::string key = trace ? ItemKey(ts->trace_id(), SpanId())
+                                    : ItemKey(ss->trace_id(), ss->span_id());
+      expect_off_origin_[key] = absl::StrCat(
+          drop ? "dropped" : "finished", " from ", x.here.DebugString(),
+          " after its origin ", origin.h.DebugString(),
+          " was destroyed: must run off origin ([F1], issue 7 #3)");
+    }
+  }
+  Covered(drop ? "drop scope" : "Finish");
+  if (drop) return;  // [F4]: the scope's destructor finishes it.
+  ContextHandle from;
+  switch (op.b % 3) {
+    case 0:
+      from = x.here;
+      break;
+    case 1:
+      from = origin.h;  // Claims the origin; inline only on its thread.
+      break;
+    default:
+      break;
+  }
+  absl::Status s = trace ? fuzz_adapter::FinishTrace(*ts, from)
+                         : fuzz_adapter::FinishSpan(*ss, from);
+  if (!s.ok()) Violation("trace.status", "first Finish: " + s.ToString());
+  if (op.c % 4 == 0) {
+    s = trace ? fuzz_adapter::FinishTrace(*ts, from)
+              : fuzz_adapter::FinishSpan(*ss, from);
+    if (s.code() != absl::StatusCode::kFailedPrecondition) {
+      Violation("trace.status", "second Finish: " + s.ToString());
+    }
+  }
+}
+
+// --- Streams -----------------------------------------------------------------
+
+void Harness::DoMakeStream(const Op& op, const Exec& x) {
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    r = ctxs_[PickTarget(x, op.a)];
+  }
+  const bool on = OnLoop(r.loop);
+  StreamOptions so;
+  so.high_watermark = 2 + op.b % 8;  // Small: backpressure happens.
+  so.low_watermark = so.high_watermark / 3;
+  so.max_batch = 1 + (op.b >> 3) % 4;
+  std::optional<TraceScope> trace;
+  if (op.c % 2 == 1 && on && !r.destroyed) {
+    TraceOptions to;
+    to.make_current = (op.c >> 1) % 2 == 0;
+    absl::StatusOr<TraceScope> t = tracer_->StartTrace(r.h, "fuzz stream", to);
+    if (t.ok()) trace.emplace(std::move(*t));
+  }
+  StreamRec* s;
+  {
+    MutexLock lock(&mu_);
+    streams_.emplace_back();
+    s = &streams_.back();
+    s->id = static_cast<int>(streams_.size()) - 1;
+    s->producer = r.h;
+    s->producer_loop = r.loop;
+    s->throwing_producer = (op.c >> 2) % 4 == 0;
+  }
+  ProducerCallbacks cb;
+  cb.on_writable = [this, s](ContextHandle c) {
+    OnProducerCallback(s, c, false);
+  };
+  cb.on_closed = [this, s](ContextHandle c, const absl::Status&) {
+    OnProducerCallback(s, c, true);
+  };
+  absl::StatusOr<StreamPair<int>> pair =
+      fuzz_adapter::MakeIntStream(r.h, so, std::move(cb), std::move(trace));
+  if (!pair.ok()) {
+    Violation("stream.status", "MakeStream: " + pair.status().ToString());
+    return;
+  }
+  Covered("MakeStream");
+  MutexLock lock(&mu_);
+  s->writer.emplace(std::move(pair->writer));
+  s->reader.emplace(std::move(pair->reader));
+}
+
+void Harness::DoAttach(const Op& op) {
+  std::optional<StreamReader<int>> reader;
+  StreamRec* s;
+  ContextHandle sink;
+  {
+    MutexLock lock(&mu_);
+    if (streams_.empty()) return;
+    s = &streams_[op.a % streams_.size()];
+    if (!s->reader.has_value()) return;
+    reader.emplace(std::move(*s->reader));
+    s->reader.reset();
+    s->sink_slot = PickCtx(op.b);
+    s->sink = sink = ctxs_[s->sink_slot].h;
+    s->sink_loop = ctxs_[s->sink_slot].loop;
+    s->sink_mode = op.c % 6;
+  }
+  Sink<int> sk;
+  sk.on_event = [this, s](ContextHandle c, int&& v) { OnSinkEvent(s, c, v); };
+  sk.on_complete = [this, s](ContextHandle c, const absl::Status& st) {
+    OnSinkComplete(s, c, st);
+  };
+  absl::StatusOr<StreamSubscription> sub =
+      std::move(*reader).Attach(sink, std::move(sk));
+  reader.reset();
+  if (!sub.ok()) return;
+  Covered("Attach");
+  auto shared = std::make_shared<StreamSubscription>(std::move(*sub));
+  {
+    MutexLock lock(&s->weak_mu);
+    s->weak_sub = shared;
+  }
+  MutexLock lock(&mu_);
+  s->sub = std::move(shared);
+  s->attached = true;
+}
+
+void Harness::DoEmit(const Op& op) {
+  std::optional<StreamWriter<int>> w;
+  StreamRec* s;
+  {
+    MutexLock lock(&mu_);
+    if (streams_.empty()) return;
+    s = &streams_[op.a % streams_.size()];
+    if (!s->writer.has_value()) return;
+    w.emplace(std::move(*s->writer));
+    s->writer.reset();
+  }
+  const int n = 1 + op.b % 8;
+  for (int i = 0; i < n; ++i) {
+    if (!w->Emit(s->next_value).ok()) break;  // Full or ended: keep it.
+    ++s->next_value;
+    s->emitted.fetch_add(1);
+  }
+  MutexLock lock(&mu_);
+  s->writer.emplace(std::move(*w));
+}
+
+void Harness::DoEndWriter(const Op& op) {
+  std::optional<StreamWriter<int>> w;
+  StreamRec* s;
+  {
+    MutexLock lock(&mu_);
+    if (streams_.empty()) return;
+    s = &streams_[op.a % streams_.size()];
+    if (!s->writer.has_value()) return;
+    w.emplace(std::move(*s->writer));
+    s->writer.reset();
+  }
+  switch (op.b % 3) {
+    case 0:
+      (void)w->Complete();
+      break;
+    case 1:
+      (void)w->Fail(absl::AbortedError("fuzz: producer fails"));
+      break;
+    default:
+      return;  // Destroyed unfinished [E2].
+  }
+  MutexLock lock(&mu_);
+  s->writer.emplace(std::move(*w));
+}
+
+void Harness::DoCancelSub(const Op& op) {
+  std::shared_ptr<StreamSubscription> sub;
+  {
+    MutexLock lock(&mu_);
+    if (streams_.empty()) return;
+    sub = streams_[op.a % streams_.size()].sub;
+  }
+  if (sub != nullptr) (void)sub->Cancel();
+}
+
+void Harness::DoDropConsumer(const Op& op) {
+  std::shared_ptr<StreamSubscription> sub;
+  std::optional<StreamReader<int>> reader;
+  {
+    MutexLock lock(&mu_);
+    if (streams_.empty()) return;
+    StreamRec& s = streams_[op.a % streams_.size()];
+    if (op.b % 2 == 0) {
+      sub = std::move(s.sub);
+      s.sub.reset();
+    } else if (s.reader.has_value()) {
+      reader.emplace(std::move(*s.reader));
+      s.reader.reset();
+    }
+  }
+  // Destroyed here, outside the lock [E5].
+}
+
+void Harness::OnSinkEvent(StreamRec* s, ContextHandle ctx, int v) {
+  callbacks_.fetch_add(1);
+  Covered("sink event");
+  if (ctx != s->sink || !OnLoop(s->sink_loop)) {
+    Violation("stream.thread",
+              absl::StrCat("stream ", s->id, " on_event on ", ctx.DebugString(),
+                           ", sink is ", s->sink.DebugString()));
+  }
+  if (s->completes.load() > 0) {
+    Violation("stream.after_complete",
+              absl::StrCat("stream ", s->id, " on_event after on_complete"));
+  }
+  const int want = s->received.load();
+  if (v != want) {
+    Violation("stream.order", absl::StrCat("stream ", s->id, ": event ", v,
+                                           ", expected ", want));
+  }
+  s->received.store(v + 1);
+  auto cancel_own = [s] {
+    std::shared_ptr<StreamSubscription> sub;
+    {
+      MutexLock lock(&s->weak_mu);
+      sub = s->weak_sub.lock();
+    }
+    if (sub != nullptr) (void)sub->Cancel();
+  };
+  switch (s->sink_mode) {
+    case 1:
+      if (v % 3 == 2) throw std::runtime_error("fuzz: sink throws");
+      break;
+    case 2:  // Cancel its own subscription, then throw (issue 7 #11).
+      if (v % 3 == 1) {
+        cancel_own();
+        throw std::runtime_error("fuzz: sink cancels, then throws");
+      }
+      break;
+    case 5:
+      if (v % 4 == 3) cancel_own();
+      break;
+    default:
+      break;
+  }
+}
+
+void Harness::OnSinkComplete(StreamRec* s, ContextHandle ctx,
+                             const absl::Status& st) {
+  callbacks_.fetch_add(1);
+  Covered(st.ok() ? "on_complete OK" : "on_complete error");
+  if (s->completes.fetch_add(1) + 1 > 1) {
+    Violation("stream.complete_twice",
+              absl::StrCat("stream ", s->id, ": on_complete called twice"));
+  }
+  if (ctx != s->sink || !OnLoop(s->sink_loop)) {
+    Violation("stream.thread",
+              absl::StrCat("stream ", s->id, " on_complete off its sink"));
+  }
+  if (st.ok() && s->received.load() != s->emitted.load()) {
+    Violation(
+        "stream.lost_events",
+        absl::StrCat("stream ", s->id, ": on_complete(OK) after ",
+                     s->received.load(), " of ", s->emitted.load(), " events"));
+  }
+  if (s->sink_mode == 3) throw std::runtime_error("fuzz: on_complete throws");
+}
+
+void Harness::OnProducerCallback(StreamRec* s, ContextHandle ctx, bool closed) {
+  callbacks_.fetch_add(1);
+  Covered(closed ? "on_closed" : "on_writable");
+  if (ctx != s->producer || !OnLoop(s->producer_loop)) {
+    Violation("stream.thread",
+              absl::StrCat("stream ", s->id, " producer callback on ",
+                           ctx.DebugString(), ", producer is ",
+                           s->producer.DebugString()));
+  }
+  if (closed && s->closes.fetch_add(1) + 1 > 1) {
+    Violation("stream.closed_twice",
+              absl::StrCat("stream ", s->id,
+                           ": producer on_closed called twice (issue 7 #11)"));
+  }
+  if (s->throwing_producer) {
+    throw std::runtime_error("fuzz: producer callback throws");
+  }
+}
+
+// --- Loops and fd watches ----------------------------------------------------
+
+void Harness::DoStopLoop(const Op& op) {
+  const int l = op.a % loops_.size();
+  LoopRec& lr = *loops_[l];
+  if (OnLoop(l)) {  // Stop() from inside a task.
+    fuzz_adapter::StopLoop(*lr.loop);
+    return;
+  }
+  MutexLock lock(&lr.life_mu);  // Stop must not race the destructor.
+  if (lr.alive) fuzz_adapter::StopLoop(*lr.loop);
+}
+
+void Harness::DoDestroyLoop(const Op& op) {
+  const int l = op.a % loops_.size();
+  LoopRec& lr = *loops_[l];
+  {
+    MutexLock lock(&lr.life_mu);
+    if (!lr.alive) return;
+    lr.alive = false;
+    lr.destroy_seq.store(NextSeq());
+  }
+  Covered("destroy loop");
+  lr.report = lr.thread->Join();
+  if (lr.report.tasks_dropped != 0 && !lr.short_drain) {
+    Violation("loop.shutdown_dropped",
+              absl::StrCat("loop ", l, " shutdown dropped ",
+                           lr.report.tasks_dropped, " tasks"));
+  }
+}
+
+void Harness::DoWatch(const Op& op, const Exec& x) {
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    r = ctxs_[PickTarget(x, op.a)];
+  }
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) !=
+      0) {
+    return;
+  }
+  const int l = r.loop;
+  LoopRec& lr = *loops_[l];
+  const bool on = OnLoop(l);
+  WatchRec* w;
+  {
+    MutexLock lock(&mu_);
+    watches_.emplace_back();
+    w = &watches_.back();
+    w->fds[0] = fds[0];
+    w->fds[1] = fds[1];
+    w->close_on_stop = op.b % 2 == 0;
+    w->ctx = r.h;
+    w->loop = l;
+  }
+  FdCallback cb = [this, w, poster = DtorPoster(this, lr.root, l)](
+                      ContextHandle c, FdEvents) mutable {
+    OnWatchReady(w, c);
+  };
+  absl::StatusOr<FdWatch> fw = absl::UnavailableError("not called");
+  bool called = false;
+  if (on) {
+    fw = fuzz_adapter::Watch(*lr.loop, r.h, fds[0], std::move(cb),
+                             w->close_on_stop);
+    called = true;
+  } else {
+    MutexLock lock(&lr.life_mu);
+    if (lr.alive) {
+      fw = fuzz_adapter::Watch(*lr.loop, r.h, fds[0], std::move(cb),
+                               w->close_on_stop);
+      called = true;
+    }
+  }
+  if (called && !(on && r.destroyed)) {
+    ExpectStatus("fd.status", "WatchFd", on, !LoopDying(l), fw.status());
+  }
+  if (!fw.ok()) return;
+  Covered("WatchFd");
+  MutexLock lock(&mu_);
+  w->watch.emplace(std::move(*fw));
+  w->registered = true;
+}
+
+void Harness::DoWriteFd(const Op& op) {
+  int fd = -1;
+  {
+    MutexLock lock(&mu_);
+    if (watches_.empty()) return;
+    fd = watches_[op.a % watches_.size()].fds[1];
+  }
+  (void)send(fd, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void Harness::DoStopWatch(const Op& op) {
+  std::optional<FdWatch> fw;
+  WatchRec* w;
+  {
+    MutexLock lock(&mu_);
+    if (watches_.empty()) return;
+    w = &watches_[op.a % watches_.size()];
+    if (!w->watch.has_value()) return;
+    fw.emplace(std::move(*w->watch));
+    w->watch.reset();
+  }
+  Covered(OnLoop(w->loop) ? "FdWatch::Stop on loop" : "FdWatch::Stop foreign");
+  fuzz_adapter::StopWatch(*fw);
+  w->stop_returned.store(true);
+}
+
+void Harness::OnWatchReady(WatchRec* w, ContextHandle ctx) {
+  callbacks_.fetch_add(1);
+  Covered("watch callback");
+  w->calls.fetch_add(1);
+  if (w->stop_returned.load()) {
+    Violation("fd.after_stop", "watch callback ran after Stop() returned");
+    return;
+  }
+  if (ctx != w->ctx || !OnLoop(w->loop)) {
+    Violation("fd.thread",
+              absl::StrCat("watch callback on ", ctx.DebugString(),
+                           ", watch is on ", w->ctx.DebugString()));
+  }
+  char buf[64];
+  while (read(w->fds[0], buf, sizeof(buf)) > 0) {
+  }
+  // Give a foreign Stop() time to return if it does not wait for us.
+  for (int i = 0; i < 200; ++i) sched_yield();
+  if (w->stop_returned.load()) {
+    Violation("fd.stop_while_running",
+              "a foreign FdWatch::Stop() returned while the callback was "
+              "running (issue 7 #8)");
+  }
+}
+
+// --- Teardown and checks -----------------------------------------------------
+
+void Harness::Teardown() {
+  // [T1] The foreign threads finish their operations; everything settles.
+  for (auto& w : workers_) w->Join();
+  Quiesce();
+
+  // [T2] End every stream from the producer side; stop every watch.
+  {
+    std::vector<std::optional<StreamWriter<int>>> writers;
+    std::vector<std::pair<WatchRec*, std::optional<FdWatch>>> watches;
+    {
+      MutexLock lock(&mu_);
+      for (StreamRec& s : streams_) {
+        if (!s.writer.has_value()) continue;
+        writers.emplace_back();
+        writers.back().emplace(std::move(*s.writer));
+        s.writer.reset();
+      }
+      for (WatchRec& w : watches_) {
+        if (!w.watch.has_value()) continue;
+        watches.emplace_back(&w, std::move(w.watch));
+        w.watch.reset();
+      }
+    }
+    writers.clear();  // [E2]: an unfinished writer fails its stream.
+    for (auto& [w, fw] : watches) {
+      fuzz_adapter::StopWatch(*fw);
+      w->stop_returned.store(true);
+    }
+  }
+  Quiesce();
+
+  // [T3] Every stream whose consumer is still attached has ended, and told
+  // its sink exactly once if the sink's context and loop still live
+  // (issue 7 #10, #11).
+  {
+    std::vector<std::pair<StreamRec*, std::shared_ptr<StreamSubscription>>>
+        subs;
+    std::vector<bool> sink_alive;
+    {
+      MutexLock lock(&mu_);
+      for (StreamRec& s : streams_) {
+        if (s.sub == nullptr) continue;
+        subs.emplace_back(&s, s.sub);
+        sink_alive.push_back(!ctxs_[s.sink_slot].destroyed &&
+                             !LoopDying(s.sink_loop));
+      }
+    }
+    for (size_t i = 0; i < subs.size(); ++i) {
+      StreamRec* s = subs[i].first;
+      if (!subs[i].second->finished()) {
+        Violation("stream.not_ended",
+                  absl::StrCat("stream ", s->id, " (", s->emitted.load(),
+                               " emitted, ", s->received.load(),
+                               " received) never ended after its writer was "
+                               "completed or destroyed"));
+      }
+      if (sink_alive[i] && s->completes.load() != 1) {
+        Violation("stream.on_complete",
+                  absl::StrCat("stream ", s->id, ": on_complete ran ",
+                               s->completes.load(),
+                               " times on a live sink, want exactly once"));
+      }
+    }
+  }
+
+  // [T4] Drop every consumer and every open scope ([E5], [F4]).
+  {
+    std::vector<std::shared_ptr<StreamSubscription>> subs;
+    std::vector<std::optional<StreamReader<int>>> readers;
+    std::vector<std::optional<TraceScope>> traces;
+    std::vector<std::optional<SpanScope>> spans;
+    {
+      MutexLock lock(&mu_);
+      for (StreamRec& s : streams_) {
+        subs.push_back(std::move(s.sub));
+        s.sub.reset();
+        if (s.reader.has_value()) {
+          readers.emplace_back();
+          readers.back().emplace(std::move(*s.reader));
+          s.reader.reset();
+        }
+      }
+      for (TraceRec& t : traces_) {
+        if (!t.scope.has_value()) continue;
+        traces.emplace_back();
+        traces.back().emplace(std::move(*t.scope));
+        t.scope.reset();
+        if (ctxs_[t.ctx].destroyed) {
+          expect_off_origin_[ItemKey(traces.back()->trace_id(), SpanId())] =
+              "dropped at teardown after its origin was destroyed ([F1])";
+        }
+      }
+      for (SpanRec& sp : spans_) {
+        if (!sp.scope.has_value()) continue;
+        spans.emplace_back();
+        spans.back().emplace(std::move(*sp.scope));
+        sp.scope.reset();
+        if (ctxs_[sp.ctx].destroyed && spans.back()->recording()) {
+          expect_off_origin_[ItemKey(spans.back()->trace_id(),
+                                     spans.back()->span_id())] =
+              "dropped at teardown after its origin was destroyed ([F1])";
+        }
+      }
+    }
+  }
+  Quiesce();
+
+  // [T5] On every live context of every live loop: the current trace/span
+  // is what it was when the context was made, and each key reads as the
+  // model says.
+  {
+    std::vector<CtxRec> ctxs;
+    {
+      MutexLock lock(&mu_);
+      ctxs = ctxs_;
+    }
+    for (size_t l = 0; l < loops_.size(); ++l) {
+      if (LoopDying(static_cast<int>(l))) continue;
+      (void)loops_[l]->thread->Invoke([&](Loop&) {
+        for (const CtxRec& c : ctxs) {
+          if (c.loop != static_cast<int>(l) || c.destroyed) continue;
+          const TraceId t = tracer_->CurrentTraceId(c.h).value_or(TraceId());
+          const SpanId sp = tracer_->CurrentSpanId(c.h).value_or(SpanId());
+          if (t != c.trace0 || sp != c.span0) {
+            Violation("trace.current",
+                      absl::StrCat(c.h.DebugString(), ": current trace/span ",
+                                   t.ToHex(), "/", sp.ToHex(),
+                                   " after every scope ended; was ",
+                                   c.trace0.ToHex(), "/", c.span0.ToHex()));
+          }
+          for (int k = 0; k < kKeys; ++k) {
+            std::string got;
+            if (k == 0) {
+              absl::StatusOr<int> v = IntKey().Get(c.h);
+              got = v.ok() ? std::to_string(*v) : v.status().ToString();
+            } else {
+              absl::StatusOr<std::string> v = StrKey().Get(c.h);
+              got = v.ok() ? *v : v.status().ToString();
+            }
+            if (got != c.keys[k].Effective()) {
+              Violation("key.value",
+                        absl::StrCat(c.h.DebugString(), " key ", k, ": got \"",
+                                     got, "\", model \"", c.keys[k].Effective(),
+                                     "\" (at the end)"));
+            }
+          }
+        }
+      });
+    }
+  }
+
+  // [T6] Join every loop: shutdown drains, and drops nothing of ours.
+  for (size_t l = 0; l < loops_.size(); ++l) {
+    LoopRec& lr = *loops_[l];
+    {
+      MutexLock lock(&lr.life_mu);
+      if (!lr.alive) continue;
+      lr.alive = false;
+      lr.destroy_seq.store(NextSeq());
+    }
+    lr.report = lr.thread->Join();
+    if (lr.report.tasks_dropped != 0 && !lr.short_drain) {
+      Violation("loop.shutdown_dropped",
+                absl::StrCat("loop ", l, " shutdown dropped ",
+                             lr.report.tasks_dropped, " tasks"));
+    }
+  }
+  CheckTasks();
+  CheckTraceEvents();
+
+  MutexLock lock(&mu_);
+  for (WatchRec& w : watches_) {
+    if (!(w.registered && w.close_on_stop)) close(w.fds[0]);
+    close(w.fds[1]);
+  }
+}
+
+void Harness::CheckTasks() {
+  std::vector<TaskRec> tasks;
+  {
+    MutexLock lock(&tasks_mu_);
+    tasks.assign(tasks_.begin(), tasks_.end());
+  }
+  result_->tasks = tasks.size();
+  // Tasks a short drain dropped unrun, per loop: at most what it reported.
+  std::vector<uint64_t> dropped(loops_.size(), 0);
+  for (const TaskRec& t : tasks) {
+    const std::string what = absl::StrCat(
+        t.op ? "operation post"
+             : (t.ctx < 0 ? "post from a destructor" : "post"),
+        t.delayed ? " (delayed)" : "", " to ", t.target.DebugString());
+    if (!t.post_ok) {
+      if (t.runs > 0) {
+        Violation("post.exactly_once", what + ": refused, but ran");
+      }
+      continue;
+    }
+    if (t.delayed) {
+      if (t.cancel_true && t.runs > 0) {
+        Violation("timer.cancelled_ran",
+                  what + ": Cancel returned true, the task ran anyway");
+      }
+      continue;  // Unfired at shutdown is [S4]; cancelled with its context.
+    }
+    if (t.runs == 0 && t.destroyed_unrun > 0 && t.loop >= 0 &&
+        loops_[t.loop]->short_drain) {
+      ++dropped[t.loop];  // [S3], if the report counts it (below).
+      continue;
+    }
+    if (t.runs != 1) {
+      Violation("post.exactly_once",
+                absl::StrCat(what, ": accepted (OK), ran ", t.runs, " times",
+                             t.destroyed_unrun > 0 ? ", destroyed unrun" : "",
+                             " (issue 7 #10)"));
+    }
+  }
+  for (size_t l = 0; l < loops_.size(); ++l) {
+    if (dropped[l] > loops_[l]->report.tasks_dropped) {
+      Violation(
+          "post.exactly_once",
+          absl::StrCat("loop ", l, "'s short drain destroyed ", dropped[l],
+                       " accepted tasks unrun but reported ",
+                       loops_[l]->report.tasks_dropped, " (issue 7 #10)"));
+    }
+  }
+}
+
+void Harness::CheckTraceEvents() {
+  using Kind = EventRecorder::Kind;
+  const std::vector<EventRecorder::Event> events = recorder_->events();
+  result_->trace_events = events.size();
+  struct Item {
+    int starts = 0;
+    int ends = 0;
+    uint64_t start_seq = 0;
+    uint64_t end_seq = 0;
+  };
+  std::unordered_map<std::string, Item> items;
+  for (const auto& e : events) {
+    Item& it = items[e.key()];
+    if (e.is_end()) {
+      ++it.ends;
+      it.end_seq = e.seq;
+    } else {
+      ++it.starts;
+      it.start_seq = e.seq;
+    }
+  }
+  std::unordered_map<std::string, std::string> expect_off;
+  {
+    MutexLock lock(&mu_);
+    expect_off = expect_off_origin_;
+  }
+  uint64_t on_root = 0, off_here = 0;
+  for (const auto& e : events) {
+    const bool is_trace =
+        e.kind == Kind::kTraceStart || e.kind == Kind::kTraceEnd;
+    const std::string name =
+        absl::StrCat(is_trace ? "trace " : "span ", e.key());
+    const int l = LoopOf(e.started.ctx);
+    if (l < 0) {
+      Violation("trace.thread", name + ": started on an unknown loop");
+      continue;
+    }
+    const int64_t origin_tid = loops_[l]->tid;
+    if (!e.is_end()) {
+      if (e.tid != origin_tid || e.started.thread_id != e.tid) {
+        Violation("trace.thread", name + ": start event off its loop thread");
+      }
+      if (!is_trace) {
+        const Item& t = items[ItemKey(e.trace_id, SpanId())];
+        if (t.starts == 0 || t.start_seq > e.seq) {
+          Violation("trace.order", name + ": span start before its trace's");
+        }
+        if (t.ends > 0 && t.end_seq < e.seq) {
+          Violation("trace.order",
+                    name + ": span started after its trace ended");
+        }
+      }
+      continue;
+    }
+    // Ends.
+    const std::string where = absl::StrCat(
+        " (origin ", e.started.ctx.DebugString(), " on tid ", origin_tid,
+        "; ran on tid ", e.tid, "; finish_ran ", e.finish_ran.ctx.DebugString(),
+        " tid ", e.finish_ran.thread_id, "; off_origin ",
+        e.finished_off_origin ? "true" : "false", ")");
+    if (e.finish_ran.thread_id != e.tid) {
+      Violation("trace.finish_ran",
+                name +
+                    ": finish_ran names another thread than the one the "
+                    "processors ran on" +
+                    where);
+    }
+    const bool loop_going = loops_[l]->destroy_seq.load() < e.seq;
+    if (!e.finished_off_origin) {
+      if (e.finish_ran.ctx != e.started.ctx) {
+        Violation(
+            "trace.finish_ran",
+            name + ": on origin, but finish_ran is another context" + where);
+      }
+    } else if (!e.finish_ran.ctx.is_null()) {  // [F1]: the origin loop's root.
+      ++on_root;
+      if (e.finish_ran.ctx != loops_[l]->root) {
+        Violation("trace.finish_ran",
+                  name +
+                      ": off origin on a context other than its loop's "
+                      "root" +
+                      where);
+      }
+    } else {  // [F2]/[F3]: where it was called or dropped.
+      ++off_here;
+      if (!loop_going) {
+        Violation("trace.thread",
+                  name +
+                      ": ran off its loop although that loop was not "
+                      "shutting down ([F2]/[F3] do not apply)" +
+                      where);
+      }
+    }
+    if (e.tid != origin_tid && !loop_going) {
+      Violation("trace.thread",
+                name +
+                    ": processor end event off the origin loop thread "
+                    "while that loop lived (issue 7 #2)" +
+                    where);
+    }
+    auto want_off = expect_off.find(e.key());
+    if (want_off != expect_off.end() && !e.finished_off_origin) {
+      Violation("trace.dead_origin", name + ": " + want_off->second +
+                                         ", but reported finished_off_origin "
+                                         "= false" +
+                                         where);
+    }
+    if (!is_trace) {
+      const Item& t = items[ItemKey(e.trace_id, SpanId())];
+      if (t.ends > 0 && t.end_seq < e.seq) {
+        Violation("trace.order", name + ": span ended after its trace");
+      }
+    }
+  }
+  for (const auto& [key, it] : items) {
+    if (it.starts != 1 || it.ends != 1) {
+      Violation("trace.exactly_once",
+                absl::StrCat(key, ": ", it.starts, " start(s), ", it.ends,
+                             " end(s); want exactly one of each"));
+    }
+  }
+  const TracerStats st = tracer_->stats();
+  if (st.finishes_on_root != on_root || st.finishes_off_origin != off_here) {
+    Violation(
+        "trace.counters",
+        absl::StrCat("stats say ", st.finishes_on_root, " on root, ",
+                     st.finishes_off_origin, " off origin; the events say ",
+                     on_root, " and ", off_here, " (issue 7 #3)"));
+  }
+}
+
+void Harness::Run(const uint8_t* data, size_t size) {
+  ByteReader in(data, size);
+  Setup(in);
+  std::vector<Op> ops;
+  while (!in.done() && ops.size() < options_.max_ops) {
+    Op op;
+    op.code = kOpTable[in.Next() % kOpTableSize];
+    op.exec = in.Next();
+    op.a = in.Next();
+    op.b = in.Next();
+    op.c = in.Next();
+    ops.push_back(op);
+  }
+  result_->ops = ops.size();
+  for (const Op& op : ops) Dispatch(op);
+  Teardown();
+}
+
+}  // namespace
+
+ModelResult RunModel(const uint8_t* data, size_t size,
+                     const ModelOptions& options) {
+  ModelResult result;
+  // A hung run (e.g. a lost wake-up) aborts with a message, not a silent
+  // test timeout.
+  Mutex mu;
+  internal::CondVar cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    MutexLock lock(&mu);
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::seconds(options.watchdog_seconds);
+    while (!done) {
+      if (!cv.WaitUntil(&mu, deadline) && !done &&
+          std::chrono::steady_clock::now() >= deadline) {
+        std::fprintf(stderr,
+                     "fuzz: the model run did not finish in %d s: a hang "
+                     "(lost wake-up or stop, a loop that never drains)\n",
+                     options.watchdog_seconds);
+        std::abort();
+      }
+    }
+  });
+  {
+    Harness h(options, &result);
+    h.Run(data, size);
+  }
+  {
+    MutexLock lock(&mu);
+    done = true;
+    cv.SignalAll();
+  }
+  watchdog.join();
+  for (const std::string& name : options.ignore) {
+    for (auto it = result.violations.begin(); it != result.violations.end();) {
+      const bool prefix = !name.empty() && name.back() == '.' &&
+                          it->first.compare(0, name.size(), name) == 0;
+      if (it->first == name || prefix) {
+        result.ignored[it->first] += it->second;
+        result.examples.erase(it->first);
+        it = result.violations.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace fuzz
+}  // namespace ctxloop
