@@ -302,7 +302,11 @@ class TraceEndTask {
   // on this thread. Off that loop [F2]: rewritten to say where it runs.
   static void Deliver(TraceRecord& trace, Where where) {
     if (where == Where::kHere) {
-      CountWhere(trace.tracer->counters, where);
+      // Counted once per trace: a finish that already ran off its loop
+      // ([F2]) was counted when it ran.
+      if (!trace.data.finished_off_origin) {
+        CountWhere(trace.tracer->counters, where);
+      }
       trace.data.finish_ran = SiteAt(*trace.tracer, ContextHandle(), -1);
       trace.data.finished_off_origin = true;
     }

@@ -197,7 +197,9 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
     Count(core.counters.traces_off_loop_thread);
     return TraceScope::NonRecording();
   }
-  if (!options.make_current && !loop->CheckLive(ctx).ok()) {
+  // A destroyed (closing) context refuses new traces at once [S15]; with
+  // make_current the Set below refuses them too.
+  if (!options.make_current && !loop->IsOpen(ctx)) {
     Count(core.counters.traces_on_stale_context);
     return TraceScope::NonRecording();
   }
@@ -306,7 +308,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   uint8_t trace_flags = 0;
   std::shared_ptr<const std::string> unsampled_state;  // Null if empty.
   if (options.parent.valid()) {
-    if (!options.make_current && !loop->CheckLive(ctx).ok()) {
+    if (!options.make_current && !loop->IsOpen(ctx)) {
       Count(core.counters.spans_on_stale_context);
       return SpanScope::NonRecording();
     }

@@ -97,6 +97,8 @@ class LoopCore {
   absl::StatusOr<std::string> ContextName(ContextHandle ctx) const;
   // OK if `ctx` is a live context of this loop (closing ones included).
   absl::Status CheckLive(ContextHandle ctx) const;
+  // True if `ctx` is live and not closing: it accepts new things ([S15]).
+  bool IsOpen(ContextHandle ctx) const { return AcceptsPosts(ctx); }
 
   // --- Context-local values (owner thread) ---------------------------------
   absl::StatusOr<const AnyValue*> GetValue(ContextHandle ctx, uint64_t key);
