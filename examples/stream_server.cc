@@ -51,7 +51,7 @@
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/batch_processor.h"
-#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
 #include "ctxloop/trace/in_memory_exporter.h"
 #include "ctxloop/trace/tracer.h"
 

@@ -38,14 +38,28 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 
 namespace ctxloop {
 namespace examples {
 namespace {
 
-// The trace exporters' JSON string escaping (UTF-8 checked), reused.
-using ::ctxloop::internal::AppendJsonString;
+// Appends `text` to `out` as a quoted JSON string, escaped by RapidJSON's
+// writer (UTF-8 validated; invalid input becomes "" rather than bad JSON).
+void AppendJsonString(absl::string_view text, std::string* out) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>,
+                    rapidjson::UTF8<>, rapidjson::CrtAllocator,
+                    rapidjson::kWriteValidateEncodingFlag>
+      writer(buffer);
+  if (!writer.String(text.data(),
+                     static_cast<rapidjson::SizeType>(text.size()))) {
+    out->append("\"\"");
+    return;
+  }
+  out->append(buffer.GetString(), buffer.GetSize());
+}
 
 int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
 

@@ -13,8 +13,10 @@ PACKAGES=(
   # @com_github_google_benchmark, @libevent, @boost, @libuv.
   libabsl-dev googletest libgtest-dev libbenchmark-dev libevent-dev
   libboost-dev libuv1-dev
+  rapidjson-dev zlib1g-dev
 )
 
+bash "$(dirname "$0")/install_jaeger.sh" || echo "install_deps: Jaeger not built (its tests will skip)" >&2
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then

@@ -24,6 +24,7 @@
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/in_memory_exporter.h"
 #include "ctxloop/trace/span_data.h"
+#include "ctxloop/trace/testing/faulty_exporter.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
@@ -391,12 +392,13 @@ TEST(BatchProcessorTest, DestructorShutsDownAndDrains) {
 
 TEST(BatchProcessorTest, ExporterErrorLosesOnlyThatBatch) {
   auto exporter = std::make_shared<InMemoryExporter>();
-  exporter->FailNextExports(1, absl::UnavailableError("collector down"));
+  auto faulty = std::make_shared<testing::FaultyExporter>(exporter);
+  faulty->FailNextExports(1, absl::UnavailableError("collector down"));
   ErrorLog errors;
   BatchProcessor::Options o = NoTimer();
   o.max_batch_size = 10;
   o.on_error = errors.Callback();
-  auto p = MustCreate(exporter, std::move(o));
+  auto p = MustCreate(faulty, std::move(o));
   for (int i = 0; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
   absl::Status flush = p->ForceFlush(absl::Seconds(20));
   EXPECT_EQ(flush.code(), absl::StatusCode::kUnavailable) << flush;
@@ -420,14 +422,15 @@ TEST(BatchProcessorTest, ExporterErrorLosesOnlyThatBatch) {
 
 TEST(BatchProcessorTest, ExporterThrowLosesOnlyThatBatch) {
   auto exporter = std::make_shared<InMemoryExporter>();
+  auto faulty = std::make_shared<testing::FaultyExporter>(exporter);
   ErrorLog errors;
   BatchProcessor::Options o = NoTimer();
   o.max_batch_size = 10;
   o.on_error = errors.Callback();
-  auto p = MustCreate(exporter, std::move(o));
+  auto p = MustCreate(faulty, std::move(o));
   for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
   ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
-  exporter->ThrowNextExports(1);
+  faulty->ThrowNextExports(1);
   for (int i = 10; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
   EXPECT_EQ(p->ForceFlush(absl::Seconds(20)).code(),
             absl::StatusCode::kInternal);
@@ -447,10 +450,11 @@ TEST(BatchProcessorTest, ExporterThrowLosesOnlyThatBatch) {
 
 TEST(BatchProcessorTest, ThrowingOnErrorDoesNotStopTheWorker) {
   auto exporter = std::make_shared<InMemoryExporter>();
-  exporter->FailNextExports(1, absl::InternalError("x"));
+  auto faulty = std::make_shared<testing::FaultyExporter>(exporter);
+  faulty->FailNextExports(1, absl::InternalError("x"));
   BatchProcessor::Options o = NoTimer();
   o.on_error = [](const absl::Status&) { throw std::runtime_error("bad cb"); };
-  auto p = MustCreate(exporter, std::move(o));
+  auto p = MustCreate(faulty, std::move(o));
   p->OnSpanEnd(MakeSpan(0));
   EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());
   p->OnSpanEnd(MakeSpan(1));
@@ -503,7 +507,8 @@ TEST(BatchProcessorTest, ConcurrentProducersLoseNothing) {
 
 TEST(BatchProcessorTest, FlushAndShutdownFromOnErrorAreRefused) {
   auto exporter = std::make_shared<InMemoryExporter>();
-  exporter->FailNextExports(1, absl::InternalError("x"));
+  auto faulty = std::make_shared<testing::FaultyExporter>(exporter);
+  faulty->FailNextExports(1, absl::InternalError("x"));
   std::atomic<BatchProcessor*> self{nullptr};
   std::atomic<int> refused{0};
   BatchProcessor::Options o = NoTimer();
@@ -518,7 +523,7 @@ TEST(BatchProcessorTest, FlushAndShutdownFromOnErrorAreRefused) {
       ++refused;
     }
   };
-  auto p = MustCreate(exporter, std::move(o));
+  auto p = MustCreate(faulty, std::move(o));
   self = p.get();
   p->OnSpanEnd(MakeSpan(0));
   EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());

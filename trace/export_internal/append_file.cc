@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 
-#include "ctxloop/trace/internal/append_file.h"
+#include "ctxloop/trace/export_internal/append_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/chrome_trace_exporter.h
+// File: ctxloop/trace/chrome/chrome_trace_exporter.h
 // -----------------------------------------------------------------------------
 //
 // `ChromeTraceExporter` writes a Chrome Trace Event file (the JSON Object
@@ -70,8 +70,8 @@
 // (which writes the file and frees the items), `Export` and `Flush` return
 // `kFailedPrecondition`.
 
-#ifndef CTXLOOP_TRACE_CHROME_TRACE_EXPORTER_H_
-#define CTXLOOP_TRACE_CHROME_TRACE_EXPORTER_H_
+#ifndef CTXLOOP_TRACE_CHROME_CHROME_TRACE_EXPORTER_H_
+#define CTXLOOP_TRACE_CHROME_CHROME_TRACE_EXPORTER_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -144,4 +144,4 @@ class ChromeTraceExporter final : public SpanExporter {
 
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_CHROME_TRACE_EXPORTER_H_
+#endif  // CTXLOOP_TRACE_CHROME_CHROME_TRACE_EXPORTER_H_

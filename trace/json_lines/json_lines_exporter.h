@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/json_lines_exporter.h
+// File: ctxloop/trace/json_lines/json_lines_exporter.h
 // -----------------------------------------------------------------------------
 //
 // `JsonLinesExporter` appends every exported trace and span to a file as one
@@ -40,8 +40,8 @@
 // Thread-safety: all methods are thread-safe (one mutex). After `Shutdown`
 // (which closes the file), `Export` and `Flush` return `kFailedPrecondition`.
 
-#ifndef CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
-#define CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
+#ifndef CTXLOOP_TRACE_JSON_LINES_JSON_LINES_EXPORTER_H_
+#define CTXLOOP_TRACE_JSON_LINES_JSON_LINES_EXPORTER_H_
 
 #include <memory>
 #include <string>
@@ -50,7 +50,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "ctxloop/trace/exporter.h"
-#include "ctxloop/trace/internal/append_file.h"
+#include "ctxloop/trace/export_internal/append_file.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
@@ -92,4 +92,4 @@ class JsonLinesExporter final : public SpanExporter {
 
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
+#endif  // CTXLOOP_TRACE_JSON_LINES_JSON_LINES_EXPORTER_H_

@@ -1,12 +1,12 @@
 // Copyright 2026 The ctxloop Authors.
 
-#include "ctxloop/trace/json_lines_exporter.h"
+#include "ctxloop/trace/json_lines/json_lines_exporter.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 
 namespace ctxloop {
 namespace {

@@ -26,12 +26,13 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/trace/batch_processor.h"
-#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 #include "ctxloop/trace/in_memory_exporter.h"
-#include "ctxloop/trace/internal/json_writer.h"
-#include "ctxloop/trace/json_lines_exporter.h"
-#include "ctxloop/trace/otlp_json_exporter.h"
+#include "ctxloop/trace/json_lines/json_lines_exporter.h"
+#include "ctxloop/trace/otlp/otlp_json_exporter.h"
 #include "ctxloop/trace/span_data.h"
+#include "ctxloop/trace/testing/faulty_exporter.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
@@ -536,8 +537,10 @@ TEST(JsonWriterTest, MisuseIsRecordedAndOutputStaysValid) {
 
 // ------------------------------------------------------ InMemoryExporter
 
-TEST(InMemoryExporterTest, StoresInOrderAndInjectsFaults) {
-  InMemoryExporter e;
+TEST(InMemoryExporterTest, StoresInOrderAndFaultyExporterInjectsFaults) {
+  auto memory = std::make_shared<InMemoryExporter>();
+  InMemoryExporter& e = *memory;
+  testing::FaultyExporter faulty(memory);
   const TraceId trace{0, 7};
   SpanData s1 = Span(trace, 1, 0, "a", Site({}, 1, {}), {}, absl::Seconds(1));
   SpanData s2 = Span(trace, 2, 1, "b", Site({}, 1, {}), {}, absl::Seconds(1));
@@ -553,15 +556,16 @@ TEST(InMemoryExporterTest, StoresInOrderAndInjectsFaults) {
   EXPECT_EQ(e.traces()[0].workflow_name, "wf");
   EXPECT_EQ(std::get<SpanData>(e.items()[0]).name, "a");
 
-  e.FailNextExports(2, absl::UnavailableError("down"));
-  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kUnavailable);
-  e.ThrowNextExports(1);
-  EXPECT_THROW(e.Export(batch).IgnoreError(), std::runtime_error);
+  faulty.FailNextExports(2, absl::UnavailableError("down"));
+  EXPECT_EQ(faulty.Export(batch).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(faulty.Export(batch).code(), absl::StatusCode::kUnavailable);
+  faulty.ThrowNextExports(1);
+  EXPECT_THROW(faulty.Export(batch).IgnoreError(), std::runtime_error);
   EXPECT_EQ(e.size(), 3u);  // Failed calls stored nothing.
-  ASSERT_TRUE(e.Export(absl::MakeConstSpan(batch).subspan(0, 1)).ok());
+  ASSERT_TRUE(faulty.Export(absl::MakeConstSpan(batch).subspan(0, 1)).ok());
   EXPECT_EQ(e.size(), 4u);
-  EXPECT_EQ(e.export_calls(), 5);
+  EXPECT_EQ(faulty.export_calls(), 4);
+  EXPECT_EQ(e.export_calls(), 2);
   EXPECT_EQ(e.batch_sizes(), (std::vector<size_t>{3, 1}));
 
   e.Clear();

@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 
-#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
 
 #include <algorithm>
 #include <functional>
@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
-#include "ctxloop/trace/internal/append_file.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/export_internal/append_file.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 
 namespace ctxloop {
 namespace internal {

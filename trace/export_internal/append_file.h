@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/internal/append_file.h
+// File: ctxloop/trace/export_internal/append_file.h
 // -----------------------------------------------------------------------------
 //
 // Internal. The files behind the file exporters:
@@ -21,8 +21,8 @@
 //
 // Thread-safety: `AppendFile` is thread-safe (one mutex).
 
-#ifndef CTXLOOP_TRACE_INTERNAL_APPEND_FILE_H_
-#define CTXLOOP_TRACE_INTERNAL_APPEND_FILE_H_
+#ifndef CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_
+#define CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_
 
 #include <memory>
 #include <mutex>
@@ -91,4 +91,4 @@ absl::Status WriteFileAtomically(const std::string& path,
 }  // namespace internal
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_INTERNAL_APPEND_FILE_H_
+#endif  // CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_
