@@ -53,13 +53,15 @@ void SseTestClient::Close() {
   fd_ = -1;
 }
 
-absl::Status SseTestClient::SendRequest(absl::string_view method,
-                                        absl::string_view target,
-                                        bool keep_alive) {
+absl::Status SseTestClient::SendRequest(
+    absl::string_view method, absl::string_view target, bool keep_alive,
+    const std::vector<std::string>& extra_headers) {
   if (fd_ < 0) return absl::FailedPreconditionError("closed");
+  std::string extra;
+  for (const std::string& h : extra_headers) absl::StrAppend(&extra, h, "\r\n");
   const std::string req =
       absl::StrCat(method, " ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\n",
-                   keep_alive ? "" : "Connection: close\r\n",
+                   keep_alive ? "" : "Connection: close\r\n", extra,
                    "Accept: text/event-stream\r\n\r\n");
   size_t sent = 0;
   while (sent < req.size()) {

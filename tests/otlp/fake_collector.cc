@@ -42,15 +42,15 @@ bool Gunzip(absl::string_view in, std::string* out) {
 
 FakeCollector::FakeCollector() = default;
 
-absl::StatusOr<std::unique_ptr<FakeCollector>> FakeCollector::Start() {
+absl::StatusOr<std::unique_ptr<FakeCollector>> FakeCollector::Start(int port) {
   std::unique_ptr<FakeCollector> c(new FakeCollector());
   c->loop_ = std::make_unique<LoopThread>();
   FakeCollector* raw = c.get();
   absl::Status bind_status;
-  absl::Status s = c->loop_->Invoke([raw, &bind_status](Loop& loop) {
+  absl::Status s = c->loop_->Invoke([raw, &bind_status, port](Loop& loop) {
     raw->http_ = evhttp_new(loop.base());
-    evhttp_bound_socket* sock =
-        evhttp_bind_socket_with_handle(raw->http_, "127.0.0.1", 0);
+    evhttp_bound_socket* sock = evhttp_bind_socket_with_handle(
+        raw->http_, "127.0.0.1", static_cast<uint16_t>(port));
     if (sock == nullptr) {
       bind_status = absl::UnavailableError("FakeCollector: cannot bind");
       return;

@@ -65,7 +65,8 @@ class FakeCollector {
     bool gunzip_ok = true;
   };
 
-  static absl::StatusOr<std::unique_ptr<FakeCollector>> Start();
+  // Listens on 127.0.0.1:`port` (0: an ephemeral port).
+  static absl::StatusOr<std::unique_ptr<FakeCollector>> Start(int port = 0);
   ~FakeCollector();
 
   int port() const { return port_; }

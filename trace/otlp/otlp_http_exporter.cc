@@ -413,12 +413,15 @@ OtlpHttpExporter::OptionsFromEnvironment(Options base) {
 
 absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> OtlpHttpExporter::Create(
     Options options) {
-  if (options.timeout <= absl::ZeroDuration() || options.max_attempts < 1 ||
+  if (options.timeout <= absl::ZeroDuration() ||
+      options.attempt_timeout <= absl::ZeroDuration() ||
+      options.max_attempts < 1 ||
       options.initial_backoff <= absl::ZeroDuration() ||
       options.max_backoff < options.initial_backoff ||
       options.max_retry_after < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "OtlpHttpExporter: need timeout > 0, max_attempts >= 1, "
+        "OtlpHttpExporter: need timeout > 0, attempt_timeout > 0, "
+        "max_attempts >= 1, "
         "0 < initial_backoff <= max_backoff, max_retry_after >= 0");
   }
   evhttp_uri* uri = evhttp_uri_parse(options.endpoint.c_str());
@@ -557,8 +560,10 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
   absl::Status last_error;
   absl::Duration backoff = impl.options.initial_backoff;
   for (int attempt = 1; attempt <= impl.options.max_attempts; ++attempt) {
-    const absl::Duration remaining = deadline - absl::Now();
-    if (remaining <= absl::ZeroDuration()) {
+    const absl::Duration left = deadline - absl::Now();
+    const absl::Duration remaining =
+        std::min(left, impl.options.attempt_timeout);
+    if (left <= absl::ZeroDuration()) {
       return fail(absl::DeadlineExceededError(absl::StrCat(
           "out of time (", absl::FormatDuration(impl.options.timeout),
           ") after ", attempt - 1, " attempts",

@@ -101,6 +101,10 @@ class OtlpHttpExporter final : public SpanExporter {
     std::vector<std::pair<std::string, std::string>> headers;
     // Time for one `Export`, all attempts and backoffs included; > 0.
     absl::Duration timeout = absl::Seconds(10);
+    // Time for one attempt (connect, send, answer), at most what is left of
+    // `timeout`; > 0. A slow collector then costs one attempt, not the
+    // whole budget.
+    absl::Duration attempt_timeout = absl::InfiniteDuration();
     // Compress request bodies (Content-Encoding: gzip).
     bool gzip = false;
     // Retries: at most this many attempts per batch (>= 1), backoff between
