@@ -38,6 +38,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "ctxloop/trace/propagation.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -491,8 +492,25 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   // 1. The run's trace, started and made current on A: the request handler's
   //    context, as in the Python original.
   std::optional<TraceScope> trace;
+  // W3C Trace Context: continue the caller's trace if it sent a valid
+  // traceparent (an invalid one is ignored: a new trace starts).
+  evkeyvalq* in_headers = evhttp_request_get_input_headers(req);
+  const char* traceparent = evhttp_find_header(in_headers, "traceparent");
+  const char* tracestate = evhttp_find_header(in_headers, "tracestate");
+  const std::optional<SpanContext> remote =
+      traceparent == nullptr
+          ? std::nullopt
+          : ExtractTraceContext(traceparent,
+                                tracestate == nullptr ? "" : tracestate);
+  SpanContext own;  // What the response's traceparent names.
   if (tracer_ != nullptr) {
     TraceOptions t;
+    if (remote.has_value()) {
+      t.trace_id = remote->trace_id;
+      // INTEGRATION POINT (core tracer merge): pass the whole remote parent
+      // so the trace's root span is its child and inherits flags and state:
+      //   t.remote_parent = *remote;
+    }
     t.group_id = group_id;
     t.metadata["path"] = uri;
     t.metadata["events"] = absl::StrCat(events);
@@ -502,6 +520,14 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
         tracer_->StartTrace(run->a, "agent run", std::move(t));
     if (scope.ok()) {
       run->trace_id = scope->trace_id();
+      // INTEGRATION POINT (core tracer merge): `own = scope->span_context();`
+      // names the root span by its random `root_span_id`. Until then the
+      // root span id is the one the tracer derives from the trace id.
+      own.trace_id = run->trace_id;
+      own.span_id = RootSpanIdFor(run->trace_id);
+      own.trace_flags =
+          remote.has_value() ? remote->trace_flags : kTraceFlagSampled;
+      own.trace_state = remote.has_value() ? remote->trace_state : "";
       trace.emplace(std::move(*scope));
     } else {
       std::fprintf(stderr, "stream_server: run %llu not traced: %s\n",
@@ -519,6 +545,8 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
     r.events_requested = events;
     r.delay = delay;
     r.trace_id = run->trace_id;
+    if (remote.has_value()) r.remote_parent = *remote;
+    r.traceparent = FormatTraceparent(own);
   }
 
   // The 200 and the headers go out now; the body is streamed (chunked).
@@ -528,6 +556,13 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   evhttp_add_header(headers, "X-Run-Id", absl::StrCat(id).c_str());
   if (run->trace_id.valid()) {
     evhttp_add_header(headers, "X-Trace-Id", run->trace_id.ToHex().c_str());
+  }
+  const TraceContextHeaders out = InjectTraceContext(own);
+  if (!out.traceparent.empty()) {
+    evhttp_add_header(headers, "traceparent", out.traceparent.c_str());
+    if (!out.tracestate.empty()) {
+      evhttp_add_header(headers, "tracestate", out.tracestate.c_str());
+    }
   }
   evhttp_send_reply_start(req, 200, "OK");
   evhttp_connection_set_closecb(run->conn, &StreamServer::OnConnectionClosed,

@@ -30,8 +30,10 @@
 //   1. Loop 1, in the evhttp callback: validate the query (400 otherwise);
 //      create the request context A and the response context B; start the
 //      trace "agent run" on A and make it current there (group_id = `thread`,
-//      metadata = path and parameters); send the 200 headers
-//      (`text/event-stream`, chunked) and watch the connection for close.
+//      metadata = path and parameters), continuing the request's W3C
+//      `traceparent` if it has a valid one; send the 200 headers
+//      (`text/event-stream`, chunked, and the run's own `traceparent`) and
+//      watch the connection for close.
 //   2. The trace is handed to loop 2, which creates the agent context C and
 //      `MakeStream<AgentEvent>(C, ..., trace)`: the stream now owns the
 //      trace. The reader is posted to B.
@@ -85,6 +87,7 @@
 #include "ctxloop/stream/stream.h"
 #include "ctxloop/trace/ids.h"
 #include "ctxloop/trace/scope.h"
+#include "ctxloop/trace/span_context.h"
 #include "ctxloop/trace/tracer.h"
 
 struct evhttp;
@@ -108,6 +111,11 @@ struct RunReport {
   int events_requested = 0;
   absl::Duration delay;
   TraceId trace_id;  // Invalid without a tracer.
+  // The caller's W3C traceparent/tracestate, if it sent a valid one (the
+  // run's trace continues its trace id), and the traceparent the response
+  // carried (empty without a tracer).
+  SpanContext remote_parent;
+  std::string traceparent;
 
   // HTTP half, loop 1.
   ContextHandle request_ctx;   // A: the trace's origin.
