@@ -261,12 +261,14 @@ std::optional<SseEvent> ParseSseBlock(absl::string_view block) {
   return e;
 }
 
-absl::StatusOr<FetchResult> Fetch(int port, absl::string_view target,
-                                  absl::string_view method) {
+absl::StatusOr<FetchResult> Fetch(
+    int port, absl::string_view target, absl::string_view method,
+    const std::vector<std::string>& extra_headers) {
   absl::StatusOr<std::unique_ptr<SseTestClient>> client =
       SseTestClient::Connect(port);
   if (!client.ok()) return client.status();
-  absl::Status s = (*client)->SendRequest(method, target);
+  absl::Status s = (*client)->SendRequest(method, target,
+                                          /*keep_alive=*/false, extra_headers);
   if (!s.ok()) return s;
   FetchResult result;
   absl::StatusOr<HttpHead> head = (*client)->ReadHead();

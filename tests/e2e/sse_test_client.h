@@ -109,8 +109,10 @@ struct FetchResult {
   std::vector<SseEvent> events;
   std::string body;  // For non-SSE responses.
 };
-absl::StatusOr<FetchResult> Fetch(int port, absl::string_view target,
-                                  absl::string_view method = "GET");
+// `extra_headers` as in `SendRequest`.
+absl::StatusOr<FetchResult> Fetch(
+    int port, absl::string_view target, absl::string_view method = "GET",
+    const std::vector<std::string>& extra_headers = {});
 
 }  // namespace e2e
 }  // namespace ctxloop
