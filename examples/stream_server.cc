@@ -37,12 +37,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
@@ -58,6 +57,7 @@
 #include "absl/time/time.h"
 #include "ctxloop/examples/fanout_exporter.h"
 #include "ctxloop/examples/stream_server_lib.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/batch_processor.h"
@@ -289,17 +289,22 @@ class Fetch {
       (void)evhttp_make_request(conn, req, EVHTTP_REQ_GET, target.c_str());
     });
     {
-      std::unique_lock<std::mutex> lock(f.mu_);
-      if (!f.done_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                               [&] { return f.done_; })) {
-        f.result_.error = "timed out";
+      const auto deadline =
+          std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+      internal::MutexLock lock(&f.mu_);
+      while (!f.done_) {
+        if (!f.done_cv_.WaitUntil(&f.mu_, deadline) &&
+            std::chrono::steady_clock::now() >= deadline) {
+          break;
+        }
       }
+      if (!f.done_) f.result_.error = "timed out";
     }
     // Freed on its loop; no callback runs after this.
     (void)client_loop.Invoke([&](Loop&) {
       if (conn != nullptr) evhttp_connection_free(conn);
     });
-    std::lock_guard<std::mutex> lock(f.mu_);
+    internal::MutexLock lock(&f.mu_);
     return f.result_;
   }
 
@@ -308,7 +313,7 @@ class Fetch {
 
   static int OnHeaders(evhttp_request* req, void* arg) {
     Fetch* f = static_cast<Fetch*>(arg);
-    std::lock_guard<std::mutex> lock(f->mu_);
+    internal::MutexLock lock(&f->mu_);
     f->result_.status = evhttp_request_get_response_code(req);
     const evkeyvalq* h = evhttp_request_get_input_headers(req);
     const char* ct = evhttp_find_header(h, "Content-Type");
@@ -324,7 +329,7 @@ class Fetch {
 
   static void OnError(evhttp_request_error error, void* arg) {
     Fetch* f = static_cast<Fetch*>(arg);
-    std::lock_guard<std::mutex> lock(f->mu_);
+    internal::MutexLock lock(&f->mu_);
     f->result_.error = absl::StrCat("evhttp request error ", error);
   }
 
@@ -336,7 +341,7 @@ class Fetch {
     }
     f->Drain(req);  // A body that was not chunked arrives here.
     {
-      std::lock_guard<std::mutex> lock(f->mu_);
+      internal::MutexLock lock(&f->mu_);
       if (f->result_.status == 0) {
         f->result_.status = evhttp_request_get_response_code(req);
       }
@@ -353,24 +358,24 @@ class Fetch {
     evbuffer_remove(in, bytes.data(), n);
     for (SseEvent& e : parser_.Feed(bytes)) {
       if (on_event_) on_event_(e);
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       result_.events.push_back(std::move(e));
     }
   }
 
   void Done(const std::string& error) {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     if (!error.empty() && result_.error.empty()) result_.error = error;
     done_ = true;
-    done_cv_.notify_all();
+    done_cv_.SignalAll();
   }
 
   OnEvent on_event_;
   SseParser parser_;  // Client loop only.
-  std::mutex mu_;
-  std::condition_variable done_cv_;
-  bool done_ = false;
-  FetchResult result_;
+  internal::Mutex mu_;
+  internal::CondVar done_cv_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  FetchResult result_ ABSL_GUARDED_BY(mu_);
 };
 
 // --- Modes -------------------------------------------------------------------

@@ -357,7 +357,7 @@ std::string StreamServer::url() const {
 
 void StreamServer::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(shutdown_mu_);
+    internal::MutexLock lock(&shutdown_mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
@@ -401,18 +401,25 @@ void StreamServer::BeginShutdownOnHttpLoop() {
 }
 
 bool StreamServer::WaitForIdle(absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                           [&] { return pending_.empty(); });
+  const auto deadline =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+  internal::MutexLock lock(&mu_);
+  while (!pending_.empty()) {
+    if (!idle_cv_.WaitUntil(&mu_, deadline) &&
+        std::chrono::steady_clock::now() >= deadline) {
+      return pending_.empty();
+    }
+  }
+  return true;
 }
 
 std::vector<RunReport> StreamServer::finished_runs() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return std::vector<RunReport>(finished_.begin(), finished_.end());
 }
 
 ServerStats StreamServer::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -424,7 +431,7 @@ void StreamServer::OnRequest(evhttp_request* req, void* arg) {
 
 void StreamServer::HandleRequest(evhttp_request* req) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     ++stats_.requests;
   }
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
@@ -432,7 +439,7 @@ void StreamServer::HandleRequest(evhttp_request* req) {
   const absl::string_view p = path != nullptr ? path : "";
   auto bad = [&](int code, const char* reason, absl::string_view message) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       ++stats_.bad_requests;
     }
     SendText(req, code, reason, absl::StrCat(message, "\n"));
@@ -537,7 +544,7 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   }
 
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     ++stats_.runs_started;
     RunReport& r = pending_[id].report;
     r.run_id = id;
@@ -947,9 +954,12 @@ StreamServer::Agent* StreamServer::FindAgent(uint64_t id) {
 // --- Reports -----------------------------------------------------------------
 
 void StreamServer::FinishHttpHalf(uint64_t id, const HttpHalf& half) {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   auto it = pending_.find(id);
-  if (it == pending_.end()) return;
+  if (it == pending_.end()) {
+    mu_.Unlock();
+    return;
+  }
   RunReport& r = it->second.report;
   r.request_ctx = half.request_ctx;
   r.response_ctx = half.response_ctx;
@@ -958,13 +968,16 @@ void StreamServer::FinishHttpHalf(uint64_t id, const HttpHalf& half) {
   r.stream_status = half.stream_status;
   r.trace_reset_on_origin = half.trace_reset_on_origin;
   it->second.http_done = true;
-  ReportIfDone(lock, id);
+  ReportIfDone(id);
 }
 
 void StreamServer::FinishAgentHalf(uint64_t id, const AgentHalf& half) {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   auto it = pending_.find(id);
-  if (it == pending_.end()) return;
+  if (it == pending_.end()) {
+    mu_.Unlock();
+    return;
+  }
   RunReport& r = it->second.report;
   r.agent_ctx = half.agent_ctx;
   r.events_emitted = half.events_emitted;
@@ -973,13 +986,15 @@ void StreamServer::FinishAgentHalf(uint64_t id, const AgentHalf& half) {
   r.producer_saw_closed = half.producer_saw_closed;
   r.producer_closed_status = half.producer_closed_status;
   it->second.agent_done = true;
-  ReportIfDone(lock, id);
+  ReportIfDone(id);
 }
 
-void StreamServer::ReportIfDone(std::unique_lock<std::mutex>& lock,
-                                uint64_t id) {
+void StreamServer::ReportIfDone(uint64_t id) {
   auto it = pending_.find(id);
-  if (!it->second.http_done || !it->second.agent_done) return;
+  if (!it->second.http_done || !it->second.agent_done) {
+    mu_.Unlock();
+    return;
+  }
   RunReport report = std::move(it->second.report);
   pending_.erase(it);
   ++stats_.runs_finished;
@@ -991,10 +1006,10 @@ void StreamServer::ReportIfDone(std::unique_lock<std::mutex>& lock,
   finished_.push_back(report);
   while (finished_.size() > options_.max_reports) finished_.pop_front();
   const bool idle = pending_.empty();
-  lock.unlock();
-  if (idle) idle_cv_.notify_all();
+  mu_.Unlock();
+  if (idle) idle_cv_.SignalAll();
   if (options_.on_run_finished) {
-    std::lock_guard<std::mutex> callback_lock(callback_mu_);
+    internal::MutexLock callback_lock(&callback_mu_);
     options_.on_run_finished(report);
   }
 }

@@ -232,7 +232,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
   std::vector<ChromeRecord> records;
   records.reserve(batch.size());
   for (const ExportItem& item : batch) records.push_back(MakeRecord(item));
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Export after Shutdown");
@@ -253,7 +253,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
 }
 
 absl::Status ChromeTraceExporter::Flush() {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Flush after Shutdown");
@@ -262,7 +262,7 @@ absl::Status ChromeTraceExporter::Flush() {
 }
 
 absl::Status ChromeTraceExporter::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (shutdown_) return absl::OkStatus();
   shutdown_ = true;
   absl::Status status = internal::WriteFileAtomically(path_, RenderLocked());
@@ -271,17 +271,17 @@ absl::Status ChromeTraceExporter::Shutdown() {
 }
 
 void ChromeTraceExporter::SetContextName(ContextHandle ctx, std::string name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   context_names_[ctx] = std::move(name);
 }
 
 std::string ChromeTraceExporter::ToJson() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return RenderLocked();
 }
 
 uint64_t ChromeTraceExporter::dropped() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return dropped_;
 }
 

@@ -76,16 +76,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -131,15 +132,16 @@ class ChromeTraceExporter final : public SpanExporter {
 
  private:
   ChromeTraceExporter(std::string path, Options options);
-  std::string RenderLocked() const;
+  std::string RenderLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
   const Options options_;
-  mutable std::mutex mu_;
-  std::vector<internal::ChromeRecord> records_;
-  absl::flat_hash_map<ContextHandle, std::string> context_names_;
-  uint64_t dropped_ = 0;
-  bool shutdown_ = false;
+  mutable internal::Mutex mu_;
+  std::vector<internal::ChromeRecord> records_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ContextHandle, std::string> context_names_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ctxloop
