@@ -181,10 +181,10 @@ absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {
   if (worker_done_) return absl::OkStatus();
   if (stopping_) {
     // The shutdown drain exports everything; wait for it.
-    if (!WaitFor(done_cv_, mu_, timeout,
-                 [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                   return worker_done_;
-                 })) {
+    if (!WaitFor(done_cv_, mu_, timeout, [&] {
+          mu_.AssertHeld();
+          return worker_done_;
+        })) {
       return absl::DeadlineExceededError(
           absl::StrCat("BatchProcessor::ForceFlush: shutdown drain did not "
                        "finish within ",
@@ -194,10 +194,10 @@ absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {
   }
   const uint64_t generation = ++flush_requested_;
   worker_cv_.Signal();
-  if (!WaitFor(done_cv_, mu_, timeout,
-               [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                 return flush_done_ >= generation || worker_done_;
-               })) {
+  if (!WaitFor(done_cv_, mu_, timeout, [&] {
+        mu_.AssertHeld();
+        return flush_done_ >= generation || worker_done_;
+      })) {
     return absl::DeadlineExceededError(absl::StrCat(
         "BatchProcessor::ForceFlush: not done within ",
         absl::FormatDuration(timeout), " (", queue_.size() + in_flight_,
@@ -220,10 +220,10 @@ absl::Status BatchProcessor::Shutdown(absl::Duration timeout) {
       stopping_ = true;
       worker_cv_.Signal();
     }
-    if (!WaitFor(done_cv_, mu_, timeout,
-                 [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                   return worker_done_;
-                 })) {
+    if (!WaitFor(done_cv_, mu_, timeout, [&] {
+          mu_.AssertHeld();
+          return worker_done_;
+        })) {
       return absl::DeadlineExceededError(absl::StrCat(
           "BatchProcessor::Shutdown: not drained within ",
           absl::FormatDuration(timeout), " (", queue_.size() + in_flight_,
@@ -316,10 +316,11 @@ void BatchProcessor::WorkerLoop() {
   Clock::time_point deadline = Clock::now() + delay;
 
   std::vector<ExportItem> taken;
-  taken.reserve(queue_.capacity());
   mu_.Lock();
+  taken.reserve(queue_.capacity());
   while (true) {
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto ready = [&] {
+      mu_.AssertHeld();
       return stopping_ || flush_requested_ > flush_done_ ||
              queue_.size() >= trigger_size_;
     };

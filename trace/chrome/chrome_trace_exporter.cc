@@ -312,6 +312,7 @@ std::string ChromeTraceExporter::RenderLocked() const {
   absl::flat_hash_map<std::pair<ContextHandle, int64_t>, size_t> track_index;
 
   auto track_of = [&](const ExecutionSite& site) -> size_t {
+    mu_.AssertHeld();  // Called from RenderLocked only.
     const auto key = std::make_pair(site.ctx, site.thread_id);
     auto it = track_index.find(key);
     if (it != track_index.end()) return it->second;
