@@ -465,7 +465,7 @@ absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> OtlpHttpExporter::Create(
 OtlpHttpExporter::OtlpHttpExporter(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)) {}
 
-OtlpHttpExporter::~OtlpHttpExporter() { (void)Shutdown(); }
+OtlpHttpExporter::~OtlpHttpExporter() { (void)Shutdown(); }  // [H4]
 
 absl::Status OtlpHttpExporter::Flush() { return absl::OkStatus(); }
 
