@@ -5,12 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -21,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/in_memory_exporter.h"
 #include "ctxloop/trace/span_data.h"
@@ -85,19 +84,19 @@ class ErrorLog {
  public:
   BatchProcessor::ErrorCallback Callback() {
     return [this](const absl::Status& s) {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       statuses_.push_back(s);
     };
   }
   std::vector<absl::Status> statuses() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     return statuses_;
   }
   size_t size() const { return statuses().size(); }
 
  private:
-  mutable std::mutex mu_;
-  std::vector<absl::Status> statuses_;
+  mutable internal::Mutex mu_;
+  std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
 };
 
 // Forwards to an InMemoryExporter, but `Export` waits while the gate is
@@ -105,47 +104,48 @@ class ErrorLog {
 class GatedExporter : public SpanExporter {
  public:
   absl::Status Export(absl::Span<const ExportItem> batch) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    ++entered_;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return open_; });
-    lock.unlock();
+    {
+      internal::MutexLock lock(&mu_);
+      ++entered_;
+      cv_.SignalAll();
+      while (!open_) cv_.Wait(&mu_);
+    }
     return inner.Export(batch);
   }
   absl::Status Flush() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     ++flushes_;
     return flush_status_;
   }
   absl::Status Shutdown() override { return inner.Shutdown(); }
 
   void SetOpen(bool open) {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     open_ = open;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   int entered() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     return entered_;
   }
   int flushes() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     return flushes_;
   }
   void SetFlushStatus(absl::Status s) {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     flush_status_ = std::move(s);
   }
 
   InMemoryExporter inner;
 
  private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = true;
-  int entered_ = 0;
-  int flushes_ = 0;
-  absl::Status flush_status_;
+  mutable internal::Mutex mu_;
+  internal::CondVar cv_;
+  bool open_ ABSL_GUARDED_BY(mu_) = true;
+  int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  int flushes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status flush_status_ ABSL_GUARDED_BY(mu_);
 };
 
 // Opens the gate when the test ends, even through a failed ASSERT, so the
