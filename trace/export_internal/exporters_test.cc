@@ -34,6 +34,9 @@
 #include "ctxloop/trace/span_data.h"
 #include "ctxloop/trace/testing/faulty_exporter.h"
 #include "gtest/gtest.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/reader.h"
+#include "rapidjson/stream.h"
 
 namespace ctxloop {
 namespace {
@@ -71,289 +74,109 @@ struct Json {
   }
 };
 
-class JsonParser {
+// RapidJSON's SAX reader, strict (UTF-8 validated, no trailing commas or
+// comments, one value), building `Json`; numbers keep their literal text
+// (kParseNumbersAsStringsFlag). Duplicate keys are rejected here.
+class JsonBuilder {
  public:
   static absl::StatusOr<Json> Parse(absl::string_view s) {
-    JsonParser p(s);
-    Json out;
-    p.SkipSpace();
-    if (!p.Value(&out, 0)) return p.Error();
-    p.SkipSpace();
-    if (p.i_ != s.size()) return p.Fail("trailing characters");
-    return out;
+    const std::string text(s);  // Null-terminated for StringStream.
+    JsonBuilder b;
+    rapidjson::Reader reader;
+    rapidjson::StringStream in(text.c_str());
+    reader.Parse<rapidjson::kParseValidateEncodingFlag |
+                 rapidjson::kParseNumbersAsStringsFlag>(in, b);
+    if (reader.HasParseError()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(rapidjson::GetParseError_En(reader.GetParseErrorCode()),
+                       " at offset ", reader.GetErrorOffset()));
+    }
+    if (!b.error_.empty()) return absl::InvalidArgumentError(b.error_);
+    if (text.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("NUL byte in the input");
+    }
+    return std::move(b.root_);
   }
+
+  // The SAX interface.
+  bool Null() { return Add(Json()); }
+  bool Bool(bool b) {
+    Json j;
+    j.type = Json::kBool;
+    j.boolean = b;
+    return Add(std::move(j));
+  }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    Json j;
+    j.type = Json::kNumber;
+    j.text.assign(s, n);
+    return Add(std::move(j));
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    Json j;
+    j.type = Json::kString;
+    j.text.assign(s, n);
+    return Add(std::move(j));
+  }
+  bool StartObject() {
+    Json j;
+    j.type = Json::kObject;
+    stack_.push_back(std::move(j));
+    return true;
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool) {
+    std::string key(s, n);
+    if (stack_.back().Has(key)) {
+      error_ = absl::StrCat("duplicate key \"", key, "\"");
+      return false;
+    }
+    keys_.push_back(std::move(key));
+    return true;
+  }
+  bool EndObject(rapidjson::SizeType) { return End(); }
+  bool StartArray() {
+    Json j;
+    j.type = Json::kArray;
+    stack_.push_back(std::move(j));
+    return true;
+  }
+  bool EndArray(rapidjson::SizeType) { return End(); }
+  // Not called with kParseNumbersAsStringsFlag.
+  bool Int(int) { return false; }
+  bool Uint(unsigned) { return false; }
+  bool Int64(int64_t) { return false; }
+  bool Uint64(uint64_t) { return false; }
+  bool Double(double) { return false; }
 
  private:
-  explicit JsonParser(absl::string_view s) : s_(s) {}
-
-  absl::Status Error() const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(error_, " at offset ", i_, " near \"",
-                     s_.substr(i_ < 20 ? 0 : i_ - 20, 40), "\""));
-  }
-  absl::Status Fail(const char* what) {
-    if (error_.empty()) error_ = what;
-    return Error();
-  }
-  bool Bad(const char* what) {
-    if (error_.empty()) error_ = what;
-    return false;
-  }
-  void SkipSpace() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' ||
-                              s_[i_] == '\n' || s_[i_] == '\r')) {
-      ++i_;
-    }
-  }
-  bool Literal(absl::string_view word) {
-    if (s_.substr(i_, word.size()) != word) return Bad("bad literal");
-    i_ += word.size();
-    return true;
-  }
-  bool Value(Json* out, int depth) {
-    if (depth > 64) return Bad("too deep");
-    if (i_ >= s_.size()) return Bad("unexpected end");
-    const char c = s_[i_];
-    if (c == '{') return Object(out, depth);
-    if (c == '[') return Array(out, depth);
-    if (c == '"') {
-      out->type = Json::kString;
-      return String(&out->text);
-    }
-    if (c == 't') {
-      out->type = Json::kBool;
-      out->boolean = true;
-      return Literal("true");
-    }
-    if (c == 'f') {
-      out->type = Json::kBool;
-      return Literal("false");
-    }
-    if (c == 'n') return Literal("null");
-    return Number(out);
-  }
-  bool Digits() {
-    const size_t start = i_;
-    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
-    return i_ > start;
-  }
-  bool Number(Json* out) {
-    const size_t start = i_;
-    if (i_ < s_.size() && s_[i_] == '-') ++i_;
-    if (i_ < s_.size() && s_[i_] == '0') {
-      ++i_;
-    } else if (!Digits()) {
-      return Bad("bad number");
-    }
-    if (i_ < s_.size() && s_[i_] == '.') {
-      ++i_;
-      if (!Digits()) return Bad("bad fraction");
-    }
-    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
-      ++i_;
-      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (!Digits()) return Bad("bad exponent");
-    }
-    out->type = Json::kNumber;
-    out->text = std::string(s_.substr(start, i_ - start));
-    return true;
-  }
-  static void AppendUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-  bool Hex4(uint32_t* v) {
-    if (i_ + 4 > s_.size()) return Bad("short \\u escape");
-    *v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = s_[i_++];
-      *v <<= 4;
-      if (c >= '0' && c <= '9') {
-        *v |= c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        *v |= c - 'a' + 10;
-      } else if (c >= 'A' && c <= 'F') {
-        *v |= c - 'A' + 10;
-      } else {
-        return Bad("bad hex digit");
-      }
-    }
-    return true;
-  }
-  // Decodes one raw UTF-8 sequence strictly (no overlongs, surrogates or
-  // values above U+10FFFF).
-  bool RawUtf8(std::string* out) {
-    const unsigned char c = static_cast<unsigned char>(s_[i_]);
-    int len;
-    uint32_t cp;
-    if (c < 0x80) {
-      len = 1, cp = c;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07;
-    } else {
-      return Bad("invalid UTF-8 lead byte");
-    }
-    if (i_ + len > s_.size()) return Bad("truncated UTF-8");
-    for (int k = 1; k < len; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s_[i_ + k]);
-      if ((d & 0xC0) != 0x80) return Bad("invalid UTF-8 continuation");
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len]) return Bad("overlong UTF-8");
-    if (cp >= 0xD800 && cp <= 0xDFFF) return Bad("UTF-8 surrogate");
-    if (cp > 0x10FFFF) return Bad("UTF-8 above U+10FFFF");
-    out->append(s_.data() + i_, len);
-    i_ += len;
-    return true;
-  }
-  bool String(std::string* out) {
-    ++i_;  // '"'
-    while (true) {
-      if (i_ >= s_.size()) return Bad("unterminated string");
-      const unsigned char c = static_cast<unsigned char>(s_[i_]);
-      if (c == '"') {
-        ++i_;
-        return true;
-      }
-      if (c < 0x20) return Bad("raw control character in string");
-      if (c != '\\') {
-        if (!RawUtf8(out)) return false;
-        continue;
-      }
-      ++i_;
-      if (i_ >= s_.size()) return Bad("unterminated escape");
-      const char e = s_[i_++];
-      switch (e) {
-        case '"':
-          out->push_back('"');
-          break;
-        case '\\':
-          out->push_back('\\');
-          break;
-        case '/':
-          out->push_back('/');
-          break;
-        case 'b':
-          out->push_back('\b');
-          break;
-        case 'f':
-          out->push_back('\f');
-          break;
-        case 'n':
-          out->push_back('\n');
-          break;
-        case 'r':
-          out->push_back('\r');
-          break;
-        case 't':
-          out->push_back('\t');
-          break;
-        case 'u': {
-          uint32_t cp;
-          if (!Hex4(&cp)) return false;
-          if (cp >= 0xDC00 && cp <= 0xDFFF) return Bad("lone low surrogate");
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t lo;
-            if (s_.substr(i_, 2) != "\\u") return Bad("lone high surrogate");
-            i_ += 2;
-            if (!Hex4(&lo)) return false;
-            if (lo < 0xDC00 || lo > 0xDFFF) return Bad("bad low surrogate");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          AppendUtf8(cp, out);
-          break;
-        }
-        default:
-          return Bad("bad escape");
-      }
-    }
-  }
-  bool Array(Json* out, int depth) {
-    out->type = Json::kArray;
-    ++i_;
-    SkipSpace();
-    if (i_ < s_.size() && s_[i_] == ']') {
-      ++i_;
+  bool Add(Json v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
       return true;
     }
-    while (true) {
-      Json v;
-      SkipSpace();
-      if (!Value(&v, depth + 1)) return false;
-      out->array.push_back(std::move(v));
-      SkipSpace();
-      if (i_ >= s_.size()) return Bad("unterminated array");
-      if (s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      if (s_[i_] == ']') {
-        ++i_;
-        return true;
-      }
-      return Bad("expected , or ]");
+    Json& top = stack_.back();
+    if (top.type == Json::kArray) {
+      top.array.push_back(std::move(v));
+    } else {
+      top.object.emplace_back(std::move(keys_.back()), std::move(v));
+      keys_.pop_back();
     }
+    return true;
   }
-  bool Object(Json* out, int depth) {
-    out->type = Json::kObject;
-    ++i_;
-    SkipSpace();
-    if (i_ < s_.size() && s_[i_] == '}') {
-      ++i_;
-      return true;
-    }
-    while (true) {
-      SkipSpace();
-      if (i_ >= s_.size() || s_[i_] != '"') return Bad("expected key");
-      std::string key;
-      if (!String(&key)) return false;
-      if (out->Has(key)) return Bad("duplicate key");
-      SkipSpace();
-      if (i_ >= s_.size() || s_[i_] != ':') return Bad("expected :");
-      ++i_;
-      SkipSpace();
-      Json v;
-      if (!Value(&v, depth + 1)) return false;
-      out->object.emplace_back(std::move(key), std::move(v));
-      SkipSpace();
-      if (i_ >= s_.size()) return Bad("unterminated object");
-      if (s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      if (s_[i_] == '}') {
-        ++i_;
-        return true;
-      }
-      return Bad("expected , or }");
-    }
+  bool End() {
+    Json done = std::move(stack_.back());
+    stack_.pop_back();
+    return Add(std::move(done));
   }
 
-  absl::string_view s_;
-  size_t i_ = 0;
+  std::vector<Json> stack_;
+  std::vector<std::string> keys_;
+  Json root_;
   std::string error_;
 };
 
 Json MustParse(absl::string_view s) {
-  absl::StatusOr<Json> j = JsonParser::Parse(s);
+  absl::StatusOr<Json> j = JsonBuilder::Parse(s);
   EXPECT_TRUE(j.ok()) << j.status() << "\n" << s;
   return j.ok() ? *std::move(j) : Json();
 }
@@ -362,10 +185,10 @@ TEST(JsonParserSelfTest, RejectsInvalidJson) {
   for (const char* bad : {"", "{", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.",
                           "\"\x01\"", "\"\xff\"", "\"\xC0\xAF\"", "\"\\ud800\"",
                           "nul", "[1] 2", "{\"a\":1,\"a\":2}", "\"\\x\""}) {
-    EXPECT_FALSE(JsonParser::Parse(bad).ok()) << bad;
+    EXPECT_FALSE(JsonBuilder::Parse(bad).ok()) << bad;
   }
   EXPECT_TRUE(
-      JsonParser::Parse(" {\"a\":[1,-2.5e3,true,null,\"\\u00e9\"]} ").ok());
+      JsonBuilder::Parse(" {\"a\":[1,-2.5e3,true,null,\"\\u00e9\"]} ").ok());
 }
 
 // ----------------------------------------------------------------- helpers
