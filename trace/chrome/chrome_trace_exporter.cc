@@ -345,8 +345,9 @@ std::string ChromeTraceExporter::RenderLocked() const {
       }
       t.pid = pit->second;
       auto name = context_names_.find(site.ctx);
-      t.name = name != context_names_.end()
-                   ? name->second
+      t.name = name != context_names_.end() ? name->second
+               : !site.context_name.empty()
+                   ? site.context_name
                    : absl::StrCat("ctx ", site.ctx.context_id());
       t.lane_tids.push_back(next_tid++);
     }

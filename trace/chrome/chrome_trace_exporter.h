@@ -17,9 +17,10 @@
 // Tracks. Every `ExecutionSite` names a track:
 //   * a site on a context (non-null `ctx`): process (pid) = its loop, pid =
 //     `ctx.loop_id()` (loop ids start at 1), named "loop <id> (thread
-//     <tid>)"; thread (tid) = the context, named "ctx <context id>" or the
-//     name given with `SetContextName`. If a loop id was reused by a loop on
-//     another thread, that loop gets a fresh pid (>= 1048576).
+//     <tid>)"; thread (tid) = the context, named with `SetContextName`, else
+//     by the name it was given at `NewContext` (`ExecutionSite::
+//     context_name`), else "ctx <context id>". If a loop id was reused by a
+//     loop on another thread, that loop gets a fresh pid (>= 1048576).
 //   * a site on a plain thread (null `ctx`): pid 2147483647, named "non-loop
 //     threads"; tid = the Linux thread id, named "thread <tid>". (Not pid 0:
 //     Perfetto reserves it for the idle process.)
@@ -120,7 +121,9 @@ class ChromeTraceExporter final : public SpanExporter {
   // Rewrites the file and frees the items. Idempotent.
   absl::Status Shutdown() override;
 
-  // Names `ctx`'s track (default "ctx <context id>"). Applies to files
+  // Names `ctx`'s track (default: the name the context was given at
+  // `NewContext`, as recorded in the item's site, else "ctx <context id>").
+  // Applies to files
   // written from now on.
   void SetContextName(ContextHandle ctx, std::string name);
 

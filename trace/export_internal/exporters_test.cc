@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -761,6 +762,45 @@ TEST(ChromeTraceExporterTest, NoArrowWhenFinishRanWhereItWasCalled) {
     EXPECT_NE(ev["ph"].str(), "s");
     EXPECT_NE(ev["cat"].str(), "finish");
   }
+}
+
+// Context names given at NewContext (recorded in the sites) name the
+// tracks and reach the JSON lines; SetContextName still wins.
+TEST(ChromeTraceExporterTest, ContextNamesFromSitesNameTracks) {
+  ChromeScene scene;
+  scene.s1.started.context_name = "agent C";
+  scene.s1.finish_called.context_name = "agent C";
+  scene.s1.finish_ran.context_name = "agent C";
+  auto e = ChromeTraceExporter::Create(TempPath("named.json"));
+  ASSERT_TRUE(e.ok());
+  std::vector<ExportItem> items = {scene.s1};
+  ASSERT_TRUE((*e)->Export(items).ok());
+  Json root;
+  std::set<std::string> names;
+  root = MustParse((*e)->ToJson());
+  for (const Json& ev : root["traceEvents"].array) {
+    if (ev["name"].str() == "thread_name")
+      names.insert(ev["args"]["name"].str());
+  }
+  EXPECT_TRUE(names.count("agent C")) << absl::StrJoin(names, ", ");
+  (*e)->SetContextName(scene.s1.started.ctx, "explicit");
+  names.clear();
+  root = MustParse((*e)->ToJson());
+  for (const Json& ev : root["traceEvents"].array) {
+    if (ev["name"].str() == "thread_name")
+      names.insert(ev["args"]["name"].str());
+  }
+  EXPECT_TRUE(names.count("explicit")) << absl::StrJoin(names, ", ");
+
+  const std::string path = TempPath("named.jsonl");
+  JsonLinesExporter::Options options;
+  options.truncate = true;
+  auto lines = JsonLinesExporter::Create(path, options);
+  ASSERT_TRUE(lines.ok());
+  ASSERT_TRUE((*lines)->Export(items).ok());
+  ASSERT_TRUE((*lines)->Shutdown().ok());
+  Json line = MustParse(Lines(ReadFile(path)).at(0));
+  EXPECT_EQ(line["started"]["context_name"].str(), "agent C");
 }
 
 TEST(ChromeTraceExporterTest, MaxItemsBoundsMemoryAndReports) {

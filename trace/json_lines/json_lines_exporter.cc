@@ -44,6 +44,9 @@ void WriteSite(const ExecutionSite& site, JsonWriter& w) {
   } else {
     w.Uint(site.ctx.context_id());
   }
+  if (!site.context_name.empty()) {
+    w.Key("context_name").String(site.context_name);
+  }
   w.Key("thread").Int(site.thread_id);
   w.Key("time");
   WriteTime(site.time, w);

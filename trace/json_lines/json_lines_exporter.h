@@ -25,6 +25,7 @@
 //    "finished_off_origin":false}
 //
 //   SITE = {"loop":<loop id>|null, "context":<context id>|null,
+//           "context_name":"<name given at NewContext>",  // if any
 //           "thread":<tid>, "time":"<RFC 3339>"|null}
 //   (loop and context are null for a plain thread's null context).
 //
@@ -49,8 +50,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/export_internal/append_file.h"
+#include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
