@@ -366,5 +366,53 @@ TEST(OtlpHttpExporterTest, BehindABatchProcessor) {
   EXPECT_EQ(env->collector->request_count(), 4u);  // 3 batches + 1 retry.
 }
 
+// A collector that is down at shutdown: BatchProcessor::Shutdown returns
+// within its timeout (the exporter is still retrying), the exporter's own
+// Shutdown cancels the retry [H1], and every span ends up counted as failed.
+TEST(OtlpHttpExporterTest, ShutdownWithTheCollectorDownIsBoundedAndCounted) {
+  int port;
+  {
+    auto c = FakeCollector::Start();
+    ASSERT_TRUE(c.ok());
+    port = (*c)->port();
+  }
+  OtlpHttpExporter::Options o;
+  o.endpoint = absl::StrCat("http://127.0.0.1:", port, "/v1/traces");
+  o.timeout = absl::Seconds(600);
+  o.max_attempts = 1000000;
+  o.initial_backoff = absl::Milliseconds(20);
+  o.max_backoff = absl::Milliseconds(50);
+  o.on_error = [](const absl::Status&) {};
+  auto e = OtlpHttpExporter::Create(std::move(o));
+  ASSERT_TRUE(e.ok());
+  std::shared_ptr<OtlpHttpExporter> exporter = *std::move(e);
+  BatchProcessor::Options bo;
+  bo.schedule_delay = absl::Milliseconds(1);
+  bo.max_batch_size = 4;
+  bo.on_error = [](const absl::Status&) {};
+  auto p = BatchProcessor::Create(exporter, std::move(bo));
+  ASSERT_TRUE(p.ok());
+  for (int i = 0; i < 10; ++i) (*p)->OnSpanEnd(MakeSpan(absl::StrCat("d", i)));
+  // The worker is inside a retrying Export once two attempts were made.
+  const absl::Time guard = absl::Now() + absl::Seconds(60);
+  while (exporter->stats().requests < 2 && absl::Now() < guard) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_GE(exporter->stats().requests, 2u);
+
+  const absl::Time start = absl::Now();
+  absl::Status s = (*p)->Shutdown(absl::Milliseconds(300));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  ASSERT_TRUE(exporter->Shutdown().ok());  // Cancels the retrying Export.
+  s = (*p)->Shutdown(absl::Seconds(60));
+  EXPECT_FALSE(s.ok());
+  BatchProcessor::Stats st = (*p)->stats();
+  EXPECT_EQ(st.exported, 0u);
+  EXPECT_EQ(st.failed_items, 10u);
+  EXPECT_EQ(exporter->stats().spans_failed, 10u);
+  EXPECT_GT(exporter->stats().retries, 0u);
+}
+
 }  // namespace
 }  // namespace ctxloop
