@@ -357,12 +357,15 @@ void BatchProcessor::WorkerLoop() {
       ++stats_.failed_batches;
       stats_.failed_items += n;
       const uint64_t failed_so_far = stats_.failed_batches;
-      mu_.Unlock();
       status = absl::Status(
           status.code(),
           absl::StrCat("BatchProcessor: export of a batch of ", n,
                        " items failed; they are lost (", failed_so_far,
                        " failed batches so far): ", status.message()));
+      // [B1] A batch that fails after Shutdown began (even in a round that
+      // started before) is part of the shutdown's result.
+      if (stopping_ && drain_error_.ok()) drain_error_ = status;
+      mu_.Unlock();
       Report(status);
       if (first_error.ok()) first_error = status;
       mu_.Lock();
@@ -401,7 +404,9 @@ void BatchProcessor::WorkerLoop() {
       // was queued since: the queue is drained.
       absl::Status status = CallExporter("Shutdown", /*shutdown=*/true);
       mu_.Lock();
-      shutdown_status_ = first_error.ok() ? status : first_error;
+      shutdown_status_ = !drain_error_.ok()  ? drain_error_
+                         : !first_error.ok() ? first_error
+                                             : status;
       worker_done_ = true;
       mu_.Unlock();
       done_cv_.SignalAll();

@@ -140,9 +140,10 @@ class BatchProcessor final : public TraceProcessor {
 
   // Stops accepting items (later ones count as `dropped_after_shutdown`),
   // exports everything queued, calls the exporter's `Shutdown()` and joins
-  // the worker. Returns the first export error of that drain, else the
-  // exporter's `Shutdown()` status; `kDeadlineExceeded` if `timeout` passes
-  // first (the drain goes on; call again to wait more). Idempotent: once
+  // the worker. Returns the first export error after `Shutdown` began
+  // (including a batch that was being exported when it was called [B1]),
+  // else the exporter's `Shutdown()` status; `kDeadlineExceeded` if `timeout`
+  // passes first (the drain goes on; call again to wait more). Idempotent: once
   // complete, later calls return the same status at once.
   absl::Status Shutdown(absl::Duration timeout) override;
 
@@ -186,6 +187,8 @@ class BatchProcessor final : public TraceProcessor {
   bool abandon_ ABSL_GUARDED_BY(mu_) = false;      // Destructor gave up.
   bool worker_done_ ABSL_GUARDED_BY(mu_) = false;  // Drained, shut down.
   absl::Status shutdown_status_ ABSL_GUARDED_BY(mu_);
+  // The first export error after Shutdown began [B1].
+  absl::Status drain_error_ ABSL_GUARDED_BY(mu_);
 
   internal::Mutex join_mu_;  // Guards joining worker_.
   std::thread worker_ ABSL_GUARDED_BY(join_mu_);
