@@ -33,6 +33,14 @@ struct ChromeRecord {
 
 namespace {
 
+// The span id a trace had before `root_span_id` was random (a tracer that
+// leaves it invalid): derived from the trace id. Local, so this exporter
+// does not depend on that tracer function.
+SpanId DerivedRootSpanId(const TraceId& trace_id) {
+  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
+  return SpanId{v == 0 ? 1 : v};
+}
+
 using internal::ChromeRecord;
 using internal::JsonWriter;
 
@@ -115,7 +123,8 @@ std::string SpanArgs(const SpanData& s) {
   w.Key("span_id").String(s.span_id.ToHex());
   w.Key("parent_span_id")
       .String((s.parent_span_id.valid() ? s.parent_span_id
-                                        : RootSpanIdFor(s.trace_id))
+               : s.root_span_id.valid() ? s.root_span_id
+                                        : DerivedRootSpanId(s.trace_id))
                   .ToHex());
   if (!s.attributes.empty()) {
     w.Key("attributes");
@@ -140,7 +149,7 @@ std::string TraceArgs(const TraceData& t) {
   w.BeginObject();
   w.Key("trace_id").String(t.trace_id.ToHex());
   w.Key("span_id").String(
-      (t.root_span_id.valid() ? t.root_span_id : RootSpanIdFor(t.trace_id))
+      (t.root_span_id.valid() ? t.root_span_id : DerivedRootSpanId(t.trace_id))
           .ToHex());
   w.Key("workflow_name").String(t.workflow_name);
   w.Key("group_id").String(t.group_id);
@@ -189,7 +198,7 @@ ChromeRecord MakeRecord(const ExportItem& item) {
       r.anchor_args =
           AnchorArgs(t->trace_id,
                      t->root_span_id.valid() ? t->root_span_id
-                                             : RootSpanIdFor(t->trace_id),
+                                             : DerivedRootSpanId(t->trace_id),
                      t->workflow_name);
     }
   } else if (const auto* s = std::get_if<SpanData>(&item)) {

@@ -42,6 +42,13 @@
 namespace ctxloop {
 namespace {
 
+// What tracers derived as a trace's span id before `root_span_id` became
+// random; the exporters still fall back to it for an invalid one.
+SpanId LegacyRootSpanId(const TraceId& trace_id) {
+  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
+  return SpanId{v == 0 ? 1 : v};
+}
+
 using internal::JsonWriter;
 
 // ------------------------------------------------------- strict JSON parser
@@ -449,7 +456,7 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
 
   TraceData t;
   t.trace_id = FixedSpan().trace_id;
-  t.root_span_id = RootSpanIdFor(t.trace_id);
+  t.root_span_id = LegacyRootSpanId(t.trace_id);
   t.workflow_name = "agent\nrun";
   t.group_id = "chat-7";
   t.metadata = {{"user", "ann"}, {"bad", "\xff"}};
@@ -478,7 +485,7 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   Json tr = MustParse(lines[2]);
   EXPECT_EQ(tr["type"].str(), "trace");
   EXPECT_EQ(tr["workflow_name"].str(), "agent\nrun");
-  EXPECT_EQ(tr["span_id"].str(), RootSpanIdFor(t.trace_id).ToHex());
+  EXPECT_EQ(tr["span_id"].str(), LegacyRootSpanId(t.trace_id).ToHex());
   EXPECT_EQ(tr["group_id"].str(), "chat-7");
   EXPECT_EQ(tr["metadata"]["user"].str(), "ann");
   EXPECT_EQ(tr["metadata"]["bad"].str(), "\xEF\xBF\xBD");
@@ -534,7 +541,7 @@ struct ChromeScene {
 
   ChromeScene() {
     t.trace_id = trace;
-    t.root_span_id = RootSpanIdFor(trace);
+    t.root_span_id = LegacyRootSpanId(trace);
     t.workflow_name = "agent run";
     t.group_id = "g";
     t.metadata = {{"user", "ann"}};
@@ -647,7 +654,7 @@ TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
   EXPECT_EQ((*trace)["cat"].str(), "trace");
   EXPECT_EQ((*trace)["args"]["trace_id"].str(), scene.trace.ToHex());
   EXPECT_EQ((*trace)["args"]["span_id"].str(),
-            RootSpanIdFor(scene.trace).ToHex());
+            LegacyRootSpanId(scene.trace).ToHex());
   EXPECT_EQ((*trace)["args"]["workflow_name"].str(), "agent run");
   EXPECT_EQ((*trace)["args"]["metadata"]["user"].str(), "ann");
   EXPECT_EQ(Nanos((*trace)["ts"]), 0);
@@ -667,7 +674,7 @@ TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
   EXPECT_EQ(Nanos(s1["dur"]), 3000000);
   EXPECT_EQ(s1["args"]["attributes"]["n"].Int(), 3);
   EXPECT_EQ(s1["args"]["parent_span_id"].str(),
-            RootSpanIdFor(scene.trace).ToHex());
+            LegacyRootSpanId(scene.trace).ToHex());
   EXPECT_EQ(s2["args"]["error"]["message"].str(), "failed");
   EXPECT_EQ(TrackOf(s1), track_by_name["request A"]);
   EXPECT_EQ(TrackOf(s2), track_by_name["request A (overlap 1)"]);
@@ -803,6 +810,21 @@ TEST(ChromeTraceExporterTest, ContextNamesFromSitesNameTracks) {
   EXPECT_EQ(line["started"]["context_name"].str(), "agent C");
 }
 
+// A top-level span's parent is its trace's `root_span_id` (random per
+// trace), not a span id derived from the trace id.
+TEST(ChromeTraceExporterTest, TopLevelSpanParentIsTheTracesRootSpanId) {
+  ChromeScene scene;
+  scene.s1.root_span_id = SpanId{0x4242};
+  auto e = ChromeTraceExporter::Create(TempPath("root.json"));
+  ASSERT_TRUE(e.ok());
+  std::vector<ExportItem> items = {scene.s1};
+  ASSERT_TRUE((*e)->Export(items).ok());
+  Json root = MustParse((*e)->ToJson());
+  const Json* s1 = FindEvent(root["traceEvents"], "X", "s1");
+  ASSERT_NE(s1, nullptr);
+  EXPECT_EQ((*s1)["args"]["parent_span_id"].str(), "0000000000004242");
+}
+
 TEST(ChromeTraceExporterTest, MaxItemsBoundsMemoryAndReports) {
   ChromeTraceExporter::Options options;
   options.max_items = 3;
@@ -881,7 +903,7 @@ TEST(OtlpJsonExporterTest, WritesOneExportTraceServiceRequestPerLine) {
   EXPECT_EQ(s1["traceId"].str(), scene.trace.ToHex());
   EXPECT_EQ(s1["spanId"].str(), "0000000000000051");
   // A top-level span's parent is the trace's span.
-  EXPECT_EQ(tr["spanId"].str(), RootSpanIdFor(scene.trace).ToHex());
+  EXPECT_EQ(tr["spanId"].str(), LegacyRootSpanId(scene.trace).ToHex());
   EXPECT_EQ(s1["parentSpanId"].str(), tr["spanId"].str());
   EXPECT_EQ(s2["parentSpanId"].str(), s1["spanId"].str());
   EXPECT_FALSE(tr.Has("parentSpanId"));
