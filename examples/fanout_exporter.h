@@ -23,11 +23,11 @@
 #define CTXLOOP_EXAMPLES_FANOUT_EXPORTER_H_
 
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/exporter.h"
 
 namespace ctxloop {
@@ -46,7 +46,7 @@ class FanOutExporter final : public SpanExporter {
   template <typename Fn>
   absl::Status ForEach(const char* what, Fn fn);
 
-  std::mutex mu_;
+  internal::Mutex mu_;  // Held across each ForEach.
   const std::vector<std::shared_ptr<SpanExporter>> exporters_;
 };
 

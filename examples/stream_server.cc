@@ -10,7 +10,17 @@
 //
 // Tracing: a `Tracer` with one `BatchProcessor` that exports to a
 // `ChromeTraceExporter` (--trace_out) and an `InMemoryExporter` (fanned out),
-// the latter to count what was exported and check each trace once.
+// the latter to count what was exported and check each trace once; with
+// --otlp_endpoint, a second `BatchProcessor` sends them to an OpenTelemetry
+// collector (Jaeger, ...) with `OtlpHttpExporter`. A request's W3C
+// `traceparent` is continued and the response carries the run's own:
+//
+//   tools/jaeger.sh start
+//   bazel run //examples:stream_server -- --otlp_endpoint=http://127.0.0.1:4318
+//   curl -N -H 'traceparent:
+//   00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
+//       'http://127.0.0.1:8080/run?events=5'
+//   curl -s http://127.0.0.1:16686/api/traces/4bf92f3577b34da6a3ce929d0e0e4736
 //
 // --self_test starts the server on an ephemeral port and fetches one run
 // with libevent's own HTTP client, on a third ctxloop loop, printing each
@@ -27,12 +37,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <utility>
@@ -48,11 +57,13 @@
 #include "absl/time/time.h"
 #include "ctxloop/examples/fanout_exporter.h"
 #include "ctxloop/examples/stream_server_lib.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/batch_processor.h"
-#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
 #include "ctxloop/trace/in_memory_exporter.h"
+#include "ctxloop/trace/otlp/otlp_http_exporter.h"
 #include "ctxloop/trace/tracer.h"
 
 ABSL_FLAG(int, port, 8080,
@@ -63,6 +74,11 @@ ABSL_FLAG(bool, self_test, false,
           "check the stream and its trace, exit 0 if all is well.");
 ABSL_FLAG(std::string, trace_out, "/tmp/ctxloop_trace.json",
           "Chrome trace file to write (open in https://ui.perfetto.dev).");
+ABSL_FLAG(std::string, otlp_endpoint, "",
+          "Also export traces over OTLP/HTTP to this collector base URL "
+          "(e.g. http://127.0.0.1:4318 for Jaeger; /v1/traces is appended). "
+          "The OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME environment "
+          "variables apply too.");
 ABSL_FLAG(int, events, 20,
           "Events per run when the query has no events= (and for "
           "--self_test).");
@@ -79,10 +95,12 @@ namespace {
 struct Tracing {
   std::shared_ptr<InMemoryExporter> memory;
   std::shared_ptr<ChromeTraceExporter> chrome;
+  std::shared_ptr<OtlpHttpExporter> otlp;  // With --otlp_endpoint.
   std::unique_ptr<Tracer> tracer;
 };
 
-absl::StatusOr<Tracing> MakeTracing(const std::string& trace_out) {
+absl::StatusOr<Tracing> MakeTracing(const std::string& trace_out,
+                                    const std::string& otlp_endpoint) {
   Tracing t;
   t.memory = std::make_shared<InMemoryExporter>();
   absl::StatusOr<std::unique_ptr<ChromeTraceExporter>> chrome =
@@ -99,6 +117,25 @@ absl::StatusOr<Tracing> MakeTracing(const std::string& trace_out) {
   Tracer::Options options;
   options.processors.push_back(
       std::shared_ptr<BatchProcessor>(std::move(*batch)));
+  if (!otlp_endpoint.empty()) {
+    OtlpHttpExporter::Options base;
+    base.resource = otlp::Resource::WithServiceName("ctxloop-stream-server");
+    absl::StatusOr<OtlpHttpExporter::Options> o =
+        OtlpHttpExporter::OptionsFromEnvironment(std::move(base));
+    if (!o.ok()) return o.status();
+    o->endpoint = OtlpHttpExporter::TracesUrl(otlp_endpoint);
+    absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> otlp =
+        OtlpHttpExporter::Create(*std::move(o));
+    if (!otlp.ok()) return otlp.status();
+    t.otlp = *std::move(otlp);
+    BatchProcessor::Options otlp_batch;
+    otlp_batch.schedule_delay = absl::Milliseconds(500);
+    absl::StatusOr<std::unique_ptr<BatchProcessor>> b =
+        BatchProcessor::Create(t.otlp, std::move(otlp_batch));
+    if (!b.ok()) return b.status();
+    options.processors.push_back(
+        std::shared_ptr<BatchProcessor>(std::move(*b)));
+  }
   t.tracer = std::make_unique<Tracer>(std::move(options));
   return t;
 }
@@ -252,17 +289,22 @@ class Fetch {
       (void)evhttp_make_request(conn, req, EVHTTP_REQ_GET, target.c_str());
     });
     {
-      std::unique_lock<std::mutex> lock(f.mu_);
-      if (!f.done_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                               [&] { return f.done_; })) {
-        f.result_.error = "timed out";
+      const auto deadline =
+          std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+      internal::MutexLock lock(&f.mu_);
+      while (!f.done_) {
+        if (!f.done_cv_.WaitUntil(&f.mu_, deadline) &&
+            std::chrono::steady_clock::now() >= deadline) {
+          break;
+        }
       }
+      if (!f.done_) f.result_.error = "timed out";
     }
     // Freed on its loop; no callback runs after this.
     (void)client_loop.Invoke([&](Loop&) {
       if (conn != nullptr) evhttp_connection_free(conn);
     });
-    std::lock_guard<std::mutex> lock(f.mu_);
+    internal::MutexLock lock(&f.mu_);
     return f.result_;
   }
 
@@ -271,7 +313,7 @@ class Fetch {
 
   static int OnHeaders(evhttp_request* req, void* arg) {
     Fetch* f = static_cast<Fetch*>(arg);
-    std::lock_guard<std::mutex> lock(f->mu_);
+    internal::MutexLock lock(&f->mu_);
     f->result_.status = evhttp_request_get_response_code(req);
     const evkeyvalq* h = evhttp_request_get_input_headers(req);
     const char* ct = evhttp_find_header(h, "Content-Type");
@@ -287,7 +329,7 @@ class Fetch {
 
   static void OnError(evhttp_request_error error, void* arg) {
     Fetch* f = static_cast<Fetch*>(arg);
-    std::lock_guard<std::mutex> lock(f->mu_);
+    internal::MutexLock lock(&f->mu_);
     f->result_.error = absl::StrCat("evhttp request error ", error);
   }
 
@@ -299,7 +341,7 @@ class Fetch {
     }
     f->Drain(req);  // A body that was not chunked arrives here.
     {
-      std::lock_guard<std::mutex> lock(f->mu_);
+      internal::MutexLock lock(&f->mu_);
       if (f->result_.status == 0) {
         f->result_.status = evhttp_request_get_response_code(req);
       }
@@ -316,24 +358,24 @@ class Fetch {
     evbuffer_remove(in, bytes.data(), n);
     for (SseEvent& e : parser_.Feed(bytes)) {
       if (on_event_) on_event_(e);
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       result_.events.push_back(std::move(e));
     }
   }
 
   void Done(const std::string& error) {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     if (!error.empty() && result_.error.empty()) result_.error = error;
     done_ = true;
-    done_cv_.notify_all();
+    done_cv_.SignalAll();
   }
 
   OnEvent on_event_;
   SseParser parser_;  // Client loop only.
-  std::mutex mu_;
-  std::condition_variable done_cv_;
-  bool done_ = false;
-  FetchResult result_;
+  internal::Mutex mu_;
+  internal::CondVar done_cv_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  FetchResult result_ ABSL_GUARDED_BY(mu_);
 };
 
 // --- Modes -------------------------------------------------------------------
@@ -528,6 +570,11 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
               (*server)->url().c_str());
   std::printf("  trace: %s (rewritten after each run; Ctrl-C to stop)\n",
               trace_out.c_str());
+  if (tracing.otlp != nullptr) {
+    std::printf("  OTLP/HTTP: %s\n",
+                OtlpHttpExporter::TracesUrl(absl::GetFlag(FLAGS_otlp_endpoint))
+                    .c_str());
+  }
   std::fflush(stdout);
 
   // Signals are blocked in every thread; this one takes them synchronously.
@@ -562,6 +609,17 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
               check.traces, check.spans,
               check.problems.empty() ? ", each trace exactly once" : "",
               trace_out.c_str(), shut.ok() ? "" : " (write failed)");
+  if (tracing.otlp != nullptr) {
+    const OtlpHttpExporter::Stats o = tracing.otlp->stats();
+    std::printf(
+        "OTLP/HTTP: %llu spans exported, %llu rejected, %llu failed, %llu "
+        "requests (%llu retries)\n",
+        static_cast<unsigned long long>(o.spans_exported),
+        static_cast<unsigned long long>(o.spans_rejected),
+        static_cast<unsigned long long>(o.spans_failed),
+        static_cast<unsigned long long>(o.requests),
+        static_cast<unsigned long long>(o.retries));
+  }
   for (const std::string& p : check.problems) {
     std::printf("  problem: %s\n", p.c_str());
   }
@@ -585,7 +643,8 @@ int main(int argc, char** argv) {
 
   const std::string trace_out = absl::GetFlag(FLAGS_trace_out);
   absl::StatusOr<ctxloop::examples::Tracing> tracing =
-      ctxloop::examples::MakeTracing(trace_out);
+      ctxloop::examples::MakeTracing(trace_out,
+                                     absl::GetFlag(FLAGS_otlp_endpoint));
   if (!tracing.ok()) {
     std::fprintf(stderr, "stream_server: cannot trace to %s: %s\n",
                  trace_out.c_str(), tracing.status().ToString().c_str());

@@ -38,14 +38,29 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/propagation.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 
 namespace ctxloop {
 namespace examples {
 namespace {
 
-// The trace exporters' JSON string escaping (UTF-8 checked), reused.
-using ::ctxloop::internal::AppendJsonString;
+// Appends `text` to `out` as a quoted JSON string, escaped by RapidJSON's
+// writer (UTF-8 validated; invalid input becomes "" rather than bad JSON).
+void AppendJsonString(absl::string_view text, std::string* out) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>,
+                    rapidjson::UTF8<>, rapidjson::CrtAllocator,
+                    rapidjson::kWriteValidateEncodingFlag>
+      writer(buffer);
+  if (!writer.String(text.data(),
+                     static_cast<rapidjson::SizeType>(text.size()))) {
+    out->append("\"\"");
+    return;
+  }
+  out->append(buffer.GetString(), buffer.GetSize());
+}
 
 int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
 
@@ -347,7 +362,7 @@ std::string StreamServer::url() const {
 
 void StreamServer::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(shutdown_mu_);
+    internal::MutexLock lock(&shutdown_mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
@@ -391,18 +406,25 @@ void StreamServer::BeginShutdownOnHttpLoop() {
 }
 
 bool StreamServer::WaitForIdle(absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                           [&] { return pending_.empty(); });
+  const auto deadline =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+  internal::MutexLock lock(&mu_);
+  while (!pending_.empty()) {
+    if (!idle_cv_.WaitUntil(&mu_, deadline) &&
+        std::chrono::steady_clock::now() >= deadline) {
+      return pending_.empty();
+    }
+  }
+  return true;
 }
 
 std::vector<RunReport> StreamServer::finished_runs() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return std::vector<RunReport>(finished_.begin(), finished_.end());
 }
 
 ServerStats StreamServer::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -414,7 +436,7 @@ void StreamServer::OnRequest(evhttp_request* req, void* arg) {
 
 void StreamServer::HandleRequest(evhttp_request* req) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     ++stats_.requests;
   }
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
@@ -422,7 +444,7 @@ void StreamServer::HandleRequest(evhttp_request* req) {
   const absl::string_view p = path != nullptr ? path : "";
   auto bad = [&](int code, const char* reason, absl::string_view message) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       ++stats_.bad_requests;
     }
     SendText(req, code, reason, absl::StrCat(message, "\n"));
@@ -482,8 +504,25 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   // 1. The run's trace, started and made current on A: the request handler's
   //    context, as in the Python original.
   std::optional<TraceScope> trace;
+  // W3C Trace Context: continue the caller's trace if it sent a valid
+  // traceparent (an invalid one is ignored: a new trace starts).
+  evkeyvalq* in_headers = evhttp_request_get_input_headers(req);
+  const char* traceparent = evhttp_find_header(in_headers, "traceparent");
+  const char* tracestate = evhttp_find_header(in_headers, "tracestate");
+  const std::optional<SpanContext> remote =
+      traceparent == nullptr
+          ? std::nullopt
+          : ExtractTraceContext(traceparent,
+                                tracestate == nullptr ? "" : tracestate);
+  SpanContext own;  // What the response's traceparent names.
   if (tracer_ != nullptr) {
     TraceOptions t;
+    if (remote.has_value()) {
+      t.trace_id = remote->trace_id;
+      // INTEGRATION POINT (core tracer merge): pass the whole remote parent
+      // so the trace's root span is its child and inherits flags and state:
+      //   t.remote_parent = *remote;
+    }
     t.group_id = group_id;
     t.metadata["path"] = uri;
     t.metadata["events"] = absl::StrCat(events);
@@ -493,6 +532,14 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
         tracer_->StartTrace(run->a, "agent run", std::move(t));
     if (scope.ok()) {
       run->trace_id = scope->trace_id();
+      // INTEGRATION POINT (core tracer merge): `own = scope->span_context();`
+      // names the root span by its random `root_span_id`. Until then the
+      // root span id is the one the tracer derives from the trace id.
+      own.trace_id = run->trace_id;
+      own.span_id = RootSpanIdFor(run->trace_id);
+      own.trace_flags =
+          remote.has_value() ? remote->trace_flags : kTraceFlagSampled;
+      own.trace_state = remote.has_value() ? remote->trace_state : "";
       trace.emplace(std::move(*scope));
     } else {
       std::fprintf(stderr, "stream_server: run %llu not traced: %s\n",
@@ -502,7 +549,7 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   }
 
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     ++stats_.runs_started;
     RunReport& r = pending_[id].report;
     r.run_id = id;
@@ -510,6 +557,8 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
     r.events_requested = events;
     r.delay = delay;
     r.trace_id = run->trace_id;
+    if (remote.has_value()) r.remote_parent = *remote;
+    r.traceparent = FormatTraceparent(own);
   }
 
   // The 200 and the headers go out now; the body is streamed (chunked).
@@ -519,6 +568,13 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   evhttp_add_header(headers, "X-Run-Id", absl::StrCat(id).c_str());
   if (run->trace_id.valid()) {
     evhttp_add_header(headers, "X-Trace-Id", run->trace_id.ToHex().c_str());
+  }
+  const TraceContextHeaders out = InjectTraceContext(own);
+  if (!out.traceparent.empty()) {
+    evhttp_add_header(headers, "traceparent", out.traceparent.c_str());
+    if (!out.tracestate.empty()) {
+      evhttp_add_header(headers, "tracestate", out.tracestate.c_str());
+    }
   }
   evhttp_send_reply_start(req, 200, "OK");
   evhttp_connection_set_closecb(run->conn, &StreamServer::OnConnectionClosed,
@@ -903,9 +959,12 @@ StreamServer::Agent* StreamServer::FindAgent(uint64_t id) {
 // --- Reports -----------------------------------------------------------------
 
 void StreamServer::FinishHttpHalf(uint64_t id, const HttpHalf& half) {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   auto it = pending_.find(id);
-  if (it == pending_.end()) return;
+  if (it == pending_.end()) {
+    mu_.Unlock();
+    return;
+  }
   RunReport& r = it->second.report;
   r.request_ctx = half.request_ctx;
   r.response_ctx = half.response_ctx;
@@ -914,13 +973,16 @@ void StreamServer::FinishHttpHalf(uint64_t id, const HttpHalf& half) {
   r.stream_status = half.stream_status;
   r.trace_reset_on_origin = half.trace_reset_on_origin;
   it->second.http_done = true;
-  ReportIfDone(lock, id);
+  ReportIfDone(id);
 }
 
 void StreamServer::FinishAgentHalf(uint64_t id, const AgentHalf& half) {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   auto it = pending_.find(id);
-  if (it == pending_.end()) return;
+  if (it == pending_.end()) {
+    mu_.Unlock();
+    return;
+  }
   RunReport& r = it->second.report;
   r.agent_ctx = half.agent_ctx;
   r.events_emitted = half.events_emitted;
@@ -929,13 +991,15 @@ void StreamServer::FinishAgentHalf(uint64_t id, const AgentHalf& half) {
   r.producer_saw_closed = half.producer_saw_closed;
   r.producer_closed_status = half.producer_closed_status;
   it->second.agent_done = true;
-  ReportIfDone(lock, id);
+  ReportIfDone(id);
 }
 
-void StreamServer::ReportIfDone(std::unique_lock<std::mutex>& lock,
-                                uint64_t id) {
+void StreamServer::ReportIfDone(uint64_t id) {
   auto it = pending_.find(id);
-  if (!it->second.http_done || !it->second.agent_done) return;
+  if (!it->second.http_done || !it->second.agent_done) {
+    mu_.Unlock();
+    return;
+  }
   RunReport report = std::move(it->second.report);
   pending_.erase(it);
   ++stats_.runs_finished;
@@ -947,10 +1011,10 @@ void StreamServer::ReportIfDone(std::unique_lock<std::mutex>& lock,
   finished_.push_back(report);
   while (finished_.size() > options_.max_reports) finished_.pop_front();
   const bool idle = pending_.empty();
-  lock.unlock();
-  if (idle) idle_cv_.notify_all();
+  mu_.Unlock();
+  if (idle) idle_cv_.SignalAll();
   if (options_.on_run_finished) {
-    std::lock_guard<std::mutex> callback_lock(callback_mu_);
+    internal::MutexLock callback_lock(&callback_mu_);
     options_.on_run_finished(report);
   }
 }

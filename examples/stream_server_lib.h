@@ -30,8 +30,10 @@
 //   1. Loop 1, in the evhttp callback: validate the query (400 otherwise);
 //      create the request context A and the response context B; start the
 //      trace "agent run" on A and make it current there (group_id = `thread`,
-//      metadata = path and parameters); send the 200 headers
-//      (`text/event-stream`, chunked) and watch the connection for close.
+//      metadata = path and parameters), continuing the request's W3C
+//      `traceparent` if it has a valid one; send the 200 headers
+//      (`text/event-stream`, chunked, and the run's own `traceparent`) and
+//      watch the connection for close.
 //   2. The trace is handed to loop 2, which creates the agent context C and
 //      `MakeStream<AgentEvent>(C, ..., trace)`: the stream now owns the
 //      trace. The reader is posted to B.
@@ -64,27 +66,28 @@
 #ifndef CTXLOOP_EXAMPLES_STREAM_SERVER_LIB_H_
 #define CTXLOOP_EXAMPLES_STREAM_SERVER_LIB_H_
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/stream/stream.h"
 #include "ctxloop/trace/ids.h"
 #include "ctxloop/trace/scope.h"
+#include "ctxloop/trace/span_context.h"
 #include "ctxloop/trace/tracer.h"
 
 struct evhttp;
@@ -108,6 +111,11 @@ struct RunReport {
   int events_requested = 0;
   absl::Duration delay;
   TraceId trace_id;  // Invalid without a tracer.
+  // The caller's W3C traceparent/tracestate, if it sent a valid one (the
+  // run's trace continues its trace id), and the traceparent the response
+  // carried (empty without a tracer).
+  SpanContext remote_parent;
+  std::string traceparent;
 
   // HTTP half, loop 1.
   ContextHandle request_ctx;   // A: the trace's origin.
@@ -248,7 +256,8 @@ class StreamServer {
   // Either loop.
   void FinishHttpHalf(uint64_t id, const HttpHalf& half);
   void FinishAgentHalf(uint64_t id, const AgentHalf& half);
-  void ReportIfDone(std::unique_lock<std::mutex>& lock, uint64_t id);
+  // Called with mu_ held; releases it.
+  void ReportIfDone(uint64_t id) ABSL_UNLOCK_FUNCTION(mu_);
 
   Options options_;
   Tracer* const tracer_;
@@ -272,15 +281,16 @@ class StreamServer {
   std::map<uint64_t, std::unique_ptr<Agent>> agents_;
 
   // Reports and counters, from both loops.
-  mutable std::mutex mu_;
-  std::condition_variable idle_cv_;
-  std::map<uint64_t, PendingReport> pending_;  // Runs in progress.
-  std::deque<RunReport> finished_;
-  ServerStats stats_;
-  std::mutex callback_mu_;  // Serializes `on_run_finished`.
+  mutable internal::Mutex mu_;
+  internal::CondVar idle_cv_;
+  // Runs in progress.
+  std::map<uint64_t, PendingReport> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<RunReport> finished_ ABSL_GUARDED_BY(mu_);
+  ServerStats stats_ ABSL_GUARDED_BY(mu_);
+  internal::Mutex callback_mu_;  // Serializes `on_run_finished`.
 
-  std::mutex shutdown_mu_;
-  bool shut_down_ = false;
+  internal::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 
 }  // namespace examples

@@ -19,6 +19,8 @@ tools/install_deps.sh installs:
     @com_github_google_benchmark//:benchmark, :benchmark_main
     @libevent//:libevent, :event_pthreads
     @boost//:asio, @libuv//:libuv                 (peer benchmarks)
+    @com_github_tencent_rapidjson//:rapidjson     rapidjson-dev (header-only)
+    @zlib//:zlib                                  zlib1g-dev
 
 It also provides Bazel 4.2.3's own offline needs: @rules_cc and
 @remote_coverage_tools (stand-ins under third_party/) and @rules_java,
@@ -76,4 +78,18 @@ def ctxloop_deps():
         build_file = Label("//third_party:libuv.BUILD"),
         debian_package = "libuv1-dev",
         required_paths = ["/usr/include/uv.h"],
+    )
+    maybe(
+        system_repo,
+        name = "com_github_tencent_rapidjson",
+        build_file = Label("//third_party:rapidjson.BUILD"),
+        debian_package = "rapidjson-dev",
+        required_paths = ["/usr/include/rapidjson/document.h"],
+    )
+    maybe(
+        system_repo,
+        name = "zlib",
+        build_file = Label("//third_party:zlib.BUILD"),
+        debian_package = "zlib1g-dev",
+        required_paths = ["/usr/include/zlib.h"],
     )

@@ -22,6 +22,8 @@ PACKAGES=(
   libabsl-dev googletest libgtest-dev libbenchmark-dev libevent-dev
   libboost-dev libuv1-dev
   valgrind  # Instruction counts for CI's guard (tools/icount_guard.py).
+  # JSON parsing (OTLP responses, Jaeger's API in tests) and gzip for OTLP.
+  rapidjson-dev zlib1g-dev
 )
 
 missing=()
@@ -61,3 +63,7 @@ elif "$GO" install "$BUILDIFIER_MODULE/buildifier@$BUILDIFIER_VERSION"; then
 else
   echo "install_deps: WARNING: could not build buildifier (it needs the Go module proxy or a warm module cache); only .ci/run's buildifier phase needs it" >&2
 fi
+
+# Jaeger v2, the real OTLP collector the end-to-end tests export to (built
+# once with Go, cached; see tools/install_jaeger.sh).
+bash "$(dirname "$0")/install_jaeger.sh" || echo "install_deps: Jaeger not built (its tests will skip)" >&2

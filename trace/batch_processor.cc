@@ -9,6 +9,7 @@
 #include <exception>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
@@ -16,17 +17,27 @@
 namespace ctxloop {
 namespace {
 
-// Waits on `cv` until `pred` or `timeout`; returns `pred()`. An infinite (or
-// absurdly long) timeout waits without a deadline.
+// Waits on `cv` (with `mu` held) until `pred()` or `timeout`; returns
+// `pred()`. An infinite (or absurdly long) timeout waits without a deadline.
 template <typename Pred>
-bool WaitFor(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-             absl::Duration timeout, Pred pred) {
+bool WaitFor(internal::CondVar& cv, internal::Mutex& mu, absl::Duration timeout,
+             Pred pred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
   if (timeout >= absl::Hours(24 * 365)) {
-    cv.wait(lock, pred);
+    while (!pred()) cv.Wait(&mu);
     return true;
   }
   if (timeout < absl::ZeroDuration()) timeout = absl::ZeroDuration();
-  return cv.wait_for(lock, absl::ToChronoNanoseconds(timeout), pred);
+  const auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          absl::ToChronoNanoseconds(timeout));
+  while (!pred()) {
+    if (!cv.WaitUntil(&mu, deadline) &&
+        std::chrono::steady_clock::now() >= deadline) {
+      return pred();
+    }
+  }
+  return true;
 }
 
 // Drop reports are rate-limited: the 1st, then every 1000th.
@@ -79,13 +90,14 @@ absl::StatusOr<std::unique_ptr<BatchProcessor>> BatchProcessor::Create(
   std::unique_ptr<BatchProcessor> p(
       new BatchProcessor(std::move(exporter), std::move(options)));
   try {
+    internal::MutexLock join_lock(&p->join_mu_);
     p->worker_ = std::thread([raw = p.get()] { raw->WorkerLoop(); });
     // Written before `p` is shared with any other thread; the worker itself
     // reads it only when called back from items queued after that.
     p->worker_id_ = p->worker_.get_id();
   } catch (const std::system_error& e) {
     // No worker: mark it done so the destructor does not wait for one.
-    std::lock_guard<std::mutex> lock(p->mu_);
+    internal::MutexLock lock(&p->mu_);
     p->stopping_ = true;
     p->worker_done_ = true;
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -110,10 +122,10 @@ BatchProcessor::~BatchProcessor() {
   const absl::Status status = Shutdown(DestructorShutdownTimeout());
   if (absl::IsDeadlineExceeded(status)) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      internal::MutexLock lock(&mu_);
       abandon_ = true;
     }
-    worker_cv_.notify_one();
+    worker_cv_.Signal();
   }
   JoinWorker();
 }
@@ -133,7 +145,7 @@ void BatchProcessor::Enqueue(ExportItem item) {
   absl::Status report;
   bool wake = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     if (stopping_) {
       const uint64_t n = ++stats_.dropped_after_shutdown;
       if (ShouldReportDrop(n)) {
@@ -154,7 +166,7 @@ void BatchProcessor::Enqueue(ExportItem item) {
       wake = queue_.size() == trigger_size_;
     }
   }
-  if (wake) worker_cv_.notify_one();
+  if (wake) worker_cv_.Signal();
   if (!report.ok()) Report(report);
   // `item`, if dropped, is destroyed here, outside the lock.
 }
@@ -165,11 +177,14 @@ absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {
         "BatchProcessor::ForceFlush called from the worker thread (exporter "
         "or on_error)");
   }
-  std::unique_lock<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (worker_done_) return absl::OkStatus();
   if (stopping_) {
     // The shutdown drain exports everything; wait for it.
-    if (!WaitFor(done_cv_, lock, timeout, [&] { return worker_done_; })) {
+    if (!WaitFor(done_cv_, mu_, timeout, [&] {
+          mu_.AssertHeld();
+          return worker_done_;
+        })) {
       return absl::DeadlineExceededError(
           absl::StrCat("BatchProcessor::ForceFlush: shutdown drain did not "
                        "finish within ",
@@ -178,9 +193,11 @@ absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {
     return absl::OkStatus();
   }
   const uint64_t generation = ++flush_requested_;
-  worker_cv_.notify_one();
-  if (!WaitFor(done_cv_, lock, timeout,
-               [&] { return flush_done_ >= generation || worker_done_; })) {
+  worker_cv_.Signal();
+  if (!WaitFor(done_cv_, mu_, timeout, [&] {
+        mu_.AssertHeld();
+        return flush_done_ >= generation || worker_done_;
+      })) {
     return absl::DeadlineExceededError(absl::StrCat(
         "BatchProcessor::ForceFlush: not done within ",
         absl::FormatDuration(timeout), " (", queue_.size() + in_flight_,
@@ -198,12 +215,15 @@ absl::Status BatchProcessor::Shutdown(absl::Duration timeout) {
   }
   absl::Status status;
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    internal::MutexLock lock(&mu_);
     if (!stopping_) {
       stopping_ = true;
-      worker_cv_.notify_one();
+      worker_cv_.Signal();
     }
-    if (!WaitFor(done_cv_, lock, timeout, [&] { return worker_done_; })) {
+    if (!WaitFor(done_cv_, mu_, timeout, [&] {
+          mu_.AssertHeld();
+          return worker_done_;
+        })) {
       return absl::DeadlineExceededError(absl::StrCat(
           "BatchProcessor::Shutdown: not drained within ",
           absl::FormatDuration(timeout), " (", queue_.size() + in_flight_,
@@ -216,7 +236,7 @@ absl::Status BatchProcessor::Shutdown(absl::Duration timeout) {
 }
 
 BatchProcessor::Stats BatchProcessor::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -225,7 +245,7 @@ bool BatchProcessor::OnWorkerThread() const {
 }
 
 void BatchProcessor::JoinWorker() {
-  std::lock_guard<std::mutex> lock(join_mu_);
+  internal::MutexLock lock(&join_mu_);
   if (!worker_.joinable()) return;
   if (OnWorkerThread()) {
     // Destroyed from its own exporter or on_error: joining would deadlock.
@@ -239,7 +259,7 @@ void BatchProcessor::JoinWorker() {
 }
 
 void BatchProcessor::Report(const absl::Status& status) {
-  std::lock_guard<std::mutex> lock(report_mu_);
+  internal::MutexLock lock(&report_mu_);
   try {
     if (on_error_) {
       on_error_(status);
@@ -296,17 +316,21 @@ void BatchProcessor::WorkerLoop() {
   Clock::time_point deadline = Clock::now() + delay;
 
   std::vector<ExportItem> taken;
+  mu_.Lock();
   taken.reserve(queue_.capacity());
-  std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     auto ready = [&] {
+      mu_.AssertHeld();
       return stopping_ || flush_requested_ > flush_done_ ||
              queue_.size() >= trigger_size_;
     };
-    if (timed) {
-      worker_cv_.wait_until(lock, deadline, ready);
-    } else {
-      worker_cv_.wait(lock, ready);
+    while (!ready()) {
+      if (!timed) {
+        worker_cv_.Wait(&mu_);
+      } else if (!worker_cv_.WaitUntil(&mu_, deadline) &&
+                 Clock::now() >= deadline) {
+        break;
+      }
     }
     const uint64_t flush_generation = flush_requested_;
     const bool flushing = flush_generation > flush_done_;
@@ -319,10 +343,10 @@ void BatchProcessor::WorkerLoop() {
     size_t done = 0;
     while (done < taken.size() && !abandon_) {
       const size_t n = std::min(max_batch_size_, taken.size() - done);
-      lock.unlock();
+      mu_.Unlock();
       absl::Status status =
           ExportBatch(absl::MakeConstSpan(taken.data() + done, n));
-      lock.lock();
+      mu_.Lock();
       done += n;
       in_flight_ -= n;
       if (status.ok()) {
@@ -333,31 +357,34 @@ void BatchProcessor::WorkerLoop() {
       ++stats_.failed_batches;
       stats_.failed_items += n;
       const uint64_t failed_so_far = stats_.failed_batches;
-      lock.unlock();
       status = absl::Status(
           status.code(),
           absl::StrCat("BatchProcessor: export of a batch of ", n,
                        " items failed; they are lost (", failed_so_far,
                        " failed batches so far): ", status.message()));
+      // [B1] A batch that fails after Shutdown began (even in a round that
+      // started before) is part of the shutdown's result.
+      if (stopping_ && drain_error_.ok()) drain_error_ = status;
+      mu_.Unlock();
       Report(status);
       if (first_error.ok()) first_error = status;
-      lock.lock();
+      mu_.Lock();
     }
     if (done < taken.size()) {  // abandon_: the destructor gave up waiting.
       const size_t n = taken.size() - done;
       in_flight_ = 0;
       stats_.dropped += n;
-      lock.unlock();
+      mu_.Unlock();
       Report(absl::CancelledError(
           absl::StrCat("BatchProcessor: destroyed before the queue drained; ",
                        n, " items dropped")));
-      lock.lock();
+      mu_.Lock();
     }
     if (abandon_ && !queue_.empty()) {
       stats_.dropped += queue_.size();  // Cannot happen (stopping_), be safe.
       queue_.clear();
     }
-    lock.unlock();
+    mu_.Unlock();
     taken.clear();  // Destroy the items without holding the lock.
     if (taken.capacity() > 4 * max_queue_size_) {
       std::vector<ExportItem>().swap(taken);
@@ -366,24 +393,26 @@ void BatchProcessor::WorkerLoop() {
     if (flushing) {
       absl::Status status = CallExporter("Flush", /*shutdown=*/false);
       if (first_error.ok()) first_error = status;
-      lock.lock();
+      mu_.Lock();
       flush_done_ = std::max(flush_done_, flush_generation);
       flush_status_ = first_error;
-      lock.unlock();
-      done_cv_.notify_all();
+      mu_.Unlock();
+      done_cv_.SignalAll();
     }
     if (stopping) {
       // stopping_ was set before the swap above, under the lock, so no item
       // was queued since: the queue is drained.
       absl::Status status = CallExporter("Shutdown", /*shutdown=*/true);
-      lock.lock();
-      shutdown_status_ = first_error.ok() ? status : first_error;
+      mu_.Lock();
+      shutdown_status_ = !drain_error_.ok()  ? drain_error_
+                         : !first_error.ok() ? first_error
+                                             : status;
       worker_done_ = true;
-      lock.unlock();
-      done_cv_.notify_all();
+      mu_.Unlock();
+      done_cv_.SignalAll();
       return;
     }
-    lock.lock();
+    mu_.Lock();
     if (timed) deadline = Clock::now() + delay;
   }
 }

@@ -53,19 +53,19 @@
 #ifndef CTXLOOP_TRACE_BATCH_PROCESSOR_H_
 #define CTXLOOP_TRACE_BATCH_PROCESSOR_H_
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/processor.h"
 #include "ctxloop/trace/span_data.h"
@@ -140,9 +140,10 @@ class BatchProcessor final : public TraceProcessor {
 
   // Stops accepting items (later ones count as `dropped_after_shutdown`),
   // exports everything queued, calls the exporter's `Shutdown()` and joins
-  // the worker. Returns the first export error of that drain, else the
-  // exporter's `Shutdown()` status; `kDeadlineExceeded` if `timeout` passes
-  // first (the drain goes on; call again to wait more). Idempotent: once
+  // the worker. Returns the first export error after `Shutdown` began
+  // (including a batch that was being exported when it was called [B1]),
+  // else the exporter's `Shutdown()` status; `kDeadlineExceeded` if `timeout`
+  // passes first (the drain goes on; call again to wait more). Idempotent: once
   // complete, later calls return the same status at once.
   absl::Status Shutdown(absl::Duration timeout) override;
 
@@ -166,26 +167,32 @@ class BatchProcessor final : public TraceProcessor {
   const absl::Duration schedule_delay_;
   const size_t trigger_size_;
 
-  std::mutex report_mu_;  // Serializes on_error_; taken without mu_ held.
-  ErrorCallback on_error_;
+  // Serializes on_error_; taken without mu_ held.
+  internal::Mutex report_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  ErrorCallback on_error_ ABSL_GUARDED_BY(report_mu_);
 
-  mutable std::mutex mu_;
-  std::condition_variable worker_cv_;  // Wakes the worker.
-  std::condition_variable done_cv_;    // Wakes ForceFlush/Shutdown waiters.
-  std::vector<ExportItem> queue_;      // Guarded by mu_.
-  size_t in_flight_ = 0;               // Taken by the worker, not yet done.
-  Stats stats_;
-  uint64_t flush_requested_ = 0;  // Generation of the latest ForceFlush.
-  uint64_t flush_done_ = 0;       // Generation the worker completed.
-  absl::Status flush_status_;     // Result of generation flush_done_.
-  bool stopping_ = false;         // Shutdown began.
-  bool abandon_ = false;          // Destructor gave up waiting.
-  bool worker_done_ = false;      // Drained, exporter shut down.
-  absl::Status shutdown_status_;
+  mutable internal::Mutex mu_;
+  internal::CondVar worker_cv_;  // Wakes the worker.
+  internal::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
+  std::vector<ExportItem> queue_ ABSL_GUARDED_BY(mu_);
+  // Taken by the worker, not yet done.
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  // Generation of the latest ForceFlush, and the one the worker completed
+  // (with its result).
+  uint64_t flush_requested_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t flush_done_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status flush_status_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;     // Shutdown began.
+  bool abandon_ ABSL_GUARDED_BY(mu_) = false;      // Destructor gave up.
+  bool worker_done_ ABSL_GUARDED_BY(mu_) = false;  // Drained, shut down.
+  absl::Status shutdown_status_ ABSL_GUARDED_BY(mu_);
+  // The first export error after Shutdown began [B1].
+  absl::Status drain_error_ ABSL_GUARDED_BY(mu_);
 
-  std::mutex join_mu_;  // Guards joining worker_.
-  std::thread worker_;
-  std::thread::id worker_id_;  // Set once in Create.
+  internal::Mutex join_mu_;  // Guards joining worker_.
+  std::thread worker_ ABSL_GUARDED_BY(join_mu_);
+  std::thread::id worker_id_;  // Set once in Create, before sharing.
 };
 
 }  // namespace ctxloop

@@ -12,10 +12,8 @@
 //   ... run traced code, flush the processor ...
 //   EXPECT_EQ(exporter->spans().size(), 3);
 //
-// Fault injection, to test what a processor does with a failing exporter:
-// `FailNextExports(n, status)` makes the next `n` `Export` calls return
-// `status` and `ThrowNextExports(n)` makes them throw `std::runtime_error`;
-// a failed call stores nothing. Throwing takes precedence over failing.
+// Fault injection lives in the test-only `//trace:testing` target
+// (`testing/faulty_exporter.h`, which wraps this or any exporter).
 //
 // Cost: `Export` copies the batch into a vector under a mutex. Memory grows
 // with every item until `Clear()`; not for long-running production use.
@@ -29,11 +27,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -56,33 +55,23 @@ class InMemoryExporter final : public SpanExporter {
   std::vector<SpanData> spans() const;
   // Number of items stored.
   size_t size() const;
-  // Forgets the stored items and batch sizes (not the counters or pending
-  // faults).
+  // Forgets the stored items and batch sizes (not the counters).
   void Clear();
 
-  // `Export` calls so far, including failed and thrown ones.
+  // `Export` calls so far, including those after `Shutdown`.
   int64_t export_calls() const;
   // Batch sizes of the successful `Export` calls, in order.
   std::vector<size_t> batch_sizes() const;
   int64_t flush_calls() const;
   bool is_shutdown() const;
 
-  // The next `n` `Export` calls return `status` (an OK `status` is turned
-  // into `kInternal`) and store nothing. Replaces earlier pending failures.
-  void FailNextExports(int n, absl::Status status);
-  // The next `n` `Export` calls throw `std::runtime_error` and store nothing.
-  void ThrowNextExports(int n);
-
  private:
-  mutable std::mutex mu_;
-  std::vector<ExportItem> items_;
-  std::vector<size_t> batch_sizes_;
-  int64_t export_calls_ = 0;
-  int64_t flush_calls_ = 0;
-  int fail_next_ = 0;
-  absl::Status fail_status_;
-  int throw_next_ = 0;
-  bool shutdown_ = false;
+  mutable internal::Mutex mu_;
+  std::vector<ExportItem> items_ ABSL_GUARDED_BY(mu_);
+  std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+  int64_t export_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t flush_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ctxloop

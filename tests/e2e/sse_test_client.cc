@@ -53,13 +53,15 @@ void SseTestClient::Close() {
   fd_ = -1;
 }
 
-absl::Status SseTestClient::SendRequest(absl::string_view method,
-                                        absl::string_view target,
-                                        bool keep_alive) {
+absl::Status SseTestClient::SendRequest(
+    absl::string_view method, absl::string_view target, bool keep_alive,
+    const std::vector<std::string>& extra_headers) {
   if (fd_ < 0) return absl::FailedPreconditionError("closed");
+  std::string extra;
+  for (const std::string& h : extra_headers) absl::StrAppend(&extra, h, "\r\n");
   const std::string req =
       absl::StrCat(method, " ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\n",
-                   keep_alive ? "" : "Connection: close\r\n",
+                   keep_alive ? "" : "Connection: close\r\n", extra,
                    "Accept: text/event-stream\r\n\r\n");
   size_t sent = 0;
   while (sent < req.size()) {
@@ -259,12 +261,14 @@ std::optional<SseEvent> ParseSseBlock(absl::string_view block) {
   return e;
 }
 
-absl::StatusOr<FetchResult> Fetch(int port, absl::string_view target,
-                                  absl::string_view method) {
+absl::StatusOr<FetchResult> Fetch(
+    int port, absl::string_view target, absl::string_view method,
+    const std::vector<std::string>& extra_headers) {
   absl::StatusOr<std::unique_ptr<SseTestClient>> client =
       SseTestClient::Connect(port);
   if (!client.ok()) return client.status();
-  absl::Status s = (*client)->SendRequest(method, target);
+  absl::Status s = (*client)->SendRequest(method, target,
+                                          /*keep_alive=*/false, extra_headers);
   if (!s.ok()) return s;
   FetchResult result;
   absl::StatusOr<HttpHead> head = (*client)->ReadHead();

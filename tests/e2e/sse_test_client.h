@@ -66,8 +66,10 @@ class SseTestClient {
 
   // Sends `<method> <target> HTTP/1.1` with Host (and `Connection: close`
   // unless `keep_alive`).
+  // `extra_headers` are "Name: value" lines without CRLF.
   absl::Status SendRequest(absl::string_view method, absl::string_view target,
-                           bool keep_alive = false);
+                           bool keep_alive = false,
+                           const std::vector<std::string>& extra_headers = {});
   // Reads the status line and headers of the next response.
   absl::StatusOr<HttpHead> ReadHead();
   // The next complete event of the body, or nullopt at its end.
@@ -107,8 +109,10 @@ struct FetchResult {
   std::vector<SseEvent> events;
   std::string body;  // For non-SSE responses.
 };
-absl::StatusOr<FetchResult> Fetch(int port, absl::string_view target,
-                                  absl::string_view method = "GET");
+// `extra_headers` as in `SendRequest`.
+absl::StatusOr<FetchResult> Fetch(
+    int port, absl::string_view target, absl::string_view method = "GET",
+    const std::vector<std::string>& extra_headers = {});
 
 }  // namespace e2e
 }  // namespace ctxloop

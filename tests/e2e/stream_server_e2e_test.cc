@@ -27,6 +27,7 @@
 #include "ctxloop/examples/stream_server_lib.h"
 #include "ctxloop/tests/e2e/sse_test_client.h"
 #include "ctxloop/trace/in_memory_exporter.h"
+#include "ctxloop/trace/propagation.h"
 #include "ctxloop/trace/simple_processor.h"
 #include "ctxloop/trace/span_data.h"
 #include "ctxloop/trace/tracer.h"
@@ -470,6 +471,54 @@ TEST_F(StreamServerE2ETest, StartOnBusyPortFails) {
   absl::StatusOr<FetchResult> r = Fetch(port(), "/run?events=2&delay_ms=0");
   ASSERT_TRUE(r.ok()) << r.status();
   ExpectFullStream(*r, 2);
+}
+
+// W3C Trace Context: a valid traceparent is continued (same trace id; the
+// response names the run's span in it and passes tracestate on); an invalid
+// one is ignored and a new trace starts; either way the response carries a
+// valid traceparent of the run's trace.
+TEST_F(StreamServerE2ETest, ContinuesAValidTraceparentIgnoresAnInvalidOne) {
+  StartServer();
+  const std::string caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  absl::StatusOr<FetchResult> r =
+      Fetch(port(), "/run?events=2&delay_ms=0", "GET",
+            {"traceparent: 00-" + caller_trace + "-00f067aa0ba902b7-01",
+             "tracestate: vendor=opaque"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->head.header("x-trace-id"), caller_trace);
+  std::optional<SpanContext> own = ExtractTraceContext(
+      r->head.header("traceparent"), r->head.header("tracestate"));
+  ASSERT_TRUE(own.has_value()) << r->head.header("traceparent");
+  EXPECT_EQ(own->trace_id.ToHex(), caller_trace);
+  EXPECT_NE(own->span_id.ToHex(), "00f067aa0ba902b7");
+  EXPECT_TRUE(own->sampled());
+  EXPECT_EQ(own->trace_state, "vendor=opaque");
+
+  for (const char* bad :
+       {"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01", "garbage"}) {
+    absl::StatusOr<FetchResult> b =
+        Fetch(port(), "/run?events=1&delay_ms=0", "GET",
+              {absl::StrCat("traceparent: ", bad)});
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(b->head.status, 200) << bad;
+    EXPECT_NE(b->head.header("x-trace-id"), caller_trace) << bad;
+    std::optional<SpanContext> fresh =
+        ExtractTraceContext(b->head.header("traceparent"));
+    ASSERT_TRUE(fresh.has_value()) << bad;
+    EXPECT_EQ(fresh->trace_id.ToHex(), b->head.header("x-trace-id")) << bad;
+  }
+  server_->Shutdown();
+  const std::vector<RunReport> runs = server_->finished_runs();
+  ASSERT_EQ(runs.size(), 7u);
+  EXPECT_TRUE(runs[0].remote_parent.valid());
+  EXPECT_EQ(runs[0].remote_parent.span_id.ToHex(), "00f067aa0ba902b7");
+  for (size_t i = 1; i < runs.size(); ++i) {
+    EXPECT_FALSE(runs[i].remote_parent.valid()) << i;
+  }
 }
 
 }  // namespace

@@ -1,12 +1,12 @@
 // Copyright 2026 The ctxloop Authors.
 
-#include "ctxloop/trace/json_lines_exporter.h"
+#include "ctxloop/trace/json_lines/json_lines_exporter.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 
 namespace ctxloop {
 namespace {
@@ -43,6 +43,9 @@ void WriteSite(const ExecutionSite& site, JsonWriter& w) {
     w.Null();
   } else {
     w.Uint(site.ctx.context_id());
+  }
+  if (!site.context_name.empty()) {
+    w.Key("context_name").String(site.context_name);
   }
   w.Key("thread").Int(site.thread_id);
   w.Key("time");

@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 
 #include <charconv>
 #include <cmath>

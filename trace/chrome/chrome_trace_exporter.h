@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/chrome_trace_exporter.h
+// File: ctxloop/trace/chrome/chrome_trace_exporter.h
 // -----------------------------------------------------------------------------
 //
 // `ChromeTraceExporter` writes a Chrome Trace Event file (the JSON Object
@@ -17,9 +17,10 @@
 // Tracks. Every `ExecutionSite` names a track:
 //   * a site on a context (non-null `ctx`): process (pid) = its loop, pid =
 //     `ctx.loop_id()` (loop ids start at 1), named "loop <id> (thread
-//     <tid>)"; thread (tid) = the context, named "ctx <context id>" or the
-//     name given with `SetContextName`. If a loop id was reused by a loop on
-//     another thread, that loop gets a fresh pid (>= 1048576).
+//     <tid>)"; thread (tid) = the context, named with `SetContextName`, else
+//     by the name it was given at `NewContext` (`ExecutionSite::
+//     context_name`), else "ctx <context id>". If a loop id was reused by a
+//     loop on another thread, that loop gets a fresh pid (>= 1048576).
 //   * a site on a plain thread (null `ctx`): pid 2147483647, named "non-loop
 //     threads"; tid = the Linux thread id, named "thread <tid>". (Not pid 0:
 //     Perfetto reserves it for the idle process.)
@@ -70,22 +71,23 @@
 // (which writes the file and frees the items), `Export` and `Flush` return
 // `kFailedPrecondition`.
 
-#ifndef CTXLOOP_TRACE_CHROME_TRACE_EXPORTER_H_
-#define CTXLOOP_TRACE_CHROME_TRACE_EXPORTER_H_
+#ifndef CTXLOOP_TRACE_CHROME_CHROME_TRACE_EXPORTER_H_
+#define CTXLOOP_TRACE_CHROME_CHROME_TRACE_EXPORTER_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -119,7 +121,9 @@ class ChromeTraceExporter final : public SpanExporter {
   // Rewrites the file and frees the items. Idempotent.
   absl::Status Shutdown() override;
 
-  // Names `ctx`'s track (default "ctx <context id>"). Applies to files
+  // Names `ctx`'s track (default: the name the context was given at
+  // `NewContext`, as recorded in the item's site, else "ctx <context id>").
+  // Applies to files
   // written from now on.
   void SetContextName(ContextHandle ctx, std::string name);
 
@@ -131,17 +135,18 @@ class ChromeTraceExporter final : public SpanExporter {
 
  private:
   ChromeTraceExporter(std::string path, Options options);
-  std::string RenderLocked() const;
+  std::string RenderLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
   const Options options_;
-  mutable std::mutex mu_;
-  std::vector<internal::ChromeRecord> records_;
-  absl::flat_hash_map<ContextHandle, std::string> context_names_;
-  uint64_t dropped_ = 0;
-  bool shutdown_ = false;
+  mutable internal::Mutex mu_;
+  std::vector<internal::ChromeRecord> records_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ContextHandle, std::string> context_names_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_CHROME_TRACE_EXPORTER_H_
+#endif  // CTXLOOP_TRACE_CHROME_CHROME_TRACE_EXPORTER_H_

@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/internal/append_file.h
+// File: ctxloop/trace/export_internal/append_file.h
 // -----------------------------------------------------------------------------
 //
 // Internal. The files behind the file exporters:
@@ -21,16 +21,17 @@
 //
 // Thread-safety: `AppendFile` is thread-safe (one mutex).
 
-#ifndef CTXLOOP_TRACE_INTERNAL_APPEND_FILE_H_
-#define CTXLOOP_TRACE_INTERNAL_APPEND_FILE_H_
+#ifndef CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_
+#define CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "ctxloop/loop/internal/mutex.h"
 
 namespace ctxloop {
 namespace internal {
@@ -79,9 +80,10 @@ class AppendFile {
   const std::string owner_;
   const std::string path_;
   const Options options_;
-  std::mutex mu_;
-  int fd_;                      // Guarded by mu_; -1 once closed.
-  bool needs_newline_ = false;  // Guarded by mu_; the last write failed.
+  internal::Mutex mu_;
+  int fd_ ABSL_GUARDED_BY(mu_);  // -1 once closed.
+  // The last write failed part-way.
+  bool needs_newline_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Writes `data` to `<path>.tmp`, syncs it, and renames it to `path`.
@@ -91,4 +93,4 @@ absl::Status WriteFileAtomically(const std::string& path,
 }  // namespace internal
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_INTERNAL_APPEND_FILE_H_
+#endif  // CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_

@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/internal/json_writer.h
+// File: ctxloop/trace/export_internal/json_writer.h
 // -----------------------------------------------------------------------------
 //
 // Internal. The JSON helpers the file exporters share (their files are in
@@ -29,8 +29,8 @@
 // Thread-safety: `JsonWriter` is thread-compatible (not thread-safe); the
 // functions keep no state.
 
-#ifndef CTXLOOP_TRACE_INTERNAL_JSON_WRITER_H_
-#define CTXLOOP_TRACE_INTERNAL_JSON_WRITER_H_
+#ifndef CTXLOOP_TRACE_EXPORT_INTERNAL_JSON_WRITER_H_
+#define CTXLOOP_TRACE_EXPORT_INTERNAL_JSON_WRITER_H_
 
 #include <cstdint>
 #include <string>
@@ -119,4 +119,4 @@ void WriteAttributesObject(const Attributes& attributes, JsonWriter& w);
 }  // namespace internal
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_INTERNAL_JSON_WRITER_H_
+#endif  // CTXLOOP_TRACE_EXPORT_INTERNAL_JSON_WRITER_H_

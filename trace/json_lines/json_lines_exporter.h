@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // -----------------------------------------------------------------------------
-// File: ctxloop/trace/json_lines_exporter.h
+// File: ctxloop/trace/json_lines/json_lines_exporter.h
 // -----------------------------------------------------------------------------
 //
 // `JsonLinesExporter` appends every exported trace and span to a file as one
@@ -25,6 +25,7 @@
 //    "finished_off_origin":false}
 //
 //   SITE = {"loop":<loop id>|null, "context":<context id>|null,
+//           "context_name":"<name given at NewContext>",  // if any
 //           "thread":<tid>, "time":"<RFC 3339>"|null}
 //   (loop and context are null for a plain thread's null context).
 //
@@ -40,8 +41,8 @@
 // Thread-safety: all methods are thread-safe (one mutex). After `Shutdown`
 // (which closes the file), `Export` and `Flush` return `kFailedPrecondition`.
 
-#ifndef CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
-#define CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
+#ifndef CTXLOOP_TRACE_JSON_LINES_JSON_LINES_EXPORTER_H_
+#define CTXLOOP_TRACE_JSON_LINES_JSON_LINES_EXPORTER_H_
 
 #include <memory>
 #include <string>
@@ -49,8 +50,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "ctxloop/trace/export_internal/append_file.h"
 #include "ctxloop/trace/exporter.h"
-#include "ctxloop/trace/internal/append_file.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
@@ -92,4 +93,4 @@ class JsonLinesExporter final : public SpanExporter {
 
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_TRACE_JSON_LINES_EXPORTER_H_
+#endif  // CTXLOOP_TRACE_JSON_LINES_JSON_LINES_EXPORTER_H_

@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 
-#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
 
 #include <algorithm>
 #include <functional>
@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
-#include "ctxloop/trace/internal/append_file.h"
-#include "ctxloop/trace/internal/json_writer.h"
+#include "ctxloop/trace/export_internal/append_file.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 
 namespace ctxloop {
 namespace internal {
@@ -32,6 +32,14 @@ struct ChromeRecord {
 }  // namespace internal
 
 namespace {
+
+// The span id a trace had before `root_span_id` was random (a tracer that
+// leaves it invalid): derived from the trace id. Local, so this exporter
+// does not depend on that tracer function.
+SpanId DerivedRootSpanId(const TraceId& trace_id) {
+  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
+  return SpanId{v == 0 ? 1 : v};
+}
 
 using internal::ChromeRecord;
 using internal::JsonWriter;
@@ -115,7 +123,8 @@ std::string SpanArgs(const SpanData& s) {
   w.Key("span_id").String(s.span_id.ToHex());
   w.Key("parent_span_id")
       .String((s.parent_span_id.valid() ? s.parent_span_id
-                                        : RootSpanIdFor(s.trace_id))
+               : s.root_span_id.valid() ? s.root_span_id
+                                        : DerivedRootSpanId(s.trace_id))
                   .ToHex());
   if (!s.attributes.empty()) {
     w.Key("attributes");
@@ -140,7 +149,7 @@ std::string TraceArgs(const TraceData& t) {
   w.BeginObject();
   w.Key("trace_id").String(t.trace_id.ToHex());
   w.Key("span_id").String(
-      (t.root_span_id.valid() ? t.root_span_id : RootSpanIdFor(t.trace_id))
+      (t.root_span_id.valid() ? t.root_span_id : DerivedRootSpanId(t.trace_id))
           .ToHex());
   w.Key("workflow_name").String(t.workflow_name);
   w.Key("group_id").String(t.group_id);
@@ -189,7 +198,7 @@ ChromeRecord MakeRecord(const ExportItem& item) {
       r.anchor_args =
           AnchorArgs(t->trace_id,
                      t->root_span_id.valid() ? t->root_span_id
-                                             : RootSpanIdFor(t->trace_id),
+                                             : DerivedRootSpanId(t->trace_id),
                      t->workflow_name);
     }
   } else if (const auto* s = std::get_if<SpanData>(&item)) {
@@ -232,7 +241,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
   std::vector<ChromeRecord> records;
   records.reserve(batch.size());
   for (const ExportItem& item : batch) records.push_back(MakeRecord(item));
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Export after Shutdown");
@@ -253,7 +262,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
 }
 
 absl::Status ChromeTraceExporter::Flush() {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Flush after Shutdown");
@@ -262,7 +271,7 @@ absl::Status ChromeTraceExporter::Flush() {
 }
 
 absl::Status ChromeTraceExporter::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   if (shutdown_) return absl::OkStatus();
   shutdown_ = true;
   absl::Status status = internal::WriteFileAtomically(path_, RenderLocked());
@@ -271,17 +280,17 @@ absl::Status ChromeTraceExporter::Shutdown() {
 }
 
 void ChromeTraceExporter::SetContextName(ContextHandle ctx, std::string name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   context_names_[ctx] = std::move(name);
 }
 
 std::string ChromeTraceExporter::ToJson() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return RenderLocked();
 }
 
 uint64_t ChromeTraceExporter::dropped() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  internal::MutexLock lock(&mu_);
   return dropped_;
 }
 
@@ -312,6 +321,7 @@ std::string ChromeTraceExporter::RenderLocked() const {
   absl::flat_hash_map<std::pair<ContextHandle, int64_t>, size_t> track_index;
 
   auto track_of = [&](const ExecutionSite& site) -> size_t {
+    mu_.AssertHeld();  // Called from RenderLocked only.
     const auto key = std::make_pair(site.ctx, site.thread_id);
     auto it = track_index.find(key);
     if (it != track_index.end()) return it->second;
@@ -344,8 +354,9 @@ std::string ChromeTraceExporter::RenderLocked() const {
       }
       t.pid = pit->second;
       auto name = context_names_.find(site.ctx);
-      t.name = name != context_names_.end()
-                   ? name->second
+      t.name = name != context_names_.end() ? name->second
+               : !site.context_name.empty()
+                   ? site.context_name
                    : absl::StrCat("ctx ", site.ctx.context_id());
       t.lane_tids.push_back(next_tid++);
     }

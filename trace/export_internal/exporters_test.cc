@@ -20,22 +20,34 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/trace/batch_processor.h"
-#include "ctxloop/trace/chrome_trace_exporter.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
+#include "ctxloop/trace/export_internal/json_writer.h"
 #include "ctxloop/trace/in_memory_exporter.h"
-#include "ctxloop/trace/internal/json_writer.h"
-#include "ctxloop/trace/json_lines_exporter.h"
-#include "ctxloop/trace/otlp_json_exporter.h"
+#include "ctxloop/trace/json_lines/json_lines_exporter.h"
+#include "ctxloop/trace/otlp/otlp_json_exporter.h"
 #include "ctxloop/trace/span_data.h"
+#include "ctxloop/trace/testing/faulty_exporter.h"
 #include "gtest/gtest.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/reader.h"
+#include "rapidjson/stream.h"
 
 namespace ctxloop {
 namespace {
+
+// What tracers derived as a trace's span id before `root_span_id` became
+// random; the exporters still fall back to it for an invalid one.
+SpanId LegacyRootSpanId(const TraceId& trace_id) {
+  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
+  return SpanId{v == 0 ? 1 : v};
+}
 
 using internal::JsonWriter;
 
@@ -70,289 +82,109 @@ struct Json {
   }
 };
 
-class JsonParser {
+// RapidJSON's SAX reader, strict (UTF-8 validated, no trailing commas or
+// comments, one value), building `Json`; numbers keep their literal text
+// (kParseNumbersAsStringsFlag). Duplicate keys are rejected here.
+class JsonBuilder {
  public:
   static absl::StatusOr<Json> Parse(absl::string_view s) {
-    JsonParser p(s);
-    Json out;
-    p.SkipSpace();
-    if (!p.Value(&out, 0)) return p.Error();
-    p.SkipSpace();
-    if (p.i_ != s.size()) return p.Fail("trailing characters");
-    return out;
+    const std::string text(s);  // Null-terminated for StringStream.
+    JsonBuilder b;
+    rapidjson::Reader reader;
+    rapidjson::StringStream in(text.c_str());
+    reader.Parse<rapidjson::kParseValidateEncodingFlag |
+                 rapidjson::kParseNumbersAsStringsFlag>(in, b);
+    if (reader.HasParseError()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(rapidjson::GetParseError_En(reader.GetParseErrorCode()),
+                       " at offset ", reader.GetErrorOffset()));
+    }
+    if (!b.error_.empty()) return absl::InvalidArgumentError(b.error_);
+    if (text.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("NUL byte in the input");
+    }
+    return std::move(b.root_);
   }
+
+  // The SAX interface.
+  bool Null() { return Add(Json()); }
+  bool Bool(bool b) {
+    Json j;
+    j.type = Json::kBool;
+    j.boolean = b;
+    return Add(std::move(j));
+  }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    Json j;
+    j.type = Json::kNumber;
+    j.text.assign(s, n);
+    return Add(std::move(j));
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    Json j;
+    j.type = Json::kString;
+    j.text.assign(s, n);
+    return Add(std::move(j));
+  }
+  bool StartObject() {
+    Json j;
+    j.type = Json::kObject;
+    stack_.push_back(std::move(j));
+    return true;
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool) {
+    std::string key(s, n);
+    if (stack_.back().Has(key)) {
+      error_ = absl::StrCat("duplicate key \"", key, "\"");
+      return false;
+    }
+    keys_.push_back(std::move(key));
+    return true;
+  }
+  bool EndObject(rapidjson::SizeType) { return End(); }
+  bool StartArray() {
+    Json j;
+    j.type = Json::kArray;
+    stack_.push_back(std::move(j));
+    return true;
+  }
+  bool EndArray(rapidjson::SizeType) { return End(); }
+  // Not called with kParseNumbersAsStringsFlag.
+  bool Int(int) { return false; }
+  bool Uint(unsigned) { return false; }
+  bool Int64(int64_t) { return false; }
+  bool Uint64(uint64_t) { return false; }
+  bool Double(double) { return false; }
 
  private:
-  explicit JsonParser(absl::string_view s) : s_(s) {}
-
-  absl::Status Error() const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(error_, " at offset ", i_, " near \"",
-                     s_.substr(i_ < 20 ? 0 : i_ - 20, 40), "\""));
-  }
-  absl::Status Fail(const char* what) {
-    if (error_.empty()) error_ = what;
-    return Error();
-  }
-  bool Bad(const char* what) {
-    if (error_.empty()) error_ = what;
-    return false;
-  }
-  void SkipSpace() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' ||
-                              s_[i_] == '\n' || s_[i_] == '\r')) {
-      ++i_;
-    }
-  }
-  bool Literal(absl::string_view word) {
-    if (s_.substr(i_, word.size()) != word) return Bad("bad literal");
-    i_ += word.size();
-    return true;
-  }
-  bool Value(Json* out, int depth) {
-    if (depth > 64) return Bad("too deep");
-    if (i_ >= s_.size()) return Bad("unexpected end");
-    const char c = s_[i_];
-    if (c == '{') return Object(out, depth);
-    if (c == '[') return Array(out, depth);
-    if (c == '"') {
-      out->type = Json::kString;
-      return String(&out->text);
-    }
-    if (c == 't') {
-      out->type = Json::kBool;
-      out->boolean = true;
-      return Literal("true");
-    }
-    if (c == 'f') {
-      out->type = Json::kBool;
-      return Literal("false");
-    }
-    if (c == 'n') return Literal("null");
-    return Number(out);
-  }
-  bool Digits() {
-    const size_t start = i_;
-    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
-    return i_ > start;
-  }
-  bool Number(Json* out) {
-    const size_t start = i_;
-    if (i_ < s_.size() && s_[i_] == '-') ++i_;
-    if (i_ < s_.size() && s_[i_] == '0') {
-      ++i_;
-    } else if (!Digits()) {
-      return Bad("bad number");
-    }
-    if (i_ < s_.size() && s_[i_] == '.') {
-      ++i_;
-      if (!Digits()) return Bad("bad fraction");
-    }
-    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
-      ++i_;
-      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (!Digits()) return Bad("bad exponent");
-    }
-    out->type = Json::kNumber;
-    out->text = std::string(s_.substr(start, i_ - start));
-    return true;
-  }
-  static void AppendUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-  bool Hex4(uint32_t* v) {
-    if (i_ + 4 > s_.size()) return Bad("short \\u escape");
-    *v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = s_[i_++];
-      *v <<= 4;
-      if (c >= '0' && c <= '9') {
-        *v |= c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        *v |= c - 'a' + 10;
-      } else if (c >= 'A' && c <= 'F') {
-        *v |= c - 'A' + 10;
-      } else {
-        return Bad("bad hex digit");
-      }
-    }
-    return true;
-  }
-  // Decodes one raw UTF-8 sequence strictly (no overlongs, surrogates or
-  // values above U+10FFFF).
-  bool RawUtf8(std::string* out) {
-    const unsigned char c = static_cast<unsigned char>(s_[i_]);
-    int len;
-    uint32_t cp;
-    if (c < 0x80) {
-      len = 1, cp = c;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07;
-    } else {
-      return Bad("invalid UTF-8 lead byte");
-    }
-    if (i_ + len > s_.size()) return Bad("truncated UTF-8");
-    for (int k = 1; k < len; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s_[i_ + k]);
-      if ((d & 0xC0) != 0x80) return Bad("invalid UTF-8 continuation");
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len]) return Bad("overlong UTF-8");
-    if (cp >= 0xD800 && cp <= 0xDFFF) return Bad("UTF-8 surrogate");
-    if (cp > 0x10FFFF) return Bad("UTF-8 above U+10FFFF");
-    out->append(s_.data() + i_, len);
-    i_ += len;
-    return true;
-  }
-  bool String(std::string* out) {
-    ++i_;  // '"'
-    while (true) {
-      if (i_ >= s_.size()) return Bad("unterminated string");
-      const unsigned char c = static_cast<unsigned char>(s_[i_]);
-      if (c == '"') {
-        ++i_;
-        return true;
-      }
-      if (c < 0x20) return Bad("raw control character in string");
-      if (c != '\\') {
-        if (!RawUtf8(out)) return false;
-        continue;
-      }
-      ++i_;
-      if (i_ >= s_.size()) return Bad("unterminated escape");
-      const char e = s_[i_++];
-      switch (e) {
-        case '"':
-          out->push_back('"');
-          break;
-        case '\\':
-          out->push_back('\\');
-          break;
-        case '/':
-          out->push_back('/');
-          break;
-        case 'b':
-          out->push_back('\b');
-          break;
-        case 'f':
-          out->push_back('\f');
-          break;
-        case 'n':
-          out->push_back('\n');
-          break;
-        case 'r':
-          out->push_back('\r');
-          break;
-        case 't':
-          out->push_back('\t');
-          break;
-        case 'u': {
-          uint32_t cp;
-          if (!Hex4(&cp)) return false;
-          if (cp >= 0xDC00 && cp <= 0xDFFF) return Bad("lone low surrogate");
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t lo;
-            if (s_.substr(i_, 2) != "\\u") return Bad("lone high surrogate");
-            i_ += 2;
-            if (!Hex4(&lo)) return false;
-            if (lo < 0xDC00 || lo > 0xDFFF) return Bad("bad low surrogate");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          AppendUtf8(cp, out);
-          break;
-        }
-        default:
-          return Bad("bad escape");
-      }
-    }
-  }
-  bool Array(Json* out, int depth) {
-    out->type = Json::kArray;
-    ++i_;
-    SkipSpace();
-    if (i_ < s_.size() && s_[i_] == ']') {
-      ++i_;
+  bool Add(Json v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
       return true;
     }
-    while (true) {
-      Json v;
-      SkipSpace();
-      if (!Value(&v, depth + 1)) return false;
-      out->array.push_back(std::move(v));
-      SkipSpace();
-      if (i_ >= s_.size()) return Bad("unterminated array");
-      if (s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      if (s_[i_] == ']') {
-        ++i_;
-        return true;
-      }
-      return Bad("expected , or ]");
+    Json& top = stack_.back();
+    if (top.type == Json::kArray) {
+      top.array.push_back(std::move(v));
+    } else {
+      top.object.emplace_back(std::move(keys_.back()), std::move(v));
+      keys_.pop_back();
     }
+    return true;
   }
-  bool Object(Json* out, int depth) {
-    out->type = Json::kObject;
-    ++i_;
-    SkipSpace();
-    if (i_ < s_.size() && s_[i_] == '}') {
-      ++i_;
-      return true;
-    }
-    while (true) {
-      SkipSpace();
-      if (i_ >= s_.size() || s_[i_] != '"') return Bad("expected key");
-      std::string key;
-      if (!String(&key)) return false;
-      if (out->Has(key)) return Bad("duplicate key");
-      SkipSpace();
-      if (i_ >= s_.size() || s_[i_] != ':') return Bad("expected :");
-      ++i_;
-      SkipSpace();
-      Json v;
-      if (!Value(&v, depth + 1)) return false;
-      out->object.emplace_back(std::move(key), std::move(v));
-      SkipSpace();
-      if (i_ >= s_.size()) return Bad("unterminated object");
-      if (s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      if (s_[i_] == '}') {
-        ++i_;
-        return true;
-      }
-      return Bad("expected , or }");
-    }
+  bool End() {
+    Json done = std::move(stack_.back());
+    stack_.pop_back();
+    return Add(std::move(done));
   }
 
-  absl::string_view s_;
-  size_t i_ = 0;
+  std::vector<Json> stack_;
+  std::vector<std::string> keys_;
+  Json root_;
   std::string error_;
 };
 
 Json MustParse(absl::string_view s) {
-  absl::StatusOr<Json> j = JsonParser::Parse(s);
+  absl::StatusOr<Json> j = JsonBuilder::Parse(s);
   EXPECT_TRUE(j.ok()) << j.status() << "\n" << s;
   return j.ok() ? *std::move(j) : Json();
 }
@@ -361,10 +193,10 @@ TEST(JsonParserSelfTest, RejectsInvalidJson) {
   for (const char* bad : {"", "{", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.",
                           "\"\x01\"", "\"\xff\"", "\"\xC0\xAF\"", "\"\\ud800\"",
                           "nul", "[1] 2", "{\"a\":1,\"a\":2}", "\"\\x\""}) {
-    EXPECT_FALSE(JsonParser::Parse(bad).ok()) << bad;
+    EXPECT_FALSE(JsonBuilder::Parse(bad).ok()) << bad;
   }
   EXPECT_TRUE(
-      JsonParser::Parse(" {\"a\":[1,-2.5e3,true,null,\"\\u00e9\"]} ").ok());
+      JsonBuilder::Parse(" {\"a\":[1,-2.5e3,true,null,\"\\u00e9\"]} ").ok());
 }
 
 // ----------------------------------------------------------------- helpers
@@ -536,8 +368,10 @@ TEST(JsonWriterTest, MisuseIsRecordedAndOutputStaysValid) {
 
 // ------------------------------------------------------ InMemoryExporter
 
-TEST(InMemoryExporterTest, StoresInOrderAndInjectsFaults) {
-  InMemoryExporter e;
+TEST(InMemoryExporterTest, StoresInOrderAndFaultyExporterInjectsFaults) {
+  auto memory = std::make_shared<InMemoryExporter>();
+  InMemoryExporter& e = *memory;
+  testing::FaultyExporter faulty(memory);
   const TraceId trace{0, 7};
   SpanData s1 = Span(trace, 1, 0, "a", Site({}, 1, {}), {}, absl::Seconds(1));
   SpanData s2 = Span(trace, 2, 1, "b", Site({}, 1, {}), {}, absl::Seconds(1));
@@ -553,15 +387,16 @@ TEST(InMemoryExporterTest, StoresInOrderAndInjectsFaults) {
   EXPECT_EQ(e.traces()[0].workflow_name, "wf");
   EXPECT_EQ(std::get<SpanData>(e.items()[0]).name, "a");
 
-  e.FailNextExports(2, absl::UnavailableError("down"));
-  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(e.Export(batch).code(), absl::StatusCode::kUnavailable);
-  e.ThrowNextExports(1);
-  EXPECT_THROW(e.Export(batch).IgnoreError(), std::runtime_error);
+  faulty.FailNextExports(2, absl::UnavailableError("down"));
+  EXPECT_EQ(faulty.Export(batch).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(faulty.Export(batch).code(), absl::StatusCode::kUnavailable);
+  faulty.ThrowNextExports(1);
+  EXPECT_THROW(faulty.Export(batch).IgnoreError(), std::runtime_error);
   EXPECT_EQ(e.size(), 3u);  // Failed calls stored nothing.
-  ASSERT_TRUE(e.Export(absl::MakeConstSpan(batch).subspan(0, 1)).ok());
+  ASSERT_TRUE(faulty.Export(absl::MakeConstSpan(batch).subspan(0, 1)).ok());
   EXPECT_EQ(e.size(), 4u);
-  EXPECT_EQ(e.export_calls(), 5);
+  EXPECT_EQ(faulty.export_calls(), 4);
+  EXPECT_EQ(e.export_calls(), 2);
   EXPECT_EQ(e.batch_sizes(), (std::vector<size_t>{3, 1}));
 
   e.Clear();
@@ -621,7 +456,7 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
 
   TraceData t;
   t.trace_id = FixedSpan().trace_id;
-  t.root_span_id = RootSpanIdFor(t.trace_id);
+  t.root_span_id = LegacyRootSpanId(t.trace_id);
   t.workflow_name = "agent\nrun";
   t.group_id = "chat-7";
   t.metadata = {{"user", "ann"}, {"bad", "\xff"}};
@@ -650,7 +485,7 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   Json tr = MustParse(lines[2]);
   EXPECT_EQ(tr["type"].str(), "trace");
   EXPECT_EQ(tr["workflow_name"].str(), "agent\nrun");
-  EXPECT_EQ(tr["span_id"].str(), RootSpanIdFor(t.trace_id).ToHex());
+  EXPECT_EQ(tr["span_id"].str(), LegacyRootSpanId(t.trace_id).ToHex());
   EXPECT_EQ(tr["group_id"].str(), "chat-7");
   EXPECT_EQ(tr["metadata"]["user"].str(), "ann");
   EXPECT_EQ(tr["metadata"]["bad"].str(), "\xEF\xBF\xBD");
@@ -706,7 +541,7 @@ struct ChromeScene {
 
   ChromeScene() {
     t.trace_id = trace;
-    t.root_span_id = RootSpanIdFor(trace);
+    t.root_span_id = LegacyRootSpanId(trace);
     t.workflow_name = "agent run";
     t.group_id = "g";
     t.metadata = {{"user", "ann"}};
@@ -819,7 +654,7 @@ TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
   EXPECT_EQ((*trace)["cat"].str(), "trace");
   EXPECT_EQ((*trace)["args"]["trace_id"].str(), scene.trace.ToHex());
   EXPECT_EQ((*trace)["args"]["span_id"].str(),
-            RootSpanIdFor(scene.trace).ToHex());
+            LegacyRootSpanId(scene.trace).ToHex());
   EXPECT_EQ((*trace)["args"]["workflow_name"].str(), "agent run");
   EXPECT_EQ((*trace)["args"]["metadata"]["user"].str(), "ann");
   EXPECT_EQ(Nanos((*trace)["ts"]), 0);
@@ -839,7 +674,7 @@ TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
   EXPECT_EQ(Nanos(s1["dur"]), 3000000);
   EXPECT_EQ(s1["args"]["attributes"]["n"].Int(), 3);
   EXPECT_EQ(s1["args"]["parent_span_id"].str(),
-            RootSpanIdFor(scene.trace).ToHex());
+            LegacyRootSpanId(scene.trace).ToHex());
   EXPECT_EQ(s2["args"]["error"]["message"].str(), "failed");
   EXPECT_EQ(TrackOf(s1), track_by_name["request A"]);
   EXPECT_EQ(TrackOf(s2), track_by_name["request A (overlap 1)"]);
@@ -936,6 +771,60 @@ TEST(ChromeTraceExporterTest, NoArrowWhenFinishRanWhereItWasCalled) {
   }
 }
 
+// Context names given at NewContext (recorded in the sites) name the
+// tracks and reach the JSON lines; SetContextName still wins.
+TEST(ChromeTraceExporterTest, ContextNamesFromSitesNameTracks) {
+  ChromeScene scene;
+  scene.s1.started.context_name = "agent C";
+  scene.s1.finish_called.context_name = "agent C";
+  scene.s1.finish_ran.context_name = "agent C";
+  auto e = ChromeTraceExporter::Create(TempPath("named.json"));
+  ASSERT_TRUE(e.ok());
+  std::vector<ExportItem> items = {scene.s1};
+  ASSERT_TRUE((*e)->Export(items).ok());
+  Json root;
+  std::set<std::string> names;
+  root = MustParse((*e)->ToJson());
+  for (const Json& ev : root["traceEvents"].array) {
+    if (ev["name"].str() == "thread_name")
+      names.insert(ev["args"]["name"].str());
+  }
+  EXPECT_TRUE(names.count("agent C")) << absl::StrJoin(names, ", ");
+  (*e)->SetContextName(scene.s1.started.ctx, "explicit");
+  names.clear();
+  root = MustParse((*e)->ToJson());
+  for (const Json& ev : root["traceEvents"].array) {
+    if (ev["name"].str() == "thread_name")
+      names.insert(ev["args"]["name"].str());
+  }
+  EXPECT_TRUE(names.count("explicit")) << absl::StrJoin(names, ", ");
+
+  const std::string path = TempPath("named.jsonl");
+  JsonLinesExporter::Options options;
+  options.truncate = true;
+  auto lines = JsonLinesExporter::Create(path, options);
+  ASSERT_TRUE(lines.ok());
+  ASSERT_TRUE((*lines)->Export(items).ok());
+  ASSERT_TRUE((*lines)->Shutdown().ok());
+  Json line = MustParse(Lines(ReadFile(path)).at(0));
+  EXPECT_EQ(line["started"]["context_name"].str(), "agent C");
+}
+
+// A top-level span's parent is its trace's `root_span_id` (random per
+// trace), not a span id derived from the trace id.
+TEST(ChromeTraceExporterTest, TopLevelSpanParentIsTheTracesRootSpanId) {
+  ChromeScene scene;
+  scene.s1.root_span_id = SpanId{0x4242};
+  auto e = ChromeTraceExporter::Create(TempPath("root.json"));
+  ASSERT_TRUE(e.ok());
+  std::vector<ExportItem> items = {scene.s1};
+  ASSERT_TRUE((*e)->Export(items).ok());
+  Json root = MustParse((*e)->ToJson());
+  const Json* s1 = FindEvent(root["traceEvents"], "X", "s1");
+  ASSERT_NE(s1, nullptr);
+  EXPECT_EQ((*s1)["args"]["parent_span_id"].str(), "0000000000004242");
+}
+
 TEST(ChromeTraceExporterTest, MaxItemsBoundsMemoryAndReports) {
   ChromeTraceExporter::Options options;
   options.max_items = 3;
@@ -1014,7 +903,7 @@ TEST(OtlpJsonExporterTest, WritesOneExportTraceServiceRequestPerLine) {
   EXPECT_EQ(s1["traceId"].str(), scene.trace.ToHex());
   EXPECT_EQ(s1["spanId"].str(), "0000000000000051");
   // A top-level span's parent is the trace's span.
-  EXPECT_EQ(tr["spanId"].str(), RootSpanIdFor(scene.trace).ToHex());
+  EXPECT_EQ(tr["spanId"].str(), LegacyRootSpanId(scene.trace).ToHex());
   EXPECT_EQ(s1["parentSpanId"].str(), tr["spanId"].str());
   EXPECT_EQ(s2["parentSpanId"].str(), s1["spanId"].str());
   EXPECT_FALSE(tr.Has("parentSpanId"));

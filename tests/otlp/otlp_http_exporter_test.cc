@@ -1,0 +1,418 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// OtlpHttpExporter against a local evhttp server (FakeCollector): what it
+// sends (URL, headers, JSON, gzip), how it answers each HTTP status
+// (retry, Retry-After, permanent), timeouts, partial success, shutdown
+// during a retry, the environment variables, and behind a BatchProcessor.
+
+#include "ctxloop/trace/otlp/otlp_http_exporter.h"
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "ctxloop/tests/otlp/fake_collector.h"
+#include "ctxloop/trace/batch_processor.h"
+#include "ctxloop/trace/span_data.h"
+#include "gtest/gtest.h"
+#include "rapidjson/document.h"
+
+namespace ctxloop {
+namespace {
+
+using testing::FakeCollector;
+using Response = FakeCollector::Response;
+
+SpanData MakeSpan(const std::string& name, uint64_t id = 0) {
+  static uint64_t next = 1;
+  SpanData s;
+  s.trace_id = TraceId{0x1234, 0x5678};
+  s.span_id = SpanId{id != 0 ? id : 0x1000 + next++};
+  s.root_span_id = SpanId{0x99};
+  s.name = name;
+  s.kind = SpanKind::kClient;
+  s.start_time = absl::FromUnixSeconds(1767225600);
+  s.end_time = s.start_time + absl::Milliseconds(3);
+  s.attributes = {{"k", std::string("v")}};
+  return s;
+}
+
+std::vector<ExportItem> Batch(int n) {
+  std::vector<ExportItem> b;
+  for (int i = 0; i < n; ++i) b.push_back(MakeSpan(absl::StrCat("s", i)));
+  return b;
+}
+
+struct Env {
+  std::unique_ptr<FakeCollector> collector;
+  std::unique_ptr<OtlpHttpExporter> exporter;
+  std::vector<absl::Status> errors;  // Only read after the exporter is idle.
+};
+
+OtlpHttpExporter::Options FastOptions(const FakeCollector& c) {
+  OtlpHttpExporter::Options o;
+  o.endpoint = c.traces_url();
+  o.timeout = absl::Seconds(60);
+  o.initial_backoff = absl::Milliseconds(10);
+  o.max_backoff = absl::Milliseconds(20);
+  o.max_attempts = 4;
+  return o;
+}
+
+std::unique_ptr<Env> MakeEnv(
+    std::function<void(OtlpHttpExporter::Options&)> tweak = nullptr) {
+  auto env = std::make_unique<Env>();
+  absl::StatusOr<std::unique_ptr<FakeCollector>> c = FakeCollector::Start();
+  EXPECT_TRUE(c.ok()) << c.status();
+  env->collector = *std::move(c);
+  OtlpHttpExporter::Options o = FastOptions(*env->collector);
+  Env* raw = env.get();
+  o.on_error = [raw](const absl::Status& s) { raw->errors.push_back(s); };
+  if (tweak) tweak(o);
+  absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> e =
+      OtlpHttpExporter::Create(std::move(o));
+  EXPECT_TRUE(e.ok()) << e.status();
+  env->exporter = *std::move(e);
+  return env;
+}
+
+TEST(OtlpHttpExporterTest, PostsOtlpJsonWithHeaders) {
+  auto env = MakeEnv([](OtlpHttpExporter::Options& o) {
+    o.headers = {{"Authorization", "Bearer t0ken"}};
+    o.resource = otlp::Resource::WithServiceName("svc-a");
+  });
+  ASSERT_TRUE(env->exporter->Export(Batch(3)).ok());
+  std::vector<FakeCollector::Request> reqs = env->collector->requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  const FakeCollector::Request& r = reqs[0];
+  EXPECT_EQ(r.method, "POST");
+  EXPECT_EQ(r.uri, "/v1/traces");
+  EXPECT_EQ(r.headers.at("content-type"), "application/json");
+  EXPECT_EQ(r.headers.at("authorization"), "Bearer t0ken");
+  EXPECT_EQ(r.headers.count("content-encoding"), 0u);
+  rapidjson::Document d;
+  d.Parse(r.json.c_str());
+  ASSERT_FALSE(d.HasParseError()) << r.json;
+  const auto& rs = d["resourceSpans"][0];
+  EXPECT_STREQ(
+      rs["resource"]["attributes"][0]["value"]["stringValue"].GetString(),
+      "svc-a");
+  const auto& spans = rs["scopeSpans"][0]["spans"];
+  ASSERT_EQ(spans.Size(), 3u);
+  EXPECT_STREQ(spans[0]["name"].GetString(), "s0");
+  EXPECT_EQ(spans[0]["kind"].GetInt(), 3);  // CLIENT
+  OtlpHttpExporter::Stats s = env->exporter->stats();
+  EXPECT_EQ(s.requests, 1u);
+  EXPECT_EQ(s.spans_exported, 3u);
+  EXPECT_EQ(s.batches_exported, 1u);
+  EXPECT_TRUE(env->errors.empty());
+}
+
+TEST(OtlpHttpExporterTest, GzipBodyDecodes) {
+  auto env = MakeEnv([](OtlpHttpExporter::Options& o) { o.gzip = true; });
+  ASSERT_TRUE(env->exporter->Export(Batch(2)).ok());
+  std::vector<FakeCollector::Request> reqs = env->collector->requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].headers.at("content-encoding"), "gzip");
+  ASSERT_TRUE(reqs[0].gunzip_ok);
+  EXPECT_NE(reqs[0].body, reqs[0].json);
+  rapidjson::Document d;
+  d.Parse(reqs[0].json.c_str());
+  ASSERT_FALSE(d.HasParseError());
+  EXPECT_EQ(d["resourceSpans"][0]["scopeSpans"][0]["spans"].Size(), 2u);
+}
+
+TEST(OtlpHttpExporterTest, RetriesExactlyOn429And502And503And504) {
+  for (int code : {429, 502, 503, 504}) {
+    auto env = MakeEnv();
+    env->collector->Script({Response{code}, Response{200}});
+    EXPECT_TRUE(env->exporter->Export(Batch(1)).ok()) << code;
+    EXPECT_EQ(env->collector->request_count(), 2u) << code;
+    EXPECT_EQ(env->exporter->stats().retries, 1u) << code;
+    EXPECT_EQ(env->exporter->stats().spans_exported, 1u) << code;
+  }
+}
+
+TEST(OtlpHttpExporterTest, OtherStatusesArePermanent) {
+  for (int code : {400, 401, 403, 404, 408, 413, 500, 501}) {
+    auto env = MakeEnv();
+    env->collector->Script({Response{code, {}, "nope"}});
+    absl::Status s = env->exporter->Export(Batch(2));
+    EXPECT_FALSE(s.ok()) << code;
+    EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("HTTP ", code)))
+        << s;
+    EXPECT_EQ(env->collector->request_count(), 1u) << code;
+    OtlpHttpExporter::Stats st = env->exporter->stats();
+    EXPECT_EQ(st.spans_failed, 2u) << code;
+    EXPECT_EQ(st.batches_failed, 1u) << code;
+    ASSERT_EQ(env->errors.size(), 1u) << code;
+  }
+}
+
+TEST(OtlpHttpExporterTest, HonoursRetryAfterSecondsOverBackoff) {
+  // A backoff of 100 s would time the test out; Retry-After: 1 wins.
+  auto env = MakeEnv([](OtlpHttpExporter::Options& o) {
+    o.initial_backoff = absl::Seconds(100);
+    o.max_backoff = absl::Seconds(100);
+    o.timeout = absl::Seconds(200);
+  });
+  env->collector->Script(
+      {Response{503, {{"Retry-After", "1"}}}, Response{200}});
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(env->exporter->Export(Batch(1)).ok());
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(990));
+  EXPECT_LT(took, absl::Seconds(60));
+  EXPECT_EQ(env->exporter->stats().retry_after_honoured, 1u);
+}
+
+TEST(OtlpHttpExporterTest, HonoursRetryAfterHttpDate) {
+  auto env = MakeEnv([](OtlpHttpExporter::Options& o) {
+    o.initial_backoff = absl::Seconds(100);
+    o.max_backoff = absl::Seconds(100);
+    o.timeout = absl::Seconds(200);
+  });
+  // A date in the past: retry at once.
+  env->collector->Script(
+      {Response{429, {{"Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"}}},
+       Response{200}});
+  ASSERT_TRUE(env->exporter->Export(Batch(1)).ok());
+  EXPECT_EQ(env->collector->request_count(), 2u);
+  EXPECT_EQ(env->exporter->stats().retry_after_honoured, 1u);
+}
+
+TEST(OtlpHttpExporterTest, RetryAfterBeyondTheTimeoutFailsAtOnce) {
+  auto env = MakeEnv(
+      [](OtlpHttpExporter::Options& o) { o.timeout = absl::Seconds(20); });
+  env->collector->Script({Response{503, {{"Retry-After", "3600"}}}});
+  const absl::Time start = absl::Now();
+  absl::Status s = env->exporter->Export(Batch(1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+  EXPECT_EQ(env->exporter->stats().spans_failed, 1u);
+}
+
+TEST(OtlpHttpExporterTest, GivesUpAfterMaxAttempts) {
+  auto env = MakeEnv();
+  env->collector->SetDefault(Response{503});
+  absl::Status s = env->exporter->Export(Batch(2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(env->collector->request_count(), 4u);
+  OtlpHttpExporter::Stats st = env->exporter->stats();
+  EXPECT_EQ(st.requests, 4u);
+  EXPECT_EQ(st.retries, 3u);
+  EXPECT_EQ(st.spans_failed, 2u);
+}
+
+TEST(OtlpHttpExporterTest, ConnectionRefusedIsRetriedThenCounted) {
+  // A port nobody listens on: start a collector, note its port, stop it.
+  int port;
+  {
+    auto c = FakeCollector::Start();
+    ASSERT_TRUE(c.ok());
+    port = (*c)->port();
+  }
+  OtlpHttpExporter::Options o;
+  o.endpoint = absl::StrCat("http://127.0.0.1:", port, "/v1/traces");
+  o.initial_backoff = absl::Milliseconds(10);
+  o.max_backoff = absl::Milliseconds(10);
+  o.max_attempts = 3;
+  std::vector<absl::Status> errors;
+  o.on_error = [&](const absl::Status& s) { errors.push_back(s); };
+  auto e = OtlpHttpExporter::Create(std::move(o));
+  ASSERT_TRUE(e.ok());
+  absl::Status s = (*e)->Export(Batch(5));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "connection")) << s;
+  EXPECT_EQ((*e)->stats().requests, 3u);
+  EXPECT_EQ((*e)->stats().spans_failed, 5u);
+  EXPECT_EQ(errors.size(), 1u);
+}
+
+TEST(OtlpHttpExporterTest, SlowCollectorTimesOut) {
+  auto env = MakeEnv(
+      [](OtlpHttpExporter::Options& o) { o.timeout = absl::Seconds(2); });
+  env->collector->SetDefault(Response{200, {}, "{}", /*hang=*/true});
+  const absl::Time start = absl::Now();
+  absl::Status s = env->exporter->Export(Batch(1));
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(s.code() == absl::StatusCode::kDeadlineExceeded ||
+              s.code() == absl::StatusCode::kUnavailable)
+      << s;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(env->exporter->stats().spans_failed, 1u);
+}
+
+TEST(OtlpHttpExporterTest, PartialSuccessIsCountedAndReported) {
+  auto env = MakeEnv();
+  env->collector->Script({Response{
+      200,
+      {},
+      R"({"partialSuccess":{"rejectedSpans":"2","errorMessage":"too old"}})"}});
+  ASSERT_TRUE(env->exporter->Export(Batch(5)).ok());
+  OtlpHttpExporter::Stats s = env->exporter->stats();
+  EXPECT_EQ(s.spans_exported, 3u);
+  EXPECT_EQ(s.spans_rejected, 2u);
+  ASSERT_EQ(env->errors.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(env->errors[0].message(), "too old"));
+}
+
+TEST(OtlpHttpExporterTest, ShutdownCancelsAnExportWaitingToRetry) {
+  auto env = MakeEnv([](OtlpHttpExporter::Options& o) {
+    o.initial_backoff = absl::Seconds(300);
+    o.max_backoff = absl::Seconds(300);
+    o.timeout = absl::Seconds(600);
+  });
+  env->collector->SetDefault(Response{503});
+  absl::Status result;
+  std::thread t([&] { result = env->exporter->Export(Batch(1)); });
+  ASSERT_TRUE(env->collector->WaitForRequests(1, absl::Seconds(60)));
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(env->exporter->Shutdown().ok());
+  t.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(60));
+  EXPECT_EQ(result.code(), absl::StatusCode::kCancelled) << result;
+  EXPECT_EQ(env->exporter->stats().spans_failed, 1u);
+  EXPECT_EQ(env->exporter->Export(Batch(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(OtlpHttpExporterTest, ShutdownWithARequestInFlightFreesIt) {
+  auto env = MakeEnv();
+  env->collector->SetDefault(Response{200, {}, "{}", /*hang=*/true});
+  absl::Status result;
+  std::thread t([&] { result = env->exporter->Export(Batch(1)); });
+  ASSERT_TRUE(env->collector->WaitForRequests(1, absl::Seconds(60)));
+  ASSERT_TRUE(env->exporter->Shutdown().ok());
+  t.join();
+  EXPECT_EQ(result.code(), absl::StatusCode::kCancelled) << result;
+}
+
+TEST(OtlpHttpExporterTest, BadEndpointsAreRejected) {
+  for (const char* url : {"", "not a url", "https://127.0.0.1:4318/v1/traces",
+                          "http:///v1/traces"}) {
+    OtlpHttpExporter::Options o;
+    o.endpoint = url;
+    EXPECT_EQ(OtlpHttpExporter::Create(std::move(o)).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << url;
+  }
+}
+
+TEST(OtlpHttpExporterTest, EnvironmentVariables) {
+  setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/", 1);
+  setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%20ecret, x-team = blue", 1);
+  setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2500", 1);
+  setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", 1);
+  setenv("OTEL_SERVICE_NAME", "checkout", 1);
+  setenv("OTEL_RESOURCE_ATTRIBUTES",
+         "deployment.environment=prod,service.name=x", 1);
+  absl::StatusOr<OtlpHttpExporter::Options> o =
+      OtlpHttpExporter::OptionsFromEnvironment();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->endpoint, "http://collector:4318/v1/traces");
+  ASSERT_EQ(o->headers.size(), 2u);
+  EXPECT_EQ(o->headers[0].first, "api-key");
+  EXPECT_EQ(o->headers[0].second, "s ecret");
+  EXPECT_EQ(o->headers[1].first, "x-team");
+  EXPECT_EQ(o->headers[1].second, "blue");
+  EXPECT_EQ(o->timeout, absl::Milliseconds(2500));
+  EXPECT_TRUE(o->gzip);
+  ASSERT_EQ(o->resource.attributes.size(), 2u);
+  EXPECT_EQ(o->resource.attributes[0].first, "service.name");
+  EXPECT_EQ(std::get<std::string>(o->resource.attributes[0].second),
+            "checkout");
+  EXPECT_EQ(o->resource.attributes[1].first, "deployment.environment");
+
+  setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://other:1234/custom", 1);
+  o = OtlpHttpExporter::OptionsFromEnvironment();
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->endpoint, "http://other:1234/custom");  // As is.
+
+  setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon", 1);
+  o = OtlpHttpExporter::OptionsFromEnvironment();
+  EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      absl::StrContains(o.status().message(), "OTEL_EXPORTER_OTLP_TIMEOUT"));
+  for (const char* v :
+       {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"}) {
+    unsetenv(v);
+  }
+}
+
+TEST(OtlpHttpExporterTest, BehindABatchProcessor) {
+  auto env = MakeEnv();
+  env->collector->Script({Response{503, {{"Retry-After", "0"}}}});
+  std::shared_ptr<OtlpHttpExporter> exporter = std::move(env->exporter);
+  BatchProcessor::Options bo;
+  bo.schedule_delay = absl::InfiniteDuration();
+  bo.max_batch_size = 4;
+  auto p = BatchProcessor::Create(exporter, std::move(bo));
+  ASSERT_TRUE(p.ok());
+  for (int i = 0; i < 10; ++i) (*p)->OnSpanEnd(MakeSpan(absl::StrCat("b", i)));
+  ASSERT_TRUE((*p)->Shutdown(absl::Seconds(60)).ok());
+  EXPECT_EQ((*p)->stats().exported, 10u);
+  EXPECT_EQ(exporter->stats().spans_exported, 10u);
+  EXPECT_EQ(env->collector->request_count(), 4u);  // 3 batches + 1 retry.
+}
+
+// A collector that is down at shutdown: BatchProcessor::Shutdown returns
+// within its timeout (the exporter is still retrying), the exporter's own
+// Shutdown cancels the retry [H1], and every span ends up counted as failed.
+TEST(OtlpHttpExporterTest, ShutdownWithTheCollectorDownIsBoundedAndCounted) {
+  int port;
+  {
+    auto c = FakeCollector::Start();
+    ASSERT_TRUE(c.ok());
+    port = (*c)->port();
+  }
+  OtlpHttpExporter::Options o;
+  o.endpoint = absl::StrCat("http://127.0.0.1:", port, "/v1/traces");
+  o.timeout = absl::Seconds(600);
+  o.max_attempts = 1000000;
+  o.initial_backoff = absl::Milliseconds(20);
+  o.max_backoff = absl::Milliseconds(50);
+  o.on_error = [](const absl::Status&) {};
+  auto e = OtlpHttpExporter::Create(std::move(o));
+  ASSERT_TRUE(e.ok());
+  std::shared_ptr<OtlpHttpExporter> exporter = *std::move(e);
+  BatchProcessor::Options bo;
+  bo.schedule_delay = absl::Milliseconds(1);
+  bo.max_batch_size = 4;
+  bo.on_error = [](const absl::Status&) {};
+  auto p = BatchProcessor::Create(exporter, std::move(bo));
+  ASSERT_TRUE(p.ok());
+  for (int i = 0; i < 10; ++i) (*p)->OnSpanEnd(MakeSpan(absl::StrCat("d", i)));
+  // The worker is inside a retrying Export once two attempts were made.
+  const absl::Time guard = absl::Now() + absl::Seconds(60);
+  while (exporter->stats().requests < 2 && absl::Now() < guard) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_GE(exporter->stats().requests, 2u);
+
+  const absl::Time start = absl::Now();
+  absl::Status s = (*p)->Shutdown(absl::Milliseconds(300));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  ASSERT_TRUE(exporter->Shutdown().ok());  // Cancels the retrying Export.
+  s = (*p)->Shutdown(absl::Seconds(60));
+  EXPECT_FALSE(s.ok());
+  BatchProcessor::Stats st = (*p)->stats();
+  EXPECT_EQ(st.exported, 0u);
+  EXPECT_EQ(st.failed_items, 10u);
+  EXPECT_EQ(exporter->stats().spans_failed, 10u);
+  EXPECT_GT(exporter->stats().retries, 0u);
+}
+
+}  // namespace
+}  // namespace ctxloop
