@@ -517,12 +517,9 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   SpanContext own;  // What the response's traceparent names.
   if (tracer_ != nullptr) {
     TraceOptions t;
-    if (remote.has_value()) {
-      t.trace_id = remote->trace_id;
-      // INTEGRATION POINT (core tracer merge): pass the whole remote parent
-      // so the trace's root span is its child and inherits flags and state:
-      //   t.remote_parent = *remote;
-    }
+    // The trace continues the caller's: same trace id, its root span a child
+    // of the caller's span, trace flags and state inherited.
+    if (remote.has_value()) t.remote_parent = *remote;
     t.group_id = group_id;
     t.metadata["path"] = uri;
     t.metadata["events"] = absl::StrCat(events);
@@ -532,14 +529,7 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
         tracer_->StartTrace(run->a, "agent run", std::move(t));
     if (scope.ok()) {
       run->trace_id = scope->trace_id();
-      // INTEGRATION POINT (core tracer merge): `own = scope->span_context();`
-      // names the root span by its random `root_span_id`. Until then the
-      // root span id is the one the tracer derives from the trace id.
-      own.trace_id = run->trace_id;
-      own.span_id = RootSpanIdFor(run->trace_id);
-      own.trace_flags =
-          remote.has_value() ? remote->trace_flags : kTraceFlagSampled;
-      own.trace_state = remote.has_value() ? remote->trace_state : "";
+      own = scope->span_context();  // The trace's (random) root span.
       trace.emplace(std::move(*scope));
     } else {
       std::fprintf(stderr, "stream_server: run %llu not traced: %s\n",
