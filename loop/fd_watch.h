@@ -30,9 +30,13 @@
 //   * on another thread it marks the watch stopped, posts the unregistration
 //     to the loop and then waits until no call of the callback is running.
 //     When it returns the callback is not running and will never be called
-//     again, so `watch.Stop(); delete conn;` is safe. Hazard: a callback that
-//     waits for the thread calling `Stop()` (a lock that thread holds, a
-//     join of it) deadlocks with it, exactly as with `event_del`;
+//     again, so `watch.Stop(); delete conn;` is safe. The unregistration
+//     itself runs on the loop thread soon after, so do not `close()` the fd
+//     right after a foreign `Stop()`: let the watch own it
+//     (`close_on_stop`, closed after unregistering) or close it on the loop
+//     thread. Hazard: a callback that waits for the thread calling `Stop()`
+//     (a lock that thread holds, a join of it) deadlocks with it, exactly as
+//     with `event_del`;
 //   * a watch that outlives its loop is inert.
 // Cost of the fence: one shared control block per watch (two atomics), one
 // sequentially consistent store and load around each callback call.

@@ -271,8 +271,13 @@ TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
   std::atomic<bool> stopping{false};
   FdWatch watch;
   ASSERT_OK(Post(running.loop().root(), [&](ContextHandle root) {
+    // The watch owns fds[0]: after a foreign Stop() the loop thread still
+    // unregisters it, and closes it only then (fd_watch.h).
+    FdWatchOptions owned;
+    owned.close_on_stop = true;
     absl::StatusOr<FdWatch> w = running.loop().WatchFd(
-        root, fds[0], FdEvents::kRead, [&, conn](ContextHandle, FdEvents) {
+        root, fds[0], FdEvents::kRead,
+        [&, conn](ContextHandle, FdEvents) {
           char byte;
           (void)read(conn->fd, &byte, 1);
           in_callback.Open();
@@ -283,7 +288,8 @@ TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
           }
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
           conn->reads.fetch_add(1);  // Use after free if Stop() returned.
-        });
+        },
+        owned);
     EXPECT_TRUE(w.ok()) << w.status();
     if (w.ok()) watch = *std::move(w);
     watch_made.Open();
@@ -295,7 +301,6 @@ TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
   watch.Stop();  // Foreign: waits until the callback returned.
   EXPECT_EQ(conn->reads.load(), 1);
   delete conn;
-  close(fds[0]);
   close(fds[1]);
 }
 
