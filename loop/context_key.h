@@ -40,7 +40,10 @@
 //     span finishes never make a finished span current again.
 //
 // Cost: a context keeps a small vector of keys; `Get` is a linear scan over
-// the keys set on that context (usually a handful) plus a handle check.
+// the keys set on that context (usually a handful) plus a handle check, all
+// inline. `Set` of an inline-stored value and an in-order `Reset` are inline
+// too and neither allocate nor free once the key was set on the context
+// before (its emptied stack is kept); errors are built out of line.
 // Values that are trivially copyable and at most 32 bytes are stored inline;
 // others are allocated once per `Set` and shared, immutable, by child
 // contexts. `Set`/`Reset` on a table shared with a child copy the key table
@@ -69,28 +72,18 @@
 #include <string>
 #include <utility>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/any_value.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/owned_core.h"
+#include "ctxloop/loop/token.h"
 
 namespace ctxloop {
-
-// Proof of one `ContextKey::Set`, to undo it with `Reset`. A small value; it
-// can be copied, but only its first `Reset` succeeds.
-class Token {
- public:
-  Token() = default;
-  // The context whose value the Set changed.
-  ContextHandle context() const { return context_; }
-
- private:
-  friend class internal::HandleAccess;
-  ContextHandle context_;
-  uint64_t key_id_ = 0;
-  uint64_t serial_ = 0;
-};
 
 namespace internal {
 // A new key id from a process-wide 64-bit counter: never reused in practice
@@ -98,6 +91,8 @@ namespace internal {
 uint64_t NewContextKeyId();
 // Makes the next `NewContextKeyId()` return `next`. For tests only.
 void SetNextContextKeyIdForTesting(uint64_t next);
+// The out-of-line paths: every case, with the errors. `ContextKey`'s inline
+// code calls them when its fast path does not apply.
 // Null when the key is not set on (or inherited by) `ctx`.
 absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
                                                 uint64_t key_id,
@@ -126,12 +121,55 @@ class ContextKey {
 
   // Sets the value on `ctx` (loop thread). Returns the token for `Reset`.
   [[nodiscard]] absl::StatusOr<Token> Set(ContextHandle ctx, T value) const {
-    return internal::SetContextValue(
-        ctx, id_, name_, internal::AnyValue::Make<T>(std::move(value)));
+    if constexpr (internal::AnyValue::kStoredInline<T>) {
+      if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+        uint64_t serial;
+        if (ABSL_PREDICT_TRUE(core->template SetValueFast<T>(
+                ctx, id_, std::move(value), &serial))) {
+          return internal::HandleAccess::MakeToken(ctx, id_, serial);
+        }
+      }
+    }
+    return SetSlow(ctx, std::move(value));
   }
 
   // The current value on `ctx` (loop thread); the default if never set.
   absl::StatusOr<T> Get(ContextHandle ctx) const {
+    if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+      const internal::AnyValue* v;
+      if (ABSL_PREDICT_TRUE(core->FindValueFast(ctx, id_, &v))) {
+        if (v == nullptr) return default_;
+        // Type-checked, never UB.
+        if (const T* value = v->template TryAs<T>()) return *value;
+      }
+    }
+    return GetSlow(ctx);
+  }
+
+  // Undoes the `Set` that made `token` (loop thread). See the file comment.
+  absl::Status Reset(ContextHandle ctx, const Token& token) const {
+    if (ABSL_PREDICT_TRUE(token.context() == ctx &&
+                          internal::HandleAccess::TokenKey(token) == id_)) {
+      if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+        if (ABSL_PREDICT_TRUE(core->ResetValueFast(
+                ctx, id_, internal::HandleAccess::TokenSerial(token)))) {
+          return absl::OkStatus();
+        }
+      }
+    }
+    return internal::ResetContextValue(ctx, token, id_, name_);
+  }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<Token> SetSlow(ContextHandle ctx,
+                                                        T&& value) const {
+    return internal::SetContextValue(
+        ctx, id_, name_, internal::AnyValue::Make<T>(std::move(value)));
+  }
+
+  ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<T> GetSlow(ContextHandle ctx) const {
     absl::StatusOr<const internal::AnyValue*> v =
         internal::GetContextValue(ctx, id_, name_);
     if (!v.ok()) return v.status();
@@ -141,14 +179,6 @@ class ContextKey {
     return *value;
   }
 
-  // Undoes the `Set` that made `token` (loop thread). See the file comment.
-  absl::Status Reset(ContextHandle ctx, const Token& token) const {
-    return internal::ResetContextValue(ctx, token, id_, name_);
-  }
-
-  const std::string& name() const { return name_; }
-
- private:
   const uint64_t id_;
   const std::string name_;
   const T default_;

@@ -88,6 +88,17 @@ class AnyValue {
     return v;
   }
 
+  // Constructs a `T` in this empty value, in place: no temporary `AnyValue`,
+  // no call through the per-type table. Only for types stored inline (the
+  // fast path of `ContextKey::Set`; others go through `Make`).
+  template <typename T, typename U>
+  void EmplaceInline(U&& value) noexcept {
+    static_assert(kStoredInline<T>, "EmplaceInline: T is not stored inline");
+    new (buffer_) T(std::forward<U>(value));
+    if constexpr (!std::is_trivially_copyable<T>::value) ops_ = &kOps<T>;
+    type_ = TypeTag<T>();
+  }
+
   // The value if it was made by `Make<T>` with this same `T`, else null
   // (also for an empty value).
   template <typename T>

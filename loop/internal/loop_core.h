@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
@@ -37,12 +38,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/token.h"
 
 struct event;
 struct event_base;
@@ -106,6 +108,40 @@ class LoopCore {
   bool ResetValue(ContextHandle ctx, uint64_t key, const Token& token);
   // Frames `ctx`'s table holds for `key` (0 if none). For tests.
   size_t ValueFrameCountForTesting(ContextHandle ctx, uint64_t key) const;
+
+  // Inline fast paths of `ContextKey` (owner thread; the caller found this
+  // core with `FindOwnedCore(ctx)`, so `ctx` names this loop). Each returns
+  // false when the out-of-line path above must decide (stale or closing
+  // context, first Set on a context, a table shared with a child, a reset
+  // out of order); then nothing changed.
+  //
+  // `*value`: the value of `key` on live `ctx`, or null if unset.
+  bool FindValueFast(ContextHandle ctx, uint64_t key,
+                     const AnyValue** value) const {
+    const ContextRecord* r = FindLiveRecordFast(ctx);
+    if (ABSL_PREDICT_FALSE(r == nullptr)) return false;
+    *value = r->values == nullptr ? nullptr : r->values->Get(key);
+    return true;
+  }
+  // Pushes a value stored inline; `*serial`: the Set's serial.
+  template <typename T, typename U>
+  bool SetValueFast(ContextHandle ctx, uint64_t key, U&& value,
+                    uint64_t* serial) {
+    ValueTable* table = OwnTableFast(ctx);
+    if (ABSL_PREDICT_FALSE(table == nullptr)) return false;
+    *serial = next_value_serial_++;
+    table->PushInline<T>(key, *serial, std::forward<U>(value));
+    return true;
+  }
+  // The in-order Reset of the Set `serial`.
+  bool ResetValueFast(ContextHandle ctx, uint64_t key, uint64_t serial) {
+    ContextRecord* r = FindLiveRecordFast(ctx);
+    if (ABSL_PREDICT_FALSE(r == nullptr || r->values == nullptr ||
+                           r->values_inherited || r->values.use_count() != 1)) {
+      return false;
+    }
+    return r->values->PopTopFast(key, serial);
+  }
 
   // --- Destroy hooks (owner thread) ----------------------------------------
   absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
@@ -172,6 +208,30 @@ class LoopCore {
 
   LoopCore(Loop::Options options, event_base* base);
   absl::Status Init();
+
+  // `FindRecord` for a handle known to name this loop, inline for the
+  // value fast paths: null unless `ctx` names a live context.
+  ContextRecord* FindLiveRecordFast(ContextHandle ctx) const {
+    const uint32_t index = HandleAccess::ContextIndex(ctx);
+    if (ABSL_PREDICT_FALSE(index >= contexts_.size())) return nullptr;
+    ContextRecord* r = contexts_[index].get();
+    if (ABSL_PREDICT_FALSE(!r->live ||
+                           r->generation !=
+                               HandleAccess::ContextGeneration(ctx))) {
+      return nullptr;
+    }
+    return r;
+  }
+  // The table `ctx`'s Sets may write in place: live, not closing, its own
+  // and unshared; else null.
+  ValueTable* OwnTableFast(ContextHandle ctx) const {
+    const ContextRecord* r = FindLiveRecordFast(ctx);
+    if (ABSL_PREDICT_FALSE(r == nullptr || r->closing || r->values == nullptr ||
+                           r->values_inherited || r->values.use_count() != 1)) {
+      return nullptr;
+    }
+    return r->values.get();
+  }
 
   ContextHandle MakeHandle(uint32_t index) const;
   ContextHandle InternalHandle() const;
