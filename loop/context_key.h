@@ -69,6 +69,7 @@
 #define CTXLOOP_LOOP_CONTEXT_KEY_H_
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -102,6 +103,15 @@ absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint64_t key_id,
                                       AnyValue value);
 absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
                                uint64_t key_id, absl::string_view key_name);
+// `a == b`, as two 64-bit compares.
+inline bool SameHandle(const ContextHandle& a, const ContextHandle& b) {
+  static_assert(sizeof(ContextHandle) == 2 * sizeof(uint64_t), "layout");
+  uint64_t x[2];
+  uint64_t y[2];
+  std::memcpy(x, &a, sizeof(x));
+  std::memcpy(y, &b, sizeof(y));
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+}
 // The error `Get` returns when the stored value is not a `T` (only possible
 // if two keys shared an id; never undefined behaviour).
 absl::Status WrongValueTypeError(ContextHandle ctx, absl::string_view key_name);
@@ -140,7 +150,7 @@ class ContextKey {
       if (ABSL_PREDICT_TRUE(core->FindValueFast(ctx, id_, &v))) {
         if (v == nullptr) return default_;
         // Type-checked, never UB.
-        if (const T* value = v->template TryAs<T>()) return *value;
+        if (v->template Is<T>()) return v->template AsUnchecked<T>();
       }
     }
     return GetSlow(ctx);
@@ -148,8 +158,11 @@ class ContextKey {
 
   // Undoes the `Set` that made `token` (loop thread). See the file comment.
   absl::Status Reset(ContextHandle ctx, const Token& token) const {
-    if (ABSL_PREDICT_TRUE(token.context() == ctx &&
-                          internal::HandleAccess::TokenKey(token) == id_)) {
+    // Serials are unique per loop, so a token of this loop's other contexts
+    // or keys never matches the top of this key's stack on `ctx`; the
+    // handle compare rules out other loops (their serials may collide).
+    // Every mismatch goes to the slow path, which names it.
+    if (ABSL_PREDICT_TRUE(internal::SameHandle(token.context(), ctx))) {
       if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
         if (ABSL_PREDICT_TRUE(core->ResetValueFast(
                 ctx, id_, internal::HandleAccess::TokenSerial(token)))) {

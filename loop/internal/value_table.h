@@ -58,9 +58,8 @@ class ValueTable {
   void PushInline(uint64_t key, uint64_t serial, U&& value) {
     KeyStack* k = Find(key);
     if (ABSL_PREDICT_FALSE(k == nullptr)) k = AddKey(key);
-    Frame& f = k->frames.emplace_back();
-    f.serial = serial;
-    f.value.template EmplaceInline<T>(std::forward<U>(value));
+    k->frames.emplace_back(serial, AnyValue::InPlaceInline<T>(),
+                           std::forward<U>(value));
   }
 
   // The in-order `Reset`: if `serial` is the top of `key`'s stack and the
@@ -92,6 +91,13 @@ class ValueTable {
 
  private:
   struct Frame {
+    Frame() = default;
+    Frame(uint64_t s, AnyValue v, bool l)
+        : serial(s), value(std::move(v)), live(l) {}
+    template <typename T, typename U>
+    Frame(uint64_t s, AnyValue::InPlaceInline<T> tag, U&& v)
+        : serial(s), value(tag, std::forward<U>(v)) {}
+
     uint64_t serial = 0;
     AnyValue value;
     bool live = true;  // False: reset out of order, waiting to be popped.
