@@ -609,6 +609,32 @@ TEST_F(ContextKeyTest, EmptiedKeyReadsAsUnsetAndIsNotInherited) {
   EXPECT_EQ(IntOf(key, ctx), -1);
 }
 
+// A context made in the slot of a freed one starts with no values, and its
+// first Set makes its own table (the freed context's table is gone: the inline
+// Set path must not write into it; ASan reports it if it does).
+TEST_F(ContextKeyTest, ContextInAFreedSlotStartsWithoutValues) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle old = NewCtx("old");
+  absl::StatusOr<Token> t = key.Set(old, 1);
+  ASSERT_OK(t);
+  ASSERT_OK(loop_.DestroyContext(old));
+  ASSERT_OK(loop_.RunUntilIdle());  // Frees it.
+  const ContextHandle fresh = NewCtx("fresh");
+  ASSERT_EQ(fresh.context_id(), old.context_id());  // The same slot.
+  EXPECT_EQ(IntOf(key, fresh), -1);
+  absl::StatusOr<Token> tf = key.Set(fresh, 2);
+  ASSERT_OK(tf);
+  EXPECT_EQ(IntOf(key, fresh), 2);
+  absl::StatusOr<Token> tf2 = key.Set(fresh, 3);
+  ASSERT_OK(tf2);
+  EXPECT_EQ(IntOf(key, fresh), 3);
+  ASSERT_OK(key.Reset(fresh, *tf2));
+  ASSERT_OK(key.Reset(fresh, *tf));
+  EXPECT_EQ(IntOf(key, fresh), -1);
+  EXPECT_EQ(key.Get(old).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 // Values are usable from tasks, with the handle the task receives.
 TEST_F(ContextKeyTest, UsableFromTasks) {
   const ContextKey<int> key("k", -1);

@@ -133,14 +133,11 @@ class LoopCore {
     table->PushInline<T>(key, *serial, std::forward<U>(value));
     return true;
   }
-  // The in-order Reset of the Set `serial`.
+  // The in-order Reset of the Set `serial` (a closing context's resets
+  // take the out-of-line path).
   bool ResetValueFast(ContextHandle ctx, uint64_t key, uint64_t serial) {
-    ContextRecord* r = FindLiveRecordFast(ctx);
-    if (ABSL_PREDICT_FALSE(r == nullptr || r->values == nullptr ||
-                           r->values_inherited || r->values.use_count() != 1)) {
-      return false;
-    }
-    return r->values->PopTopFast(key, serial);
+    ValueTable* table = OwnTableFast(ctx);
+    return table != nullptr && table->PopTopFast(key, serial);
   }
 
   // --- Destroy hooks (owner thread) ----------------------------------------
@@ -188,6 +185,12 @@ class LoopCore {
     std::string name;
     std::shared_ptr<ValueTable> values;  // Null: no values.
     bool values_inherited = false;       // Shared snapshot of a parent's.
+    // `values.get()` while Sets may write that table in place (its own, not
+    // inherited, not shared with a child, the context not closing); else
+    // null. Cleared where one of those stops holding (a child shares the
+    // table, DestroyContext, FreeContext, Shutdown); set again by the
+    // out-of-line SetValue/ResetValue once they made the table writable.
+    ValueTable* own_values = nullptr;
     // Destroy hooks not yet run, by id (ids grow: map order is add order).
     // A node is freed when its hook runs or is removed.
     std::map<uint64_t, Task> hooks;
@@ -226,11 +229,7 @@ class LoopCore {
   // and unshared; else null.
   ValueTable* OwnTableFast(ContextHandle ctx) const {
     const ContextRecord* r = FindLiveRecordFast(ctx);
-    if (ABSL_PREDICT_FALSE(r == nullptr || r->closing || r->values == nullptr ||
-                           r->values_inherited || r->values.use_count() != 1)) {
-      return nullptr;
-    }
-    return r->values.get();
+    return ABSL_PREDICT_FALSE(r == nullptr) ? nullptr : r->own_values;
   }
 
   ContextHandle MakeHandle(uint32_t index) const;
