@@ -13,6 +13,9 @@
 // Other values (e.g. `std::string`) are stored once, immutable, behind a
 // `std::shared_ptr<const T>` kept inline, so copying an `AnyValue` (as a
 // child context's copy-on-write table does) never copies the value itself.
+// `ContextKey::Set` builds an inline value in place (`InPlaceInline<T>`): no
+// temporary `AnyValue`, no call through the table; `Get` reads it with one
+// tag compare (`Is<T>`, then `AsUnchecked<T>`).
 //
 // Thread-safety: a plain value type; the owner synchronizes.
 

@@ -5,7 +5,9 @@
 // handle-taking free functions are thin front ends over it.
 //
 // Cost: see loop.h; the per-operation costs are measured in
-// benchmarks/loop_benchmark.cc.
+// benchmarks/loop_benchmark.cc. The context-local value fast paths
+// (`FindValueFast`, `SetValueFast`, `ResetValueFast`) are inline here so
+// that `ContextKey`'s header code reaches a context's table without a call.
 //
 // Thread-safety: members named `*Locked` run on any thread holding
 // `remote_mu_` for an open loop; the ones documented as thread-safe may run
