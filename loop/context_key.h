@@ -40,11 +40,18 @@
 //     span finishes never make a finished span current again.
 //
 // Cost: a context keeps a small vector of keys; `Get` is a linear scan over
-// the keys set on that context (usually a handful) plus a handle check.
-// Values that are trivially copyable and at most 32 bytes are stored inline;
-// others are allocated once per `Set` and shared, immutable, by child
-// contexts. `Set`/`Reset` on a table shared with a child copy the key table
-// once (copy-on-write).
+// the keys set on that context (usually a handful) plus the owner-thread
+// handle check, all inline. Values of at most 32 bytes whose copy, move and
+// destruction cannot throw (ids, pointers, small structs, a struct holding a
+// `std::shared_ptr`) are stored inline: `Set` builds them in place in the
+// key's stack and an in-order `Reset` pops them, both inline, and neither
+// allocates nor frees once the key was set on the context before (a key's
+// emptied stack keeps its storage). Other values are allocated once per
+// `Set` and shared, immutable, by child contexts. Errors, a key's first `Set`
+// on a context, out-of-order resets, closing contexts and tables shared with
+// a child take an out-of-line path; `Set`/`Reset` on a table shared with a
+// child copy the key table once (copy-on-write). Instructions per operation:
+// `python3 tools/icount_guard.py --ops context_key_set_reset,context_key_get`.
 //
 // Key identity: each `ContextKey` gets an id from a process-wide 64-bit
 // counter, so two keys never share one, and every stored value carries its
@@ -66,31 +73,22 @@
 #define CTXLOOP_LOOP_CONTEXT_KEY_H_
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/any_value.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/owned_core.h"
+#include "ctxloop/loop/token.h"
 
 namespace ctxloop {
-
-// Proof of one `ContextKey::Set`, to undo it with `Reset`. A small value; it
-// can be copied, but only its first `Reset` succeeds.
-class Token {
- public:
-  Token() = default;
-  // The context whose value the Set changed.
-  ContextHandle context() const { return context_; }
-
- private:
-  friend class internal::HandleAccess;
-  ContextHandle context_;
-  uint64_t key_id_ = 0;
-  uint64_t serial_ = 0;
-};
 
 namespace internal {
 // A new key id from a process-wide 64-bit counter: never reused in practice
@@ -98,6 +96,8 @@ namespace internal {
 uint64_t NewContextKeyId();
 // Makes the next `NewContextKeyId()` return `next`. For tests only.
 void SetNextContextKeyIdForTesting(uint64_t next);
+// The out-of-line paths: every case, with the errors. `ContextKey`'s inline
+// code calls them when its fast path does not apply.
 // Null when the key is not set on (or inherited by) `ctx`.
 absl::StatusOr<const AnyValue*> GetContextValue(ContextHandle ctx,
                                                 uint64_t key_id,
@@ -107,6 +107,15 @@ absl::StatusOr<Token> SetContextValue(ContextHandle ctx, uint64_t key_id,
                                       AnyValue value);
 absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
                                uint64_t key_id, absl::string_view key_name);
+// `a == b`, as two 64-bit compares.
+inline bool SameHandle(const ContextHandle& a, const ContextHandle& b) {
+  static_assert(sizeof(ContextHandle) == 2 * sizeof(uint64_t), "layout");
+  uint64_t x[2];
+  uint64_t y[2];
+  std::memcpy(x, &a, sizeof(x));
+  std::memcpy(y, &b, sizeof(y));
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+}
 // The error `Get` returns when the stored value is not a `T` (only possible
 // if two keys shared an id; never undefined behaviour).
 absl::Status WrongValueTypeError(ContextHandle ctx, absl::string_view key_name);
@@ -125,13 +134,61 @@ class ContextKey {
   ContextKey& operator=(const ContextKey&) = delete;
 
   // Sets the value on `ctx` (loop thread). Returns the token for `Reset`.
-  [[nodiscard]] absl::StatusOr<Token> Set(ContextHandle ctx, T value) const {
+  [[nodiscard]] ABSL_ATTRIBUTE_ALWAYS_INLINE absl::StatusOr<Token> Set(
+      ContextHandle ctx, T value) const {
+    if constexpr (internal::AnyValue::kStoredInline<T>) {
+      if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+        uint64_t serial;
+        if (ABSL_PREDICT_TRUE(core->template SetValueFast<T>(
+                ctx, id_, std::move(value), &serial))) {
+          return internal::HandleAccess::MakeToken(ctx, id_, serial);
+        }
+      }
+    }
+    return SetSlow(ctx, std::move(value));
+  }
+
+  // The current value on `ctx` (loop thread); the default if never set.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::StatusOr<T> Get(ContextHandle ctx) const {
+    if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+      const internal::AnyValue* v;
+      if (ABSL_PREDICT_TRUE(core->FindValueFast(ctx, id_, &v))) {
+        if (v == nullptr) return default_;
+        // Type-checked, never UB.
+        if (v->template Is<T>()) return v->template AsUnchecked<T>();
+      }
+    }
+    return GetSlow(ctx);
+  }
+
+  // Undoes the `Set` that made `token` (loop thread). See the file comment.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Reset(ContextHandle ctx,
+                                                  const Token& token) const {
+    // Serials are unique per loop, so a token of this loop's other contexts
+    // or keys never matches the top of this key's stack on `ctx`; the
+    // handle compare rules out other loops (their serials may collide).
+    // Every mismatch goes to the slow path, which names it.
+    if (ABSL_PREDICT_TRUE(internal::SameHandle(token.context(), ctx))) {
+      if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+        if (ABSL_PREDICT_TRUE(core->ResetValueFast(
+                ctx, id_, internal::HandleAccess::TokenSerial(token)))) {
+          return absl::OkStatus();
+        }
+      }
+    }
+    return internal::ResetContextValue(ctx, token, id_, name_);
+  }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<Token> SetSlow(ContextHandle ctx,
+                                                        T&& value) const {
     return internal::SetContextValue(
         ctx, id_, name_, internal::AnyValue::Make<T>(std::move(value)));
   }
 
-  // The current value on `ctx` (loop thread); the default if never set.
-  absl::StatusOr<T> Get(ContextHandle ctx) const {
+  ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<T> GetSlow(ContextHandle ctx) const {
     absl::StatusOr<const internal::AnyValue*> v =
         internal::GetContextValue(ctx, id_, name_);
     if (!v.ok()) return v.status();
@@ -141,14 +198,6 @@ class ContextKey {
     return *value;
   }
 
-  // Undoes the `Set` that made `token` (loop thread). See the file comment.
-  absl::Status Reset(ContextHandle ctx, const Token& token) const {
-    return internal::ResetContextValue(ctx, token, id_, name_);
-  }
-
-  const std::string& name() const { return name_; }
-
- private:
   const uint64_t id_;
   const std::string name_;
   const T default_;

@@ -557,6 +557,84 @@ TEST(ContextKeyShutdownTest, OpsAfterLoopShutdownFail) {
   EXPECT_EQ(StrOf(key, next.root()), "d");
 }
 
+// Serials count per loop, so a Set on another loop's context can carry the
+// same serial as the top Set here: Reset must still refuse its token (the
+// inline fast path compares the whole handle), and change nothing.
+TEST(ContextKeyTwoLoopsTest, TokenOfAnotherLoopWithTheSameSerialIsRefused) {
+  const ContextKey<int> key("k", -1);
+  Loop first;
+  Loop second;
+  absl::StatusOr<ContextHandle> a = first.NewContext("a");
+  absl::StatusOr<ContextHandle> b = second.NewContext("b");
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  absl::StatusOr<Token> ta = key.Set(*a, 1);
+  absl::StatusOr<Token> tb = key.Set(*b, 2);
+  ASSERT_OK(ta);
+  ASSERT_OK(tb);
+  ASSERT_EQ(internal::HandleAccess::TokenSerial(*ta),
+            internal::HandleAccess::TokenSerial(*tb));
+  absl::Status s = key.Reset(*b, *ta);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(IntOf(key, *b), 2);
+  EXPECT_EQ(IntOf(key, *a), 1);
+  ASSERT_OK(key.Reset(*b, *tb));
+  ASSERT_OK(key.Reset(*a, *ta));
+  EXPECT_EQ(IntOf(key, *a), -1);
+  EXPECT_EQ(IntOf(key, *b), -1);
+}
+
+// A key whose Sets were all reset keeps its (empty) stack for the next Set:
+// it reads as unset, a child inherits nothing for it, and a token of the
+// earlier Sets stays used up.
+TEST_F(ContextKeyTest, EmptiedKeyReadsAsUnsetAndIsNotInherited) {
+  const ContextKey<int> key("k", -1);
+  const ContextKey<int> other("other", -2);
+  const ContextHandle ctx = NewCtx("c");
+  absl::StatusOr<Token> t = key.Set(ctx, 1);
+  ASSERT_OK(t);
+  ASSERT_OK(other.Set(ctx, 5));
+  ASSERT_OK(key.Reset(ctx, *t));
+  EXPECT_EQ(IntOf(key, ctx), -1);
+  const ContextHandle child = NewChild(ctx, "child");
+  EXPECT_EQ(IntOf(key, child), -1);
+  EXPECT_EQ(IntOf(other, child), 5);
+  EXPECT_EQ(key.Reset(ctx, *t).code(), absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<Token> again = key.Set(ctx, 3);
+  ASSERT_OK(again);
+  EXPECT_EQ(IntOf(key, ctx), 3);
+  EXPECT_EQ(IntOf(key, child), -1);
+  EXPECT_EQ(key.Reset(ctx, *t).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_OK(key.Reset(ctx, *again));
+  EXPECT_EQ(IntOf(key, ctx), -1);
+}
+
+// A context made in the slot of a freed one starts with no values, and its
+// first Set makes its own table (the freed context's table is gone: the inline
+// Set path must not write into it; ASan reports it if it does).
+TEST_F(ContextKeyTest, ContextInAFreedSlotStartsWithoutValues) {
+  const ContextKey<int> key("k", -1);
+  const ContextHandle old = NewCtx("old");
+  absl::StatusOr<Token> t = key.Set(old, 1);
+  ASSERT_OK(t);
+  ASSERT_OK(loop_.DestroyContext(old));
+  ASSERT_OK(loop_.RunUntilIdle());  // Frees it.
+  const ContextHandle fresh = NewCtx("fresh");
+  ASSERT_EQ(fresh.context_id(), old.context_id());  // The same slot.
+  EXPECT_EQ(IntOf(key, fresh), -1);
+  absl::StatusOr<Token> tf = key.Set(fresh, 2);
+  ASSERT_OK(tf);
+  EXPECT_EQ(IntOf(key, fresh), 2);
+  absl::StatusOr<Token> tf2 = key.Set(fresh, 3);
+  ASSERT_OK(tf2);
+  EXPECT_EQ(IntOf(key, fresh), 3);
+  ASSERT_OK(key.Reset(fresh, *tf2));
+  ASSERT_OK(key.Reset(fresh, *tf));
+  EXPECT_EQ(IntOf(key, fresh), -1);
+  EXPECT_EQ(key.Get(old).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 // Values are usable from tasks, with the handle the task receives.
 TEST_F(ContextKeyTest, UsableFromTasks) {
   const ContextKey<int> key("k", -1);

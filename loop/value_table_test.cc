@@ -269,6 +269,50 @@ TEST(ValueTableTest, RandomInterleavingsStayBoundedAndCorrect) {
   }
 }
 
+// A key whose Sets were all reset keeps its empty stack (and its storage):
+// it reads as unset, the table counts as empty, a snapshot leaves it out.
+TEST(ValueTableTest, EmptiedStackIsKeptButReadsAsUnset) {
+  ValueTable t;
+  t.Set(1, 1, Int(10));
+  t.Set(1, 2, Int(20));
+  ASSERT_TRUE(t.Reset(1, 2));
+  ASSERT_TRUE(t.Reset(1, 1));
+  EXPECT_EQ(t.Get(1), nullptr);
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(t.FrameCountForTesting(1), 0u);
+  EXPECT_FALSE(t.Reset(1, 1));
+  EXPECT_FALSE(t.PopTopFast(1, 1));
+  std::shared_ptr<ValueTable> snap = t.Snapshot();
+  EXPECT_TRUE(snap->empty());
+  EXPECT_EQ(snap->Get(1), nullptr);
+  t.PushInline<int>(1, 3, 30);
+  EXPECT_EQ(IntAt(t, 1), 30);
+  EXPECT_FALSE(t.empty());
+  EXPECT_FALSE(t.PopTopFast(1, 2));
+  EXPECT_TRUE(t.PopTopFast(1, 3));
+  EXPECT_TRUE(t.empty());
+}
+
+// The fast in-order pop declines (changing nothing) whenever the slow path
+// must decide: not the top, or dead frames below.
+TEST(ValueTableTest, PopTopFastDeclinesOutOfOrderAndDeadFrames) {
+  ValueTable t;
+  t.Set(1, 1, Int(10));
+  t.Set(1, 2, Int(20));
+  t.Set(1, 3, Int(30));
+  EXPECT_FALSE(t.PopTopFast(1, 2));  // Not the top.
+  EXPECT_FALSE(t.PopTopFast(2, 3));  // Another key.
+  EXPECT_EQ(t.FrameCountForTesting(1), 3u);
+  ASSERT_TRUE(t.Reset(1, 2));        // Out of order: a dead frame.
+  EXPECT_FALSE(t.PopTopFast(1, 3));  // Dead frame below: slow path.
+  EXPECT_EQ(IntAt(t, 1), 30);
+  ASSERT_TRUE(t.Reset(1, 3));  // Pops the dead frame too.
+  EXPECT_EQ(IntAt(t, 1), 10);
+  EXPECT_EQ(t.FrameCountForTesting(1), 1u);
+  EXPECT_TRUE(t.PopTopFast(1, 1));
+  EXPECT_EQ(t.Get(1), nullptr);
+}
+
 }  // namespace
 }  // namespace internal
 }  // namespace ctxloop

@@ -13,6 +13,9 @@
 // Other values (e.g. `std::string`) are stored once, immutable, behind a
 // `std::shared_ptr<const T>` kept inline, so copying an `AnyValue` (as a
 // child context's copy-on-write table does) never copies the value itself.
+// `ContextKey::Set` builds an inline value in place (`InPlaceInline<T>`): no
+// temporary `AnyValue`, no call through the table; `Get` reads it with one
+// tag compare (`Is<T>`, then `AsUnchecked<T>`).
 //
 // Thread-safety: a plain value type; the owner synchronizes.
 
@@ -40,7 +43,21 @@ class AnyValue {
           T>::value&& std::is_nothrow_move_constructible<T>::value&& std::
           is_nothrow_destructible<T>::value;
 
+  // Tag of the in-place constructor.
+  template <typename T>
+  struct InPlaceInline {};
+
   AnyValue() = default;
+  // A `T` built in place from `value`, with no temporary `AnyValue` and no
+  // call through the per-type table. Only for types stored inline (the fast
+  // path of `ContextKey::Set`; others go through `Make`).
+  template <typename T, typename U>
+  AnyValue(InPlaceInline<T>, U&& value) noexcept
+      : ops_(std::is_trivially_copyable<T>::value ? nullptr : &kOps<T>),
+        type_(TypeTag<T>()) {
+    static_assert(kStoredInline<T>, "InPlaceInline: T is not stored inline");
+    new (buffer_) T(std::forward<U>(value));
+  }
   AnyValue(const AnyValue& other) : ops_(other.ops_), type_(other.type_) {
     if (ops_ == nullptr) {
       std::memcpy(buffer_, other.buffer_, kInlineSize);
@@ -92,13 +109,21 @@ class AnyValue {
   // (also for an empty value).
   template <typename T>
   const T* TryAs() const {
-    if (type_ != TypeTag<T>()) return nullptr;
+    return Is<T>() ? &AsUnchecked<T>() : nullptr;
+  }
+  // Whether the value was made by `Make<T>` (or in place) with this `T`.
+  template <typename T>
+  bool Is() const {
+    return type_ == TypeTag<T>();
+  }
+  // The value; only after `Is<T>()` returned true.
+  template <typename T>
+  const T& AsUnchecked() const {
     if constexpr (kStoredInline<T>) {
-      return std::launder(reinterpret_cast<const T*>(buffer_));
+      return *std::launder(reinterpret_cast<const T*>(buffer_));
     } else {
-      return std::launder(
-                 reinterpret_cast<const std::shared_ptr<const T>*>(buffer_))
-          ->get();
+      return **std::launder(
+          reinterpret_cast<const std::shared_ptr<const T>*>(buffer_));
     }
   }
 
@@ -137,7 +162,9 @@ class AnyValue {
     type_ = nullptr;
   }
 
-  alignas(std::max_align_t) unsigned char buffer_[kInlineSize] = {};
+  // Not zeroed: read only as the type `type_` names (an empty value's bytes
+  // are copied, never read).
+  alignas(std::max_align_t) unsigned char buffer_[kInlineSize];
   const Ops* ops_ = nullptr;    // Null: trivially copyable (or empty).
   const void* type_ = nullptr;  // TypeTag<T>() of the value; null: empty.
 };

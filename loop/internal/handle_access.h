@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/context_key.h"
+#include "ctxloop/loop/token.h"
 
 namespace ctxloop {
 namespace internal {

@@ -615,7 +615,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
   if (phase_ == Phase::kClosed) {
     return absl::FailedPreconditionError("loop shut down");
   }
-  const ContextRecord* parent_record = nullptr;
+  ContextRecord* parent_record = nullptr;
   if (parent != nullptr) {
     parent_record = FindRecord(*parent);
     if (parent_record == nullptr) {
@@ -650,6 +650,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
   if (parent_record != nullptr && parent_record->values != nullptr) {
     r.values = parent_record->values;  // Copy-on-write snapshot.
     r.values_inherited = true;
+    parent_record->own_values = nullptr;  // Shared now: its next Set copies.
   }
   return MakeHandle(index);
 }
@@ -669,6 +670,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
     MutexLock lock(remote_mu_);
     r->closing = true;  // [S7] From here on posts are refused.
   }
+  r->own_values = nullptr;  // [S15] No Set in place; Resets go slow.
   CancelTimersOf(ctx);
   std::vector<uint64_t> doomed_watches;
   for (const auto& [id, w] : watches_) {
@@ -690,6 +692,7 @@ void LoopCore::FreeContext(uint32_t index) {
   ContextRecord& r = *contexts_[index];
   std::shared_ptr<ValueTable> values = std::move(r.values);
   r.values_inherited = false;
+  r.own_values = nullptr;
   r.name.clear();
   MutexLock lock(remote_mu_);
   r.live = false;
@@ -800,6 +803,8 @@ absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint64_t key,
   } else if (r->values.use_count() > 1) {
     r->values = std::make_shared<ValueTable>(*r->values);  // Children share.
   }
+  // Own and unshared now: the inline fast path may write it.
+  r->own_values = r->values.get();
   const uint64_t serial = next_value_serial_++;
   r->values->Set(key, serial, std::move(value));
   return HandleAccess::MakeToken(ctx, key, serial);
@@ -812,6 +817,7 @@ bool LoopCore::ResetValue(ContextHandle ctx, uint64_t key, const Token& token) {
   if (r->values.use_count() > 1) {
     r->values = std::make_shared<ValueTable>(*r->values);
   }
+  if (!r->closing) r->own_values = r->values.get();
   return r->values->Reset(key, HandleAccess::TokenSerial(token));
 }
 
@@ -1102,7 +1108,10 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
     MutexLock lock(remote_mu_);
     for (auto& r : contexts_) r->live = false;
   }
-  for (auto& r : contexts_) r->values.reset();
+  for (auto& r : contexts_) {
+    r->own_values = nullptr;
+    r->values.reset();
+  }
   return report_;
 }
 

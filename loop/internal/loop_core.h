@@ -5,7 +5,9 @@
 // handle-taking free functions are thin front ends over it.
 //
 // Cost: see loop.h; the per-operation costs are measured in
-// benchmarks/loop_benchmark.cc.
+// benchmarks/loop_benchmark.cc. The context-local value fast paths
+// (`FindValueFast`, `SetValueFast`, `ResetValueFast`) are inline here so
+// that `ContextKey`'s header code reaches a context's table without a call.
 //
 // Thread-safety: members named `*Locked` run on any thread holding
 // `remote_mu_` for an open loop; the ones documented as thread-safe may run
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
@@ -37,12 +40,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/token.h"
 
 struct event;
 struct event_base;
@@ -109,6 +113,37 @@ class LoopCore {
   // Frames `ctx`'s table holds for `key` (0 if none). For tests.
   size_t ValueFrameCountForTesting(ContextHandle ctx, uint64_t key) const;
 
+  // Inline fast paths of `ContextKey` (owner thread; the caller found this
+  // core with `FindOwnedCore(ctx)`, so `ctx` names this loop). Each returns
+  // false when the out-of-line path above must decide (stale or closing
+  // context, first Set on a context, a table shared with a child, a reset
+  // out of order); then nothing changed.
+  //
+  // `*value`: the value of `key` on live `ctx`, or null if unset.
+  bool FindValueFast(ContextHandle ctx, uint64_t key,
+                     const AnyValue** value) const {
+    const ContextRecord* r = FindLiveRecordFast(ctx);
+    if (ABSL_PREDICT_FALSE(r == nullptr)) return false;
+    *value = r->values == nullptr ? nullptr : r->values->Get(key);
+    return true;
+  }
+  // Pushes a value stored inline; `*serial`: the Set's serial.
+  template <typename T, typename U>
+  bool SetValueFast(ContextHandle ctx, uint64_t key, U&& value,
+                    uint64_t* serial) {
+    ValueTable* table = OwnTableFast(ctx);
+    if (ABSL_PREDICT_FALSE(table == nullptr)) return false;
+    *serial = next_value_serial_++;
+    table->PushInline<T>(key, *serial, std::forward<U>(value));
+    return true;
+  }
+  // The in-order Reset of the Set `serial` (a closing context's resets
+  // take the out-of-line path).
+  bool ResetValueFast(ContextHandle ctx, uint64_t key, uint64_t serial) {
+    ValueTable* table = OwnTableFast(ctx);
+    return table != nullptr && table->PopTopFast(key, serial);
+  }
+
   // --- Destroy hooks (owner thread) ----------------------------------------
   absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook);
   absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id);
@@ -154,6 +189,12 @@ class LoopCore {
     std::string name;
     std::shared_ptr<ValueTable> values;  // Null: no values.
     bool values_inherited = false;       // Shared snapshot of a parent's.
+    // `values.get()` while Sets may write that table in place (its own, not
+    // inherited, not shared with a child, the context not closing); else
+    // null. Cleared where one of those stops holding (a child shares the
+    // table, DestroyContext, FreeContext, Shutdown); set again by the
+    // out-of-line SetValue/ResetValue once they made the table writable.
+    ValueTable* own_values = nullptr;
     // Destroy hooks not yet run, by id (ids grow: map order is add order).
     // A node is freed when its hook runs or is removed.
     std::map<uint64_t, Task> hooks;
@@ -174,6 +215,26 @@ class LoopCore {
 
   LoopCore(Loop::Options options, event_base* base);
   absl::Status Init();
+
+  // `FindRecord` for a handle known to name this loop, inline for the
+  // value fast paths: null unless `ctx` names a live context.
+  ContextRecord* FindLiveRecordFast(ContextHandle ctx) const {
+    const uint32_t index = HandleAccess::ContextIndex(ctx);
+    if (ABSL_PREDICT_FALSE(index >= contexts_.size())) return nullptr;
+    ContextRecord* r = contexts_[index].get();
+    if (ABSL_PREDICT_FALSE(!r->live ||
+                           r->generation !=
+                               HandleAccess::ContextGeneration(ctx))) {
+      return nullptr;
+    }
+    return r;
+  }
+  // The table `ctx`'s Sets may write in place: live, not closing, its own
+  // and unshared; else null.
+  ValueTable* OwnTableFast(ContextHandle ctx) const {
+    const ContextRecord* r = FindLiveRecordFast(ctx);
+    return ABSL_PREDICT_FALSE(r == nullptr) ? nullptr : r->own_values;
+  }
 
   ContextHandle MakeHandle(uint32_t index) const;
   ContextHandle InternalHandle() const;

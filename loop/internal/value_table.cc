@@ -8,31 +8,21 @@
 namespace ctxloop {
 namespace internal {
 
-ValueTable::KeyStack* ValueTable::Find(uint64_t key) {
-  for (KeyStack& k : keys_) {
-    if (k.key == key) return &k;
-  }
-  return nullptr;
+ValueTable::KeyStack* ValueTable::AddKey(uint64_t key) {
+  keys_.push_back(KeyStack{key, {}, 0});
+  return &keys_.back();
 }
 
-const ValueTable::KeyStack* ValueTable::Find(uint64_t key) const {
+bool ValueTable::empty() const {
   for (const KeyStack& k : keys_) {
-    if (k.key == key) return &k;
+    if (!k.frames.empty()) return false;
   }
-  return nullptr;
-}
-
-const AnyValue* ValueTable::Get(uint64_t key) const {
-  const KeyStack* k = Find(key);
-  return k == nullptr ? nullptr : &k->frames.back().value;
+  return true;
 }
 
 void ValueTable::Set(uint64_t key, uint64_t serial, AnyValue value) {
   KeyStack* k = Find(key);
-  if (k == nullptr) {
-    keys_.push_back(KeyStack{key, {}});
-    k = &keys_.back();
-  }
+  if (k == nullptr) k = AddKey(key);
   k->frames.push_back(Frame{serial, std::move(value), true});
 }
 
@@ -65,11 +55,7 @@ bool ValueTable::Reset(uint64_t key, uint64_t serial) {
                  frames.end());
     k->dead = 0;
   }
-  if (frames.empty()) {
-    if (k != &keys_.back()) *k = std::move(keys_.back());
-    keys_.pop_back();
-  }
-  return true;
+  return true;  // An emptied stack stays, with its storage, for the next Set.
 }
 
 size_t ValueTable::FrameCountForTesting(uint64_t key) const {
@@ -81,7 +67,8 @@ std::shared_ptr<ValueTable> ValueTable::Snapshot() const {
   auto copy = std::make_shared<ValueTable>();
   copy->keys_.reserve(keys_.size());
   for (const KeyStack& k : keys_) {
-    KeyStack flat{k.key, {}};
+    if (k.frames.empty()) continue;
+    KeyStack flat{k.key, {}, 0};
     flat.frames.push_back(Frame{kInheritedSerial, k.frames.back().value, true});
     copy->keys_.push_back(std::move(flat));
   }
