@@ -115,15 +115,15 @@ TEST(PostTest, BurstsKeepFifoAcrossChunksAndRoundsAndPostsRunNextBatch) {
   Loop loop;
   const ContextHandle ctx = loop.root();
   std::vector<int> order;
-  const int n = 5 * internal::ReadyQueue::kChunkEntries + 7;
+  constexpr int n = 5 * internal::ReadyQueue::kChunkEntries + 7;
   for (int round = 0; round < 3; ++round) {
     order.clear();
     for (int i = 0; i < n; ++i) {
-      ASSERT_OK(Post(ctx, [&order, i, n](ContextHandle here) {
+      ASSERT_OK(Post(ctx, [&order, i](ContextHandle here) {
         order.push_back(i);
         // Posted during the batch: runs after every task of this batch.
         if (i % 50 == 0) {
-          EXPECT_TRUE(Post(here, [&order, i, n](ContextHandle) {
+          EXPECT_TRUE(Post(here, [&order, i](ContextHandle) {
                         order.push_back(n + i);
                       }).ok());
         }
