@@ -203,7 +203,8 @@ class LoopCore {
   // [S11].
   void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
   void WriteWakeFd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  bool TakeRemote();  // Moves foreign tasks to ready_; true if any.
+  // Queues the foreign tasks as one ForeignSegment entry; true if any.
+  bool TakeRemote();
   void RunBatch();
   void RunOne(QueuedTask& entry);
   void RunEntry(TaskEntry& entry);  // Runs (and destroys) a ready entry.
