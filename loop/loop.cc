@@ -124,14 +124,33 @@ event_base* Loop::base() const { return core_->base(); }
 
 // --- Handle-based operations -------------------------------------------------
 
+namespace internal {
+
+LocalPoster* FindLocalPosterSlow(ContextHandle ctx) {
+  if (ctx.is_null()) return nullptr;
+  // The epoch first: if a loop goes away or changes hands after this read,
+  // the entry below is never used.
+  const uint64_t epoch = g_owner_epoch.load(std::memory_order_acquire);
+  LoopCore* core = LoopRegistry::FindOwned(HandleAccess::LoopSlot(ctx),
+                                           HandleAccess::LoopGeneration(ctx));
+  if (core == nullptr) return nullptr;
+  OwnerCache& cache = ThisThreadOwnerCache();
+  cache.key = OwnerKey(ctx);
+  cache.epoch = epoch;
+  cache.poster = &core->local_poster();
+  return cache.poster;
+}
+
+}  // namespace internal
+
 absl::Status Post(ContextHandle ctx, Task task) {
   if (ctx.is_null()) return absl::InvalidArgumentError("Post: null context");
   if (!task) return absl::InvalidArgumentError("Post: null task");
+  if (internal::LocalPoster* poster = internal::FindLocalPoster(ctx)) {
+    return poster->core()->PostLocal(ctx, std::move(task));
+  }
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
-    return core->PostLocal(ctx, std::move(task));
-  }
   // The queue's lock doubles as the liveness check: shutdown closes the
   // slot under it [S5], and cannot finish while we hold it [S11].
   internal::LoopSlot* s = LoopRegistry::Find(slot);

@@ -188,6 +188,7 @@ absl::Status LoopCore::Init() {
       timer_event_ == nullptr || event_add(wake_event_, nullptr) != 0) {
     return absl::ResourceExhaustedError("libevent could not create events");
   }
+  local_.set_batch_event(batch_event_);
   LoopRegistry::Register(this, &slot_index_, &generation_);
   remote_mu_ = &LoopRegistry::Find(slot_index_)->mu;
   // The root context, index 0.
@@ -196,6 +197,7 @@ absl::Status LoopCore::Init() {
   contexts_[0]->generation = 1;
   contexts_[0]->live = true;
   contexts_[0]->name = "root";
+  local_.Open(0, 1);
   return absl::OkStatus();
 }
 
@@ -232,6 +234,8 @@ LoopStats LoopCore::stats() const {
 void LoopCore::BecomeOwner() {
   LoopRegistry::Find(slot_index_)
       ->owner_thread.store(ThisThreadTag(), std::memory_order_relaxed);
+  // The previous owner's cached "mine" (local_post.h) must not outlive this.
+  InvalidateOwnerCaches();
 }
 
 ContextHandle LoopCore::MakeHandle(uint32_t index) const {
@@ -241,6 +245,17 @@ ContextHandle LoopCore::MakeHandle(uint32_t index) const {
 
 ContextHandle LoopCore::InternalHandle() const {
   return HandleAccess::Make(slot_index_, generation_, 0, 0);
+}
+
+ContextHandle LoopCore::ForeignSegmentHandle() const {
+  return HandleAccess::Make(slot_index_, generation_,
+                            std::numeric_limits<uint32_t>::max(), 0);
+}
+
+bool LoopCore::IsForeignSegment(ContextHandle ctx) {
+  // No context ever gets this index (a loop would need 2^32 - 1 of them).
+  return HandleAccess::ContextIndex(ctx) ==
+         std::numeric_limits<uint32_t>::max();
 }
 
 bool LoopCore::QueuedTask::internal() const {
@@ -291,9 +306,10 @@ absl::Status LoopCore::RejectPost(ContextHandle ctx) const {
 // --- Tasks -----------------------------------------------------------------
 
 absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
-  if (phase_ == Phase::kClosed || !AcceptsPosts(ctx)) return RejectPost(ctx);
-  ready_.emplace_back(ctx, std::move(task));
-  ScheduleBatch();
+  // `local_` accepts exactly when the loop is not closed and the context is
+  // live and not closing (see NewContext, DestroyContext, CloseAndDrop).
+  if (!local_.Accepts(ctx)) return RejectPost(ctx);
+  local_.Emplace(ctx, std::move(task));
   return absl::OkStatus();
 }
 
@@ -333,7 +349,9 @@ void LoopCore::WriteWakeFd() {
   // EAGAIN means the counter is saturated: the loop is awake anyway.
 }
 
-void LoopCore::ScheduleBatch() {
+void LoopCore::ScheduleBatch() { local_.ScheduleBatch(); }
+
+void LocalPoster::ScheduleBatch() {
   // Inside a batch, RunBatch schedules what its tasks posted when it ends.
   if (batch_scheduled_ || in_batch_) return;
   batch_scheduled_ = true;
@@ -362,55 +380,89 @@ bool LoopCore::TakeRemote() {
   }
   if (timers_changed) ArmTimer();
   if (taken.empty()) return false;
-  if (ready_.empty()) {
-    ready_.swap(taken);
-  } else {
-    for (QueuedTask& t : taken) ready_.push_back(std::move(t));
-  }
-  ScheduleBatch();
+  // One entry for the whole take: the tasks keep their place after what was
+  // posted on this thread before, and are not moved one by one.
+  local_.Emplace(ForeignSegmentHandle(), ForeignSegment{std::move(taken)});
   return true;
 }
 
+inline void LoopCore::RunEntry(TaskEntry& entry) {
+  // The handler is out of line: this frame stays small (no locals for the
+  // error path, so no stack protector) on the path every task takes.
+  try {
+    entry.Run();  // Destroys the callable too, also if it throws.
+  } catch (...) {
+    ReportTaskException(entry.ctx());
+  }
+  if (HandleAccess::ContextGeneration(entry.ctx()) != 0) ++tasks_run_total_;
+}
+
+void LoopCore::ReportTaskException(ContextHandle ctx) {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    Report(ctx, absl::InternalError(absl::StrCat("task threw: ", e.what())));
+  } catch (...) {
+    Report(ctx, absl::InternalError("task threw a non-std::exception"));
+  }
+}
+
 void LoopCore::RunBatch() {
-  batch_scheduled_ = false;
-  in_batch_ = true;
-  batch_.swap(ready_);
-  const size_t n = batch_.size();
-  for (size_t i = 0; i < n; ++i) {
-    RunOne(batch_[i]);
-    if (phase_ == Phase::kOpen &&
-        stop_requested_.load(std::memory_order_relaxed)) {
-      // Stop(): keep the rest, in order, ahead of what they posted.
-      if (i + 1 < n) {
-        std::vector<QueuedTask> rest;
-        rest.reserve(n - i - 1 + ready_.size());
-        for (size_t j = i + 1; j < n; ++j) {
-          rest.push_back(std::move(batch_[j]));
-        }
-        for (QueuedTask& t : ready_) rest.push_back(std::move(t));
-        ready_.swap(rest);
-      }
-      // A Stop() from another thread only set the flag: end this pass of
-      // the event loop now, not when its wake-up is polled.
-      event_base_loopbreak(base_);
-      break;
+  local_.set_batch_scheduled(false);
+  local_.set_in_batch(true);
+  // What is queued now is this batch; what it posts (or TakeRemote takes)
+  // goes behind it and runs in the next one. Entries never move, so nothing
+  // is copied out first.
+  ReadyQueue& ready = local_.ready();
+  for (size_t n = ready.size(); n > 0; --n) {
+    TaskEntry& entry = ready.front();
+    bool stop;
+    if (ABSL_PREDICT_FALSE(IsForeignSegment(entry.ctx()))) {
+      stop = RunForeignSegment(entry);
+      if (!entry.As<ForeignSegment>().done()) break;  // Stays in front.
+      entry.Destroy();
+    } else {
+      RunEntry(entry);
+      stop = StopRequestedInBatch();
     }
+    ready.PopFront();
+    if (ABSL_PREDICT_FALSE(stop)) break;
   }
   // Foreign posts made while this batch ran wrote no eventfd (see
   // WakeLocked): take them now, or re-arm the eventfd if none came.
   TestHooks::Run(TestHooks::before_batch_end_take);
   if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
-  in_batch_ = false;
-  batch_.clear();
-  if (!ready_.empty()) {
+  local_.set_in_batch(false);
+  if (!ready.empty()) {
     // Tasks posted by this batch run in the next one, after libevent has
     // polled fds: `event_active` from inside a callback would run the batch
     // again in this same pass, so a task that keeps posting would starve fds.
     // A zero timeout fires after the next poll.
-    batch_scheduled_ = true;
+    local_.set_batch_scheduled(true);
     const timeval now = {0, 0};
     event_add(batch_event_, &now);
   }
+}
+
+bool LoopCore::StopRequestedInBatch() const {
+  if (!stop_requested_.load(std::memory_order_relaxed) ||
+      phase_ != Phase::kOpen) {
+    return false;
+  }
+  // Stop(): the rest stays queued, in order, ahead of what they posted. A
+  // Stop() from another thread only set the flag: end this pass of the
+  // event loop now, not when its wake-up is polled.
+  event_base_loopbreak(base_);
+  return true;
+}
+
+bool LoopCore::RunForeignSegment(TaskEntry& entry) {
+  ForeignSegment& segment = entry.As<ForeignSegment>();
+  while (!segment.done()) {
+    RunOne(segment.tasks[segment.next++]);
+    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
+  }
+  return false;
 }
 
 void LoopCore::RunOne(QueuedTask& entry) {
@@ -643,6 +695,7 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
     ++r.generation;  // Never wraps: see FreeContext [S16].
     r.live = true;
     r.closing = false;
+    local_.Open(index, r.generation);
   }
   contexts_[index]->hooks_ran = false;
   ContextRecord& r = *contexts_[index];
@@ -671,19 +724,19 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
     r->closing = true;  // [S7] From here on posts are refused.
   }
   r->own_values = nullptr;  // [S15] No Set in place; Resets go slow.
+  local_.Close(HandleAccess::ContextIndex(ctx));
   CancelTimersOf(ctx);
   std::vector<uint64_t> doomed_watches;
   for (const auto& [id, w] : watches_) {
     if (w->ctx == ctx && !w->removed) doomed_watches.push_back(id);
   }
   for (uint64_t id : doomed_watches) RemoveWatch(id);
-  // [S7] Everything posted before the close is in `remote_` or `ready_` (or
-  // the running batch); the marker goes after all of it.
+  // [S7] Everything posted before the close is in `remote_` or the ready
+  // queue (or the running batch); the marker goes after all of it.
   TakeRemote();
   const uint32_t index = HandleAccess::ContextIndex(ctx);
-  ready_.push_back(QueuedTask{
-      InternalHandle(), [this, index](ContextHandle) { FreeContext(index); }});
-  ScheduleBatch();
+  local_.Emplace(InternalHandle(),
+                 [this, index](ContextHandle) { FreeContext(index); });
   return absl::OkStatus();
 }
 
@@ -974,7 +1027,7 @@ absl::Status LoopCore::Run(bool until_idle) {
     callbacks_dispatched_ = 0;
     TakeRemote();
     event_base_loop(base_, EVLOOP_NONBLOCK);
-    if (callbacks_dispatched_ != 0 || !ready_.empty()) continue;
+    if (callbacks_dispatched_ != 0 || !local_.ready().empty()) continue;
     MutexLock lock(remote_mu_);
     if (remote_.empty()) break;
   }
@@ -1004,7 +1057,7 @@ void LoopCore::Stop() {
 void LoopCore::Drain() {
   for (;;) {
     TakeRemote();
-    if (ready_.empty()) break;
+    if (local_.ready().empty()) break;
     if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
       CloseAndDrop();
       break;
@@ -1012,7 +1065,7 @@ void LoopCore::Drain() {
     ++shutdown_rounds_;
     RunBatch();
   }
-  batch_scheduled_ = false;
+  local_.set_batch_scheduled(false);
 }
 
 void LoopCore::CloseAndDrop() {
@@ -1020,13 +1073,25 @@ void LoopCore::CloseAndDrop() {
   // finish falls back that way) and must be refused, not queued into the
   // vector being destroyed. Foreign posts were closed by [S5].
   phase_ = Phase::kClosed;
-  std::vector<QueuedTask> dropped;
-  dropped.swap(ready_);
-  const uint64_t n = static_cast<uint64_t>(
-      std::count_if(dropped.begin(), dropped.end(),
-                    [](const QueuedTask& t) { return !t.internal(); }));
+  local_.CloseAll();
+  ReadyQueue dropped;
+  local_.ready().MoveAllTo(&dropped);
+  uint64_t n = 0;
+  while (!dropped.empty()) {  // Destroyed unrun, here on the loop thread.
+    TaskEntry& t = dropped.front();
+    if (IsForeignSegment(t.ctx())) {
+      ForeignSegment& segment = t.As<ForeignSegment>();
+      n += static_cast<uint64_t>(std::count_if(
+          segment.tasks.begin() + static_cast<ptrdiff_t>(segment.next),
+          segment.tasks.end(),
+          [](const QueuedTask& q) { return !q.internal(); }));
+    } else if (HandleAccess::ContextGeneration(t.ctx()) != 0) {
+      ++n;
+    }
+    t.Destroy();
+    dropped.PopFront();
+  }
   report_.tasks_dropped += n;
-  dropped.clear();  // Destroyed unrun, here on the loop thread.
   Report(ContextHandle(),
          absl::DeadlineExceededError(absl::StrCat(
              "loop shutdown: dropped ", n, " tasks still being reposted after ",
@@ -1103,6 +1168,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   report_.tasks_run = tasks_run_total_ - run_before;
 
   phase_ = Phase::kClosed;
+  local_.CloseAll();
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
   {
     MutexLock lock(remote_mu_);

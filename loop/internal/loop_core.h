@@ -42,6 +42,7 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/fd_watch.h"
 #include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/local_post.h"
 #include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
@@ -81,7 +82,10 @@ class LoopCore {
   event_base* base() const { return base_; }
 
   // --- Tasks ---------------------------------------------------------------
+  // A post on the loop thread (the inline fast path of loop.h's `Post`
+  // template goes straight to `local_poster()`; this is the checked path).
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
+  LocalPoster& local_poster() { return local_; }
   // A foreign post; the caller holds the slot lock and found the loop open
   // (LoopRegistry::OpenLocked), so the loop cannot shut down meanwhile.
   absl::Status PostForeignLocked(ContextHandle ctx, Task&& task)
@@ -178,6 +182,16 @@ class LoopCore {
     Task task;
     bool internal() const;
   };
+  // The foreign tasks of one TakeRemote, queued as one ready-queue entry (so
+  // they keep their place among same-thread posts without being moved one
+  // by one), run from `next` on by RunBatch. Its context is
+  // `ForeignSegmentHandle()`.
+  struct ForeignSegment {
+    std::vector<QueuedTask> tasks;
+    size_t next = 0;
+    bool done() const { return next == tasks.size(); }
+    void operator()(ContextHandle) && {}  // Never called: RunBatch runs it.
+  };
   struct ContextRecord {
     // Written by the owner under remote_mu_; read by the owner without it
     // and by foreign threads under it. (Not annotatable: the analysis has no
@@ -238,6 +252,8 @@ class LoopCore {
 
   ContextHandle MakeHandle(uint32_t index) const;
   ContextHandle InternalHandle() const;
+  ContextHandle ForeignSegmentHandle() const;
+  static bool IsForeignSegment(ContextHandle ctx);
   // Null unless `ctx` names a live context of this loop.
   ContextRecord* FindRecord(ContextHandle ctx);
   const ContextRecord* FindRecord(ContextHandle ctx) const;
@@ -250,9 +266,17 @@ class LoopCore {
   // [S11].
   void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
   void WriteWakeFd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  bool TakeRemote();  // Moves foreign tasks to ready_; true if any.
+  // Queues the foreign tasks as one ForeignSegment entry; true if any.
+  bool TakeRemote();
   void RunBatch();
   void RunOne(QueuedTask& entry);
+  void RunEntry(TaskEntry& entry);  // Runs (and destroys) a ready entry.
+  // From a catch block: reports the exception a task of `ctx` threw.
+  ABSL_ATTRIBUTE_NOINLINE void ReportTaskException(ContextHandle ctx);
+  // Runs the foreign tasks of a segment entry (see ForeignSegment) until
+  // done or Stop(); true if Stop() was asked (then some may be left).
+  bool RunForeignSegment(TaskEntry& entry);
+  bool StopRequestedInBatch() const;
   void Report(ContextHandle ctx, const absl::Status& error);
   // Adds a timer; `*earliest` tells whether it is now the first.
   DelayedTaskHandle InsertTimer(ContextHandle ctx, int64_t deadline,
@@ -290,11 +314,11 @@ class LoopCore {
   // Written on the owner thread; read by foreign posters building errors.
   std::atomic<Phase> phase_{Phase::kOpen};
   bool running_ = false;
-  bool batch_scheduled_ = false;
-  bool in_batch_ = false;              // RunBatch is running tasks.
   uint64_t callbacks_dispatched_ = 0;  // For RunUntilIdle.
-  std::vector<QueuedTask> ready_;
-  std::vector<QueuedTask> batch_;
+  // The ready queue, which contexts accept same-thread posts (kept in step
+  // with the records' `live`/`closing` and with `phase_`), and the batch
+  // flags.
+  LocalPoster local_{this};
   std::vector<uint32_t> free_contexts_;
   uint64_t next_value_serial_ = 1;
   uint64_t next_hook_id_ = 1;

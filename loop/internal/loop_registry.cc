@@ -10,6 +10,8 @@
 #include <limits>
 #include <vector>
 
+#include "ctxloop/loop/internal/local_post.h"
+
 namespace ctxloop {
 namespace internal {
 
@@ -106,6 +108,8 @@ void LoopRegistry::Unregister(uint32_t index) {
   CloseAndWaitForPins(slot);
   slot->core.store(nullptr, std::memory_order_release);
   slot->owner_thread.store(0, std::memory_order_relaxed);
+  // No thread's cached "this loop is mine" (local_post.h) survives this.
+  InvalidateOwnerCaches();
   // [S16] Retire a slot whose generation would wrap: a handle of an earlier
   // loop in it must never name a new one. (The slot's memory is never freed
   // anyway; a retired slot costs its few bytes.)
