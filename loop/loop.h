@@ -83,6 +83,10 @@ class LoopCore;
 }  // namespace internal
 
 // Identifies one delayed task, for `Cancel`. A value; copy it to any thread.
+// It names the loop and the task's node in that loop's timer table, with the
+// task's 64-bit id (drawn from a per-loop counter that never wraps in
+// practice), so a handle of a task that ran or was cancelled never names a
+// later task that reuses the node.
 class DelayedTaskHandle {
  public:
   DelayedTaskHandle() = default;
@@ -92,8 +96,8 @@ class DelayedTaskHandle {
   friend bool Cancel(const DelayedTaskHandle& handle);
   uint32_t loop_slot_ = 0;
   uint32_t loop_generation_ = 0;
-  int64_t deadline_ns_ = 0;
-  uint64_t sequence_ = 0;
+  uint32_t node_ = 0;  // Index of the task's node in the loop's timer slab.
+  uint64_t id_ = 0;    // The task's id (0: no task).
 };
 
 // What `Shutdown()` did, so nothing disappears unaccounted.

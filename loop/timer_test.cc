@@ -2,9 +2,11 @@
 //
 // Tests for delayed tasks: PostDelayed and Cancel (ctxloop/loop/loop.h).
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -486,6 +488,160 @@ TEST(TimerTest, DelayedTaskDestroysItsContext) {
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_EQ(ran, (std::vector<int>{1}));
   EXPECT_FALSE(loop.ContextName(*ctx).ok());
+}
+
+// A handle names a node of the timer slab and the task's 64-bit id: once its
+// task ran or was cancelled, the handle never cancels a later task that
+// reuses the node.
+TEST(TimerTest, StaleHandleNeverCancelsTheNodesNextTask) {
+  Loop loop;
+  std::vector<std::string> ran;
+  absl::StatusOr<DelayedTaskHandle> a = PostDelayed(
+      loop.root(), absl::Hours(1), [&](ContextHandle) { ran.push_back("a"); });
+  ASSERT_OK(a);
+  EXPECT_TRUE(Cancel(*a));
+  absl::StatusOr<DelayedTaskHandle> b = PostDelayed(
+      loop.root(), absl::Hours(1), [&](ContextHandle) { ran.push_back("b"); });
+  ASSERT_OK(b);
+  EXPECT_FALSE(Cancel(*a));  // b took a's node: a's handle is stale.
+  absl::StatusOr<DelayedTaskHandle> c =
+      PostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { ran.push_back("c"); });
+  ASSERT_OK(c);
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<std::string>{"c"}));
+  absl::StatusOr<DelayedTaskHandle> d =
+      PostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { ran.push_back("d"); });
+  ASSERT_OK(d);
+  EXPECT_FALSE(Cancel(*c));  // Ran; d may reuse its node.
+  EXPECT_TRUE(Cancel(*b));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<std::string>{"c", "d"}));
+  EXPECT_FALSE(Cancel(*d));
+}
+
+// Cancelled zero-delay tasks are skipped; the others keep post order, also
+// when the first (armed) and the last ones are cancelled.
+TEST(TimerTest, CancelledZeroDelayTasksAreSkipped) {
+  Loop loop;
+  std::vector<int> ran;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < 200; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&ran, i](ContextHandle) { ran.push_back(i); });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  std::vector<int> expected;
+  for (int i = 0; i < 200; ++i) {
+    if (i % 3 == 0 || i == 199) {
+      EXPECT_TRUE(Cancel(handles[i]));
+    } else {
+      expected.push_back(i);
+    }
+  }
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, expected);
+  EXPECT_EQ(loop.stats().tasks_run, expected.size());
+}
+
+// Many timers on a few deadlines with a random half cancelled (enough for
+// the heap to drop its cancelled entries in bulk): every other task runs
+// once, tasks with the same delay run in post order, and cancelled ones never
+// run.
+TEST(TimerTest, RandomCancelsKeepTheRestInOrder) {
+  Loop loop;
+  constexpr int kTimers = 3000;
+  std::mt19937 rng(12345);
+  std::vector<int> delay_ms(kTimers);
+  std::vector<DelayedTaskHandle> handles;
+  std::vector<int> ran;
+  for (int i = 0; i < kTimers; ++i) {
+    delay_ms[i] = static_cast<int>(rng() % 4);  // 0..3 ms.
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::Milliseconds(delay_ms[i]),
+                    [&ran, i](ContextHandle) { ran.push_back(i); });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  std::vector<bool> cancelled(kTimers, false);
+  size_t expected_runs = 0;
+  for (int i = 0; i < kTimers; ++i) {
+    if (rng() % 2 == 0) {
+      EXPECT_TRUE(Cancel(handles[i]));
+      cancelled[i] = true;
+    } else {
+      ++expected_runs;
+    }
+  }
+  // Wait (a failure guard only) until every remaining task has run.
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ran.size() < expected_runs &&
+         std::chrono::steady_clock::now() < give_up) {
+    ASSERT_OK(loop.RunUntilIdle());
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_EQ(ran.size(), expected_runs);
+  std::vector<int> last_of_delay(4, -1);
+  std::vector<bool> seen(kTimers, false);
+  for (int i : ran) {
+    EXPECT_FALSE(cancelled[i]) << i;
+    EXPECT_FALSE(seen[i]) << i;
+    seen[i] = true;
+    EXPECT_LT(last_of_delay[delay_ms[i]], i) << "delay " << delay_ms[i];
+    last_of_delay[delay_ms[i]] = i;
+  }
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+}
+
+// Cancelling most of many pending timers, then the rest, in a random order:
+// each Cancel answers true once, nothing runs, and the heap's bulk drop of
+// cancelled entries keeps the live ones.
+TEST(TimerTest, CancelManyPendingInRandomOrder) {
+  Loop loop;
+  constexpr int kTimers = 2000;
+  int fired = 0;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < kTimers; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::Seconds(3600 + i % 7),
+                    [&fired](ContextHandle) { ++fired; });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  std::mt19937 rng(777);
+  std::shuffle(handles.begin(), handles.end(), rng);
+  for (const DelayedTaskHandle& h : handles) EXPECT_TRUE(Cancel(h));
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(fired, 0);
+}
+
+// [S4] Shutdown counts (and destroys) only the delayed tasks still pending:
+// cancelled ones, whose entries may still sit in the heap or the due list,
+// are not counted again.
+TEST(TimerTest, ShutdownCountsOnlyPendingDelayedTasks) {
+  Loop loop;
+  DestructionLog log;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h = PostDelayed(
+        loop.root(), i % 2 == 0 ? absl::Hours(1) : absl::ZeroDuration(),
+        [p = Probe(&log)](ContextHandle) {});
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(Cancel(handles[i]));
+  EXPECT_EQ(log.count(), 4u);
+  absl::StatusOr<ShutdownReport> report = loop.Shutdown();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->delayed_dropped, 6u);
+  EXPECT_EQ(report->tasks_run, 0u);
+  EXPECT_EQ(log.count(), 10u);
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
 }
 
 }  // namespace
