@@ -533,16 +533,18 @@ DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
   node.ctx = ctx;
   node.task = std::move(task);
   ++live_timers_;
-  const TimerEntry entry{deadline, id, index};
   if (delay_ns == 0) {
     // Ids grow and deadlines never decrease: the due list stays sorted.
     *earliest = due_head_ == due_list_.size();
     node.in_heap = false;
-    due_list_.push_back(entry);
+    due_list_.push_back(TimerEntry{deadline, id, index});
   } else {
     node.in_heap = true;
-    timer_heap_.push_back(entry);
-    *earliest = HeapSiftUpLocked(timer_heap_.size() - 1, entry) == 0;
+    timer_heap_.push_back(TimerEntry{deadline, id, index});
+    const size_t pos = timer_heap_.size() - 1;
+    // Deadlines mostly grow: usually the new entry stays where it is.
+    *earliest = pos == 0 || (timer_heap_[pos] < timer_heap_[(pos - 1) / 4] &&
+                             HeapSiftUpLocked(pos, timer_heap_[pos]) == 0);
   }
   DelayedTaskHandle handle;
   handle.loop_slot_ = slot_index_;
@@ -552,12 +554,7 @@ DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
   return handle;
 }
 
-uint32_t LoopCore::AllocNodeLocked() {
-  if (free_timer_node_ != kNoNode) {
-    const uint32_t index = free_timer_node_;
-    free_timer_node_ = Node(index).next_free;
-    return index;
-  }
+uint32_t LoopCore::NewTimerNodeLocked() {
   if ((timer_nodes_ & ((1u << kTimerChunkBits) - 1)) == 0) {
     timer_chunks_.push_back(
         std::make_unique<TimerNode[]>(size_t{1} << kTimerChunkBits));

@@ -222,7 +222,14 @@ class LoopCore {
     return timer_chunks_[index >> kTimerChunkBits]
                         [index & ((1u << kTimerChunkBits) - 1)];
   }
-  uint32_t AllocNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  uint32_t AllocNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
+    if (free_timer_node_ == kNoNode) return NewTimerNodeLocked();
+    const uint32_t index = free_timer_node_;
+    free_timer_node_ = Node(index).next_free;
+    return index;
+  }
+  // A node never used yet (the slab grows by a chunk when full).
+  uint32_t NewTimerNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
   void FreeNodeLocked(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
   // True if the entry's task was cancelled (or dropped): its node's id moved.
   bool StaleLocked(const TimerEntry& e)
