@@ -2,6 +2,8 @@
 //
 // Tests for delayed tasks: PostDelayed and Cancel (ctxloop/loop/loop.h).
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -642,6 +644,54 @@ TEST(TimerTest, ShutdownCountsOnlyPendingDelayedTasks) {
   EXPECT_EQ(report->tasks_run, 0u);
   EXPECT_EQ(log.count(), 10u);
   for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+}
+
+// A chain that alternates a zero-delay timer and a posted task (each posting
+// the other) must not keep libevent from polling fds: a readable fd's
+// callback runs within a few links of the fd becoming readable, not after the
+// whole chain.
+TEST(TimerTest, TimerAndTaskPingPongDoesNotStarveFds) {
+  Loop loop;
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  constexpr int kLinks = 400;
+  constexpr int kWriteAt = 20;
+  int links = 0;
+  int links_at_fd = -1;
+  absl::StatusOr<FdWatch> watch = loop.WatchFd(
+      loop.root(), fds[0], FdEvents::kRead, [&](ContextHandle, FdEvents) {
+        char c;
+        (void)read(fds[0], &c, 1);
+        if (links_at_fd < 0) links_at_fd = links;
+      });
+  ASSERT_OK(watch);
+  struct Link {
+    Loop* loop;
+    int* links;
+    int write_fd;
+    void operator()(ContextHandle here) && {
+      const bool timer_next = (++*links % 2) == 1;
+      if (*links == kWriteAt) {
+        ASSERT_EQ(write(write_fd, "x", 1), 1);
+      }
+      if (*links >= kLinks) {
+        loop->Stop();
+      } else if (timer_next) {
+        ASSERT_OK(PostDelayed(here, absl::ZeroDuration(),
+                              Link{loop, links, write_fd}));
+      } else {
+        ASSERT_OK(Post(here, Link{loop, links, write_fd}));
+      }
+    }
+  };
+  ASSERT_OK(Post(loop.root(), Link{&loop, &links, fds[1]}));
+  ASSERT_OK(loop.Run());
+  EXPECT_EQ(links, kLinks);
+  EXPECT_GE(links_at_fd, kWriteAt);
+  EXPECT_LE(links_at_fd, kWriteAt + 8);
+  watch->Stop();
+  close(fds[0]);
+  close(fds[1]);
 }
 
 }  // namespace

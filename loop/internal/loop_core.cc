@@ -713,6 +713,14 @@ void LoopCore::ArmTimer() {
     return;
   }
   const int64_t wait = std::max<int64_t>(0, next - MonotonicNowNs());
+  if (wait == 0 && !in_batch_ && !running_timers_) {
+    // Due now (a zero-delay task): no libevent timer, the timer run is made
+    // active. Not from a batch or a timer run, whose tasks could otherwise
+    // keep each other active without libevent ever polling fds: those arm a
+    // zero timeout, which fires after the next poll.
+    event_active(timer_event_, EV_TIMEOUT, 0);
+    return;
+  }
   timeval tv;
   tv.tv_sec = static_cast<time_t>(wait / 1000000000);
   tv.tv_usec = static_cast<suseconds_t>((wait % 1000000000 + 999) / 1000);
@@ -727,6 +735,7 @@ void LoopCore::OnTimer(int, short, void* arg) {
 
 void LoopCore::RunDueTimers() {
   armed_deadline_ns_ = -1;
+  running_timers_ = true;
   // One clock read per run, which delayed posts from the tasks run here use
   // too. Only the due-list entries present now run: tasks that post
   // zero-delay timers wait for the next turn instead of starving the loop.
@@ -788,6 +797,7 @@ void LoopCore::RunDueTimers() {
     turn_now_ns_ = -1;
   }
   ArmTimer();
+  running_timers_ = false;
 }
 
 void LoopCore::CancelTimersOf(ContextHandle ctx) {

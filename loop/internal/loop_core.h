@@ -341,6 +341,7 @@ class LoopCore {
   // from those tasks use instead of reading the clock. -1 otherwise.
   int64_t turn_now_ns_ ABSL_GUARDED_BY(timers_mu_) = -1;
   int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
+  bool running_timers_ = false;     // Owner thread; RunDueTimers is running.
 
   // Fd watches (owner thread).
   absl::flat_hash_map<uint64_t, std::unique_ptr<WatchRecord>> watches_;
