@@ -694,5 +694,78 @@ TEST(TimerTest, TimerAndTaskPingPongDoesNotStarveFds) {
   close(fds[1]);
 }
 
+// A foreign thread posts delayed tasks (zero delay and 1 ms) and cancels
+// each one right away or not at all, while the loop runs them and the loop
+// thread cancels others too: every task either ran once or was cancelled
+// (Cancel answered true exactly once), never both, and every cancelled task
+// was destroyed on the loop thread.
+TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
+  Loop loop;
+  constexpr int kTasks = 3000;
+  std::atomic<int> ran{0};
+  std::atomic<int> cancelled{0};
+  std::atomic<int> foreign_destroyed{0};
+  const std::thread::id loop_thread = std::this_thread::get_id();
+  struct OnDestroy {
+    std::atomic<int>* foreign_destroyed;
+    std::thread::id loop_thread;
+    bool armed = true;
+    OnDestroy(std::atomic<int>* f, std::thread::id t)
+        : foreign_destroyed(f), loop_thread(t) {}
+    OnDestroy(OnDestroy&& o) noexcept
+        : foreign_destroyed(o.foreign_destroyed),
+          loop_thread(o.loop_thread),
+          armed(std::exchange(o.armed, false)) {}
+    OnDestroy& operator=(OnDestroy&&) = delete;
+    ~OnDestroy() {
+      if (armed && std::this_thread::get_id() != loop_thread) {
+        foreign_destroyed->fetch_add(1);
+      }
+    }
+  };
+  internal::Mutex mu;
+  std::vector<DelayedTaskHandle> for_the_loop;  // Guarded by mu.
+  std::atomic<bool> producer_done{false};
+  std::thread producer([&] {
+    for (int i = 0; i < kTasks; ++i) {
+      absl::StatusOr<DelayedTaskHandle> h =
+          PostDelayed(loop.root(),
+                      i % 2 == 0 ? absl::ZeroDuration() : absl::Milliseconds(1),
+                      [&ran, d = OnDestroy(&foreign_destroyed, loop_thread)](
+                          ContextHandle) { ran.fetch_add(1); });
+      ASSERT_TRUE(h.ok());
+      if (i % 3 == 0) {
+        if (Cancel(*h)) cancelled.fetch_add(1);
+        EXPECT_FALSE(Cancel(*h));
+      } else if (i % 3 == 1) {
+        internal::MutexLock lock(&mu);
+        for_the_loop.push_back(*h);
+      }
+    }
+    producer_done.store(true);
+    ASSERT_TRUE(Post(loop.root(), [](ContextHandle) {}).ok());  // A wake-up.
+  });
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < give_up) {
+    std::vector<DelayedTaskHandle> mine;
+    {
+      internal::MutexLock lock(&mu);
+      mine.swap(for_the_loop);
+    }
+    for (const DelayedTaskHandle& h : mine) {
+      if (Cancel(h)) cancelled.fetch_add(1);
+    }
+    ASSERT_OK(loop.RunUntilIdle());
+    if (producer_done.load() && ran.load() + cancelled.load() == kTasks) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  producer.join();
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran.load() + cancelled.load(), kTasks);
+  EXPECT_GE(cancelled.load(), 1);
+  EXPECT_EQ(foreign_destroyed.load(), 0);
+}
+
 }  // namespace
 }  // namespace ctxloop
