@@ -228,14 +228,24 @@ absl::Status Post(ContextHandle ctx, Task task);
 
 // Queues `task` to run on `ctx` once `delay` has elapsed (a non-positive delay
 // means "as soon as timers are checked"). Thread-safe; same errors as `Post`.
-// Equal deadlines run in post order.
+// Equal deadlines run in post order. A huge delay saturates (the deadline
+// becomes the end of time) instead of overflowing.
+// Cost: no allocation per timer (the task is stored in a recycled node, once
+// the loop's timer slab has grown to the most timers pending at once); one
+// uncontended lock; a clock read (none inside a timer run, which reads the
+// clock once, and none for a zero delay while no timer with a delay is
+// pending); an O(log n) heap insert, O(1) when deadlines grow (the usual
+// case). A zero delay skips the heap: it runs at the next timer run, which is
+// made active at once (no libevent timer) unless a batch or a timer run is
+// running, in which case it comes after libevent's next poll of fds.
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                               absl::Duration delay, Task task);
 
 // Cancels a delayed task. Returns true if it had not run and now never will;
 // false if it already ran, is running, was cancelled, or its loop is gone.
 // Thread-safe. The cancelled task is destroyed on its loop thread: here if
-// called there, otherwise soon after, by the loop.
+// called there, otherwise soon after, by the loop. Cost: O(1) (one
+// uncontended lock), with no search: the handle names the task's node.
 bool Cancel(const DelayedTaskHandle& handle);
 
 // Opaque id of a hook added by `AddDestroyHook`. A value; 0 is never an id.
