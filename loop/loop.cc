@@ -182,7 +182,7 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
   if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
-    return core->PostDelayed(ctx, delay, std::move(task));
+    return core->PostDelayedOwned(ctx, delay, std::move(task));
   }
   LoopCore* core = LoopRegistry::Pin(slot, gen);
   if (core == nullptr) {
@@ -191,7 +191,7 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                      ": its loop is shut down, shutting down or destroyed"));
   }
   absl::StatusOr<DelayedTaskHandle> h =
-      core->PostDelayed(ctx, delay, std::move(task));
+      core->PostDelayedPinned(ctx, delay, std::move(task));
   LoopRegistry::Unpin(slot);
   return h;
 }
@@ -200,12 +200,12 @@ bool Cancel(const DelayedTaskHandle& handle) {
   if (handle.loop_generation_ == 0) return false;
   if (LoopCore* core =
           LoopRegistry::FindOwned(handle.loop_slot_, handle.loop_generation_)) {
-    return core->Cancel(handle);
+    return core->CancelOwned(handle);
   }
   LoopCore* core =
       LoopRegistry::Pin(handle.loop_slot_, handle.loop_generation_);
   if (core == nullptr) return false;  // [S9]
-  const bool cancelled = core->Cancel(handle);
+  const bool cancelled = core->CancelPinned(handle);
   LoopRegistry::Unpin(handle.loop_slot_);
   return cancelled;
 }

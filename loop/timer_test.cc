@@ -2,9 +2,13 @@
 //
 // Tests for delayed tasks: PostDelayed and Cancel (ctxloop/loop/loop.h).
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -486,6 +490,281 @@ TEST(TimerTest, DelayedTaskDestroysItsContext) {
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_EQ(ran, (std::vector<int>{1}));
   EXPECT_FALSE(loop.ContextName(*ctx).ok());
+}
+
+// A handle names a node of the timer slab and the task's 64-bit id: once its
+// task ran or was cancelled, the handle never cancels a later task that
+// reuses the node.
+TEST(TimerTest, StaleHandleNeverCancelsTheNodesNextTask) {
+  Loop loop;
+  std::vector<std::string> ran;
+  absl::StatusOr<DelayedTaskHandle> a = PostDelayed(
+      loop.root(), absl::Hours(1), [&](ContextHandle) { ran.push_back("a"); });
+  ASSERT_OK(a);
+  EXPECT_TRUE(Cancel(*a));
+  absl::StatusOr<DelayedTaskHandle> b = PostDelayed(
+      loop.root(), absl::Hours(1), [&](ContextHandle) { ran.push_back("b"); });
+  ASSERT_OK(b);
+  EXPECT_FALSE(Cancel(*a));  // b took a's node: a's handle is stale.
+  absl::StatusOr<DelayedTaskHandle> c =
+      PostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { ran.push_back("c"); });
+  ASSERT_OK(c);
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<std::string>{"c"}));
+  absl::StatusOr<DelayedTaskHandle> d =
+      PostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { ran.push_back("d"); });
+  ASSERT_OK(d);
+  EXPECT_FALSE(Cancel(*c));  // Ran; d may reuse its node.
+  EXPECT_TRUE(Cancel(*b));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, (std::vector<std::string>{"c", "d"}));
+  EXPECT_FALSE(Cancel(*d));
+}
+
+// Cancelled zero-delay tasks are skipped; the others keep post order, also
+// when the first (armed) and the last ones are cancelled.
+TEST(TimerTest, CancelledZeroDelayTasksAreSkipped) {
+  Loop loop;
+  std::vector<int> ran;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < 200; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&ran, i](ContextHandle) { ran.push_back(i); });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  std::vector<int> expected;
+  for (int i = 0; i < 200; ++i) {
+    if (i % 3 == 0 || i == 199) {
+      EXPECT_TRUE(Cancel(handles[i]));
+    } else {
+      expected.push_back(i);
+    }
+  }
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran, expected);
+  EXPECT_EQ(loop.stats().tasks_run, expected.size());
+}
+
+// Many timers on a few deadlines with a random half cancelled (enough for
+// the heap to drop its cancelled entries in bulk): every other task runs
+// once, tasks with the same delay run in post order, and cancelled ones never
+// run.
+TEST(TimerTest, RandomCancelsKeepTheRestInOrder) {
+  Loop loop;
+  constexpr int kTimers = 3000;
+  std::mt19937 rng(12345);
+  std::vector<int> delay_ms(kTimers);
+  std::vector<DelayedTaskHandle> handles;
+  std::vector<int> ran;
+  for (int i = 0; i < kTimers; ++i) {
+    delay_ms[i] = static_cast<int>(rng() % 4);  // 0..3 ms.
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::Milliseconds(delay_ms[i]),
+                    [&ran, i](ContextHandle) { ran.push_back(i); });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  std::vector<bool> cancelled(kTimers, false);
+  size_t expected_runs = 0;
+  for (int i = 0; i < kTimers; ++i) {
+    if (rng() % 2 == 0) {
+      EXPECT_TRUE(Cancel(handles[i]));
+      cancelled[i] = true;
+    } else {
+      ++expected_runs;
+    }
+  }
+  // Wait (a failure guard only) until every remaining task has run.
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ran.size() < expected_runs &&
+         std::chrono::steady_clock::now() < give_up) {
+    ASSERT_OK(loop.RunUntilIdle());
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_EQ(ran.size(), expected_runs);
+  std::vector<int> last_of_delay(4, -1);
+  std::vector<bool> seen(kTimers, false);
+  for (int i : ran) {
+    EXPECT_FALSE(cancelled[i]) << i;
+    EXPECT_FALSE(seen[i]) << i;
+    seen[i] = true;
+    EXPECT_LT(last_of_delay[delay_ms[i]], i) << "delay " << delay_ms[i];
+    last_of_delay[delay_ms[i]] = i;
+  }
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+}
+
+// Cancelling most of many pending timers, then the rest, in a random order:
+// each Cancel answers true once, nothing runs, and the heap's bulk drop of
+// cancelled entries keeps the live ones.
+TEST(TimerTest, CancelManyPendingInRandomOrder) {
+  Loop loop;
+  constexpr int kTimers = 2000;
+  int fired = 0;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < kTimers; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h =
+        PostDelayed(loop.root(), absl::Seconds(3600 + i % 7),
+                    [&fired](ContextHandle) { ++fired; });
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  std::mt19937 rng(777);
+  std::shuffle(handles.begin(), handles.end(), rng);
+  for (const DelayedTaskHandle& h : handles) EXPECT_TRUE(Cancel(h));
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(fired, 0);
+}
+
+// [S4] Shutdown counts (and destroys) only the delayed tasks still pending:
+// cancelled ones, whose entries may still sit in the heap or the due list,
+// are not counted again.
+TEST(TimerTest, ShutdownCountsOnlyPendingDelayedTasks) {
+  Loop loop;
+  DestructionLog log;
+  std::vector<DelayedTaskHandle> handles;
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h = PostDelayed(
+        loop.root(), i % 2 == 0 ? absl::Hours(1) : absl::ZeroDuration(),
+        [p = Probe(&log)](ContextHandle) {});
+    ASSERT_OK(h);
+    handles.push_back(*h);
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(Cancel(handles[i]));
+  EXPECT_EQ(log.count(), 4u);
+  absl::StatusOr<ShutdownReport> report = loop.Shutdown();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->delayed_dropped, 6u);
+  EXPECT_EQ(report->tasks_run, 0u);
+  EXPECT_EQ(log.count(), 10u);
+  for (const DelayedTaskHandle& h : handles) EXPECT_FALSE(Cancel(h));
+}
+
+// A chain that alternates a zero-delay timer and a posted task (each posting
+// the other) must not keep libevent from polling fds: a readable fd's
+// callback runs within a few links of the fd becoming readable, not after the
+// whole chain.
+TEST(TimerTest, TimerAndTaskPingPongDoesNotStarveFds) {
+  Loop loop;
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  constexpr int kLinks = 400;
+  constexpr int kWriteAt = 20;
+  int links = 0;
+  int links_at_fd = -1;
+  absl::StatusOr<FdWatch> watch = loop.WatchFd(
+      loop.root(), fds[0], FdEvents::kRead, [&](ContextHandle, FdEvents) {
+        char c;
+        (void)read(fds[0], &c, 1);
+        if (links_at_fd < 0) links_at_fd = links;
+      });
+  ASSERT_OK(watch);
+  struct Link {
+    Loop* loop;
+    int* links;
+    int write_fd;
+    void operator()(ContextHandle here) && {
+      const bool timer_next = (++*links % 2) == 1;
+      if (*links == kWriteAt) {
+        ASSERT_EQ(write(write_fd, "x", 1), 1);
+      }
+      if (*links >= kLinks) {
+        loop->Stop();
+      } else if (timer_next) {
+        ASSERT_OK(PostDelayed(here, absl::ZeroDuration(),
+                              Link{loop, links, write_fd}));
+      } else {
+        ASSERT_OK(Post(here, Link{loop, links, write_fd}));
+      }
+    }
+  };
+  ASSERT_OK(Post(loop.root(), Link{&loop, &links, fds[1]}));
+  ASSERT_OK(loop.Run());
+  EXPECT_EQ(links, kLinks);
+  EXPECT_GE(links_at_fd, kWriteAt);
+  EXPECT_LE(links_at_fd, kWriteAt + 8);
+  watch->Stop();
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// A foreign thread posts delayed tasks (zero delay and 1 ms) and cancels
+// each one right away or not at all, while the loop runs them and the loop
+// thread cancels others too: every task either ran once or was cancelled
+// (Cancel answered true exactly once), never both, and every cancelled task
+// was destroyed on the loop thread.
+TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
+  Loop loop;
+  constexpr int kTasks = 3000;
+  std::atomic<int> ran{0};
+  std::atomic<int> cancelled{0};
+  std::atomic<int> foreign_destroyed{0};
+  const std::thread::id loop_thread = std::this_thread::get_id();
+  struct OnDestroy {
+    std::atomic<int>* foreign_destroyed;
+    std::thread::id loop_thread;
+    bool armed = true;
+    OnDestroy(std::atomic<int>* f, std::thread::id t)
+        : foreign_destroyed(f), loop_thread(t) {}
+    OnDestroy(OnDestroy&& o) noexcept
+        : foreign_destroyed(o.foreign_destroyed),
+          loop_thread(o.loop_thread),
+          armed(std::exchange(o.armed, false)) {}
+    OnDestroy& operator=(OnDestroy&&) = delete;
+    ~OnDestroy() {
+      if (armed && std::this_thread::get_id() != loop_thread) {
+        foreign_destroyed->fetch_add(1);
+      }
+    }
+  };
+  internal::Mutex mu;
+  std::vector<DelayedTaskHandle> for_the_loop;  // Guarded by mu.
+  std::atomic<bool> producer_done{false};
+  std::thread producer([&] {
+    for (int i = 0; i < kTasks; ++i) {
+      absl::StatusOr<DelayedTaskHandle> h =
+          PostDelayed(loop.root(),
+                      i % 2 == 0 ? absl::ZeroDuration() : absl::Milliseconds(1),
+                      [&ran, d = OnDestroy(&foreign_destroyed, loop_thread)](
+                          ContextHandle) { ran.fetch_add(1); });
+      ASSERT_TRUE(h.ok());
+      if (i % 3 == 0) {
+        if (Cancel(*h)) cancelled.fetch_add(1);
+        EXPECT_FALSE(Cancel(*h));
+      } else if (i % 3 == 1) {
+        internal::MutexLock lock(&mu);
+        for_the_loop.push_back(*h);
+      }
+    }
+    producer_done.store(true);
+    ASSERT_TRUE(Post(loop.root(), [](ContextHandle) {}).ok());  // A wake-up.
+  });
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < give_up) {
+    std::vector<DelayedTaskHandle> mine;
+    {
+      internal::MutexLock lock(&mu);
+      mine.swap(for_the_loop);
+    }
+    for (const DelayedTaskHandle& h : mine) {
+      if (Cancel(h)) cancelled.fetch_add(1);
+    }
+    ASSERT_OK(loop.RunUntilIdle());
+    if (producer_done.load() && ran.load() + cancelled.load() == kTasks) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  producer.join();
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran.load() + cancelled.load(), kTasks);
+  EXPECT_GE(cancelled.load(), 1);
+  EXPECT_EQ(foreign_destroyed.load(), 0);
 }
 
 }  // namespace

@@ -511,40 +511,41 @@ void LoopCore::OnWake(int fd, short, void* arg) {
 
 // --- Delayed tasks -----------------------------------------------------------
 
-absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
-                                                        absl::Duration delay,
-                                                        Task task) {
-  // Saturate: a huge delay (absl::InfiniteDuration() converts to INT64_MAX)
-  // must not overflow into a past (negative) deadline.
-  const int64_t now = MonotonicNowNs();
-  const int64_t delay_ns =
-      delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
-  const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
-                               ? std::numeric_limits<int64_t>::max()
-                               : now + delay_ns;
-  if (IsOwnerThread()) {
-    if (phase_ != Phase::kOpen) {  // [S4]
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
-                       ": loop shutting down"));
-    }
-    if (!AcceptsPosts(ctx)) return RejectPost(ctx);
-    bool earliest;
-    const DelayedTaskHandle handle =
-        InsertTimer(ctx, deadline, std::move(task), &earliest);
-    if (earliest) ArmTimer();
-    return handle;
+absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedOwned(
+    ContextHandle ctx, absl::Duration delay, Task&& task) {
+  if (phase_ != Phase::kOpen) {  // [S4]
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                     ": loop shutting down"));
   }
+  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+  bool earliest;
+  DelayedTaskHandle handle;
+  {
+    MutexLock lock(&timers_mu_);
+    handle = InsertTimerLocked(ctx, delay, std::move(task), /*owner=*/true,
+                               &earliest);
+  }
+  if (earliest) ArmTimer();
+  return handle;
+}
+
+absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedPinned(
+    ContextHandle ctx, absl::Duration delay, Task&& task) {
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
   absl::StatusOr<DelayedTaskHandle> result;
   {
     MutexLock lock(remote_mu_);  // Orders us with DestroyContext [S7].
     if (!AcceptsPosts(ctx)) {
-      result = RejectPost(ctx);  // `task` dies below, after the unlock.
+      result = RejectPost(ctx);  // `task` dies in our caller, after the unlock.
     } else {
       bool earliest;
-      result = InsertTimer(ctx, deadline, std::move(task), &earliest);
+      {
+        MutexLock timers_lock(&timers_mu_);
+        result = InsertTimerLocked(ctx, delay, std::move(task),
+                                   /*owner=*/false, &earliest);
+      }
       if (earliest) {
         timers_changed_ = true;
         WakeLocked();
@@ -555,52 +556,207 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayed(ContextHandle ctx,
   return result;
 }
 
-DelayedTaskHandle LoopCore::InsertTimer(ContextHandle ctx, int64_t deadline,
-                                        Task&& task, bool* earliest) {
+DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
+                                              absl::Duration delay, Task&& task,
+                                              bool owner, bool* earliest) {
+  const int64_t delay_ns =
+      delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
+  int64_t now;
+  if (owner && turn_now_ns_ >= 0) {
+    now = turn_now_ns_;  // Inside a timer run: its one clock reading.
+  } else if (delay_ns == 0 && timer_heap_.empty()) {
+    // A due-list entry only needs a deadline no later than the clock and no
+    // earlier than what the due list holds: the latest reading will do, since
+    // every later heap entry reads the clock (it sorts after this one).
+    now = timer_now_ns_;
+  } else {
+    now = std::max(timer_now_ns_, MonotonicNowNs());
+    timer_now_ns_ = now;
+  }
+  // Saturate: a huge delay (absl::InfiniteDuration() converts to INT64_MAX)
+  // must not overflow into a past (negative) deadline.
+  const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
+                               ? std::numeric_limits<int64_t>::max()
+                               : now + delay_ns;
+  const uint32_t index = AllocNodeLocked();
+  TimerNode& node = Node(index);
+  const uint64_t id = next_timer_id_++;
+  node.id = id;
+  node.ctx = ctx;
+  node.task = std::move(task);
+  ++live_timers_;
+  if (delay_ns == 0) {
+    // Ids grow and deadlines never decrease: the due list stays sorted.
+    *earliest = due_head_ == due_list_.size();
+    node.in_heap = false;
+    due_list_.push_back(TimerEntry{deadline, id, index});
+  } else {
+    node.in_heap = true;
+    timer_heap_.push_back(TimerEntry{deadline, id, index});
+    const size_t pos = timer_heap_.size() - 1;
+    // Deadlines mostly grow: usually the new entry stays where it is.
+    *earliest = pos == 0 || (timer_heap_[pos] < timer_heap_[(pos - 1) / 4] &&
+                             HeapSiftUpLocked(pos, timer_heap_[pos]) == 0);
+  }
   DelayedTaskHandle handle;
   handle.loop_slot_ = slot_index_;
   handle.loop_generation_ = generation_;
-  handle.deadline_ns_ = deadline;
-  MutexLock lock(&timers_mu_);
-  handle.sequence_ = next_timer_sequence_++;
-  // Deadlines mostly grow: hinting the end makes that insert O(1).
-  auto it =
-      timers_.emplace_hint(timers_.end(), TimerKey{deadline, handle.sequence_},
-                           QueuedTask{ctx, std::move(task)});
-  *earliest = it == timers_.begin();
+  handle.node_ = index;
+  handle.id_ = id;
   return handle;
 }
 
-bool LoopCore::Cancel(const DelayedTaskHandle& handle) {
-  QueuedTask victim;
+uint32_t LoopCore::NewTimerNodeLocked() {
+  if ((timer_nodes_ & ((1u << kTimerChunkBits) - 1)) == 0) {
+    timer_chunks_.push_back(
+        std::make_unique<TimerNode[]>(size_t{1} << kTimerChunkBits));
+  }
+  return timer_nodes_++;
+}
+
+void LoopCore::FreeNodeLocked(uint32_t index) {
+  TimerNode& node = Node(index);
+  node.id = 0;  // Every handle and due-list entry of it is now stale.
+  node.next_free = free_timer_node_;
+  free_timer_node_ = index;
+  --live_timers_;
+}
+
+size_t LoopCore::HeapSiftUpLocked(size_t pos, TimerEntry e) {
+  while (pos > 0) {
+    const size_t parent = (pos - 1) / 4;
+    if (!(e < timer_heap_[parent])) break;
+    timer_heap_[pos] = timer_heap_[parent];
+    pos = parent;
+  }
+  timer_heap_[pos] = e;
+  return pos;
+}
+
+void LoopCore::HeapSiftDownLocked(size_t pos, TimerEntry e) {
+  const size_t n = timer_heap_.size();
+  for (;;) {
+    const size_t first = pos * 4 + 1;
+    if (first >= n) break;
+    const size_t last = std::min(first + 4, n);
+    size_t best = first;
+    for (size_t c = first + 1; c < last; ++c) {
+      if (timer_heap_[c] < timer_heap_[best]) best = c;
+    }
+    if (!(timer_heap_[best] < e)) break;
+    timer_heap_[pos] = timer_heap_[best];
+    pos = best;
+  }
+  timer_heap_[pos] = e;
+}
+
+void LoopCore::HeapPopLocked() {
+  const TimerEntry last = timer_heap_.back();
+  timer_heap_.pop_back();
+  const size_t n = timer_heap_.size();
+  if (n == 0) return;
+  // Move the hole at the top down along the smallest children to a leaf,
+  // then sift the last entry up from there: the last entry is usually among
+  // the largest, so this saves a compare per level.
+  size_t pos = 0;
+  for (;;) {
+    const size_t first = pos * 4 + 1;
+    if (first >= n) break;
+    const size_t end = std::min(first + 4, n);
+    size_t best = first;
+    for (size_t c = first + 1; c < end; ++c) {
+      if (timer_heap_[c] < timer_heap_[best]) best = c;
+    }
+    timer_heap_[pos] = timer_heap_[best];
+    pos = best;
+  }
+  HeapSiftUpLocked(pos, last);
+}
+
+void LoopCore::TrimTimersLocked() {
+  while (!timer_heap_.empty() && StaleLocked(timer_heap_[0])) {
+    HeapPopLocked();
+    --stale_heap_entries_;
+  }
+  while (due_head_ < due_list_.size() && StaleLocked(due_list_[due_head_])) {
+    ++due_head_;
+  }
+  if (due_head_ == due_list_.size()) {
+    due_list_.clear();  // Keeps its capacity: no allocation next time.
+    due_head_ = 0;
+  }
+}
+
+void LoopCore::MaybeCompactHeapLocked() {
+  if (stale_heap_entries_ < 64 ||
+      stale_heap_entries_ * 2 <= timer_heap_.size()) {
+    return;
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < timer_heap_.size(); ++i) {
+    if (!StaleLocked(timer_heap_[i])) timer_heap_[kept++] = timer_heap_[i];
+  }
+  timer_heap_.resize(kept);  // Keeps its capacity.
+  stale_heap_entries_ = 0;
+  if (kept < 2) return;
+  for (size_t i = (kept - 2) / 4 + 1; i-- > 0;) {
+    HeapSiftDownLocked(i, timer_heap_[i]);
+  }
+}
+
+bool LoopCore::TakeTimerLocked(const DelayedTaskHandle& handle, Task* victim) {
+  if (handle.id_ == 0 || handle.node_ >= timer_nodes_) return false;
+  TimerNode& node = Node(handle.node_);
+  if (node.id != handle.id_) return false;  // Ran, running or cancelled.
+  *victim = std::move(node.task);
+  const bool in_heap = node.in_heap;
+  FreeNodeLocked(handle.node_);  // Its heap or due-list entry goes stale.
+  if (in_heap) {
+    ++stale_heap_entries_;
+    MaybeCompactHeapLocked();
+  }
+  return true;
+}
+
+bool LoopCore::CancelOwned(const DelayedTaskHandle& handle) {
+  Task victim;
   {
     MutexLock lock(&timers_mu_);
-    auto it = timers_.find(TimerKey{handle.deadline_ns_, handle.sequence_});
-    if (it == timers_.end()) return false;
-    victim = std::move(it->second);
-    timers_.erase(it);
+    if (!TakeTimerLocked(handle, &victim)) return false;
   }
-  if (!IsOwnerThread()) {
-    // [S9] Destroy the task's captures on the loop thread.
-    {
-      MutexLock lock(remote_mu_);
-      remote_.push_back(
-          QueuedTask{InternalHandle(),
-                     [doomed = std::move(victim.task)](ContextHandle) {}});
-      WakeLocked();
-    }
-    TestHooks::Run(TestHooks::after_foreign_unlock);
+  // `victim` is destroyed here, on the loop thread, without the lock. The
+  // armed libevent timer may now fire early; it then finds nothing due and
+  // re-arms for the next deadline.
+  return true;
+}
+
+bool LoopCore::CancelPinned(const DelayedTaskHandle& handle) {
+  Task victim;
+  {
+    MutexLock lock(&timers_mu_);
+    if (!TakeTimerLocked(handle, &victim)) return false;
   }
-  // The armed libevent timer may now fire early; it then finds nothing due
-  // and re-arms for the next deadline.
+  // [S9] Destroy the task's captures on the loop thread.
+  {
+    MutexLock lock(remote_mu_);
+    remote_.push_back(QueuedTask{
+        InternalHandle(), [doomed = std::move(victim)](ContextHandle) {}});
+    WakeLocked();
+  }
+  TestHooks::Run(TestHooks::after_foreign_unlock);
   return true;
 }
 
 void LoopCore::ArmTimer() {
-  int64_t next;
+  int64_t next = -1;
   {
     MutexLock lock(&timers_mu_);
-    next = timers_.empty() ? -1 : timers_.begin()->first.deadline_ns;
+    TrimTimersLocked();
+    if (due_head_ < due_list_.size()) next = due_list_[due_head_].deadline_ns;
+    if (!timer_heap_.empty() &&
+        (next < 0 || timer_heap_[0].deadline_ns < next)) {
+      next = timer_heap_[0].deadline_ns;
+    }
   }
   if (next == armed_deadline_ns_) return;
   armed_deadline_ns_ = next;
@@ -609,6 +765,14 @@ void LoopCore::ArmTimer() {
     return;
   }
   const int64_t wait = std::max<int64_t>(0, next - MonotonicNowNs());
+  if (wait == 0 && !in_batch_ && !running_timers_) {
+    // Due now (a zero-delay task): no libevent timer, the timer run is made
+    // active. Not from a batch or a timer run, whose tasks could otherwise
+    // keep each other active without libevent ever polling fds: those arm a
+    // zero timeout, which fires after the next poll.
+    event_active(timer_event_, EV_TIMEOUT, 0);
+    return;
+  }
   timeval tv;
   tv.tv_sec = static_cast<time_t>(wait / 1000000000);
   tv.tv_usec = static_cast<suseconds_t>((wait % 1000000000 + 999) / 1000);
@@ -623,9 +787,19 @@ void LoopCore::OnTimer(int, short, void* arg) {
 
 void LoopCore::RunDueTimers() {
   armed_deadline_ns_ = -1;
-  // One clock read: tasks that post zero-delay timers wait for the next turn
-  // instead of starving the loop.
-  const int64_t now = MonotonicNowNs();
+  running_timers_ = true;
+  // One clock read per run, which delayed posts from the tasks run here use
+  // too. Only the due-list entries present now run: tasks that post
+  // zero-delay timers wait for the next turn instead of starving the loop.
+  int64_t now;
+  size_t due_budget;
+  {
+    MutexLock lock(&timers_mu_);
+    now = std::max(timer_now_ns_, MonotonicNowNs());
+    timer_now_ns_ = now;
+    turn_now_ns_ = now;
+    due_budget = due_list_.size() - due_head_;
+  }
   for (;;) {
     if (phase_ == Phase::kOpen &&
         stop_requested_.load(std::memory_order_relaxed)) {
@@ -635,29 +809,73 @@ void LoopCore::RunDueTimers() {
     QueuedTask due;
     {
       MutexLock lock(&timers_mu_);
-      if (timers_.empty() || timers_.begin()->first.deadline_ns > now) break;
-      due = std::move(timers_.begin()->second);
-      timers_.erase(timers_.begin());
+      // Skip cancelled (stale) entries at the head of the due list and the
+      // top of the heap.
+      while (due_budget > 0 && StaleLocked(due_list_[due_head_])) {
+        ++due_head_;
+        --due_budget;
+      }
+      while (!timer_heap_.empty() && StaleLocked(timer_heap_[0])) {
+        HeapPopLocked();
+        --stale_heap_entries_;
+      }
+      const bool heap_due =
+          !timer_heap_.empty() && timer_heap_[0].deadline_ns <= now;
+      uint32_t index;
+      if (due_budget > 0 &&
+          (!heap_due || due_list_[due_head_] < timer_heap_[0])) {
+        index = due_list_[due_head_].node;
+        ++due_head_;
+        --due_budget;
+      } else if (heap_due) {
+        index = timer_heap_[0].node;
+        HeapPopLocked();
+      } else {
+        break;
+      }
+      if (due_head_ == due_list_.size()) {
+        due_list_.clear();
+        due_head_ = 0;
+      }
+      TimerNode& node = Node(index);
+      due.ctx = node.ctx;
+      due.task = std::move(node.task);
+      FreeNodeLocked(index);  // From here on Cancel returns false.
     }
     RunOne(due);
   }
+  {
+    MutexLock lock(&timers_mu_);
+    turn_now_ns_ = -1;
+  }
   ArmTimer();
+  running_timers_ = false;
 }
 
 void LoopCore::CancelTimersOf(ContextHandle ctx) {
-  std::vector<QueuedTask> doomed;
+  std::vector<Task> doomed;
   {
     MutexLock lock(&timers_mu_);
-    for (auto it = timers_.begin(); it != timers_.end();) {
-      if (it->second.ctx == ctx) {
-        doomed.push_back(std::move(it->second));
-        it = timers_.erase(it);
-      } else {
-        ++it;
+    // O(pending timers): their entries go stale.
+    for (const TimerEntry& e : timer_heap_) {
+      TimerNode& node = Node(e.node);
+      if (node.id == e.id && node.ctx == ctx) {
+        doomed.push_back(std::move(node.task));
+        FreeNodeLocked(e.node);
+        ++stale_heap_entries_;
       }
     }
+    for (size_t i = due_head_; i < due_list_.size(); ++i) {
+      const TimerEntry& e = due_list_[i];
+      TimerNode& node = Node(e.node);
+      if (node.id == e.id && node.ctx == ctx) {
+        doomed.push_back(std::move(node.task));
+        FreeNodeLocked(e.node);
+      }
+    }
+    MaybeCompactHeapLocked();
   }
-  // `doomed` is destroyed here, on the loop thread.
+  // `doomed` is destroyed here, on the loop thread, without the lock.
 }
 
 // --- Contexts ----------------------------------------------------------------
@@ -1115,13 +1333,28 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
 
   {  // [S4]
-    absl::btree_map<TimerKey, QueuedTask> doomed;
+    std::vector<Task> doomed;
     {
       MutexLock lock(&timers_mu_);
-      doomed.swap(timers_);
+      doomed.reserve(live_timers_);
+      for (const TimerEntry& e : timer_heap_) {
+        if (StaleLocked(e)) continue;  // Cancelled.
+        doomed.push_back(std::move(Node(e.node).task));
+        FreeNodeLocked(e.node);  // Cancel now returns false.
+      }
+      timer_heap_.clear();
+      stale_heap_entries_ = 0;
+      for (size_t i = due_head_; i < due_list_.size(); ++i) {
+        TimerNode& node = Node(due_list_[i].node);
+        if (node.id != due_list_[i].id) continue;  // Cancelled.
+        doomed.push_back(std::move(node.task));
+        FreeNodeLocked(due_list_[i].node);
+      }
+      due_list_.clear();
+      due_head_ = 0;
     }
     report_.delayed_dropped = doomed.size();
-  }
+  }  // Destroyed unrun, here on the loop thread, without the lock.
 
   Drain();  // [S1] [S2] [S3]
 

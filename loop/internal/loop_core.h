@@ -33,7 +33,6 @@
 #include "absl/base/attributes.h"
 #include "absl/base/optimization.h"
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -93,10 +92,16 @@ class LoopCore {
   // Tells the analysis that the caller's lock of the registry slot's mutex
   // is this loop's `remote_mu_` (the same object: see Init).
   void AssertQueueLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(remote_mu_) {}
-  absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
-                                                absl::Duration delay,
-                                                Task task);
-  bool Cancel(const DelayedTaskHandle& handle);
+  // Delayed tasks. `*Owned` on the loop thread (the caller found the loop by
+  // `LoopRegistry::FindOwned`); `*Pinned` on a foreign thread holding a pin.
+  absl::StatusOr<DelayedTaskHandle> PostDelayedOwned(ContextHandle ctx,
+                                                     absl::Duration delay,
+                                                     Task&& task);
+  absl::StatusOr<DelayedTaskHandle> PostDelayedPinned(ContextHandle ctx,
+                                                      absl::Duration delay,
+                                                      Task&& task);
+  bool CancelOwned(const DelayedTaskHandle& handle);
+  bool CancelPinned(const DelayedTaskHandle& handle);
 
   // --- Contexts (owner thread) ---------------------------------------------
   absl::StatusOr<ContextHandle> NewContext(absl::string_view name,
@@ -215,14 +220,27 @@ class LoopCore {
     // Its hooks ran (shutdown, or being freed): AddDestroyHook is refused.
     bool hooks_ran = false;
   };
-  struct TimerKey {
+  // One delayed task, in the timer slab (see "Delayed tasks" below).
+  struct TimerNode {
+    uint64_t id = 0;  // The task's id; 0 while the node is free.
+    ContextHandle ctx;
+    Task task;
+    uint32_t next_free = 0;  // Free list link (while free).
+    bool in_heap = false;    // Its entry is in `timer_heap_` (else due list).
+  };
+  // A heap (or due list) entry: the order key and the node. Equal deadlines
+  // order by id, i.e. post order.
+  struct TimerEntry {
     int64_t deadline_ns;
-    uint64_t sequence;
-    bool operator<(const TimerKey& o) const {
+    uint64_t id;
+    uint32_t node;
+    bool operator<(const TimerEntry& o) const {
       return deadline_ns != o.deadline_ns ? deadline_ns < o.deadline_ns
-                                          : sequence < o.sequence;
+                                          : id < o.id;
     }
   };
+  static constexpr uint32_t kNoNode = ~uint32_t{0};
+  static constexpr uint32_t kTimerChunkBits = 8;  // 256 nodes per chunk.
   struct WatchRecord;
 
   enum class Phase { kOpen, kDraining, kClosed };
@@ -278,9 +296,45 @@ class LoopCore {
   bool RunForeignSegment(TaskEntry& entry);
   bool StopRequestedInBatch() const;
   void Report(ContextHandle ctx, const absl::Status& error);
-  // Adds a timer; `*earliest` tells whether it is now the first.
-  DelayedTaskHandle InsertTimer(ContextHandle ctx, int64_t deadline,
-                                Task&& task, bool* earliest);
+  // Adds a timer; `*earliest` tells whether the loop must re-arm.
+  // `owner`: called on the loop thread (which may use its cached time).
+  DelayedTaskHandle InsertTimerLocked(ContextHandle ctx, absl::Duration delay,
+                                      Task&& task, bool owner, bool* earliest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  // Removes the pending task `handle` names into `*victim`; false if there
+  // is none (it ran, is running, was cancelled or dropped).
+  bool TakeTimerLocked(const DelayedTaskHandle& handle, Task* victim)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  TimerNode& Node(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
+    return timer_chunks_[index >> kTimerChunkBits]
+                        [index & ((1u << kTimerChunkBits) - 1)];
+  }
+  uint32_t AllocNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
+    if (free_timer_node_ == kNoNode) return NewTimerNodeLocked();
+    const uint32_t index = free_timer_node_;
+    free_timer_node_ = Node(index).next_free;
+    return index;
+  }
+  // A node never used yet (the slab grows by a chunk when full).
+  uint32_t NewTimerNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void FreeNodeLocked(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  // True if the entry's task was cancelled (or dropped): its node's id moved.
+  bool StaleLocked(const TimerEntry& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
+    return Node(e.node).id != e.id;
+  }
+  // Returns the position where `e` landed.
+  size_t HeapSiftUpLocked(size_t pos, TimerEntry e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void HeapSiftDownLocked(size_t pos, TimerEntry e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void HeapPopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  // Drops stale entries from the top of the heap and the head of the due
+  // list, so both start with a live task (or are empty).
+  void TrimTimersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  // Rebuilds the heap without its stale entries once they outnumber the live
+  // ones (O(n), so O(1) amortized per cancel).
+  void MaybeCompactHeapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
   void ArmTimer();
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
@@ -344,11 +398,37 @@ class LoopCore {
   // the records' liveness fields).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
 
-  // Delayed tasks.
+  // Delayed tasks. A 4-ary min-heap of entries (deadline, id, node) over a
+  // slab of nodes that never move (chunks of 256, recycled through a free
+  // list: no allocation per timer once the slab has grown). The handle names
+  // the node and the task's id: a cancel is O(1) without a search. It frees
+  // the node (taking its task), which leaves the heap entry stale (its id no
+  // longer matches the node's); stale entries are skipped when they reach the
+  // top and dropped in bulk once they outnumber the live ones.
+  // Zero-delay tasks skip the heap: they go to the due list, a FIFO that the
+  // next timer run drains (merged with the due heap entries by deadline and
+  // id), with stale entries skipped the same way. The owner takes `timers_mu_`
+  // uncontended for each operation; foreign `PostDelayed`/`Cancel` take it too,
+  // and it is never held while a task runs or is destroyed.
   mutable Mutex timers_mu_;
-  absl::btree_map<TimerKey, QueuedTask> timers_ ABSL_GUARDED_BY(timers_mu_);
-  uint64_t next_timer_sequence_ ABSL_GUARDED_BY(timers_mu_) = 1;
+  std::vector<std::unique_ptr<TimerNode[]>> timer_chunks_
+      ABSL_GUARDED_BY(timers_mu_);
+  uint32_t timer_nodes_ ABSL_GUARDED_BY(timers_mu_) = 0;  // Nodes made.
+  uint32_t free_timer_node_ ABSL_GUARDED_BY(timers_mu_) = kNoNode;
+  std::vector<TimerEntry> timer_heap_ ABSL_GUARDED_BY(timers_mu_);
+  std::vector<TimerEntry> due_list_ ABSL_GUARDED_BY(timers_mu_);
+  size_t due_head_ ABSL_GUARDED_BY(timers_mu_) = 0;  // First unrun entry.
+  size_t live_timers_ ABSL_GUARDED_BY(timers_mu_) = 0;
+  size_t stale_heap_entries_ ABSL_GUARDED_BY(timers_mu_) = 0;
+  uint64_t next_timer_id_ ABSL_GUARDED_BY(timers_mu_) = 1;
+  // The latest clock reading (never decreases); zero-delay tasks take it as
+  // their deadline when no heap entry could be due before them.
+  int64_t timer_now_ns_ ABSL_GUARDED_BY(timers_mu_) = 0;
+  // While RunDueTimers runs tasks: its clock reading, which delayed posts
+  // from those tasks use instead of reading the clock. -1 otherwise.
+  int64_t turn_now_ns_ ABSL_GUARDED_BY(timers_mu_) = -1;
   int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
+  bool running_timers_ = false;     // Owner thread; RunDueTimers is running.
 
   // Fd watches (owner thread).
   absl::flat_hash_map<uint64_t, std::unique_ptr<WatchRecord>> watches_;
