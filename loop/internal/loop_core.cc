@@ -765,7 +765,7 @@ void LoopCore::ArmTimer() {
     return;
   }
   const int64_t wait = std::max<int64_t>(0, next - MonotonicNowNs());
-  if (wait == 0 && !in_batch_ && !running_timers_) {
+  if (wait == 0 && !local_.in_batch() && !running_timers_) {
     // Due now (a zero-delay task): no libevent timer, the timer run is made
     // active. Not from a batch or a timer run, whose tasks could otherwise
     // keep each other active without libevent ever polling fds: those arm a
