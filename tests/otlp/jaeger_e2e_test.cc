@@ -205,12 +205,19 @@ TEST(JaegerE2eTest, CollectorNotStartedYet) {
   EXPECT_EQ(s.enqueued, 50u);
   EXPECT_EQ(s.dropped, 50u);
   EXPECT_EQ(s.exported, 0u);
+  // The collector comes up only once the exporter has met the closed port
+  // and is retrying (bounded wait; a slow sanitizer build may take a while
+  // to make its first attempt).
+  const absl::Time retrying_by = absl::Now() + absl::Seconds(60);
+  while (p.http->stats().retries == 0 && absl::Now() < retrying_by) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_GT(p.http->stats().retries, 0u) << "the exporter never retried";
 
   std::unique_ptr<FakeCollector> proxy = ProxyToJaeger(port);
   ASSERT_NE(proxy, nullptr);
   ASSERT_TRUE(p.batch->ForceFlush(absl::Seconds(90)).ok());
   EXPECT_EQ(p.batch->stats().exported, 50u);
-  EXPECT_GT(p.http->stats().retries, 0u);
 
   absl::StatusOr<std::vector<JaegerSpan>> spans =
       testing::WaitForJaegerSpans(trace.ToHex(), 50, absl::Seconds(60));
