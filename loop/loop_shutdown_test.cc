@@ -530,7 +530,9 @@ TEST(LoopShutdownTest, S3_BudgetCoversTheDrainAfterWatchTeardown) {
       StartsForever(StartsForever&& o) noexcept
           : ctx(o.ctx), runs(o.runs), armed(std::exchange(o.armed, false)) {}
       ~StartsForever() {
-        if (armed) EXPECT_TRUE(Post(ctx, Forever{runs}).ok());
+        if (armed) {
+          EXPECT_TRUE(Post(ctx, Forever{runs}).ok());
+        }
       }
     };
     absl::StatusOr<FdWatch> watch = loop.WatchFd(

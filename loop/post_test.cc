@@ -89,7 +89,9 @@ TEST(PostTest, ThreePointerCapturesCostNoAllocation) {
     }
     ASSERT_OK(loop.RunUntilIdle());
     // The first round takes the queue's chunks; later rounds reuse them.
-    if (round > 0) EXPECT_EQ(news, 0) << "round " << round;
+    if (round > 0) {
+      EXPECT_EQ(news, 0) << "round " << round;
+    }
   }
   EXPECT_EQ(a + b + c, 3 * 3 * kTasks);
 }
@@ -105,7 +107,9 @@ TEST(PostTest, ATaskPostedAsTaskIsNotAllocatedAgain) {
       ASSERT_OK(Post(loop.root(), std::move(task)));
       news = counting.count();
     }
-    if (round > 0) EXPECT_EQ(news, 0);
+    if (round > 0) {
+      EXPECT_EQ(news, 0);
+    }
     ASSERT_OK(loop.RunUntilIdle());
   }
   EXPECT_EQ(ran, 2);
