@@ -66,10 +66,6 @@ int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
 
 // Events a delay-free agent emits per loop task before yielding.
 constexpr int kBurst = 64;
-// ReleaseRun re-checks this often (then every millisecond) for the trace's
-// finish to have run on A before it gives up and destroys A anyway.
-constexpr int kReleaseRetriesImmediate = 8;
-constexpr int kReleaseRetriesTotal = 2000;
 
 // One SSE event for an agent event. JSON escaping keeps it on one line.
 std::string EventText(const AgentEvent& e) {
@@ -210,6 +206,9 @@ struct StreamServer::Run {
   int events_written = 0;
   bool client_disconnected = false;
   bool ended = false;  // The stream's ending reached this side.
+  // The run's trace has been finished on A (or there is none): the stream's
+  // finish told us through `FinishOptions::on_finished`.
+  bool trace_finished = true;
   absl::Status stream_status;
   bool release_scheduled = false;
 };
@@ -221,6 +220,8 @@ struct StreamServer::AgentStart {
   absl::Duration delay;
   ContextHandle b;
   std::optional<TraceScope> trace;
+  // How the stream finishes `trace`: tells loop 1 when that ran on A.
+  FinishOptions trace_finish;
 };
 
 struct StreamServer::HttpHalf {
@@ -577,6 +578,16 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   start.events = events;
   start.delay = delay;
   start.b = *b;
+  if (trace.has_value()) {
+    runs_[id]->trace_finished = false;
+    const ContextHandle http_root = http_loop_thread_->root();
+    start.trace_finish.on_finished = [this, id,
+                                      http_root](const ExecutionSite&) {
+      // On A's loop (loop 1), once A's "current" was reset. Elsewhere only
+      // when loop 1 is already gone, and with it every run.
+      if (IsOnLoopThread(http_root)) OnTraceFinished(id);
+    };
+  }
   start.trace = std::move(trace);
   absl::Status posted =
       Post(agent_loop_thread_->root(),
@@ -585,7 +596,9 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
            });
   if (!posted.ok()) {
     // The agent loop is going away. The task, and the trace with it, was
-    // destroyed: the trace finishes itself on A [F4].
+    // destroyed here, on A's loop thread: the trace has finished itself on
+    // A already [F4] (inline, without our `on_finished`).
+    runs_[id]->trace_finished = true;
     FinishAgentHalf(id, AgentHalf());
     AttachResponse(*b, id, std::nullopt, posted);
   }
@@ -655,7 +668,7 @@ void StreamServer::OnStreamComplete(ContextHandle, uint64_t id,
   }
   EndResponse(*run, s);
   // The stream finishes the trace right after this returns (from B; it runs
-  // on A). ReleaseRun, posted to A, checks that it did.
+  // on A), and its `on_finished` then releases the run (OnTraceFinished).
 }
 
 void StreamServer::WriteChunk(Run& run, const std::string& text) {
@@ -719,41 +732,36 @@ void StreamServer::ClientGone(Run& run) {
   }
 }
 
-// 5. Once the stream has ended, release A and B -- on A, after the trace's
-// finish has run there (it was posted to A after `on_complete` returned).
+// 5. Once the stream has ended and its trace has been finished on A (both
+// on loop 1, in either order), release A and B -- on A.
+void StreamServer::OnTraceFinished(uint64_t id) {
+  Run* run = FindRun(id);
+  if (run == nullptr) return;
+  run->trace_finished = true;
+  ScheduleRelease(*run);
+}
+
 void StreamServer::ScheduleRelease(Run& run) {
-  if (run.release_scheduled) return;
+  if (run.release_scheduled || !run.ended || !run.trace_finished) return;
   run.release_scheduled = true;
   const uint64_t id = run.id;
   absl::Status s =
-      Post(run.a, [this, id](ContextHandle a) { ReleaseRun(a, id, 0); });
-  if (!s.ok()) ReleaseRun(ContextHandle(), id, kReleaseRetriesTotal);
+      Post(run.a, [this, id](ContextHandle a) { ReleaseRun(a, id); });
+  if (!s.ok()) ReleaseRun(ContextHandle(), id);
 }
 
-void StreamServer::ReleaseRun(ContextHandle a, uint64_t id, int attempt) {
+void StreamServer::ReleaseRun(ContextHandle a, uint64_t id) {
   Run* run = FindRun(id);
   if (run == nullptr) return;
   HttpHalf half;
   if (tracer_ != nullptr && run->trace_id.valid() && !a.is_null()) {
+    // The finish ran on A before we were told: A's "current" is reset.
     absl::StatusOr<TraceId> current = tracer_->CurrentTraceId(a);
-    if (current.ok() && *current == run->trace_id &&
-        attempt < kReleaseRetriesTotal) {
-      // The finish has not run on A yet: look again after it.
-      auto again = [this, id, attempt](ContextHandle ctx) {
-        ReleaseRun(ctx, id, attempt + 1);
-      };
-      absl::Status s =
-          attempt < kReleaseRetriesImmediate
-              ? Post(a, std::move(again))
-              : PostDelayed(a, absl::Milliseconds(1), std::move(again))
-                    .status();
-      if (s.ok()) return;
-    }
     half.trace_reset_on_origin = current.ok() && *current != run->trace_id;
     if (!half.trace_reset_on_origin) {
       std::fprintf(stderr,
                    "stream_server: run %llu: trace %s still current on its "
-                   "request context; releasing it anyway\n",
+                   "request context after its finish ran\n",
                    static_cast<unsigned long long>(id),
                    run->trace_id.ToHex().c_str());
     }
@@ -783,7 +791,11 @@ void StreamServer::StartAgent(AgentStart start) {
   absl::StatusOr<ContextHandle> c =
       agent_loop_->NewContext(absl::StrCat("agent ", id));
   if (!c.ok()) {
-    start.trace.reset();  // Finishes on A [F4].
+    // Finished on A (posted there), which tells loop 1 through
+    // `on_finished`.
+    if (start.trace.has_value()) {
+      (void)start.trace->Finish(ContextHandle(), std::move(start.trace_finish));
+    }
     FinishAgentHalf(id, AgentHalf());
     absl::Status status = c.status();
     (void)Post(b, [this, id, status](ContextHandle ctx) {
@@ -796,11 +808,23 @@ void StreamServer::StartAgent(AgentStart start) {
   callbacks.on_closed = [this, id](ContextHandle, const absl::Status& s) {
     OnAgentClosed(id, s);
   };
-  // The stream owns the trace from here on, and finishes it however it ends.
+  // The stream owns the trace from here on, and finishes it however it ends,
+  // with `trace_finish` (its `on_finished` releases the run on loop 1).
+  StreamConfig config;
+  config.options = options_.stream_options;
+  config.callbacks = std::move(callbacks);
+  config.trace = std::move(start.trace);
+  config.trace_finish = std::move(start.trace_finish);
+  const bool traced = config.trace.has_value();
   absl::StatusOr<StreamPair<AgentEvent>> pair =
-      MakeStream<AgentEvent>(*c, options_.stream_options, std::move(callbacks),
-                             std::move(start.trace));
+      MakeStream<AgentEvent>(*c, std::move(config));
   if (!pair.ok()) {  // Options were validated in Start; not expected.
+    // The trace was destroyed with the refused config and finished itself
+    // on A [F4]; tell loop 1 after that finish (posted to A before this).
+    if (traced) {
+      (void)Post(http_loop_thread_->root(),
+                 [this, id](ContextHandle) { OnTraceFinished(id); });
+    }
     (void)agent_loop_->DestroyContext(*c);
     FinishAgentHalf(id, AgentHalf());
     absl::Status status = pair.status();

@@ -240,8 +240,9 @@ class StreamServer {
   void ClientGone(Run& run);
   void WriteChunk(Run& run, const std::string& text);
   void EndResponse(Run& run, const absl::Status& status);
+  void OnTraceFinished(uint64_t id);
   void ScheduleRelease(Run& run);
-  void ReleaseRun(ContextHandle a, uint64_t id, int attempt);
+  void ReleaseRun(ContextHandle a, uint64_t id);
   void BeginShutdownOnHttpLoop();
   Run* FindRun(uint64_t id);
 

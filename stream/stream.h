@@ -102,6 +102,14 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamOptions options,
                                          ProducerCallbacks callbacks,
                                          std::optional<TraceScope> trace);
+namespace internal {
+template <typename T>
+absl::StatusOr<StreamPair<T>> MakeStreamWith(ContextHandle producer_ctx,
+                                             StreamOptions options,
+                                             ProducerCallbacks callbacks,
+                                             std::optional<TraceScope> trace,
+                                             FinishOptions trace_finish);
+}  // namespace internal
 
 // The consumer's callbacks; both run on the sink's context, on its loop
 // thread, and both are required. `on_complete` runs exactly once after the
@@ -312,9 +320,9 @@ class StreamReader {
 
  private:
   template <typename U>
-  friend absl::StatusOr<StreamPair<U>> MakeStream(ContextHandle, StreamOptions,
-                                                  ProducerCallbacks,
-                                                  std::optional<TraceScope>);
+  friend absl::StatusOr<StreamPair<U>> internal::MakeStreamWith(
+      ContextHandle, StreamOptions, ProducerCallbacks,
+      std::optional<TraceScope>, FinishOptions);
   explicit StreamReader(std::shared_ptr<internal::StreamState<T>> s)
       : state_(std::move(s)) {}
   void Release() {
@@ -389,9 +397,9 @@ class StreamWriter {
 
  private:
   template <typename U>
-  friend absl::StatusOr<StreamPair<U>> MakeStream(ContextHandle, StreamOptions,
-                                                  ProducerCallbacks,
-                                                  std::optional<TraceScope>);
+  friend absl::StatusOr<StreamPair<U>> internal::MakeStreamWith(
+      ContextHandle, StreamOptions, ProducerCallbacks,
+      std::optional<TraceScope>, FinishOptions);
   explicit StreamWriter(std::shared_ptr<internal::StreamState<T>> s)
       : state_(std::move(s)) {}
   void Release() {
@@ -415,11 +423,13 @@ struct StreamPair {
 // stream ends, however it ends. kInvalidArgument for a null context or bad
 // options (see StreamOptions). Thread-safe. The overloads below take the
 // same arguments; prefer the one taking a `StreamConfig`.
+namespace internal {
 template <typename T>
-absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
-                                         StreamOptions options,
-                                         ProducerCallbacks callbacks,
-                                         std::optional<TraceScope> trace) {
+absl::StatusOr<StreamPair<T>> MakeStreamWith(ContextHandle producer_ctx,
+                                             StreamOptions options,
+                                             ProducerCallbacks callbacks,
+                                             std::optional<TraceScope> trace,
+                                             FinishOptions trace_finish) {
   if (producer_ctx.is_null()) {
     return absl::InvalidArgumentError("MakeStream: null producer context");
   }
@@ -429,8 +439,20 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
         "MakeStream: need high_watermark > low_watermark and max_batch > 0");
   }
   auto state = std::make_shared<internal::StreamState<T>>(
-      producer_ctx, options, std::move(callbacks), std::move(trace));
+      producer_ctx, options, std::move(callbacks), std::move(trace),
+      std::move(trace_finish));
   return StreamPair<T>{StreamWriter<T>(state), StreamReader<T>(state)};
+}
+}  // namespace internal
+
+template <typename T>
+absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
+                                         StreamOptions options,
+                                         ProducerCallbacks callbacks,
+                                         std::optional<TraceScope> trace) {
+  return internal::MakeStreamWith<T>(producer_ctx, options,
+                                     std::move(callbacks), std::move(trace),
+                                     FinishOptions());
 }
 
 // All settings in one struct (stream_options.h): options, producer callbacks
@@ -438,8 +460,9 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamConfig config) {
-  return MakeStream<T>(producer_ctx, config.options,
-                       std::move(config.callbacks), std::move(config.trace));
+  return internal::MakeStreamWith<T>(
+      producer_ctx, config.options, std::move(config.callbacks),
+      std::move(config.trace), std::move(config.trace_finish));
 }
 
 template <typename T>

@@ -70,6 +70,11 @@ struct StreamConfig {
   // If set, the stream owns this trace and finishes it, on its origin
   // context, when the stream ends, however it ends.
   std::optional<TraceScope> trace;
+  // How the stream finishes `trace`. `trace_finish.on_finished` tells the
+  // producer when and where that finish ran (on the trace's origin loop
+  // thread, once "current" was reset there), e.g. to release the origin
+  // context then instead of polling for it.
+  FinishOptions trace_finish;
 };
 
 // What a stream has done so far. Once it has ended,

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -66,9 +67,28 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
   StreamWriter<int> writer;
   StreamReader<int> reader;
   TraceId id;
+  // The producer learns when and where the stream's finish of its trace ran
+  // (issue 10): once, on A's loop thread, with A's "current" already reset.
+  struct Finished {
+    std::atomic<int> calls{0};
+    int64_t tid = 0;
+    ContextHandle ran;
+    bool reset_before = false;
+  };
+  auto finished = std::make_shared<Finished>();
   ASSERT_TRUE(loop1_
                   .Invoke([&](Loop&) {
                     StreamConfig config;
+                    config.trace_finish.on_finished =
+                        [this, finished](const ExecutionSite& ran) {
+                          finished->tid = RecordingProcessor::ThisTid();
+                          finished->ran = ran.ctx;
+                          absl::StatusOr<TraceId> current =
+                              tracer_.CurrentTraceId(a_);
+                          finished->reset_before =
+                              current.ok() && !current->valid();
+                          finished->calls.fetch_add(1);
+                        };
                     config.trace = *tracer_.StartTrace(a_, "agent run");
                     id = config.trace->trace_id();
                     auto pair = *MakeStream<int>(a_, std::move(config));
@@ -143,6 +163,10 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
                     EXPECT_FALSE(tracer_.CurrentTraceId(a_)->valid());
                   })
                   .ok());
+  ASSERT_EQ(finished->calls.load(), 1);
+  EXPECT_EQ(finished->tid, loop1_tid_);
+  EXPECT_EQ(finished->ran, a_);
+  EXPECT_TRUE(finished->reset_before);
 }
 
 INSTANTIATE_TEST_SUITE_P(Endings, StreamTraceTest,

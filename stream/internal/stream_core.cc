@@ -123,13 +123,15 @@ absl::Status SinkGone(absl::string_view how) {
 
 StreamCore::StreamCore(ContextHandle producer, StreamOptions options,
                        ProducerCallbacks callbacks,
-                       std::optional<TraceScope> trace)
+                       std::optional<TraceScope> trace,
+                       FinishOptions trace_finish)
     : options_(options),
       producer_(producer),
       producer_callbacks_(std::move(callbacks)),
       has_producer_callbacks_(producer_callbacks_.on_writable != nullptr ||
                               producer_callbacks_.on_closed != nullptr),
       trace_(std::move(trace)),
+      trace_finish_(std::move(trace_finish)),
       trace_parent_(trace_.has_value() ? trace_->AsParent() : SpanParent()) {}
 
 StreamCore::~StreamCore() = default;
@@ -493,12 +495,14 @@ void StreamCore::NotifyProducerEnded(std::optional<absl::Status> closed) {
 
 void StreamCore::FinishTrace(ContextHandle from) {
   std::optional<TraceScope> trace;
+  FinishOptions finish;
   {
     MutexLock lock(&mu_);
     trace.swap(trace_);
+    finish = std::move(trace_finish_);
   }
   // Runs on the trace's origin: inline if `from` is it, else posted there.
-  if (trace.has_value()) (void)trace->Finish(from);
+  if (trace.has_value()) (void)trace->Finish(from, std::move(finish));
 }
 
 }  // namespace internal

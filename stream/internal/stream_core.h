@@ -44,7 +44,8 @@ absl::Status NoStream();
 class StreamCore : public std::enable_shared_from_this<StreamCore> {
  public:
   StreamCore(ContextHandle producer, StreamOptions options,
-             ProducerCallbacks callbacks, std::optional<TraceScope> trace);
+             ProducerCallbacks callbacks, std::optional<TraceScope> trace,
+             FinishOptions trace_finish = {});
   virtual ~StreamCore();
 
   // Producer side. Thread-safe.
@@ -143,6 +144,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   ProducerCallbacks producer_callbacks_;
   const bool has_producer_callbacks_;
   std::optional<TraceScope> trace_ ABSL_GUARDED_BY(mu_);
+  FinishOptions trace_finish_ ABSL_GUARDED_BY(mu_);  // How to finish trace_.
   const SpanParent trace_parent_;
 
   ContextHandle sink_ctx_ ABSL_GUARDED_BY(mu_);
