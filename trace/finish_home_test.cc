@@ -513,6 +513,31 @@ TEST(FinishHomeTest, InlineFinishOnDestroyedOriginRunsAsOnRoot) {
   EXPECT_EQ(tracer.stats().finishes_on_root, 2u);
 }
 
+// Issue 7 #3, found by the fuzzer: the origin destroyed but not yet freed
+// (a task posted before the destroy keeps it closing, [S7]). It takes nothing
+// new [S15], so a finish called now runs as [F1], on the root; its "current"
+// is still undone for the task that is queued there.
+TEST(FinishHomeTest, InlineFinishOnClosingOriginRunsAsOnRoot) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  Loop loop;
+  const ContextHandle a = *loop.NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  bool queued_task_saw_no_trace = false;
+  ASSERT_TRUE(Post(a, [&](ContextHandle ctx) {
+                queued_task_saw_no_trace = !tracer.CurrentTraceId(ctx)->valid();
+              }).ok());
+  ASSERT_TRUE(loop.DestroyContext(a).ok());   // Closing: the task is queued.
+  ASSERT_TRUE(run.Finish(loop.root()).ok());  // Inline: the loop thread.
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_TRUE(ends[0].trace().finished_off_origin);
+  EXPECT_EQ(ends[0].trace().finish_ran.ctx, loop.root());
+  EXPECT_EQ(tracer.stats().finishes_on_root, 1u);
+  ASSERT_TRUE(loop.RunUntilIdle().ok());
+  EXPECT_TRUE(queued_task_saw_no_trace);
+}
+
 // Issue 10: a scope that goes out of scope on its origin's loop thread ends
 // there and then: "current" no longer names it, and the next span in the
 // same task is not its child.

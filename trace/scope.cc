@@ -243,27 +243,20 @@ class FinishTask {
   Where where_;
 };
 
-// True if `origin` (on the calling thread's loop) still has its values.
-bool OriginAlive(LoopCore& core, ContextHandle origin) {
-  return core.CheckLive(origin).ok();
-}
-
 template <typename State>
 void FinishState(std::unique_ptr<State> state, FinishOptions options,
                  int64_t called_mono_ns) {
   const ContextHandle origin = state->origin;
   if (LoopCore* core = FindOwnedCore(origin)) {  // [F0] Its loop thread.
-    Where where = Where::kOrigin;
+    // A destroyed origin -- freed, or closing since `DestroyContext` [S15] --
+    // takes nothing new: a finish called from now on runs as [F1], on the
+    // loop's root. (A finish posted before the destroy still runs on the
+    // origin, [S7].) Its "current" is still undone while the context's
+    // values exist, so the tasks still queued there never see an ended scope.
+    const Where where = core->IsOpen(origin) ? Where::kOrigin : Where::kRoot;
     if (options.reset_current && state->token.has_value()) {
-      // The reset itself proves the origin alive (the common case: no
-      // extra lookup); if it fails, look why.
-      if (!CurrentKey().Reset(origin, *state->token).ok() &&
-          !OriginAlive(*core, origin)) {
-        where = Where::kRoot;
-      }
+      (void)CurrentKey().Reset(origin, *state->token);
       state->token.reset();
-    } else if (!OriginAlive(*core, origin)) {
-      where = Where::kRoot;
     }
     Complete(*state, options, where, called_mono_ns);
     return;

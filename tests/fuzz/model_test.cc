@@ -176,6 +176,13 @@ TEST(ModelRegressionTest, ForeignFinishAfterOriginDestroyedIsOffOrigin) {
 TEST(ModelRegressionTest, DestroyedContextRefusesAtOnce) {
   Replay("regress_ctx_destroyed_accepts");
 }
+// Found by CI's fuzz run on 2026-12-02: a span finished inline (from the
+// loop's root) after its origin was destroyed but before the loop freed it
+// reported finished_off_origin = false; a closing origin takes nothing new,
+// so the finish runs as [F1].
+TEST(ModelRegressionTest, InlineFinishOnClosingOriginIsOffOrigin) {
+  Replay("regress_inline_finish_on_closing_origin");
+}
 
 }  // namespace
 }  // namespace fuzz
