@@ -538,6 +538,43 @@ TEST(FinishHomeTest, InlineFinishOnClosingOriginRunsAsOnRoot) {
   EXPECT_TRUE(queued_task_saw_no_trace);
 }
 
+// Found by the fuzzer: a trace finished on its loop's root [F1] while a span
+// on another loop was open; then its loop went away; the span's end delivers
+// the trace end off that loop [F5]. The counters say where the end event
+// ran, once: off origin, no longer on the root.
+TEST(FinishHomeTest, DeferredEndOffLoopAfterRootFinishIsCountedOnce) {
+  auto rec = std::make_shared<RecordingProcessor>();
+  Tracer tracer(WithProcessor(rec));
+  auto loop1 = std::make_unique<Loop>();
+  LoopThread loop2;
+  const ContextHandle a = *loop1->NewContext("A");
+  TraceScope run = *tracer.StartTrace(a, "run");
+  const SpanParent parent = run.AsParent();
+  std::optional<SpanScope> span;
+  ASSERT_TRUE(loop2
+                  .Invoke([&](Loop& l) {
+                    SpanOptions o;
+                    o.parent = parent;
+                    o.make_current = false;
+                    span.emplace(*tracer.StartSpan(l.root(), "s", o));
+                  })
+                  .ok());
+  ASSERT_TRUE(loop1->DestroyContext(a).ok());
+  ASSERT_TRUE(loop1->RunUntilIdle().ok());  // A is freed.
+  ASSERT_TRUE(run.Finish(a).ok());          // [F1]; the end waits [F5].
+  EXPECT_EQ(tracer.stats().finishes_on_root, 1u);
+  loop1.reset();  // The trace's loop is gone.
+  ASSERT_TRUE(
+      loop2.Invoke([&](Loop& l) { EXPECT_TRUE(span->Finish(l.root()).ok()); })
+          .ok());
+  const auto ends = rec->events(Kind::kTraceEnd);
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_TRUE(ends[0].trace().finished_off_origin);
+  EXPECT_TRUE(ends[0].trace().finish_ran.ctx.is_null());
+  EXPECT_EQ(tracer.stats().finishes_on_root, 0u);
+  EXPECT_EQ(tracer.stats().finishes_off_origin, 1u);
+}
+
 // Issue 10: a scope that goes out of scope on its origin's loop thread ends
 // there and then: "current" no longer names it, and the next span in the
 // same task is not its child.

@@ -295,10 +295,15 @@ class TraceEndTask {
   // on this thread. Off that loop [F2]: rewritten to say where it runs.
   static void Deliver(TraceRecord& trace, Where where) {
     if (where == Where::kHere) {
-      // Counted once per trace: a finish that already ran off its loop
-      // ([F2]) was counted when it ran.
+      // The counters say where each end event ran, once per trace: a finish
+      // counted on the origin is now counted here; one counted on the root
+      // [F1] moves here; one that already ran off its loop [F2] stays.
+      TracerCounters& c = trace.tracer->counters;
       if (!trace.data.finished_off_origin) {
-        CountWhere(trace.tracer->counters, where);
+        CountWhere(c, where);
+      } else if (!trace.data.finish_ran.ctx.is_null()) {
+        c.finishes_on_root.fetch_sub(1, std::memory_order_relaxed);
+        CountWhere(c, where);
       }
       trace.data.finish_ran = SiteAt(*trace.tracer, ContextHandle(), -1);
       trace.data.finished_off_origin = true;

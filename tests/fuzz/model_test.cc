@@ -183,6 +183,12 @@ TEST(ModelRegressionTest, DestroyedContextRefusesAtOnce) {
 TEST(ModelRegressionTest, InlineFinishOnClosingOriginIsOffOrigin) {
   Replay("regress_inline_finish_on_closing_origin");
 }
+// Found by a local fuzz run on 2026-12-02: a trace finished on its loop's
+// root [F1] whose end, waiting for a span, was delivered off the then-gone
+// loop [F5] stayed counted in finishes_on_root.
+TEST(ModelRegressionTest, DeferredEndOffLoopMovesTheRootCount) {
+  Replay("regress_trace_counters_root_then_here");
+}
 
 }  // namespace
 }  // namespace fuzz
