@@ -36,13 +36,13 @@
 // in the loop's ready queue (chunks that never move their tasks; no
 // allocation for captures up to five pointers); one `event_active` per batch
 // of tasks; each task is run and destroyed in place (about 75 instructions
-// per post+run in benchmarks/icount_hot_paths.cc). Cross-thread `Post`: one mutex (which
-// also proves the loop alive) and a vector append; it writes the loop's eventfd
-// (still under the mutex, so the poster is done with the loop when it unlocks)
-// only when the loop last found its cross-thread queue empty, i.e. may be
-// idle. A busy loop takes new cross-thread tasks at the end of each batch, so
-// a burst into a busy loop costs no syscall (about 0.2 wake-ups per 1,000
-// posts in benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
+// per post+run in benchmarks/icount_hot_paths.cc). Cross-thread `Post`: one
+// mutex (which also proves the loop alive) and a vector append; it writes the
+// loop's eventfd (still under the mutex, so the poster is done with the loop
+// when it unlocks) only when the loop last found its cross-thread queue empty,
+// i.e. may be idle. A busy loop takes new cross-thread tasks at the end of each
+// batch, so a burst into a busy loop costs no syscall (about 0.2 wake-ups per
+// 1,000 posts in benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
 // `benchmarks/` measures these against raw libevent, Boost.Asio and libuv.
 //
 // Ordering
