@@ -81,9 +81,9 @@
 
 namespace ctxloop_icount {
 
-using ctxloop::internal::CondVar;
-using ctxloop::internal::Mutex;
-using ctxloop::internal::MutexLock;
+using ctxloop::loop_internal::CondVar;
+using ctxloop::loop_internal::Mutex;
+using ctxloop::loop_internal::MutexLock;
 
 // One hot path. `Round(n)` does n operations; the driver calls `Prepare`
 // before and `Settle` after every round, outside the measured function.

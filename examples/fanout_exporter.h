@@ -46,7 +46,7 @@ class FanOutExporter final : public SpanExporter {
   template <typename Fn>
   absl::Status ForEach(const char* what, Fn fn);
 
-  internal::Mutex mu_;  // Held across each ForEach.
+  loop_internal::Mutex mu_;  // Held across each ForEach.
   const std::vector<std::shared_ptr<SpanExporter>> exporters_;
 };
 

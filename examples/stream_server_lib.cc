@@ -363,7 +363,7 @@ std::string StreamServer::url() const {
 
 void StreamServer::Shutdown() {
   {
-    internal::MutexLock lock(&shutdown_mu_);
+    loop_internal::MutexLock lock(&shutdown_mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
@@ -409,23 +409,23 @@ void StreamServer::BeginShutdownOnHttpLoop() {
 bool StreamServer::WaitForIdle(absl::Duration timeout) {
   const auto deadline =
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-  internal::MutexLock lock(&mu_);
-  while (!pending_.empty()) {
+  loop_internal::MutexLock lock(&mu_);
+  while (!pending_.empty() || reports_in_flight_ > 0) {
     if (!idle_cv_.WaitUntil(&mu_, deadline) &&
         std::chrono::steady_clock::now() >= deadline) {
-      return pending_.empty();
+      return pending_.empty() && reports_in_flight_ == 0;
     }
   }
   return true;
 }
 
 std::vector<RunReport> StreamServer::finished_runs() const {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   return std::vector<RunReport>(finished_.begin(), finished_.end());
 }
 
 ServerStats StreamServer::stats() const {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -437,7 +437,7 @@ void StreamServer::OnRequest(evhttp_request* req, void* arg) {
 
 void StreamServer::HandleRequest(evhttp_request* req) {
   {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     ++stats_.requests;
   }
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
@@ -445,7 +445,7 @@ void StreamServer::HandleRequest(evhttp_request* req) {
   const absl::string_view p = path != nullptr ? path : "";
   auto bad = [&](int code, const char* reason, absl::string_view message) {
     {
-      internal::MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       ++stats_.bad_requests;
     }
     SendText(req, code, reason, absl::StrCat(message, "\n"));
@@ -540,7 +540,7 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   }
 
   {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     ++stats_.runs_started;
     RunReport& r = pending_[id].report;
     r.run_id = id;
@@ -1024,13 +1024,19 @@ void StreamServer::ReportIfDone(uint64_t id) {
   }
   finished_.push_back(report);
   while (finished_.size() > options_.max_reports) finished_.pop_front();
-  const bool idle = pending_.empty();
+  // Idle is declared only after the callback has returned: a caller of
+  // WaitForIdle reads what its callback recorded (tests/load counted one run
+  // short when the signal came first).
+  ++reports_in_flight_;
   mu_.Unlock();
-  if (idle) idle_cv_.SignalAll();
   if (options_.on_run_finished) {
-    internal::MutexLock callback_lock(&callback_mu_);
+    loop_internal::MutexLock callback_lock(&callback_mu_);
     options_.on_run_finished(report);
   }
+  mu_.Lock();
+  const bool idle = --reports_in_flight_ == 0 && pending_.empty();
+  mu_.Unlock();
+  if (idle) idle_cv_.SignalAll();
 }
 
 }  // namespace examples

@@ -199,7 +199,9 @@ class StreamServer {
   // server loop thread.
   void Shutdown();
 
-  // Waits until no run is in progress. False on timeout.
+  // Waits until no run is in progress and every `on_run_finished` call has
+  // returned, so a caller that reads what its callback recorded sees every
+  // run. False on timeout.
   bool WaitForIdle(absl::Duration timeout);
 
   // The reports of finished runs, oldest first.
@@ -282,15 +284,17 @@ class StreamServer {
   std::map<uint64_t, std::unique_ptr<Agent>> agents_;
 
   // Reports and counters, from both loops.
-  mutable internal::Mutex mu_;
-  internal::CondVar idle_cv_;
+  mutable loop_internal::Mutex mu_;
+  loop_internal::CondVar idle_cv_;
   // Runs in progress.
   std::map<uint64_t, PendingReport> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<RunReport> finished_ ABSL_GUARDED_BY(mu_);
   ServerStats stats_ ABSL_GUARDED_BY(mu_);
-  internal::Mutex callback_mu_;  // Serializes `on_run_finished`.
+  // `on_run_finished` calls begun and not yet returned; idle needs zero.
+  int reports_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  loop_internal::Mutex callback_mu_;  // Serializes `on_run_finished`.
 
-  internal::Mutex shutdown_mu_;
+  loop_internal::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 

@@ -32,9 +32,9 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace loop_internal {
 class HandleAccess;
-}  // namespace internal
+}  // namespace loop_internal
 
 class ContextHandle {
  public:
@@ -82,7 +82,7 @@ class ContextHandle {
   }
 
  private:
-  friend class internal::HandleAccess;
+  friend class loop_internal::HandleAccess;
   constexpr ContextHandle(uint32_t loop_slot, uint32_t loop_generation,
                           uint32_t context_index, uint32_t context_generation)
       : loop_slot_(loop_slot),

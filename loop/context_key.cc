@@ -10,7 +10,7 @@
 #include "ctxloop/loop/internal/owned_core.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 namespace {
 std::atomic<uint64_t> g_next_key_id{1};
@@ -86,5 +86,5 @@ absl::Status ResetContextValue(ContextHandle ctx, const Token& token,
   return absl::OkStatus();
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

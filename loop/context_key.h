@@ -90,7 +90,7 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace loop_internal {
 // A new key id from a process-wide 64-bit counter: never reused in practice
 // (2^64 keys), so one key never reads or resets another's value.
 uint64_t NewContextKeyId();
@@ -119,14 +119,14 @@ inline bool SameHandle(const ContextHandle& a, const ContextHandle& b) {
 // The error `Get` returns when the stored value is not a `T` (only possible
 // if two keys shared an id; never undefined behaviour).
 absl::Status WrongValueTypeError(ContextHandle ctx, absl::string_view key_name);
-}  // namespace internal
+}  // namespace loop_internal
 
 template <typename T>
 class ContextKey {
  public:
   // `name` appears in error messages. `T` must be copyable.
   explicit ContextKey(std::string name, T default_value = T())
-      : id_(internal::NewContextKeyId()),
+      : id_(loop_internal::NewContextKeyId()),
         name_(std::move(name)),
         default_(std::move(default_value)) {}
 
@@ -136,12 +136,12 @@ class ContextKey {
   // Sets the value on `ctx` (loop thread). Returns the token for `Reset`.
   [[nodiscard]] ABSL_ATTRIBUTE_ALWAYS_INLINE absl::StatusOr<Token> Set(
       ContextHandle ctx, T value) const {
-    if constexpr (internal::AnyValue::kStoredInline<T>) {
-      if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+    if constexpr (loop_internal::AnyValue::kStoredInline<T>) {
+      if (loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx)) {
         uint64_t serial;
         if (ABSL_PREDICT_TRUE(core->template SetValueFast<T>(
                 ctx, id_, std::move(value), &serial))) {
-          return internal::HandleAccess::MakeToken(ctx, id_, serial);
+          return loop_internal::HandleAccess::MakeToken(ctx, id_, serial);
         }
       }
     }
@@ -150,8 +150,8 @@ class ContextKey {
 
   // The current value on `ctx` (loop thread); the default if never set.
   ABSL_ATTRIBUTE_ALWAYS_INLINE absl::StatusOr<T> Get(ContextHandle ctx) const {
-    if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
-      const internal::AnyValue* v;
+    if (loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx)) {
+      const loop_internal::AnyValue* v;
       if (ABSL_PREDICT_TRUE(core->FindValueFast(ctx, id_, &v))) {
         if (v == nullptr) return default_;
         // Type-checked, never UB.
@@ -168,15 +168,15 @@ class ContextKey {
     // or keys never matches the top of this key's stack on `ctx`; the
     // handle compare rules out other loops (their serials may collide).
     // Every mismatch goes to the slow path, which names it.
-    if (ABSL_PREDICT_TRUE(internal::SameHandle(token.context(), ctx))) {
-      if (internal::LoopCore* core = internal::FindOwnedCore(ctx)) {
+    if (ABSL_PREDICT_TRUE(loop_internal::SameHandle(token.context(), ctx))) {
+      if (loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx)) {
         if (ABSL_PREDICT_TRUE(core->ResetValueFast(
-                ctx, id_, internal::HandleAccess::TokenSerial(token)))) {
+                ctx, id_, loop_internal::HandleAccess::TokenSerial(token)))) {
           return absl::OkStatus();
         }
       }
     }
-    return internal::ResetContextValue(ctx, token, id_, name_);
+    return loop_internal::ResetContextValue(ctx, token, id_, name_);
   }
 
   const std::string& name() const { return name_; }
@@ -184,17 +184,17 @@ class ContextKey {
  private:
   ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<Token> SetSlow(ContextHandle ctx,
                                                         T&& value) const {
-    return internal::SetContextValue(
-        ctx, id_, name_, internal::AnyValue::Make<T>(std::move(value)));
+    return loop_internal::SetContextValue(
+        ctx, id_, name_, loop_internal::AnyValue::Make<T>(std::move(value)));
   }
 
   ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<T> GetSlow(ContextHandle ctx) const {
-    absl::StatusOr<const internal::AnyValue*> v =
-        internal::GetContextValue(ctx, id_, name_);
+    absl::StatusOr<const loop_internal::AnyValue*> v =
+        loop_internal::GetContextValue(ctx, id_, name_);
     if (!v.ok()) return v.status();
     if (*v == nullptr) return default_;
     const T* value = (*v)->template TryAs<T>();  // Type-checked, never UB.
-    if (value == nullptr) return internal::WrongValueTypeError(ctx, name_);
+    if (value == nullptr) return loop_internal::WrongValueTypeError(ctx, name_);
     return *value;
   }
 

@@ -469,8 +469,8 @@ TEST_F(ContextKeyTest, KeyIdsDoNotWrapAt32Bits) {
   const ContextKey<int> a("a", -1);
   absl::StatusOr<Token> ta = a.Set(ctx, 7);
   ASSERT_OK(ta);
-  const uint64_t a_id = internal::HandleAccess::TokenKey(*ta);
-  internal::SetNextContextKeyIdForTesting(a_id + (uint64_t{1} << 32));
+  const uint64_t a_id = loop_internal::HandleAccess::TokenKey(*ta);
+  loop_internal::SetNextContextKeyIdForTesting(a_id + (uint64_t{1} << 32));
   const ContextKey<int> b("b", -2);
   EXPECT_EQ(IntOf(b, ctx), -2);
   EXPECT_EQ(b.Reset(ctx, *ta).code(), absl::StatusCode::kInvalidArgument);
@@ -478,7 +478,7 @@ TEST_F(ContextKeyTest, KeyIdsDoNotWrapAt32Bits) {
   absl::StatusOr<Token> tb = b.Set(ctx, 8);
   ASSERT_OK(tb);
   EXPECT_EQ(IntOf(a, ctx), 7);
-  EXPECT_NE(internal::HandleAccess::TokenKey(*tb), a_id);
+  EXPECT_NE(loop_internal::HandleAccess::TokenKey(*tb), a_id);
 }
 
 // Two keys that share an id (impossible with 64-bit ids; forced here) and
@@ -486,11 +486,11 @@ TEST_F(ContextKeyTest, KeyIdsDoNotWrapAt32Bits) {
 TEST_F(ContextKeyTest, ValueOfAnotherTypeIsAStatusNotUB) {
   const ContextHandle ctx = NewCtx("c");
   const uint64_t shared_id = uint64_t{1} << 48;
-  internal::SetNextContextKeyIdForTesting(shared_id);
+  loop_internal::SetNextContextKeyIdForTesting(shared_id);
   const ContextKey<int> as_int("as_int", 0);
-  internal::SetNextContextKeyIdForTesting(shared_id);
+  loop_internal::SetNextContextKeyIdForTesting(shared_id);
   const ContextKey<std::string> as_string("as_string", "");
-  internal::SetNextContextKeyIdForTesting(shared_id + 1);
+  loop_internal::SetNextContextKeyIdForTesting(shared_id + 1);
   ASSERT_OK(as_int.Set(ctx, 5));
   absl::StatusOr<std::string> wrong = as_string.Get(ctx);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInternal)
@@ -504,11 +504,11 @@ TEST_F(ContextKeyTest, ValueOfAnotherTypeIsAStatusNotUB) {
 TEST_F(ContextKeyTest, OverlappingRequestsKeepMemoryFlat) {
   const ContextHandle ctx = NewCtx("busy");
   const ContextKey<std::string> key("request", "");
-  internal::LoopCore* core = internal::FindOwnedCore(ctx);
+  loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx);
   ASSERT_NE(core, nullptr);
   absl::StatusOr<Token> a = key.Set(ctx, "a0");
   ASSERT_OK(a);
-  const uint64_t id = internal::HandleAccess::TokenKey(*a);
+  const uint64_t id = loop_internal::HandleAccess::TokenKey(*a);
   size_t max_frames = 0;
   for (int i = 1; i <= 100000; ++i) {
     absl::StatusOr<Token> b = key.Set(ctx, "b");
@@ -572,8 +572,8 @@ TEST(ContextKeyTwoLoopsTest, TokenOfAnotherLoopWithTheSameSerialIsRefused) {
   absl::StatusOr<Token> tb = key.Set(*b, 2);
   ASSERT_OK(ta);
   ASSERT_OK(tb);
-  ASSERT_EQ(internal::HandleAccess::TokenSerial(*ta),
-            internal::HandleAccess::TokenSerial(*tb));
+  ASSERT_EQ(loop_internal::HandleAccess::TokenSerial(*ta),
+            loop_internal::HandleAccess::TokenSerial(*tb));
   absl::Status s = key.Reset(*b, *ta);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_EQ(IntOf(key, *b), 2);

@@ -26,7 +26,7 @@ namespace ctxloop {
 namespace {
 
 size_t HookCount(ContextHandle ctx) {
-  internal::LoopCore* core = internal::FindOwnedCore(ctx);
+  loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx);
   return core == nullptr ? 0 : core->DestroyHookCountForTesting(ctx);
 }
 

@@ -52,10 +52,10 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace loop_internal {
 class LoopCore;
 struct WatchControl;
-}  // namespace internal
+}  // namespace loop_internal
 
 enum class FdEvents : uint8_t {
   kNone = 0,
@@ -98,15 +98,15 @@ class FdWatch {
   bool active() const;
 
  private:
-  friend class internal::LoopCore;
+  friend class loop_internal::LoopCore;
   FdWatch(uint32_t loop_slot, uint32_t loop_generation, uint64_t id,
-          std::shared_ptr<internal::WatchControl> control);
+          std::shared_ptr<loop_internal::WatchControl> control);
 
   uint32_t loop_slot_ = 0;
   uint32_t loop_generation_ = 0;
   uint64_t id_ = 0;  // 0: inert.
   // Shared with the loop's record of the watch (see WatchControl).
-  std::shared_ptr<internal::WatchControl> control_;
+  std::shared_ptr<loop_internal::WatchControl> control_;
 };
 
 }  // namespace ctxloop

@@ -16,9 +16,9 @@
 
 namespace ctxloop {
 
-using internal::HandleAccess;
-using internal::LoopCore;
-using internal::LoopRegistry;
+using loop_internal::HandleAccess;
+using loop_internal::LoopCore;
+using loop_internal::LoopRegistry;
 
 namespace {
 
@@ -98,7 +98,7 @@ absl::StatusOr<std::string> Loop::ContextName(ContextHandle ctx) const {
   if (absl::Status s = CheckSameLoop(*core_, ctx, "ContextName"); !s.ok()) {
     return s;
   }
-  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "ContextName");
+  absl::StatusOr<LoopCore*> core = loop_internal::OwnedCore(ctx, "ContextName");
   if (!core.ok()) return core.status();
   return (*core)->ContextName(ctx);
 }
@@ -106,7 +106,7 @@ absl::StatusOr<std::string> Loop::ContextName(ContextHandle ctx) const {
 absl::StatusOr<FdWatch> Loop::WatchFd(ContextHandle ctx, int fd,
                                       FdEvents events, FdCallback callback,
                                       FdWatchOptions options) {
-  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "WatchFd");
+  absl::StatusOr<LoopCore*> core = loop_internal::OwnedCore(ctx, "WatchFd");
   if (!core.ok()) return core.status();
   if (*core != core_.get()) {
     return absl::InvalidArgumentError("WatchFd: context of another loop");
@@ -124,7 +124,7 @@ event_base* Loop::base() const { return core_->base(); }
 
 // --- Handle-based operations -------------------------------------------------
 
-namespace internal {
+namespace loop_internal {
 
 LocalPoster* FindLocalPosterSlow(ContextHandle ctx) {
   if (ctx.is_null()) return nullptr;
@@ -141,23 +141,24 @@ LocalPoster* FindLocalPosterSlow(ContextHandle ctx) {
   return cache.poster;
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 
 absl::Status Post(ContextHandle ctx, Task task) {
   if (ctx.is_null()) return absl::InvalidArgumentError("Post: null context");
   if (!task) return absl::InvalidArgumentError("Post: null task");
-  if (internal::LocalPoster* poster = internal::FindLocalPoster(ctx)) {
+  if (loop_internal::LocalPoster* poster =
+          loop_internal::FindLocalPoster(ctx)) {
     return poster->core()->PostLocal(ctx, std::move(task));
   }
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
   // The queue's lock doubles as the liveness check: shutdown closes the
   // slot under it [S5], and cannot finish while we hold it [S11].
-  internal::LoopSlot* s = LoopRegistry::Find(slot);
+  loop_internal::LoopSlot* s = LoopRegistry::Find(slot);
   absl::Status result;
   bool open = false;
   if (s != nullptr) {
-    internal::MutexLock lock(&s->mu);
+    loop_internal::MutexLock lock(&s->mu);
     if (LoopCore* core = LoopRegistry::OpenLocked(s, gen)) {
       open = true;
       core->AssertQueueLockHeld();  // `s->mu` is the loop's queue lock.
@@ -169,7 +170,7 @@ absl::Status Post(ContextHandle ctx, Task task) {
         absl::StrCat("cannot post to ", ctx.DebugString(),
                      ": its loop is shut down, shutting down or destroyed"));
   }
-  internal::TestHooks::Run(internal::TestHooks::after_foreign_unlock);
+  loop_internal::TestHooks::Run(loop_internal::TestHooks::after_foreign_unlock);
   return result;  // On error `task` is destroyed here, on this thread.
 }
 
@@ -226,13 +227,14 @@ bool IsOnLoopThread(ContextHandle ctx) {
 absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
                                               absl::string_view name) {
   absl::StatusOr<LoopCore*> core =
-      internal::OwnedCore(parent, "NewChildContext");
+      loop_internal::OwnedCore(parent, "NewChildContext");
   if (!core.ok()) return core.status();
   return (*core)->NewContext(name, &parent);
 }
 
 absl::Status DestroyContext(ContextHandle ctx) {
-  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "DestroyContext");
+  absl::StatusOr<LoopCore*> core =
+      loop_internal::OwnedCore(ctx, "DestroyContext");
   if (!core.ok()) return core.status();
   return (*core)->DestroyContext(ctx);
 }
@@ -242,7 +244,8 @@ absl::StatusOr<DestroyHookId> AddDestroyHook(ContextHandle ctx, Task hook) {
     return absl::InvalidArgumentError("AddDestroyHook: null context");
   }
   if (!hook) return absl::InvalidArgumentError("AddDestroyHook: empty hook");
-  absl::StatusOr<LoopCore*> core = internal::OwnedCore(ctx, "AddDestroyHook");
+  absl::StatusOr<LoopCore*> core =
+      loop_internal::OwnedCore(ctx, "AddDestroyHook");
   if (!core.ok()) return core.status();
   return (*core)->AddDestroyHook(ctx, std::move(hook));
 }
@@ -251,15 +254,15 @@ absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
   if (ctx.is_null()) {
     return absl::InvalidArgumentError("RemoveDestroyHook: null context");
   }
-  if (LoopCore* core = internal::FindOwnedCore(ctx)) {
+  if (LoopCore* core = loop_internal::FindOwnedCore(ctx)) {
     return core->RemoveDestroyHook(ctx, id);
   }
   // A loop that exists (even shutting down) and is not ours: wrong thread.
   // Only the message depends on this racy look; both answers are errors.
-  const internal::LoopSlot* slot =
+  const loop_internal::LoopSlot* slot =
       LoopRegistry::Find(HandleAccess::LoopSlot(ctx));
   if (slot != nullptr &&
-      internal::LoopSlot::GenerationOf(slot->state.load()) ==
+      loop_internal::LoopSlot::GenerationOf(slot->state.load()) ==
           HandleAccess::LoopGeneration(ctx) &&
       slot->core.load() != nullptr) {
     return absl::FailedPreconditionError(
@@ -275,7 +278,7 @@ absl::Status RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
 // --- FdWatch -----------------------------------------------------------------
 
 FdWatch::FdWatch(uint32_t loop_slot, uint32_t loop_generation, uint64_t id,
-                 std::shared_ptr<internal::WatchControl> control)
+                 std::shared_ptr<loop_internal::WatchControl> control)
     : loop_slot_(loop_slot),
       loop_generation_(loop_generation),
       id_(id),
@@ -300,7 +303,7 @@ FdWatch& FdWatch::operator=(FdWatch&& other) noexcept {
 
 void FdWatch::Stop() {
   const uint64_t id = std::exchange(id_, 0);
-  std::shared_ptr<internal::WatchControl> control = std::move(control_);
+  std::shared_ptr<loop_internal::WatchControl> control = std::move(control_);
   if (id == 0) return;
   if (LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_)) {
     core->StopWatch(id);  // Loop thread: at once, never waits.

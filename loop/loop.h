@@ -87,9 +87,9 @@ struct event_base;
 
 namespace ctxloop {
 
-namespace internal {
+namespace loop_internal {
 class LoopCore;
-}  // namespace internal
+}  // namespace loop_internal
 
 // Identifies one delayed task, for `Cancel`. A value; copy it to any thread.
 // It names the loop and the task's node in that loop's timer table, with the
@@ -101,7 +101,7 @@ class DelayedTaskHandle {
   DelayedTaskHandle() = default;
 
  private:
-  friend class internal::LoopCore;
+  friend class loop_internal::LoopCore;
   friend bool Cancel(const DelayedTaskHandle& handle);
   uint32_t loop_slot_ = 0;
   uint32_t loop_generation_ = 0;
@@ -222,8 +222,8 @@ class Loop {
   event_base* base() const;
 
  private:
-  explicit Loop(std::unique_ptr<internal::LoopCore> core);
-  std::unique_ptr<internal::LoopCore> core_;
+  explicit Loop(std::unique_ptr<loop_internal::LoopCore> core);
+  std::unique_ptr<loop_internal::LoopCore> core_;
 };
 
 // Queues `task` to run once on `ctx`'s loop thread, with `ctx`. Thread-safe.
@@ -318,7 +318,7 @@ bool IsOnLoopThread(ContextHandle ctx);
 
 // --- Implementation details --------------------------------------------------
 
-namespace internal {
+namespace loop_internal {
 // Everything but a same-thread post that the cache resolves: wraps `f` in a
 // `Task` (which is destroyed here on error) and takes the general path.
 template <typename F>
@@ -328,17 +328,17 @@ ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx, F&& f) {
   if (IsEmptyCallable(f)) return ::ctxloop::Post(ctx, Task());
   return ::ctxloop::Post(ctx, Task(std::forward<F>(f)));
 }
-}  // namespace internal
+}  // namespace loop_internal
 
 template <typename F, typename>
 inline absl::Status Post(ContextHandle ctx, F&& f) {
-  internal::LocalPoster* poster = internal::CachedLocalPoster(ctx);
+  loop_internal::LocalPoster* poster = loop_internal::CachedLocalPoster(ctx);
   if (ABSL_PREDICT_TRUE(poster != nullptr && poster->Accepts(ctx) &&
-                        !internal::IsEmptyCallable(f))) {
+                        !loop_internal::IsEmptyCallable(f))) {
     poster->Emplace(ctx, std::forward<F>(f));
     return absl::OkStatus();
   }
-  return internal::PostSlowPath(ctx, std::forward<F>(f));
+  return loop_internal::PostSlowPath(ctx, std::forward<F>(f));
 }
 
 }  // namespace ctxloop

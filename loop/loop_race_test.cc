@@ -34,21 +34,21 @@
 namespace ctxloop {
 namespace {
 
-using internal::TestHooks;
+using loop_internal::TestHooks;
 using std::chrono::seconds;
 
 // A one-shot gate whose waits are bounded, so a regression fails, not hangs.
 class Gate {
  public:
   void Open() {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     open_ = true;
     cv_.SignalAll();
   }
   // False if the gate did not open within `timeout`.
   bool WaitFor(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     while (!open_) {
       if (!cv_.WaitUntil(&mu_, deadline)) return open_;
     }
@@ -56,8 +56,8 @@ class Gate {
   }
 
  private:
-  internal::Mutex mu_;
-  internal::CondVar cv_;
+  loop_internal::Mutex mu_;
+  loop_internal::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -679,7 +679,7 @@ TEST(LoopTest, StaleHandleDetectedAfterContextIndexReuse) {
 // wrapped to 1 and the new context had exactly the old handle.
 TEST(LoopTest, ContextSlotIsRetiredBeforeItsGenerationWraps) {
   Loop loop;
-  internal::LoopCore* core = internal::FindOwnedCore(loop.root());
+  loop_internal::LoopCore* core = loop_internal::FindOwnedCore(loop.root());
   ASSERT_NE(core, nullptr);
   absl::StatusOr<ContextHandle> first = loop.NewContext("first");
   ASSERT_OK(first);
@@ -691,7 +691,7 @@ TEST(LoopTest, ContextSlotIsRetiredBeforeItsGenerationWraps) {
   absl::StatusOr<ContextHandle> last = loop.NewContext("last");
   ASSERT_OK(last);
   ASSERT_EQ(last->context_id(), slot);
-  EXPECT_EQ(internal::HandleAccess::ContextGeneration(*last),
+  EXPECT_EQ(loop_internal::HandleAccess::ContextGeneration(*last),
             std::numeric_limits<uint32_t>::max());
   ASSERT_OK(loop.DestroyContext(*last));
   ASSERT_OK(loop.RunUntilIdle());
@@ -717,14 +717,14 @@ TEST(LoopTest, LoopSlotIsRetiredBeforeItsGenerationWraps) {
     Loop first;
     slot = first.root().loop_id();
   }
-  internal::LoopRegistry::SetGenerationForTesting(
+  loop_internal::LoopRegistry::SetGenerationForTesting(
       slot, std::numeric_limits<uint32_t>::max() - 1);
   ContextHandle last_root;
   {
     Loop last;  // Takes the free slot just released (LIFO).
     last_root = last.root();
     ASSERT_EQ(last_root.loop_id(), slot);
-    EXPECT_EQ(internal::HandleAccess::LoopGeneration(last_root),
+    EXPECT_EQ(loop_internal::HandleAccess::LoopGeneration(last_root),
               std::numeric_limits<uint32_t>::max());
   }
   for (int i = 0; i < 3; ++i) {

@@ -119,7 +119,7 @@ TEST(PostTest, BurstsKeepFifoAcrossChunksAndRoundsAndPostsRunNextBatch) {
   Loop loop;
   const ContextHandle ctx = loop.root();
   std::vector<int> order;
-  constexpr int n = 5 * internal::ReadyQueue::kChunkEntries + 7;
+  constexpr int n = 5 * loop_internal::ReadyQueue::kChunkEntries + 7;
   for (int round = 0; round < 3; ++round) {
     order.clear();
     for (int i = 0; i < n; ++i) {
@@ -145,8 +145,8 @@ TEST(PostTest, StopInsideABatchAcrossChunksKeepsTheRestInOrder) {
   Loop loop;
   const ContextHandle ctx = loop.root();
   std::vector<int> order;
-  const int n = 3 * internal::ReadyQueue::kChunkEntries;
-  const int stop_at = internal::ReadyQueue::kChunkEntries + 5;
+  const int n = 3 * loop_internal::ReadyQueue::kChunkEntries;
+  const int stop_at = loop_internal::ReadyQueue::kChunkEntries + 5;
   for (int i = 0; i < n; ++i) {
     ASSERT_OK(Post(ctx, [&, i](ContextHandle) {
       order.push_back(i);

@@ -33,17 +33,17 @@ using testing_util::Latch;
 class DestructionLog {
  public:
   void Record() {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     threads_.push_back(std::this_thread::get_id());
   }
   std::vector<std::thread::id> threads() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return threads_;
   }
   size_t count() const { return threads().size(); }
 
  private:
-  mutable internal::Mutex mu_;
+  mutable loop_internal::Mutex mu_;
   std::vector<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -723,7 +723,7 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
       }
     }
   };
-  internal::Mutex mu;
+  loop_internal::Mutex mu;
   std::vector<DelayedTaskHandle> for_the_loop;  // Guarded by mu.
   std::atomic<bool> producer_done{false};
   std::thread producer([&] {
@@ -738,7 +738,7 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
         if (Cancel(*h)) cancelled.fetch_add(1);
         EXPECT_FALSE(Cancel(*h));
       } else if (i % 3 == 1) {
-        internal::MutexLock lock(&mu);
+        loop_internal::MutexLock lock(&mu);
         for_the_loop.push_back(*h);
       }
     }
@@ -750,7 +750,7 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
   while (std::chrono::steady_clock::now() < give_up) {
     std::vector<DelayedTaskHandle> mine;
     {
-      internal::MutexLock lock(&mu);
+      loop_internal::MutexLock lock(&mu);
       mine.swap(for_the_loop);
     }
     for (const DelayedTaskHandle& h : mine) {

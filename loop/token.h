@@ -22,9 +22,9 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace loop_internal {
 class HandleAccess;
-}  // namespace internal
+}  // namespace loop_internal
 
 // Proof of one `ContextKey::Set`, to undo it with `Reset`. A small value; it
 // can be copied, but only its first `Reset` succeeds.
@@ -35,7 +35,7 @@ class Token {
   ContextHandle context() const { return context_; }
 
  private:
-  friend class internal::HandleAccess;
+  friend class loop_internal::HandleAccess;
   ContextHandle context_;
   uint64_t key_id_ = 0;
   uint64_t serial_ = 0;

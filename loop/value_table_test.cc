@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Direct tests of ctxloop::internal::ValueTable, the per-context store behind
-// ContextKey.
+// Direct tests of ctxloop::loop_internal::ValueTable, the per-context store
+// behind ContextKey.
 
 #include "ctxloop/loop/internal/value_table.h"
 
@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 namespace {
 
 AnyValue Int(int v) { return AnyValue::Make<int>(v); }
@@ -314,5 +314,5 @@ TEST(ValueTableTest, PopTopFastDeclinesOutOfOrderAndDeadFrames) {
 }
 
 }  // namespace
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

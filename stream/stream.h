@@ -102,14 +102,14 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamOptions options,
                                          ProducerCallbacks callbacks,
                                          std::optional<TraceScope> trace);
-namespace internal {
+namespace stream_internal {
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStreamWith(ContextHandle producer_ctx,
                                              StreamOptions options,
                                              ProducerCallbacks callbacks,
                                              std::optional<TraceScope> trace,
                                              FinishOptions trace_finish);
-}  // namespace internal
+}  // namespace stream_internal
 
 // The consumer's callbacks; both run on the sink's context, on its loop
 // thread, and both are required. `on_complete` runs exactly once after the
@@ -125,7 +125,7 @@ struct Sink {
   absl::AnyInvocable<void(ContextHandle, const absl::Status&)> on_complete;
 };
 
-namespace internal {
+namespace stream_internal {
 
 template <typename T>
 class StreamState final : public StreamCore {
@@ -135,7 +135,7 @@ class StreamState final : public StreamCore {
   absl::Status Emit(T&& event) {
     bool schedule;
     {
-      MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       absl::Status s = CheckEmitLocked();
       if (!s.ok()) return s;
       buffer_.push_back(std::move(event));
@@ -154,7 +154,7 @@ class StreamState final : public StreamCore {
     absl::Status error;
     bool schedule;
     {
-      MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       schedule = AttachLocked(ctx, &error);
       if (!error.ok()) return error;
       sink_ = std::move(sink);
@@ -198,7 +198,7 @@ class StreamState final : public StreamCore {
     }
     SetSinkRunning(false);
     if (i < batch_.size()) {  // Cut short: these never reached the sink.
-      MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       counters_.delivered -= batch_.size() - i;
       counters_.discarded += batch_.size() - i;
     }
@@ -229,7 +229,7 @@ class StreamState final : public StreamCore {
   Sink<T> sink_;
 };
 
-}  // namespace internal
+}  // namespace stream_internal
 
 // The consumer's handle after `Attach`: cancels the stream when destroyed
 // unfinished [E5].
@@ -249,7 +249,7 @@ class StreamSubscription {
   // Ends the stream from the consumer side [E3]: kFailedPrecondition if it
   // already ended. Thread-safe; fine from inside the sink's callbacks.
   absl::Status Cancel() {
-    if (core_ == nullptr) return internal::NoStream();
+    if (core_ == nullptr) return stream_internal::NoStream();
     return core_->Cancel(absl::CancelledError("cancelled by the consumer"));
   }
 
@@ -264,13 +264,13 @@ class StreamSubscription {
  private:
   template <typename T>
   friend class StreamReader;
-  explicit StreamSubscription(std::shared_ptr<internal::StreamCore> core)
+  explicit StreamSubscription(std::shared_ptr<stream_internal::StreamCore> core)
       : core_(std::move(core)) {}
   void Release() {
     if (core_ != nullptr) core_->ConsumerDestroyed();
     core_.reset();
   }
-  std::shared_ptr<internal::StreamCore> core_;
+  std::shared_ptr<stream_internal::StreamCore> core_;
 };
 
 // The consumer's side before it attaches a sink.
@@ -302,8 +302,8 @@ class StreamReader {
   // the stream ends as if the reader were destroyed [E5].
   absl::StatusOr<StreamSubscription> Attach(ContextHandle sink_ctx,
                                             Sink<T> sink) && {
-    if (state_ == nullptr) return internal::NoStream();
-    std::shared_ptr<internal::StreamState<T>> state = std::move(state_);
+    if (state_ == nullptr) return stream_internal::NoStream();
+    std::shared_ptr<stream_internal::StreamState<T>> state = std::move(state_);
     absl::Status s = state->Attach(sink_ctx, std::move(sink));
     if (!s.ok()) {
       state->ConsumerDestroyed();
@@ -320,16 +320,16 @@ class StreamReader {
 
  private:
   template <typename U>
-  friend absl::StatusOr<StreamPair<U>> internal::MakeStreamWith(
+  friend absl::StatusOr<StreamPair<U>> stream_internal::MakeStreamWith(
       ContextHandle, StreamOptions, ProducerCallbacks,
       std::optional<TraceScope>, FinishOptions);
-  explicit StreamReader(std::shared_ptr<internal::StreamState<T>> s)
+  explicit StreamReader(std::shared_ptr<stream_internal::StreamState<T>> s)
       : state_(std::move(s)) {}
   void Release() {
     if (state_ != nullptr) state_->ConsumerDestroyed();  // [E5]
     state_.reset();
   }
-  std::shared_ptr<internal::StreamState<T>> state_;
+  std::shared_ptr<stream_internal::StreamState<T>> state_;
 };
 
 // The producer's side.
@@ -359,23 +359,23 @@ class StreamWriter {
   // left untouched in the caller's hands; kCancelled once the consumer ended
   // the stream; kFailedPrecondition after Complete/Fail. Thread-safe.
   absl::Status Emit(T&& event) {
-    if (state_ == nullptr) return internal::NoStream();
+    if (state_ == nullptr) return stream_internal::NoStream();
     return state_->Emit(std::move(event));
   }
   absl::Status Emit(const T& event) {
-    if (state_ == nullptr) return internal::NoStream();
+    if (state_ == nullptr) return stream_internal::NoStream();
     T copy(event);
     return state_->Emit(std::move(copy));
   }
 
   // Ends the stream after the events already emitted [E1].
   absl::Status Complete() {
-    if (state_ == nullptr) return internal::NoStream();
+    if (state_ == nullptr) return stream_internal::NoStream();
     return state_->Complete(absl::OkStatus());
   }
   // Ends it with `error`, which must not be OK [E2].
   absl::Status Fail(absl::Status error) {
-    if (state_ == nullptr) return internal::NoStream();
+    if (state_ == nullptr) return stream_internal::NoStream();
     if (error.ok()) {
       return absl::InvalidArgumentError("Fail needs a non-OK status");
     }
@@ -397,10 +397,10 @@ class StreamWriter {
 
  private:
   template <typename U>
-  friend absl::StatusOr<StreamPair<U>> internal::MakeStreamWith(
+  friend absl::StatusOr<StreamPair<U>> stream_internal::MakeStreamWith(
       ContextHandle, StreamOptions, ProducerCallbacks,
       std::optional<TraceScope>, FinishOptions);
-  explicit StreamWriter(std::shared_ptr<internal::StreamState<T>> s)
+  explicit StreamWriter(std::shared_ptr<stream_internal::StreamState<T>> s)
       : state_(std::move(s)) {}
   void Release() {
     if (state_ != nullptr) {
@@ -409,7 +409,7 @@ class StreamWriter {
     }
     state_.reset();
   }
-  std::shared_ptr<internal::StreamState<T>> state_;
+  std::shared_ptr<stream_internal::StreamState<T>> state_;
 };
 
 template <typename T>
@@ -423,7 +423,7 @@ struct StreamPair {
 // stream ends, however it ends. kInvalidArgument for a null context or bad
 // options (see StreamOptions). Thread-safe. The overloads below take the
 // same arguments; prefer the one taking a `StreamConfig`.
-namespace internal {
+namespace stream_internal {
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStreamWith(ContextHandle producer_ctx,
                                              StreamOptions options,
@@ -438,21 +438,21 @@ absl::StatusOr<StreamPair<T>> MakeStreamWith(ContextHandle producer_ctx,
     return absl::InvalidArgumentError(
         "MakeStream: need high_watermark > low_watermark and max_batch > 0");
   }
-  auto state = std::make_shared<internal::StreamState<T>>(
+  auto state = std::make_shared<stream_internal::StreamState<T>>(
       producer_ctx, options, std::move(callbacks), std::move(trace),
       std::move(trace_finish));
   return StreamPair<T>{StreamWriter<T>(state), StreamReader<T>(state)};
 }
-}  // namespace internal
+}  // namespace stream_internal
 
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamOptions options,
                                          ProducerCallbacks callbacks,
                                          std::optional<TraceScope> trace) {
-  return internal::MakeStreamWith<T>(producer_ctx, options,
-                                     std::move(callbacks), std::move(trace),
-                                     FinishOptions());
+  return stream_internal::MakeStreamWith<T>(producer_ctx, options,
+                                            std::move(callbacks),
+                                            std::move(trace), FinishOptions());
 }
 
 // All settings in one struct (stream_options.h): options, producer callbacks
@@ -460,7 +460,7 @@ absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
 template <typename T>
 absl::StatusOr<StreamPair<T>> MakeStream(ContextHandle producer_ctx,
                                          StreamConfig config) {
-  return internal::MakeStreamWith<T>(
+  return stream_internal::MakeStreamWith<T>(
       producer_ctx, config.options, std::move(config.callbacks),
       std::move(config.trace), std::move(config.trace_finish));
 }

@@ -29,9 +29,9 @@
 namespace ctxloop {
 namespace {
 
-using internal::CondVar;
-using internal::Mutex;
-using internal::MutexLock;
+using loop_internal::CondVar;
+using loop_internal::Mutex;
+using loop_internal::MutexLock;
 
 using testing_util::RecordingProcessor;
 using RecKind = RecordingProcessor::Kind;
@@ -296,7 +296,7 @@ TEST(StreamEndingTest, IdleStreamEndsWhenSinkLoopShutsDown) {
 }
 
 size_t HooksOn(ContextHandle ctx) {
-  return internal::FindOwnedCore(ctx)->DestroyHookCountForTesting(ctx);
+  return loop_internal::FindOwnedCore(ctx)->DestroyHookCountForTesting(ctx);
 }
 
 // [E6] A long-lived sink context does not collect hooks: each stream removes

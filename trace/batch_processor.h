@@ -168,12 +168,12 @@ class BatchProcessor final : public TraceProcessor {
   const size_t trigger_size_;
 
   // Serializes on_error_; taken without mu_ held.
-  internal::Mutex report_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  loop_internal::Mutex report_mu_ ABSL_ACQUIRED_AFTER(mu_);
   ErrorCallback on_error_ ABSL_GUARDED_BY(report_mu_);
 
-  mutable internal::Mutex mu_;
-  internal::CondVar worker_cv_;  // Wakes the worker.
-  internal::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
+  mutable loop_internal::Mutex mu_;
+  loop_internal::CondVar worker_cv_;  // Wakes the worker.
+  loop_internal::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
   std::vector<ExportItem> queue_ ABSL_GUARDED_BY(mu_);
   // Taken by the worker, not yet done.
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
@@ -190,7 +190,7 @@ class BatchProcessor final : public TraceProcessor {
   // The first export error after Shutdown began [B1].
   absl::Status drain_error_ ABSL_GUARDED_BY(mu_);
 
-  internal::Mutex join_mu_;  // Guards joining worker_.
+  loop_internal::Mutex join_mu_;  // Guards joining worker_.
   std::thread worker_ ABSL_GUARDED_BY(join_mu_);
   std::thread::id worker_id_;  // Set once in Create, before sharing.
 };

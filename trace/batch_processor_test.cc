@@ -91,18 +91,18 @@ class ErrorLog {
  public:
   BatchProcessor::ErrorCallback Callback() {
     return [this](const absl::Status& s) {
-      internal::MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       statuses_.push_back(s);
     };
   }
   std::vector<absl::Status> statuses() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return statuses_;
   }
   size_t size() const { return statuses().size(); }
 
  private:
-  mutable internal::Mutex mu_;
+  mutable loop_internal::Mutex mu_;
   std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -112,7 +112,7 @@ class GatedExporter : public SpanExporter {
  public:
   absl::Status Export(absl::Span<const ExportItem> batch) override {
     {
-      internal::MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       ++entered_;
       cv_.SignalAll();
       while (!open_) cv_.Wait(&mu_);
@@ -120,35 +120,35 @@ class GatedExporter : public SpanExporter {
     return inner.Export(batch);
   }
   absl::Status Flush() override {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     ++flushes_;
     return flush_status_;
   }
   absl::Status Shutdown() override { return inner.Shutdown(); }
 
   void SetOpen(bool open) {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     open_ = open;
     cv_.SignalAll();
   }
   int entered() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return entered_;
   }
   int flushes() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return flushes_;
   }
   void SetFlushStatus(absl::Status s) {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     flush_status_ = std::move(s);
   }
 
   InMemoryExporter inner;
 
  private:
-  mutable internal::Mutex mu_;
-  internal::CondVar cv_;
+  mutable loop_internal::Mutex mu_;
+  loop_internal::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = true;
   int entered_ ABSL_GUARDED_BY(mu_) = 0;
   int flushes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -17,7 +17,7 @@
 #include "gtest/gtest.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 namespace {
 
 int64_t KernelNs() {
@@ -89,5 +89,5 @@ TEST(ClockTest, ConcurrentReadersNeverGoFarBackwards) {
 }
 
 }  // namespace
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop

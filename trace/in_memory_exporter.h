@@ -66,7 +66,7 @@ class InMemoryExporter final : public SpanExporter {
   bool is_shutdown() const;
 
  private:
-  mutable internal::Mutex mu_;
+  mutable loop_internal::Mutex mu_;
   std::vector<ExportItem> items_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   int64_t export_calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -60,7 +60,7 @@
 #include "ctxloop/trace/internal/trace_record.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 void DeliverTraceEnd(TraceRecord& trace) {
   trace.tracer->processors.OnTraceEnd(trace.data);
@@ -68,7 +68,7 @@ void DeliverTraceEnd(TraceRecord& trace) {
 
 std::string ContextNameOf(ContextHandle ctx) {
   if (ctx.is_null()) return std::string();
-  LoopCore* core = FindOwnedCore(ctx);
+  loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx);
   if (core == nullptr) return std::string();
   absl::StatusOr<std::string> name = core->ContextName(ctx);
   return name.ok() ? *std::move(name) : std::string();
@@ -247,7 +247,8 @@ template <typename State>
 void FinishState(std::unique_ptr<State> state, FinishOptions options,
                  int64_t called_mono_ns) {
   const ContextHandle origin = state->origin;
-  if (LoopCore* core = FindOwnedCore(origin)) {  // [F0] Its loop thread.
+  if (loop_internal::LoopCore* core =
+          loop_internal::FindOwnedCore(origin)) {  // [F0] Its loop thread.
     // A destroyed origin -- freed, or closing since `DestroyContext` [S15] --
     // takes nothing new: a finish called from now on runs as [F1], on the
     // loop's root. (A finish posted before the destroy still runs on the
@@ -345,10 +346,10 @@ absl::Status AlreadyFinished(const char* what) {
 }
 
 }  // namespace
-}  // namespace internal
+}  // namespace trace_internal
 
-using internal::SpanState;
-using internal::TraceState;
+using trace_internal::SpanState;
+using trace_internal::TraceState;
 
 namespace {
 
@@ -358,7 +359,8 @@ void FinishNonRecording(ScopeCurrent current, ContextHandle from,
                         FinishOptions options) {
   if (!current.has_value() || !options.reset_current) {
     if (options.on_finished) {
-      internal::CallOnFinished(options, internal::SiteHere(from, absl::Now()));
+      trace_internal::CallOnFinished(
+          options, trace_internal::SiteHere(from, absl::Now()));
     }
     return;
   }
@@ -367,10 +369,10 @@ void FinishNonRecording(ScopeCurrent current, ContextHandle from,
   const std::function<void(const ExecutionSite&)> on_finished =
       options.on_finished;
   auto reset = [token = *current, options = std::move(options)](ContextHandle) {
-    (void)internal::CurrentKey().Reset(token.context(), token);
+    (void)trace_internal::CurrentKey().Reset(token.context(), token);
     if (options.on_finished) {
-      internal::CallOnFinished(
-          options, internal::SiteHere(token.context(), absl::Now()));
+      trace_internal::CallOnFinished(
+          options, trace_internal::SiteHere(token.context(), absl::Now()));
     }
   };
   if (IsOnLoopThread(origin)) {
@@ -382,7 +384,8 @@ void FinishNonRecording(ScopeCurrent current, ContextHandle from,
   FinishOptions refused;
   refused.on_finished = on_finished;
   if (!Post(origin, std::move(reset)).ok()) {
-    internal::CallOnFinished(refused, internal::SiteHere({}, absl::Now()));
+    trace_internal::CallOnFinished(refused,
+                                   trace_internal::SiteHere({}, absl::Now()));
   }
 }
 
@@ -390,7 +393,7 @@ void FinishNonRecording(ScopeCurrent current, ContextHandle from,
 
 // --- SpanParent --------------------------------------------------------------
 
-SpanParent::SpanParent(std::shared_ptr<internal::TraceRecord> trace,
+SpanParent::SpanParent(std::shared_ptr<trace_internal::TraceRecord> trace,
                        SpanId span, TraceId trace_id, SpanId root_span_id,
                        uint8_t trace_flags,
                        std::shared_ptr<const std::string> unsampled_trace_state)
@@ -454,7 +457,7 @@ TraceScope::~TraceScope() {
 }
 
 absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
-  if (finished_) return internal::AlreadyFinished("TraceScope::Finish");
+  if (finished_) return trace_internal::AlreadyFinished("TraceScope::Finish");
   finished_ = true;
   if (state_ == nullptr) {  // Non-recording.
     if (current_.has_value() || options.on_finished) {
@@ -463,24 +466,26 @@ absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
     }
     return absl::OkStatus();
   }
-  const int64_t now = internal::MonotonicNs();
+  const int64_t now = trace_internal::MonotonicNs();
   state_->end_mono_ns = now;
   const absl::Time end = state_->record->tracer->WallTime(now);
   const ExecutionSite& started = state_->record->data.started;
-  state_->finish_called = from == state_->origin
-                              ? ExecutionSite{from, internal::ThisThreadId(),
-                                              end, started.context_name}
-                              : internal::SiteHere(from, end);
-  internal::FinishState(std::move(state_), std::move(options), now);
+  state_->finish_called =
+      from == state_->origin
+          ? ExecutionSite{from, trace_internal::ThisThreadId(), end,
+                          started.context_name}
+          : trace_internal::SiteHere(from, end);
+  trace_internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
 
 absl::Status TraceScope::SetAttribute(absl::string_view key,
                                       AttributeValue value) {
-  if (finished_) return internal::AlreadyFinished("TraceScope::SetAttribute");
+  if (finished_)
+    return trace_internal::AlreadyFinished("TraceScope::SetAttribute");
   if (state_ == nullptr) return absl::OkStatus();
-  internal::TraceRecord& r = *state_->record;
-  r.data.dropped_attributes_count += internal::SetLimitedAttribute(
+  trace_internal::TraceRecord& r = *state_->record;
+  r.data.dropped_attributes_count += trace_internal::SetLimitedAttribute(
       r.data.attributes, std::string(key), std::move(value), r.tracer->limits,
       r.tracer->limits.attribute_count);
   return absl::OkStatus();
@@ -488,24 +493,25 @@ absl::Status TraceScope::SetAttribute(absl::string_view key,
 
 absl::Status TraceScope::AddEvent(absl::string_view name,
                                   Attributes attributes) {
-  if (finished_) return internal::AlreadyFinished("TraceScope::AddEvent");
+  if (finished_) return trace_internal::AlreadyFinished("TraceScope::AddEvent");
   if (state_ == nullptr) return absl::OkStatus();
-  internal::TraceRecord& r = *state_->record;
-  internal::AddLimitedEvent(r.data, name,
-                            r.tracer->WallTime(internal::MonotonicNs()),
-                            std::move(attributes), r.tracer->limits);
+  trace_internal::TraceRecord& r = *state_->record;
+  trace_internal::AddLimitedEvent(
+      r.data, name, r.tracer->WallTime(trace_internal::MonotonicNs()),
+      std::move(attributes), r.tracer->limits);
   return absl::OkStatus();
 }
 
 absl::Status TraceScope::SetStatus(StatusCode code, absl::string_view message) {
-  if (finished_) return internal::AlreadyFinished("TraceScope::SetStatus");
+  if (finished_)
+    return trace_internal::AlreadyFinished("TraceScope::SetStatus");
   if (state_ == nullptr) return absl::OkStatus();
-  internal::SetStatusOf(state_->record->data, code, message);
+  trace_internal::SetStatusOf(state_->record->data, code, message);
   return absl::OkStatus();
 }
 
 absl::Status TraceScope::SetError(absl::string_view message) {
-  if (finished_) return internal::AlreadyFinished("TraceScope::SetError");
+  if (finished_) return trace_internal::AlreadyFinished("TraceScope::SetError");
   return SetStatus(StatusCode::kError, message);
 }
 
@@ -572,7 +578,7 @@ SpanScope::~SpanScope() {
 }
 
 absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
-  if (finished_) return internal::AlreadyFinished("SpanScope::Finish");
+  if (finished_) return trace_internal::AlreadyFinished("SpanScope::Finish");
   finished_ = true;
   if (state_ == nullptr) {  // Non-recording.
     if (current_.has_value() || options.on_finished) {
@@ -581,26 +587,27 @@ absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
     }
     return absl::OkStatus();
   }
-  const int64_t now = internal::MonotonicNs();
+  const int64_t now = trace_internal::MonotonicNs();
   SpanData& d = state_->data;
-  const internal::TracerCore& tracer = *state_->trace->tracer;
+  const trace_internal::TracerCore& tracer = *state_->trace->tracer;
   d.end_time = tracer.WallTime(now);
   d.duration =
       absl::Nanoseconds(std::max<int64_t>(0, now - state_->start_mono_ns));
   d.finish_called = from == state_->origin
-                        ? ExecutionSite{from, internal::ThisThreadId(),
+                        ? ExecutionSite{from, trace_internal::ThisThreadId(),
                                         d.end_time, d.started.context_name}
-                        : internal::SiteHere(from, d.end_time);
-  internal::FinishState(std::move(state_), std::move(options), now);
+                        : trace_internal::SiteHere(from, d.end_time);
+  trace_internal::FinishState(std::move(state_), std::move(options), now);
   return absl::OkStatus();
 }
 
 absl::Status SpanScope::SetAttribute(absl::string_view key,
                                      AttributeValue value) {
-  if (finished_) return internal::AlreadyFinished("SpanScope::SetAttribute");
+  if (finished_)
+    return trace_internal::AlreadyFinished("SpanScope::SetAttribute");
   if (state_ == nullptr) return absl::OkStatus();
   const SpanLimits& limits = state_->trace->tracer->limits;
-  state_->data.dropped_attributes_count += internal::SetLimitedAttribute(
+  state_->data.dropped_attributes_count += trace_internal::SetLimitedAttribute(
       state_->data.attributes, std::string(key), std::move(value), limits,
       limits.attribute_count);
   return absl::OkStatus();
@@ -608,28 +615,28 @@ absl::Status SpanScope::SetAttribute(absl::string_view key,
 
 absl::Status SpanScope::AddEvent(absl::string_view name,
                                  Attributes attributes) {
-  if (finished_) return internal::AlreadyFinished("SpanScope::AddEvent");
+  if (finished_) return trace_internal::AlreadyFinished("SpanScope::AddEvent");
   if (state_ == nullptr) return absl::OkStatus();
-  const internal::TracerCore& tracer = *state_->trace->tracer;
-  internal::AddLimitedEvent(state_->data, name,
-                            tracer.WallTime(internal::MonotonicNs()),
-                            std::move(attributes), tracer.limits);
+  const trace_internal::TracerCore& tracer = *state_->trace->tracer;
+  trace_internal::AddLimitedEvent(
+      state_->data, name, tracer.WallTime(trace_internal::MonotonicNs()),
+      std::move(attributes), tracer.limits);
   return absl::OkStatus();
 }
 
 absl::Status SpanScope::SetStatus(StatusCode code, absl::string_view message) {
-  if (finished_) return internal::AlreadyFinished("SpanScope::SetStatus");
+  if (finished_) return trace_internal::AlreadyFinished("SpanScope::SetStatus");
   if (state_ == nullptr) return absl::OkStatus();
-  internal::SetStatusOf(state_->data, code, message);
+  trace_internal::SetStatusOf(state_->data, code, message);
   return absl::OkStatus();
 }
 
 absl::Status SpanScope::SetError(absl::string_view message,
                                  absl::string_view data) {
-  if (finished_) return internal::AlreadyFinished("SpanScope::SetError");
+  if (finished_) return trace_internal::AlreadyFinished("SpanScope::SetError");
   if (state_ == nullptr) return absl::OkStatus();
   state_->data.error = SpanError{std::string(message), std::string(data)};
-  internal::SetStatusOf(state_->data, StatusCode::kError, message);
+  trace_internal::SetStatusOf(state_->data, StatusCode::kError, message);
   return absl::OkStatus();
 }
 

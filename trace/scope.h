@@ -76,11 +76,11 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace trace_internal {
 struct TraceRecord;
 struct TraceState;
 struct SpanState;
-}  // namespace internal
+}  // namespace trace_internal
 
 struct FinishOptions {
   // Undo this scope's "make current" on the origin context. With false, the
@@ -113,10 +113,10 @@ class SpanParent {
   friend class Tracer;
   friend class TraceScope;
   friend class SpanScope;
-  SpanParent(std::shared_ptr<internal::TraceRecord> trace, SpanId span,
+  SpanParent(std::shared_ptr<trace_internal::TraceRecord> trace, SpanId span,
              TraceId trace_id, SpanId root_span_id, uint8_t trace_flags,
              std::shared_ptr<const std::string> unsampled_trace_state);
-  std::shared_ptr<internal::TraceRecord> trace_;  // Null if unsampled.
+  std::shared_ptr<trace_internal::TraceRecord> trace_;  // Null if unsampled.
   SpanId span_;
   TraceId trace_id_;
   SpanId root_span_id_;
@@ -163,11 +163,12 @@ class TraceScope {
 
  private:
   friend class Tracer;
-  TraceScope(std::unique_ptr<internal::TraceState> state, SpanContext context);
+  TraceScope(std::unique_ptr<trace_internal::TraceState> state,
+             SpanContext context);
   // Non-recording, started (setters and Finish succeed).
   static TraceScope NonRecording();
   static TraceScope NonRecording(SpanContext context, ScopeCurrent current);
-  std::unique_ptr<internal::TraceState> state_;
+  std::unique_ptr<trace_internal::TraceState> state_;
   SpanContext context_;
   ScopeCurrent current_;  // Non-recording scopes only.
   bool finished_ = true;  // Until started; again once finished or moved.
@@ -208,11 +209,12 @@ class SpanScope {
 
  private:
   friend class Tracer;
-  SpanScope(std::unique_ptr<internal::SpanState> state, SpanContext context);
+  SpanScope(std::unique_ptr<trace_internal::SpanState> state,
+            SpanContext context);
   static SpanScope NonRecording();
   static SpanScope NonRecording(SpanContext context, ScopeCurrent current,
                                 SpanId root_span_id);
-  std::unique_ptr<internal::SpanState> state_;
+  std::unique_ptr<trace_internal::SpanState> state_;
   SpanContext context_;
   ScopeCurrent current_;  // Non-recording scopes only.
   SpanId root_span_id_;   // Non-recording scopes only, for `AsParent`.

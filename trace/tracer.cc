@@ -15,7 +15,7 @@
 #include "ctxloop/trace/internal/trace_record.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 int64_t ThisThreadId() {
   // Constant-initialized (no TLS guard on every call); filled on first use.
@@ -150,22 +150,22 @@ void SetStatusOf(SpanRecordCommon& record, StatusCode code,
   }
 }
 
-}  // namespace internal
+}  // namespace trace_internal
 
-using internal::CurrentKey;
-using internal::CurrentScope;
-using internal::MonotonicNs;
-using internal::SpanState;
-using internal::TraceRecord;
-using internal::TraceState;
+using trace_internal::CurrentKey;
+using trace_internal::CurrentScope;
+using trace_internal::MonotonicNs;
+using trace_internal::SpanState;
+using trace_internal::TraceRecord;
+using trace_internal::TraceState;
 
 namespace {
 
 // `ctx`'s name, on its loop (`core`).
-ExecutionSite StartSite(internal::LoopCore& core, ContextHandle ctx,
+ExecutionSite StartSite(loop_internal::LoopCore& core, ContextHandle ctx,
                         absl::Time time) {
   absl::StatusOr<std::string> name = core.ContextName(ctx);
-  return ExecutionSite{ctx, internal::ThisThreadId(), time,
+  return ExecutionSite{ctx, trace_internal::ThisThreadId(), time,
                        name.ok() ? *std::move(name) : std::string()};
 }
 
@@ -180,7 +180,7 @@ uint8_t Unsampled(uint8_t flags) {
 }  // namespace
 
 Tracer::Tracer(Options options)
-    : core_(std::make_shared<internal::TracerCore>(std::move(options))) {}
+    : core_(std::make_shared<trace_internal::TracerCore>(std::move(options))) {}
 
 Tracer::~Tracer() { (void)Shutdown(); }
 
@@ -188,11 +188,11 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
                                               absl::string_view workflow_name,
                                               TraceOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
-  internal::TracerCore& core = *core_;
+  trace_internal::TracerCore& core = *core_;
   if (!core.enabled.load(std::memory_order_relaxed)) {
     return TraceScope::NonRecording();
   }
-  internal::LoopCore* loop = internal::FindOwnedCore(ctx);
+  loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.traces_off_loop_thread);
     return TraceScope::NonRecording();
@@ -258,11 +258,11 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   d.trace_state = context.trace_state;
   d.kind = options.kind;
   d.scope = core.scope;
-  d.dropped_attributes_count = internal::LimitAttributes(
+  d.dropped_attributes_count = trace_internal::LimitAttributes(
       options.attributes, core.limits, core.limits.attribute_count);
   d.attributes = std::move(options.attributes);
   if (!options.links.empty()) {
-    internal::SetLinks(d, std::move(options.links), core.limits);
+    trace_internal::SetLinks(d, std::move(options.links), core.limits);
   }
   d.workflow_name = std::string(workflow_name);
   d.group_id = std::move(options.group_id);
@@ -291,11 +291,11 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
                                             absl::string_view name,
                                             SpanOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
-  internal::TracerCore& core = *core_;
+  trace_internal::TracerCore& core = *core_;
   if (!core.enabled.load(std::memory_order_relaxed)) {
     return SpanScope::NonRecording();
   }
-  internal::LoopCore* loop = internal::FindOwnedCore(ctx);
+  loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.spans_off_loop_thread);
     return SpanScope::NonRecording();
@@ -361,7 +361,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     if (!core.default_sampler &&
         core.sampler->ShouldSample(params) == SamplingDecision::kDrop) {
       record = false;
-      if (trace->RemoveSpan()) internal::EndTraceAfterLastSpan(trace);
+      if (trace->RemoveSpan()) trace_internal::EndTraceAfterLastSpan(trace);
       trace.reset();
     }
   }
@@ -407,11 +407,11 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     d.scope = core.scope;
   }
   d.name = std::string(name);
-  d.dropped_attributes_count = internal::LimitAttributes(
+  d.dropped_attributes_count = trace_internal::LimitAttributes(
       options.attributes, core.limits, core.limits.attribute_count);
   d.attributes = std::move(options.attributes);
   if (!options.links.empty()) {
-    internal::SetLinks(d, std::move(options.links), core.limits);
+    trace_internal::SetLinks(d, std::move(options.links), core.limits);
   }
   d.start_time = core.WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
@@ -423,7 +423,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     if (!token.ok()) {  // The context is being destroyed.
       // This span never reached a processor; if the trace finished on
       // another thread meanwhile, its end was waiting for us [F5].
-      if (trace->RemoveSpan()) internal::EndTraceAfterLastSpan(trace);
+      if (trace->RemoveSpan()) trace_internal::EndTraceAfterLastSpan(trace);
       Count(core.counters.spans_on_stale_context);
       return SpanScope::NonRecording();
     }
@@ -489,7 +489,7 @@ absl::Status Tracer::Shutdown(absl::Duration timeout) {
 }
 
 TracerStats Tracer::stats() const {
-  const internal::TracerCounters& c = core_->counters;
+  const trace_internal::TracerCounters& c = core_->counters;
   auto get = [](const std::atomic<uint64_t>& a) {
     return a.load(std::memory_order_relaxed);
   };

@@ -99,9 +99,9 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace trace_internal {
 struct TracerCore;
-}  // namespace internal
+}  // namespace trace_internal
 
 struct TraceOptions {
   std::string group_id;
@@ -215,7 +215,7 @@ class Tracer {
   TracerStats stats() const;
 
  private:
-  std::shared_ptr<internal::TracerCore> core_;
+  std::shared_ptr<trace_internal::TracerCore> core_;
   std::atomic<bool> shut_down_{false};
 };
 

@@ -30,7 +30,7 @@
 #include <utility>
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 class AnyValue {
  public:
@@ -169,7 +169,7 @@ class AnyValue {
   const void* type_ = nullptr;  // TypeTag<T>() of the value; null: empty.
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_ANY_VALUE_H_

@@ -15,7 +15,7 @@
 #include "ctxloop/loop/token.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 class HandleAccess {
  public:
@@ -47,7 +47,7 @@ class HandleAccess {
   static uint64_t TokenSerial(const Token& t) { return t.serial_; }
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_HANDLE_ACCESS_H_

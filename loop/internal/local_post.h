@@ -43,7 +43,7 @@
 struct event;
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 class LoopCore;
 
@@ -167,7 +167,7 @@ bool IsEmptyCallable(const F& f) {
   }
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_LOCAL_POST_H_

@@ -111,7 +111,7 @@
 #include "ctxloop/loop/internal/test_hooks.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 std::atomic<TestHooks::Hook> TestHooks::after_foreign_unlock{nullptr};
 std::atomic<TestHooks::Hook> TestHooks::before_batch_end_take{nullptr};
@@ -1414,5 +1414,5 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   return report_;
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

@@ -52,7 +52,7 @@ struct event;
 struct event_base;
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 // The fence between a foreign `FdWatch::Stop()` and the loop's dispatch of
 // that watch, shared by the `FdWatch` and the loop's record (one allocation
@@ -439,7 +439,7 @@ class LoopCore {
 // Monotonic clock shared by timers and tests, in nanoseconds.
 int64_t MonotonicNowNs();
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_

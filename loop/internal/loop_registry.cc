@@ -13,7 +13,7 @@
 #include "ctxloop/loop/internal/local_post.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 namespace registry_internal {
 // Chunks are published once and never freed (see the header).
@@ -149,5 +149,5 @@ void LoopRegistry::Unpin(uint32_t index) {
   Find(index)->state.fetch_sub(1, std::memory_order_release);
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

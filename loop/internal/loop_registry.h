@@ -28,7 +28,7 @@
 #include "ctxloop/loop/internal/mutex.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 class LoopCore;
 
@@ -131,7 +131,7 @@ class LoopRegistry {
   }
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_LOOP_REGISTRY_H_

@@ -12,10 +12,10 @@
 // `ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)` function (`--config=clang` builds with
 // `-Wthread-safety -Werror`).
 //
-//   mutable internal::Mutex mu_;
+//   mutable loop_internal::Mutex mu_;
 //   int count_ ABSL_GUARDED_BY(mu_) = 0;
 //   void Add() {
-//     internal::MutexLock lock(&mu_);
+//     loop_internal::MutexLock lock(&mu_);
 //     ++count_;
 //   }
 //
@@ -33,7 +33,7 @@
 #include "absl/base/thread_annotations.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 class ABSL_LOCKABLE Mutex {
  public:
@@ -104,7 +104,7 @@ class CondVar {
   std::condition_variable cv_;
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_MUTEX_H_

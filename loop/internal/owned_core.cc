@@ -7,7 +7,7 @@
 #include "ctxloop/loop/internal/loop_registry.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 absl::StatusOr<LoopCore*> OwnedCore(ContextHandle ctx, absl::string_view what) {
   if (LoopCore* core = FindOwnedCore(ctx)) return core;
@@ -32,5 +32,5 @@ absl::Status NotOwnedError(ContextHandle ctx, absl::string_view what) {
       what, " on ", ctx.DebugString(), ": its loop is shut down or destroyed"));
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

@@ -15,7 +15,7 @@
 #include "ctxloop/loop/internal/loop_registry.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 // The loop of `ctx` if the caller is on its loop thread, else null. Cheap:
 // no allocation, so hot paths call it and build a message only on failure.
@@ -34,7 +34,7 @@ ABSL_ATTRIBUTE_NOINLINE absl::Status NotOwnedError(ContextHandle ctx,
 // `FindOwnedCore`, or `NotOwnedError` as a status.
 absl::StatusOr<LoopCore*> OwnedCore(ContextHandle ctx, absl::string_view what);
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_OWNED_CORE_H_

@@ -3,7 +3,7 @@
 #include "ctxloop/loop/internal/ready_queue.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 ReadyQueue::~ReadyQueue() {
   while (!empty()) {
@@ -85,5 +85,5 @@ void ReadyQueue::MoveAllTo(ReadyQueue* other) {
   size_ = 0;
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

@@ -35,7 +35,7 @@
 #include "ctxloop/loop/context_handle.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 // One queued task: the callable (inline, or a pointer to it on the heap), the
 // function that runs or destroys it, and the context it runs on.
@@ -174,7 +174,7 @@ class ReadyQueue {
   size_t free_count_ = 0;
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_READY_QUEUE_H_

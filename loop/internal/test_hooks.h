@@ -18,7 +18,7 @@
 #include <atomic>
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 struct TestHooks {
   using Hook = void (*)();
@@ -35,7 +35,7 @@ struct TestHooks {
   }
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_TEST_HOOKS_H_

@@ -6,7 +6,7 @@
 #include <utility>
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 ValueTable::KeyStack* ValueTable::AddKey(uint64_t key) {
   keys_.push_back(KeyStack{key, {}, 0});
@@ -75,5 +75,5 @@ std::shared_ptr<ValueTable> ValueTable::Snapshot() const {
   return copy;
 }
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop

@@ -34,7 +34,7 @@
 #include "ctxloop/loop/internal/any_value.h"
 
 namespace ctxloop {
-namespace internal {
+namespace loop_internal {
 
 class ValueTable {
  public:
@@ -127,7 +127,7 @@ class ValueTable {
   std::vector<KeyStack> keys_;
 };
 
-}  // namespace internal
+}  // namespace loop_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_LOOP_INTERNAL_VALUE_TABLE_H_

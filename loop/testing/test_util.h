@@ -9,7 +9,7 @@
 //   * `ASSERT_OK(expr)`: asserts that an `absl::Status` or `absl::StatusOr`
 //     is OK, printing the expression and the status otherwise.
 //   * `Latch`: a one-shot gate; `Wait` blocks until `Open` was called, on
-//     any thread. It synchronizes with `internal::Mutex` / `CondVar`
+//     any thread. It synchronizes with `loop_internal::Mutex` / `CondVar`
 //     (std::mutex underneath), because the system Abseil is not
 //     TSan-instrumented (.bazelrc).
 //   * `FdIsOpen(fd)`: whether `fd` is an open descriptor of this process.
@@ -45,18 +45,18 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
 class Latch {
  public:
   void Open() {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     open_ = true;
     cv_.SignalAll();
   }
   void Wait() {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     while (!open_) cv_.Wait(&mu_);
   }
 
  private:
-  internal::Mutex mu_;
-  internal::CondVar cv_;
+  loop_internal::Mutex mu_;
+  loop_internal::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -36,7 +36,7 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace stream_internal {
 
 // What every method of a moved-from (or already attached) handle returns.
 absl::Status NoStream();
@@ -100,11 +100,11 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   absl::Status AfterAttach(bool schedule);
   void ScheduleDelivery();
   void SetSinkRunning(bool running) {
-    MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     sink_running_ = running;
   }
 
-  mutable Mutex mu_;
+  mutable loop_internal::Mutex mu_;
   const StreamOptions options_;
   StreamCounters counters_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> consumer_ended_{false};  // Read per event by delivery.
@@ -165,7 +165,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::optional<SinkEnd> deferred_sink_end_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace internal
+}  // namespace stream_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_STREAM_INTERNAL_STREAM_CORE_H_

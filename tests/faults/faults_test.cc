@@ -43,8 +43,8 @@ namespace {
 
 using fuzz::EventRecorder;
 using fuzz::ThisTid;
-using internal::Mutex;
-using internal::MutexLock;
+using loop_internal::Mutex;
+using loop_internal::MutexLock;
 using testing_util::Latch;
 
 // Waits for `latch`-like conditions with a bound: true if `pred` held in time.
@@ -97,7 +97,7 @@ class FaultyExporter final : public SpanExporter {
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> items_{0};
   Mutex mu_;
-  internal::CondVar cv_;
+  loop_internal::CondVar cv_;
   bool released_ ABSL_GUARDED_BY(mu_) = false;
   bool in_export_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -375,7 +375,7 @@ TEST(FaultsTest, ForeignStopWhilePostsFlowIsNeverLost) {
     Latch made;
     std::atomic<bool> returned{false};
     Mutex mu;
-    internal::CondVar cv;
+    loop_internal::CondVar cv;
     bool may_destroy = false;
     std::thread loop_thread([&] {
       Loop loop;

@@ -84,7 +84,7 @@ namespace {
 class CountingExporter : public SpanExporter {
  public:
   absl::Status Export(absl::Span<const ExportItem> batch) override {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     for (const ExportItem& item : batch) {
       if (const auto* t = std::get_if<TraceData>(&item)) {
         ++traces_[t->trace_id];
@@ -95,23 +95,23 @@ class CountingExporter : public SpanExporter {
     return absl::OkStatus();
   }
   absl::flat_hash_map<TraceId, int> traces() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return traces_;
   }
   uint64_t spans() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return spans_;
   }
 
  private:
-  mutable internal::Mutex mu_;
+  mutable loop_internal::Mutex mu_;
   absl::flat_hash_map<TraceId, int> traces_ ABSL_GUARDED_BY(mu_);
   uint64_t spans_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Trace ids of finished runs, from `on_run_finished`.
 struct RunLog {
-  internal::Mutex mu;
+  loop_internal::Mutex mu;
   std::vector<TraceId> trace_ids ABSL_GUARDED_BY(mu);
   uint64_t completed ABSL_GUARDED_BY(mu) = 0;
   uint64_t written ABSL_GUARDED_BY(mu) = 0;
@@ -156,7 +156,7 @@ ModeResult RunMode(bool tracing) {
   so.tracer = tracer.get();
   so.max_reports = 16;  // The log below keeps what the checks need.
   so.on_run_finished = [&log](const examples::RunReport& r) {
-    internal::MutexLock lock(&log.mu);
+    loop_internal::MutexLock lock(&log.mu);
     log.trace_ids.push_back(r.trace_id);
     if (r.stream_status.ok()) ++log.completed;
     log.written += static_cast<uint64_t>(r.events_written);
@@ -224,7 +224,7 @@ ModeResult RunMode(bool tracing) {
                      " runs, the client saw ", ok, " whole streams"),
         &bad);
   {
-    internal::MutexLock lock(&log.mu);
+    loop_internal::MutexLock lock(&log.mu);
     if (tracing) {
       const absl::flat_hash_map<TraceId, int> exported = exporter->traces();
       uint64_t missing = 0, duplicated = 0;

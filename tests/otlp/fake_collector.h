@@ -95,8 +95,8 @@ class FakeCollector {
   evhttp* http_ = nullptr;  // Loop thread.
   int port_ = 0;
 
-  mutable internal::Mutex mu_;
-  mutable internal::CondVar cv_;
+  mutable loop_internal::Mutex mu_;
+  mutable loop_internal::CondVar cv_;
   std::deque<Response> script_ ABSL_GUARDED_BY(mu_);
   Response default_ ABSL_GUARDED_BY(mu_);
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);

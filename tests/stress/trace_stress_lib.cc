@@ -45,8 +45,8 @@ std::string StressResult::Summary() const {
 
 namespace {
 
-using internal::Mutex;
-using internal::MutexLock;
+using loop_internal::Mutex;
+using loop_internal::MutexLock;
 
 constexpr uint64_t kMagic = 0x5354524553530001ull;  // "STRESS" + 1
 
@@ -153,7 +153,7 @@ class Finisher {
   }
 
   Mutex mu_;
-  internal::CondVar cv_;
+  loop_internal::CondVar cv_;
   std::vector<Pair> queue_ ABSL_GUARDED_BY(mu_);
   bool quit_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

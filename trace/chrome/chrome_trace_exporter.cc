@@ -14,7 +14,7 @@
 #include "ctxloop/trace/export_internal/json_writer.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 struct ChromeRecord {
   bool is_trace = false;
@@ -29,7 +29,7 @@ struct ChromeRecord {
   std::string anchor_args;  // The finish anchors' "args" object.
 };
 
-}  // namespace internal
+}  // namespace trace_internal
 
 namespace {
 
@@ -41,8 +41,8 @@ SpanId DerivedRootSpanId(const TraceId& trace_id) {
   return SpanId{v == 0 ? 1 : v};
 }
 
-using internal::ChromeRecord;
-using internal::JsonWriter;
+using trace_internal::ChromeRecord;
+using trace_internal::JsonWriter;
 
 constexpr int64_t kNonLoopPid = 2147483647;
 constexpr int64_t kFreshPidBase = int64_t{1} << 20;      // > any loop id.
@@ -128,7 +128,7 @@ std::string SpanArgs(const SpanData& s) {
                   .ToHex());
   if (!s.attributes.empty()) {
     w.Key("attributes");
-    internal::WriteAttributesObject(s.attributes, w);
+    trace_internal::WriteAttributesObject(s.attributes, w);
   }
   if (s.error.has_value()) {
     w.Key("error")
@@ -241,7 +241,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
   std::vector<ChromeRecord> records;
   records.reserve(batch.size());
   for (const ExportItem& item : batch) records.push_back(MakeRecord(item));
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Export after Shutdown");
@@ -262,35 +262,36 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
 }
 
 absl::Status ChromeTraceExporter::Flush() {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Flush after Shutdown");
   }
-  return internal::WriteFileAtomically(path_, RenderLocked());
+  return trace_internal::WriteFileAtomically(path_, RenderLocked());
 }
 
 absl::Status ChromeTraceExporter::Shutdown() {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   if (shutdown_) return absl::OkStatus();
   shutdown_ = true;
-  absl::Status status = internal::WriteFileAtomically(path_, RenderLocked());
+  absl::Status status =
+      trace_internal::WriteFileAtomically(path_, RenderLocked());
   std::vector<ChromeRecord>().swap(records_);
   return status;
 }
 
 void ChromeTraceExporter::SetContextName(ContextHandle ctx, std::string name) {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   context_names_[ctx] = std::move(name);
 }
 
 std::string ChromeTraceExporter::ToJson() const {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   return RenderLocked();
 }
 
 uint64_t ChromeTraceExporter::dropped() const {
-  internal::MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   return dropped_;
 }
 
@@ -484,7 +485,7 @@ std::string ChromeTraceExporter::RenderLocked() const {
   w.Key("otherData").BeginObject();
   w.Key("producer").String("ctxloop ChromeTraceExporter");
   if (IsFinite(origin)) {
-    w.Key("time_origin").String(internal::FormatRfc3339Nanos(origin));
+    w.Key("time_origin").String(trace_internal::FormatRfc3339Nanos(origin));
     w.Key("time_origin_unix_ns")
         .String(absl::StrCat(absl::ToUnixNanos(origin)));
   }

@@ -93,9 +93,9 @@
 
 namespace ctxloop {
 
-namespace internal {
+namespace trace_internal {
 struct ChromeRecord;  // One stored item; defined in the .cc.
-}  // namespace internal
+}  // namespace trace_internal
 
 class ChromeTraceExporter final : public SpanExporter {
  public:
@@ -139,8 +139,8 @@ class ChromeTraceExporter final : public SpanExporter {
 
   const std::string path_;
   const Options options_;
-  mutable internal::Mutex mu_;
-  std::vector<internal::ChromeRecord> records_ ABSL_GUARDED_BY(mu_);
+  mutable loop_internal::Mutex mu_;
+  std::vector<trace_internal::ChromeRecord> records_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<ContextHandle, std::string> context_names_
       ABSL_GUARDED_BY(mu_);
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;

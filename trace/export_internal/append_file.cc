@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 namespace {
 
 absl::Status ErrnoStatus(int err, absl::string_view what,
@@ -97,7 +97,7 @@ AppendFile::~AppendFile() {
 }
 
 absl::Status AppendFile::AppendLines(std::string lines) {
-  MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   if (fd_ < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(owner_, ": Export after Shutdown"));
@@ -110,7 +110,7 @@ absl::Status AppendFile::AppendLines(std::string lines) {
 }
 
 absl::Status AppendFile::Flush() {
-  MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   if (fd_ < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(owner_, ": Flush after Shutdown"));
@@ -119,7 +119,7 @@ absl::Status AppendFile::Flush() {
 }
 
 absl::Status AppendFile::Close() {
-  MutexLock lock(&mu_);
+  loop_internal::MutexLock lock(&mu_);
   if (fd_ < 0) return absl::OkStatus();
   const absl::Status flushed = SyncIf(options_.sync_on_flush, fd_, path_);
   const int fd = std::exchange(fd_, -1);
@@ -155,5 +155,5 @@ absl::Status WriteFileAtomically(const std::string& path,
   return status;
 }
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop

@@ -34,7 +34,7 @@
 #include "ctxloop/loop/internal/mutex.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 class AppendFile {
  public:
@@ -80,7 +80,7 @@ class AppendFile {
   const std::string owner_;
   const std::string path_;
   const Options options_;
-  internal::Mutex mu_;
+  loop_internal::Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);  // -1 once closed.
   // The last write failed part-way.
   bool needs_newline_ ABSL_GUARDED_BY(mu_) = false;
@@ -90,7 +90,7 @@ class AppendFile {
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view data);
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_TRACE_EXPORT_INTERNAL_APPEND_FILE_H_

@@ -49,7 +49,7 @@ SpanId LegacyRootSpanId(const TraceId& trace_id) {
   return SpanId{v == 0 ? 1 : v};
 }
 
-using internal::JsonWriter;
+using trace_internal::JsonWriter;
 
 // ------------------------------------------------------- strict JSON parser
 
@@ -225,7 +225,7 @@ std::vector<std::string> Lines(const std::string& text) {
 }
 
 ContextHandle Ctx(uint32_t loop, uint32_t context) {
-  return internal::HandleAccess::Make(loop, 1, context, 1);
+  return loop_internal::HandleAccess::Make(loop, 1, context, 1);
 }
 
 const absl::Time kT0 = absl::FromUnixSeconds(1767225600);  // 2026-01-01.
@@ -270,7 +270,7 @@ bool IsLowerHex(const std::string& s, size_t len) {
 
 std::string Quote(absl::string_view s) {
   std::string out;
-  internal::AppendJsonString(s, &out);
+  trace_internal::AppendJsonString(s, &out);
   return out;
 }
 

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
@@ -316,5 +316,5 @@ void WriteAttributesObject(const Attributes& attributes, JsonWriter& w) {
   w.EndObject();
 }
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop

@@ -42,7 +42,7 @@
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 // Appends `s` to `out` as a quoted JSON string (see the escaping above).
 void AppendJsonString(absl::string_view s, std::string* out);
@@ -116,7 +116,7 @@ void WriteAttributeValue(const AttributeValue& value, JsonWriter& w);
 // Writes {"key":value,...} with unique keys (see above).
 void WriteAttributesObject(const Attributes& attributes, JsonWriter& w);
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_TRACE_EXPORT_INTERNAL_JSON_WRITER_H_

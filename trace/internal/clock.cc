@@ -15,7 +15,7 @@
 #include "absl/base/optimization.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 namespace {
 
 int64_t ClockGettimeNs() {
@@ -150,5 +150,5 @@ int64_t MonotonicNs() {
   return ClockGettimeNs();
 }
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop

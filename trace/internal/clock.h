@@ -24,14 +24,14 @@
 #include <cstdint>
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 int64_t MonotonicNs();
 
 // For tests: true if `MonotonicNs` reads the TSC on this machine.
 bool MonotonicNsUsesTsc();
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_TRACE_INTERNAL_CLOCK_H_

@@ -48,7 +48,7 @@
 #include "ctxloop/trace/tracer.h"
 
 namespace ctxloop {
-namespace internal {
+namespace trace_internal {
 
 struct TracerCounters {
   std::atomic<uint64_t> noop_spans{0};
@@ -197,7 +197,7 @@ void SetStatusOf(SpanRecordCommon& record, StatusCode code,
 // The calling thread's Linux tid, cached.
 int64_t ThisThreadId();
 
-}  // namespace internal
+}  // namespace trace_internal
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_

@@ -11,10 +11,10 @@
 namespace ctxloop {
 namespace {
 
-using internal::JsonWriter;
+using trace_internal::JsonWriter;
 
 void WriteTime(absl::Time t, JsonWriter& w) {
-  const std::string s = internal::FormatRfc3339Nanos(t);
+  const std::string s = trace_internal::FormatRfc3339Nanos(t);
   if (s.empty()) {
     w.Null();
   } else {
@@ -104,7 +104,7 @@ void WriteSpan(const SpanData& s, JsonWriter& w) {
   }
   w.Key("name").String(s.name);
   w.Key("attributes");
-  internal::WriteAttributesObject(s.attributes, w);
+  trace_internal::WriteAttributesObject(s.attributes, w);
   WriteTimes(s, w);
   w.Key("error");
   if (s.error.has_value()) {
@@ -130,17 +130,18 @@ absl::StatusOr<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::Create(
 
 absl::StatusOr<std::unique_ptr<JsonLinesExporter>> JsonLinesExporter::Create(
     const std::string& path, Options options) {
-  internal::AppendFile::Options file_options;
+  trace_internal::AppendFile::Options file_options;
   file_options.truncate = options.truncate;
   file_options.sync_on_flush = options.sync_on_flush;
-  absl::StatusOr<std::unique_ptr<internal::AppendFile>> file =
-      internal::AppendFile::Open("JsonLinesExporter", path, file_options);
+  absl::StatusOr<std::unique_ptr<trace_internal::AppendFile>> file =
+      trace_internal::AppendFile::Open("JsonLinesExporter", path, file_options);
   if (!file.ok()) return file.status();
   return std::unique_ptr<JsonLinesExporter>(
       new JsonLinesExporter(*std::move(file)));
 }
 
-JsonLinesExporter::JsonLinesExporter(std::unique_ptr<internal::AppendFile> file)
+JsonLinesExporter::JsonLinesExporter(
+    std::unique_ptr<trace_internal::AppendFile> file)
     : file_(std::move(file)) {}
 
 std::string JsonLinesExporter::FormatItem(const ExportItem& item) {

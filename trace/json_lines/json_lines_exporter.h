@@ -86,9 +86,10 @@ class JsonLinesExporter final : public SpanExporter {
   static std::string FormatItem(const ExportItem& item);
 
  private:
-  explicit JsonLinesExporter(std::unique_ptr<internal::AppendFile> file);
+  explicit JsonLinesExporter(std::unique_ptr<trace_internal::AppendFile> file);
 
-  const std::unique_ptr<internal::AppendFile> file_;  // Closed by Shutdown.
+  const std::unique_ptr<trace_internal::AppendFile>
+      file_;  // Closed by Shutdown.
 };
 
 }  // namespace ctxloop

@@ -191,10 +191,10 @@ struct OtlpHttpExporter::Impl {
   std::unique_ptr<LoopThread> loop;  // Reset by Shutdown.
   event_base* base = nullptr;        // The loop's; used on its thread only.
 
-  internal::Mutex report_mu;  // Serializes on_error.
+  loop_internal::Mutex report_mu;  // Serializes on_error.
 
-  mutable internal::Mutex mu;
-  internal::CondVar cv;  // Attempt completions, shutdown.
+  mutable loop_internal::Mutex mu;
+  loop_internal::CondVar cv;  // Attempt completions, shutdown.
   bool shutdown ABSL_GUARDED_BY(mu) = false;
   Stats stats ABSL_GUARDED_BY(mu);
   std::mt19937_64 rng ABSL_GUARDED_BY(mu){std::random_device{}()};
@@ -307,7 +307,7 @@ struct OtlpHttpExporter::Impl {
       if (ra != nullptr) retry_after = ra;
     }
     {
-      internal::MutexLock lock(&mu);
+      loop_internal::MutexLock lock(&mu);
       result->done = true;
       result->http_status = code;
       result->transport_error = std::string(error);
@@ -471,7 +471,7 @@ absl::Status OtlpHttpExporter::Flush() { return absl::OkStatus(); }
 
 absl::Status OtlpHttpExporter::Shutdown() {
   {
-    internal::MutexLock lock(&impl_->mu);
+    loop_internal::MutexLock lock(&impl_->mu);
     if (impl_->shutdown) return absl::OkStatus();
     impl_->shutdown = true;
   }
@@ -485,12 +485,12 @@ absl::Status OtlpHttpExporter::Shutdown() {
 }
 
 OtlpHttpExporter::Stats OtlpHttpExporter::stats() const {
-  internal::MutexLock lock(&impl_->mu);
+  loop_internal::MutexLock lock(&impl_->mu);
   return impl_->stats;
 }
 
 void OtlpHttpExporter::Report(const absl::Status& status) {
-  internal::MutexLock lock(&impl_->report_mu);
+  loop_internal::MutexLock lock(&impl_->report_mu);
   try {
     if (impl_->options.on_error) {
       impl_->options.on_error(status);
@@ -516,7 +516,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
   // Counts the batch as failed and reports `status`.
   auto fail = [&](absl::Status status) {
     {
-      internal::MutexLock lock(&impl.mu);
+      loop_internal::MutexLock lock(&impl.mu);
       ++impl.stats.batches_failed;
       impl.stats.spans_failed += spans + skipped;
     }
@@ -530,7 +530,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
   };
 
   {
-    internal::MutexLock lock(&impl.mu);
+    loop_internal::MutexLock lock(&impl.mu);
     ++impl.stats.export_calls;
     if (impl.shutdown) {
       impl.stats.spans_failed += batch.size();
@@ -571,7 +571,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     }
     auto result = std::make_shared<AttemptResult>();
     {
-      internal::MutexLock lock(&impl.mu);
+      loop_internal::MutexLock lock(&impl.mu);
       if (impl.shutdown)
         return fail(absl::CancelledError("exporter shut down"));
       ++impl.stats.requests;
@@ -592,7 +592,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     AttemptResult r;
     bool cancelled = false;
     {
-      internal::MutexLock lock(&impl.mu);
+      loop_internal::MutexLock lock(&impl.mu);
       while (!result->done && !impl.shutdown) {
         if (!impl.cv.WaitUntil(&impl.mu, guard) &&
             std::chrono::steady_clock::now() >= guard) {
@@ -616,7 +616,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
       const uint64_t rejected = std::min<uint64_t>(
           spans, static_cast<uint64_t>(RejectedSpans(r.body, &message)));
       {
-        internal::MutexLock lock(&impl.mu);
+        loop_internal::MutexLock lock(&impl.mu);
         ++impl.stats.batches_exported;
         impl.stats.spans_exported += spans - rejected;
         impl.stats.spans_rejected += rejected;
@@ -644,7 +644,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     std::optional<absl::Duration> delay =
         ParseRetryAfter(r.retry_after, absl::Now());
     {
-      internal::MutexLock lock(&impl.mu);
+      loop_internal::MutexLock lock(&impl.mu);
       if (delay.has_value()) {
         ++impl.stats.retry_after_honoured;
         delay = std::min(*delay, impl.options.max_retry_after);
@@ -663,7 +663,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     const auto wake =
         std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(*delay);
     {
-      internal::MutexLock lock(&impl.mu);
+      loop_internal::MutexLock lock(&impl.mu);
       while (!impl.shutdown && std::chrono::steady_clock::now() < wake) {
         impl.cv.WaitUntil(&impl.mu, wake);
       }

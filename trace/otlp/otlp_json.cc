@@ -19,7 +19,7 @@ namespace ctxloop {
 namespace otlp {
 namespace {
 
-using internal::JsonWriter;
+using trace_internal::JsonWriter;
 
 // OTLP span flags: the low byte is the W3C trace flags; bit 8 says whether
 // bit 9 (the parent or linked span is remote) is known.
@@ -116,7 +116,8 @@ void WriteAnyValue(const AttributeValue& value, JsonWriter& w) {
 class AttributeList {
  public:
   explicit AttributeList(const Attributes* user) : user_(user) {
-    if (user_ != nullptr) keep_ = internal::UniqueAttributeIndices(*user_);
+    if (user_ != nullptr)
+      keep_ = trace_internal::UniqueAttributeIndices(*user_);
   }
   void AddExtra(absl::string_view key, AttributeValue value) {
     if (user_ != nullptr) {

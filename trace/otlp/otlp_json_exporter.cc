@@ -22,11 +22,11 @@ absl::StatusOr<std::unique_ptr<OtlpJsonExporter>> OtlpJsonExporter::Create(
 
 absl::StatusOr<std::unique_ptr<OtlpJsonExporter>> OtlpJsonExporter::Create(
     const std::string& path, Options options) {
-  internal::AppendFile::Options file_options;
+  trace_internal::AppendFile::Options file_options;
   file_options.truncate = options.truncate;
   file_options.sync_on_flush = options.sync_on_flush;
-  absl::StatusOr<std::unique_ptr<internal::AppendFile>> file =
-      internal::AppendFile::Open("OtlpJsonExporter", path, file_options);
+  absl::StatusOr<std::unique_ptr<trace_internal::AppendFile>> file =
+      trace_internal::AppendFile::Open("OtlpJsonExporter", path, file_options);
   if (!file.ok()) return file.status();
   otlp::Resource resource =
       options.resource.attributes.empty()
@@ -36,8 +36,8 @@ absl::StatusOr<std::unique_ptr<OtlpJsonExporter>> OtlpJsonExporter::Create(
       new OtlpJsonExporter(*std::move(file), std::move(resource)));
 }
 
-OtlpJsonExporter::OtlpJsonExporter(std::unique_ptr<internal::AppendFile> file,
-                                   otlp::Resource resource)
+OtlpJsonExporter::OtlpJsonExporter(
+    std::unique_ptr<trace_internal::AppendFile> file, otlp::Resource resource)
     : resource_(std::move(resource)), file_(std::move(file)) {}
 
 absl::Status OtlpJsonExporter::Export(absl::Span<const ExportItem> batch) {

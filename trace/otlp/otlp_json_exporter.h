@@ -73,11 +73,12 @@ class OtlpJsonExporter final : public SpanExporter {
                                    size_t* skipped = nullptr);
 
  private:
-  OtlpJsonExporter(std::unique_ptr<internal::AppendFile> file,
+  OtlpJsonExporter(std::unique_ptr<trace_internal::AppendFile> file,
                    otlp::Resource resource);
 
   const otlp::Resource resource_;
-  const std::unique_ptr<internal::AppendFile> file_;  // Closed by Shutdown.
+  const std::unique_ptr<trace_internal::AppendFile>
+      file_;  // Closed by Shutdown.
 };
 
 }  // namespace ctxloop

@@ -51,7 +51,7 @@ class RecordingProcessor : public TraceProcessor {
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
 
   std::vector<Event> events() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return events_;
   }
   std::vector<Event> events(Kind kind) const {
@@ -67,7 +67,7 @@ class RecordingProcessor : public TraceProcessor {
   bool WaitFor(Kind kind, size_t n) {
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     while (CountLocked(kind) < n) {
       if (!cv_.WaitUntil(&mu_, deadline)) return CountLocked(kind) >= n;
     }
@@ -86,14 +86,14 @@ class RecordingProcessor : public TraceProcessor {
   template <typename T>
   void Add(Kind kind, const T& data) {
     {
-      internal::MutexLock lock(&mu_);
+      loop_internal::MutexLock lock(&mu_);
       events_.push_back(Event{kind, ThisTid(), data});
     }
     cv_.SignalAll();
   }
 
-  mutable internal::Mutex mu_;
-  internal::CondVar cv_;
+  mutable loop_internal::Mutex mu_;
+  loop_internal::CondVar cv_;
   std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -84,11 +84,11 @@ class EventRecorder final : public TraceProcessor {
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
 
   std::vector<Event> events() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return events_;
   }
   uint64_t count() const {
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     return events_.size();
   }
 
@@ -96,13 +96,13 @@ class EventRecorder final : public TraceProcessor {
   void Add(Kind kind, const TraceId& t, SpanId s, const ExecutionSite& started,
            const ExecutionSite& called, const ExecutionSite& ran, bool off) {
     const int64_t tid = ThisTid();
-    internal::MutexLock lock(&mu_);
+    loop_internal::MutexLock lock(&mu_);
     events_.push_back(Event{kind, seq_->fetch_add(1) + 1, tid, t, s, started,
                             called, ran, off});
   }
 
   std::atomic<uint64_t>* const seq_;
-  mutable internal::Mutex mu_;
+  mutable loop_internal::Mutex mu_;
   std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 
