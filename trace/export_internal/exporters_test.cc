@@ -438,6 +438,11 @@ TEST(JsonLinesExporterTest, FormatsASpanExactly) {
             "\"end_time\":\"2026-01-01T00:00:00.001500001Z\","
             "\"duration_ns\":1500000,"
             "\"error\":{\"message\":\"boom\",\"data\":\"{\\\"x\\\":1}\"},"
+            "\"kind\":\"internal\",\"status\":{\"code\":\"unset\"},"
+            "\"events\":[],\"links\":[],"
+            "\"scope\":{\"name\":\"\",\"version\":\"\"},"
+            "\"trace_flags\":1,\"trace_state\":\"\","
+            "\"dropped\":{\"attributes\":0,\"events\":0,\"links\":0},"
             "\"started\":{\"loop\":1,\"context\":2,\"thread\":101,"
             "\"time\":\"2026-01-01T00:00:00.000000001Z\"},"
             "\"finish_called\":{\"loop\":null,\"context\":null,\"thread\":202,"
@@ -493,6 +498,8 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   EXPECT_EQ(tr["duration_ns"].Int(), 2000000);
   EXPECT_EQ(tr["finished_off_origin"].boolean, true);
   EXPECT_EQ(tr["started"]["loop"].type, Json::kNull);
+  EXPECT_EQ(tr["remote_parent_span_id"].type, Json::kNull);
+  EXPECT_EQ(tr["kind"].str(), "internal");
 
   ASSERT_TRUE((*e)->Shutdown().ok());
   EXPECT_TRUE((*e)->Shutdown().ok());  // Idempotent.
@@ -503,6 +510,66 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   ASSERT_TRUE(again.ok());
   ASSERT_TRUE((*again)->Export(second).ok());
   EXPECT_EQ(Lines(ReadFile(path)).size(), 4u);
+}
+
+TEST(JsonLinesExporterTest, WritesTheOpenTelemetryDataModel) {
+  SpanData s = FixedSpan();
+  s.kind = SpanKind::kConsumer;
+  s.status = SpanStatus{StatusCode::kError, "bad \"input\""};
+  s.events.push_back(
+      SpanEvent{"retry", kT0 + absl::Seconds(1), {{"attempt", int64_t{2}}}, 3});
+  SpanLink link;
+  link.context.trace_id = TraceId{1, 2};
+  link.context.span_id = SpanId{0x77};
+  link.context.trace_flags = 1;
+  link.context.trace_state = "vendor=x";
+  link.attributes = {{"why", std::string("fan-in")}};
+  s.links.push_back(link);
+  s.scope = InstrumentationScope{"agent", "1.2"};
+  s.trace_flags = 0;
+  s.trace_state = "a=b";
+  s.dropped_attributes_count = 4;
+  s.dropped_events_count = 5;
+  s.dropped_links_count = 6;
+  Json j = MustParse(JsonLinesExporter::FormatItem(s));
+  EXPECT_EQ(j["kind"].str(), "consumer");
+  EXPECT_EQ(j["status"]["code"].str(), "error");
+  EXPECT_EQ(j["status"]["message"].str(), "bad \"input\"");
+  ASSERT_EQ(j["events"].array.size(), 1u);
+  EXPECT_EQ(j["events"].array[0]["name"].str(), "retry");
+  EXPECT_EQ(j["events"].array[0]["time"].str(),
+            "2026-01-01T00:00:01.000000000Z");
+  EXPECT_EQ(j["events"].array[0]["attributes"]["attempt"].Int(), 2);
+  EXPECT_EQ(j["events"].array[0]["dropped_attributes_count"].Int(), 3);
+  ASSERT_EQ(j["links"].array.size(), 1u);
+  EXPECT_EQ(j["links"].array[0]["trace_id"].str(),
+            "00000000000000010000000000000002");
+  EXPECT_EQ(j["links"].array[0]["span_id"].str(), "0000000000000077");
+  EXPECT_EQ(j["links"].array[0]["trace_flags"].Int(), 1);
+  EXPECT_EQ(j["links"].array[0]["trace_state"].str(), "vendor=x");
+  EXPECT_EQ(j["links"].array[0]["attributes"]["why"].str(), "fan-in");
+  EXPECT_EQ(j["scope"]["name"].str(), "agent");
+  EXPECT_EQ(j["scope"]["version"].str(), "1.2");
+  EXPECT_EQ(j["trace_flags"].Int(), 0);
+  EXPECT_EQ(j["trace_state"].str(), "a=b");
+  EXPECT_EQ(j["dropped"]["attributes"].Int(), 4);
+  EXPECT_EQ(j["dropped"]["events"].Int(), 5);
+  EXPECT_EQ(j["dropped"]["links"].Int(), 6);
+
+  TraceData t;
+  t.trace_id = s.trace_id;
+  t.root_span_id = SpanId{0x99};
+  t.remote_parent_span_id = SpanId{0x55};
+  t.attributes = {{"tags", std::vector<std::string>{"a", "b"}}};
+  t.kind = SpanKind::kServer;
+  t.status.code = StatusCode::kOk;
+  Json tr = MustParse(JsonLinesExporter::FormatItem(t));
+  EXPECT_EQ(tr["remote_parent_span_id"].str(), "0000000000000055");
+  ASSERT_EQ(tr["attributes"]["tags"].array.size(), 2u);
+  EXPECT_EQ(tr["attributes"]["tags"].array[1].str(), "b");
+  EXPECT_EQ(tr["kind"].str(), "server");
+  EXPECT_EQ(tr["status"]["code"].str(), "ok");
+  EXPECT_FALSE(tr["status"].Has("message"));
 }
 
 TEST(JsonLinesExporterTest, BadPathIsAStatus) {

@@ -302,6 +302,22 @@ void WriteAttributeValue(const AttributeValue& value, JsonWriter& w) {
     w.Double(*d);
   } else if (const auto* b = std::get_if<bool>(&value)) {
     w.Bool(*b);
+  } else if (const auto* ss = std::get_if<std::vector<std::string>>(&value)) {
+    w.BeginArray();
+    for (const std::string& e : *ss) w.String(e);
+    w.EndArray();
+  } else if (const auto* is = std::get_if<std::vector<int64_t>>(&value)) {
+    w.BeginArray();
+    for (int64_t e : *is) w.Int(e);
+    w.EndArray();
+  } else if (const auto* ds = std::get_if<std::vector<double>>(&value)) {
+    w.BeginArray();
+    for (double e : *ds) w.Double(e);
+    w.EndArray();
+  } else if (const auto* bs = std::get_if<std::vector<bool>>(&value)) {
+    w.BeginArray();
+    for (bool e : *bs) w.Bool(e);
+    w.EndArray();
   } else {
     w.Null();  // valueless_by_exception.
   }

@@ -109,8 +109,8 @@ std::string FormatRfc3339Nanos(absl::Time t);
 // appears once, the last value given for a key winning; in order.
 std::vector<size_t> UniqueAttributeIndices(const Attributes& attributes);
 
-// Writes the value as a JSON string, integer, double (null if not finite)
-// or boolean.
+// Writes the value as a JSON string, integer, double (null if not finite),
+// boolean, or an array of one of those.
 void WriteAttributeValue(const AttributeValue& value, JsonWriter& w);
 
 // Writes {"key":value,...} with unique keys (see above).

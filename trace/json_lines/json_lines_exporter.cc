@@ -75,18 +75,109 @@ void WriteSites(const Data& d, JsonWriter& w) {
   w.Key("finished_off_origin").Bool(d.finished_off_origin);
 }
 
+const char* KindName(SpanKind kind) {
+  switch (kind) {
+    case SpanKind::kInternal:
+      return "internal";
+    case SpanKind::kServer:
+      return "server";
+    case SpanKind::kClient:
+      return "client";
+    case SpanKind::kProducer:
+      return "producer";
+    case SpanKind::kConsumer:
+      return "consumer";
+  }
+  return "internal";  // Out of range: written as the default kind.
+}
+
+const char* StatusName(StatusCode code) {
+  switch (code) {
+    case StatusCode::kUnset:
+      return "unset";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kError:
+      return "error";
+  }
+  return "unset";
+}
+
+// The OpenTelemetry data model shared by traces and spans: kind, status,
+// events, links, instrumentation scope, W3C flags and state, dropped counts.
+void WriteModel(const SpanRecordCommon& d, JsonWriter& w) {
+  w.Key("kind").String(KindName(d.kind));
+  w.Key("status").BeginObject().Key("code").String(StatusName(d.status.code));
+  if (!d.status.message.empty()) w.Key("message").String(d.status.message);
+  w.EndObject();
+  w.Key("events").BeginArray();
+  for (const SpanEvent& e : d.events) {
+    w.BeginObject().Key("name").String(e.name).Key("time");
+    WriteTime(e.time, w);
+    w.Key("attributes");
+    trace_internal::WriteAttributesObject(e.attributes, w);
+    w.Key("dropped_attributes_count").Uint(e.dropped_attributes_count);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("links").BeginArray();
+  for (const SpanLink& l : d.links) {
+    w.BeginObject()
+        .Key("trace_id")
+        .String(l.context.trace_id.ToHex())
+        .Key("span_id")
+        .String(l.context.span_id.ToHex())
+        .Key("trace_flags")
+        .Uint(l.context.trace_flags)
+        .Key("trace_state")
+        .String(l.context.trace_state)
+        .Key("attributes");
+    trace_internal::WriteAttributesObject(l.attributes, w);
+    w.Key("dropped_attributes_count").Uint(l.dropped_attributes_count);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("scope")
+      .BeginObject()
+      .Key("name")
+      .String(d.scope.name)
+      .Key("version")
+      .String(d.scope.version)
+      .EndObject();
+  w.Key("trace_flags").Uint(d.trace_flags);
+  w.Key("trace_state").String(d.trace_state);
+  w.Key("dropped")
+      .BeginObject()
+      .Key("attributes")
+      .Uint(d.dropped_attributes_count)
+      .Key("events")
+      .Uint(d.dropped_events_count)
+      .Key("links")
+      .Uint(d.dropped_links_count)
+      .EndObject();
+}
+
 void WriteTrace(const TraceData& t, JsonWriter& w) {
   w.BeginObject();
   w.Key("type").String("trace");
   w.Key("trace_id").String(t.trace_id.ToHex());
   w.Key("span_id").String(t.root_span_id.ToHex());
   w.Key("parent_span_id").Null();
+  w.Key("remote_parent_span_id");
+  if (t.remote_parent_span_id.valid()) {
+    w.String(t.remote_parent_span_id.ToHex());
+  } else {
+    w.Null();
+  }
   w.Key("workflow_name").String(t.workflow_name);
   w.Key("group_id").String(t.group_id);
   w.Key("metadata").BeginObject();
   for (const auto& [key, value] : t.metadata) w.Key(key).String(value);
   w.EndObject();
+  w.Key("attributes");
+  trace_internal::WriteAttributesObject(t.attributes, w);
   WriteTimes(t, w);
+  WriteModel(t, w);
   WriteSites(t, w);
   w.EndObject();
 }
@@ -117,6 +208,7 @@ void WriteSpan(const SpanData& s, JsonWriter& w) {
   } else {
     w.Null();
   }
+  WriteModel(s, w);
   WriteSites(s, w);
   w.EndObject();
 }

@@ -16,11 +16,24 @@
 //    "name":"...",                       // a span; a trace has instead
 //                                        // "workflow_name", "group_id" and
 //                                        // "metadata":{"k":"v",...}
-//    "attributes":{"k":"v"|int|double|bool,...},   // spans only
+//    "remote_parent_span_id":"<16 hex>"|null,      // traces only: the W3C
+//                                        // parent this trace continues
+//    "attributes":{"k":"v"|int|double|bool|[...],...},
 //    "start_time":"2026-01-02T03:04:05.123456789Z", // RFC 3339, UTC, 9 digits
 //    "end_time":"..."|null,              // null if not finite
 //    "duration_ns":123|null,             // monotonic duration
 //    "error":{"message":"...","data":"..."}|null,  // spans only
+//    "kind":"internal"|"server"|"client"|"producer"|"consumer",
+//    "status":{"code":"unset"|"ok"|"error","message":"..."},  // message
+//                                        // only if not empty
+//    "events":[{"name":"...","time":"<RFC 3339>"|null,"attributes":{...},
+//               "dropped_attributes_count":0},...],
+//    "links":[{"trace_id":"<32 hex>","span_id":"<16 hex>","trace_flags":1,
+//              "trace_state":"...","attributes":{...},
+//              "dropped_attributes_count":0},...],
+//    "scope":{"name":"...","version":"..."},  // the tracer's
+//    "trace_flags":1, "trace_state":"...",   // W3C, inherited by the trace
+//    "dropped":{"attributes":0,"events":0,"links":0},  // over the limits
 //    "started":SITE, "finish_called":SITE, "finish_ran":SITE,
 //    "finished_off_origin":false}
 //
