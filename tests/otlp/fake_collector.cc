@@ -137,6 +137,12 @@ void FakeCollector::OnRequest(evhttp_request* req, void* arg) {
       copy.method = "OTHER";
   }
   copy.uri = evhttp_request_get_uri(req);
+  if (evhttp_connection* conn = evhttp_request_get_connection(req)) {
+    char* address = nullptr;
+    ev_uint16_t peer_port = 0;
+    evhttp_connection_get_peer(conn, &address, &peer_port);
+    copy.peer_port = peer_port;
+  }
   evkeyvalq* headers = evhttp_request_get_input_headers(req);
   for (evkeyval* h = headers->tqh_first; h != nullptr; h = h->next.tqe_next) {
     copy.headers[absl::AsciiStrToLower(h->key)] = h->value;
@@ -183,6 +189,7 @@ void FakeCollector::Answer(evhttp_request* req, const Response& r) {
   evhttp_add_header(out, "Content-Type", "application/json");
   for (const auto& [k, v] : r.headers)
     evhttp_add_header(out, k.c_str(), v.c_str());
+  if (r.close) evhttp_add_header(out, "Connection", "close");
   evbuffer* body = evbuffer_new();
   evbuffer_add(body, r.body.data(), r.body.size());
   evhttp_send_reply(req, r.status, "fake", body);

@@ -55,6 +55,8 @@ class FakeCollector {
     absl::Duration delay = absl::ZeroDuration();
     // Pass the request to the upstream and its answer back.
     bool forward = false;
+    // Answer with `Connection: close` and close the connection.
+    bool close = false;
   };
   struct Request {
     std::string method;
@@ -63,6 +65,8 @@ class FakeCollector {
     std::string body;                            // As received.
     std::string json;  // The body, gunzipped if Content-Encoding: gzip.
     bool gunzip_ok = true;
+    // The client's port: requests on one kept-alive connection share it.
+    int peer_port = 0;
   };
 
   // Listens on 127.0.0.1:`port` (0: an ephemeral port).

@@ -115,6 +115,25 @@ TEST(OtlpHttpExporterTest, PostsOtlpJsonWithHeaders) {
   EXPECT_TRUE(env->errors.empty());
 }
 
+TEST(OtlpHttpExporterTest, KeepsTheConnectionAliveUntilTheCollectorCloses) {
+  auto env = MakeEnv();
+  FakeCollector::Response closing;
+  closing.close = true;
+  // Exports 1-3 answered normally, 4 with `Connection: close`, 5 normally.
+  env->collector->Script({{}, {}, {}, closing, {}});
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(env->exporter->Export(Batch(1)).ok());
+  std::vector<FakeCollector::Request> reqs = env->collector->requests();
+  ASSERT_EQ(reqs.size(), 5u);
+  ASSERT_NE(reqs[0].peer_port, 0);
+  // One TCP connection for the first four requests...
+  EXPECT_EQ(reqs[1].peer_port, reqs[0].peer_port);
+  EXPECT_EQ(reqs[2].peer_port, reqs[0].peer_port);
+  EXPECT_EQ(reqs[3].peer_port, reqs[0].peer_port);
+  // ... and a new one after the collector closed it.
+  EXPECT_NE(reqs[4].peer_port, reqs[0].peer_port);
+  EXPECT_EQ(env->exporter->stats().spans_exported, 5u);
+}
+
 TEST(OtlpHttpExporterTest, GzipBodyDecodes) {
   auto env = MakeEnv([](OtlpHttpExporter::Options& o) { o.gzip = true; });
   ASSERT_TRUE(env->exporter->Export(Batch(2)).ok());

@@ -17,6 +17,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -41,6 +42,9 @@ struct AttemptResult {
 };
 
 constexpr size_t kMaxResponseBody = 64 * 1024;
+// Answered connections kept open for reuse (attempts run one at a time, so
+// one is used; the second covers an answer racing a new attempt).
+constexpr size_t kMaxIdleConnections = 2;
 
 absl::StatusOr<std::string> Gzip(absl::string_view in) {
   z_stream zs{};
@@ -203,6 +207,9 @@ struct OtlpHttpExporter::Impl {
   // shutdown cleanup ran ([H3]).
   std::map<Request*, std::unique_ptr<Request>> requests;
   std::set<evhttp_connection*> conns;
+  // Connections whose last request was answered, kept for the next one
+  // (keep-alive); a subset of `conns`.
+  std::vector<evhttp_connection*> idle;
   bool closed = false;
 
   // Loop thread: sends `body`; completes `result` (under mu) when done.
@@ -212,13 +219,21 @@ struct OtlpHttpExporter::Impl {
       Complete(result, 0, "exporter shut down", nullptr);
       return;
     }
-    evhttp_connection* conn = evhttp_connection_base_new(
-        base, nullptr, host.c_str(), static_cast<uint16_t>(port));
-    if (conn == nullptr) {
-      Complete(result, 0, "cannot create a connection", nullptr);
-      return;
+    // Keep-alive: the connection of the last answered request, if any
+    // (libevent reconnects it if the collector closed it meanwhile).
+    evhttp_connection* conn = nullptr;
+    if (!idle.empty()) {
+      conn = idle.back();
+      idle.pop_back();
+    } else {
+      conn = evhttp_connection_base_new(base, nullptr, host.c_str(),
+                                        static_cast<uint16_t>(port));
+      if (conn == nullptr) {
+        Complete(result, 0, "cannot create a connection", nullptr);
+        return;
+      }
+      conns.insert(conn);
     }
-    conns.insert(conn);
     timeval tv;
     const int64_t us =
         std::max<int64_t>(1000, absl::ToInt64Microseconds(timeout));
@@ -278,8 +293,14 @@ struct OtlpHttpExporter::Impl {
     } else {
       impl->Complete(owned->result, code, "", req);
     }
-    // The connection may not be freed inside its own callback: later.
     evhttp_connection* conn = owned->conn;
+    if (code != 0 && impl->idle.size() < kMaxIdleConnections &&
+        !ClosesConnection(req)) {
+      // Answered and kept open: the next request reuses it.
+      impl->idle.push_back(conn);
+      return;
+    }
+    // The connection may not be freed inside its own callback: later.
     if (!Post(impl->loop_root(), [impl, conn](ContextHandle) {
            impl->FreeConnection(conn);
          }).ok()) {
@@ -287,10 +308,18 @@ struct OtlpHttpExporter::Impl {
     }
   }
 
+  // True if the collector said it closes the connection after this answer.
+  static bool ClosesConnection(evhttp_request* req) {
+    const char* c =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Connection");
+    return c != nullptr && absl::EqualsIgnoreCase(c, "close");
+  }
+
   ContextHandle loop_root() const { return root; }
   ContextHandle root;
 
   void FreeConnection(evhttp_connection* conn) {
+    idle.erase(std::remove(idle.begin(), idle.end(), conn), idle.end());
     if (conns.erase(conn) == 1) evhttp_connection_free(conn);
   }
 
@@ -325,6 +354,7 @@ struct OtlpHttpExporter::Impl {
     requests.clear();
     for (evhttp_connection* conn : conns) evhttp_connection_free(conn);
     conns.clear();
+    idle.clear();
     for (auto& [raw, r] : pending) {
       Complete(r->result, 0, "exporter shut down", nullptr);
     }

@@ -18,7 +18,9 @@
 //   auto batch = ctxloop::BatchProcessor::Create(*std::move(otlp));
 //
 // It runs on ctxloop itself: a `LoopThread` of its own drives libevent's
-// HTTP client (one connection per request on that loop's `event_base`), so
+// HTTP client on that loop's `event_base` (HTTP/1.1 keep-alive: an answered
+// request's connection is reused by the next; one that failed or timed out
+// is closed, and so is one the collector answers with `Connection: close`), so
 // no caller's loop ever waits for the network. `Export` blocks its caller
 // (the batch processor's worker) until the batch is delivered, failed for
 // good or out of time.
