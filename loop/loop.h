@@ -36,13 +36,17 @@
 // in the loop's ready queue (chunks that never move their tasks; no
 // allocation for captures up to five pointers); one `event_active` per batch
 // of tasks; each task is run and destroyed in place (about 75 instructions
-// per post+run in benchmarks/icount_hot_paths.cc). Cross-thread `Post`: one
-// mutex (which also proves the loop alive) and a vector append; it writes the
-// loop's eventfd (still under the mutex, so the poster is done with the loop
-// when it unlocks) only when the loop last found its cross-thread queue empty,
-// i.e. may be idle. A busy loop takes new cross-thread tasks at the end of each
-// batch, so a burst into a busy loop costs no syscall (about 0.2 wake-ups per
-// 1,000 posts in benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
+// per post+run in benchmarks/icount_hot_paths.cc). Cross-thread `Post`: no
+// lock. A registry pin (one compare-and-swap that also proves the loop
+// alive, one decrement to release it), a context check, a node from a
+// per-thread cache of recycled nodes (no allocation per post once the pool
+// has grown) and one compare-and-swap onto the loop's lock-free foreign
+// ingress (loop/internal/foreign_ingress.h); it writes the loop's eventfd
+// (still pinned, so the poster is done with the loop when it unpins) only
+// when the loop had armed the ingress, i.e. may be idle. A busy loop takes
+// new cross-thread tasks at the end of each batch, so a burst into a busy
+// loop costs no syscall (about 0.03 wake-ups per 1,000 posts in
+// benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
 // `benchmarks/` measures these against raw libevent, Boost.Asio and libuv.
 //
 // Ordering

@@ -20,14 +20,14 @@
 //  [S4] Delayed tasks that have not fired are destroyed unrun on the loop
 //       thread when the drain starts and counted in `delayed_dropped`; `Cancel`
 //       on them returns false. `PostDelayed` during the drain is refused.
-//  [S5] A cross-thread `Post` racing with shutdown either locked the loop's
-//       queue before shutdown closed it (shutdown sets the closed bit under
-//       that same lock, so the task is queued before the drain starts and
-//       runs under [S1]) or finds the loop closed and returns
-//       kFailedPrecondition, its task destroyed on the posting thread before
-//       `Post` returns. Other foreign calls (PostDelayed, Cancel, Stop of a
-//       watch) pin the loop and shutdown waits for their pins. Nothing runs
-//       on a foreign thread; no post is half done.
+//  [S5] A cross-thread `Post` racing with shutdown either pinned the loop
+//       before shutdown closed the registry slot (shutdown waits for those
+//       pins, so the task is in the foreign ingress before shutdown closes
+//       the ingress with one exchange, and runs in the drain under [S1]) or
+//       its pin fails and it returns kFailedPrecondition, its task destroyed
+//       on the posting thread before `Post` returns. Every other foreign call
+//       (PostDelayed, Cancel, Stop, Stop of a watch) pins the loop the same
+//       way. Nothing runs on a foreign thread; no post is half done.
 //  [S6] Fd watches still registered after the drain and the hooks are
 //       unregistered, their callbacks destroyed on the loop thread and owned
 //       fds closed. Tasks those destructors post (and tasks dropped delayed
@@ -41,7 +41,12 @@
 //       closes to new posts, the pending tasks (local and cross-thread, all
 //       queued before the close) run first with the handle valid, then a
 //       marker task frees the record and the handle goes stale. Its delayed
-//       tasks are cancelled and its watches stopped at once.
+//       tasks are cancelled and its watches stopped at once. A foreign post
+//       racing the close is exact: DestroyContext closes the context in the
+//       foreign accept table, then waits for the pins taken before that
+//       (LoopRegistry::WaitForEarlierPins), so a post that saw the context
+//       open has pushed before the close takes the ingress, and runs before
+//       the marker. (ingress_test.cc)
 //  [S8] After shutdown every handle of the loop is stale: `Post` and
 //       `PostDelayed` return kFailedPrecondition, `ContextKey` operations
 //       kFailedPrecondition, `Cancel` false. The registry slot is never freed,
@@ -61,14 +66,15 @@
 //       unrun, counted in `tasks_dropped` and reported.
 //       (destroy_hook_test.cc)
 // [S11] A foreign thread that queued into a loop (a `Post`, a delayed post, a
-//       cancelled task's destruction, an `FdWatch::Stop`) is done with the
-//       loop when it releases the queue lock: the eventfd write and the
-//       counter update happen under it, and shutdown cannot close the loop
-//       while a poster holds it (or a pin), so destroying a loop while other
-//       threads post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
-// [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
-//       the queue lock; the loop checks the flag after taking the queue, so
-//       the stop is never lost to concurrent posts. (loop_race_test.cc)
+//       cancelled task's destruction, an `FdWatch::Stop`, a `Stop`) is done
+//       with the loop when it unpins: the push, the eventfd write and the
+//       counter update happen while it holds the pin, and shutdown cannot
+//       finish while a pin is held, so destroying a loop while other threads
+//       post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
+// [S12] A foreign `Loop::Stop()` sets the flag, then pushes a stop node on
+//       the foreign ingress like a post (waking the loop if it armed the
+//       ingress); the take that finds the node sees the flag, so the stop is
+//       never lost to concurrent posts. (loop_race_test.cc, ingress_test.cc)
 // [S13] A foreign `FdWatch::Stop()` (or destruction) waits until the watch's
 //       callback is not running, and the callback is never called after it
 //       returned; the unregistration is posted to the loop thread (or done by
@@ -115,6 +121,7 @@ namespace loop_internal {
 
 std::atomic<TestHooks::Hook> TestHooks::after_foreign_unlock{nullptr};
 std::atomic<TestHooks::Hook> TestHooks::before_batch_end_take{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::foreign_post_checked{nullptr};
 
 int64_t MonotonicNowNs() {
   timespec ts;
@@ -189,15 +196,14 @@ absl::Status LoopCore::Init() {
     return absl::ResourceExhaustedError("libevent could not create events");
   }
   local_.set_batch_event(batch_event_);
-  LoopRegistry::Register(this, &slot_index_, &generation_);
-  remote_mu_ = &LoopRegistry::Find(slot_index_)->mu;
-  // The root context, index 0.
-  MutexLock lock(remote_mu_);
+  // The root context, index 0, open before any foreign thread can pin us.
   contexts_.push_back(std::make_unique<ContextRecord>());
   contexts_[0]->generation = 1;
   contexts_[0]->live = true;
   contexts_[0]->name = "root";
   local_.Open(0, 1);
+  accept_.Set(0, 1);
+  LoopRegistry::Register(this, &slot_index_, &generation_);
   return absl::OkStatus();
 }
 
@@ -313,30 +319,49 @@ absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
   return absl::OkStatus();
 }
 
-absl::Status LoopCore::PostForeignLocked(ContextHandle ctx, Task&& task) {
-  // On error `task` is destroyed by our caller's frame, on its thread, after
-  // the unlock.
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
-  remote_.emplace_back(ctx, std::move(task));
-  WakeLocked();
+absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
+  // [S7] The accept table is exact against DestroyContext: it closes the
+  // context, then waits for the pins taken before (WaitForEarlierPins), so
+  // a post that saw the context open has pushed before the close takes the
+  // ingress. On error `task` is destroyed by our caller, on its thread.
+  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) return RejectForeignPost(ctx);
+  TestHooks::Run(TestHooks::foreign_post_checked);
+  IngressNode* node = AllocIngressNode();
+  node->ctx = ctx;
+  node->task = std::move(task);
+  if (ABSL_PREDICT_FALSE(!PushForeign(node))) {
+    task = std::move(node->task);  // Never reached the loop.
+    FreeIngressNodes(node, node);
+    return RejectForeignPost(ctx);
+  }
   return absl::OkStatus();
 }
 
-void LoopCore::WakeLocked() {
-  // Write the eventfd only if the loop last found its queue empty (it may be
-  // idle): while it is busy with earlier foreign tasks it looks again at the
-  // end of each batch, so further posts cost no syscall.
+absl::Status LoopCore::RejectForeignPost(ContextHandle ctx) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot post to ", ctx.DebugString(),
+                   ": the context was destroyed or is being destroyed"));
+}
+
+bool LoopCore::PushForeign(IngressNode* node) {
+  // Write the eventfd only if the loop armed the ingress (it found it empty
+  // and may sleep): while it is busy it takes again at the end of each
+  // batch, so further posts cost no syscall.
   //
-  // The write happens before the unlock: while a foreign thread holds the
-  // queue lock of an open loop (or a pin) the loop cannot finish shutting
-  // down [S5], so nothing here can touch a destroyed loop, and the rare
-  // write (once per idle period) costs the lock one syscall.
-  if (!wake_pending_.load(std::memory_order_relaxed)) {
-    wake_pending_.store(true, std::memory_order_relaxed);
-    WriteWakeFd();
+  // The write happens before the caller unpins: while a foreign thread holds
+  // a pin the loop cannot finish shutting down [S5], so nothing here can
+  // touch a destroyed loop or a reused fd. Once the caller unpins it must not
+  // touch the loop [S11]; callers run TestHooks::after_foreign_unlock there.
+  switch (ingress_.Push(node)) {
+    case ForeignIngress::PushResult::kQueued:
+      return true;
+    case ForeignIngress::PushResult::kQueuedWake:
+      WriteWakeFd();
+      return true;
+    case ForeignIngress::PushResult::kClosed:
+      break;
   }
-  // Once the caller unlocks it must not touch the loop [S11]; callers run
-  // TestHooks::after_foreign_unlock there.
+  return false;
 }
 
 void LoopCore::WriteWakeFd() {
@@ -358,32 +383,66 @@ void LocalPoster::ScheduleBatch() {
   event_active(batch_event_, EV_READ, 0);
 }
 
-bool LoopCore::TakeRemote() {
-  // A fresh vector each take: keeping the old capacity for the posters
-  // measured no faster (benchmarks/loop_benchmark.cc, post_cross_thread).
-  std::vector<QueuedTask> taken;
-  bool timers_changed;
-  {
-    MutexLock lock(remote_mu_);
-    timers_changed = timers_changed_;
-    timers_changed_ = false;
-    if (remote_.empty()) {
-      // Nothing waiting: the loop may go idle, so the next foreign post must
-      // write the eventfd.
-      wake_pending_.store(false, std::memory_order_relaxed);
-      if (!timers_changed) return false;
-    } else {
-      // `wake_pending_` stays set: the loop looks again when the batch these
-      // tasks run in ends, so posts meanwhile cost no syscall.
-      taken.swap(remote_);
-    }
+bool LoopCore::TakeIngress() {
+  // A take that returns nodes leaves the ingress unarmed: only a take that
+  // finds it empty arms it. So take again until tasks were queued (their
+  // batch takes again when it ends) or the ingress is armed.
+  while (IngressNode* list = ingress_.Take()) {
+    if (QueueIngress(list)) return true;
   }
-  if (timers_changed) ArmTimer();
-  if (taken.empty()) return false;
+  return false;
+}
+
+bool LoopCore::QueueIngress(IngressNode* list) {
+  IngressNode* tasks = nullptr;
+  IngressNode** tail = &tasks;
+  bool stop = false;
+  bool rearm = false;
+  for (IngressNode* n = list; n != nullptr;) {
+    IngressNode* next = n->next;
+    switch (n->kind) {
+      case IngressNode::Kind::kTask:
+      case IngressNode::Kind::kDestroy:
+        *tail = n;
+        tail = &n->next;
+        break;
+      case IngressNode::Kind::kStop:
+        stop = true;
+        KeepFreeNode(n);
+        break;
+      case IngressNode::Kind::kRearm:
+        rearm = true;
+        KeepFreeNode(n);
+        break;
+    }
+    n = next;
+  }
+  *tail = nullptr;
+  FlushFreeNodes();
+  if (rearm) ArmTimer();
+  // [S12] A foreign Stop() set the flag before it pushed its node; this take
+  // synchronized with that push, so the flag is seen here.
+  if (stop && phase_ == Phase::kOpen &&
+      stop_requested_.load(std::memory_order_relaxed)) {
+    event_base_loopbreak(base_);
+  }
+  if (tasks == nullptr) return false;
   // One entry for the whole take: the tasks keep their place after what was
   // posted on this thread before, and are not moved one by one.
-  local_.Emplace(ForeignSegmentHandle(), ForeignSegment{std::move(taken)});
+  local_.Emplace(ForeignSegmentHandle(), ForeignSegment(tasks));
   return true;
+}
+
+LoopCore::ForeignSegment::~ForeignSegment() {
+  // Destroyed unrun (shutdown past its budget [S3], or the loop's end), on
+  // the loop thread.
+  while (head != nullptr) {
+    IngressNode* n = head;
+    head = n->next;
+    n->task = nullptr;
+    n->next = nullptr;
+    FreeIngressNodes(n, n);
+  }
 }
 
 inline void LoopCore::RunEntry(TaskEntry& entry) {
@@ -410,7 +469,7 @@ void LoopCore::ReportTaskException(ContextHandle ctx) {
 void LoopCore::RunBatch() {
   local_.set_batch_scheduled(false);
   local_.set_in_batch(true);
-  // What is queued now is this batch; what it posts (or TakeRemote takes)
+  // What is queued now is this batch; what it posts (or TakeIngress takes)
   // goes behind it and runs in the next one. Entries never move, so nothing
   // is copied out first.
   ReadyQueue& ready = local_.ready();
@@ -419,6 +478,7 @@ void LoopCore::RunBatch() {
     bool stop;
     if (ABSL_PREDICT_FALSE(IsForeignSegment(entry.ctx()))) {
       stop = RunForeignSegment(entry);
+      FlushFreeNodes();
       if (!entry.As<ForeignSegment>().done()) break;  // Stays in front.
       entry.Destroy();
     } else {
@@ -429,9 +489,9 @@ void LoopCore::RunBatch() {
     if (ABSL_PREDICT_FALSE(stop)) break;
   }
   // Foreign posts made while this batch ran wrote no eventfd (see
-  // WakeLocked): take them now, or re-arm the eventfd if none came.
+  // PushForeign): take them now, or arm the ingress if none came.
   TestHooks::Run(TestHooks::before_batch_end_take);
-  if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
+  TakeIngress();
   local_.set_in_batch(false);
   if (!ready.empty()) {
     // Tasks posted by this batch run in the next one, after libevent has
@@ -459,10 +519,29 @@ bool LoopCore::StopRequestedInBatch() const {
 bool LoopCore::RunForeignSegment(TaskEntry& entry) {
   ForeignSegment& segment = entry.As<ForeignSegment>();
   while (!segment.done()) {
-    RunOne(segment.tasks[segment.next++]);
+    IngressNode* n = segment.head;
+    segment.head = n->next;  // Out of the segment before it runs.
+    RunNode(n);
+    KeepFreeNode(n);
     if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
   }
   return false;
+}
+
+void LoopCore::RunNode(IngressNode* n) {
+  const bool internal = HandleAccess::ContextGeneration(n->ctx) == 0;
+  if (n->kind == IngressNode::Kind::kTask) {
+    try {
+      std::move(n->task)(n->ctx);
+    } catch (const std::exception& e) {
+      Report(n->ctx,
+             absl::InternalError(absl::StrCat("task threw: ", e.what())));
+    } catch (...) {
+      Report(n->ctx, absl::InternalError("task threw a non-std::exception"));
+    }
+  }
+  n->task = nullptr;  // Captures die now, on the loop thread.
+  if (!internal) ++tasks_run_total_;
 }
 
 void LoopCore::RunOne(QueuedTask& entry) {
@@ -503,7 +582,7 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   uint64_t count;
   while (read(fd, &count, sizeof(count)) > 0) {
   }
-  self->TakeRemote();  // After the read: see WakeLocked and [S12].
+  self->TakeIngress();  // After the read: see PushForeign and [S12].
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(self->base_);
   }
@@ -534,26 +613,22 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedPinned(
     ContextHandle ctx, absl::Duration delay, Task&& task) {
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
-  absl::StatusOr<DelayedTaskHandle> result;
+  // [S7] DestroyContext closes the accept table, waits for earlier pins (so
+  // for us), then cancels the context's timers.
+  if (!accept_.Accepts(ctx)) return RejectForeignPost(ctx);
+  bool earliest;
+  DelayedTaskHandle handle;
   {
-    MutexLock lock(remote_mu_);  // Orders us with DestroyContext [S7].
-    if (!AcceptsPosts(ctx)) {
-      result = RejectPost(ctx);  // `task` dies in our caller, after the unlock.
-    } else {
-      bool earliest;
-      {
-        MutexLock timers_lock(&timers_mu_);
-        result = InsertTimerLocked(ctx, delay, std::move(task),
-                                   /*owner=*/false, &earliest);
-      }
-      if (earliest) {
-        timers_changed_ = true;
-        WakeLocked();
-      }
-    }
+    MutexLock timers_lock(&timers_mu_);
+    handle = InsertTimerLocked(ctx, delay, std::move(task), /*owner=*/false,
+                               &earliest);
   }
-  TestHooks::Run(TestHooks::after_foreign_unlock);
-  return result;
+  if (earliest) {
+    IngressNode* node = AllocIngressNode();
+    node->kind = IngressNode::Kind::kRearm;
+    if (!PushForeign(node)) FreeIngressNodes(node, node);  // Shutting down.
+  }
+  return handle;
 }
 
 DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
@@ -736,14 +811,16 @@ bool LoopCore::CancelPinned(const DelayedTaskHandle& handle) {
     MutexLock lock(&timers_mu_);
     if (!TakeTimerLocked(handle, &victim)) return false;
   }
-  // [S9] Destroy the task's captures on the loop thread.
-  {
-    MutexLock lock(remote_mu_);
-    remote_.push_back(QueuedTask{
-        InternalHandle(), [doomed = std::move(victim)](ContextHandle) {}});
-    WakeLocked();
+  // [S9] Destroy the task's captures on the loop thread: we hold a pin, so
+  // the ingress is open (shutdown closes it only after the pins end).
+  IngressNode* node = AllocIngressNode();
+  node->kind = IngressNode::Kind::kDestroy;
+  node->ctx = InternalHandle();
+  node->task = std::move(victim);
+  if (!PushForeign(node)) {
+    node->task = nullptr;  // Unreachable while pinned.
+    FreeIngressNodes(node, node);
   }
-  TestHooks::Run(TestHooks::after_foreign_unlock);
   return true;
 }
 
@@ -900,20 +977,20 @@ absl::StatusOr<ContextHandle> LoopCore::NewContext(
     }
   }
   uint32_t index;
+  if (!free_contexts_.empty()) {
+    index = free_contexts_.back();
+    free_contexts_.pop_back();
+  } else {
+    index = static_cast<uint32_t>(contexts_.size());
+    contexts_.push_back(std::make_unique<ContextRecord>());
+  }
   {
-    MutexLock lock(remote_mu_);
-    if (!free_contexts_.empty()) {
-      index = free_contexts_.back();
-      free_contexts_.pop_back();
-    } else {
-      index = static_cast<uint32_t>(contexts_.size());
-      contexts_.push_back(std::make_unique<ContextRecord>());
-    }
     ContextRecord& r = *contexts_[index];
     ++r.generation;  // Never wraps: see FreeContext [S16].
     r.live = true;
     r.closing = false;
     local_.Open(index, r.generation);
+    accept_.Set(index, r.generation);
   }
   contexts_[index]->hooks_ran = false;
   ContextRecord& r = *contexts_[index];
@@ -937,10 +1014,13 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
     return absl::FailedPreconditionError(
         absl::StrCat(ctx.DebugString(), " is already being destroyed"));
   }
-  {
-    MutexLock lock(remote_mu_);
-    r->closing = true;  // [S7] From here on posts are refused.
-  }
+  r->closing = true;  // [S7] From here on posts are refused.
+  accept_.Set(HandleAccess::ContextIndex(ctx), 0);
+  // [S7] A foreign Post or PostDelayed that read the table before the store
+  // above holds a pin taken before this call: wait for those (not for later
+  // ones, which see the context closed), so what they queued is in the
+  // ingress (or the timers) before we take (or cancel) it below.
+  LoopRegistry::WaitForEarlierPins(LoopRegistry::Find(slot_index_));
   r->own_values = nullptr;  // [S15] No Set in place; Resets go slow.
   local_.Close(HandleAccess::ContextIndex(ctx));
   CancelTimersOf(ctx);
@@ -949,9 +1029,9 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
     if (w->ctx == ctx && !w->removed) doomed_watches.push_back(id);
   }
   for (uint64_t id : doomed_watches) RemoveWatch(id);
-  // [S7] Everything posted before the close is in `remote_` or the ready
+  // [S7] Everything posted before the close is in the ingress or the ready
   // queue (or the running batch); the marker goes after all of it.
-  TakeRemote();
+  TakeIngress();
   const uint32_t index = HandleAccess::ContextIndex(ctx);
   local_.Emplace(InternalHandle(),
                  [this, index](ContextHandle) { FreeContext(index); });
@@ -965,7 +1045,6 @@ void LoopCore::FreeContext(uint32_t index) {
   r.values_inherited = false;
   r.own_values = nullptr;
   r.name.clear();
-  MutexLock lock(remote_mu_);
   r.live = false;
   r.closing = false;
   // [S16] A slot whose generation would wrap is retired, never reused: a
@@ -978,7 +1057,6 @@ void LoopCore::FreeContext(uint32_t index) {
 
 void LoopCore::SetFreeContextGenerationForTesting(uint32_t index,
                                                   uint32_t generation) {
-  MutexLock lock(remote_mu_);
   contexts_[index]->generation = generation;
 }
 
@@ -1201,15 +1279,15 @@ void LoopCore::StopWatch(uint64_t id) {
     RemoveWatch(id);
     return;
   }
-  // The caller (FdWatch::Stop) already set `stopped` and waits for the
-  // callback; the unregistration itself happens on the loop thread.
-  {
-    MutexLock lock(remote_mu_);
-    remote_.push_back(QueuedTask{
-        InternalHandle(), [this, id](ContextHandle) { RemoveWatch(id); }});
-    WakeLocked();
+  // The caller (FdWatch::Stop) holds a pin, already set `stopped` and waits
+  // for the callback; the unregistration itself happens on the loop thread.
+  IngressNode* node = AllocIngressNode();
+  node->ctx = InternalHandle();
+  node->task = [this, id](ContextHandle) { RemoveWatch(id); };
+  if (!PushForeign(node)) {  // Unreachable while pinned; [S6] closes it.
+    node->task = nullptr;
+    FreeIngressNodes(node, node);
   }
-  TestHooks::Run(TestHooks::after_foreign_unlock);
 }
 
 bool LoopCore::WatchActive(uint64_t id) const {
@@ -1243,11 +1321,10 @@ absl::Status LoopCore::Run(bool until_idle) {
   for (;;) {
     if (stop_requested_.exchange(false)) break;
     callbacks_dispatched_ = 0;
-    TakeRemote();
+    TakeIngress();
     event_base_loop(base_, EVLOOP_NONBLOCK);
     if (callbacks_dispatched_ != 0 || !local_.ready().empty()) continue;
-    MutexLock lock(remote_mu_);
-    if (remote_.empty()) break;
+    if (!ingress_.HasNodes()) break;
   }
   return absl::OkStatus();
 }
@@ -1258,23 +1335,27 @@ void LoopCore::Stop() {
     if (running_) event_base_loopbreak(base_);
     return;
   }
-  // [S12] Always wake, under the queue lock: the loop reads the eventfd,
-  // then takes the queue (this lock), then reads the flag (OnWake), so it
-  // cannot miss a flag set before a write it consumed. (Skipping the write
-  // when a post's wake-up seemed pending lost the Stop when the loop took
-  // that post's task before the flag was set and then went idle.)
-  {
-    MutexLock lock(remote_mu_);
-    stop_requested_.store(true);
-    wake_pending_.store(true, std::memory_order_relaxed);
-    WriteWakeFd();
+  // [S12] The flag, then a stop node on the ingress: the loop's next take
+  // sees the node (a take at a batch end if it is busy; if it armed the
+  // ingress, this push writes the eventfd), and a take that sees the node
+  // synchronized with this push, so it sees the flag (QueueIngress). Tasks
+  // running meanwhile see the flag at once (StopRequestedInBatch). A stop
+  // is a node like a post, so it cannot be lost between them.
+  uint64_t unit;
+  if (LoopRegistry::Pin(slot_index_, generation_, &unit) == nullptr) {
+    return;  // Shutting down: there is no Run() to stop.
   }
+  stop_requested_.store(true);
+  IngressNode* node = AllocIngressNode();
+  node->kind = IngressNode::Kind::kStop;
+  if (!PushForeign(node)) FreeIngressNodes(node, node);
+  LoopRegistry::Unpin(slot_index_, unit);
   TestHooks::Run(TestHooks::after_foreign_unlock);
 }
 
 void LoopCore::Drain() {
   for (;;) {
-    TakeRemote();
+    TakeIngress();
     if (local_.ready().empty()) break;
     if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
       CloseAndDrop();
@@ -1298,11 +1379,10 @@ void LoopCore::CloseAndDrop() {
   while (!dropped.empty()) {  // Destroyed unrun, here on the loop thread.
     TaskEntry& t = dropped.front();
     if (IsForeignSegment(t.ctx())) {
-      ForeignSegment& segment = t.As<ForeignSegment>();
-      n += static_cast<uint64_t>(std::count_if(
-          segment.tasks.begin() + static_cast<ptrdiff_t>(segment.next),
-          segment.tasks.end(),
-          [](const QueuedTask& q) { return !q.internal(); }));
+      for (const IngressNode* q = t.As<ForeignSegment>().head; q != nullptr;
+           q = q->next) {
+        if (HandleAccess::ContextGeneration(q->ctx) != 0) ++n;
+      }
     } else if (HandleAccess::ContextGeneration(t.ctx()) != 0) {
       ++n;
     }
@@ -1331,6 +1411,9 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   const uint64_t run_before = tasks_run_total_;
   LoopSlot* slot = LoopRegistry::Find(slot_index_);
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
+  // [S5] No foreign thread holds a pin or can take one: close the ingress
+  // with one exchange and queue what it held, to run in the drain [S1].
+  if (IngressNode* rest = ingress_.Close()) QueueIngress(rest);
 
   {  // [S4]
     std::vector<Task> doomed;
@@ -1403,10 +1486,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   phase_ = Phase::kClosed;
   local_.CloseAll();
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
-  {
-    MutexLock lock(remote_mu_);
-    for (auto& r : contexts_) r->live = false;
-  }
+  for (auto& r : contexts_) r->live = false;
   for (auto& r : contexts_) {
     r->own_values = nullptr;
     r->values.reset();

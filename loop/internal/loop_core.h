@@ -9,15 +9,13 @@
 // (`FindValueFast`, `SetValueFast`, `ResetValueFast`) are inline here so
 // that `ContextKey`'s header code reaches a context's table without a call.
 //
-// Thread-safety: members named `*Locked` run on any thread holding
-// `remote_mu_` for an open loop; the ones documented as thread-safe may run
-// on any thread that holds a registry pin; everything else runs on the owner
-// (loop) thread. Data shared with foreign threads is guarded by `remote_mu_`
-// (queue, context liveness) or `timers_mu_` (timers), annotated with
-// `ABSL_GUARDED_BY` and checked by `-Wthread-safety` (--config=clang), except
-// the context records' liveness fields (see `ContextRecord`), which the owner
-// writes under `remote_mu_` and reads without it, a pattern the analysis
-// cannot express.
+// Thread-safety: members named `*Pinned`/`*Foreign` run on any thread that
+// holds a registry pin of this loop (loop_registry.h); everything else runs
+// on the owner (loop) thread. Foreign threads reach the loop only through
+// the lock-free `ForeignIngress` and read only `ForeignAcceptTable`
+// (foreign_ingress.h), and the timers under `timers_mu_` (annotated with
+// `ABSL_GUARDED_BY`, checked by `-Wthread-safety` with --config=clang); the
+// context records are owner-only.
 
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
@@ -40,6 +38,7 @@
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/foreign_ingress.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/local_post.h"
 #include "ctxloop/loop/internal/mutex.h"
@@ -85,13 +84,10 @@ class LoopCore {
   // template goes straight to `local_poster()`; this is the checked path).
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
   LocalPoster& local_poster() { return local_; }
-  // A foreign post; the caller holds the slot lock and found the loop open
-  // (LoopRegistry::OpenLocked), so the loop cannot shut down meanwhile.
-  absl::Status PostForeignLocked(ContextHandle ctx, Task&& task)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  // Tells the analysis that the caller's lock of the registry slot's mutex
-  // is this loop's `remote_mu_` (the same object: see Init).
-  void AssertQueueLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(remote_mu_) {}
+  // A foreign post; the caller holds a pin (LoopRegistry::Pin), so the loop
+  // cannot finish shutting down meanwhile [S5] [S11]. On error `task` is left
+  // to the caller, which destroys it on its own thread.
+  absl::Status PostForeign(ContextHandle ctx, Task&& task);
   // Delayed tasks. `*Owned` on the loop thread (the caller found the loop by
   // `LoopRegistry::FindOwned`); `*Pinned` on a foreign thread holding a pin.
   absl::StatusOr<DelayedTaskHandle> PostDelayedOwned(ContextHandle ctx,
@@ -187,20 +183,24 @@ class LoopCore {
     Task task;
     bool internal() const;
   };
-  // The foreign tasks of one TakeRemote, queued as one ready-queue entry (so
-  // they keep their place among same-thread posts without being moved one
-  // by one), run from `next` on by RunBatch. Its context is
-  // `ForeignSegmentHandle()`.
+  // The foreign tasks of one take of the ingress, queued as one ready-queue
+  // entry (so they keep their place among same-thread posts without being
+  // moved one by one): the FIFO list of their nodes, run from `head` on by
+  // RunBatch. Its context is `ForeignSegmentHandle()`. Destroying it destroys
+  // the tasks not run (unrun, on the loop thread) and frees their nodes.
   struct ForeignSegment {
-    std::vector<QueuedTask> tasks;
-    size_t next = 0;
-    bool done() const { return next == tasks.size(); }
+    explicit ForeignSegment(IngressNode* h) : head(h) {}
+    ForeignSegment(ForeignSegment&& o) noexcept
+        : head(std::exchange(o.head, nullptr)) {}
+    ForeignSegment& operator=(ForeignSegment&&) = delete;
+    ~ForeignSegment();
+    IngressNode* head;
+    bool done() const { return head == nullptr; }
     void operator()(ContextHandle) && {}  // Never called: RunBatch runs it.
   };
   struct ContextRecord {
-    // Written by the owner under remote_mu_; read by the owner without it
-    // and by foreign threads under it. (Not annotatable: the analysis has no
-    // "written under the lock, read by the only writer" form.)
+    // Owner thread only, like the rest (foreign threads read
+    // `ForeignAcceptTable`).
     uint32_t generation = 0;
     bool live = false;
     bool closing = false;
@@ -275,19 +275,39 @@ class LoopCore {
   // Null unless `ctx` names a live context of this loop.
   ContextRecord* FindRecord(ContextHandle ctx);
   const ContextRecord* FindRecord(ContextHandle ctx) const;
-  bool AcceptsPosts(ContextHandle ctx) const;  // Needs remote_mu_ if foreign.
+  bool AcceptsPosts(ContextHandle ctx) const;  // Owner thread.
   ABSL_ATTRIBUTE_NOINLINE absl::Status RejectPost(ContextHandle ctx) const;
+  // The error of a foreign post the accept table refused (any thread).
+  ABSL_ATTRIBUTE_NOINLINE static absl::Status RejectForeignPost(
+      ContextHandle ctx);
 
   void ScheduleBatch();
-  // A foreign thread queued something: wakes the loop if it may be idle.
-  // Under the lock, so the caller is done with the loop once it unlocks
-  // [S11].
-  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  void WriteWakeFd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  // Queues the foreign tasks as one ForeignSegment entry; true if any.
-  bool TakeRemote();
+  // Pinned foreign thread: pushes `node` and writes the eventfd if the loop
+  // was armed (may be idle), before the caller unpins [S11]. False if the
+  // ingress is closed: then the node (and its task) is the caller's again.
+  bool PushForeign(IngressNode* node);
+  void WriteWakeFd();
+  // Takes the ingress: queues its tasks as one ForeignSegment entry and acts
+  // on its commands (stop, re-arm); true if tasks were queued. When it
+  // returns false the ingress is armed (the next push wakes the loop).
+  bool TakeIngress();
+  // Acts on the FIFO list `list`; true if it queued tasks.
+  bool QueueIngress(IngressNode* list);
+  // Owner thread: keeps `n` (its task gone) for the pool; FlushFreeNodes
+  // returns what was kept with one compare-and-swap.
+  void KeepFreeNode(IngressNode* n) {
+    n->next = free_nodes_;
+    if (free_nodes_ == nullptr) free_nodes_last_ = n;
+    free_nodes_ = n;
+  }
+  void FlushFreeNodes() {
+    if (free_nodes_ == nullptr) return;
+    FreeIngressNodes(free_nodes_, free_nodes_last_);
+    free_nodes_ = nullptr;
+  }
   void RunBatch();
   void RunOne(QueuedTask& entry);
+  void RunNode(IngressNode* node);  // Runs (or destroys) a foreign node.
   void RunEntry(TaskEntry& entry);  // Runs (and destroys) a ready entry.
   // From a catch block: reports the exception a task of `ctx` threw.
   ABSL_ATTRIBUTE_NOINLINE void ReportTaskException(ContextHandle ctx);
@@ -383,19 +403,14 @@ class LoopCore {
   std::atomic<bool> stop_requested_{false};
   std::atomic<uint64_t> wake_writes_{0};  // Eventfd writes by foreign posts.
 
-  // Foreign posts and context liveness.
-  // The registry slot's mutex (see LoopSlot::mu), set by Init.
-  Mutex* remote_mu_ = nullptr;
-  std::vector<QueuedTask> remote_ ABSL_GUARDED_BY(remote_mu_);
-  // Written under remote_mu_; read without it as a hint at batch ends. True
-  // from the first foreign post after the loop last found its queue empty
-  // until it finds it empty again: while true, posters write no eventfd.
-  std::atomic<bool> wake_pending_{false};
-  // A foreign thread moved the earliest timer: re-arm.
-  bool timers_changed_ ABSL_GUARDED_BY(remote_mu_) = false;
-  // Records never move (foreign posters read them under remote_mu_; the
-  // vector itself grows under it, and the owner reads it without it, like
-  // the records' liveness fields).
+  // Everything from other threads (foreign_ingress.h), and which contexts
+  // foreign posts may target (written by the owner, read by pinned posters).
+  ForeignIngress ingress_;
+  ForeignAcceptTable accept_;
+  // Owner thread: nodes run and not yet returned to the pool.
+  IngressNode* free_nodes_ = nullptr;
+  IngressNode* free_nodes_last_ = nullptr;
+  // Records never move (handles of the value fast paths point into them).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
 
   // Delayed tasks. A 4-ary min-heap of entries (deadline, id, node) over a
