@@ -166,7 +166,7 @@ class SeededIngressTest : public ::testing::TestWithParam<uint32_t> {};
 TEST_P(SeededIngressTest, PostersRacingShutdownLoseNothing) {
   std::mt19937 rng(GetParam());
   constexpr int kProducers = 3;
-  for (int round = 0; round < 20; ++round) {
+  for (int round = 0; round < 10; ++round) {
     Tally tally;
     std::vector<int> order[kProducers];
     std::atomic<int64_t> accepted{0};
@@ -265,7 +265,7 @@ TEST_P(SeededIngressTest, WakeUpsAndStopsAreNeverLost) {
   });
   int lost_tasks = 0;
   int lost_stops = 0;
-  for (int i = 0; i < 2000; ++i) {
+  for (int i = 0; i < 1000; ++i) {
     const uint32_t r = rng();
     if (r % 16 == 0) {
       const int64_t before = running.returns();

@@ -80,7 +80,13 @@ IngressNode* AllocIngressNode() {
   cache.head = n->next;
   n->next = nullptr;
   n->kind = IngressNode::Kind::kTask;
+  n->timer_index = ~uint32_t{0};
   return n;
+}
+
+uint64_t NewForeignTimerId() {
+  static std::atomic<uint64_t> next{2};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 void FreeIngressNodes(IngressNode* first, IngressNode* last) {

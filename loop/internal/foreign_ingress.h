@@ -2,8 +2,8 @@
 //
 // Internal. The loop's one way in from other threads: `ForeignIngress`, an
 // intrusive multi-producer, single-consumer lock-free list of `IngressNode`s
-// (a foreign post, a stop, a cancelled task handed back for destruction, an
-// fd-watch unregistration, a timer re-arm), the recycled node pool behind it,
+// (a foreign post, a delayed post, a cancel, a stop, an fd-watch
+// unregistration), the recycled node pool behind it,
 // and `ForeignAcceptTable`, which contexts a foreign post may target.
 //
 // The lock-free rule, in one place:
@@ -62,13 +62,38 @@ struct alignas(64) IngressNode {
     kTask,     // Run `task` on `ctx` (an internal task: context generation 0).
     kDestroy,  // Destroy `task` unrun, on the loop thread, in queue order.
     kStop,     // A foreign Loop::Stop(): look at the stop flag now.
-    kRearm,    // A foreign PostDelayed moved the earliest timer: re-arm.
+    kDelayed,  // A foreign PostDelayed: `task` on `ctx` at `deadline_ns`.
+    kCancel,   // A foreign Cancel won a claim: destroy that task (below).
   };
+  // The claim values of a kDelayed node besides its id (ids start at 2).
+  static constexpr uint64_t kCancelledByForeign = 0;
+  static constexpr uint64_t kTakenByLoop = 1;
+
   IngressNode* next = nullptr;
   Kind kind = Kind::kTask;
   ContextHandle ctx;
   Task task;
+  // kDelayed: its cancel claim. `timer_id` (never reused: see
+  // NewForeignTimerId) while the task may still run or be cancelled; then
+  // kTakenByLoop (ran, dropped, or cancelled on the loop thread) or
+  // kCancelledByForeign (a foreign Cancel won; its kCancel node follows).
+  // The handle names this node and `timer_id`, and nodes are never freed,
+  // so a stale handle's compare-and-swap just fails.
+  std::atomic<uint64_t> claim{0};
+  uint64_t timer_id = 0;
+  int64_t deadline_ns = 0;
+  // Loop thread only: the slab node of its timer once inserted, else ~0.
+  uint32_t timer_index = ~uint32_t{0};
+  // kCancel: the foreign task whose claim was won (`target`), or else the
+  // slab node and id of a task posted on the loop thread.
+  IngressNode* target = nullptr;
+  uint32_t cancel_node = 0;
+  uint64_t cancel_id = 0;
 };
+
+// A process-wide timer id for a foreign PostDelayed: never 0 or 1, never
+// reused.
+uint64_t NewForeignTimerId();
 
 // A node for a push: from this thread's cache, refilled from the pool.
 IngressNode* AllocIngressNode();

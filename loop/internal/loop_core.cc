@@ -17,9 +17,12 @@
 //       are destroyed, so a destructor that posts is refused (trace finishes
 //       then deliver where they are, see trace/scope.cc [F3]). The
 //       destructor therefore always terminates.
-//  [S4] Delayed tasks that have not fired are destroyed unrun on the loop
-//       thread when the drain starts and counted in `delayed_dropped`; `Cancel`
-//       on them returns false. `PostDelayed` during the drain is refused.
+//  [S4] Delayed tasks that have not fired (also those posted from other
+//       threads, which are timers once the ingress is taken) are destroyed
+//       unrun on the loop thread when the drain starts and counted in
+//       `delayed_dropped` (the loop claims each first; one whose claim a
+//       foreign Cancel won counts as cancelled); `Cancel` on them returns
+//       false. `PostDelayed` during the drain is refused.
 //  [S5] A cross-thread `Post` racing with shutdown either pinned the loop
 //       before shutdown closed the registry slot (shutdown waits for those
 //       pins, so the task is in the foreign ingress before shutdown closes
@@ -221,6 +224,7 @@ LoopCore::~LoopCore() {
   if (wake_event_ != nullptr) event_free(wake_event_);
   if (timer_event_ != nullptr) event_free(timer_event_);
   if (wake_fd_ >= 0) close(wake_fd_);
+  for (auto& chunk : timer_chunks_) delete[] chunk.load();
   event_base_free(base_);
 }
 
@@ -320,6 +324,7 @@ absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
 }
 
 absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
+  static_assert(sizeof(IngressNode) <= 128, "two cache lines");
   // [S7] The accept table is exact against DestroyContext: it closes the
   // context, then waits for the pins taken before (WaitForEarlierPins), so
   // a post that saw the context open has pushed before the close takes the
@@ -398,6 +403,7 @@ bool LoopCore::QueueIngress(IngressNode* list) {
   IngressNode** tail = &tasks;
   bool stop = false;
   bool rearm = false;
+  std::vector<Task> doomed;  // Cancelled timers' tasks, destroyed below.
   for (IngressNode* n = list; n != nullptr;) {
     IngressNode* next = n->next;
     switch (n->kind) {
@@ -410,16 +416,21 @@ bool LoopCore::QueueIngress(IngressNode* list) {
         stop = true;
         KeepFreeNode(n);
         break;
-      case IngressNode::Kind::kRearm:
-        rearm = true;
-        KeepFreeNode(n);
+      case IngressNode::Kind::kDelayed:
+        // Its node stays out of the pool while its claim may be won.
+        n->next = nullptr;
+        if (OnForeignDelayed(n, &doomed)) rearm = true;
+        break;
+      case IngressNode::Kind::kCancel:
+        OnForeignCancel(n, &doomed);
         break;
     }
     n = next;
   }
   *tail = nullptr;
   FlushFreeNodes();
-  if (rearm) ArmTimer();
+  if (rearm || !doomed.empty()) ArmTimer();
+  doomed.clear();  // On the loop thread, after the ingress is settled.
   // [S12] A foreign Stop() set the flag before it pushed its node; this take
   // synchronized with that push, so the flag is seen here.
   if (stop && phase_ == Phase::kOpen &&
@@ -573,12 +584,14 @@ void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
 void LoopCore::OnBatch(int, short, void* arg) {
   auto* self = static_cast<LoopCore*>(arg);
   ++self->callbacks_dispatched_;
+  self->cached_now_ns_ = -1;  // A new callback: LoopNowNs reads again.
   self->RunBatch();
 }
 
 void LoopCore::OnWake(int fd, short, void* arg) {
   auto* self = static_cast<LoopCore*>(arg);
   ++self->callbacks_dispatched_;
+  self->cached_now_ns_ = -1;
   uint64_t count;
   while (read(fd, &count, sizeof(count)) > 0) {
   }
@@ -590,6 +603,31 @@ void LoopCore::OnWake(int fd, short, void* arg) {
 
 // --- Delayed tasks -----------------------------------------------------------
 
+namespace {
+
+int64_t DelayNs(absl::Duration delay) {
+  return delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
+}
+
+// Saturates: a huge delay (absl::InfiniteDuration() converts to INT64_MAX)
+// must not overflow into a past (negative) deadline.
+int64_t DeadlineNs(int64_t now, int64_t delay_ns) {
+  return delay_ns > std::numeric_limits<int64_t>::max() - now
+             ? std::numeric_limits<int64_t>::max()
+             : now + delay_ns;
+}
+
+}  // namespace
+
+int64_t LoopCore::LoopNowNs() {
+  // Outside Run() there is no current iteration: read the clock.
+  if (!running_) return std::max(timer_now_ns_, MonotonicNowNs());
+  if (cached_now_ns_ < 0) {
+    cached_now_ns_ = std::max(timer_now_ns_, MonotonicNowNs());
+  }
+  return std::max(timer_now_ns_, cached_now_ns_);
+}
+
 absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedOwned(
     ContextHandle ctx, absl::Duration delay, Task&& task) {
   if (phase_ != Phase::kOpen) {  // [S4]
@@ -598,14 +636,31 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedOwned(
                      ": loop shutting down"));
   }
   if (!AcceptsPosts(ctx)) return RejectPost(ctx);
-  bool earliest;
-  DelayedTaskHandle handle;
-  {
-    MutexLock lock(&timers_mu_);
-    handle = InsertTimerLocked(ctx, delay, std::move(task), /*owner=*/true,
-                               &earliest);
+  const int64_t delay_ns = DelayNs(delay);
+  int64_t now;
+  if (delay_ns == 0 && timer_heap_.empty()) {
+    // A due-list entry only needs a deadline no later than the clock and no
+    // earlier than what the due list holds: the latest reading will do, since
+    // every later heap entry reads the clock (it sorts after this one).
+    now = timer_now_ns_;
+  } else {
+    // The loop's time: a delay counts from the start of the current
+    // callback, so from no earlier than the start of this iteration
+    // (loop.h).
+    now = LoopNowNs();
+    timer_now_ns_ = now;
   }
+  bool earliest;
+  const uint32_t index = InsertTimer(ctx, delay_ns, DeadlineNs(now, delay_ns),
+                                     std::move(task), &earliest);
+  TimerNode& node = Node(index);
+  node.claim.store(node.id, std::memory_order_relaxed);
   if (earliest) ArmTimer();
+  DelayedTaskHandle handle;
+  handle.loop_slot_ = slot_index_;
+  handle.loop_generation_ = generation_;
+  handle.node_ = index;
+  handle.id_ = node.id;
   return handle;
 }
 
@@ -614,53 +669,44 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedPinned(
   // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
   // if it is about to, this timer is dropped and counted by it.
   // [S7] DestroyContext closes the accept table, waits for earlier pins (so
-  // for us), then cancels the context's timers.
+  // for us), takes the ingress (inserting this timer), then cancels the
+  // context's timers.
   if (!accept_.Accepts(ctx)) return RejectForeignPost(ctx);
-  bool earliest;
+  const int64_t delay_ns = DelayNs(delay);
+  IngressNode* node = AllocIngressNode();
+  node->kind = IngressNode::Kind::kDelayed;
+  node->ctx = ctx;
+  node->task = std::move(task);
+  // From the call: a foreign thread has no loop iteration to count from.
+  node->deadline_ns = DeadlineNs(MonotonicNowNs(), delay_ns);
+  node->timer_id = NewForeignTimerId();
+  node->claim.store(node->timer_id, std::memory_order_relaxed);
+  if (!PushForeign(node)) {  // Unreachable while pinned.
+    task = std::move(node->task);
+    FreeIngressNodes(node, node);
+    return RejectForeignPost(ctx);
+  }
   DelayedTaskHandle handle;
-  {
-    MutexLock timers_lock(&timers_mu_);
-    handle = InsertTimerLocked(ctx, delay, std::move(task), /*owner=*/false,
-                               &earliest);
-  }
-  if (earliest) {
-    IngressNode* node = AllocIngressNode();
-    node->kind = IngressNode::Kind::kRearm;
-    if (!PushForeign(node)) FreeIngressNodes(node, node);  // Shutting down.
-  }
+  handle.loop_slot_ = slot_index_;
+  handle.loop_generation_ = generation_;
+  handle.id_ = node->timer_id;
+  handle.foreign_ = node;
   return handle;
 }
 
-DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
-                                              absl::Duration delay, Task&& task,
-                                              bool owner, bool* earliest) {
-  const int64_t delay_ns =
-      delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
-  int64_t now;
-  if (owner && turn_now_ns_ >= 0) {
-    now = turn_now_ns_;  // Inside a timer run: its one clock reading.
-  } else if (delay_ns == 0 && timer_heap_.empty()) {
-    // A due-list entry only needs a deadline no later than the clock and no
-    // earlier than what the due list holds: the latest reading will do, since
-    // every later heap entry reads the clock (it sorts after this one).
-    now = timer_now_ns_;
-  } else {
-    now = std::max(timer_now_ns_, MonotonicNowNs());
-    timer_now_ns_ = now;
-  }
-  // Saturate: a huge delay (absl::InfiniteDuration() converts to INT64_MAX)
-  // must not overflow into a past (negative) deadline.
-  const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
-                               ? std::numeric_limits<int64_t>::max()
-                               : now + delay_ns;
-  const uint32_t index = AllocNodeLocked();
+uint32_t LoopCore::InsertTimer(ContextHandle ctx, int64_t delay_ns,
+                               int64_t deadline, Task&& task, bool* earliest) {
+  const uint32_t index = AllocNode();
   TimerNode& node = Node(index);
   const uint64_t id = next_timer_id_++;
   node.id = id;
   node.ctx = ctx;
   node.task = std::move(task);
+  node.foreign = nullptr;
   ++live_timers_;
-  if (delay_ns == 0) {
+  if (delay_ns == 0 && deadline >= timer_now_ns_ &&
+      (due_head_ == due_list_.size() ||
+       due_list_.back().deadline_ns <= deadline)) {
     // Ids grow and deadlines never decrease: the due list stays sorted.
     *earliest = due_head_ == due_list_.size();
     node.in_heap = false;
@@ -671,33 +717,33 @@ DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
     const size_t pos = timer_heap_.size() - 1;
     // Deadlines mostly grow: usually the new entry stays where it is.
     *earliest = pos == 0 || (timer_heap_[pos] < timer_heap_[(pos - 1) / 4] &&
-                             HeapSiftUpLocked(pos, timer_heap_[pos]) == 0);
+                             HeapSiftUp(pos, timer_heap_[pos]) == 0);
   }
-  DelayedTaskHandle handle;
-  handle.loop_slot_ = slot_index_;
-  handle.loop_generation_ = generation_;
-  handle.node_ = index;
-  handle.id_ = id;
-  return handle;
+  return index;
 }
 
-uint32_t LoopCore::NewTimerNodeLocked() {
-  if ((timer_nodes_ & ((1u << kTimerChunkBits) - 1)) == 0) {
-    timer_chunks_.push_back(
-        std::make_unique<TimerNode[]>(size_t{1} << kTimerChunkBits));
+uint32_t LoopCore::NewTimerNode() {
+  uint32_t chunk, offset;
+  LocateTimerNode(timer_nodes_, &chunk, &offset);
+  if (offset == 0) {
+    // A new chunk, twice the last one; published for foreign cancellers.
+    timer_chunks_[chunk].store(
+        new TimerNode[size_t{1} << (kTimerChunkBits + chunk)],
+        std::memory_order_release);
   }
   return timer_nodes_++;
 }
 
-void LoopCore::FreeNodeLocked(uint32_t index) {
+void LoopCore::FreeNode(uint32_t index) {
   TimerNode& node = Node(index);
   node.id = 0;  // Every handle and due-list entry of it is now stale.
+  node.foreign = nullptr;
   node.next_free = free_timer_node_;
   free_timer_node_ = index;
   --live_timers_;
 }
 
-size_t LoopCore::HeapSiftUpLocked(size_t pos, TimerEntry e) {
+size_t LoopCore::HeapSiftUp(size_t pos, TimerEntry e) {
   while (pos > 0) {
     const size_t parent = (pos - 1) / 4;
     if (!(e < timer_heap_[parent])) break;
@@ -708,7 +754,7 @@ size_t LoopCore::HeapSiftUpLocked(size_t pos, TimerEntry e) {
   return pos;
 }
 
-void LoopCore::HeapSiftDownLocked(size_t pos, TimerEntry e) {
+void LoopCore::HeapSiftDown(size_t pos, TimerEntry e) {
   const size_t n = timer_heap_.size();
   for (;;) {
     const size_t first = pos * 4 + 1;
@@ -725,7 +771,7 @@ void LoopCore::HeapSiftDownLocked(size_t pos, TimerEntry e) {
   timer_heap_[pos] = e;
 }
 
-void LoopCore::HeapPopLocked() {
+void LoopCore::HeapPop() {
   const TimerEntry last = timer_heap_.back();
   timer_heap_.pop_back();
   const size_t n = timer_heap_.size();
@@ -745,15 +791,15 @@ void LoopCore::HeapPopLocked() {
     timer_heap_[pos] = timer_heap_[best];
     pos = best;
   }
-  HeapSiftUpLocked(pos, last);
+  HeapSiftUp(pos, last);
 }
 
-void LoopCore::TrimTimersLocked() {
-  while (!timer_heap_.empty() && StaleLocked(timer_heap_[0])) {
-    HeapPopLocked();
+void LoopCore::TrimTimers() {
+  while (!timer_heap_.empty() && Stale(timer_heap_[0])) {
+    HeapPop();
     --stale_heap_entries_;
   }
-  while (due_head_ < due_list_.size() && StaleLocked(due_list_[due_head_])) {
+  while (due_head_ < due_list_.size() && Stale(due_list_[due_head_])) {
     ++due_head_;
   }
   if (due_head_ == due_list_.size()) {
@@ -762,78 +808,170 @@ void LoopCore::TrimTimersLocked() {
   }
 }
 
-void LoopCore::MaybeCompactHeapLocked() {
+void LoopCore::MaybeCompactHeap() {
   if (stale_heap_entries_ < 64 ||
       stale_heap_entries_ * 2 <= timer_heap_.size()) {
     return;
   }
   size_t kept = 0;
   for (size_t i = 0; i < timer_heap_.size(); ++i) {
-    if (!StaleLocked(timer_heap_[i])) timer_heap_[kept++] = timer_heap_[i];
+    if (!Stale(timer_heap_[i])) timer_heap_[kept++] = timer_heap_[i];
   }
   timer_heap_.resize(kept);  // Keeps its capacity.
   stale_heap_entries_ = 0;
   if (kept < 2) return;
   for (size_t i = (kept - 2) / 4 + 1; i-- > 0;) {
-    HeapSiftDownLocked(i, timer_heap_[i]);
+    HeapSiftDown(i, timer_heap_[i]);
   }
 }
 
-bool LoopCore::TakeTimerLocked(const DelayedTaskHandle& handle, Task* victim) {
-  if (handle.id_ == 0 || handle.node_ >= timer_nodes_) return false;
-  TimerNode& node = Node(handle.node_);
-  if (node.id != handle.id_) return false;  // Ran, running or cancelled.
+void LoopCore::TakeTimerNode(uint32_t index, Task* victim) {
+  TimerNode& node = Node(index);
   *victim = std::move(node.task);
   const bool in_heap = node.in_heap;
-  FreeNodeLocked(handle.node_);  // Its heap or due-list entry goes stale.
+  FreeNode(index);  // Its heap or due-list entry goes stale.
   if (in_heap) {
     ++stale_heap_entries_;
-    MaybeCompactHeapLocked();
+    MaybeCompactHeap();
   }
-  return true;
+}
+
+bool LoopCore::ClaimTimer(uint32_t index) {
+  TimerNode& node = Node(index);
+  if (IngressNode* f = node.foreign) {
+    uint64_t expected = f->timer_id;
+    return f->claim.compare_exchange_strong(expected, IngressNode::kTakenByLoop,
+                                            std::memory_order_acq_rel);
+  }
+  uint64_t expected = node.id;
+  return node.claim.compare_exchange_strong(expected, 0,
+                                            std::memory_order_acq_rel);
+}
+
+void LoopCore::ReleaseForeign(uint32_t index, bool won) {
+  IngressNode* f = Node(index).foreign;
+  if (f == nullptr) return;
+  f->timer_index = kNoNode;
+  if (won) KeepFreeNode(f);
 }
 
 bool LoopCore::CancelOwned(const DelayedTaskHandle& handle) {
   Task victim;
-  {
-    MutexLock lock(&timers_mu_);
-    if (!TakeTimerLocked(handle, &victim)) return false;
+  if (IngressNode* f = handle.foreign_) {
+    // A task posted from another thread (perhaps not yet taken from the
+    // ingress: then the take finds the claim and destroys it).
+    uint64_t expected = handle.id_;
+    if (!f->claim.compare_exchange_strong(expected, IngressNode::kTakenByLoop,
+                                          std::memory_order_acq_rel)) {
+      return false;
+    }
+    if (f->timer_index != kNoNode) {
+      const uint32_t index = f->timer_index;
+      ReleaseForeign(index, /*won=*/true);
+      TakeTimerNode(index, &victim);
+      FlushFreeNodes();
+    }
+  } else {
+    if (handle.id_ == 0 || handle.node_ >= timer_nodes_) return false;
+    TimerNode& node = Node(handle.node_);
+    uint64_t expected = handle.id_;
+    if (node.id != handle.id_ || !node.claim.compare_exchange_strong(
+                                     expected, 0, std::memory_order_acq_rel)) {
+      return false;  // Ran, running, cancelled (here or by a foreign Cancel).
+    }
+    TakeTimerNode(handle.node_, &victim);
   }
-  // `victim` is destroyed here, on the loop thread, without the lock. The
-  // armed libevent timer may now fire early; it then finds nothing due and
-  // re-arms for the next deadline.
+  // `victim` is destroyed here, on the loop thread. The armed libevent timer
+  // may now fire early; it then finds nothing due and re-arms for the next
+  // deadline.
   return true;
 }
 
 bool LoopCore::CancelPinned(const DelayedTaskHandle& handle) {
-  Task victim;
-  {
-    MutexLock lock(&timers_mu_);
-    if (!TakeTimerLocked(handle, &victim)) return false;
+  // Exact: winning the claim means the loop never runs the task (it claims
+  // it before running it). The loop destroys it when it takes our node.
+  IngressNode* cmd;
+  if (IngressNode* f = handle.foreign_) {
+    uint64_t expected = handle.id_;
+    if (!f->claim.compare_exchange_strong(expected,
+                                          IngressNode::kCancelledByForeign,
+                                          std::memory_order_acq_rel)) {
+      return false;
+    }
+    cmd = AllocIngressNode();
+    cmd->target = f;
+  } else {
+    TimerNode* node = handle.id_ == 0 ? nullptr : FindNodeForeign(handle.node_);
+    uint64_t expected = handle.id_;
+    if (node == nullptr || !node->claim.compare_exchange_strong(
+                               expected, 0, std::memory_order_acq_rel)) {
+      return false;
+    }
+    cmd = AllocIngressNode();
+    cmd->target = nullptr;
+    cmd->cancel_node = handle.node_;
+    cmd->cancel_id = handle.id_;
   }
-  // [S9] Destroy the task's captures on the loop thread: we hold a pin, so
-  // the ingress is open (shutdown closes it only after the pins end).
-  IngressNode* node = AllocIngressNode();
-  node->kind = IngressNode::Kind::kDestroy;
-  node->ctx = InternalHandle();
-  node->task = std::move(victim);
-  if (!PushForeign(node)) {
-    node->task = nullptr;  // Unreachable while pinned.
-    FreeIngressNodes(node, node);
-  }
+  // [S9] The task is destroyed on the loop thread: we hold a pin, so the
+  // ingress is open (shutdown closes it only after the pins end).
+  cmd->kind = IngressNode::Kind::kCancel;
+  if (!PushForeign(cmd)) FreeIngressNodes(cmd, cmd);  // Unreachable.
   return true;
+}
+
+bool LoopCore::OnForeignDelayed(IngressNode* n, std::vector<Task>* doomed) {
+  const uint64_t claim = n->claim.load(std::memory_order_acquire);
+  if (claim == n->timer_id && local_.Accepts(n->ctx)) {
+    bool earliest;
+    const uint32_t index = InsertTimer(n->ctx, /*delay_ns=*/1, n->deadline_ns,
+                                       std::move(n->task), &earliest);
+    Node(index).foreign = n;
+    n->timer_index = index;
+    return earliest;
+  }
+  // Cancelled before the loop took it (by a foreign Cancel, whose kCancel
+  // node follows and returns this node, or on the loop thread), or its
+  // context closed: a closed context refuses posts only after the pins of
+  // earlier ones ended, so this is a shutdown's drop [S4].
+  bool won = claim == IngressNode::kTakenByLoop;
+  if (claim == n->timer_id) {
+    uint64_t expected = claim;
+    won = n->claim.compare_exchange_strong(expected, IngressNode::kTakenByLoop,
+                                           std::memory_order_acq_rel);
+    if (won) ++report_.delayed_dropped;
+  }
+  doomed->push_back(std::move(n->task));
+  n->timer_index = kNoNode;
+  if (won) KeepFreeNode(n);
+  return false;
+}
+
+void LoopCore::OnForeignCancel(IngressNode* cmd, std::vector<Task>* doomed) {
+  if (IngressNode* f = cmd->target) {
+    if (f->timer_index != kNoNode) {
+      const uint32_t index = f->timer_index;
+      f->timer_index = kNoNode;
+      doomed->emplace_back();
+      TakeTimerNode(index, &doomed->back());
+    }
+    KeepFreeNode(f);  // Its claim is settled: no handle can win it now.
+  } else if (cmd->cancel_node < timer_nodes_) {
+    // Unless the loop destroyed it already (it lost the claim when it went
+    // to run or drop it, and freed the node then).
+    if (Node(cmd->cancel_node).id == cmd->cancel_id) {
+      doomed->emplace_back();
+      TakeTimerNode(cmd->cancel_node, &doomed->back());
+    }
+  }
+  KeepFreeNode(cmd);
 }
 
 void LoopCore::ArmTimer() {
   int64_t next = -1;
-  {
-    MutexLock lock(&timers_mu_);
-    TrimTimersLocked();
-    if (due_head_ < due_list_.size()) next = due_list_[due_head_].deadline_ns;
-    if (!timer_heap_.empty() &&
-        (next < 0 || timer_heap_[0].deadline_ns < next)) {
-      next = timer_heap_[0].deadline_ns;
-    }
+  TrimTimers();
+  if (due_head_ < due_list_.size()) next = due_list_[due_head_].deadline_ns;
+  if (!timer_heap_.empty() && (next < 0 || timer_heap_[0].deadline_ns < next)) {
+    next = timer_heap_[0].deadline_ns;
   }
   if (next == armed_deadline_ns_) return;
   armed_deadline_ns_ = next;
@@ -866,64 +1004,62 @@ void LoopCore::RunDueTimers() {
   armed_deadline_ns_ = -1;
   running_timers_ = true;
   // One clock read per run, which delayed posts from the tasks run here use
-  // too. Only the due-list entries present now run: tasks that post
-  // zero-delay timers wait for the next turn instead of starving the loop.
-  int64_t now;
-  size_t due_budget;
-  {
-    MutexLock lock(&timers_mu_);
-    now = std::max(timer_now_ns_, MonotonicNowNs());
-    timer_now_ns_ = now;
-    turn_now_ns_ = now;
-    due_budget = due_list_.size() - due_head_;
-  }
+  // too (the loop's time, LoopNowNs). Only the due-list entries present now
+  // run: tasks that post zero-delay timers wait for the next turn instead of
+  // starving the loop.
+  const int64_t now = std::max(timer_now_ns_, MonotonicNowNs());
+  timer_now_ns_ = now;
+  cached_now_ns_ = now;
+  size_t due_budget = due_list_.size() - due_head_;
   for (;;) {
     if (phase_ == Phase::kOpen &&
         stop_requested_.load(std::memory_order_relaxed)) {
       event_base_loopbreak(base_);  // As in RunBatch.
       break;
     }
-    QueuedTask due;
-    {
-      MutexLock lock(&timers_mu_);
-      // Skip cancelled (stale) entries at the head of the due list and the
-      // top of the heap.
-      while (due_budget > 0 && StaleLocked(due_list_[due_head_])) {
-        ++due_head_;
-        --due_budget;
-      }
-      while (!timer_heap_.empty() && StaleLocked(timer_heap_[0])) {
-        HeapPopLocked();
-        --stale_heap_entries_;
-      }
-      const bool heap_due =
-          !timer_heap_.empty() && timer_heap_[0].deadline_ns <= now;
-      uint32_t index;
-      if (due_budget > 0 &&
-          (!heap_due || due_list_[due_head_] < timer_heap_[0])) {
-        index = due_list_[due_head_].node;
-        ++due_head_;
-        --due_budget;
-      } else if (heap_due) {
-        index = timer_heap_[0].node;
-        HeapPopLocked();
-      } else {
-        break;
-      }
-      if (due_head_ == due_list_.size()) {
-        due_list_.clear();
-        due_head_ = 0;
-      }
-      TimerNode& node = Node(index);
-      due.ctx = node.ctx;
-      due.task = std::move(node.task);
-      FreeNodeLocked(index);  // From here on Cancel returns false.
+    // Skip cancelled (stale) entries at the head of the due list and the
+    // top of the heap.
+    while (due_budget > 0 && Stale(due_list_[due_head_])) {
+      ++due_head_;
+      --due_budget;
     }
-    RunOne(due);
-  }
-  {
-    MutexLock lock(&timers_mu_);
-    turn_now_ns_ = -1;
+    while (!timer_heap_.empty() && Stale(timer_heap_[0])) {
+      HeapPop();
+      --stale_heap_entries_;
+    }
+    const bool heap_due =
+        !timer_heap_.empty() && timer_heap_[0].deadline_ns <= now;
+    uint32_t index;
+    if (due_budget > 0 &&
+        (!heap_due || due_list_[due_head_] < timer_heap_[0])) {
+      index = due_list_[due_head_].node;
+      ++due_head_;
+      --due_budget;
+    } else if (heap_due) {
+      index = timer_heap_[0].node;
+      HeapPop();
+    } else {
+      break;
+    }
+    if (due_head_ == due_list_.size()) {
+      due_list_.clear();
+      due_head_ = 0;
+    }
+    // From the claim on, Cancel returns false; if a foreign Cancel won it
+    // first, the task is destroyed unrun (its kCancel node finds it gone).
+    const bool won = ClaimTimer(index);
+    ReleaseForeign(index, won);
+    TimerNode& node = Node(index);
+    QueuedTask due;
+    due.ctx = node.ctx;
+    due.task = std::move(node.task);
+    FreeNode(index);
+    FlushFreeNodes();
+    if (won) {
+      RunOne(due);
+    } else {
+      due.task = nullptr;  // Destroyed unrun, on the loop thread.
+    }
   }
   ArmTimer();
   running_timers_ = false;
@@ -931,28 +1067,29 @@ void LoopCore::RunDueTimers() {
 
 void LoopCore::CancelTimersOf(ContextHandle ctx) {
   std::vector<Task> doomed;
-  {
-    MutexLock lock(&timers_mu_);
-    // O(pending timers): their entries go stale.
-    for (const TimerEntry& e : timer_heap_) {
-      TimerNode& node = Node(e.node);
-      if (node.id == e.id && node.ctx == ctx) {
-        doomed.push_back(std::move(node.task));
-        FreeNodeLocked(e.node);
-        ++stale_heap_entries_;
-      }
+  // O(pending timers): their entries go stale. A task whose claim a foreign
+  // Cancel won is destroyed too (its kCancel node finds it gone).
+  for (const TimerEntry& e : timer_heap_) {
+    TimerNode& node = Node(e.node);
+    if (node.id == e.id && node.ctx == ctx) {
+      ReleaseForeign(e.node, ClaimTimer(e.node));
+      doomed.push_back(std::move(node.task));
+      FreeNode(e.node);
+      ++stale_heap_entries_;
     }
-    for (size_t i = due_head_; i < due_list_.size(); ++i) {
-      const TimerEntry& e = due_list_[i];
-      TimerNode& node = Node(e.node);
-      if (node.id == e.id && node.ctx == ctx) {
-        doomed.push_back(std::move(node.task));
-        FreeNodeLocked(e.node);
-      }
-    }
-    MaybeCompactHeapLocked();
   }
-  // `doomed` is destroyed here, on the loop thread, without the lock.
+  for (size_t i = due_head_; i < due_list_.size(); ++i) {
+    const TimerEntry& e = due_list_[i];
+    TimerNode& node = Node(e.node);
+    if (node.id == e.id && node.ctx == ctx) {
+      ReleaseForeign(e.node, ClaimTimer(e.node));
+      doomed.push_back(std::move(node.task));
+      FreeNode(e.node);
+    }
+  }
+  MaybeCompactHeap();
+  FlushFreeNodes();
+  // `doomed` is destroyed here, on the loop thread.
 }
 
 // --- Contexts ----------------------------------------------------------------
@@ -1021,6 +1158,8 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
   // ones, which see the context closed), so what they queued is in the
   // ingress (or the timers) before we take (or cancel) it below.
   LoopRegistry::WaitForEarlierPins(LoopRegistry::Find(slot_index_));
+  // Their delayed posts are timers once taken, cancelled just below.
+  TakeIngress();
   r->own_values = nullptr;  // [S15] No Set in place; Resets go slow.
   local_.Close(HandleAccess::ContextIndex(ctx));
   CancelTimersOf(ctx);
@@ -1224,6 +1363,7 @@ absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
 void LoopCore::OnFd(int, short what, void* arg) {
   auto* record = static_cast<WatchRecord*>(arg);
   ++record->core->callbacks_dispatched_;
+  record->core->cached_now_ns_ = -1;
   record->core->DispatchFd(record, what);
 }
 
@@ -1415,29 +1555,34 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   // with one exchange and queue what it held, to run in the drain [S1].
   if (IngressNode* rest = ingress_.Close()) QueueIngress(rest);
 
+  // (The ingress is closed and taken above: foreign delayed posts are
+  // timers now.)
   {  // [S4]
     std::vector<Task> doomed;
-    {
-      MutexLock lock(&timers_mu_);
-      doomed.reserve(live_timers_);
-      for (const TimerEntry& e : timer_heap_) {
-        if (StaleLocked(e)) continue;  // Cancelled.
-        doomed.push_back(std::move(Node(e.node).task));
-        FreeNodeLocked(e.node);  // Cancel now returns false.
-      }
-      timer_heap_.clear();
-      stale_heap_entries_ = 0;
-      for (size_t i = due_head_; i < due_list_.size(); ++i) {
-        TimerNode& node = Node(due_list_[i].node);
-        if (node.id != due_list_[i].id) continue;  // Cancelled.
-        doomed.push_back(std::move(node.task));
-        FreeNodeLocked(due_list_[i].node);
-      }
-      due_list_.clear();
-      due_head_ = 0;
+    doomed.reserve(live_timers_);
+    uint64_t dropped = 0;
+    // A task whose claim a foreign Cancel won is destroyed but not counted:
+    // it was cancelled.
+    auto drop = [&](uint32_t index) {
+      const bool won = ClaimTimer(index);
+      ReleaseForeign(index, won);
+      if (won) ++dropped;
+      doomed.push_back(std::move(Node(index).task));
+      FreeNode(index);  // Cancel now returns false.
+    };
+    for (const TimerEntry& e : timer_heap_) {
+      if (!Stale(e)) drop(e.node);
     }
-    report_.delayed_dropped = doomed.size();
-  }  // Destroyed unrun, here on the loop thread, without the lock.
+    timer_heap_.clear();
+    stale_heap_entries_ = 0;
+    for (size_t i = due_head_; i < due_list_.size(); ++i) {
+      if (!Stale(due_list_[i])) drop(due_list_[i].node);
+    }
+    due_list_.clear();
+    due_head_ = 0;
+    FlushFreeNodes();
+    report_.delayed_dropped += dropped;
+  }  // Destroyed unrun, here on the loop thread.
 
   Drain();  // [S1] [S2] [S3]
 

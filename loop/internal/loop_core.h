@@ -13,9 +13,9 @@
 // holds a registry pin of this loop (loop_registry.h); everything else runs
 // on the owner (loop) thread. Foreign threads reach the loop only through
 // the lock-free `ForeignIngress` and read only `ForeignAcceptTable`
-// (foreign_ingress.h), and the timers under `timers_mu_` (annotated with
-// `ABSL_GUARDED_BY`, checked by `-Wthread-safety` with --config=clang); the
-// context records are owner-only.
+// (foreign_ingress.h), plus one atomic per delayed task (its cancel claim,
+// see "Delayed tasks" below); the context records and the timer heap are
+// owner-only, with no lock.
 
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
@@ -223,8 +223,15 @@ class LoopCore {
   // One delayed task, in the timer slab (see "Delayed tasks" below).
   struct TimerNode {
     uint64_t id = 0;  // The task's id; 0 while the node is free.
+    // The cancel claim of a task posted on the loop thread: its id while it
+    // may still run or be cancelled, 0 once the loop or a Cancel (on any
+    // thread) took it. The one field foreign threads touch (pinned).
+    std::atomic<uint64_t> claim{0};
     ContextHandle ctx;
     Task task;
+    // A task posted from another thread: its ingress node, which holds its
+    // claim (see IngressNode); null otherwise.
+    IngressNode* foreign = nullptr;
     uint32_t next_free = 0;  // Free list link (while free).
     bool in_heap = false;    // Its entry is in `timer_heap_` (else due list).
   };
@@ -240,7 +247,15 @@ class LoopCore {
     }
   };
   static constexpr uint32_t kNoNode = ~uint32_t{0};
-  static constexpr uint32_t kTimerChunkBits = 8;  // 256 nodes per chunk.
+  static constexpr uint32_t kTimerChunkBits = 8;   // Chunk k: 256 << k nodes.
+  static constexpr uint32_t kMaxTimerChunks = 24;  // 2^32 nodes in all.
+  static void LocateTimerNode(uint32_t index, uint32_t* chunk,
+                              uint32_t* offset) {
+    const uint64_t i = uint64_t{index} + (uint64_t{1} << kTimerChunkBits);
+    const uint32_t top = 63 - static_cast<uint32_t>(__builtin_clzll(i));
+    *chunk = top - kTimerChunkBits;
+    *offset = static_cast<uint32_t>(i - (uint64_t{1} << top));
+  }
   struct WatchRecord;
 
   enum class Phase { kOpen, kDraining, kClosed };
@@ -316,45 +331,68 @@ class LoopCore {
   bool RunForeignSegment(TaskEntry& entry);
   bool StopRequestedInBatch() const;
   void Report(ContextHandle ctx, const absl::Status& error);
-  // Adds a timer; `*earliest` tells whether the loop must re-arm.
-  // `owner`: called on the loop thread (which may use its cached time).
-  DelayedTaskHandle InsertTimerLocked(ContextHandle ctx, absl::Duration delay,
-                                      Task&& task, bool owner, bool* earliest)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  // Removes the pending task `handle` names into `*victim`; false if there
-  // is none (it ran, is running, was cancelled or dropped).
-  bool TakeTimerLocked(const DelayedTaskHandle& handle, Task* victim)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  TimerNode& Node(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
-    return timer_chunks_[index >> kTimerChunkBits]
-                        [index & ((1u << kTimerChunkBits) - 1)];
+  // Adds a timer due at `deadline` (a zero `delay_ns` goes to the due
+  // list); returns its node; `*earliest` tells whether the loop must re-arm.
+  uint32_t InsertTimer(ContextHandle ctx, int64_t delay_ns, int64_t deadline,
+                       Task&& task, bool* earliest);
+  // The loop's time for deadlines of owner-thread posts: read once per
+  // libevent callback (lazily, at the first delayed post), so never earlier
+  // than the start of the current loop iteration; outside Run() a fresh
+  // reading.
+  int64_t LoopNowNs();
+  // Frees the node of a pending task into `*victim` (its heap or due-list
+  // entry goes stale). The caller won the task's claim.
+  void TakeTimerNode(uint32_t index, Task* victim);
+  // A foreign Cancel won the claim of the task in slab node `index` with id
+  // `id` (or of the foreign task `target`): destroys the task if the loop
+  // has not already (loop thread, from the ingress).
+  void OnForeignCancel(IngressNode* cmd, std::vector<Task>* doomed);
+  // A foreign PostDelayed's node, from the ingress: inserts its task, or
+  // destroys it if it was cancelled meanwhile. True if the loop must re-arm.
+  bool OnForeignDelayed(IngressNode* node, std::vector<Task>* doomed);
+  // Claims the task of node `index` for the loop (to run or drop it); false
+  // if a foreign Cancel won it first.
+  bool ClaimTimer(uint32_t index);
+  // After ClaimTimer(index) returned `won`, before node `index` is freed:
+  // the ingress node of a foreign task goes back to the pool if the loop
+  // won (no kCancel will name it); if a foreign Cancel won, its kCancel
+  // node (still to come) returns it, finding no timer.
+  void ReleaseForeign(uint32_t index, bool won);
+  // Pinned foreign thread: the node `index` if the slab has it (chunks never
+  // move), else null.
+  TimerNode* FindNodeForeign(uint32_t index) const {
+    uint32_t chunk, offset;
+    LocateTimerNode(index, &chunk, &offset);
+    if (chunk >= kMaxTimerChunks) return nullptr;
+    TimerNode* c = timer_chunks_[chunk].load(std::memory_order_acquire);
+    return c == nullptr ? nullptr : &c[offset];
   }
-  uint32_t AllocNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
-    if (free_timer_node_ == kNoNode) return NewTimerNodeLocked();
+  TimerNode& Node(uint32_t index) {
+    uint32_t chunk, offset;
+    LocateTimerNode(index, &chunk, &offset);
+    return timer_chunks_[chunk].load(std::memory_order_relaxed)[offset];
+  }
+  uint32_t AllocNode() {
+    if (free_timer_node_ == kNoNode) return NewTimerNode();
     const uint32_t index = free_timer_node_;
     free_timer_node_ = Node(index).next_free;
     return index;
   }
   // A node never used yet (the slab grows by a chunk when full).
-  uint32_t NewTimerNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  void FreeNodeLocked(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  uint32_t NewTimerNode();
+  void FreeNode(uint32_t index);
   // True if the entry's task was cancelled (or dropped): its node's id moved.
-  bool StaleLocked(const TimerEntry& e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
-    return Node(e.node).id != e.id;
-  }
+  bool Stale(const TimerEntry& e) { return Node(e.node).id != e.id; }
   // Returns the position where `e` landed.
-  size_t HeapSiftUpLocked(size_t pos, TimerEntry e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  void HeapSiftDownLocked(size_t pos, TimerEntry e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  void HeapPopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  size_t HeapSiftUp(size_t pos, TimerEntry e);
+  void HeapSiftDown(size_t pos, TimerEntry e);
+  void HeapPop();
   // Drops stale entries from the top of the heap and the head of the due
   // list, so both start with a live task (or are empty).
-  void TrimTimersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void TrimTimers();
   // Rebuilds the heap without its stale entries once they outnumber the live
   // ones (O(n), so O(1) amortized per cancel).
-  void MaybeCompactHeapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void MaybeCompactHeap();
   void ArmTimer();
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
@@ -422,26 +460,29 @@ class LoopCore {
   // top and dropped in bulk once they outnumber the live ones.
   // Zero-delay tasks skip the heap: they go to the due list, a FIFO that the
   // next timer run drains (merged with the due heap entries by deadline and
-  // id), with stale entries skipped the same way. The owner takes `timers_mu_`
-  // uncontended for each operation; foreign `PostDelayed`/`Cancel` take it too,
-  // and it is never held while a task runs or is destroyed.
-  mutable Mutex timers_mu_;
-  std::vector<std::unique_ptr<TimerNode[]>> timer_chunks_
-      ABSL_GUARDED_BY(timers_mu_);
-  uint32_t timer_nodes_ ABSL_GUARDED_BY(timers_mu_) = 0;  // Nodes made.
-  uint32_t free_timer_node_ ABSL_GUARDED_BY(timers_mu_) = kNoNode;
-  std::vector<TimerEntry> timer_heap_ ABSL_GUARDED_BY(timers_mu_);
-  std::vector<TimerEntry> due_list_ ABSL_GUARDED_BY(timers_mu_);
-  size_t due_head_ ABSL_GUARDED_BY(timers_mu_) = 0;  // First unrun entry.
-  size_t live_timers_ ABSL_GUARDED_BY(timers_mu_) = 0;
-  size_t stale_heap_entries_ ABSL_GUARDED_BY(timers_mu_) = 0;
-  uint64_t next_timer_id_ ABSL_GUARDED_BY(timers_mu_) = 1;
+  // id), with stale entries skipped the same way. All of it is owner-only,
+  // with no lock: a foreign `PostDelayed` is a node on the ingress (the
+  // loop inserts it when it takes the ingress), a foreign `Cancel` wins the
+  // task's claim with one compare-and-swap and pushes a node asking the loop
+  // to destroy the task. The loop claims a task the same way before it runs
+  // or drops it, so exactly one side gets it: a Cancel that returns true on
+  // any thread means the task never runs.
+  // Chunks double in size and never move (foreign cancellers read claims).
+  std::atomic<TimerNode*> timer_chunks_[kMaxTimerChunks] = {};
+  uint32_t timer_nodes_ = 0;  // Nodes made.
+  uint32_t free_timer_node_ = kNoNode;
+  std::vector<TimerEntry> timer_heap_;
+  std::vector<TimerEntry> due_list_;
+  size_t due_head_ = 0;  // First unrun entry.
+  size_t live_timers_ = 0;
+  size_t stale_heap_entries_ = 0;
+  uint64_t next_timer_id_ = 1;
   // The latest clock reading (never decreases); zero-delay tasks take it as
   // their deadline when no heap entry could be due before them.
-  int64_t timer_now_ns_ ABSL_GUARDED_BY(timers_mu_) = 0;
-  // While RunDueTimers runs tasks: its clock reading, which delayed posts
-  // from those tasks use instead of reading the clock. -1 otherwise.
-  int64_t turn_now_ns_ ABSL_GUARDED_BY(timers_mu_) = -1;
+  int64_t timer_now_ns_ = 0;
+  // The loop's time in the current libevent callback (see LoopNowNs); -1
+  // until the callback's first delayed post reads the clock.
+  int64_t cached_now_ns_ = -1;
   int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
   bool running_timers_ = false;     // Owner thread; RunDueTimers is running.
 
