@@ -492,6 +492,20 @@ class LoopCore {
   uint64_t next_watch_id_ = 1;
 };
 
+// One fd watch (owner thread; see loop_fd_watches.cc).
+struct LoopCore::WatchRecord {
+  LoopCore* core;
+  uint64_t id;
+  event* ev = nullptr;
+  ContextHandle ctx;
+  int fd;
+  FdCallback callback;
+  bool close_on_stop;
+  bool dispatching = false;
+  bool removed = false;
+  std::shared_ptr<WatchControl> control;  // Shared with the FdWatch.
+};
+
 // Monotonic clock shared by timers and tests, in nanoseconds.
 int64_t MonotonicNowNs();
 
