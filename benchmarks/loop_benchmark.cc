@@ -473,9 +473,9 @@ void BM_Libuv_OwnQueueIdle(benchmark::State& state) {
 // post_cross_thread
 // ============================================================================
 
-// ctxloop: the producer calls `Post` (registry pin, mutex, append, eventfd
-// write only if the loop has taken the previous wake-up); the loop runs in
-// `Run()` until the last task calls `Stop()`.
+// ctxloop: the producer calls `Post` (registry pin, lock-free push onto the
+// foreign ingress, eventfd write only if the loop had armed it); the loop runs
+// in `Run()` until the last task calls `Stop()`.
 void BM_Ctxloop_PostCrossThread(benchmark::State& state) {
   state.SetLabel("post_cross_thread");
   CrossThreadSetup setup;

@@ -152,24 +152,17 @@ absl::Status Post(ContextHandle ctx, Task task) {
   }
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  // The queue's lock doubles as the liveness check: shutdown closes the
-  // slot under it [S5], and cannot finish while we hold it [S11].
-  loop_internal::LoopSlot* s = LoopRegistry::Find(slot);
-  absl::Status result;
-  bool open = false;
-  if (s != nullptr) {
-    loop_internal::MutexLock lock(&s->mu);
-    if (LoopCore* core = LoopRegistry::OpenLocked(s, gen)) {
-      open = true;
-      core->AssertQueueLockHeld();  // `s->mu` is the loop's queue lock.
-      result = core->PostForeignLocked(ctx, std::move(task));
-    }
-  }
-  if (!open) {  // [S5] [S8]
+  // The pin is the liveness check: shutdown closes the slot to pins [S5],
+  // and cannot finish while we hold one [S11].
+  uint64_t unit;
+  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
+  if (core == nullptr) {  // [S5] [S8]
     return absl::FailedPreconditionError(
         absl::StrCat("cannot post to ", ctx.DebugString(),
                      ": its loop is shut down, shutting down or destroyed"));
   }
+  absl::Status result = core->PostForeign(ctx, std::move(task));
+  LoopRegistry::Unpin(slot, unit);
   loop_internal::TestHooks::Run(loop_internal::TestHooks::after_foreign_unlock);
   return result;  // On error `task` is destroyed here, on this thread.
 }
@@ -185,7 +178,8 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
   if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
     return core->PostDelayedOwned(ctx, delay, std::move(task));
   }
-  LoopCore* core = LoopRegistry::Pin(slot, gen);
+  uint64_t unit;
+  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
   if (core == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
@@ -193,8 +187,9 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
   }
   absl::StatusOr<DelayedTaskHandle> h =
       core->PostDelayedPinned(ctx, delay, std::move(task));
-  LoopRegistry::Unpin(slot);
-  return h;
+  LoopRegistry::Unpin(slot, unit);
+  loop_internal::TestHooks::Run(loop_internal::TestHooks::after_foreign_unlock);
+  return h;  // On error `task` is destroyed here, on this thread.
 }
 
 bool Cancel(const DelayedTaskHandle& handle) {
@@ -203,11 +198,13 @@ bool Cancel(const DelayedTaskHandle& handle) {
           LoopRegistry::FindOwned(handle.loop_slot_, handle.loop_generation_)) {
     return core->CancelOwned(handle);
   }
+  uint64_t unit;
   LoopCore* core =
-      LoopRegistry::Pin(handle.loop_slot_, handle.loop_generation_);
+      LoopRegistry::Pin(handle.loop_slot_, handle.loop_generation_, &unit);
   if (core == nullptr) return false;  // [S9]
   const bool cancelled = core->CancelPinned(handle);
-  LoopRegistry::Unpin(handle.loop_slot_);
+  LoopRegistry::Unpin(handle.loop_slot_, unit);
+  loop_internal::TestHooks::Run(loop_internal::TestHooks::after_foreign_unlock);
   return cancelled;
 }
 
@@ -311,9 +308,12 @@ void FdWatch::Stop() {
   }
   // [S13] Another thread: no call may start from here on...
   control->stopped.store(true);
-  if (LoopCore* core = LoopRegistry::Pin(loop_slot_, loop_generation_)) {
+  uint64_t unit;
+  if (LoopCore* core = LoopRegistry::Pin(loop_slot_, loop_generation_, &unit)) {
     core->StopWatch(id);  // Posts the unregistration to the loop thread.
-    LoopRegistry::Unpin(loop_slot_);
+    LoopRegistry::Unpin(loop_slot_, unit);
+    loop_internal::TestHooks::Run(
+        loop_internal::TestHooks::after_foreign_unlock);
   }
   // (otherwise the loop is gone or shutting down, and closes the watch
   // itself [S6])... and a call already running is waited for.

@@ -36,13 +36,17 @@
 // in the loop's ready queue (chunks that never move their tasks; no
 // allocation for captures up to five pointers); one `event_active` per batch
 // of tasks; each task is run and destroyed in place (about 75 instructions
-// per post+run in benchmarks/icount_hot_paths.cc). Cross-thread `Post`: one
-// mutex (which also proves the loop alive) and a vector append; it writes the
-// loop's eventfd (still under the mutex, so the poster is done with the loop
-// when it unlocks) only when the loop last found its cross-thread queue empty,
-// i.e. may be idle. A busy loop takes new cross-thread tasks at the end of each
-// batch, so a burst into a busy loop costs no syscall (about 0.2 wake-ups per
-// 1,000 posts in benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
+// per post+run in benchmarks/icount_hot_paths.cc). Cross-thread `Post`: no
+// lock. A registry pin (one compare-and-swap that also proves the loop
+// alive, one decrement to release it), a context check, a node from a
+// per-thread cache of recycled nodes (no allocation per post once the pool
+// has grown) and one compare-and-swap onto the loop's lock-free foreign
+// ingress (loop/internal/foreign_ingress.h); it writes the loop's eventfd
+// (still pinned, so the poster is done with the loop when it unpins) only
+// when the loop had armed the ingress, i.e. may be idle. A busy loop takes
+// new cross-thread tasks at the end of each batch, so a burst into a busy
+// loop costs no syscall (about 0.03 wake-ups per 1,000 posts in
+// benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
 // `benchmarks/` measures these against raw libevent, Boost.Asio and libuv.
 //
 // Ordering
@@ -89,13 +93,16 @@ namespace ctxloop {
 
 namespace loop_internal {
 class LoopCore;
+struct IngressNode;
 }  // namespace loop_internal
 
 // Identifies one delayed task, for `Cancel`. A value; copy it to any thread.
 // It names the loop and the task's node in that loop's timer table, with the
 // task's 64-bit id (drawn from a per-loop counter that never wraps in
 // practice), so a handle of a task that ran or was cancelled never names a
-// later task that reuses the node.
+// later task that reuses the node. A task posted from another thread is named
+// by its node in the loop's foreign ingress (never freed) and a process-wide
+// id instead.
 class DelayedTaskHandle {
  public:
   DelayedTaskHandle() = default;
@@ -107,6 +114,8 @@ class DelayedTaskHandle {
   uint32_t loop_generation_ = 0;
   uint32_t node_ = 0;  // Index of the task's node in the loop's timer slab.
   uint64_t id_ = 0;    // The task's id (0: no task).
+  // Posted from another thread: its ingress node (then `node_` is unused).
+  loop_internal::IngressNode* foreign_ = nullptr;
 };
 
 // What `Shutdown()` did, so nothing disappears unaccounted.
@@ -253,22 +262,34 @@ absl::Status Post(ContextHandle ctx, F&& f);
 // means "as soon as timers are checked"). Thread-safe; same errors as `Post`.
 // Equal deadlines run in post order. A huge delay saturates (the deadline
 // becomes the end of time) instead of overflowing.
+// When the delay starts: on the loop thread, inside `Run()`, it counts from
+// the loop's time, which is read once per libevent callback (a batch of
+// tasks, a timer run, an fd callback) -- at its first delayed post -- so
+// never earlier than the start of the current loop iteration, as in libevent
+// and libuv: a callback that runs long before it posts gets its timer that
+// much sooner, but never before the loop's time plus `delay`. Outside `Run()`
+// on the loop thread, and on any other thread, it counts from the call.
 // Cost: no allocation per timer (the task is stored in a recycled node, once
-// the loop's timer slab has grown to the most timers pending at once); one
-// uncontended lock; a clock read (none inside a timer run, which reads the
-// clock once, and none for a zero delay while no timer with a delay is
-// pending); an O(log n) heap insert, O(1) when deadlines grow (the usual
-// case). A zero delay skips the heap: it runs at the next timer run, which is
-// made active at once (no libevent timer) unless a batch or a timer run is
-// running, in which case it comes after libevent's next poll of fds.
+// the loop's timer slab has grown to the most timers pending at once) and no
+// lock; on the loop thread at most one clock read per callback (none for a
+// zero delay while no timer with a delay is pending), an O(log n) heap insert,
+// O(1) when deadlines grow (the usual case). From another thread it is a node
+// on the loop's lock-free foreign ingress (the loop inserts the timer when it
+// takes the node) and a clock read. A zero delay skips the heap: it runs at
+// the next timer run, which is made active at once (no libevent timer) unless
+// a batch or a timer run is running, in which case it comes after libevent's
+// next poll of fds.
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                               absl::Duration delay, Task task);
 
-// Cancels a delayed task. Returns true if it had not run and now never will;
-// false if it already ran, is running, was cancelled, or its loop is gone.
-// Thread-safe. The cancelled task is destroyed on its loop thread: here if
-// called there, otherwise soon after, by the loop. Cost: O(1) (one
-// uncontended lock), with no search: the handle names the task's node.
+// Cancels a delayed task. Returns true if it had not run and now never will
+// (on every thread: the loop and a canceller race for one claim per task, and
+// the loop runs a task only if it wins it); false if it already ran, is
+// running, was cancelled, or its loop is gone. Thread-safe. The cancelled
+// task is destroyed on its loop thread: here if called there, otherwise soon
+// after, by the loop (a node on its foreign ingress). Cost: O(1), no lock,
+// with no search (the handle names the task's node): one compare-and-swap,
+// plus a registry pin and an ingress push from another thread.
 bool Cancel(const DelayedTaskHandle& handle);
 
 // Opaque id of a hook added by `AddDestroyHook`. A value; 0 is never an id.

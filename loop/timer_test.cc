@@ -767,5 +767,123 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
   EXPECT_EQ(foreign_destroyed.load(), 0);
 }
 
+// The loop thread posts delayed tasks (zero delay and 1 ms) and hands their
+// handles to a foreign thread that cancels them while the loop runs them:
+// a foreign Cancel that returns true is exact (the task never runs), every
+// task either ran once or was cancelled, and cancelled tasks are destroyed
+// on the loop thread.
+TEST(TimerTest, ForeignCancelOfLoopThreadTimersIsExact) {
+  Loop loop;
+  constexpr int kTasks = 3000;
+  std::atomic<int> ran{0};
+  std::atomic<int> cancelled{0};
+  DestructionLog log;
+  loop_internal::Mutex mu;
+  std::vector<DelayedTaskHandle> handles;  // Guarded by mu.
+  std::atomic<bool> posting_done{false};
+  std::atomic<bool> cancelling_done{false};
+  std::thread canceller([&] {
+    for (;;) {
+      std::vector<DelayedTaskHandle> mine;
+      {
+        loop_internal::MutexLock lock(&mu);
+        mine.swap(handles);
+      }
+      for (const DelayedTaskHandle& h : mine) {
+        if (Cancel(h)) {
+          cancelled.fetch_add(1);
+          EXPECT_FALSE(Cancel(h));
+        }
+      }
+      if (mine.empty() && posting_done.load()) break;
+      std::this_thread::yield();
+    }
+    cancelling_done.store(true);
+  });
+  for (int i = 0; i < kTasks; ++i) {
+    absl::StatusOr<DelayedTaskHandle> h = PostDelayed(
+        loop.root(), i % 2 == 0 ? absl::ZeroDuration() : absl::Milliseconds(1),
+        [&ran, p = Probe(&log)](ContextHandle) { ran.fetch_add(1); });
+    ASSERT_OK(h);
+    {
+      loop_internal::MutexLock lock(&mu);
+      handles.push_back(*h);
+    }
+    if (i % 16 == 0) ASSERT_OK(loop.RunUntilIdle());
+  }
+  posting_done.store(true);
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < give_up &&
+         !(cancelling_done.load() && ran.load() + cancelled.load() >= kTasks)) {
+    ASSERT_OK(loop.RunUntilIdle());
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  canceller.join();
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(ran.load() + cancelled.load(), kTasks);
+  // Every task, run or cancelled, was destroyed on the loop thread.
+  const std::vector<std::thread::id> threads = log.threads();
+  EXPECT_EQ(threads.size(), static_cast<size_t>(kTasks));
+  for (const std::thread::id& t : threads) {
+    EXPECT_EQ(t, std::this_thread::get_id());
+  }
+}
+
+// loop.h: on the loop thread a delay counts from the loop's time, read once
+// per callback (here at the callback's first delayed post); a timer never
+// fires before that time plus its delay, even when the callback ran long
+// after it read the time.
+TEST(TimerTest, LoopThreadDelayCountsFromTheLoopTime) {
+  Loop loop;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point task_start, fired;
+  bool done = false;
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle here) {
+    task_start = Clock::now();
+    // Reads the loop's time (the first delayed post of this callback).
+    absl::StatusOr<DelayedTaskHandle> far =
+        PostDelayed(here, absl::Hours(1), [](ContextHandle) {});
+    ASSERT_OK(far);
+    EXPECT_TRUE(Cancel(*far));
+    // The callback runs on for 20 ms; the loop's time stays put.
+    while (Clock::now() - task_start < std::chrono::milliseconds(20)) {
+    }
+    ASSERT_OK(PostDelayed(here, absl::Milliseconds(30), [&](ContextHandle) {
+      fired = Clock::now();
+      done = true;
+      loop.Stop();
+    }));
+  }));
+  ASSERT_OK(PostDelayed(loop.root(), absl::Seconds(30), [&](ContextHandle) {
+    loop.Stop();  // A failure guard only.
+  }));
+  ASSERT_OK(loop.Run());
+  ASSERT_TRUE(done);
+  // Never early relative to the rule: at least 30 ms after the loop's time,
+  // which is no earlier than the task's start.
+  EXPECT_GE(fired - task_start, std::chrono::milliseconds(30));
+}
+
+// loop.h: from another thread a delay counts from the call.
+TEST(TimerTest, ForeignDelayCountsFromTheCall) {
+  Loop loop;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point posted, fired;
+  std::thread([&] {
+    posted = Clock::now();
+    ASSERT_OK(
+        PostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+          fired = Clock::now();
+          loop.Stop();
+        }));
+  }).join();
+  ASSERT_OK(PostDelayed(loop.root(), absl::Seconds(30), [&](ContextHandle) {
+    loop.Stop();  // A failure guard only.
+  }));
+  ASSERT_OK(loop.Run());
+  EXPECT_GE(fired - posted, std::chrono::milliseconds(20));
+}
+
 }  // namespace
 }  // namespace ctxloop

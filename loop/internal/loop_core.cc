@@ -1,5 +1,14 @@
 // Copyright 2026 The ctxloop Authors.
 //
+// The loop core, split by job (each file states its threading rule at the
+// top): this file builds and destroys the core, answers who owns it and
+// which contexts exist, and drives it (Run, Stop); loop_ready_queue.cc runs
+// the loop thread's own tasks; loop_ingress.cc is everything that comes in
+// from other threads; loop_timers.cc the delayed tasks; loop_contexts.cc the
+// contexts, their values and destroy hooks; loop_fd_watches.cc the fd
+// watches; loop_shutdown.cc the drain and shutdown. Threading rule here:
+// owner thread, except `Stop()` (any thread, see [S12]) and `IsOwnerThread`.
+//
 // Shutdown and destruction cases. Each is referenced as [Sn] where it is
 // handled and has a test in loop_shutdown_test.cc unless named otherwise.
 //
@@ -17,17 +26,20 @@
 //       are destroyed, so a destructor that posts is refused (trace finishes
 //       then deliver where they are, see trace/scope.cc [F3]). The
 //       destructor therefore always terminates.
-//  [S4] Delayed tasks that have not fired are destroyed unrun on the loop
-//       thread when the drain starts and counted in `delayed_dropped`; `Cancel`
-//       on them returns false. `PostDelayed` during the drain is refused.
-//  [S5] A cross-thread `Post` racing with shutdown either locked the loop's
-//       queue before shutdown closed it (shutdown sets the closed bit under
-//       that same lock, so the task is queued before the drain starts and
-//       runs under [S1]) or finds the loop closed and returns
-//       kFailedPrecondition, its task destroyed on the posting thread before
-//       `Post` returns. Other foreign calls (PostDelayed, Cancel, Stop of a
-//       watch) pin the loop and shutdown waits for their pins. Nothing runs
-//       on a foreign thread; no post is half done.
+//  [S4] Delayed tasks that have not fired (also those posted from other
+//       threads, which are timers once the ingress is taken) are destroyed
+//       unrun on the loop thread when the drain starts and counted in
+//       `delayed_dropped` (the loop claims each first; one whose claim a
+//       foreign Cancel won counts as cancelled); `Cancel` on them returns
+//       false. `PostDelayed` during the drain is refused.
+//  [S5] A cross-thread `Post` racing with shutdown either pinned the loop
+//       before shutdown closed the registry slot (shutdown waits for those
+//       pins, so the task is in the foreign ingress before shutdown closes
+//       the ingress with one exchange, and runs in the drain under [S1]) or
+//       its pin fails and it returns kFailedPrecondition, its task destroyed
+//       on the posting thread before `Post` returns. Every other foreign call
+//       (PostDelayed, Cancel, Stop, Stop of a watch) pins the loop the same
+//       way. Nothing runs on a foreign thread; no post is half done.
 //  [S6] Fd watches still registered after the drain and the hooks are
 //       unregistered, their callbacks destroyed on the loop thread and owned
 //       fds closed. Tasks those destructors post (and tasks dropped delayed
@@ -41,7 +53,12 @@
 //       closes to new posts, the pending tasks (local and cross-thread, all
 //       queued before the close) run first with the handle valid, then a
 //       marker task frees the record and the handle goes stale. Its delayed
-//       tasks are cancelled and its watches stopped at once.
+//       tasks are cancelled and its watches stopped at once. A foreign post
+//       racing the close is exact: DestroyContext closes the context in the
+//       foreign accept table, then waits for the pins taken before that
+//       (LoopRegistry::WaitForEarlierPins), so a post that saw the context
+//       open has pushed before the close takes the ingress, and runs before
+//       the marker. (ingress_test.cc)
 //  [S8] After shutdown every handle of the loop is stale: `Post` and
 //       `PostDelayed` return kFailedPrecondition, `ContextKey` operations
 //       kFailedPrecondition, `Cancel` false. The registry slot is never freed,
@@ -61,14 +78,15 @@
 //       unrun, counted in `tasks_dropped` and reported.
 //       (destroy_hook_test.cc)
 // [S11] A foreign thread that queued into a loop (a `Post`, a delayed post, a
-//       cancelled task's destruction, an `FdWatch::Stop`) is done with the
-//       loop when it releases the queue lock: the eventfd write and the
-//       counter update happen under it, and shutdown cannot close the loop
-//       while a poster holds it (or a pin), so destroying a loop while other
-//       threads post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
-// [S12] A foreign `Loop::Stop()` sets the flag and writes the eventfd under
-//       the queue lock; the loop checks the flag after taking the queue, so
-//       the stop is never lost to concurrent posts. (loop_race_test.cc)
+//       cancelled task's destruction, an `FdWatch::Stop`, a `Stop`) is done
+//       with the loop when it unpins: the push, the eventfd write and the
+//       counter update happen while it holds the pin, and shutdown cannot
+//       finish while a pin is held, so destroying a loop while other threads
+//       post (e.g. a busy `LoopThread`) is safe. (loop_race_test.cc)
+// [S12] A foreign `Loop::Stop()` sets the flag, then pushes a stop node on
+//       the foreign ingress like a post (waking the loop if it armed the
+//       ingress); the take that finds the node sees the flag, so the stop is
+//       never lost to concurrent posts. (loop_race_test.cc, ingress_test.cc)
 // [S13] A foreign `FdWatch::Stop()` (or destruction) waits until the watch's
 //       callback is not running, and the callback is never called after it
 //       returned; the unregistration is posted to the loop thread (or done by
@@ -115,36 +133,12 @@ namespace loop_internal {
 
 std::atomic<TestHooks::Hook> TestHooks::after_foreign_unlock{nullptr};
 std::atomic<TestHooks::Hook> TestHooks::before_batch_end_take{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::foreign_post_checked{nullptr};
 
 int64_t MonotonicNowNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
-struct LoopCore::WatchRecord {
-  LoopCore* core;
-  uint64_t id;
-  event* ev = nullptr;
-  ContextHandle ctx;
-  int fd;
-  FdCallback callback;
-  bool close_on_stop;
-  bool dispatching = false;
-  bool removed = false;
-  std::shared_ptr<WatchControl> control;  // Shared with the FdWatch.
-};
-
-void WatchControl::WaitForCallback() const {
-  for (int spins = 0; in_callback.load(); ++spins) {
-    if (spins < 64) {
-      sched_yield();
-    } else {
-      // A long callback: do not burn a core (this machine may have two).
-      const timespec pause = {0, 50 * 1000};
-      nanosleep(&pause, nullptr);
-    }
-  }
 }
 
 // --- Construction and identity ---------------------------------------------
@@ -189,15 +183,14 @@ absl::Status LoopCore::Init() {
     return absl::ResourceExhaustedError("libevent could not create events");
   }
   local_.set_batch_event(batch_event_);
-  LoopRegistry::Register(this, &slot_index_, &generation_);
-  remote_mu_ = &LoopRegistry::Find(slot_index_)->mu;
-  // The root context, index 0.
-  MutexLock lock(remote_mu_);
+  // The root context, index 0, open before any foreign thread can pin us.
   contexts_.push_back(std::make_unique<ContextRecord>());
   contexts_[0]->generation = 1;
   contexts_[0]->live = true;
   contexts_[0]->name = "root";
   local_.Open(0, 1);
+  accept_.Set(0, 1);
+  LoopRegistry::Register(this, &slot_index_, &generation_);
   return absl::OkStatus();
 }
 
@@ -215,6 +208,7 @@ LoopCore::~LoopCore() {
   if (wake_event_ != nullptr) event_free(wake_event_);
   if (timer_event_ != nullptr) event_free(timer_event_);
   if (wake_fd_ >= 0) close(wake_fd_);
+  for (auto& chunk : timer_chunks_) delete[] chunk.load();
   event_base_free(base_);
 }
 
@@ -303,181 +297,6 @@ absl::Status LoopCore::RejectPost(ContextHandle ctx) const {
                    r == nullptr ? "was destroyed" : "is being destroyed"));
 }
 
-// --- Tasks -----------------------------------------------------------------
-
-absl::Status LoopCore::PostLocal(ContextHandle ctx, Task&& task) {
-  // `local_` accepts exactly when the loop is not closed and the context is
-  // live and not closing (see NewContext, DestroyContext, CloseAndDrop).
-  if (!local_.Accepts(ctx)) return RejectPost(ctx);
-  local_.Emplace(ctx, std::move(task));
-  return absl::OkStatus();
-}
-
-absl::Status LoopCore::PostForeignLocked(ContextHandle ctx, Task&& task) {
-  // On error `task` is destroyed by our caller's frame, on its thread, after
-  // the unlock.
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
-  remote_.emplace_back(ctx, std::move(task));
-  WakeLocked();
-  return absl::OkStatus();
-}
-
-void LoopCore::WakeLocked() {
-  // Write the eventfd only if the loop last found its queue empty (it may be
-  // idle): while it is busy with earlier foreign tasks it looks again at the
-  // end of each batch, so further posts cost no syscall.
-  //
-  // The write happens before the unlock: while a foreign thread holds the
-  // queue lock of an open loop (or a pin) the loop cannot finish shutting
-  // down [S5], so nothing here can touch a destroyed loop, and the rare
-  // write (once per idle period) costs the lock one syscall.
-  if (!wake_pending_.load(std::memory_order_relaxed)) {
-    wake_pending_.store(true, std::memory_order_relaxed);
-    WriteWakeFd();
-  }
-  // Once the caller unlocks it must not touch the loop [S11]; callers run
-  // TestHooks::after_foreign_unlock there.
-}
-
-void LoopCore::WriteWakeFd() {
-  wake_writes_.fetch_add(1, std::memory_order_relaxed);
-  const uint64_t one = 1;
-  ssize_t n;
-  do {
-    n = write(wake_fd_, &one, sizeof(one));
-  } while (n < 0 && errno == EINTR);
-  // EAGAIN means the counter is saturated: the loop is awake anyway.
-}
-
-void LoopCore::ScheduleBatch() { local_.ScheduleBatch(); }
-
-void LocalPoster::ScheduleBatch() {
-  // Inside a batch, RunBatch schedules what its tasks posted when it ends.
-  if (batch_scheduled_ || in_batch_) return;
-  batch_scheduled_ = true;
-  event_active(batch_event_, EV_READ, 0);
-}
-
-bool LoopCore::TakeRemote() {
-  // A fresh vector each take: keeping the old capacity for the posters
-  // measured no faster (benchmarks/loop_benchmark.cc, post_cross_thread).
-  std::vector<QueuedTask> taken;
-  bool timers_changed;
-  {
-    MutexLock lock(remote_mu_);
-    timers_changed = timers_changed_;
-    timers_changed_ = false;
-    if (remote_.empty()) {
-      // Nothing waiting: the loop may go idle, so the next foreign post must
-      // write the eventfd.
-      wake_pending_.store(false, std::memory_order_relaxed);
-      if (!timers_changed) return false;
-    } else {
-      // `wake_pending_` stays set: the loop looks again when the batch these
-      // tasks run in ends, so posts meanwhile cost no syscall.
-      taken.swap(remote_);
-    }
-  }
-  if (timers_changed) ArmTimer();
-  if (taken.empty()) return false;
-  // One entry for the whole take: the tasks keep their place after what was
-  // posted on this thread before, and are not moved one by one.
-  local_.Emplace(ForeignSegmentHandle(), ForeignSegment{std::move(taken)});
-  return true;
-}
-
-inline void LoopCore::RunEntry(TaskEntry& entry) {
-  // The handler is out of line: this frame stays small (no locals for the
-  // error path, so no stack protector) on the path every task takes.
-  try {
-    entry.Run();  // Destroys the callable too, also if it throws.
-  } catch (...) {
-    ReportTaskException(entry.ctx());
-  }
-  if (HandleAccess::ContextGeneration(entry.ctx()) != 0) ++tasks_run_total_;
-}
-
-void LoopCore::ReportTaskException(ContextHandle ctx) {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    Report(ctx, absl::InternalError(absl::StrCat("task threw: ", e.what())));
-  } catch (...) {
-    Report(ctx, absl::InternalError("task threw a non-std::exception"));
-  }
-}
-
-void LoopCore::RunBatch() {
-  local_.set_batch_scheduled(false);
-  local_.set_in_batch(true);
-  // What is queued now is this batch; what it posts (or TakeRemote takes)
-  // goes behind it and runs in the next one. Entries never move, so nothing
-  // is copied out first.
-  ReadyQueue& ready = local_.ready();
-  for (size_t n = ready.size(); n > 0; --n) {
-    TaskEntry& entry = ready.front();
-    bool stop;
-    if (ABSL_PREDICT_FALSE(IsForeignSegment(entry.ctx()))) {
-      stop = RunForeignSegment(entry);
-      if (!entry.As<ForeignSegment>().done()) break;  // Stays in front.
-      entry.Destroy();
-    } else {
-      RunEntry(entry);
-      stop = StopRequestedInBatch();
-    }
-    ready.PopFront();
-    if (ABSL_PREDICT_FALSE(stop)) break;
-  }
-  // Foreign posts made while this batch ran wrote no eventfd (see
-  // WakeLocked): take them now, or re-arm the eventfd if none came.
-  TestHooks::Run(TestHooks::before_batch_end_take);
-  if (wake_pending_.load(std::memory_order_relaxed)) TakeRemote();
-  local_.set_in_batch(false);
-  if (!ready.empty()) {
-    // Tasks posted by this batch run in the next one, after libevent has
-    // polled fds: `event_active` from inside a callback would run the batch
-    // again in this same pass, so a task that keeps posting would starve fds.
-    // A zero timeout fires after the next poll.
-    local_.set_batch_scheduled(true);
-    const timeval now = {0, 0};
-    event_add(batch_event_, &now);
-  }
-}
-
-bool LoopCore::StopRequestedInBatch() const {
-  if (!stop_requested_.load(std::memory_order_relaxed) ||
-      phase_ != Phase::kOpen) {
-    return false;
-  }
-  // Stop(): the rest stays queued, in order, ahead of what they posted. A
-  // Stop() from another thread only set the flag: end this pass of the
-  // event loop now, not when its wake-up is polled.
-  event_base_loopbreak(base_);
-  return true;
-}
-
-bool LoopCore::RunForeignSegment(TaskEntry& entry) {
-  ForeignSegment& segment = entry.As<ForeignSegment>();
-  while (!segment.done()) {
-    RunOne(segment.tasks[segment.next++]);
-    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
-  }
-  return false;
-}
-
-void LoopCore::RunOne(QueuedTask& entry) {
-  try {
-    std::move(entry.task)(entry.ctx);
-  } catch (const std::exception& e) {
-    Report(entry.ctx,
-           absl::InternalError(absl::StrCat("task threw: ", e.what())));
-  } catch (...) {
-    Report(entry.ctx, absl::InternalError("task threw a non-std::exception"));
-  }
-  entry.task = nullptr;  // Captures die now, on the loop thread.
-  if (!entry.internal()) ++tasks_run_total_;
-}
-
 void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
   if (options_.error_handler) {
     try {
@@ -489,732 +308,6 @@ void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
   }
   std::fprintf(stderr, "ctxloop: %s: %s\n", ctx.DebugString().c_str(),
                error.ToString().c_str());
-}
-
-void LoopCore::OnBatch(int, short, void* arg) {
-  auto* self = static_cast<LoopCore*>(arg);
-  ++self->callbacks_dispatched_;
-  self->RunBatch();
-}
-
-void LoopCore::OnWake(int fd, short, void* arg) {
-  auto* self = static_cast<LoopCore*>(arg);
-  ++self->callbacks_dispatched_;
-  uint64_t count;
-  while (read(fd, &count, sizeof(count)) > 0) {
-  }
-  self->TakeRemote();  // After the read: see WakeLocked and [S12].
-  if (self->stop_requested_.load(std::memory_order_relaxed)) {
-    event_base_loopbreak(self->base_);
-  }
-}
-
-// --- Delayed tasks -----------------------------------------------------------
-
-absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedOwned(
-    ContextHandle ctx, absl::Duration delay, Task&& task) {
-  if (phase_ != Phase::kOpen) {  // [S4]
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
-                     ": loop shutting down"));
-  }
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
-  bool earliest;
-  DelayedTaskHandle handle;
-  {
-    MutexLock lock(&timers_mu_);
-    handle = InsertTimerLocked(ctx, delay, std::move(task), /*owner=*/true,
-                               &earliest);
-  }
-  if (earliest) ArmTimer();
-  return handle;
-}
-
-absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedPinned(
-    ContextHandle ctx, absl::Duration delay, Task&& task) {
-  // [S4] A foreign caller holds a pin, so shutdown has not closed the loop;
-  // if it is about to, this timer is dropped and counted by it.
-  absl::StatusOr<DelayedTaskHandle> result;
-  {
-    MutexLock lock(remote_mu_);  // Orders us with DestroyContext [S7].
-    if (!AcceptsPosts(ctx)) {
-      result = RejectPost(ctx);  // `task` dies in our caller, after the unlock.
-    } else {
-      bool earliest;
-      {
-        MutexLock timers_lock(&timers_mu_);
-        result = InsertTimerLocked(ctx, delay, std::move(task),
-                                   /*owner=*/false, &earliest);
-      }
-      if (earliest) {
-        timers_changed_ = true;
-        WakeLocked();
-      }
-    }
-  }
-  TestHooks::Run(TestHooks::after_foreign_unlock);
-  return result;
-}
-
-DelayedTaskHandle LoopCore::InsertTimerLocked(ContextHandle ctx,
-                                              absl::Duration delay, Task&& task,
-                                              bool owner, bool* earliest) {
-  const int64_t delay_ns =
-      delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
-  int64_t now;
-  if (owner && turn_now_ns_ >= 0) {
-    now = turn_now_ns_;  // Inside a timer run: its one clock reading.
-  } else if (delay_ns == 0 && timer_heap_.empty()) {
-    // A due-list entry only needs a deadline no later than the clock and no
-    // earlier than what the due list holds: the latest reading will do, since
-    // every later heap entry reads the clock (it sorts after this one).
-    now = timer_now_ns_;
-  } else {
-    now = std::max(timer_now_ns_, MonotonicNowNs());
-    timer_now_ns_ = now;
-  }
-  // Saturate: a huge delay (absl::InfiniteDuration() converts to INT64_MAX)
-  // must not overflow into a past (negative) deadline.
-  const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
-                               ? std::numeric_limits<int64_t>::max()
-                               : now + delay_ns;
-  const uint32_t index = AllocNodeLocked();
-  TimerNode& node = Node(index);
-  const uint64_t id = next_timer_id_++;
-  node.id = id;
-  node.ctx = ctx;
-  node.task = std::move(task);
-  ++live_timers_;
-  if (delay_ns == 0) {
-    // Ids grow and deadlines never decrease: the due list stays sorted.
-    *earliest = due_head_ == due_list_.size();
-    node.in_heap = false;
-    due_list_.push_back(TimerEntry{deadline, id, index});
-  } else {
-    node.in_heap = true;
-    timer_heap_.push_back(TimerEntry{deadline, id, index});
-    const size_t pos = timer_heap_.size() - 1;
-    // Deadlines mostly grow: usually the new entry stays where it is.
-    *earliest = pos == 0 || (timer_heap_[pos] < timer_heap_[(pos - 1) / 4] &&
-                             HeapSiftUpLocked(pos, timer_heap_[pos]) == 0);
-  }
-  DelayedTaskHandle handle;
-  handle.loop_slot_ = slot_index_;
-  handle.loop_generation_ = generation_;
-  handle.node_ = index;
-  handle.id_ = id;
-  return handle;
-}
-
-uint32_t LoopCore::NewTimerNodeLocked() {
-  if ((timer_nodes_ & ((1u << kTimerChunkBits) - 1)) == 0) {
-    timer_chunks_.push_back(
-        std::make_unique<TimerNode[]>(size_t{1} << kTimerChunkBits));
-  }
-  return timer_nodes_++;
-}
-
-void LoopCore::FreeNodeLocked(uint32_t index) {
-  TimerNode& node = Node(index);
-  node.id = 0;  // Every handle and due-list entry of it is now stale.
-  node.next_free = free_timer_node_;
-  free_timer_node_ = index;
-  --live_timers_;
-}
-
-size_t LoopCore::HeapSiftUpLocked(size_t pos, TimerEntry e) {
-  while (pos > 0) {
-    const size_t parent = (pos - 1) / 4;
-    if (!(e < timer_heap_[parent])) break;
-    timer_heap_[pos] = timer_heap_[parent];
-    pos = parent;
-  }
-  timer_heap_[pos] = e;
-  return pos;
-}
-
-void LoopCore::HeapSiftDownLocked(size_t pos, TimerEntry e) {
-  const size_t n = timer_heap_.size();
-  for (;;) {
-    const size_t first = pos * 4 + 1;
-    if (first >= n) break;
-    const size_t last = std::min(first + 4, n);
-    size_t best = first;
-    for (size_t c = first + 1; c < last; ++c) {
-      if (timer_heap_[c] < timer_heap_[best]) best = c;
-    }
-    if (!(timer_heap_[best] < e)) break;
-    timer_heap_[pos] = timer_heap_[best];
-    pos = best;
-  }
-  timer_heap_[pos] = e;
-}
-
-void LoopCore::HeapPopLocked() {
-  const TimerEntry last = timer_heap_.back();
-  timer_heap_.pop_back();
-  const size_t n = timer_heap_.size();
-  if (n == 0) return;
-  // Move the hole at the top down along the smallest children to a leaf,
-  // then sift the last entry up from there: the last entry is usually among
-  // the largest, so this saves a compare per level.
-  size_t pos = 0;
-  for (;;) {
-    const size_t first = pos * 4 + 1;
-    if (first >= n) break;
-    const size_t end = std::min(first + 4, n);
-    size_t best = first;
-    for (size_t c = first + 1; c < end; ++c) {
-      if (timer_heap_[c] < timer_heap_[best]) best = c;
-    }
-    timer_heap_[pos] = timer_heap_[best];
-    pos = best;
-  }
-  HeapSiftUpLocked(pos, last);
-}
-
-void LoopCore::TrimTimersLocked() {
-  while (!timer_heap_.empty() && StaleLocked(timer_heap_[0])) {
-    HeapPopLocked();
-    --stale_heap_entries_;
-  }
-  while (due_head_ < due_list_.size() && StaleLocked(due_list_[due_head_])) {
-    ++due_head_;
-  }
-  if (due_head_ == due_list_.size()) {
-    due_list_.clear();  // Keeps its capacity: no allocation next time.
-    due_head_ = 0;
-  }
-}
-
-void LoopCore::MaybeCompactHeapLocked() {
-  if (stale_heap_entries_ < 64 ||
-      stale_heap_entries_ * 2 <= timer_heap_.size()) {
-    return;
-  }
-  size_t kept = 0;
-  for (size_t i = 0; i < timer_heap_.size(); ++i) {
-    if (!StaleLocked(timer_heap_[i])) timer_heap_[kept++] = timer_heap_[i];
-  }
-  timer_heap_.resize(kept);  // Keeps its capacity.
-  stale_heap_entries_ = 0;
-  if (kept < 2) return;
-  for (size_t i = (kept - 2) / 4 + 1; i-- > 0;) {
-    HeapSiftDownLocked(i, timer_heap_[i]);
-  }
-}
-
-bool LoopCore::TakeTimerLocked(const DelayedTaskHandle& handle, Task* victim) {
-  if (handle.id_ == 0 || handle.node_ >= timer_nodes_) return false;
-  TimerNode& node = Node(handle.node_);
-  if (node.id != handle.id_) return false;  // Ran, running or cancelled.
-  *victim = std::move(node.task);
-  const bool in_heap = node.in_heap;
-  FreeNodeLocked(handle.node_);  // Its heap or due-list entry goes stale.
-  if (in_heap) {
-    ++stale_heap_entries_;
-    MaybeCompactHeapLocked();
-  }
-  return true;
-}
-
-bool LoopCore::CancelOwned(const DelayedTaskHandle& handle) {
-  Task victim;
-  {
-    MutexLock lock(&timers_mu_);
-    if (!TakeTimerLocked(handle, &victim)) return false;
-  }
-  // `victim` is destroyed here, on the loop thread, without the lock. The
-  // armed libevent timer may now fire early; it then finds nothing due and
-  // re-arms for the next deadline.
-  return true;
-}
-
-bool LoopCore::CancelPinned(const DelayedTaskHandle& handle) {
-  Task victim;
-  {
-    MutexLock lock(&timers_mu_);
-    if (!TakeTimerLocked(handle, &victim)) return false;
-  }
-  // [S9] Destroy the task's captures on the loop thread.
-  {
-    MutexLock lock(remote_mu_);
-    remote_.push_back(QueuedTask{
-        InternalHandle(), [doomed = std::move(victim)](ContextHandle) {}});
-    WakeLocked();
-  }
-  TestHooks::Run(TestHooks::after_foreign_unlock);
-  return true;
-}
-
-void LoopCore::ArmTimer() {
-  int64_t next = -1;
-  {
-    MutexLock lock(&timers_mu_);
-    TrimTimersLocked();
-    if (due_head_ < due_list_.size()) next = due_list_[due_head_].deadline_ns;
-    if (!timer_heap_.empty() &&
-        (next < 0 || timer_heap_[0].deadline_ns < next)) {
-      next = timer_heap_[0].deadline_ns;
-    }
-  }
-  if (next == armed_deadline_ns_) return;
-  armed_deadline_ns_ = next;
-  if (next < 0) {
-    event_del(timer_event_);
-    return;
-  }
-  const int64_t wait = std::max<int64_t>(0, next - MonotonicNowNs());
-  if (wait == 0 && !local_.in_batch() && !running_timers_) {
-    // Due now (a zero-delay task): no libevent timer, the timer run is made
-    // active. Not from a batch or a timer run, whose tasks could otherwise
-    // keep each other active without libevent ever polling fds: those arm a
-    // zero timeout, which fires after the next poll.
-    event_active(timer_event_, EV_TIMEOUT, 0);
-    return;
-  }
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(wait / 1000000000);
-  tv.tv_usec = static_cast<suseconds_t>((wait % 1000000000 + 999) / 1000);
-  event_add(timer_event_, &tv);
-}
-
-void LoopCore::OnTimer(int, short, void* arg) {
-  auto* self = static_cast<LoopCore*>(arg);
-  ++self->callbacks_dispatched_;
-  self->RunDueTimers();
-}
-
-void LoopCore::RunDueTimers() {
-  armed_deadline_ns_ = -1;
-  running_timers_ = true;
-  // One clock read per run, which delayed posts from the tasks run here use
-  // too. Only the due-list entries present now run: tasks that post
-  // zero-delay timers wait for the next turn instead of starving the loop.
-  int64_t now;
-  size_t due_budget;
-  {
-    MutexLock lock(&timers_mu_);
-    now = std::max(timer_now_ns_, MonotonicNowNs());
-    timer_now_ns_ = now;
-    turn_now_ns_ = now;
-    due_budget = due_list_.size() - due_head_;
-  }
-  for (;;) {
-    if (phase_ == Phase::kOpen &&
-        stop_requested_.load(std::memory_order_relaxed)) {
-      event_base_loopbreak(base_);  // As in RunBatch.
-      break;
-    }
-    QueuedTask due;
-    {
-      MutexLock lock(&timers_mu_);
-      // Skip cancelled (stale) entries at the head of the due list and the
-      // top of the heap.
-      while (due_budget > 0 && StaleLocked(due_list_[due_head_])) {
-        ++due_head_;
-        --due_budget;
-      }
-      while (!timer_heap_.empty() && StaleLocked(timer_heap_[0])) {
-        HeapPopLocked();
-        --stale_heap_entries_;
-      }
-      const bool heap_due =
-          !timer_heap_.empty() && timer_heap_[0].deadline_ns <= now;
-      uint32_t index;
-      if (due_budget > 0 &&
-          (!heap_due || due_list_[due_head_] < timer_heap_[0])) {
-        index = due_list_[due_head_].node;
-        ++due_head_;
-        --due_budget;
-      } else if (heap_due) {
-        index = timer_heap_[0].node;
-        HeapPopLocked();
-      } else {
-        break;
-      }
-      if (due_head_ == due_list_.size()) {
-        due_list_.clear();
-        due_head_ = 0;
-      }
-      TimerNode& node = Node(index);
-      due.ctx = node.ctx;
-      due.task = std::move(node.task);
-      FreeNodeLocked(index);  // From here on Cancel returns false.
-    }
-    RunOne(due);
-  }
-  {
-    MutexLock lock(&timers_mu_);
-    turn_now_ns_ = -1;
-  }
-  ArmTimer();
-  running_timers_ = false;
-}
-
-void LoopCore::CancelTimersOf(ContextHandle ctx) {
-  std::vector<Task> doomed;
-  {
-    MutexLock lock(&timers_mu_);
-    // O(pending timers): their entries go stale.
-    for (const TimerEntry& e : timer_heap_) {
-      TimerNode& node = Node(e.node);
-      if (node.id == e.id && node.ctx == ctx) {
-        doomed.push_back(std::move(node.task));
-        FreeNodeLocked(e.node);
-        ++stale_heap_entries_;
-      }
-    }
-    for (size_t i = due_head_; i < due_list_.size(); ++i) {
-      const TimerEntry& e = due_list_[i];
-      TimerNode& node = Node(e.node);
-      if (node.id == e.id && node.ctx == ctx) {
-        doomed.push_back(std::move(node.task));
-        FreeNodeLocked(e.node);
-      }
-    }
-    MaybeCompactHeapLocked();
-  }
-  // `doomed` is destroyed here, on the loop thread, without the lock.
-}
-
-// --- Contexts ----------------------------------------------------------------
-
-absl::StatusOr<ContextHandle> LoopCore::NewContext(
-    absl::string_view name, const ContextHandle* parent) {
-  if (phase_ == Phase::kClosed) {
-    return absl::FailedPreconditionError("loop shut down");
-  }
-  ContextRecord* parent_record = nullptr;
-  if (parent != nullptr) {
-    parent_record = FindRecord(*parent);
-    if (parent_record == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "parent ", parent->DebugString(),
-          " is not a live context of this loop (loop ", slot_index_, ")"));
-    }
-    if (parent_record->closing) {  // [S15]
-      return absl::FailedPreconditionError(
-          absl::StrCat("NewChildContext: parent ", parent->DebugString(),
-                       " is being destroyed"));
-    }
-  }
-  uint32_t index;
-  {
-    MutexLock lock(remote_mu_);
-    if (!free_contexts_.empty()) {
-      index = free_contexts_.back();
-      free_contexts_.pop_back();
-    } else {
-      index = static_cast<uint32_t>(contexts_.size());
-      contexts_.push_back(std::make_unique<ContextRecord>());
-    }
-    ContextRecord& r = *contexts_[index];
-    ++r.generation;  // Never wraps: see FreeContext [S16].
-    r.live = true;
-    r.closing = false;
-    local_.Open(index, r.generation);
-  }
-  contexts_[index]->hooks_ran = false;
-  ContextRecord& r = *contexts_[index];
-  r.name = std::string(name);
-  if (parent_record != nullptr && parent_record->values != nullptr) {
-    r.values = parent_record->values;  // Copy-on-write snapshot.
-    r.values_inherited = true;
-    parent_record->own_values = nullptr;  // Shared now: its next Set copies.
-  }
-  return MakeHandle(index);
-}
-
-absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
-  ContextRecord* r = FindRecord(ctx);
-  if (r == nullptr) return CheckLive(ctx);
-  if (HandleAccess::ContextIndex(ctx) == 0) {
-    return absl::FailedPreconditionError(
-        "the root context lives as long as its loop");
-  }
-  if (r->closing) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(ctx.DebugString(), " is already being destroyed"));
-  }
-  {
-    MutexLock lock(remote_mu_);
-    r->closing = true;  // [S7] From here on posts are refused.
-  }
-  r->own_values = nullptr;  // [S15] No Set in place; Resets go slow.
-  local_.Close(HandleAccess::ContextIndex(ctx));
-  CancelTimersOf(ctx);
-  std::vector<uint64_t> doomed_watches;
-  for (const auto& [id, w] : watches_) {
-    if (w->ctx == ctx && !w->removed) doomed_watches.push_back(id);
-  }
-  for (uint64_t id : doomed_watches) RemoveWatch(id);
-  // [S7] Everything posted before the close is in `remote_` or the ready
-  // queue (or the running batch); the marker goes after all of it.
-  TakeRemote();
-  const uint32_t index = HandleAccess::ContextIndex(ctx);
-  local_.Emplace(InternalHandle(),
-                 [this, index](ContextHandle) { FreeContext(index); });
-  return absl::OkStatus();
-}
-
-void LoopCore::FreeContext(uint32_t index) {
-  RunDestroyHooks(index);  // [S10] The handle is still valid.
-  ContextRecord& r = *contexts_[index];
-  std::shared_ptr<ValueTable> values = std::move(r.values);
-  r.values_inherited = false;
-  r.own_values = nullptr;
-  r.name.clear();
-  MutexLock lock(remote_mu_);
-  r.live = false;
-  r.closing = false;
-  // [S16] A slot whose generation would wrap is retired, never reused: a
-  // handle of any earlier generation can never name a new context. (After
-  // 2^32 - 1 contexts in one slot; the record's few bytes stay allocated.)
-  if (r.generation != std::numeric_limits<uint32_t>::max()) {
-    free_contexts_.push_back(index);
-  }
-}
-
-void LoopCore::SetFreeContextGenerationForTesting(uint32_t index,
-                                                  uint32_t generation) {
-  MutexLock lock(remote_mu_);
-  contexts_[index]->generation = generation;
-}
-
-// --- Destroy hooks -----------------------------------------------------------
-
-absl::StatusOr<DestroyHookId> LoopCore::AddDestroyHook(ContextHandle ctx,
-                                                       Task hook) {
-  if (hooks_closed_) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("AddDestroyHook on ", ctx.DebugString(),
-                     ": the loop is shutting down and ran its destroy hooks"));
-  }
-  ContextRecord* r = FindRecord(ctx);
-  if (r == nullptr) return CheckLive(ctx);
-  if (r->closing || r->hooks_ran) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("AddDestroyHook on ", ctx.DebugString(),
-                     ": the context is being destroyed"));
-  }
-  const uint64_t id = next_hook_id_++;
-  r->hooks.emplace_hint(r->hooks.end(), id, std::move(hook));
-  return DestroyHookId{id};
-}
-
-absl::Status LoopCore::RemoveDestroyHook(ContextHandle ctx, DestroyHookId id) {
-  if (ContextRecord* r = FindRecord(ctx)) {
-    if (auto it = r->hooks.find(id.value); it != r->hooks.end()) {
-      // Out of the map before its destructor runs, which may use the map.
-      Task doomed = std::move(it->second);
-      r->hooks.erase(it);
-      return absl::OkStatus();
-    }
-  }
-  return absl::NotFoundError(absl::StrCat(
-      "RemoveDestroyHook on ", ctx.DebugString(), ": hook #", id.value,
-      " is not pending (it ran, was removed, or never existed)"));
-}
-
-size_t LoopCore::DestroyHookCountForTesting(ContextHandle ctx) const {
-  const ContextRecord* r = FindRecord(ctx);
-  return r == nullptr ? 0 : r->hooks.size();
-}
-
-void LoopCore::RunDestroyHooks(uint32_t index) {
-  ContextRecord& r = *contexts_[index];  // Records never move.
-  r.hooks_ran = true;
-  const ContextHandle ctx = MakeHandle(index);
-  while (!r.hooks.empty()) {
-    // Out of the map first: the hook may remove other hooks of `r`.
-    Task hook = std::move(r.hooks.extract(r.hooks.begin()).mapped());
-    try {
-      std::move(hook)(ctx);
-    } catch (const std::exception& e) {
-      Report(ctx, absl::InternalError(
-                      absl::StrCat("destroy hook threw: ", e.what())));
-    } catch (...) {
-      Report(ctx,
-             absl::InternalError("destroy hook threw a non-std::exception"));
-    }
-    hook = nullptr;  // Captures die now, on the loop thread.
-  }
-}
-
-absl::StatusOr<std::string> LoopCore::ContextName(ContextHandle ctx) const {
-  const ContextRecord* r = FindRecord(ctx);
-  if (r == nullptr) return CheckLive(ctx);
-  return r->name;
-}
-
-// --- Values ------------------------------------------------------------------
-
-absl::StatusOr<const AnyValue*> LoopCore::GetValue(ContextHandle ctx,
-                                                   uint64_t key) {
-  const ContextRecord* r = FindRecord(ctx);
-  if (r == nullptr) return CheckLive(ctx);
-  return r->values == nullptr ? nullptr : r->values->Get(key);
-}
-
-absl::StatusOr<Token> LoopCore::SetValue(ContextHandle ctx, uint64_t key,
-                                         AnyValue value) {
-  ContextRecord* r = FindRecord(ctx);
-  if (r == nullptr) return CheckLive(ctx);
-  if (r->closing) {  // [S15] Get and Reset still work; nothing new.
-    return absl::FailedPreconditionError(
-        absl::StrCat("ContextKey Set on ", ctx.DebugString(),
-                     ": the context is being destroyed"));
-  }
-  if (r->values == nullptr) {
-    r->values = std::make_shared<ValueTable>();
-  } else if (r->values_inherited) {
-    r->values = r->values->Snapshot();  // First write of a child.
-    r->values_inherited = false;
-  } else if (r->values.use_count() > 1) {
-    r->values = std::make_shared<ValueTable>(*r->values);  // Children share.
-  }
-  // Own and unshared now: the inline fast path may write it.
-  r->own_values = r->values.get();
-  const uint64_t serial = next_value_serial_++;
-  r->values->Set(key, serial, std::move(value));
-  return HandleAccess::MakeToken(ctx, key, serial);
-}
-
-bool LoopCore::ResetValue(ContextHandle ctx, uint64_t key, const Token& token) {
-  ContextRecord* r = FindRecord(ctx);
-  // A child's inherited table holds no Set of its own.
-  if (r == nullptr || r->values == nullptr || r->values_inherited) return false;
-  if (r->values.use_count() > 1) {
-    r->values = std::make_shared<ValueTable>(*r->values);
-  }
-  if (!r->closing) r->own_values = r->values.get();
-  return r->values->Reset(key, HandleAccess::TokenSerial(token));
-}
-
-size_t LoopCore::ValueFrameCountForTesting(ContextHandle ctx,
-                                           uint64_t key) const {
-  const ContextRecord* r = FindRecord(ctx);
-  if (r == nullptr || r->values == nullptr) return 0;
-  return r->values->FrameCountForTesting(key);
-}
-
-// --- Fd watches --------------------------------------------------------------
-
-absl::StatusOr<FdWatch> LoopCore::WatchFd(ContextHandle ctx, int fd,
-                                          FdEvents events, FdCallback callback,
-                                          FdWatchOptions options) {
-  if (phase_ != Phase::kOpen) {
-    return absl::FailedPreconditionError("loop shutting down");
-  }
-  if (fd < 0) return absl::InvalidArgumentError("negative fd");
-  if (events == FdEvents::kNone) {
-    return absl::InvalidArgumentError("no events to watch");
-  }
-  if (!callback) return absl::InvalidArgumentError("null fd callback");
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
-  if (auto it = watch_by_fd_.find(fd); it != watch_by_fd_.end()) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("fd ", fd, " is already watched by watch #", it->second,
-                     "; stop that watch before closing or rewatching the fd"));
-  }
-  auto record = std::make_unique<WatchRecord>();
-  record->core = this;
-  record->id = next_watch_id_++;
-  record->ctx = ctx;
-  record->fd = fd;
-  record->callback = std::move(callback);
-  record->close_on_stop = options.close_on_stop;
-  record->control = std::make_shared<WatchControl>();
-  short flags = EV_PERSIST;
-  if (HasEvent(events, FdEvents::kRead)) flags |= EV_READ;
-  if (HasEvent(events, FdEvents::kWrite)) flags |= EV_WRITE;
-  record->ev = event_new(base_, fd, flags, &LoopCore::OnFd, record.get());
-  if (record->ev == nullptr || event_add(record->ev, nullptr) != 0) {
-    const int err = errno;
-    if (record->ev != nullptr) event_free(record->ev);
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot watch fd ", fd, ": ", std::strerror(err)));
-  }
-  const uint64_t id = record->id;
-  std::shared_ptr<WatchControl> control = record->control;
-  watch_by_fd_[fd] = id;
-  watches_[id] = std::move(record);
-  return FdWatch(slot_index_, generation_, id, std::move(control));
-}
-
-void LoopCore::OnFd(int, short what, void* arg) {
-  auto* record = static_cast<WatchRecord*>(arg);
-  ++record->core->callbacks_dispatched_;
-  record->core->DispatchFd(record, what);
-}
-
-void LoopCore::DispatchFd(WatchRecord* record, short what) {
-  if (record->removed) return;
-  WatchControl& control = *record->control;
-  // [S13] Fence with a foreign FdWatch::Stop() (see WatchControl): once it
-  // set `stopped`, either we see it here and never call, or it sees
-  // `in_callback` and waits for the call to return.
-  control.in_callback.store(true);
-  if (control.stopped.load()) {
-    control.in_callback.store(false);
-    RemoveWatch(record->id);  // Frees `record`; the queued removal no-ops.
-    return;
-  }
-  FdEvents ready = FdEvents::kNone;
-  if (what & EV_READ) ready = ready | FdEvents::kRead;
-  if (what & EV_WRITE) ready = ready | FdEvents::kWrite;
-  record->dispatching = true;
-  try {
-    record->callback(record->ctx, ready);
-  } catch (const std::exception& e) {
-    Report(record->ctx,
-           absl::InternalError(absl::StrCat("fd callback threw: ", e.what())));
-  } catch (...) {
-    Report(record->ctx,
-           absl::InternalError("fd callback threw a non-std::exception"));
-  }
-  record->dispatching = false;
-  control.in_callback.store(false);  // A foreign stopper may return now.
-  // The callback may have stopped its own watch: free it now that it returned.
-  if (record->removed) watches_.erase(record->id);
-}
-
-void LoopCore::RemoveWatch(uint64_t id) {
-  auto it = watches_.find(id);
-  if (it == watches_.end() || it->second->removed) return;
-  WatchRecord* w = it->second.get();
-  w->control->stopped.store(true);
-  event_free(w->ev);  // Unregisters first; EBADF from a closed fd is benign.
-  w->ev = nullptr;
-  w->removed = true;
-  if (auto by_fd = watch_by_fd_.find(w->fd);
-      by_fd != watch_by_fd_.end() && by_fd->second == id) {
-    watch_by_fd_.erase(by_fd);
-  }
-  if (w->close_on_stop) close(w->fd);
-  if (!w->dispatching) watches_.erase(it);
-}
-
-void LoopCore::StopWatch(uint64_t id) {
-  if (IsOwnerThread()) {
-    RemoveWatch(id);
-    return;
-  }
-  // The caller (FdWatch::Stop) already set `stopped` and waits for the
-  // callback; the unregistration itself happens on the loop thread.
-  {
-    MutexLock lock(remote_mu_);
-    remote_.push_back(QueuedTask{
-        InternalHandle(), [this, id](ContextHandle) { RemoveWatch(id); }});
-    WakeLocked();
-  }
-  TestHooks::Run(TestHooks::after_foreign_unlock);
-}
-
-bool LoopCore::WatchActive(uint64_t id) const {
-  auto it = watches_.find(id);
-  return it != watches_.end() && !it->second->removed;
 }
 
 // --- Running -----------------------------------------------------------------
@@ -1243,11 +336,10 @@ absl::Status LoopCore::Run(bool until_idle) {
   for (;;) {
     if (stop_requested_.exchange(false)) break;
     callbacks_dispatched_ = 0;
-    TakeRemote();
+    TakeIngress();
     event_base_loop(base_, EVLOOP_NONBLOCK);
     if (callbacks_dispatched_ != 0 || !local_.ready().empty()) continue;
-    MutexLock lock(remote_mu_);
-    if (remote_.empty()) break;
+    if (!ingress_.HasNodes()) break;
   }
   return absl::OkStatus();
 }
@@ -1258,160 +350,22 @@ void LoopCore::Stop() {
     if (running_) event_base_loopbreak(base_);
     return;
   }
-  // [S12] Always wake, under the queue lock: the loop reads the eventfd,
-  // then takes the queue (this lock), then reads the flag (OnWake), so it
-  // cannot miss a flag set before a write it consumed. (Skipping the write
-  // when a post's wake-up seemed pending lost the Stop when the loop took
-  // that post's task before the flag was set and then went idle.)
-  {
-    MutexLock lock(remote_mu_);
-    stop_requested_.store(true);
-    wake_pending_.store(true, std::memory_order_relaxed);
-    WriteWakeFd();
+  // [S12] The flag, then a stop node on the ingress: the loop's next take
+  // sees the node (a take at a batch end if it is busy; if it armed the
+  // ingress, this push writes the eventfd), and a take that sees the node
+  // synchronized with this push, so it sees the flag (QueueIngress). Tasks
+  // running meanwhile see the flag at once (StopRequestedInBatch). A stop
+  // is a node like a post, so it cannot be lost between them.
+  uint64_t unit;
+  if (LoopRegistry::Pin(slot_index_, generation_, &unit) == nullptr) {
+    return;  // Shutting down: there is no Run() to stop.
   }
+  stop_requested_.store(true);
+  IngressNode* node = AllocIngressNode();
+  node->kind = IngressNode::Kind::kStop;
+  if (!PushForeign(node)) FreeIngressNodes(node, node);
+  LoopRegistry::Unpin(slot_index_, unit);
   TestHooks::Run(TestHooks::after_foreign_unlock);
-}
-
-void LoopCore::Drain() {
-  for (;;) {
-    TakeRemote();
-    if (local_.ready().empty()) break;
-    if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
-      CloseAndDrop();
-      break;
-    }
-    ++shutdown_rounds_;
-    RunBatch();
-  }
-  local_.set_batch_scheduled(false);
-}
-
-void LoopCore::CloseAndDrop() {
-  // Close to every post first: a dropped task's destructor may post (a trace
-  // finish falls back that way) and must be refused, not queued into the
-  // vector being destroyed. Foreign posts were closed by [S5].
-  phase_ = Phase::kClosed;
-  local_.CloseAll();
-  ReadyQueue dropped;
-  local_.ready().MoveAllTo(&dropped);
-  uint64_t n = 0;
-  while (!dropped.empty()) {  // Destroyed unrun, here on the loop thread.
-    TaskEntry& t = dropped.front();
-    if (IsForeignSegment(t.ctx())) {
-      ForeignSegment& segment = t.As<ForeignSegment>();
-      n += static_cast<uint64_t>(std::count_if(
-          segment.tasks.begin() + static_cast<ptrdiff_t>(segment.next),
-          segment.tasks.end(),
-          [](const QueuedTask& q) { return !q.internal(); }));
-    } else if (HandleAccess::ContextGeneration(t.ctx()) != 0) {
-      ++n;
-    }
-    t.Destroy();
-    dropped.PopFront();
-  }
-  report_.tasks_dropped += n;
-  Report(ContextHandle(),
-         absl::DeadlineExceededError(absl::StrCat(
-             "loop shutdown: dropped ", n, " tasks still being reposted after ",
-             options_.max_shutdown_rounds, " drain rounds")));
-}
-
-absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
-  if (phase_ != Phase::kOpen) return report_;
-  if (!IsOwnerThread()) {
-    return absl::FailedPreconditionError(
-        "Shutdown() must be called on the loop thread");
-  }
-  if (running_) {
-    return absl::FailedPreconditionError(
-        "Shutdown() cannot run inside Run(): call Stop() and shut down after "
-        "Run() returns");
-  }
-  phase_ = Phase::kDraining;
-  const uint64_t run_before = tasks_run_total_;
-  LoopSlot* slot = LoopRegistry::Find(slot_index_);
-  LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
-
-  {  // [S4]
-    std::vector<Task> doomed;
-    {
-      MutexLock lock(&timers_mu_);
-      doomed.reserve(live_timers_);
-      for (const TimerEntry& e : timer_heap_) {
-        if (StaleLocked(e)) continue;  // Cancelled.
-        doomed.push_back(std::move(Node(e.node).task));
-        FreeNodeLocked(e.node);  // Cancel now returns false.
-      }
-      timer_heap_.clear();
-      stale_heap_entries_ = 0;
-      for (size_t i = due_head_; i < due_list_.size(); ++i) {
-        TimerNode& node = Node(due_list_[i].node);
-        if (node.id != due_list_[i].id) continue;  // Cancelled.
-        doomed.push_back(std::move(node.task));
-        FreeNodeLocked(due_list_[i].node);
-      }
-      due_list_.clear();
-      due_head_ = 0;
-    }
-    report_.delayed_dropped = doomed.size();
-  }  // Destroyed unrun, here on the loop thread, without the lock.
-
-  Drain();  // [S1] [S2] [S3]
-
-  // [S10] Every live context's destroy hooks, then what they posted.
-  for (;;) {
-    bool ran = false;
-    for (uint32_t i = 0; i < contexts_.size(); ++i) {
-      ContextRecord& r = *contexts_[i];
-      if (!r.live || r.hooks_ran) continue;
-      if (shutdown_rounds_ >= options_.max_shutdown_rounds) {
-        // Hooks that keep making contexts with hooks: out of budget.
-        if (!r.hooks.empty()) {
-          std::map<uint64_t, Task> doomed;
-          doomed.swap(r.hooks);
-          report_.tasks_dropped += doomed.size();
-          doomed.clear();  // Destroyed unrun, here on the loop thread.
-          Report(MakeHandle(i),
-                 absl::DeadlineExceededError(
-                     "loop shutdown: dropped destroy hooks still being added "
-                     "after the drain limit"));
-        }
-        r.hooks_ran = true;
-        continue;
-      }
-      r.hooks_ran = true;
-      if (r.hooks.empty()) continue;
-      RunDestroyHooks(i);
-      ran = true;
-    }
-    if (!ran) break;
-    ++shutdown_rounds_;
-    Drain();
-  }
-  hooks_closed_ = true;
-
-  // [S6]
-  std::vector<uint64_t> ids;
-  for (const auto& [id, w] : watches_) {
-    if (!w->removed) ids.push_back(id);
-  }
-  for (uint64_t id : ids) RemoveWatch(id);
-  report_.watches_closed = ids.size();
-  Drain();  // What the destroyed callbacks posted.
-  report_.tasks_run = tasks_run_total_ - run_before;
-
-  phase_ = Phase::kClosed;
-  local_.CloseAll();
-  LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
-  {
-    MutexLock lock(remote_mu_);
-    for (auto& r : contexts_) r->live = false;
-  }
-  for (auto& r : contexts_) {
-    r->own_values = nullptr;
-    r->values.reset();
-  }
-  return report_;
 }
 
 }  // namespace loop_internal

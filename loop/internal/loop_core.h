@@ -9,15 +9,13 @@
 // (`FindValueFast`, `SetValueFast`, `ResetValueFast`) are inline here so
 // that `ContextKey`'s header code reaches a context's table without a call.
 //
-// Thread-safety: members named `*Locked` run on any thread holding
-// `remote_mu_` for an open loop; the ones documented as thread-safe may run
-// on any thread that holds a registry pin; everything else runs on the owner
-// (loop) thread. Data shared with foreign threads is guarded by `remote_mu_`
-// (queue, context liveness) or `timers_mu_` (timers), annotated with
-// `ABSL_GUARDED_BY` and checked by `-Wthread-safety` (--config=clang), except
-// the context records' liveness fields (see `ContextRecord`), which the owner
-// writes under `remote_mu_` and reads without it, a pattern the analysis
-// cannot express.
+// Thread-safety: members named `*Pinned`/`*Foreign` run on any thread that
+// holds a registry pin of this loop (loop_registry.h); everything else runs
+// on the owner (loop) thread. Foreign threads reach the loop only through
+// the lock-free `ForeignIngress` and read only `ForeignAcceptTable`
+// (foreign_ingress.h), plus one atomic per delayed task (its cancel claim,
+// see "Delayed tasks" below); the context records and the timer heap are
+// owner-only, with no lock.
 
 #ifndef CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
 #define CTXLOOP_LOOP_INTERNAL_LOOP_CORE_H_
@@ -40,6 +38,7 @@
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/fd_watch.h"
+#include "ctxloop/loop/internal/foreign_ingress.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/local_post.h"
 #include "ctxloop/loop/internal/mutex.h"
@@ -85,13 +84,10 @@ class LoopCore {
   // template goes straight to `local_poster()`; this is the checked path).
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
   LocalPoster& local_poster() { return local_; }
-  // A foreign post; the caller holds the slot lock and found the loop open
-  // (LoopRegistry::OpenLocked), so the loop cannot shut down meanwhile.
-  absl::Status PostForeignLocked(ContextHandle ctx, Task&& task)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  // Tells the analysis that the caller's lock of the registry slot's mutex
-  // is this loop's `remote_mu_` (the same object: see Init).
-  void AssertQueueLockHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(remote_mu_) {}
+  // A foreign post; the caller holds a pin (LoopRegistry::Pin), so the loop
+  // cannot finish shutting down meanwhile [S5] [S11]. On error `task` is left
+  // to the caller, which destroys it on its own thread.
+  absl::Status PostForeign(ContextHandle ctx, Task&& task);
   // Delayed tasks. `*Owned` on the loop thread (the caller found the loop by
   // `LoopRegistry::FindOwned`); `*Pinned` on a foreign thread holding a pin.
   absl::StatusOr<DelayedTaskHandle> PostDelayedOwned(ContextHandle ctx,
@@ -187,20 +183,24 @@ class LoopCore {
     Task task;
     bool internal() const;
   };
-  // The foreign tasks of one TakeRemote, queued as one ready-queue entry (so
-  // they keep their place among same-thread posts without being moved one
-  // by one), run from `next` on by RunBatch. Its context is
-  // `ForeignSegmentHandle()`.
+  // The foreign tasks of one take of the ingress, queued as one ready-queue
+  // entry (so they keep their place among same-thread posts without being
+  // moved one by one): the FIFO list of their nodes, run from `head` on by
+  // RunBatch. Its context is `ForeignSegmentHandle()`. Destroying it destroys
+  // the tasks not run (unrun, on the loop thread) and frees their nodes.
   struct ForeignSegment {
-    std::vector<QueuedTask> tasks;
-    size_t next = 0;
-    bool done() const { return next == tasks.size(); }
+    explicit ForeignSegment(IngressNode* h) : head(h) {}
+    ForeignSegment(ForeignSegment&& o) noexcept
+        : head(std::exchange(o.head, nullptr)) {}
+    ForeignSegment& operator=(ForeignSegment&&) = delete;
+    ~ForeignSegment();
+    IngressNode* head;
+    bool done() const { return head == nullptr; }
     void operator()(ContextHandle) && {}  // Never called: RunBatch runs it.
   };
   struct ContextRecord {
-    // Written by the owner under remote_mu_; read by the owner without it
-    // and by foreign threads under it. (Not annotatable: the analysis has no
-    // "written under the lock, read by the only writer" form.)
+    // Owner thread only, like the rest (foreign threads read
+    // `ForeignAcceptTable`).
     uint32_t generation = 0;
     bool live = false;
     bool closing = false;
@@ -223,8 +223,15 @@ class LoopCore {
   // One delayed task, in the timer slab (see "Delayed tasks" below).
   struct TimerNode {
     uint64_t id = 0;  // The task's id; 0 while the node is free.
+    // The cancel claim of a task posted on the loop thread: its id while it
+    // may still run or be cancelled, 0 once the loop or a Cancel (on any
+    // thread) took it. The one field foreign threads touch (pinned).
+    std::atomic<uint64_t> claim{0};
     ContextHandle ctx;
     Task task;
+    // A task posted from another thread: its ingress node, which holds its
+    // claim (see IngressNode); null otherwise.
+    IngressNode* foreign = nullptr;
     uint32_t next_free = 0;  // Free list link (while free).
     bool in_heap = false;    // Its entry is in `timer_heap_` (else due list).
   };
@@ -240,7 +247,15 @@ class LoopCore {
     }
   };
   static constexpr uint32_t kNoNode = ~uint32_t{0};
-  static constexpr uint32_t kTimerChunkBits = 8;  // 256 nodes per chunk.
+  static constexpr uint32_t kTimerChunkBits = 8;   // Chunk k: 256 << k nodes.
+  static constexpr uint32_t kMaxTimerChunks = 24;  // 2^32 nodes in all.
+  static void LocateTimerNode(uint32_t index, uint32_t* chunk,
+                              uint32_t* offset) {
+    const uint64_t i = uint64_t{index} + (uint64_t{1} << kTimerChunkBits);
+    const uint32_t top = 63 - static_cast<uint32_t>(__builtin_clzll(i));
+    *chunk = top - kTimerChunkBits;
+    *offset = static_cast<uint32_t>(i - (uint64_t{1} << top));
+  }
   struct WatchRecord;
 
   enum class Phase { kOpen, kDraining, kClosed };
@@ -275,19 +290,39 @@ class LoopCore {
   // Null unless `ctx` names a live context of this loop.
   ContextRecord* FindRecord(ContextHandle ctx);
   const ContextRecord* FindRecord(ContextHandle ctx) const;
-  bool AcceptsPosts(ContextHandle ctx) const;  // Needs remote_mu_ if foreign.
+  bool AcceptsPosts(ContextHandle ctx) const;  // Owner thread.
   ABSL_ATTRIBUTE_NOINLINE absl::Status RejectPost(ContextHandle ctx) const;
+  // The error of a foreign post the accept table refused (any thread).
+  ABSL_ATTRIBUTE_NOINLINE static absl::Status RejectForeignPost(
+      ContextHandle ctx);
 
   void ScheduleBatch();
-  // A foreign thread queued something: wakes the loop if it may be idle.
-  // Under the lock, so the caller is done with the loop once it unlocks
-  // [S11].
-  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  void WriteWakeFd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(remote_mu_);
-  // Queues the foreign tasks as one ForeignSegment entry; true if any.
-  bool TakeRemote();
+  // Pinned foreign thread: pushes `node` and writes the eventfd if the loop
+  // was armed (may be idle), before the caller unpins [S11]. False if the
+  // ingress is closed: then the node (and its task) is the caller's again.
+  bool PushForeign(IngressNode* node);
+  void WriteWakeFd();
+  // Takes the ingress: queues its tasks as one ForeignSegment entry and acts
+  // on its commands (stop, re-arm); true if tasks were queued. When it
+  // returns false the ingress is armed (the next push wakes the loop).
+  bool TakeIngress();
+  // Acts on the FIFO list `list`; true if it queued tasks.
+  bool QueueIngress(IngressNode* list);
+  // Owner thread: keeps `n` (its task gone) for the pool; FlushFreeNodes
+  // returns what was kept with one compare-and-swap.
+  void KeepFreeNode(IngressNode* n) {
+    n->next = free_nodes_;
+    if (free_nodes_ == nullptr) free_nodes_last_ = n;
+    free_nodes_ = n;
+  }
+  void FlushFreeNodes() {
+    if (free_nodes_ == nullptr) return;
+    FreeIngressNodes(free_nodes_, free_nodes_last_);
+    free_nodes_ = nullptr;
+  }
   void RunBatch();
   void RunOne(QueuedTask& entry);
+  void RunNode(IngressNode* node);  // Runs (or destroys) a foreign node.
   void RunEntry(TaskEntry& entry);  // Runs (and destroys) a ready entry.
   // From a catch block: reports the exception a task of `ctx` threw.
   ABSL_ATTRIBUTE_NOINLINE void ReportTaskException(ContextHandle ctx);
@@ -296,45 +331,68 @@ class LoopCore {
   bool RunForeignSegment(TaskEntry& entry);
   bool StopRequestedInBatch() const;
   void Report(ContextHandle ctx, const absl::Status& error);
-  // Adds a timer; `*earliest` tells whether the loop must re-arm.
-  // `owner`: called on the loop thread (which may use its cached time).
-  DelayedTaskHandle InsertTimerLocked(ContextHandle ctx, absl::Duration delay,
-                                      Task&& task, bool owner, bool* earliest)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  // Removes the pending task `handle` names into `*victim`; false if there
-  // is none (it ran, is running, was cancelled or dropped).
-  bool TakeTimerLocked(const DelayedTaskHandle& handle, Task* victim)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  TimerNode& Node(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
-    return timer_chunks_[index >> kTimerChunkBits]
-                        [index & ((1u << kTimerChunkBits) - 1)];
+  // Adds a timer due at `deadline` (a zero `delay_ns` goes to the due
+  // list); returns its node; `*earliest` tells whether the loop must re-arm.
+  uint32_t InsertTimer(ContextHandle ctx, int64_t delay_ns, int64_t deadline,
+                       Task&& task, bool* earliest);
+  // The loop's time for deadlines of owner-thread posts: read once per
+  // libevent callback (lazily, at the first delayed post), so never earlier
+  // than the start of the current loop iteration; outside Run() a fresh
+  // reading.
+  int64_t LoopNowNs();
+  // Frees the node of a pending task into `*victim` (its heap or due-list
+  // entry goes stale). The caller won the task's claim.
+  void TakeTimerNode(uint32_t index, Task* victim);
+  // A foreign Cancel won the claim of the task in slab node `index` with id
+  // `id` (or of the foreign task `target`): destroys the task if the loop
+  // has not already (loop thread, from the ingress).
+  void OnForeignCancel(IngressNode* cmd, std::vector<Task>* doomed);
+  // A foreign PostDelayed's node, from the ingress: inserts its task, or
+  // destroys it if it was cancelled meanwhile. True if the loop must re-arm.
+  bool OnForeignDelayed(IngressNode* node, std::vector<Task>* doomed);
+  // Claims the task of node `index` for the loop (to run or drop it); false
+  // if a foreign Cancel won it first.
+  bool ClaimTimer(uint32_t index);
+  // After ClaimTimer(index) returned `won`, before node `index` is freed:
+  // the ingress node of a foreign task goes back to the pool if the loop
+  // won (no kCancel will name it); if a foreign Cancel won, its kCancel
+  // node (still to come) returns it, finding no timer.
+  void ReleaseForeign(uint32_t index, bool won);
+  // Pinned foreign thread: the node `index` if the slab has it (chunks never
+  // move), else null.
+  TimerNode* FindNodeForeign(uint32_t index) const {
+    uint32_t chunk, offset;
+    LocateTimerNode(index, &chunk, &offset);
+    if (chunk >= kMaxTimerChunks) return nullptr;
+    TimerNode* c = timer_chunks_[chunk].load(std::memory_order_acquire);
+    return c == nullptr ? nullptr : &c[offset];
   }
-  uint32_t AllocNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
-    if (free_timer_node_ == kNoNode) return NewTimerNodeLocked();
+  TimerNode& Node(uint32_t index) {
+    uint32_t chunk, offset;
+    LocateTimerNode(index, &chunk, &offset);
+    return timer_chunks_[chunk].load(std::memory_order_relaxed)[offset];
+  }
+  uint32_t AllocNode() {
+    if (free_timer_node_ == kNoNode) return NewTimerNode();
     const uint32_t index = free_timer_node_;
     free_timer_node_ = Node(index).next_free;
     return index;
   }
   // A node never used yet (the slab grows by a chunk when full).
-  uint32_t NewTimerNodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  void FreeNodeLocked(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  uint32_t NewTimerNode();
+  void FreeNode(uint32_t index);
   // True if the entry's task was cancelled (or dropped): its node's id moved.
-  bool StaleLocked(const TimerEntry& e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_) {
-    return Node(e.node).id != e.id;
-  }
+  bool Stale(const TimerEntry& e) { return Node(e.node).id != e.id; }
   // Returns the position where `e` landed.
-  size_t HeapSiftUpLocked(size_t pos, TimerEntry e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  void HeapSiftDownLocked(size_t pos, TimerEntry e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
-  void HeapPopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  size_t HeapSiftUp(size_t pos, TimerEntry e);
+  void HeapSiftDown(size_t pos, TimerEntry e);
+  void HeapPop();
   // Drops stale entries from the top of the heap and the head of the due
   // list, so both start with a live task (or are empty).
-  void TrimTimersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void TrimTimers();
   // Rebuilds the heap without its stale entries once they outnumber the live
   // ones (O(n), so O(1) amortized per cancel).
-  void MaybeCompactHeapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timers_mu_);
+  void MaybeCompactHeap();
   void ArmTimer();
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
@@ -383,19 +441,14 @@ class LoopCore {
   std::atomic<bool> stop_requested_{false};
   std::atomic<uint64_t> wake_writes_{0};  // Eventfd writes by foreign posts.
 
-  // Foreign posts and context liveness.
-  // The registry slot's mutex (see LoopSlot::mu), set by Init.
-  Mutex* remote_mu_ = nullptr;
-  std::vector<QueuedTask> remote_ ABSL_GUARDED_BY(remote_mu_);
-  // Written under remote_mu_; read without it as a hint at batch ends. True
-  // from the first foreign post after the loop last found its queue empty
-  // until it finds it empty again: while true, posters write no eventfd.
-  std::atomic<bool> wake_pending_{false};
-  // A foreign thread moved the earliest timer: re-arm.
-  bool timers_changed_ ABSL_GUARDED_BY(remote_mu_) = false;
-  // Records never move (foreign posters read them under remote_mu_; the
-  // vector itself grows under it, and the owner reads it without it, like
-  // the records' liveness fields).
+  // Everything from other threads (foreign_ingress.h), and which contexts
+  // foreign posts may target (written by the owner, read by pinned posters).
+  ForeignIngress ingress_;
+  ForeignAcceptTable accept_;
+  // Owner thread: nodes run and not yet returned to the pool.
+  IngressNode* free_nodes_ = nullptr;
+  IngressNode* free_nodes_last_ = nullptr;
+  // Records never move (handles of the value fast paths point into them).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
 
   // Delayed tasks. A 4-ary min-heap of entries (deadline, id, node) over a
@@ -407,26 +460,29 @@ class LoopCore {
   // top and dropped in bulk once they outnumber the live ones.
   // Zero-delay tasks skip the heap: they go to the due list, a FIFO that the
   // next timer run drains (merged with the due heap entries by deadline and
-  // id), with stale entries skipped the same way. The owner takes `timers_mu_`
-  // uncontended for each operation; foreign `PostDelayed`/`Cancel` take it too,
-  // and it is never held while a task runs or is destroyed.
-  mutable Mutex timers_mu_;
-  std::vector<std::unique_ptr<TimerNode[]>> timer_chunks_
-      ABSL_GUARDED_BY(timers_mu_);
-  uint32_t timer_nodes_ ABSL_GUARDED_BY(timers_mu_) = 0;  // Nodes made.
-  uint32_t free_timer_node_ ABSL_GUARDED_BY(timers_mu_) = kNoNode;
-  std::vector<TimerEntry> timer_heap_ ABSL_GUARDED_BY(timers_mu_);
-  std::vector<TimerEntry> due_list_ ABSL_GUARDED_BY(timers_mu_);
-  size_t due_head_ ABSL_GUARDED_BY(timers_mu_) = 0;  // First unrun entry.
-  size_t live_timers_ ABSL_GUARDED_BY(timers_mu_) = 0;
-  size_t stale_heap_entries_ ABSL_GUARDED_BY(timers_mu_) = 0;
-  uint64_t next_timer_id_ ABSL_GUARDED_BY(timers_mu_) = 1;
+  // id), with stale entries skipped the same way. All of it is owner-only,
+  // with no lock: a foreign `PostDelayed` is a node on the ingress (the
+  // loop inserts it when it takes the ingress), a foreign `Cancel` wins the
+  // task's claim with one compare-and-swap and pushes a node asking the loop
+  // to destroy the task. The loop claims a task the same way before it runs
+  // or drops it, so exactly one side gets it: a Cancel that returns true on
+  // any thread means the task never runs.
+  // Chunks double in size and never move (foreign cancellers read claims).
+  std::atomic<TimerNode*> timer_chunks_[kMaxTimerChunks] = {};
+  uint32_t timer_nodes_ = 0;  // Nodes made.
+  uint32_t free_timer_node_ = kNoNode;
+  std::vector<TimerEntry> timer_heap_;
+  std::vector<TimerEntry> due_list_;
+  size_t due_head_ = 0;  // First unrun entry.
+  size_t live_timers_ = 0;
+  size_t stale_heap_entries_ = 0;
+  uint64_t next_timer_id_ = 1;
   // The latest clock reading (never decreases); zero-delay tasks take it as
   // their deadline when no heap entry could be due before them.
-  int64_t timer_now_ns_ ABSL_GUARDED_BY(timers_mu_) = 0;
-  // While RunDueTimers runs tasks: its clock reading, which delayed posts
-  // from those tasks use instead of reading the clock. -1 otherwise.
-  int64_t turn_now_ns_ ABSL_GUARDED_BY(timers_mu_) = -1;
+  int64_t timer_now_ns_ = 0;
+  // The loop's time in the current libevent callback (see LoopNowNs); -1
+  // until the callback's first delayed post reads the clock.
+  int64_t cached_now_ns_ = -1;
   int64_t armed_deadline_ns_ = -1;  // Owner thread; -1: not armed.
   bool running_timers_ = false;     // Owner thread; RunDueTimers is running.
 
@@ -434,6 +490,20 @@ class LoopCore {
   absl::flat_hash_map<uint64_t, std::unique_ptr<WatchRecord>> watches_;
   absl::flat_hash_map<int, uint64_t> watch_by_fd_;
   uint64_t next_watch_id_ = 1;
+};
+
+// One fd watch (owner thread; see loop_fd_watches.cc).
+struct LoopCore::WatchRecord {
+  LoopCore* core;
+  uint64_t id;
+  event* ev = nullptr;
+  ContextHandle ctx;
+  int fd;
+  FdCallback callback;
+  bool close_on_stop;
+  bool dispatching = false;
+  bool removed = false;
+  std::shared_ptr<WatchControl> control;  // Shared with the FdWatch.
 };
 
 // Monotonic clock shared by timers and tests, in nanoseconds.

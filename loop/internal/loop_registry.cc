@@ -79,27 +79,28 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
   *generation = gen;
 }
 
-LoopCore* LoopRegistry::OpenLocked(LoopSlot* slot, uint32_t generation) {
-  const uint64_t s = slot->state.load(std::memory_order_acquire);
-  if (LoopSlot::GenerationOf(s) != generation ||
-      (s & LoopSlot::kClosedBit) != 0) {
-    return nullptr;
-  }
-  return slot->core.load(std::memory_order_relaxed);
-}
-
 void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
-  uint64_t s;
-  {
-    // Under the mutex: an `OpenLocked` poster either finished its push
-    // before this, or sees the loop closed.
-    MutexLock lock(&slot->mu);
-    s = slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
-  }
+  // A foreign operation either pinned before this (and is waited for), or
+  // its pin fails: nothing foreign starts after the close.
+  uint64_t s =
+      slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
   while ((s & LoopSlot::kPinMask) != 0) {
     sched_yield();  // A pin lasts one queue push; this spins rarely and
                     // briefly.
     s = slot->state.load(std::memory_order_acquire);
+  }
+}
+
+void LoopRegistry::WaitForEarlierPins(LoopSlot* slot) {
+  // The flip is a read-modify-write of `state`, like every pin: a pin ordered
+  // before it counts in the old epoch (and is waited for); one ordered after
+  // it reads the flip (acquire), so it sees what the caller did before.
+  const uint64_t s =
+      slot->state.fetch_xor(LoopSlot::kEpochBit, std::memory_order_acq_rel);
+  const int shift = (s & LoopSlot::kEpochBit) != 0 ? LoopSlot::kEpochShift : 0;
+  for (uint64_t now = s; ((now >> shift) & LoopSlot::kEpochCountMask) != 0;
+       now = slot->state.load(std::memory_order_acquire)) {
+    sched_yield();  // A pin lasts one queue push: rare and brief.
   }
 }
 
@@ -129,7 +130,8 @@ void LoopRegistry::SetGenerationForTesting(uint32_t index,
   slot->state.store((uint64_t{generation} << 32) | low);
 }
 
-LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation) {
+LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation,
+                            uint64_t* unit) {
   LoopSlot* slot = Find(index);
   if (slot == nullptr) return nullptr;
   uint64_t s = slot->state.load(std::memory_order_acquire);
@@ -138,15 +140,17 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation) {
         (s & LoopSlot::kClosedBit) != 0) {
       return nullptr;
     }
-    if (slot->state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+    const uint64_t u = LoopSlot::PinUnit(s);
+    if (slot->state.compare_exchange_weak(s, s + u, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
+      *unit = u;
       return slot->core.load(std::memory_order_acquire);
     }
   }
 }
 
-void LoopRegistry::Unpin(uint32_t index) {
-  Find(index)->state.fetch_sub(1, std::memory_order_release);
+void LoopRegistry::Unpin(uint32_t index, uint64_t unit) {
+  Find(index)->state.fetch_sub(unit, std::memory_order_release);
 }
 
 }  // namespace loop_internal

@@ -10,10 +10,17 @@
 // generation; a handle whose generation differs is stale.
 //
 // Cost: resolving a handle on the loop's own thread is two relaxed loads and
-// two compares. A foreign `Post` locks the slot's mutex (which it needs for
-// the queue anyway) and checks the slot under it. Other foreign operations
-// `Pin` the loop: one compare-and-swap on the slot (and `Unpin` one atomic
-// decrement), so the loop cannot finish shutting down while one is inside.
+// two compares. Every foreign operation (`Post`, `PostDelayed`, `Cancel`,
+// `Stop`, `FdWatch::Stop`) `Pin`s the loop: one compare-and-swap on the slot
+// that also checks the loop's generation and the closed bit (and `Unpin` one
+// atomic decrement), so the loop cannot finish shutting down, and its memory
+// cannot be freed, while one is inside. No lock anywhere.
+//
+// Pins are counted in two epochs. `WaitForEarlierPins` (loop thread) flips
+// the epoch and waits only for the pins of the old one, i.e. for the foreign
+// operations that started before the flip: a grace period that new pins
+// cannot prolong (see `ForeignAcceptTable` in foreign_ingress.h, which uses
+// it to make a foreign `Post` racing `DestroyContext` exact).
 //
 // Thread-safety: everything here is thread-safe.
 
@@ -49,22 +56,26 @@ inline uint64_t ThisThreadTag() {
 
 struct LoopSlot {
   // Bits 63..32: generation of the loop in this slot (0: never used).
-  // Bit 31: closed to foreign posts (set when shutdown starts, kept after).
-  // Bits 30..0: number of foreign threads currently pinning the loop.
+  // Bit 31: closed to foreign operations (set when shutdown starts, kept
+  // after). Bit 30: the current pin epoch. Bits 29..15: pins taken in epoch
+  // 1; bits 14..0: pins taken in epoch 0 (foreign threads inside the loop at
+  // once, at most 32767 per epoch).
   std::atomic<uint64_t> state{0};
   // The loop, or null once it is gone. Read only by its owner thread or by a
   // thread that holds a pin.
   std::atomic<LoopCore*> core{nullptr};
   // `ThisThreadTag()` of the thread that drives the loop.
   std::atomic<uint64_t> owner_thread{0};
-  // The loop's cross-thread queue lock (`LoopCore::remote_mu_`). It lives
-  // here, in memory that is never freed, so a foreign `Post` can lock it
-  // first and then check, under it, that the loop is still open: the lock it
-  // takes anyway replaces a pin. Shutdown sets the closed bit under it.
-  Mutex mu;
 
   static constexpr uint64_t kClosedBit = uint64_t{1} << 31;
-  static constexpr uint64_t kPinMask = kClosedBit - 1;
+  static constexpr uint64_t kEpochBit = uint64_t{1} << 30;
+  static constexpr int kEpochShift = 15;
+  static constexpr uint64_t kEpochCountMask = (uint64_t{1} << kEpochShift) - 1;
+  static constexpr uint64_t kPinMask = kEpochBit - 1;  // Both counts.
+  // What one pin adds to `state` in the epoch of `state`.
+  static uint64_t PinUnit(uint64_t state) {
+    return (state & kEpochBit) != 0 ? uint64_t{1} << kEpochShift : 1;
+  }
   static uint32_t GenerationOf(uint64_t state) {
     return static_cast<uint32_t>(state >> 32);
   }
@@ -94,15 +105,13 @@ class LoopRegistry {
     if (c == nullptr) return nullptr;
     return &c->slots[index & (kChunkSize - 1)];
   }
-  // Closes the slot to new pins and to `OpenLocked` (setting the closed bit
-  // under `slot->mu`), then waits (yielding) until current pins end.
+  // Closes the slot to new pins (one atomic or of the closed bit), then waits
+  // (yielding) until current pins end.
   static void CloseAndWaitForPins(LoopSlot* slot);
-
-  // With `slot->mu` held: the core of loop `generation` in `slot` if that
-  // loop is open (it then cannot finish shutting down while the lock is
-  // held); null if it is gone, shutting down, or never existed.
-  static LoopCore* OpenLocked(LoopSlot* slot, uint32_t generation)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot->mu);
+  // Loop thread: flips the pin epoch and waits (yielding) until every pin
+  // taken before the flip has ended. Pins taken after the flip do not delay
+  // it, and they observe everything the caller did before the call.
+  static void WaitForEarlierPins(LoopSlot* slot);
   // Marks the slot's loop gone and returns the slot to the free list, unless
   // its generation would wrap: then the slot is retired for good [S16].
   static void Unregister(uint32_t index);
@@ -112,9 +121,9 @@ class LoopRegistry {
 
   // Pins the loop `(index, generation)` from any thread. Returns the core, or
   // null if the loop is gone, shutting down, or never existed. A non-null
-  // result must be released with `Unpin(index)`.
-  static LoopCore* Pin(uint32_t index, uint32_t generation);
-  static void Unpin(uint32_t index);
+  // result must be released with `Unpin(index, *unit)`.
+  static LoopCore* Pin(uint32_t index, uint32_t generation, uint64_t* unit);
+  static void Unpin(uint32_t index, uint64_t unit);
 
   // The loop `(index, generation)` if the calling thread is its owner and it
   // is alive (including while it drains during shutdown); null otherwise.

@@ -21,8 +21,9 @@ absl::Status NotOwnedError(ContextHandle ctx, absl::string_view what) {
   }
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  if (LoopRegistry::Pin(slot, gen) != nullptr) {
-    LoopRegistry::Unpin(slot);
+  uint64_t unit;
+  if (LoopRegistry::Pin(slot, gen, &unit) != nullptr) {
+    LoopRegistry::Unpin(slot, unit);
     return absl::FailedPreconditionError(absl::StrCat(
         what, " on ", ctx.DebugString(),
         " called from a thread that is not its loop thread; post a task to ",

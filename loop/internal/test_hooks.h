@@ -26,6 +26,9 @@ struct TestHooks {
   // foreign stop) and has just released the loop's queue lock: from here on
   // it must not touch the loop, which may already be gone.
   static std::atomic<Hook> after_foreign_unlock;
+  // A foreign `Post` found its context open in the accept table and is
+  // about to push its task (it holds its pin).
+  static std::atomic<Hook> foreign_post_checked;
   // The loop thread finished a batch's tasks and is about to look for tasks
   // posted from other threads meanwhile.
   static std::atomic<Hook> before_batch_end_take;

@@ -1,0 +1,226 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Internal. The loop's one way in from other threads: `ForeignIngress`, an
+// intrusive multi-producer, single-consumer lock-free list of `IngressNode`s
+// (a foreign post, a delayed post, a cancel, a stop, an fd-watch
+// unregistration), the recycled node pool behind it,
+// and `ForeignAcceptTable`, which contexts a foreign post may target.
+//
+// The lock-free rule, in one place:
+//  * Producers (any thread) only ever push: one compare-and-swap of `head_`
+//    that links the node in front of what is there (a Treiber push). They
+//    never read a node other than their own, so there is no ABA.
+//  * The consumer (the loop thread) takes the whole list with one exchange
+//    and reverses it to FIFO; it never pops single nodes.
+//  * `head_` holds a node pointer or one of three tags: kEmpty (the consumer
+//    is busy and will look again at the end of its current batch), kArmed
+//    (the consumer found the list empty and may sleep in epoll), kClosed
+//    (shutdown; every push is refused). Only the push that replaces kArmed
+//    gets `kQueuedWake` and writes the loop's eventfd: one syscall per idle
+//    period, none while the loop is busy (folly's notification queue).
+//  * The consumer arms only by a compare-and-swap from kEmpty, so it can
+//    never arm over a node, and every batch end takes or arms: a push into
+//    an unarmed list is always seen by a take that is still to come.
+//  * A producer touches the loop's memory (this list, the eventfd, the
+//    accept table) only while it holds a registry pin (loop_registry.h):
+//    shutdown closes the slot and waits for pins before it closes this list
+//    and frees anything, so a poster never touches freed memory, and a slot
+//    reused by a later loop cannot take a push meant for an earlier one (the
+//    pin compares the full 32-bit generation in the same compare-and-swap
+//    that takes it).
+//
+// Cost: a push is one node from a per-thread cache (refilled from the global
+// pool with one exchange per batch of nodes; 64 nodes per allocation when the
+// pool is empty, so no allocation per post once the pool has grown to the
+// most nodes in flight), the task moved into it, and one compare-and-swap. A
+// take is one exchange plus one pass over the list; the consumer returns the
+// nodes of a finished segment to the pool with one compare-and-swap.
+//
+// Thread-safety: `Push` and `ForeignAcceptTable::Accepts` on any thread
+// holding a pin of the loop; everything else on the loop thread. The node
+// pool functions on any thread.
+
+#ifndef CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_
+#define CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/optimization.h"
+#include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/task.h"
+
+namespace ctxloop {
+namespace loop_internal {
+
+// One command from another thread. Nodes come from a process-wide pool and
+// are recycled, never freed (see the cost note above).
+struct alignas(64) IngressNode {
+  enum class Kind : uint8_t {
+    kTask,     // Run `task` on `ctx` (an internal task: context generation 0).
+    kDestroy,  // Destroy `task` unrun, on the loop thread, in queue order.
+    kStop,     // A foreign Loop::Stop(): look at the stop flag now.
+    kDelayed,  // A foreign PostDelayed: `task` on `ctx` at `deadline_ns`.
+    kCancel,   // A foreign Cancel won a claim: destroy that task (below).
+  };
+  // The claim values of a kDelayed node besides its id (ids start at 2).
+  static constexpr uint64_t kCancelledByForeign = 0;
+  static constexpr uint64_t kTakenByLoop = 1;
+
+  IngressNode* next = nullptr;
+  Kind kind = Kind::kTask;
+  ContextHandle ctx;
+  Task task;
+  // kDelayed: its cancel claim. `timer_id` (never reused: see
+  // NewForeignTimerId) while the task may still run or be cancelled; then
+  // kTakenByLoop (ran, dropped, or cancelled on the loop thread) or
+  // kCancelledByForeign (a foreign Cancel won; its kCancel node follows).
+  // The handle names this node and `timer_id`, and nodes are never freed,
+  // so a stale handle's compare-and-swap just fails.
+  std::atomic<uint64_t> claim{0};
+  uint64_t timer_id = 0;
+  int64_t deadline_ns = 0;
+  // Loop thread only: the slab node of its timer once inserted, else ~0.
+  uint32_t timer_index = ~uint32_t{0};
+  // kCancel: the foreign task whose claim was won (`target`), or else the
+  // slab node and id of a task posted on the loop thread.
+  IngressNode* target = nullptr;
+  uint32_t cancel_node = 0;
+  uint64_t cancel_id = 0;
+};
+
+// A process-wide timer id for a foreign PostDelayed: never 0 or 1, never
+// reused.
+uint64_t NewForeignTimerId();
+
+// A node for a push: from this thread's cache, refilled from the pool.
+IngressNode* AllocIngressNode();
+// Returns the chain `first`..`last` (linked by `next`, tasks already
+// destroyed) to the pool with one compare-and-swap.
+void FreeIngressNodes(IngressNode* first, IngressNode* last);
+
+class ForeignIngress {
+ public:
+  enum class PushResult { kQueued, kQueuedWake, kClosed };
+
+  ForeignIngress() = default;
+  ForeignIngress(const ForeignIngress&) = delete;
+  ForeignIngress& operator=(const ForeignIngress&) = delete;
+
+  // Any thread holding a pin. On kClosed the node was not linked: the caller
+  // still owns it (and its task). On kQueuedWake the caller must wake the
+  // consumer (write the eventfd) before it unpins.
+  PushResult Push(IngressNode* node) {
+    uintptr_t h = head_.load(std::memory_order_relaxed);
+    for (;;) {
+      if (ABSL_PREDICT_FALSE(h == kClosed)) return PushResult::kClosed;
+      node->next =
+          h >= kFirstNode ? reinterpret_cast<IngressNode*>(h) : nullptr;
+      if (head_.compare_exchange_weak(h, reinterpret_cast<uintptr_t>(node),
+                                      std::memory_order_release,
+                                      std::memory_order_relaxed)) {
+        return h == kArmed ? PushResult::kQueuedWake : PushResult::kQueued;
+      }
+    }
+  }
+
+  // Loop thread. Everything pushed so far, oldest first (null if none). If
+  // it returns null the list is armed (or closed): the next push wakes the
+  // loop. If not, the list is left unarmed and the caller must `Take` again
+  // before the loop may sleep (at the end of the batch that runs what it
+  // took).
+  IngressNode* Take() {
+    uintptr_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      if (h >= kFirstNode) {
+        h = head_.exchange(kEmpty, std::memory_order_acquire);
+        return Reverse(reinterpret_cast<IngressNode*>(h));
+      }
+      if (h != kEmpty) return nullptr;  // Armed already, or closed.
+      if (head_.compare_exchange_weak(h, kArmed, std::memory_order_acquire,
+                                      std::memory_order_acquire)) {
+        return nullptr;
+      }
+    }
+  }
+
+  // Loop thread: true if a node is waiting (a hint; `Take` decides).
+  bool HasNodes() const {
+    return head_.load(std::memory_order_relaxed) >= kFirstNode;
+  }
+
+  // Loop thread, at shutdown after the registry slot is closed and its pins
+  // ended: refuses every later push with one exchange and returns what was
+  // still queued, oldest first.
+  IngressNode* Close() {
+    const uintptr_t h = head_.exchange(kClosed, std::memory_order_acquire);
+    return h >= kFirstNode ? Reverse(reinterpret_cast<IngressNode*>(h))
+                           : nullptr;
+  }
+
+ private:
+  static constexpr uintptr_t kEmpty = 0;
+  static constexpr uintptr_t kArmed = 1;
+  static constexpr uintptr_t kClosed = 2;
+  static constexpr uintptr_t kFirstNode = 64;  // Nodes are 64-byte aligned.
+
+  static IngressNode* Reverse(IngressNode* n) {
+    IngressNode* fifo = nullptr;
+    while (n != nullptr) {
+      IngressNode* next = n->next;
+      n->next = fifo;
+      fifo = n;
+      n = next;
+    }
+    return fifo;
+  }
+
+  // Starts armed: the loop is idle until something arrives.
+  std::atomic<uintptr_t> head_{kArmed};
+};
+
+// Which contexts accept foreign posts: by context index, the generation of a
+// live context that is not closing, else 0. The loop thread writes it; pinned
+// foreign threads read it. Chunks double in size (chunk k holds 1024 << k
+// entries) and never move or shrink while the loop lives, so a reader never
+// sees storage being reallocated.
+class ForeignAcceptTable {
+ public:
+  ForeignAcceptTable() = default;
+  ForeignAcceptTable(const ForeignAcceptTable&) = delete;
+  ForeignAcceptTable& operator=(const ForeignAcceptTable&) = delete;
+  ~ForeignAcceptTable();
+
+  // Any thread holding a pin.
+  bool Accepts(ContextHandle ctx) const {
+    const uint32_t gen = HandleAccess::ContextGeneration(ctx);
+    if (ABSL_PREDICT_FALSE(gen == 0)) return false;
+    uint32_t chunk, offset;
+    Locate(HandleAccess::ContextIndex(ctx), &chunk, &offset);
+    if (ABSL_PREDICT_FALSE(chunk >= kMaxChunks)) return false;
+    const std::atomic<uint32_t>* c =
+        chunks_[chunk].load(std::memory_order_acquire);
+    return c != nullptr && c[offset].load(std::memory_order_acquire) == gen;
+  }
+  // Loop thread. A store to 0 becomes exact for every foreign post only
+  // after `LoopRegistry::WaitForEarlierPins` (see DestroyContext).
+  void Set(uint32_t index, uint32_t generation);
+
+ private:
+  static constexpr uint32_t kBaseBits = 10;
+  static constexpr uint32_t kMaxChunks = 23;  // 2^32 entries in all.
+  static void Locate(uint32_t index, uint32_t* chunk, uint32_t* offset) {
+    const uint64_t i = uint64_t{index} + (uint64_t{1} << kBaseBits);
+    const uint32_t top = 63 - static_cast<uint32_t>(__builtin_clzll(i));
+    *chunk = top - kBaseBits;
+    *offset = static_cast<uint32_t>(i - (uint64_t{1} << top));
+  }
+  std::atomic<std::atomic<uint32_t>*> chunks_[kMaxChunks] = {};
+};
+
+}  // namespace loop_internal
+}  // namespace ctxloop
+
+#endif  // CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_

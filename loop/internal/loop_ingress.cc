@@ -1,0 +1,202 @@
+// Copyright 2026 The ctxloop Authors.
+//
+// Everything that comes in from other threads, through the lock-free foreign
+// ingress (foreign_ingress.h): foreign posts, stop nodes, cancel and delayed
+// nodes, and the loop's side that takes and runs them. Threading rule:
+// `PostForeign`, `RejectForeignPost`, `PushForeign` and `WriteWakeFd` run on a
+// foreign thread holding a registry pin and touch only the ingress, the
+// accept table, the eventfd and the wake counter ([S5] [S11]); the rest runs
+// on the owner thread. [S7] [S12] are handled here and in loop_contexts.cc /
+// loop_core.cc.
+
+#include <errno.h>
+#include <event2/event.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "ctxloop/loop/internal/handle_access.h"
+#include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/loop_registry.h"
+#include "ctxloop/loop/internal/test_hooks.h"
+
+namespace ctxloop {
+namespace loop_internal {
+
+absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
+  static_assert(sizeof(IngressNode) <= 128, "two cache lines");
+  // [S7] The accept table is exact against DestroyContext: it closes the
+  // context, then waits for the pins taken before (WaitForEarlierPins), so
+  // a post that saw the context open has pushed before the close takes the
+  // ingress. On error `task` is destroyed by our caller, on its thread.
+  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) return RejectForeignPost(ctx);
+  TestHooks::Run(TestHooks::foreign_post_checked);
+  IngressNode* node = AllocIngressNode();
+  node->ctx = ctx;
+  node->task = std::move(task);
+  if (ABSL_PREDICT_FALSE(!PushForeign(node))) {
+    task = std::move(node->task);  // Never reached the loop.
+    FreeIngressNodes(node, node);
+    return RejectForeignPost(ctx);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoopCore::RejectForeignPost(ContextHandle ctx) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot post to ", ctx.DebugString(),
+                   ": the context was destroyed or is being destroyed"));
+}
+
+bool LoopCore::PushForeign(IngressNode* node) {
+  // Write the eventfd only if the loop armed the ingress (it found it empty
+  // and may sleep): while it is busy it takes again at the end of each
+  // batch, so further posts cost no syscall.
+  //
+  // The write happens before the caller unpins: while a foreign thread holds
+  // a pin the loop cannot finish shutting down [S5], so nothing here can
+  // touch a destroyed loop or a reused fd. Once the caller unpins it must not
+  // touch the loop [S11]; callers run TestHooks::after_foreign_unlock there.
+  switch (ingress_.Push(node)) {
+    case ForeignIngress::PushResult::kQueued:
+      return true;
+    case ForeignIngress::PushResult::kQueuedWake:
+      WriteWakeFd();
+      return true;
+    case ForeignIngress::PushResult::kClosed:
+      break;
+  }
+  return false;
+}
+
+void LoopCore::WriteWakeFd() {
+  wake_writes_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  ssize_t n;
+  do {
+    n = write(wake_fd_, &one, sizeof(one));
+  } while (n < 0 && errno == EINTR);
+  // EAGAIN means the counter is saturated: the loop is awake anyway.
+}
+
+bool LoopCore::TakeIngress() {
+  // A take that returns nodes leaves the ingress unarmed: only a take that
+  // finds it empty arms it. So take again until tasks were queued (their
+  // batch takes again when it ends) or the ingress is armed.
+  while (IngressNode* list = ingress_.Take()) {
+    if (QueueIngress(list)) return true;
+  }
+  return false;
+}
+
+bool LoopCore::QueueIngress(IngressNode* list) {
+  IngressNode* tasks = nullptr;
+  IngressNode** tail = &tasks;
+  bool stop = false;
+  bool rearm = false;
+  std::vector<Task> doomed;  // Cancelled timers' tasks, destroyed below.
+  for (IngressNode* n = list; n != nullptr;) {
+    IngressNode* next = n->next;
+    switch (n->kind) {
+      case IngressNode::Kind::kTask:
+      case IngressNode::Kind::kDestroy:
+        *tail = n;
+        tail = &n->next;
+        break;
+      case IngressNode::Kind::kStop:
+        stop = true;
+        KeepFreeNode(n);
+        break;
+      case IngressNode::Kind::kDelayed:
+        // Its node stays out of the pool while its claim may be won.
+        n->next = nullptr;
+        if (OnForeignDelayed(n, &doomed)) rearm = true;
+        break;
+      case IngressNode::Kind::kCancel:
+        OnForeignCancel(n, &doomed);
+        break;
+    }
+    n = next;
+  }
+  *tail = nullptr;
+  FlushFreeNodes();
+  if (rearm || !doomed.empty()) ArmTimer();
+  doomed.clear();  // On the loop thread, after the ingress is settled.
+  // [S12] A foreign Stop() set the flag before it pushed its node; this take
+  // synchronized with that push, so the flag is seen here.
+  if (stop && phase_ == Phase::kOpen &&
+      stop_requested_.load(std::memory_order_relaxed)) {
+    event_base_loopbreak(base_);
+  }
+  if (tasks == nullptr) return false;
+  // One entry for the whole take: the tasks keep their place after what was
+  // posted on this thread before, and are not moved one by one.
+  local_.Emplace(ForeignSegmentHandle(), ForeignSegment(tasks));
+  return true;
+}
+
+LoopCore::ForeignSegment::~ForeignSegment() {
+  // Destroyed unrun (shutdown past its budget [S3], or the loop's end), on
+  // the loop thread.
+  while (head != nullptr) {
+    IngressNode* n = head;
+    head = n->next;
+    n->task = nullptr;
+    n->next = nullptr;
+    FreeIngressNodes(n, n);
+  }
+}
+
+bool LoopCore::RunForeignSegment(TaskEntry& entry) {
+  ForeignSegment& segment = entry.As<ForeignSegment>();
+  while (!segment.done()) {
+    IngressNode* n = segment.head;
+    segment.head = n->next;  // Out of the segment before it runs.
+    RunNode(n);
+    KeepFreeNode(n);
+    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
+  }
+  return false;
+}
+
+void LoopCore::RunNode(IngressNode* n) {
+  const bool internal = HandleAccess::ContextGeneration(n->ctx) == 0;
+  if (n->kind == IngressNode::Kind::kTask) {
+    try {
+      std::move(n->task)(n->ctx);
+    } catch (const std::exception& e) {
+      Report(n->ctx,
+             absl::InternalError(absl::StrCat("task threw: ", e.what())));
+    } catch (...) {
+      Report(n->ctx, absl::InternalError("task threw a non-std::exception"));
+    }
+  }
+  n->task = nullptr;  // Captures die now, on the loop thread.
+  if (!internal) ++tasks_run_total_;
+}
+
+void LoopCore::OnWake(int fd, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  ++self->callbacks_dispatched_;
+  self->cached_now_ns_ = -1;
+  uint64_t count;
+  while (read(fd, &count, sizeof(count)) > 0) {
+  }
+  self->TakeIngress();  // After the read: see PushForeign and [S12].
+  if (self->stop_requested_.load(std::memory_order_relaxed)) {
+    event_base_loopbreak(self->base_);
+  }
+}
+
+}  // namespace loop_internal
+}  // namespace ctxloop
