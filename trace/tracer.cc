@@ -33,7 +33,6 @@ const ContextKey<CurrentScope>& CurrentKey() {
 
 TracerCore::TracerCore(Tracer::Options options)
     : processors(std::move(options.processors), std::move(options.on_error)),
-      enabled(options.enabled),
       scope(std::move(options.scope)),
       limits(options.limits),
       default_sampler(options.sampler == nullptr),
@@ -180,28 +179,26 @@ uint8_t Unsampled(uint8_t flags) {
 }  // namespace
 
 Tracer::Tracer(Options options)
-    : core_(std::make_shared<trace_internal::TracerCore>(std::move(options))) {}
+    : enabled_(options.enabled),
+      core_(std::make_shared<trace_internal::TracerCore>(std::move(options))) {}
 
 Tracer::~Tracer() { (void)Shutdown(); }
 
-absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
-                                              absl::string_view workflow_name,
-                                              TraceOptions options) {
+absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
+    ContextHandle ctx, absl::string_view workflow_name, TraceOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
   trace_internal::TracerCore& core = *core_;
-  if (!core.enabled.load(std::memory_order_relaxed)) {
-    return TraceScope::NonRecording();
-  }
+  if (!enabled_.load(std::memory_order_relaxed)) return TraceScope::Inert();
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.traces_off_loop_thread);
-    return TraceScope::NonRecording();
+    return TraceScope::Inert();
   }
   // A destroyed (closing) context refuses new traces at once [S15]; with
   // make_current the Set below refuses them too.
   if (!options.make_current && !loop->IsOpen(ctx)) {
     Count(core.counters.traces_on_stale_context);
-    return TraceScope::NonRecording();
+    return TraceScope::Inert();
   }
   // Ids, and the remote parent this trace continues, if any.
   const SpanContext& remote = options.remote_parent;
@@ -238,11 +235,11 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
                                       context.trace_state)});
       if (!token.ok()) {
         Count(core.counters.traces_on_stale_context);
-        return TraceScope::NonRecording();
+        return TraceScope::Inert();
       }
       current = *token;
     }
-    return TraceScope::NonRecording(std::move(context), std::move(current));
+    return TraceScope(nullptr, context, std::move(current));
   }
   context.trace_flags = static_cast<uint8_t>(inherited | kTraceFlagSampled);
 
@@ -278,27 +275,25 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
                           context.trace_flags});
     if (!token.ok()) {  // Context destroyed.
       Count(core.counters.traces_on_stale_context);
-      return TraceScope::NonRecording();
+      return TraceScope::Inert();
     }
     state->token = *token;
   }
   core.processors.OnTraceStart(d);
   state->record = std::move(record);
-  return TraceScope(std::move(state), std::move(context));
+  return TraceScope(std::move(state), context, std::nullopt);
 }
 
-absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
-                                            absl::string_view name,
-                                            SpanOptions options) {
+absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
+                                                absl::string_view name,
+                                                SpanOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
   trace_internal::TracerCore& core = *core_;
-  if (!core.enabled.load(std::memory_order_relaxed)) {
-    return SpanScope::NonRecording();
-  }
+  if (!enabled_.load(std::memory_order_relaxed)) return SpanScope::Inert();
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.spans_off_loop_thread);
-    return SpanScope::NonRecording();
+    return SpanScope::Inert();
   }
   // The parent: explicit, else the context's current span or trace.
   std::shared_ptr<TraceRecord> trace;
@@ -310,7 +305,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   if (options.parent.valid()) {
     if (!options.make_current && !loop->IsOpen(ctx)) {
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
     trace = std::move(options.parent.trace_);
     parent_span = options.parent.span_;
@@ -322,7 +317,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
     absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
     if (!current.ok()) {
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
     trace = std::move(current->trace);
     parent_span = current->span;
@@ -333,7 +328,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   }
   if (!trace_id.valid()) {
     Count(core.counters.noop_spans);
-    return SpanScope::NonRecording();
+    return SpanScope::Inert();
   }
 
   SpanContext context;
@@ -343,7 +338,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   if (record) {
     if (!trace->AddSpan()) {
       Count(core.counters.rejected_spans);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
     // Copies cost on the hot path even when empty: only if set.
     if (!trace->data.trace_state.empty()) {
@@ -381,12 +376,11 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
                             context.trace_flags, std::move(unsampled_state)});
       if (!token.ok()) {
         Count(core.counters.spans_on_stale_context);
-        return SpanScope::NonRecording();
+        return SpanScope::Inert();
       }
       current = *token;
     }
-    return SpanScope::NonRecording(std::move(context), std::move(current),
-                                   root_span_id);
+    return SpanScope(nullptr, context, std::move(current), root_span_id);
   }
   context.trace_flags = trace_flags;
 
@@ -425,13 +419,13 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
       // another thread meanwhile, its end was waiting for us [F5].
       if (trace->RemoveSpan()) trace_internal::EndTraceAfterLastSpan(trace);
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
     state->token = *token;
   }
   core.processors.OnSpanStart(d);
   state->trace = std::move(trace);
-  return SpanScope(std::move(state), std::move(context));
+  return SpanScope(std::move(state), context, std::nullopt, root_span_id);
 }
 
 absl::StatusOr<SpanParent> Tracer::CurrentParent(ContextHandle ctx) const {
@@ -473,10 +467,10 @@ absl::StatusOr<SpanContext> Tracer::CurrentSpanContext(
 }
 
 void Tracer::SetEnabled(bool enabled) {
-  core_->enabled.store(enabled, std::memory_order_relaxed);
+  enabled_.store(enabled, std::memory_order_relaxed);
 }
 bool Tracer::enabled() const {
-  return core_->enabled.load(std::memory_order_relaxed);
+  return enabled_.load(std::memory_order_relaxed);
 }
 
 absl::Status Tracer::ForceFlush(absl::Duration timeout) {

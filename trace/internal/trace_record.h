@@ -77,7 +77,6 @@ struct TracerCore {
   }
 
   MultiProcessor processors;
-  std::atomic<bool> enabled;
   const InstrumentationScope scope;
   const SpanLimits limits;
   const bool default_sampler;  // ParentBased(AlwaysOn).
