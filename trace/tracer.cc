@@ -25,10 +25,22 @@ int64_t ThisThreadId() {
   return tid;
 }
 
-const ContextKey<CurrentScope>& CurrentKey() {
-  static const auto* key =
+std::atomic<const ContextKey<CurrentScope>*> current_key{nullptr};
+
+const ContextKey<CurrentScope>& MakeCurrentKey() {
+  static const auto* const key =
       new ContextKey<CurrentScope>("ctxloop.current_trace");
+  current_key.store(key, std::memory_order_release);
   return *key;
+}
+
+const std::string& CurrentScope::trace_state() const {
+  static const std::string* const kEmpty = new std::string();
+  if (trace == nullptr) return *kEmpty;
+  if (trace->recorded) {
+    return static_cast<const TraceRecord&>(*trace).data.trace_state;
+  }
+  return trace->unsampled_trace_state;
 }
 
 TracerCore::TracerCore(Tracer::Options options)
@@ -160,12 +172,28 @@ using trace_internal::TraceState;
 
 namespace {
 
-// `ctx`'s name, on its loop (`core`).
+// The name of the context this thread last started a trace or span on. A
+// handle names one context forever (generations are never reused) and a
+// context's name never changes, so the name found once stays right.
+struct LastContextName {
+  ContextHandle ctx;
+  std::string name;
+};
+
+// `ctx`'s name, on its loop (`core`), on `ctx`'s loop thread.
 ExecutionSite StartSite(loop_internal::LoopCore& core, ContextHandle ctx,
                         absl::Time time) {
-  absl::StatusOr<std::string> name = core.ContextName(ctx);
-  return ExecutionSite{ctx, trace_internal::ThisThreadId(), time,
-                       name.ok() ? *std::move(name) : std::string()};
+  thread_local LastContextName last;
+  if (ABSL_PREDICT_FALSE(!loop_internal::SameHandle(last.ctx, ctx))) {
+    absl::StatusOr<std::string> name = core.ContextName(ctx);
+    if (!name.ok()) {
+      return ExecutionSite{ctx, trace_internal::ThisThreadId(), time,
+                           std::string()};
+    }
+    last.ctx = ctx;
+    last.name = *std::move(name);
+  }
+  return ExecutionSite{ctx, trace_internal::ThisThreadId(), time, last.name};
 }
 
 void Count(std::atomic<uint64_t>& counter) {
@@ -174,6 +202,18 @@ void Count(std::atomic<uint64_t>& counter) {
 
 uint8_t Unsampled(uint8_t flags) {
   return static_cast<uint8_t>(flags & ~kTraceFlagSampled);
+}
+
+// What an unsampled trace (or span) made current keeps on its context.
+std::shared_ptr<const trace_internal::TraceIdentity> UnsampledIdentity(
+    TraceId trace_id, SpanId root_span_id, uint8_t trace_flags,
+    const std::string& trace_state) {
+  auto id = std::make_shared<trace_internal::TraceIdentity>();
+  id->trace_id = trace_id;
+  id->root_span_id = root_span_id;
+  id->trace_flags = trace_flags;
+  id->unsampled_trace_state = trace_state;
+  return id;
 }
 
 }  // namespace
@@ -227,12 +267,10 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
     ScopeCurrent current;
     if (options.make_current) {
       absl::StatusOr<Token> token = CurrentKey().Set(
-          ctx, CurrentScope{nullptr, SpanId(), context.trace_id,
-                            context.span_id, context.trace_flags,
-                            context.trace_state.empty()
-                                ? nullptr
-                                : std::make_shared<const std::string>(
-                                      context.trace_state)});
+          ctx, CurrentScope{
+                   UnsampledIdentity(context.trace_id, context.span_id,
+                                     context.trace_flags, context.trace_state),
+                   SpanId()});
       if (!token.ok()) {
         Count(core.counters.traces_on_stale_context);
         return TraceScope::Inert();
@@ -244,6 +282,10 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   context.trace_flags = static_cast<uint8_t>(inherited | kTraceFlagSampled);
 
   auto record = std::make_shared<TraceRecord>();
+  record->trace_id = context.trace_id;
+  record->root_span_id = context.span_id;
+  record->trace_flags = context.trace_flags;
+  record->recorded = true;
   record->tracer = core_;
   record->origin = ctx;
   record->start_mono_ns = MonotonicNs();
@@ -270,9 +312,8 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   std::unique_ptr<TraceState> state(new TraceState);
   state->origin = ctx;
   if (options.make_current) {
-    absl::StatusOr<Token> token = CurrentKey().Set(
-        ctx, CurrentScope{record, SpanId(), context.trace_id, context.span_id,
-                          context.trace_flags});
+    absl::StatusOr<Token> token =
+        CurrentKey().Set(ctx, CurrentScope{record, SpanId()});
     if (!token.ok()) {  // Context destroyed.
       Count(core.counters.traces_on_stale_context);
       return TraceScope::Inert();
@@ -302,6 +343,8 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   SpanId root_span_id;
   uint8_t trace_flags = 0;
   std::shared_ptr<const std::string> unsampled_state;  // Null if empty.
+  // The current unsampled trace's identity, when the parent is current.
+  std::shared_ptr<const trace_internal::TraceIdentity> identity;
   if (options.parent.valid()) {
     if (!options.make_current && !loop->IsOpen(ctx)) {
       Count(core.counters.spans_on_stale_context);
@@ -314,17 +357,26 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
     trace_flags = options.parent.trace_flags_;
     unsampled_state = std::move(options.parent.trace_state_);
   } else {
-    absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-    if (!current.ok()) {
+    // Read in place (no copy of the current value): valid until the Set
+    // below.
+    const CurrentScope* current = CurrentKey().Peek(ctx);
+    if (current == nullptr) {
       Count(core.counters.spans_on_stale_context);
       return SpanScope::Inert();
     }
-    trace = std::move(current->trace);
+    if (current->trace != nullptr) {
+      const trace_internal::TraceIdentity& id = *current->trace;
+      trace_id = id.trace_id;
+      root_span_id = id.root_span_id;
+      trace_flags = id.trace_flags;
+      if (id.recorded) {
+        trace = current->record();
+      } else {
+        // Unsampled: spans under it share its identity.
+        identity = current->trace;
+      }
+    }
     parent_span = current->span;
-    trace_id = current->trace_id;
-    root_span_id = current->root_span_id;
-    trace_flags = current->trace_flags;
-    unsampled_state = std::move(current->unsampled_trace_state);
   }
   if (!trace_id.valid()) {
     Count(core.counters.noop_spans);
@@ -363,17 +415,19 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   if (!record) {  // Unsampled: ids (and trace state) only.
     Count(core.counters.unsampled_spans);
     context.trace_flags = Unsampled(trace_flags);
-    if (unsampled_state != nullptr) {
+    if (unsampled_state != nullptr) {  // An explicit unsampled parent's.
       context.trace_state = *unsampled_state;
-    } else if (!context.trace_state.empty()) {  // Dropped under a record.
-      unsampled_state =
-          std::make_shared<const std::string>(context.trace_state);
-    }
+    } else if (identity != nullptr) {  // The current unsampled trace's.
+      context.trace_state = identity->unsampled_trace_state;
+    }  // Else dropped under a record: its state, copied above.
     ScopeCurrent current;
     if (options.make_current) {
+      if (identity == nullptr) {
+        identity = UnsampledIdentity(trace_id, root_span_id,
+                                     context.trace_flags, context.trace_state);
+      }
       absl::StatusOr<Token> token = CurrentKey().Set(
-          ctx, CurrentScope{nullptr, context.span_id, trace_id, root_span_id,
-                            context.trace_flags, std::move(unsampled_state)});
+          ctx, CurrentScope{std::move(identity), context.span_id});
       if (!token.ok()) {
         Count(core.counters.spans_on_stale_context);
         return SpanScope::Inert();
@@ -411,9 +465,8 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   d.end_time = absl::InfiniteFuture();
   d.started = StartSite(*loop, ctx, d.start_time);
   if (options.make_current) {
-    absl::StatusOr<Token> token = CurrentKey().Set(
-        ctx,
-        CurrentScope{trace, d.span_id, trace_id, root_span_id, trace_flags});
+    absl::StatusOr<Token> token =
+        CurrentKey().Set(ctx, CurrentScope{trace, d.span_id});
     if (!token.ok()) {  // The context is being destroyed.
       // This span never reached a processor; if the trace finished on
       // another thread meanwhile, its end was waiting for us [F5].
@@ -429,40 +482,41 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
 }
 
 absl::StatusOr<SpanParent> Tracer::CurrentParent(ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
-  if (!current->trace_id.valid()) return SpanParent();
-  return SpanParent(std::move(current->trace), current->span, current->trace_id,
-                    current->root_span_id, current->trace_flags,
-                    std::move(current->unsampled_trace_state));
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
+  if (current->trace == nullptr) return SpanParent();
+  const trace_internal::TraceIdentity& id = *current->trace;
+  const std::string& state = current->trace_state();
+  return SpanParent(current->record(), current->span, id.trace_id,
+                    id.root_span_id, id.trace_flags,
+                    id.recorded || state.empty()
+                        ? nullptr
+                        : std::make_shared<const std::string>(state));
 }
 
 absl::StatusOr<TraceId> Tracer::CurrentTraceId(ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
-  return current->trace_id;
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
+  return current->trace == nullptr ? TraceId() : current->trace->trace_id;
 }
 
 absl::StatusOr<SpanId> Tracer::CurrentSpanId(ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
   return current->span;
 }
 
 absl::StatusOr<SpanContext> Tracer::CurrentSpanContext(
     ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
   SpanContext c;
-  if (!current->trace_id.valid()) return c;
-  c.trace_id = current->trace_id;
-  c.span_id = current->span.valid() ? current->span : current->root_span_id;
-  c.trace_flags = current->trace_flags;
-  if (current->trace != nullptr) {
-    c.trace_state = current->trace->data.trace_state;
-  } else if (current->unsampled_trace_state != nullptr) {
-    c.trace_state = *current->unsampled_trace_state;
-  }
+  if (current->trace == nullptr) return c;
+  const trace_internal::TraceIdentity& id = *current->trace;
+  c.trace_id = id.trace_id;
+  c.span_id = current->span.valid() ? current->span : id.root_span_id;
+  c.trace_flags = id.trace_flags;
+  c.trace_state = current->trace_state();
   return c;
 }
 
