@@ -325,9 +325,21 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   return TraceScope(std::move(state), context, std::nullopt);
 }
 
+namespace {
+
+const SpanOptions& DefaultSpanOptions() {
+  static const SpanOptions* const defaults = new SpanOptions();
+  return *defaults;
+}
+
+}  // namespace
+
 absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
                                                 absl::string_view name,
-                                                SpanOptions options) {
+                                                SpanOptions* given) {
+  // Read from `options`; moved from only through `given` (never from the
+  // shared defaults).
+  const SpanOptions& options = given != nullptr ? *given : DefaultSpanOptions();
   if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
   trace_internal::TracerCore& core = *core_;
   if (!enabled_.load(std::memory_order_relaxed)) return SpanScope::Inert();
@@ -350,12 +362,13 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
       Count(core.counters.spans_on_stale_context);
       return SpanScope::Inert();
     }
-    trace = std::move(options.parent.trace_);
-    parent_span = options.parent.span_;
-    trace_id = options.parent.trace_id_;
-    root_span_id = options.parent.root_span_id_;
-    trace_flags = options.parent.trace_flags_;
-    unsampled_state = std::move(options.parent.trace_state_);
+    SpanParent& parent = given->parent;  // Valid: so given.
+    trace = std::move(parent.trace_);
+    parent_span = parent.span_;
+    trace_id = parent.trace_id_;
+    root_span_id = parent.root_span_id_;
+    trace_flags = parent.trace_flags_;
+    unsampled_state = std::move(parent.trace_state_);
   } else {
     // Read in place (no copy of the current value): valid until the Set
     // below.
@@ -454,12 +467,15 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   if (!core.scope.name.empty() || !core.scope.version.empty()) {
     d.scope = core.scope;
   }
-  d.name = std::string(name);
-  d.dropped_attributes_count = trace_internal::LimitAttributes(
-      options.attributes, core.limits, core.limits.attribute_count);
-  d.attributes = std::move(options.attributes);
+  d.name.assign(name.data(), name.size());
+  // Limits are checked only on what was given (none: nothing to check).
+  if (!options.attributes.empty()) {
+    d.dropped_attributes_count = trace_internal::LimitAttributes(
+        given->attributes, core.limits, core.limits.attribute_count);
+    d.attributes = std::move(given->attributes);
+  }
   if (!options.links.empty()) {
-    trace_internal::SetLinks(d, std::move(options.links), core.limits);
+    trace_internal::SetLinks(d, std::move(given->links), core.limits);
   }
   d.start_time = core.WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();

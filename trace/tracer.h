@@ -216,7 +216,7 @@ class Tracer {
         ABSL_PREDICT_TRUE(!ctx.is_null())) {
       return SpanScope::Inert();
     }
-    return StartSpanImpl(ctx, name, SpanOptions());
+    return StartSpanImpl(ctx, name, nullptr);
   }
   absl::StatusOr<SpanScope> StartSpan(ContextHandle ctx, absl::string_view name,
                                       SpanOptions options) {
@@ -224,7 +224,7 @@ class Tracer {
         ABSL_PREDICT_TRUE(!ctx.is_null())) {
       return SpanScope::Inert();
     }
-    return StartSpanImpl(ctx, name, std::move(options));
+    return StartSpanImpl(ctx, name, &options);
   }
 
   // The context's current span (or trace) as an explicit parent; invalid if
@@ -251,15 +251,14 @@ class Tracer {
   TracerStats stats() const;
 
  private:
-  // The out-of-line starts. `options` by value: the inline caller moves its
-  // own into them, so on the disabled path the caller's is provably empty
-  // and its destruction folds away.
+  // The out-of-line starts.
   absl::StatusOr<TraceScope> StartTraceImpl(ContextHandle ctx,
                                             absl::string_view workflow_name,
                                             TraceOptions options);
+  // `options`: null for the defaults; may be moved from.
   absl::StatusOr<SpanScope> StartSpanImpl(ContextHandle ctx,
                                           absl::string_view name,
-                                          SpanOptions options);
+                                          SpanOptions* options);
 
   // Read inline by every start (relaxed: a start racing `SetEnabled` may
   // see either value).
