@@ -46,11 +46,11 @@
 //
 // Cost: a scope is a value of 56 bytes (two owned pointers -- its state if
 // recording, rare extras -- the ids and two flags); moving it copies those.
-// A disabled tracer's scope (and any non-recording one that is not current)
-// is inert: `Finish()` without options and the destructor are inline tests,
-// with no call, allocation or shared write. A finish on the origin's loop
-// thread costs the processor calls plus a context-key reset; from another
-// thread it adds one `Post`.
+// A disabled tracer's scope (and a non-recording one that is neither current
+// nor carrying a trace state) is inert: `Finish(from)` without options and
+// the destructor are inline tests, with no call, allocation or shared write. A
+// finish on the origin's loop thread costs the processor calls plus a
+// context-key reset; from another thread it adds one `Post`.
 //
 // Non-recording scopes (disabled tracer, unsampled, or a start that could
 // not record: see tracer.h) accept every call and record nothing; an
