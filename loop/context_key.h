@@ -50,7 +50,9 @@
 // `Set` and shared, immutable, by child contexts. Errors, a key's first `Set`
 // on a context, out-of-order resets, closing contexts and tables shared with
 // a child take an out-of-line path; `Set`/`Reset` on a table shared with a
-// child copy the key table once (copy-on-write). Instructions per operation:
+// child copy the key table once (copy-on-write). `Peek` is `Get` without
+// the copy of the value (a pointer, valid until the context's next Set or
+// Reset). Instructions per operation:
 // `python3 tools/icount_guard.py --ops context_key_set_reset,context_key_get`.
 //
 // Key identity: each `ContextKey` gets an id from a process-wide 64-bit
@@ -161,6 +163,21 @@ class ContextKey {
     return GetSlow(ctx);
   }
 
+  // `Get` without the copy: the value on `ctx` (the default if none is
+  // set), or null where `Get` would return an error status. The pointer is
+  // valid until the next Set or Reset of any key on `ctx` (or the context's
+  // end); same thread rules as `Get`.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE const T* Peek(ContextHandle ctx) const {
+    if (loop_internal::LoopCore* core = loop_internal::FindOwnedCore(ctx)) {
+      const loop_internal::AnyValue* v;
+      if (ABSL_PREDICT_TRUE(core->FindValueFast(ctx, id_, &v))) {
+        if (v == nullptr) return &default_;
+        if (v->template Is<T>()) return &v->template AsUnchecked<T>();
+      }
+    }
+    return PeekSlow(ctx);
+  }
+
   // Undoes the `Set` that made `token` (loop thread). See the file comment.
   ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Reset(ContextHandle ctx,
                                                   const Token& token) const {
@@ -196,6 +213,14 @@ class ContextKey {
     const T* value = (*v)->template TryAs<T>();  // Type-checked, never UB.
     if (value == nullptr) return loop_internal::WrongValueTypeError(ctx, name_);
     return *value;
+  }
+
+  ABSL_ATTRIBUTE_NOINLINE const T* PeekSlow(ContextHandle ctx) const {
+    absl::StatusOr<const loop_internal::AnyValue*> v =
+        loop_internal::GetContextValue(ctx, id_, name_);
+    if (!v.ok()) return nullptr;
+    if (*v == nullptr) return &default_;
+    return (*v)->template TryAs<T>();
   }
 
   const uint64_t id_;

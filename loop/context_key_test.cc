@@ -404,6 +404,39 @@ TEST_F(ContextKeyTest, DestroyedContextAndNullHandle) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// `Peek` reads what `Get` returns without copying it, and is null exactly
+// where `Get` fails: a foreign thread, a freed context, a null handle.
+TEST_F(ContextKeyTest, PeekAgreesWithGet) {
+  const ContextKey<std::string> key("k", "dflt");
+  const ContextHandle ctx = NewCtx("c");
+  const std::string* p = key.Peek(ctx);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(*p, "dflt");
+  absl::StatusOr<Token> t = key.Set(ctx, std::string(100, 'x'));  // Boxed.
+  ASSERT_OK(t);
+  p = key.Peek(ctx);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(*p, std::string(100, 'x'));
+  const ContextKey<int> small("small", 7);
+  absl::StatusOr<Token> ts = small.Set(ctx, 8);  // Inline.
+  ASSERT_OK(ts);
+  ASSERT_NE(small.Peek(ctx), nullptr);
+  EXPECT_EQ(*small.Peek(ctx), 8);
+  std::thread([&] {
+    EXPECT_EQ(key.Peek(ctx), nullptr);
+    EXPECT_FALSE(key.Get(ctx).ok());
+  }).join();
+  ASSERT_OK(small.Reset(ctx, *ts));
+  EXPECT_EQ(*small.Peek(ctx), 7);
+  ASSERT_OK(key.Reset(ctx, *t));
+  EXPECT_EQ(*key.Peek(ctx), "dflt");
+  ASSERT_OK(loop_.DestroyContext(ctx));
+  ASSERT_OK(loop_.RunUntilIdle());
+  EXPECT_EQ(key.Peek(ctx), nullptr);
+  EXPECT_FALSE(key.Get(ctx).ok());
+  EXPECT_EQ(key.Peek(ContextHandle()), nullptr);
+}
+
 // [S15] A destroyed (closing) context refuses everything new at once, while
 // Get and Reset keep working for the tasks already queued to it and its
 // destroy hooks, until it is freed.

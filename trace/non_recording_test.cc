@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/trace/sampler.h"
@@ -75,6 +76,72 @@ TEST_F(NonRecordingTest, DisabledTracer) {
   }
   EXPECT_EQ(allocations - before, 0);
   EXPECT_TRUE(rec_->events().empty());
+}
+
+// A disabled tracer's scope is inert (an inline start, nothing allocated)
+// yet keeps every documented status: OK once, then kFailedPrecondition for a
+// second finish, setters after it and a moved-from scope; `on_finished` is
+// still called; a null context is still an error.
+TEST_F(NonRecordingTest, DisabledTracerScopeKeepsItsStatuses) {
+  Tracer tracer(WithRecorder());
+  tracer.SetEnabled(false);
+  EXPECT_EQ(tracer.StartSpan(ContextHandle(), "s").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tracer.StartTrace(ContextHandle(), "t").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Nothing allocated by the calls that succeed (error statuses carry a
+  // message, so they are checked apart).
+  const long before = allocations;
+  {
+    SpanScope span = *tracer.StartSpan(ctx_, "s");
+    EXPECT_FALSE(span.recording());
+    EXPECT_FALSE(span.trace_id().valid());
+    EXPECT_FALSE(span.span_id().valid());
+    EXPECT_TRUE(span.origin().is_null());
+    EXPECT_TRUE(span.SetStatus(StatusCode::kError, "e").ok());
+    EXPECT_TRUE(span.Finish(ctx_).ok());
+    TraceScope run = *tracer.StartTrace(ctx_, "run");
+    EXPECT_FALSE(run.recording());
+    EXPECT_TRUE(run.Finish(ctx_).ok());
+    SpanScope unfinished = *tracer.StartSpan(ctx_, "destroyed unfinished");
+  }
+  EXPECT_EQ(allocations - before, 0);
+  {
+    SpanScope span = *tracer.StartSpan(ctx_, "s");
+    EXPECT_FALSE(span.span_context().valid());
+    EXPECT_FALSE(span.AsParent().valid());
+    EXPECT_TRUE(span.Finish(ctx_).ok());
+    EXPECT_EQ(span.Finish(ctx_).code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(span.SetError("late").code(),
+              absl::StatusCode::kFailedPrecondition);
+
+    SpanScope moved_from = *tracer.StartSpan(ctx_, "s2");
+    SpanScope owner = std::move(moved_from);
+    EXPECT_EQ(moved_from.Finish().code(),  // NOLINT(bugprone-use-after-move)
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(owner.Finish().ok());
+
+    TraceScope run = *tracer.StartTrace(ctx_, "run");
+    EXPECT_TRUE(run.Finish(ctx_).ok());
+    EXPECT_EQ(run.Finish().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  int called = 0;
+  {
+    SpanScope span = *tracer.StartSpan(ctx_, "s");
+    FinishOptions options;
+    options.on_finished = [&called](const ExecutionSite&) { ++called; };
+    EXPECT_TRUE(span.Finish(ctx_, std::move(options)).ok());
+  }
+  EXPECT_EQ(called, 1);
+  // Turned on again: records.
+  tracer.SetEnabled(true);
+  {
+    TraceScope run = *tracer.StartTrace(ctx_, "run");
+    EXPECT_TRUE(run.recording());
+    SpanScope span = *tracer.StartSpan(ctx_, "s");
+    EXPECT_TRUE(span.recording());
+  }
+  EXPECT_FALSE(rec_->events().empty());
 }
 
 TEST_F(NonRecordingTest, NoTrace) {

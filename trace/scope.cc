@@ -417,65 +417,100 @@ std::shared_ptr<const std::string> SharedState(const std::string& state) {
 
 // --- TraceScope --------------------------------------------------------------
 
-TraceScope::TraceScope() = default;
-TraceScope::TraceScope(std::unique_ptr<TraceState> state, SpanContext context)
-    : state_(std::move(state)),
-      context_(std::move(context)),
-      finished_(false) {}
-TraceScope TraceScope::NonRecording() {
-  TraceScope s;
-  s.finished_ = false;
-  return s;
-}
-TraceScope TraceScope::NonRecording(SpanContext context, ScopeCurrent current) {
-  TraceScope s;
-  s.context_ = std::move(context);
-  s.current_ = std::move(current);
-  s.finished_ = false;
-  return s;
+namespace trace_internal {
+
+// The rare parts of a scope (see scope.h).
+struct ScopeExtra {
+  ScopeCurrent current;     // A non-recording scope made current.
+  std::string trace_state;  // May be empty.
+};
+
+}  // namespace trace_internal
+
+namespace {
+
+using trace_internal::ScopeExtra;
+
+// Null unless there is something rare to keep.
+ScopeExtra* MakeExtra(const std::string& trace_state, ScopeCurrent current) {
+  if (trace_state.empty() && !current.has_value()) return nullptr;
+  return new ScopeExtra{std::move(current), trace_state};
 }
 
-TraceScope::TraceScope(TraceScope&& other) noexcept
-    : state_(std::move(other.state_)),
-      context_(std::move(other.context_)),
-      current_(std::exchange(other.current_, std::nullopt)),
-      finished_(std::exchange(other.finished_, true)) {}
+// The current-token of `extra` (none if null), taken out of it.
+ScopeCurrent TakeCurrent(ScopeExtra* extra) {
+  if (extra == nullptr) return std::nullopt;
+  return std::exchange(extra->current, std::nullopt);
+}
+
+const std::string* TraceStateOf(const ScopeExtra* extra) {
+  if (extra == nullptr || extra->trace_state.empty()) return nullptr;
+  return &extra->trace_state;
+}
+
+}  // namespace
+
+TraceScope::TraceScope(std::unique_ptr<TraceState> state,
+                       const SpanContext& context, ScopeCurrent current)
+    : state_(state.release()),
+      extra_(MakeExtra(context.trace_state, std::move(current))),
+      trace_id_(context.trace_id),
+      root_span_id_(context.span_id),
+      trace_flags_(context.trace_flags),
+      finished_(false) {}
+
+void TraceScope::Destroy() {
+  if (!finished_) (void)Finish();  // [F4]
+  delete state_;                   // Null: Finish took it.
+  state_ = nullptr;
+  delete extra_;
+  extra_ = nullptr;
+}
 
 TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
   if (this != &other) {
-    if (!finished_) (void)Finish();  // [F4]
-    state_ = std::move(other.state_);
-    context_ = std::move(other.context_);
-    current_ = std::exchange(other.current_, std::nullopt);
+    Destroy();  // [F4]
+    state_ = std::exchange(other.state_, nullptr);
+    extra_ = std::exchange(other.extra_, nullptr);
+    trace_id_ = other.trace_id_;
+    root_span_id_ = other.root_span_id_;
+    trace_flags_ = other.trace_flags_;
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
 }
 
-TraceScope::~TraceScope() {
-  if (!finished_) (void)Finish();  // [F4]
+SpanContext TraceScope::span_context() const {
+  SpanContext c;
+  c.trace_id = trace_id_;
+  c.span_id = root_span_id_;
+  c.trace_flags = trace_flags_;
+  if (const std::string* ts = TraceStateOf(extra_)) c.trace_state = *ts;
+  return c;
 }
 
-absl::Status TraceScope::Finish(ContextHandle from, FinishOptions options) {
+absl::Status TraceScope::FinishSlow(ContextHandle from,
+                                    FinishOptions& options) {
   if (finished_) return trace_internal::AlreadyFinished("TraceScope::Finish");
   finished_ = true;
   if (state_ == nullptr) {  // Non-recording.
-    if (current_.has_value() || options.on_finished) {
-      FinishNonRecording(std::exchange(current_, std::nullopt), from,
-                         std::move(options));
+    ScopeCurrent current = TakeCurrent(extra_);
+    if (current.has_value() || options.on_finished) {
+      FinishNonRecording(std::move(current), from, std::move(options));
     }
     return absl::OkStatus();
   }
+  std::unique_ptr<TraceState> state(std::exchange(state_, nullptr));
   const int64_t now = trace_internal::MonotonicNs();
-  state_->end_mono_ns = now;
-  const absl::Time end = state_->record->tracer->WallTime(now);
-  const ExecutionSite& started = state_->record->data.started;
-  state_->finish_called =
-      from == state_->origin
+  state->end_mono_ns = now;
+  const absl::Time end = state->record->tracer->WallTime(now);
+  const ExecutionSite& started = state->record->data.started;
+  state->finish_called =
+      from == state->origin
           ? ExecutionSite{from, trace_internal::ThisThreadId(), end,
                           started.context_name}
           : trace_internal::SiteHere(from, end);
-  trace_internal::FinishState(std::move(state_), std::move(options), now);
+  trace_internal::FinishState(std::move(state), std::move(options), now);
   return absl::OkStatus();
 }
 
@@ -515,89 +550,97 @@ absl::Status TraceScope::SetError(absl::string_view message) {
   return SetStatus(StatusCode::kError, message);
 }
 
-bool TraceScope::recording() const { return state_ != nullptr; }
 ContextHandle TraceScope::origin() const {
   if (state_ != nullptr) return state_->origin;
-  return current_.has_value() ? current_->context() : ContextHandle();
+  if (extra_ != nullptr && extra_->current.has_value()) {
+    return extra_->current->context();
+  }
+  return ContextHandle();
 }
 SpanParent TraceScope::AsParent() const {
   // No trace, or a finished recorded one (spans can no longer join it).
-  if (!context_.trace_id.valid()) return SpanParent();
-  if (state_ == nullptr && context_.sampled()) return SpanParent();
+  if (!trace_id_.valid()) return SpanParent();
+  const bool sampled = (trace_flags_ & kTraceFlagSampled) != 0;
+  if (state_ == nullptr && sampled) return SpanParent();
   if (state_ != nullptr) {
-    return SpanParent(state_->record, SpanId(), context_.trace_id,
-                      context_.span_id, context_.trace_flags, nullptr);
+    return SpanParent(state_->record, SpanId(), trace_id_, root_span_id_,
+                      trace_flags_, nullptr);
   }
-  return SpanParent(nullptr, SpanId(), context_.trace_id, context_.span_id,
-                    context_.trace_flags, SharedState(context_.trace_state));
+  const std::string* ts = TraceStateOf(extra_);
+  return SpanParent(nullptr, SpanId(), trace_id_, root_span_id_, trace_flags_,
+                    ts == nullptr ? nullptr : SharedState(*ts));
 }
 
 // --- SpanScope ---------------------------------------------------------------
 
-SpanScope::SpanScope() = default;
-SpanScope::SpanScope(std::unique_ptr<SpanState> state, SpanContext context)
-    : state_(std::move(state)),
-      context_(std::move(context)),
-      finished_(false) {}
-SpanScope SpanScope::NonRecording() {
-  SpanScope s;
-  s.finished_ = false;
-  return s;
-}
-SpanScope SpanScope::NonRecording(SpanContext context, ScopeCurrent current,
-                                  SpanId root_span_id) {
-  SpanScope s;
-  s.context_ = std::move(context);
-  s.current_ = std::move(current);
-  s.root_span_id_ = root_span_id;
-  s.finished_ = false;
-  return s;
-}
+// What scope.h says a scope costs to move.
+static_assert(sizeof(SpanScope) <= 56 && sizeof(TraceScope) <= 56,
+              "scope.h: a scope is a value of at most 56 bytes");
 
-SpanScope::SpanScope(SpanScope&& other) noexcept
-    : state_(std::move(other.state_)),
-      context_(std::move(other.context_)),
-      current_(std::exchange(other.current_, std::nullopt)),
-      root_span_id_(other.root_span_id_),
-      finished_(std::exchange(other.finished_, true)) {}
+SpanScope::SpanScope(std::unique_ptr<SpanState> state,
+                     const SpanContext& context, ScopeCurrent current,
+                     SpanId root_span_id)
+    : state_(state.release()),
+      extra_(MakeExtra(context.trace_state, std::move(current))),
+      trace_id_(context.trace_id),
+      span_id_(context.span_id),
+      root_span_id_(root_span_id),
+      trace_flags_(context.trace_flags),
+      finished_(false) {}
+
+void SpanScope::Destroy() {
+  if (!finished_) (void)Finish();  // [F4]
+  delete state_;                   // Null: Finish took it.
+  state_ = nullptr;
+  delete extra_;
+  extra_ = nullptr;
+}
 
 SpanScope& SpanScope::operator=(SpanScope&& other) noexcept {
   if (this != &other) {
-    if (!finished_) (void)Finish();  // [F4]
-    state_ = std::move(other.state_);
-    context_ = std::move(other.context_);
-    current_ = std::exchange(other.current_, std::nullopt);
+    Destroy();  // [F4]
+    state_ = std::exchange(other.state_, nullptr);
+    extra_ = std::exchange(other.extra_, nullptr);
+    trace_id_ = other.trace_id_;
+    span_id_ = other.span_id_;
     root_span_id_ = other.root_span_id_;
+    trace_flags_ = other.trace_flags_;
     finished_ = std::exchange(other.finished_, true);
   }
   return *this;
 }
 
-SpanScope::~SpanScope() {
-  if (!finished_) (void)Finish();  // [F4]
+SpanContext SpanScope::span_context() const {
+  SpanContext c;
+  c.trace_id = trace_id_;
+  c.span_id = span_id_;
+  c.trace_flags = trace_flags_;
+  if (const std::string* ts = TraceStateOf(extra_)) c.trace_state = *ts;
+  return c;
 }
 
-absl::Status SpanScope::Finish(ContextHandle from, FinishOptions options) {
+absl::Status SpanScope::FinishSlow(ContextHandle from, FinishOptions& options) {
   if (finished_) return trace_internal::AlreadyFinished("SpanScope::Finish");
   finished_ = true;
   if (state_ == nullptr) {  // Non-recording.
-    if (current_.has_value() || options.on_finished) {
-      FinishNonRecording(std::exchange(current_, std::nullopt), from,
-                         std::move(options));
+    ScopeCurrent current = TakeCurrent(extra_);
+    if (current.has_value() || options.on_finished) {
+      FinishNonRecording(std::move(current), from, std::move(options));
     }
     return absl::OkStatus();
   }
+  std::unique_ptr<SpanState> state(std::exchange(state_, nullptr));
   const int64_t now = trace_internal::MonotonicNs();
-  SpanData& d = state_->data;
-  const trace_internal::TracerCore& tracer = *state_->trace->tracer;
+  SpanData& d = state->data;
+  const trace_internal::TracerCore& tracer = *state->trace->tracer;
   d.end_time = tracer.WallTime(now);
   d.duration =
-      absl::Nanoseconds(std::max<int64_t>(0, now - state_->start_mono_ns));
-  d.finish_called = from == state_->origin
+      absl::Nanoseconds(std::max<int64_t>(0, now - state->start_mono_ns));
+  d.finish_called = from == state->origin
                         ? ExecutionSite{from, trace_internal::ThisThreadId(),
                                         d.end_time, d.started.context_name}
                         : trace_internal::SiteHere(from, d.end_time);
-  trace_internal::FinishState(std::move(state_), std::move(options), now);
+  trace_internal::FinishState(std::move(state), std::move(options), now);
   return absl::OkStatus();
 }
 
@@ -640,22 +683,26 @@ absl::Status SpanScope::SetError(absl::string_view message,
   return absl::OkStatus();
 }
 
-bool SpanScope::recording() const { return state_ != nullptr; }
 ContextHandle SpanScope::origin() const {
   if (state_ != nullptr) return state_->origin;
-  return current_.has_value() ? current_->context() : ContextHandle();
+  if (extra_ != nullptr && extra_->current.has_value()) {
+    return extra_->current->context();
+  }
+  return ContextHandle();
 }
 SpanParent SpanScope::AsParent() const {
   // No trace, or a finished recorded span.
-  if (!context_.trace_id.valid()) return SpanParent();
-  if (state_ == nullptr && context_.sampled()) return SpanParent();
+  if (!trace_id_.valid()) return SpanParent();
+  const bool sampled = (trace_flags_ & kTraceFlagSampled) != 0;
+  if (state_ == nullptr && sampled) return SpanParent();
   if (state_ != nullptr) {
-    return SpanParent(state_->trace, context_.span_id, context_.trace_id,
-                      state_->data.root_span_id, context_.trace_flags, nullptr);
+    return SpanParent(state_->trace, span_id_, trace_id_, root_span_id_,
+                      trace_flags_, nullptr);
   }
   // Unsampled: ids only; spans under it are unsampled too.
-  return SpanParent(nullptr, context_.span_id, context_.trace_id, root_span_id_,
-                    context_.trace_flags, SharedState(context_.trace_state));
+  const std::string* ts = TraceStateOf(extra_);
+  return SpanParent(nullptr, span_id_, trace_id_, root_span_id_, trace_flags_,
+                    ts == nullptr ? nullptr : SharedState(*ts));
 }
 
 }  // namespace ctxloop

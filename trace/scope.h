@@ -44,10 +44,13 @@
 // calling `Finish(b_ctx)` (reset_current defaults to true): the reset is posted
 // to A and runs on loop 1's thread; no "token created in a different context".
 //
-// Cost: a scope is a value of about 140 bytes (a pointer to its state, its
-// span context, a token for an unsampled current scope); moving it copies
-// those. A finish on the origin's loop thread costs the processor calls plus
-// a context-key reset; from another thread it adds one `Post`.
+// Cost: a scope is a value of 56 bytes (two owned pointers -- its state if
+// recording, rare extras -- the ids and two flags); moving it copies those.
+// A disabled tracer's scope (and a non-recording one that is neither current
+// nor carrying a trace state) is inert: `Finish(from)` without options and
+// the destructor are inline tests, with no call, allocation or shared write. A
+// finish on the origin's loop thread costs the processor calls plus a
+// context-key reset; from another thread it adds one `Post`.
 //
 // Non-recording scopes (disabled tracer, unsampled, or a start that could
 // not record: see tracer.h) accept every call and record nothing; an
@@ -60,12 +63,15 @@
 #ifndef CTXLOOP_TRACE_SCOPE_H_
 #define CTXLOOP_TRACE_SCOPE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
+#include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "ctxloop/loop/context_handle.h"
@@ -80,6 +86,7 @@ namespace trace_internal {
 struct TraceRecord;
 struct TraceState;
 struct SpanState;
+struct ScopeExtra;
 }  // namespace trace_internal
 
 struct FinishOptions {
@@ -130,14 +137,33 @@ using ScopeCurrent = std::optional<Token>;
 
 class TraceScope {
  public:
-  TraceScope();  // Finished (inert).
-  TraceScope(TraceScope&&) noexcept;
+  TraceScope() = default;  // Finished (inert).
+  TraceScope(TraceScope&& other) noexcept
+      : state_(std::exchange(other.state_, nullptr)),
+        extra_(std::exchange(other.extra_, nullptr)),
+        trace_id_(other.trace_id_),
+        root_span_id_(other.root_span_id_),
+        trace_flags_(other.trace_flags_),
+        finished_(std::exchange(other.finished_, true)) {}
   TraceScope& operator=(TraceScope&&) noexcept;  // Finishes the old one [F4].
-  ~TraceScope();                                 // [F4]
+  ~TraceScope() {                                // [F4]
+    if (ABSL_PREDICT_FALSE(!Plain())) Destroy();
+  }
 
-  // Finishes the trace; see the file comment. `from` is the caller's
-  // context, if it has one.
-  absl::Status Finish(ContextHandle from, FinishOptions options = {});
+  // Finishes it; see the file comment. `from` is the caller's context, if
+  // it has one.
+  absl::Status Finish(ContextHandle from) {
+    // A non-recording scope that is not current: nothing to undo.
+    if (ABSL_PREDICT_TRUE(Plain() && !finished_)) {
+      finished_ = true;
+      return absl::OkStatus();
+    }
+    FinishOptions options;
+    return FinishSlow(from, options);
+  }
+  absl::Status Finish(ContextHandle from, FinishOptions options) {
+    return FinishSlow(from, options);
+  }
   absl::Status Finish() { return Finish(ContextHandle()); }
 
   // Before `Finish`, on the owning thread: data of the trace's root span
@@ -151,37 +177,77 @@ class TraceScope {
   absl::Status SetError(absl::string_view message);  // kError + message.
 
   // False once finished, moved from, or for a non-recording scope.
-  bool recording() const;
+  bool recording() const { return state_ != nullptr; }
   // Still valid after `Finish` (invalid for a disabled tracer's scope).
-  TraceId trace_id() const { return context_.trace_id; }
+  TraceId trace_id() const { return trace_id_; }
   // For injection (propagation.h): trace id, the trace's root span id, trace
   // flags (sampled clear if unsampled) and trace state. Valid after `Finish`.
-  const SpanContext& span_context() const { return context_; }
+  SpanContext span_context() const;
   ContextHandle origin() const;
   // The trace as a parent for spans, e.g. on another context.
   SpanParent AsParent() const;
 
  private:
   friend class Tracer;
+  // Recording (`state` non-null) or non-recording with ids; started.
   TraceScope(std::unique_ptr<trace_internal::TraceState> state,
-             SpanContext context);
-  // Non-recording, started (setters and Finish succeed).
-  static TraceScope NonRecording();
-  static TraceScope NonRecording(SpanContext context, ScopeCurrent current);
-  std::unique_ptr<trace_internal::TraceState> state_;
-  SpanContext context_;
-  ScopeCurrent current_;  // Non-recording scopes only.
+             const SpanContext& context, ScopeCurrent current);
+  // A disabled tracer's scope: no ids, started (setters and Finish succeed).
+  static TraceScope Inert() {
+    TraceScope s;
+    s.finished_ = false;
+    return s;
+  }
+  // Neither recording nor holding anything to undo or free: finishing or
+  // destroying it touches nothing else.
+  bool Plain() const {
+    return (reinterpret_cast<uintptr_t>(state_) |
+            reinterpret_cast<uintptr_t>(extra_)) == 0;
+  }
+  absl::Status FinishSlow(ContextHandle from, FinishOptions& options);
+  void Destroy();
+
+  // Owned (raw pointers, so that an inert scope's destructor is one inline
+  // test). `extra_`: a non-recording scope made current (its token), or a
+  // non-empty trace state; rare.
+  trace_internal::TraceState* state_ = nullptr;  // Recording scopes.
+  trace_internal::ScopeExtra* extra_ = nullptr;
+  TraceId trace_id_;
+  SpanId root_span_id_;
+  uint8_t trace_flags_ = 0;
   bool finished_ = true;  // Until started; again once finished or moved.
 };
 
 class SpanScope {
  public:
-  SpanScope();  // Finished (inert).
-  SpanScope(SpanScope&&) noexcept;
+  SpanScope() = default;  // Finished (inert).
+  SpanScope(SpanScope&& other) noexcept
+      : state_(std::exchange(other.state_, nullptr)),
+        extra_(std::exchange(other.extra_, nullptr)),
+        trace_id_(other.trace_id_),
+        span_id_(other.span_id_),
+        root_span_id_(other.root_span_id_),
+        trace_flags_(other.trace_flags_),
+        finished_(std::exchange(other.finished_, true)) {}
   SpanScope& operator=(SpanScope&&) noexcept;  // Finishes the old one [F4].
-  ~SpanScope();                                // [F4]
+  ~SpanScope() {                               // [F4]
+    if (ABSL_PREDICT_FALSE(!Plain())) Destroy();
+  }
 
-  absl::Status Finish(ContextHandle from, FinishOptions options = {});
+  // Finishes it; see the file comment. `from` is the caller's context, if
+  // it has one.
+  absl::Status Finish(ContextHandle from) {
+    // A non-recording scope that is not current: nothing to undo.
+    if (ABSL_PREDICT_TRUE(Plain() && !finished_)) {
+      finished_ = true;
+      return absl::OkStatus();
+    }
+    FinishOptions options;
+    return FinishSlow(from, options);
+  }
+  absl::Status Finish(ContextHandle from, FinishOptions options) {
+    return FinishSlow(from, options);
+  }
   absl::Status Finish() { return Finish(ContextHandle()); }
 
   // Before `Finish`, on the owning thread: attach data (subject to the
@@ -197,27 +263,46 @@ class SpanScope {
   absl::Status SetError(absl::string_view message, absl::string_view data = {});
 
   // False once finished, moved from, or for a non-recording span.
-  bool recording() const;
+  bool recording() const { return state_ != nullptr; }
   // Still valid after `Finish` (invalid for a no-op span; valid, with the
   // sampled flag clear, for an unsampled one).
-  TraceId trace_id() const { return context_.trace_id; }
-  SpanId span_id() const { return context_.span_id; }
+  TraceId trace_id() const { return trace_id_; }
+  SpanId span_id() const { return span_id_; }
   // For injection (propagation.h). Valid after `Finish`.
-  const SpanContext& span_context() const { return context_; }
+  SpanContext span_context() const;
   ContextHandle origin() const;
   SpanParent AsParent() const;
 
  private:
   friend class Tracer;
+  // Recording (`state` non-null) or non-recording with ids; started.
   SpanScope(std::unique_ptr<trace_internal::SpanState> state,
-            SpanContext context);
-  static SpanScope NonRecording();
-  static SpanScope NonRecording(SpanContext context, ScopeCurrent current,
-                                SpanId root_span_id);
-  std::unique_ptr<trace_internal::SpanState> state_;
-  SpanContext context_;
-  ScopeCurrent current_;  // Non-recording scopes only.
-  SpanId root_span_id_;   // Non-recording scopes only, for `AsParent`.
+            const SpanContext& context, ScopeCurrent current,
+            SpanId root_span_id);
+  // A disabled tracer's (or a no-op) span: no ids, started.
+  static SpanScope Inert() {
+    SpanScope s;
+    s.finished_ = false;
+    return s;
+  }
+  // Neither recording nor holding anything to undo or free: finishing or
+  // destroying it touches nothing else.
+  bool Plain() const {
+    return (reinterpret_cast<uintptr_t>(state_) |
+            reinterpret_cast<uintptr_t>(extra_)) == 0;
+  }
+  absl::Status FinishSlow(ContextHandle from, FinishOptions& options);
+  void Destroy();
+
+  // Owned (raw pointers, so that an inert scope's destructor is one inline
+  // test). `extra_`: a non-recording scope made current (its token), or a
+  // non-empty trace state; rare.
+  trace_internal::SpanState* state_ = nullptr;  // Recording scopes.
+  trace_internal::ScopeExtra* extra_ = nullptr;
+  TraceId trace_id_;
+  SpanId span_id_;
+  SpanId root_span_id_;  // For `AsParent`.
+  uint8_t trace_flags_ = 0;
   bool finished_ = true;  // Until started; again once finished or moved.
 };
 

@@ -25,15 +25,26 @@ int64_t ThisThreadId() {
   return tid;
 }
 
-const ContextKey<CurrentScope>& CurrentKey() {
-  static const auto* key =
+std::atomic<const ContextKey<CurrentScope>*> current_key{nullptr};
+
+const ContextKey<CurrentScope>& MakeCurrentKey() {
+  static const auto* const key =
       new ContextKey<CurrentScope>("ctxloop.current_trace");
+  current_key.store(key, std::memory_order_release);
   return *key;
+}
+
+const std::string& CurrentScope::trace_state() const {
+  static const std::string* const kEmpty = new std::string();
+  if (trace == nullptr) return *kEmpty;
+  if (trace->recorded) {
+    return static_cast<const TraceRecord&>(*trace).data.trace_state;
+  }
+  return trace->unsampled_trace_state;
 }
 
 TracerCore::TracerCore(Tracer::Options options)
     : processors(std::move(options.processors), std::move(options.on_error)),
-      enabled(options.enabled),
       scope(std::move(options.scope)),
       limits(options.limits),
       default_sampler(options.sampler == nullptr),
@@ -161,12 +172,28 @@ using trace_internal::TraceState;
 
 namespace {
 
-// `ctx`'s name, on its loop (`core`).
+// The name of the context this thread last started a trace or span on. A
+// handle names one context forever (generations are never reused) and a
+// context's name never changes, so the name found once stays right.
+struct LastContextName {
+  ContextHandle ctx;
+  std::string name;
+};
+
+// `ctx`'s name, on its loop (`core`), on `ctx`'s loop thread.
 ExecutionSite StartSite(loop_internal::LoopCore& core, ContextHandle ctx,
                         absl::Time time) {
-  absl::StatusOr<std::string> name = core.ContextName(ctx);
-  return ExecutionSite{ctx, trace_internal::ThisThreadId(), time,
-                       name.ok() ? *std::move(name) : std::string()};
+  thread_local LastContextName last;
+  if (ABSL_PREDICT_FALSE(!loop_internal::SameHandle(last.ctx, ctx))) {
+    absl::StatusOr<std::string> name = core.ContextName(ctx);
+    if (!name.ok()) {
+      return ExecutionSite{ctx, trace_internal::ThisThreadId(), time,
+                           std::string()};
+    }
+    last.ctx = ctx;
+    last.name = *std::move(name);
+  }
+  return ExecutionSite{ctx, trace_internal::ThisThreadId(), time, last.name};
 }
 
 void Count(std::atomic<uint64_t>& counter) {
@@ -177,31 +204,41 @@ uint8_t Unsampled(uint8_t flags) {
   return static_cast<uint8_t>(flags & ~kTraceFlagSampled);
 }
 
+// What an unsampled trace (or span) made current keeps on its context.
+std::shared_ptr<const trace_internal::TraceIdentity> UnsampledIdentity(
+    TraceId trace_id, SpanId root_span_id, uint8_t trace_flags,
+    const std::string& trace_state) {
+  auto id = std::make_shared<trace_internal::TraceIdentity>();
+  id->trace_id = trace_id;
+  id->root_span_id = root_span_id;
+  id->trace_flags = trace_flags;
+  id->unsampled_trace_state = trace_state;
+  return id;
+}
+
 }  // namespace
 
 Tracer::Tracer(Options options)
-    : core_(std::make_shared<trace_internal::TracerCore>(std::move(options))) {}
+    : enabled_(options.enabled),
+      core_(std::make_shared<trace_internal::TracerCore>(std::move(options))) {}
 
 Tracer::~Tracer() { (void)Shutdown(); }
 
-absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
-                                              absl::string_view workflow_name,
-                                              TraceOptions options) {
+absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
+    ContextHandle ctx, absl::string_view workflow_name, TraceOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
   trace_internal::TracerCore& core = *core_;
-  if (!core.enabled.load(std::memory_order_relaxed)) {
-    return TraceScope::NonRecording();
-  }
+  if (!enabled_.load(std::memory_order_relaxed)) return TraceScope::Inert();
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.traces_off_loop_thread);
-    return TraceScope::NonRecording();
+    return TraceScope::Inert();
   }
   // A destroyed (closing) context refuses new traces at once [S15]; with
   // make_current the Set below refuses them too.
   if (!options.make_current && !loop->IsOpen(ctx)) {
     Count(core.counters.traces_on_stale_context);
-    return TraceScope::NonRecording();
+    return TraceScope::Inert();
   }
   // Ids, and the remote parent this trace continues, if any.
   const SpanContext& remote = options.remote_parent;
@@ -230,23 +267,25 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
     ScopeCurrent current;
     if (options.make_current) {
       absl::StatusOr<Token> token = CurrentKey().Set(
-          ctx, CurrentScope{nullptr, SpanId(), context.trace_id,
-                            context.span_id, context.trace_flags,
-                            context.trace_state.empty()
-                                ? nullptr
-                                : std::make_shared<const std::string>(
-                                      context.trace_state)});
+          ctx, CurrentScope{
+                   UnsampledIdentity(context.trace_id, context.span_id,
+                                     context.trace_flags, context.trace_state),
+                   SpanId()});
       if (!token.ok()) {
         Count(core.counters.traces_on_stale_context);
-        return TraceScope::NonRecording();
+        return TraceScope::Inert();
       }
       current = *token;
     }
-    return TraceScope::NonRecording(std::move(context), std::move(current));
+    return TraceScope(nullptr, context, std::move(current));
   }
   context.trace_flags = static_cast<uint8_t>(inherited | kTraceFlagSampled);
 
   auto record = std::make_shared<TraceRecord>();
+  record->trace_id = context.trace_id;
+  record->root_span_id = context.span_id;
+  record->trace_flags = context.trace_flags;
+  record->recorded = true;
   record->tracer = core_;
   record->origin = ctx;
   record->start_mono_ns = MonotonicNs();
@@ -273,32 +312,41 @@ absl::StatusOr<TraceScope> Tracer::StartTrace(ContextHandle ctx,
   std::unique_ptr<TraceState> state(new TraceState);
   state->origin = ctx;
   if (options.make_current) {
-    absl::StatusOr<Token> token = CurrentKey().Set(
-        ctx, CurrentScope{record, SpanId(), context.trace_id, context.span_id,
-                          context.trace_flags});
+    absl::StatusOr<Token> token =
+        CurrentKey().Set(ctx, CurrentScope{record, SpanId()});
     if (!token.ok()) {  // Context destroyed.
       Count(core.counters.traces_on_stale_context);
-      return TraceScope::NonRecording();
+      return TraceScope::Inert();
     }
     state->token = *token;
   }
   core.processors.OnTraceStart(d);
   state->record = std::move(record);
-  return TraceScope(std::move(state), std::move(context));
+  return TraceScope(std::move(state), context, std::nullopt);
 }
 
-absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
-                                            absl::string_view name,
-                                            SpanOptions options) {
+namespace {
+
+const SpanOptions& DefaultSpanOptions() {
+  static const SpanOptions* const defaults = new SpanOptions();
+  return *defaults;
+}
+
+}  // namespace
+
+absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
+                                                absl::string_view name,
+                                                SpanOptions* given) {
+  // Read from `options`; moved from only through `given` (never from the
+  // shared defaults).
+  const SpanOptions& options = given != nullptr ? *given : DefaultSpanOptions();
   if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
   trace_internal::TracerCore& core = *core_;
-  if (!core.enabled.load(std::memory_order_relaxed)) {
-    return SpanScope::NonRecording();
-  }
+  if (!enabled_.load(std::memory_order_relaxed)) return SpanScope::Inert();
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.spans_off_loop_thread);
-    return SpanScope::NonRecording();
+    return SpanScope::Inert();
   }
   // The parent: explicit, else the context's current span or trace.
   std::shared_ptr<TraceRecord> trace;
@@ -307,33 +355,45 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   SpanId root_span_id;
   uint8_t trace_flags = 0;
   std::shared_ptr<const std::string> unsampled_state;  // Null if empty.
+  // The current unsampled trace's identity, when the parent is current.
+  std::shared_ptr<const trace_internal::TraceIdentity> identity;
   if (options.parent.valid()) {
     if (!options.make_current && !loop->IsOpen(ctx)) {
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
-    trace = std::move(options.parent.trace_);
-    parent_span = options.parent.span_;
-    trace_id = options.parent.trace_id_;
-    root_span_id = options.parent.root_span_id_;
-    trace_flags = options.parent.trace_flags_;
-    unsampled_state = std::move(options.parent.trace_state_);
+    SpanParent& parent = given->parent;  // Valid: so given.
+    trace = std::move(parent.trace_);
+    parent_span = parent.span_;
+    trace_id = parent.trace_id_;
+    root_span_id = parent.root_span_id_;
+    trace_flags = parent.trace_flags_;
+    unsampled_state = std::move(parent.trace_state_);
   } else {
-    absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-    if (!current.ok()) {
+    // Read in place (no copy of the current value): valid until the Set
+    // below.
+    const CurrentScope* current = CurrentKey().Peek(ctx);
+    if (current == nullptr) {
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
-    trace = std::move(current->trace);
+    if (current->trace != nullptr) {
+      const trace_internal::TraceIdentity& id = *current->trace;
+      trace_id = id.trace_id;
+      root_span_id = id.root_span_id;
+      trace_flags = id.trace_flags;
+      if (id.recorded) {
+        trace = current->record();
+      } else {
+        // Unsampled: spans under it share its identity.
+        identity = current->trace;
+      }
+    }
     parent_span = current->span;
-    trace_id = current->trace_id;
-    root_span_id = current->root_span_id;
-    trace_flags = current->trace_flags;
-    unsampled_state = std::move(current->unsampled_trace_state);
   }
   if (!trace_id.valid()) {
     Count(core.counters.noop_spans);
-    return SpanScope::NonRecording();
+    return SpanScope::Inert();
   }
 
   SpanContext context;
@@ -343,7 +403,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   if (record) {
     if (!trace->AddSpan()) {
       Count(core.counters.rejected_spans);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
     // Copies cost on the hot path even when empty: only if set.
     if (!trace->data.trace_state.empty()) {
@@ -368,25 +428,26 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   if (!record) {  // Unsampled: ids (and trace state) only.
     Count(core.counters.unsampled_spans);
     context.trace_flags = Unsampled(trace_flags);
-    if (unsampled_state != nullptr) {
+    if (unsampled_state != nullptr) {  // An explicit unsampled parent's.
       context.trace_state = *unsampled_state;
-    } else if (!context.trace_state.empty()) {  // Dropped under a record.
-      unsampled_state =
-          std::make_shared<const std::string>(context.trace_state);
-    }
+    } else if (identity != nullptr) {  // The current unsampled trace's.
+      context.trace_state = identity->unsampled_trace_state;
+    }  // Else dropped under a record: its state, copied above.
     ScopeCurrent current;
     if (options.make_current) {
+      if (identity == nullptr) {
+        identity = UnsampledIdentity(trace_id, root_span_id,
+                                     context.trace_flags, context.trace_state);
+      }
       absl::StatusOr<Token> token = CurrentKey().Set(
-          ctx, CurrentScope{nullptr, context.span_id, trace_id, root_span_id,
-                            context.trace_flags, std::move(unsampled_state)});
+          ctx, CurrentScope{std::move(identity), context.span_id});
       if (!token.ok()) {
         Count(core.counters.spans_on_stale_context);
-        return SpanScope::NonRecording();
+        return SpanScope::Inert();
       }
       current = *token;
     }
-    return SpanScope::NonRecording(std::move(context), std::move(current),
-                                   root_span_id);
+    return SpanScope(nullptr, context, std::move(current), root_span_id);
   }
   context.trace_flags = trace_flags;
 
@@ -406,77 +467,80 @@ absl::StatusOr<SpanScope> Tracer::StartSpan(ContextHandle ctx,
   if (!core.scope.name.empty() || !core.scope.version.empty()) {
     d.scope = core.scope;
   }
-  d.name = std::string(name);
-  d.dropped_attributes_count = trace_internal::LimitAttributes(
-      options.attributes, core.limits, core.limits.attribute_count);
-  d.attributes = std::move(options.attributes);
+  d.name.assign(name.data(), name.size());
+  // Limits are checked only on what was given (none: nothing to check).
+  if (!options.attributes.empty()) {
+    d.dropped_attributes_count = trace_internal::LimitAttributes(
+        given->attributes, core.limits, core.limits.attribute_count);
+    d.attributes = std::move(given->attributes);
+  }
   if (!options.links.empty()) {
-    trace_internal::SetLinks(d, std::move(options.links), core.limits);
+    trace_internal::SetLinks(d, std::move(given->links), core.limits);
   }
   d.start_time = core.WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
   d.started = StartSite(*loop, ctx, d.start_time);
   if (options.make_current) {
-    absl::StatusOr<Token> token = CurrentKey().Set(
-        ctx,
-        CurrentScope{trace, d.span_id, trace_id, root_span_id, trace_flags});
+    absl::StatusOr<Token> token =
+        CurrentKey().Set(ctx, CurrentScope{trace, d.span_id});
     if (!token.ok()) {  // The context is being destroyed.
       // This span never reached a processor; if the trace finished on
       // another thread meanwhile, its end was waiting for us [F5].
       if (trace->RemoveSpan()) trace_internal::EndTraceAfterLastSpan(trace);
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::NonRecording();
+      return SpanScope::Inert();
     }
     state->token = *token;
   }
   core.processors.OnSpanStart(d);
   state->trace = std::move(trace);
-  return SpanScope(std::move(state), std::move(context));
+  return SpanScope(std::move(state), context, std::nullopt, root_span_id);
 }
 
 absl::StatusOr<SpanParent> Tracer::CurrentParent(ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
-  if (!current->trace_id.valid()) return SpanParent();
-  return SpanParent(std::move(current->trace), current->span, current->trace_id,
-                    current->root_span_id, current->trace_flags,
-                    std::move(current->unsampled_trace_state));
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
+  if (current->trace == nullptr) return SpanParent();
+  const trace_internal::TraceIdentity& id = *current->trace;
+  const std::string& state = current->trace_state();
+  return SpanParent(current->record(), current->span, id.trace_id,
+                    id.root_span_id, id.trace_flags,
+                    id.recorded || state.empty()
+                        ? nullptr
+                        : std::make_shared<const std::string>(state));
 }
 
 absl::StatusOr<TraceId> Tracer::CurrentTraceId(ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
-  return current->trace_id;
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
+  return current->trace == nullptr ? TraceId() : current->trace->trace_id;
 }
 
 absl::StatusOr<SpanId> Tracer::CurrentSpanId(ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
   return current->span;
 }
 
 absl::StatusOr<SpanContext> Tracer::CurrentSpanContext(
     ContextHandle ctx) const {
-  absl::StatusOr<CurrentScope> current = CurrentKey().Get(ctx);
-  if (!current.ok()) return current.status();
+  const CurrentScope* current = CurrentKey().Peek(ctx);
+  if (current == nullptr) return CurrentKey().Get(ctx).status();
   SpanContext c;
-  if (!current->trace_id.valid()) return c;
-  c.trace_id = current->trace_id;
-  c.span_id = current->span.valid() ? current->span : current->root_span_id;
-  c.trace_flags = current->trace_flags;
-  if (current->trace != nullptr) {
-    c.trace_state = current->trace->data.trace_state;
-  } else if (current->unsampled_trace_state != nullptr) {
-    c.trace_state = *current->unsampled_trace_state;
-  }
+  if (current->trace == nullptr) return c;
+  const trace_internal::TraceIdentity& id = *current->trace;
+  c.trace_id = id.trace_id;
+  c.span_id = current->span.valid() ? current->span : id.root_span_id;
+  c.trace_flags = id.trace_flags;
+  c.trace_state = current->trace_state();
   return c;
 }
 
 void Tracer::SetEnabled(bool enabled) {
-  core_->enabled.store(enabled, std::memory_order_relaxed);
+  enabled_.store(enabled, std::memory_order_relaxed);
 }
 bool Tracer::enabled() const {
-  return core_->enabled.load(std::memory_order_relaxed);
+  return enabled_.load(std::memory_order_relaxed);
 }
 
 absl::Status Tracer::ForceFlush(absl::Duration timeout) {

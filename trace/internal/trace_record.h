@@ -34,12 +34,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/optimization.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
+#include "ctxloop/loop/internal/any_value.h"
 #include "ctxloop/trace/ids.h"
 #include "ctxloop/trace/internal/clock.h"
 #include "ctxloop/trace/multi_processor.h"
@@ -77,7 +79,6 @@ struct TracerCore {
   }
 
   MultiProcessor processors;
-  std::atomic<bool> enabled;
   const InstrumentationScope scope;
   const SpanLimits limits;
   const bool default_sampler;  // ParentBased(AlwaysOn).
@@ -87,7 +88,20 @@ struct TracerCore {
   TracerCounters counters;
 };
 
-struct TraceRecord {
+// What a context's "current" needs of its trace: ids, flags, state. Shared
+// (immutable once made current) by every current value in the trace. A
+// recorded trace's is its `TraceRecord`; an unsampled one's is allocated on
+// its own when it is made current.
+struct TraceIdentity {
+  TraceId trace_id;
+  SpanId root_span_id;
+  uint8_t trace_flags = 0;
+  bool recorded = false;              // True: this is a `TraceRecord`.
+  std::string unsampled_trace_state;  // Unsampled only (a record's is in
+                                      // `data.trace_state`).
+};
+
+struct TraceRecord : TraceIdentity {
   static constexpr uint64_t kFinishedBit = 1;
   static constexpr uint64_t kOneSpan = 2;
 
@@ -124,16 +138,25 @@ struct TraceRecord {
 // What a context's "current" value holds: a trace, and the current span in
 // it (invalid span id: the trace itself is current). `trace` is null for an
 // unsampled trace or span, which the ids alone describe.
+// A context's current trace and span: 24 bytes, so a ContextKey stores it
+// inline (no allocation per Set).
 struct CurrentScope {
-  std::shared_ptr<TraceRecord> trace;
-  SpanId span;
-  TraceId trace_id;  // Invalid: no trace.
-  SpanId root_span_id;
-  uint8_t trace_flags = 0;
-  // An unsampled trace's W3C trace state, if not empty (a recorded trace's
-  // is in its record).
-  std::shared_ptr<const std::string> unsampled_trace_state;
+  std::shared_ptr<const TraceIdentity> trace;  // Null: no trace.
+  SpanId span;                                 // Invalid: the trace itself.
+
+  // The recorded trace, if it is one (null if unsampled or none).
+  std::shared_ptr<TraceRecord> record() const {
+    if (trace == nullptr || !trace->recorded) return nullptr;
+    // Aliasing: one reference count increment.
+    return std::shared_ptr<TraceRecord>(
+        trace,
+        const_cast<TraceRecord*>(static_cast<const TraceRecord*>(trace.get())));
+  }
+  // The W3C trace state (empty if none).
+  const std::string& trace_state() const;
 };
+static_assert(loop_internal::AnyValue::kStoredInline<CurrentScope>,
+              "a context's current trace must be stored inline");
 
 // Behind a `TraceScope`: the record plus what only the scope knows.
 struct TraceState {
@@ -156,7 +179,17 @@ struct SpanState {
 };
 
 // The one context-local key tracing uses.
-const ContextKey<CurrentScope>& CurrentKey();
+// The key of every context's current trace/span. Inline: one load after the
+// first call (a namespace-scope atomic is constant-initialized, so this is
+// safe during static initialization too).
+extern std::atomic<const ContextKey<CurrentScope>*> current_key;
+const ContextKey<CurrentScope>& MakeCurrentKey();
+inline const ContextKey<CurrentScope>& CurrentKey() {
+  const ContextKey<CurrentScope>* key =
+      current_key.load(std::memory_order_acquire);
+  if (ABSL_PREDICT_TRUE(key != nullptr)) return *key;
+  return MakeCurrentKey();
+}
 
 // Calls `OnTraceEnd` here and now.
 void DeliverTraceEnd(TraceRecord& trace);
