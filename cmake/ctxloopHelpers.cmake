@@ -2,13 +2,18 @@
 # their libraries and tests with, so that each package lists its files once,
 # as its BUILD.bazel does:
 #
-#   ctxloop_library(<name> [TESTONLY] SRCS <.cc...> HDRS <.h...> DEPS <targets...>)
+#   ctxloop_library(<name> [TESTONLY] SRCS <.cc...> HDRS <.h...>
+#                   [PRIVATE_HDRS <.h...>] DEPS <targets...>)
 #     Target ctxloop_<name>, alias ctxloop::<name> (the name a host links,
 #     also after install). SRCS and HDRS are relative to the package
 #     directory; HDRS are included as "ctxloop/<package>/<path>" (the package
 #     is the directory name) and installed to include/ctxloop/<package>/.
-#     Without SRCS the library is header-only (INTERFACE). TESTONLY: for
-#     ctxloop's tests only; neither installed nor exported.
+#     Internal headers (internal/, namespace ctxloop::<package>_internal) are
+#     not an API: they go in HDRS only if a public header includes them (the
+#     installed package needs them then), otherwise in PRIVATE_HDRS, which
+#     ctxloop's own sources and tests include the same way but which are
+#     never installed. Without SRCS the library is header-only (INTERFACE).
+#     TESTONLY: for ctxloop's tests only; neither installed nor exported.
 #
 #   ctxloop_test(<name> DEPS <targets...>)
 #     Builds <name>.cc of the package against GoogleTest's main and registers
@@ -34,15 +39,15 @@ function(_ctxloop_record_files)
 endfunction()
 
 function(ctxloop_library name)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "TESTONLY" "" "SRCS;HDRS;DEPS")
+  cmake_parse_arguments(PARSE_ARGV 1 arg "TESTONLY" "" "SRCS;HDRS;PRIVATE_HDRS;DEPS")
   if(arg_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "ctxloop_library(${name}): unknown arguments ${arg_UNPARSED_ARGUMENTS}")
   endif()
   _ctxloop_package(pkg)
-  _ctxloop_record_files(${arg_SRCS} ${arg_HDRS})
+  _ctxloop_record_files(${arg_SRCS} ${arg_HDRS} ${arg_PRIVATE_HDRS})
 
   # The build tree's "ctxloop/<pkg>/..." view of the headers.
-  foreach(h IN LISTS arg_HDRS)
+  foreach(h IN LISTS arg_HDRS arg_PRIVATE_HDRS)
     set(link "${CTXLOOP_BUILD_INCLUDE_DIR}/ctxloop/${pkg}/${h}")
     get_filename_component(link_dir "${link}" DIRECTORY)
     file(MAKE_DIRECTORY "${link_dir}")
@@ -56,7 +61,7 @@ function(ctxloop_library name)
 
   set(target "ctxloop_${name}")
   if(arg_SRCS)
-    add_library(${target} ${arg_SRCS} ${arg_HDRS})
+    add_library(${target} ${arg_SRCS} ${arg_HDRS} ${arg_PRIVATE_HDRS})
     set(scope PUBLIC)
     target_compile_options(${target} PRIVATE ${CTXLOOP_WARNING_FLAGS})
   else()

@@ -22,7 +22,7 @@ FanOutExporter::FanOutExporter(
 
 template <typename Fn>
 absl::Status FanOutExporter::ForEach(const char* what, Fn fn) {
-  loop_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status first;
   for (size_t i = 0; i < exporters_.size(); ++i) {
     absl::Status s;

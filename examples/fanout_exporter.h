@@ -27,7 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/examples/annotated_mutex.h"
 #include "ctxloop/trace/exporter.h"
 
 namespace ctxloop {
@@ -46,7 +46,7 @@ class FanOutExporter final : public SpanExporter {
   template <typename Fn>
   absl::Status ForEach(const char* what, Fn fn);
 
-  loop_internal::Mutex mu_;  // Held across each ForEach.
+  Mutex mu_;  // Held across each ForEach.
   const std::vector<std::shared_ptr<SpanExporter>> exporters_;
 };
 

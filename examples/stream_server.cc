@@ -55,9 +55,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "ctxloop/examples/annotated_mutex.h"
 #include "ctxloop/examples/fanout_exporter.h"
 #include "ctxloop/examples/stream_server_lib.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/batch_processor.h"
@@ -291,7 +291,7 @@ class Fetch {
     {
       const auto deadline =
           std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-      loop_internal::MutexLock lock(&f.mu_);
+      MutexLock lock(&f.mu_);
       while (!f.done_) {
         if (!f.done_cv_.WaitUntil(&f.mu_, deadline) &&
             std::chrono::steady_clock::now() >= deadline) {
@@ -304,7 +304,7 @@ class Fetch {
     (void)client_loop.Invoke([&](Loop&) {
       if (conn != nullptr) evhttp_connection_free(conn);
     });
-    loop_internal::MutexLock lock(&f.mu_);
+    MutexLock lock(&f.mu_);
     return f.result_;
   }
 
@@ -313,7 +313,7 @@ class Fetch {
 
   static int OnHeaders(evhttp_request* req, void* arg) {
     Fetch* f = static_cast<Fetch*>(arg);
-    loop_internal::MutexLock lock(&f->mu_);
+    MutexLock lock(&f->mu_);
     f->result_.status = evhttp_request_get_response_code(req);
     const evkeyvalq* h = evhttp_request_get_input_headers(req);
     const char* ct = evhttp_find_header(h, "Content-Type");
@@ -329,7 +329,7 @@ class Fetch {
 
   static void OnError(evhttp_request_error error, void* arg) {
     Fetch* f = static_cast<Fetch*>(arg);
-    loop_internal::MutexLock lock(&f->mu_);
+    MutexLock lock(&f->mu_);
     f->result_.error = absl::StrCat("evhttp request error ", error);
   }
 
@@ -341,7 +341,7 @@ class Fetch {
     }
     f->Drain(req);  // A body that was not chunked arrives here.
     {
-      loop_internal::MutexLock lock(&f->mu_);
+      MutexLock lock(&f->mu_);
       if (f->result_.status == 0) {
         f->result_.status = evhttp_request_get_response_code(req);
       }
@@ -358,13 +358,13 @@ class Fetch {
     evbuffer_remove(in, bytes.data(), n);
     for (SseEvent& e : parser_.Feed(bytes)) {
       if (on_event_) on_event_(e);
-      loop_internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       result_.events.push_back(std::move(e));
     }
   }
 
   void Done(const std::string& error) {
-    loop_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!error.empty() && result_.error.empty()) result_.error = error;
     done_ = true;
     done_cv_.SignalAll();
@@ -372,8 +372,8 @@ class Fetch {
 
   OnEvent on_event_;
   SseParser parser_;  // Client loop only.
-  loop_internal::Mutex mu_;
-  loop_internal::CondVar done_cv_;
+  Mutex mu_;
+  CondVar done_cv_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   FetchResult result_ ABSL_GUARDED_BY(mu_);
 };

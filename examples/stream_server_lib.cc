@@ -363,7 +363,7 @@ std::string StreamServer::url() const {
 
 void StreamServer::Shutdown() {
   {
-    loop_internal::MutexLock lock(&shutdown_mu_);
+    MutexLock lock(&shutdown_mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
@@ -409,7 +409,7 @@ void StreamServer::BeginShutdownOnHttpLoop() {
 bool StreamServer::WaitForIdle(absl::Duration timeout) {
   const auto deadline =
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-  loop_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   while (!pending_.empty() || reports_in_flight_ > 0) {
     if (!idle_cv_.WaitUntil(&mu_, deadline) &&
         std::chrono::steady_clock::now() >= deadline) {
@@ -420,12 +420,12 @@ bool StreamServer::WaitForIdle(absl::Duration timeout) {
 }
 
 std::vector<RunReport> StreamServer::finished_runs() const {
-  loop_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return std::vector<RunReport>(finished_.begin(), finished_.end());
 }
 
 ServerStats StreamServer::stats() const {
-  loop_internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -437,7 +437,7 @@ void StreamServer::OnRequest(evhttp_request* req, void* arg) {
 
 void StreamServer::HandleRequest(evhttp_request* req) {
   {
-    loop_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ++stats_.requests;
   }
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
@@ -445,7 +445,7 @@ void StreamServer::HandleRequest(evhttp_request* req) {
   const absl::string_view p = path != nullptr ? path : "";
   auto bad = [&](int code, const char* reason, absl::string_view message) {
     {
-      loop_internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       ++stats_.bad_requests;
     }
     SendText(req, code, reason, absl::StrCat(message, "\n"));
@@ -540,7 +540,7 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   }
 
   {
-    loop_internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ++stats_.runs_started;
     RunReport& r = pending_[id].report;
     r.run_id = id;
@@ -1030,7 +1030,7 @@ void StreamServer::ReportIfDone(uint64_t id) {
   ++reports_in_flight_;
   mu_.Unlock();
   if (options_.on_run_finished) {
-    loop_internal::MutexLock callback_lock(&callback_mu_);
+    MutexLock callback_lock(&callback_mu_);
     options_.on_run_finished(report);
   }
   mu_.Lock();

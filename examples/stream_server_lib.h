@@ -80,8 +80,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ctxloop/examples/annotated_mutex.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/stream/stream.h"
@@ -284,17 +284,17 @@ class StreamServer {
   std::map<uint64_t, std::unique_ptr<Agent>> agents_;
 
   // Reports and counters, from both loops.
-  mutable loop_internal::Mutex mu_;
-  loop_internal::CondVar idle_cv_;
+  mutable Mutex mu_;
+  CondVar idle_cv_;
   // Runs in progress.
   std::map<uint64_t, PendingReport> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<RunReport> finished_ ABSL_GUARDED_BY(mu_);
   ServerStats stats_ ABSL_GUARDED_BY(mu_);
   // `on_run_finished` calls begun and not yet returned; idle needs zero.
   int reports_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  loop_internal::Mutex callback_mu_;  // Serializes `on_run_finished`.
+  Mutex callback_mu_;  // Serializes `on_run_finished`.
 
-  loop_internal::Mutex shutdown_mu_;
+  Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 

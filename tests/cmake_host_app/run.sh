@@ -48,6 +48,27 @@ if [ "$MODE" = "find_package" ]; then
   step "installing ctxloop to $PREFIX"
   cmake --install "$BUILD_DIR" --prefix "$PREFIX" >/dev/null
   HOST_ARGS+=("-DCMAKE_PREFIX_PATH=$PREFIX")
+
+  # Internal headers (internal/, export_internal/) are installed only
+  # because an installed header includes them; every other installed header
+  # is public, and the host build below compiles them all in one file, so a
+  # public header that needs a header left uninstalled fails here.
+  INC="$PREFIX/include"
+  step "checking the installed headers"
+  bad=0
+  while IFS= read -r h; do
+    rel="${h#"$INC/"}"
+    if ! grep -rqF --include='*.h' "#include \"$rel\"" "$INC/ctxloop"; then
+      echo "cmake_host_app: $rel is installed, but no installed header includes it" >&2
+      bad=1
+    fi
+  done < <(find "$INC/ctxloop" -name '*.h' -path '*internal/*' | sort)
+  [ "$bad" -eq 0 ] || exit 1
+  ALL_HEADERS_CC="$TMP/all_public_headers.cc"
+  find "$INC/ctxloop" -name '*.h' ! -path '*internal/*' | sort |
+    sed "s|^$INC/\(.*\)|#include \"\1\"|" >"$ALL_HEADERS_CC"
+  step "$(wc -l <"$ALL_HEADERS_CC") public headers, $(find "$INC/ctxloop" -name '*.h' -path '*internal/*' | wc -l) internal ones installed"
+  HOST_ARGS+=("-DCTXLOOP_ALL_HEADERS_CC=$ALL_HEADERS_CC")
 else
   HOST_ARGS+=("-DCTXLOOP_SOURCE_DIR=$ROOT")
 fi

@@ -5,13 +5,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/trace/ids.h"
 #include "ctxloop/trace/in_memory_exporter.h"
 #include "ctxloop/trace/simple_processor.h"
 #include "ctxloop/trace/tracer.h"
@@ -38,6 +43,50 @@ TEST(HostAppTest, PostToEmptyHandleFails) {
                                  [&](ctxloop::ContextHandle c) { ran = true; });
   EXPECT_FALSE(s.ok());
   EXPECT_FALSE(ran);
+}
+
+// README, "Printing ctxloop values": how a host prints handles and ids with
+// Debian's Abseil 20220623, whose StrCat/StrFormat do not know AbslStringify
+// (added in 20230125): gtest through operator<<, StrFormat("%s") through
+// absl::FormatStreamed, StrCat through DebugString()/ToHex(); AbslStringify
+// itself with any sink that has Append(string_view).
+struct StringSink {
+  void Append(absl::string_view s) { out.append(s.data(), s.size()); }
+  std::string out;
+};
+
+TEST(HostAppTest, PrintsHandlesAndIdsTheWaysReadmeSays) {
+  ctxloop::Loop loop;
+  absl::StatusOr<ctxloop::ContextHandle> ctx = loop.NewContext("printed");
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  const std::string handle = ctx->DebugString();
+  ASSERT_FALSE(handle.empty());
+  const ctxloop::TraceId trace_id = ctxloop::NewTraceId();
+  const ctxloop::SpanId span_id = ctxloop::NewSpanId();
+  ASSERT_EQ(trace_id.ToHex().size(), 32u);
+  ASSERT_EQ(span_id.ToHex().size(), 16u);
+
+  EXPECT_EQ(::testing::PrintToString(*ctx), handle);
+  EXPECT_EQ(::testing::PrintToString(trace_id), trace_id.ToHex());
+  EXPECT_EQ(::testing::PrintToString(span_id), span_id.ToHex());
+
+  EXPECT_EQ(absl::StrFormat("%s", absl::FormatStreamed(*ctx)), handle);
+  EXPECT_EQ(absl::StrFormat("%s/%s", absl::FormatStreamed(trace_id),
+                            absl::FormatStreamed(span_id)),
+            absl::StrCat(trace_id.ToHex(), "/", span_id.ToHex()));
+
+  StringSink sink;
+  AbslStringify(sink, *ctx);
+  AbslStringify(sink, trace_id);
+  AbslStringify(sink, span_id);
+  EXPECT_EQ(sink.out, absl::StrCat(handle, trace_id.ToHex(), span_id.ToHex()));
+
+#if defined(ABSL_LTS_RELEASE_VERSION) && ABSL_LTS_RELEASE_VERSION >= 20230125
+  // Where Abseil supports it, StrCat and "%v" use AbslStringify directly.
+  EXPECT_EQ(absl::StrCat(*ctx, " ", trace_id),
+            absl::StrCat(handle, " ", trace_id.ToHex()));
+  EXPECT_EQ(absl::StrFormat("%v", span_id), span_id.ToHex());
+#endif
 }
 
 TEST(HostAppTest, HostHeaderIsItsOwn) {
