@@ -74,16 +74,16 @@
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/stream/stream.h"
 #include "ctxloop/trace/tracer.h"
 
 namespace ctxloop_icount {
 
-using ctxloop::loop_internal::CondVar;
-using ctxloop::loop_internal::Mutex;
-using ctxloop::loop_internal::MutexLock;
+using ctxloop::CondVar;
+using ctxloop::Mutex;
+using ctxloop::MutexLock;
 
 // One hot path. `Round(n)` does n operations; the driver calls `Prepare`
 // before and `Settle` after every round, outside the measured function.

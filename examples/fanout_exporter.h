@@ -27,7 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "ctxloop/examples/annotated_mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 
 namespace ctxloop {

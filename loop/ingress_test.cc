@@ -17,10 +17,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/test_hooks.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
@@ -36,13 +36,13 @@ using std::chrono::seconds;
 class Gate {
  public:
   void Open() {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     open_ = true;
     cv_.SignalAll();
   }
   bool WaitFor(milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     while (!open_) {
       if (!cv_.WaitUntil(&mu_, deadline)) return open_;
     }
@@ -50,8 +50,8 @@ class Gate {
   }
 
  private:
-  loop_internal::Mutex mu_;
-  loop_internal::CondVar cv_;
+  ctxloop::Mutex mu_;
+  ctxloop::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -10,9 +10,9 @@
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_core.h"
 #include "ctxloop/loop/internal/loop_registry.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/internal/test_hooks.h"
+#include "ctxloop/loop/mutex.h"
 
 namespace ctxloop {
 

@@ -23,10 +23,10 @@
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/context_key.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/test_hooks.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
@@ -41,14 +41,14 @@ using std::chrono::seconds;
 class Gate {
  public:
   void Open() {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     open_ = true;
     cv_.SignalAll();
   }
   // False if the gate did not open within `timeout`.
   bool WaitFor(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     while (!open_) {
       if (!cv_.WaitUntil(&mu_, deadline)) return open_;
     }
@@ -56,8 +56,8 @@ class Gate {
   }
 
  private:
-  loop_internal::Mutex mu_;
-  loop_internal::CondVar cv_;
+  ctxloop::Mutex mu_;
+  ctxloop::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 

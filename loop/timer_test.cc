@@ -18,8 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
@@ -33,17 +33,17 @@ using testing_util::Latch;
 class DestructionLog {
  public:
   void Record() {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     threads_.push_back(std::this_thread::get_id());
   }
   std::vector<std::thread::id> threads() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return threads_;
   }
   size_t count() const { return threads().size(); }
 
  private:
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   std::vector<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -723,7 +723,7 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
       }
     }
   };
-  loop_internal::Mutex mu;
+  ctxloop::Mutex mu;
   std::vector<DelayedTaskHandle> for_the_loop;  // Guarded by mu.
   std::atomic<bool> producer_done{false};
   std::thread producer([&] {
@@ -738,7 +738,7 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
         if (Cancel(*h)) cancelled.fetch_add(1);
         EXPECT_FALSE(Cancel(*h));
       } else if (i % 3 == 1) {
-        loop_internal::MutexLock lock(&mu);
+        ctxloop::MutexLock lock(&mu);
         for_the_loop.push_back(*h);
       }
     }
@@ -750,7 +750,7 @@ TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
   while (std::chrono::steady_clock::now() < give_up) {
     std::vector<DelayedTaskHandle> mine;
     {
-      loop_internal::MutexLock lock(&mu);
+      ctxloop::MutexLock lock(&mu);
       mine.swap(for_the_loop);
     }
     for (const DelayedTaskHandle& h : mine) {
@@ -778,7 +778,7 @@ TEST(TimerTest, ForeignCancelOfLoopThreadTimersIsExact) {
   std::atomic<int> ran{0};
   std::atomic<int> cancelled{0};
   DestructionLog log;
-  loop_internal::Mutex mu;
+  ctxloop::Mutex mu;
   std::vector<DelayedTaskHandle> handles;  // Guarded by mu.
   std::atomic<bool> posting_done{false};
   std::atomic<bool> cancelling_done{false};
@@ -786,7 +786,7 @@ TEST(TimerTest, ForeignCancelOfLoopThreadTimersIsExact) {
     for (;;) {
       std::vector<DelayedTaskHandle> mine;
       {
-        loop_internal::MutexLock lock(&mu);
+        ctxloop::MutexLock lock(&mu);
         mine.swap(handles);
       }
       for (const DelayedTaskHandle& h : mine) {
@@ -806,7 +806,7 @@ TEST(TimerTest, ForeignCancelOfLoopThreadTimersIsExact) {
         [&ran, p = Probe(&log)](ContextHandle) { ran.fetch_add(1); });
     ASSERT_OK(h);
     {
-      loop_internal::MutexLock lock(&mu);
+      ctxloop::MutexLock lock(&mu);
       handles.push_back(*h);
     }
     if (i % 16 == 0) ASSERT_OK(loop.RunUntilIdle());

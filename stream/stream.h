@@ -135,7 +135,7 @@ class StreamState final : public StreamCore {
   absl::Status Emit(T&& event) {
     bool schedule;
     {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       absl::Status s = CheckEmitLocked();
       if (!s.ok()) return s;
       buffer_.push_back(std::move(event));
@@ -154,7 +154,7 @@ class StreamState final : public StreamCore {
     absl::Status error;
     bool schedule;
     {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       schedule = AttachLocked(ctx, &error);
       if (!error.ok()) return error;
       sink_ = std::move(sink);
@@ -198,7 +198,7 @@ class StreamState final : public StreamCore {
     }
     SetSinkRunning(false);
     if (i < batch_.size()) {  // Cut short: these never reached the sink.
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       counters_.delivered -= batch_.size() - i;
       counters_.discarded += batch_.size() - i;
     }

@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "ctxloop/loop/internal/loop_core.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/stream/stream.h"
 #include "ctxloop/trace/testing/recording_processor.h"
 #include "ctxloop/trace/tracer.h"
@@ -29,9 +29,9 @@
 namespace ctxloop {
 namespace {
 
-using loop_internal::CondVar;
-using loop_internal::Mutex;
-using loop_internal::MutexLock;
+using ctxloop::CondVar;
+using ctxloop::Mutex;
+using ctxloop::MutexLock;
 
 using testing_util::RecordingProcessor;
 using RecKind = RecordingProcessor::Kind;

@@ -35,7 +35,7 @@ PATTERNS = [
      "includes an internal header"),
     (re.compile(r"\b(?:ctxloop::)?(?:loop_|trace_|stream_)?internal::"),
      "names an internal namespace"),
-    (re.compile(r"//loop:(?:loop_internal|mutex|test_util)\b|"
+    (re.compile(r"//loop:(?:loop_internal|test_util)\b|"
                 r"//(?:trace|stream):\w*_internal\b|//trace/export_internal"),
      "depends on an internal Bazel target"),
     (re.compile(r"ctxloop::trace_(?:json_writer|append_file)\b"),

@@ -20,9 +20,8 @@ namespace {
 // Waits on `cv` (with `mu` held) until `pred()` or `timeout`; returns
 // `pred()`. An infinite (or absurdly long) timeout waits without a deadline.
 template <typename Pred>
-bool WaitFor(loop_internal::CondVar& cv, loop_internal::Mutex& mu,
-             absl::Duration timeout, Pred pred)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+bool WaitFor(ctxloop::CondVar& cv, ctxloop::Mutex& mu, absl::Duration timeout,
+             Pred pred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
   if (timeout >= absl::Hours(24 * 365)) {
     while (!pred()) cv.Wait(&mu);
     return true;
@@ -91,14 +90,14 @@ absl::StatusOr<std::unique_ptr<BatchProcessor>> BatchProcessor::Create(
   std::unique_ptr<BatchProcessor> p(
       new BatchProcessor(std::move(exporter), std::move(options)));
   try {
-    loop_internal::MutexLock join_lock(&p->join_mu_);
+    ctxloop::MutexLock join_lock(&p->join_mu_);
     p->worker_ = std::thread([raw = p.get()] { raw->WorkerLoop(); });
     // Written before `p` is shared with any other thread; the worker itself
     // reads it only when called back from items queued after that.
     p->worker_id_ = p->worker_.get_id();
   } catch (const std::system_error& e) {
     // No worker: mark it done so the destructor does not wait for one.
-    loop_internal::MutexLock lock(&p->mu_);
+    ctxloop::MutexLock lock(&p->mu_);
     p->stopping_ = true;
     p->worker_done_ = true;
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -123,7 +122,7 @@ BatchProcessor::~BatchProcessor() {
   const absl::Status status = Shutdown(DestructorShutdownTimeout());
   if (absl::IsDeadlineExceeded(status)) {
     {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       abandon_ = true;
     }
     worker_cv_.Signal();
@@ -146,7 +145,7 @@ void BatchProcessor::Enqueue(ExportItem item) {
   absl::Status report;
   bool wake = false;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (stopping_) {
       const uint64_t n = ++stats_.dropped_after_shutdown;
       if (ShouldReportDrop(n)) {
@@ -178,7 +177,7 @@ absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {
         "BatchProcessor::ForceFlush called from the worker thread (exporter "
         "or on_error)");
   }
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (worker_done_) return absl::OkStatus();
   if (stopping_) {
     // The shutdown drain exports everything; wait for it.
@@ -216,7 +215,7 @@ absl::Status BatchProcessor::Shutdown(absl::Duration timeout) {
   }
   absl::Status status;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (!stopping_) {
       stopping_ = true;
       worker_cv_.Signal();
@@ -237,7 +236,7 @@ absl::Status BatchProcessor::Shutdown(absl::Duration timeout) {
 }
 
 BatchProcessor::Stats BatchProcessor::stats() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -246,7 +245,7 @@ bool BatchProcessor::OnWorkerThread() const {
 }
 
 void BatchProcessor::JoinWorker() {
-  loop_internal::MutexLock lock(&join_mu_);
+  ctxloop::MutexLock lock(&join_mu_);
   if (!worker_.joinable()) return;
   if (OnWorkerThread()) {
     // Destroyed from its own exporter or on_error: joining would deadlock.
@@ -260,7 +259,7 @@ void BatchProcessor::JoinWorker() {
 }
 
 void BatchProcessor::Report(const absl::Status& status) {
-  loop_internal::MutexLock lock(&report_mu_);
+  ctxloop::MutexLock lock(&report_mu_);
   try {
     if (on_error_) {
       on_error_(status);

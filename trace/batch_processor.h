@@ -65,7 +65,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/processor.h"
 #include "ctxloop/trace/span_data.h"
@@ -168,12 +168,12 @@ class BatchProcessor final : public TraceProcessor {
   const size_t trigger_size_;
 
   // Serializes on_error_; taken without mu_ held.
-  loop_internal::Mutex report_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  ctxloop::Mutex report_mu_ ABSL_ACQUIRED_AFTER(mu_);
   ErrorCallback on_error_ ABSL_GUARDED_BY(report_mu_);
 
-  mutable loop_internal::Mutex mu_;
-  loop_internal::CondVar worker_cv_;  // Wakes the worker.
-  loop_internal::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
+  mutable ctxloop::Mutex mu_;
+  ctxloop::CondVar worker_cv_;  // Wakes the worker.
+  ctxloop::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
   std::vector<ExportItem> queue_ ABSL_GUARDED_BY(mu_);
   // Taken by the worker, not yet done.
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
@@ -190,7 +190,7 @@ class BatchProcessor final : public TraceProcessor {
   // The first export error after Shutdown began [B1].
   absl::Status drain_error_ ABSL_GUARDED_BY(mu_);
 
-  loop_internal::Mutex join_mu_;  // Guards joining worker_.
+  ctxloop::Mutex join_mu_;  // Guards joining worker_.
   std::thread worker_ ABSL_GUARDED_BY(join_mu_);
   std::thread::id worker_id_;  // Set once in Create, before sharing.
 };

@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/in_memory_exporter.h"
 #include "ctxloop/trace/span_data.h"
@@ -91,18 +91,18 @@ class ErrorLog {
  public:
   BatchProcessor::ErrorCallback Callback() {
     return [this](const absl::Status& s) {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       statuses_.push_back(s);
     };
   }
   std::vector<absl::Status> statuses() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return statuses_;
   }
   size_t size() const { return statuses().size(); }
 
  private:
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -112,7 +112,7 @@ class GatedExporter : public SpanExporter {
  public:
   absl::Status Export(absl::Span<const ExportItem> batch) override {
     {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       ++entered_;
       cv_.SignalAll();
       while (!open_) cv_.Wait(&mu_);
@@ -120,35 +120,35 @@ class GatedExporter : public SpanExporter {
     return inner.Export(batch);
   }
   absl::Status Flush() override {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     ++flushes_;
     return flush_status_;
   }
   absl::Status Shutdown() override { return inner.Shutdown(); }
 
   void SetOpen(bool open) {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     open_ = open;
     cv_.SignalAll();
   }
   int entered() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return entered_;
   }
   int flushes() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return flushes_;
   }
   void SetFlushStatus(absl::Status s) {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     flush_status_ = std::move(s);
   }
 
   InMemoryExporter inner;
 
  private:
-  mutable loop_internal::Mutex mu_;
-  loop_internal::CondVar cv_;
+  mutable ctxloop::Mutex mu_;
+  ctxloop::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = true;
   int entered_ ABSL_GUARDED_BY(mu_) = 0;
   int flushes_ ABSL_GUARDED_BY(mu_) = 0;

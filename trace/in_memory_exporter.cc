@@ -8,7 +8,7 @@
 namespace ctxloop {
 
 absl::Status InMemoryExporter::Export(absl::Span<const ExportItem> batch) {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   ++export_calls_;
   if (shutdown_) {
     return absl::FailedPreconditionError(
@@ -20,24 +20,24 @@ absl::Status InMemoryExporter::Export(absl::Span<const ExportItem> batch) {
 }
 
 absl::Status InMemoryExporter::Flush() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   ++flush_calls_;
   return absl::OkStatus();
 }
 
 absl::Status InMemoryExporter::Shutdown() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   shutdown_ = true;
   return absl::OkStatus();
 }
 
 std::vector<ExportItem> InMemoryExporter::items() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return items_;
 }
 
 std::vector<TraceData> InMemoryExporter::traces() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   std::vector<TraceData> out;
   for (const ExportItem& item : items_) {
     if (const auto* t = std::get_if<TraceData>(&item)) out.push_back(*t);
@@ -46,7 +46,7 @@ std::vector<TraceData> InMemoryExporter::traces() const {
 }
 
 std::vector<SpanData> InMemoryExporter::spans() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   std::vector<SpanData> out;
   for (const ExportItem& item : items_) {
     if (const auto* s = std::get_if<SpanData>(&item)) out.push_back(*s);
@@ -55,33 +55,33 @@ std::vector<SpanData> InMemoryExporter::spans() const {
 }
 
 size_t InMemoryExporter::size() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return items_.size();
 }
 
 void InMemoryExporter::Clear() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   items_.clear();
   batch_sizes_.clear();
 }
 
 int64_t InMemoryExporter::export_calls() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return export_calls_;
 }
 
 std::vector<size_t> InMemoryExporter::batch_sizes() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return batch_sizes_;
 }
 
 int64_t InMemoryExporter::flush_calls() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return flush_calls_;
 }
 
 bool InMemoryExporter::is_shutdown() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return shutdown_;
 }
 

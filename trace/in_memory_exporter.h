@@ -32,7 +32,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -66,7 +66,7 @@ class InMemoryExporter final : public SpanExporter {
   bool is_shutdown() const;
 
  private:
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   std::vector<ExportItem> items_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   int64_t export_calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -41,9 +41,9 @@
 #include "ctxloop/loop/internal/foreign_ingress.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/local_post.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/internal/value_table.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/token.h"
 

@@ -32,7 +32,7 @@
 
 #include "absl/base/optimization.h"
 #include "absl/base/thread_annotations.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 
 namespace ctxloop {
 namespace loop_internal {

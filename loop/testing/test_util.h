@@ -9,7 +9,7 @@
 //   * `ASSERT_OK(expr)`: asserts that an `absl::Status` or `absl::StatusOr`
 //     is OK, printing the expression and the status otherwise.
 //   * `Latch`: a one-shot gate; `Wait` blocks until `Open` was called, on
-//     any thread. It synchronizes with `loop_internal::Mutex` / `CondVar`
+//     any thread. It synchronizes with `ctxloop::Mutex` / `CondVar`
 //     (std::mutex underneath), because the system Abseil is not
 //     TSan-instrumented (.bazelrc).
 //   * `FdIsOpen(fd)`: whether `fd` is an open descriptor of this process.
@@ -27,7 +27,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
@@ -45,18 +45,18 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
 class Latch {
  public:
   void Open() {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     open_ = true;
     cv_.SignalAll();
   }
   void Wait() {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     while (!open_) cv_.Wait(&mu_);
   }
 
  private:
-  loop_internal::Mutex mu_;
-  loop_internal::CondVar cv_;
+  ctxloop::Mutex mu_;
+  ctxloop::CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };
 

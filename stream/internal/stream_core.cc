@@ -137,23 +137,23 @@ StreamCore::StreamCore(ContextHandle producer, StreamOptions options,
 StreamCore::~StreamCore() = default;
 
 ContextHandle StreamCore::sink_context() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return sink_ctx_;
 }
 
 StreamCounters StreamCore::counters() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return counters_;
 }
 
 bool StreamCore::writable() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return !terminal_ && !producer_done_ &&
          BufferedLocked() < options_.high_watermark;
 }
 
 bool StreamCore::finished() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return terminal_;
 }
 
@@ -221,7 +221,7 @@ absl::Status StreamCore::AfterAttach(bool schedule) {
 absl::Status StreamCore::WatchSinkNow(ContextHandle ctx,
                                       bool tell_sink_if_gone) {
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (terminal_) return absl::OkStatus();  // Its ending is under way.
   }
   // Refused: the hook's destructor ends the stream [E6] [E8].
@@ -231,7 +231,7 @@ absl::Status StreamCore::WatchSinkNow(ContextHandle ctx,
   if (!id.ok()) return SinkGone(id.status().message());
   bool remove_now;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     remove_now = sink_side_ended_;
     if (!remove_now) sink_hook_ = *id;
   }
@@ -269,7 +269,7 @@ void StreamCore::Deliver(ContextHandle ctx) {
   bool more, notify_writable, complete_now;
   absl::Status producer_status;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (terminal_) return;
     TakeBatchLocked(options_.max_batch);
     ++counters_.deliveries;
@@ -293,7 +293,7 @@ void StreamCore::Deliver(ContextHandle ctx) {
   const absl::Status sink_status = DeliverTakenBatch(ctx);
   bool sink_threw = false, completed = false, next = false;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (!sink_status.ok()) {
       sink_threw = EndByConsumerLocked(sink_status);  // [E4] [E10]
     } else if (complete_now) {
@@ -320,7 +320,7 @@ void StreamCore::Deliver(ContextHandle ctx) {
 absl::Status StreamCore::Complete(absl::Status status) {
   bool schedule = false;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (producer_done_) {
       return absl::FailedPreconditionError("stream already completed/failed");
     }
@@ -365,7 +365,7 @@ bool StreamCore::EndByConsumer(const absl::Status& reason, bool tell_sink) {
   ContextHandle sink;
   bool attached;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (!EndByConsumerLocked(reason)) return false;
     sink = sink_ctx_;
     attached = attached_;
@@ -389,7 +389,7 @@ void StreamCore::SinkContextGone(ContextHandle ctx) {  // [E6]
   bool decided;
   std::optional<SinkEnd> deferred;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     sink_hook_.reset();  // Running now: nothing to remove.
     decided = EndByConsumerLocked(gone);
     if (!decided) deferred.swap(deferred_sink_end_);
@@ -414,7 +414,7 @@ void StreamCore::SinkTaskDropped(SinkTaskKind kind, const absl::Status& status,
   bool decided;
   std::optional<SinkEnd> end;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (kind == Kind::kHook) sink_hook_.reset();
     decided = EndByConsumerLocked(gone);
     if (decided) {
@@ -433,7 +433,7 @@ void StreamCore::EndSinkSideFromHere(SinkEnd end) {
   ContextHandle sink;
   bool sink_running;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (sink_side_ended_) return;
     if (sink_hook_.has_value()) {
       // The sink's context or loop is on its way out (that is why the task
@@ -451,7 +451,7 @@ void StreamCore::EndSinkSideFromHere(SinkEnd end) {
     return;
   }
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (sink_side_ended_) return;
     sink_side_ended_ = true;
   }
@@ -464,7 +464,7 @@ std::exception_ptr StreamCore::EndSinkSide(ContextHandle ctx,
   std::optional<DestroyHookId> hook;
   ContextHandle sink;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     if (sink_side_ended_) return nullptr;
     sink_side_ended_ = true;
     hook.swap(sink_hook_);
@@ -497,7 +497,7 @@ void StreamCore::FinishTrace(ContextHandle from) {
   std::optional<TraceScope> trace;
   FinishOptions finish;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     trace.swap(trace_);
     finish = std::move(trace_finish_);
   }

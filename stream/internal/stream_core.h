@@ -29,8 +29,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/stream/stream_options.h"
 #include "ctxloop/trace/scope.h"
 
@@ -100,11 +100,11 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   absl::Status AfterAttach(bool schedule);
   void ScheduleDelivery();
   void SetSinkRunning(bool running) {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     sink_running_ = running;
   }
 
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   const StreamOptions options_;
   StreamCounters counters_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> consumer_ended_{false};  // Read per event by delivery.

@@ -27,9 +27,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "ctxloop/tests/fuzz/model/adapter.h"
 #include "ctxloop/tests/fuzz/model/recorder.h"
@@ -41,10 +41,10 @@
 namespace ctxloop {
 namespace {
 
+using ctxloop::Mutex;
+using ctxloop::MutexLock;
 using fuzz::EventRecorder;
 using fuzz::ThisTid;
-using loop_internal::Mutex;
-using loop_internal::MutexLock;
 using testing_util::Latch;
 
 // Waits for `latch`-like conditions with a bound: true if `pred` held in time.
@@ -97,7 +97,7 @@ class FaultyExporter final : public SpanExporter {
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> items_{0};
   Mutex mu_;
-  loop_internal::CondVar cv_;
+  ctxloop::CondVar cv_;
   bool released_ ABSL_GUARDED_BY(mu_) = false;
   bool in_export_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -375,7 +375,7 @@ TEST(FaultsTest, ForeignStopWhilePostsFlowIsNeverLost) {
     Latch made;
     std::atomic<bool> returned{false};
     Mutex mu;
-    loop_internal::CondVar cv;
+    ctxloop::CondVar cv;
     bool may_destroy = false;
     std::thread loop_thread([&] {
       Loop loop;

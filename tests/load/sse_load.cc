@@ -34,7 +34,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "ctxloop/examples/stream_server_lib.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/tests/load/sse_load_client.h"
 #include "ctxloop/trace/batch_processor.h"
 #include "ctxloop/trace/exporter.h"
@@ -84,7 +84,7 @@ namespace {
 class CountingExporter : public SpanExporter {
  public:
   absl::Status Export(absl::Span<const ExportItem> batch) override {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     for (const ExportItem& item : batch) {
       if (const auto* t = std::get_if<TraceData>(&item)) {
         ++traces_[t->trace_id];
@@ -95,23 +95,23 @@ class CountingExporter : public SpanExporter {
     return absl::OkStatus();
   }
   absl::flat_hash_map<TraceId, int> traces() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return traces_;
   }
   uint64_t spans() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return spans_;
   }
 
  private:
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   absl::flat_hash_map<TraceId, int> traces_ ABSL_GUARDED_BY(mu_);
   uint64_t spans_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Trace ids of finished runs, from `on_run_finished`.
 struct RunLog {
-  loop_internal::Mutex mu;
+  ctxloop::Mutex mu;
   std::vector<TraceId> trace_ids ABSL_GUARDED_BY(mu);
   uint64_t completed ABSL_GUARDED_BY(mu) = 0;
   uint64_t written ABSL_GUARDED_BY(mu) = 0;
@@ -156,7 +156,7 @@ ModeResult RunMode(bool tracing) {
   so.tracer = tracer.get();
   so.max_reports = 16;  // The log below keeps what the checks need.
   so.on_run_finished = [&log](const examples::RunReport& r) {
-    loop_internal::MutexLock lock(&log.mu);
+    ctxloop::MutexLock lock(&log.mu);
     log.trace_ids.push_back(r.trace_id);
     if (r.stream_status.ok()) ++log.completed;
     log.written += static_cast<uint64_t>(r.events_written);
@@ -224,7 +224,7 @@ ModeResult RunMode(bool tracing) {
                      " runs, the client saw ", ok, " whole streams"),
         &bad);
   {
-    loop_internal::MutexLock lock(&log.mu);
+    ctxloop::MutexLock lock(&log.mu);
     if (tracing) {
       const absl::flat_hash_map<TraceId, int> exported = exporter->traces();
       uint64_t missing = 0, duplicated = 0;

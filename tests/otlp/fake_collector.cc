@@ -85,35 +85,35 @@ std::string FakeCollector::traces_url() const {
 }
 
 void FakeCollector::Script(std::vector<Response> responses) {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   for (Response& r : responses) script_.push_back(std::move(r));
 }
 
 void FakeCollector::SetDefault(Response response) {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   default_ = std::move(response);
 }
 
 void FakeCollector::SetUpstream(std::string host, int port) {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   upstream_host_ = std::move(host);
   upstream_port_ = port;
 }
 
 std::vector<FakeCollector::Request> FakeCollector::requests() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return requests_;
 }
 
 size_t FakeCollector::request_count() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return requests_.size();
 }
 
 bool FakeCollector::WaitForRequests(size_t n, absl::Duration timeout) const {
   const auto deadline =
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   while (requests_.size() < n) {
     if (!cv_.WaitUntil(&mu_, deadline) &&
         std::chrono::steady_clock::now() >= deadline) {
@@ -159,7 +159,7 @@ void FakeCollector::OnRequest(evhttp_request* req, void* arg) {
   }
   Response r;
   {
-    loop_internal::MutexLock lock(&self->mu_);
+    ctxloop::MutexLock lock(&self->mu_);
     if (!self->script_.empty()) {
       r = std::move(self->script_.front());
       self->script_.pop_front();
@@ -209,7 +209,7 @@ void FakeCollector::Forward(evhttp_request* req, const Request& copy) {
   std::string host;
   int port;
   {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     host = upstream_host_;
     port = upstream_port_;
   }

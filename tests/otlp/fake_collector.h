@@ -34,8 +34,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 
 struct evhttp;
 struct evhttp_request;
@@ -99,8 +99,8 @@ class FakeCollector {
   evhttp* http_ = nullptr;  // Loop thread.
   int port_ = 0;
 
-  mutable loop_internal::Mutex mu_;
-  mutable loop_internal::CondVar cv_;
+  mutable ctxloop::Mutex mu_;
+  mutable ctxloop::CondVar cv_;
   std::deque<Response> script_ ABSL_GUARDED_BY(mu_);
   Response default_ ABSL_GUARDED_BY(mu_);
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);

@@ -22,9 +22,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/batch_processor.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/tracer.h"
@@ -45,8 +45,8 @@ std::string StressResult::Summary() const {
 
 namespace {
 
-using loop_internal::Mutex;
-using loop_internal::MutexLock;
+using ctxloop::Mutex;
+using ctxloop::MutexLock;
 
 constexpr uint64_t kMagic = 0x5354524553530001ull;  // "STRESS" + 1
 
@@ -153,7 +153,7 @@ class Finisher {
   }
 
   Mutex mu_;
-  loop_internal::CondVar cv_;
+  ctxloop::CondVar cv_;
   std::vector<Pair> queue_ ABSL_GUARDED_BY(mu_);
   bool quit_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

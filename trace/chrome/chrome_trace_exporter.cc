@@ -241,7 +241,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
   std::vector<ChromeRecord> records;
   records.reserve(batch.size());
   for (const ExportItem& item : batch) records.push_back(MakeRecord(item));
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Export after Shutdown");
@@ -262,7 +262,7 @@ absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
 }
 
 absl::Status ChromeTraceExporter::Flush() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(
         "ChromeTraceExporter: Flush after Shutdown");
@@ -271,7 +271,7 @@ absl::Status ChromeTraceExporter::Flush() {
 }
 
 absl::Status ChromeTraceExporter::Shutdown() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (shutdown_) return absl::OkStatus();
   shutdown_ = true;
   absl::Status status =
@@ -281,17 +281,17 @@ absl::Status ChromeTraceExporter::Shutdown() {
 }
 
 void ChromeTraceExporter::SetContextName(ContextHandle ctx, std::string name) {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   context_names_[ctx] = std::move(name);
 }
 
 std::string ChromeTraceExporter::ToJson() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return RenderLocked();
 }
 
 uint64_t ChromeTraceExporter::dropped() const {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   return dropped_;
 }
 

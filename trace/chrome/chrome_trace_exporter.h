@@ -87,7 +87,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "ctxloop/loop/context_handle.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -139,7 +139,7 @@ class ChromeTraceExporter final : public SpanExporter {
 
   const std::string path_;
   const Options options_;
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   std::vector<trace_internal::ChromeRecord> records_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<ContextHandle, std::string> context_names_
       ABSL_GUARDED_BY(mu_);

@@ -97,7 +97,7 @@ AppendFile::~AppendFile() {
 }
 
 absl::Status AppendFile::AppendLines(std::string lines) {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (fd_ < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(owner_, ": Export after Shutdown"));
@@ -110,7 +110,7 @@ absl::Status AppendFile::AppendLines(std::string lines) {
 }
 
 absl::Status AppendFile::Flush() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (fd_ < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(owner_, ": Flush after Shutdown"));
@@ -119,7 +119,7 @@ absl::Status AppendFile::Flush() {
 }
 
 absl::Status AppendFile::Close() {
-  loop_internal::MutexLock lock(&mu_);
+  ctxloop::MutexLock lock(&mu_);
   if (fd_ < 0) return absl::OkStatus();
   const absl::Status flushed = SyncIf(options_.sync_on_flush, fd_, path_);
   const int fd = std::exchange(fd_, -1);

@@ -31,7 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 
 namespace ctxloop {
 namespace trace_internal {
@@ -80,7 +80,7 @@ class AppendFile {
   const std::string owner_;
   const std::string path_;
   const Options options_;
-  loop_internal::Mutex mu_;
+  ctxloop::Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);  // -1 once closed.
   // The last write failed part-way.
   bool needs_newline_ ABSL_GUARDED_BY(mu_) = false;

@@ -195,10 +195,10 @@ struct OtlpHttpExporter::Impl {
   std::unique_ptr<LoopThread> loop;  // Reset by Shutdown.
   event_base* base = nullptr;        // The loop's; used on its thread only.
 
-  loop_internal::Mutex report_mu;  // Serializes on_error.
+  ctxloop::Mutex report_mu;  // Serializes on_error.
 
-  mutable loop_internal::Mutex mu;
-  loop_internal::CondVar cv;  // Attempt completions, shutdown.
+  mutable ctxloop::Mutex mu;
+  ctxloop::CondVar cv;  // Attempt completions, shutdown.
   bool shutdown ABSL_GUARDED_BY(mu) = false;
   Stats stats ABSL_GUARDED_BY(mu);
   std::mt19937_64 rng ABSL_GUARDED_BY(mu){std::random_device{}()};
@@ -336,7 +336,7 @@ struct OtlpHttpExporter::Impl {
       if (ra != nullptr) retry_after = ra;
     }
     {
-      loop_internal::MutexLock lock(&mu);
+      ctxloop::MutexLock lock(&mu);
       result->done = true;
       result->http_status = code;
       result->transport_error = std::string(error);
@@ -501,7 +501,7 @@ absl::Status OtlpHttpExporter::Flush() { return absl::OkStatus(); }
 
 absl::Status OtlpHttpExporter::Shutdown() {
   {
-    loop_internal::MutexLock lock(&impl_->mu);
+    ctxloop::MutexLock lock(&impl_->mu);
     if (impl_->shutdown) return absl::OkStatus();
     impl_->shutdown = true;
   }
@@ -515,12 +515,12 @@ absl::Status OtlpHttpExporter::Shutdown() {
 }
 
 OtlpHttpExporter::Stats OtlpHttpExporter::stats() const {
-  loop_internal::MutexLock lock(&impl_->mu);
+  ctxloop::MutexLock lock(&impl_->mu);
   return impl_->stats;
 }
 
 void OtlpHttpExporter::Report(const absl::Status& status) {
-  loop_internal::MutexLock lock(&impl_->report_mu);
+  ctxloop::MutexLock lock(&impl_->report_mu);
   try {
     if (impl_->options.on_error) {
       impl_->options.on_error(status);
@@ -546,7 +546,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
   // Counts the batch as failed and reports `status`.
   auto fail = [&](absl::Status status) {
     {
-      loop_internal::MutexLock lock(&impl.mu);
+      ctxloop::MutexLock lock(&impl.mu);
       ++impl.stats.batches_failed;
       impl.stats.spans_failed += spans + skipped;
     }
@@ -560,7 +560,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
   };
 
   {
-    loop_internal::MutexLock lock(&impl.mu);
+    ctxloop::MutexLock lock(&impl.mu);
     ++impl.stats.export_calls;
     if (impl.shutdown) {
       impl.stats.spans_failed += batch.size();
@@ -601,7 +601,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     }
     auto result = std::make_shared<AttemptResult>();
     {
-      loop_internal::MutexLock lock(&impl.mu);
+      ctxloop::MutexLock lock(&impl.mu);
       if (impl.shutdown)
         return fail(absl::CancelledError("exporter shut down"));
       ++impl.stats.requests;
@@ -622,7 +622,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     AttemptResult r;
     bool cancelled = false;
     {
-      loop_internal::MutexLock lock(&impl.mu);
+      ctxloop::MutexLock lock(&impl.mu);
       while (!result->done && !impl.shutdown) {
         if (!impl.cv.WaitUntil(&impl.mu, guard) &&
             std::chrono::steady_clock::now() >= guard) {
@@ -646,7 +646,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
       const uint64_t rejected = std::min<uint64_t>(
           spans, static_cast<uint64_t>(RejectedSpans(r.body, &message)));
       {
-        loop_internal::MutexLock lock(&impl.mu);
+        ctxloop::MutexLock lock(&impl.mu);
         ++impl.stats.batches_exported;
         impl.stats.spans_exported += spans - rejected;
         impl.stats.spans_rejected += rejected;
@@ -674,7 +674,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     std::optional<absl::Duration> delay =
         ParseRetryAfter(r.retry_after, absl::Now());
     {
-      loop_internal::MutexLock lock(&impl.mu);
+      ctxloop::MutexLock lock(&impl.mu);
       if (delay.has_value()) {
         ++impl.stats.retry_after_honoured;
         delay = std::min(*delay, impl.options.max_retry_after);
@@ -693,7 +693,7 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     const auto wake =
         std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(*delay);
     {
-      loop_internal::MutexLock lock(&impl.mu);
+      ctxloop::MutexLock lock(&impl.mu);
       while (!impl.shutdown && std::chrono::steady_clock::now() < wake) {
         impl.cv.WaitUntil(&impl.mu, wake);
       }

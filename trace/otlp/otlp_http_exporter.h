@@ -87,7 +87,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 #include "ctxloop/trace/otlp/otlp_json.h"
 

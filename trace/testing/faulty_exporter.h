@@ -35,7 +35,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/exporter.h"
 
 namespace ctxloop {
@@ -48,7 +48,7 @@ class FaultyExporter final : public SpanExporter {
 
   absl::Status Export(absl::Span<const ExportItem> batch) override {
     {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       ++export_calls_;
       if (throw_next_ > 0) {
         --throw_next_;
@@ -67,7 +67,7 @@ class FaultyExporter final : public SpanExporter {
   // The next `n` `Export` calls return `status` (an OK `status` is turned
   // into `kInternal`). Replaces earlier pending failures.
   void FailNextExports(int n, absl::Status status) {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     fail_next_ = n > 0 ? n : 0;
     fail_status_ = status.ok()
                        ? absl::InternalError("FaultyExporter: injected failure")
@@ -75,18 +75,18 @@ class FaultyExporter final : public SpanExporter {
   }
   // The next `n` `Export` calls throw `std::runtime_error`.
   void ThrowNextExports(int n) {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     throw_next_ = n > 0 ? n : 0;
   }
   // `Export` calls so far, including failed and thrown ones.
   int64_t export_calls() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return export_calls_;
   }
 
  private:
   const std::shared_ptr<SpanExporter> inner_;
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   int64_t export_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_next_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status fail_status_ ABSL_GUARDED_BY(mu_);

@@ -26,7 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/processor.h"
 
 namespace ctxloop {
@@ -51,7 +51,7 @@ class RecordingProcessor : public TraceProcessor {
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
 
   std::vector<Event> events() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return events_;
   }
   std::vector<Event> events(Kind kind) const {
@@ -67,7 +67,7 @@ class RecordingProcessor : public TraceProcessor {
   bool WaitFor(Kind kind, size_t n) {
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     while (CountLocked(kind) < n) {
       if (!cv_.WaitUntil(&mu_, deadline)) return CountLocked(kind) >= n;
     }
@@ -86,14 +86,14 @@ class RecordingProcessor : public TraceProcessor {
   template <typename T>
   void Add(Kind kind, const T& data) {
     {
-      loop_internal::MutexLock lock(&mu_);
+      ctxloop::MutexLock lock(&mu_);
       events_.push_back(Event{kind, ThisTid(), data});
     }
     cv_.SignalAll();
   }
 
-  mutable loop_internal::Mutex mu_;
-  loop_internal::CondVar cv_;
+  mutable ctxloop::Mutex mu_;
+  ctxloop::CondVar cv_;
   std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 

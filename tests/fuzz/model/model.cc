@@ -46,9 +46,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_key.h"
-#include "ctxloop/loop/internal/mutex.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/stream/stream.h"
 #include "ctxloop/tests/fuzz/model/adapter.h"
 #include "ctxloop/tests/fuzz/model/recorder.h"
@@ -83,8 +83,8 @@ std::vector<uint8_t> BytesForSeed(uint64_t seed, size_t ops) {
 
 namespace {
 
-using loop_internal::Mutex;
-using loop_internal::MutexLock;
+using ctxloop::Mutex;
+using ctxloop::MutexLock;
 
 constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
 
@@ -234,7 +234,7 @@ class Worker {
   }
 
   Mutex mu_;
-  loop_internal::CondVar cv_;
+  ctxloop::CondVar cv_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
   bool quit_ ABSL_GUARDED_BY(mu_) = false;
@@ -1959,7 +1959,7 @@ ModelResult RunModel(const uint8_t* data, size_t size,
   // A hung run (e.g. a lost wake-up) aborts with a message, not a silent
   // test timeout.
   Mutex mu;
-  loop_internal::CondVar cv;
+  ctxloop::CondVar cv;
   bool done = false;
   std::thread watchdog([&] {
     MutexLock lock(&mu);

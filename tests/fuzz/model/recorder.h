@@ -29,7 +29,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "ctxloop/loop/internal/mutex.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/trace/processor.h"
 #include "ctxloop/trace/span_data.h"
 
@@ -84,11 +84,11 @@ class EventRecorder final : public TraceProcessor {
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
 
   std::vector<Event> events() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return events_;
   }
   uint64_t count() const {
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     return events_.size();
   }
 
@@ -96,13 +96,13 @@ class EventRecorder final : public TraceProcessor {
   void Add(Kind kind, const TraceId& t, SpanId s, const ExecutionSite& started,
            const ExecutionSite& called, const ExecutionSite& ran, bool off) {
     const int64_t tid = ThisTid();
-    loop_internal::MutexLock lock(&mu_);
+    ctxloop::MutexLock lock(&mu_);
     events_.push_back(Event{kind, seq_->fetch_add(1) + 1, tid, t, s, started,
                             called, ran, off});
   }
 
   std::atomic<uint64_t>* const seq_;
-  mutable loop_internal::Mutex mu_;
+  mutable ctxloop::Mutex mu_;
   std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,30 +1,38 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Internal. `Mutex`, `MutexLock` and `CondVar`: `std::mutex` and
-// `std::condition_variable` with Clang thread-safety annotations.
+// -----------------------------------------------------------------------------
+// File: ctxloop/loop/mutex.h
+// -----------------------------------------------------------------------------
+//
+// `ctxloop::Mutex`, `MutexLock` and `CondVar`: `std::mutex` and
+// `std::condition_variable` with Clang thread-safety annotations. ctxloop
+// uses them for every lock it takes, and they are public for hosts and sink
+// writers who share state between loops (a sink on loop 2 and a reader on
+// loop 1, say) and build with TSan (`--config=tsan` in bazel/host.bazelrc).
 //
 // Why not `absl::Mutex`: Debian's Abseil is a shared library built without
 // ThreadSanitizer instrumentation, so TSan cannot see its synchronization and
-// reports false races (see .bazelrc). `std::mutex` is intercepted by TSan, but
-// libstdc++ does not annotate it, so `-Wthread-safety` cannot check members
-// guarded by it. This wrapper gives both: TSan sees pthread mutexes, and the
-// compiler checks every `ABSL_GUARDED_BY(mu_)` member and every
-// `ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)` function (`--config=clang` builds with
+// reports false races. `std::mutex` is intercepted by TSan, but libstdc++
+// does not annotate it, so `-Wthread-safety` cannot check members guarded by
+// it. These wrappers give both: TSan sees pthread mutexes, and clang checks
+// every `ABSL_GUARDED_BY(mu_)` member and every
+// `ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)` function (ctxloop's CI builds with
 // `-Wthread-safety -Werror`).
 //
-//   mutable loop_internal::Mutex mu_;
+//   mutable ctxloop::Mutex mu_;
 //   int count_ ABSL_GUARDED_BY(mu_) = 0;
 //   void Add() {
-//     loop_internal::MutexLock lock(&mu_);
+//     ctxloop::MutexLock lock(&mu_);
 //     ++count_;
 //   }
 //
-// Cost: exactly a `std::mutex` (the wrappers are inline).
+// Cost: exactly a `std::mutex` / `std::condition_variable` (all inline).
 //
-// Thread-safety: these are the synchronization primitives themselves.
+// Thread-safety: these are the synchronization primitives themselves; a
+// `Mutex` is not recursive, and a `CondVar` waits with its `Mutex` held.
 
-#ifndef CTXLOOP_LOOP_INTERNAL_MUTEX_H_
-#define CTXLOOP_LOOP_INTERNAL_MUTEX_H_
+#ifndef CTXLOOP_LOOP_MUTEX_H_
+#define CTXLOOP_LOOP_MUTEX_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -33,7 +41,6 @@
 #include "absl/base/thread_annotations.h"
 
 namespace ctxloop {
-namespace loop_internal {
 
 class ABSL_LOCKABLE Mutex {
  public:
@@ -104,7 +111,6 @@ class CondVar {
   std::condition_variable cv_;
 };
 
-}  // namespace loop_internal
 }  // namespace ctxloop
 
-#endif  // CTXLOOP_LOOP_INTERNAL_MUTEX_H_
+#endif  // CTXLOOP_LOOP_MUTEX_H_
