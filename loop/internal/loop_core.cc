@@ -246,12 +246,6 @@ ContextHandle LoopCore::ForeignSegmentHandle() const {
                             std::numeric_limits<uint32_t>::max(), 0);
 }
 
-bool LoopCore::IsForeignSegment(ContextHandle ctx) {
-  // No context ever gets this index (a loop would need 2^32 - 1 of them).
-  return HandleAccess::ContextIndex(ctx) ==
-         std::numeric_limits<uint32_t>::max();
-}
-
 bool LoopCore::QueuedTask::internal() const {
   return HandleAccess::ContextGeneration(ctx) == 0;
 }

@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -286,7 +287,12 @@ class LoopCore {
   ContextHandle MakeHandle(uint32_t index) const;
   ContextHandle InternalHandle() const;
   ContextHandle ForeignSegmentHandle() const;
-  static bool IsForeignSegment(ContextHandle ctx);
+  // Inline: RunBatch (loop_ready_queue.cc) asks it for every task.
+  static bool IsForeignSegment(ContextHandle ctx) {
+    // No context ever gets this index (a loop would need 2^32 - 1 of them).
+    return HandleAccess::ContextIndex(ctx) ==
+           std::numeric_limits<uint32_t>::max();
+  }
   // Null unless `ctx` names a live context of this loop.
   ContextRecord* FindRecord(ContextHandle ctx);
   const ContextRecord* FindRecord(ContextHandle ctx) const;
