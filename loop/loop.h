@@ -45,8 +45,9 @@
 // (still pinned, so the poster is done with the loop when it unpins) only
 // when the loop had armed the ingress, i.e. may be idle. A busy loop takes
 // new cross-thread tasks at the end of each batch, so a burst into a busy
-// loop costs no syscall (about 0.03 wake-ups per 1,000 posts in
-// benchmarks/loop_benchmark.cc, against ~3 for raw libevent).
+// loop costs no syscall (under 0.05 wake-ups per 1,000 posts in
+// benchmarks/loop_benchmark.cc, against 8 to 22 for raw libevent's eventfd
+// and libuv's async in the same runs).
 // `benchmarks/` measures these against raw libevent, Boost.Asio and libuv.
 //
 // Ordering
