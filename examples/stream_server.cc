@@ -17,9 +17,8 @@
 //
 //   tools/jaeger.sh start
 //   bazel run //examples:stream_server -- --otlp_endpoint=http://127.0.0.1:4318
-//   curl -N -H 'traceparent:
-//   00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
-//       'http://127.0.0.1:8080/run?events=5'
+//   tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+//   curl -N -H "traceparent: $tp" 'http://127.0.0.1:8080/run?events=5'
 //   curl -s http://127.0.0.1:16686/api/traces/4bf92f3577b34da6a3ce929d0e0e4736
 //
 // --self_test starts the server on an ephemeral port and fetches one run
