@@ -31,29 +31,7 @@ namespace {
 using loop_internal::TestHooks;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-// A one-shot gate with bounded waits.
-class Gate {
- public:
-  void Open() {
-    ctxloop::MutexLock lock(&mu_);
-    open_ = true;
-    cv_.SignalAll();
-  }
-  bool WaitFor(milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    ctxloop::MutexLock lock(&mu_);
-    while (!open_) {
-      if (!cv_.WaitUntil(&mu_, deadline)) return open_;
-    }
-    return true;
-  }
-
- private:
-  ctxloop::Mutex mu_;
-  ctxloop::CondVar cv_;
-  bool open_ ABSL_GUARDED_BY(mu_) = false;
-};
+using testing_util::Latch;
 
 // Spins (yielding) until `pred` holds or `timeout` passes; returns `pred()`.
 template <typename Pred>
@@ -69,8 +47,8 @@ bool WaitUntil(Pred pred, milliseconds timeout) {
 // --- [S7] exactness: a foreign Post racing DestroyContext -------------------
 
 std::atomic<bool> g_hold_armed{false};
-Gate* g_reached = nullptr;
-Gate* g_resume = nullptr;
+Latch* g_reached = nullptr;
+Latch* g_resume = nullptr;
 
 void HoldPosterOnce() {
   if (!g_hold_armed.exchange(false)) return;
@@ -84,7 +62,7 @@ void HoldPosterOnce() {
 // frees it). Without DestroyContext's wait for earlier pins the task arrives
 // after the marker and runs on a freed context.
 TEST(IngressTest, PostRacingDestroyContextRunsBeforeTheContextIsFreed) {
-  Gate reached, resume;
+  Latch reached, resume;
   g_reached = &reached;
   g_resume = &resume;
   TestHooks::foreign_post_checked.store(&HoldPosterOnce);
@@ -217,7 +195,7 @@ TEST_P(SeededIngressTest, PostersRacingShutdownLoseNothing) {
 class RunningLoop {
  public:
   RunningLoop() {
-    Gate made;
+    Latch made;
     thread_ = std::thread([this, &made] {
       Loop loop;
       loop_ = &loop;

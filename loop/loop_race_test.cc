@@ -36,30 +36,7 @@ namespace {
 
 using loop_internal::TestHooks;
 using std::chrono::seconds;
-
-// A one-shot gate whose waits are bounded, so a regression fails, not hangs.
-class Gate {
- public:
-  void Open() {
-    ctxloop::MutexLock lock(&mu_);
-    open_ = true;
-    cv_.SignalAll();
-  }
-  // False if the gate did not open within `timeout`.
-  bool WaitFor(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    ctxloop::MutexLock lock(&mu_);
-    while (!open_) {
-      if (!cv_.WaitUntil(&mu_, deadline)) return open_;
-    }
-    return true;
-  }
-
- private:
-  ctxloop::Mutex mu_;
-  ctxloop::CondVar cv_;
-  bool open_ ABSL_GUARDED_BY(mu_) = false;
-};
+using testing_util::Latch;
 
 // Sets a test hook for one test's scope.
 class ScopedHook {
@@ -76,8 +53,8 @@ class ScopedHook {
 
 // The thread a hook stops (one-shot), and the gates it uses.
 std::atomic<std::thread::id> g_stopped_thread{};
-Gate* g_reached = nullptr;  // Opened by the hook when reached.
-Gate* g_resume = nullptr;   // The hook waits for it (bounded).
+Latch* g_reached = nullptr;  // Opened by the hook when reached.
+Latch* g_resume = nullptr;   // The hook waits for it (bounded).
 
 void StopArmedThreadOnce() {
   std::thread::id me = std::this_thread::get_id();
@@ -93,7 +70,7 @@ void StopArmedThreadOnce() {
 // have nothing left to do with the loop; before the fix it then updated the
 // loop's counter and wrote its eventfd (heap use-after-free under ASan).
 TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
-  Gate reached, resume;
+  Latch reached, resume;
   g_reached = &reached;
   g_resume = &resume;
   ScopedHook hook(&TestHooks::after_foreign_unlock, &StopArmedThreadOnce);
@@ -102,10 +79,10 @@ TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
   // Keep the loop busy (a task that reposts itself until the poster's task
   // ran), so it takes foreign tasks at batch ends without being woken.
   auto poster_task_ran = std::make_shared<std::atomic<bool>>(false);
-  Gate spinning;
+  Latch spinning;
   struct Spinner {
     std::shared_ptr<std::atomic<bool>> done;
-    Gate* spinning;
+    Latch* spinning;
     int runs = 0;
     void operator()(ContextHandle here) && {
       // After a few batches with no foreign post the loop has found its
@@ -159,14 +136,14 @@ TEST(LoopRaceTest, PostersRacingLoopThreadDestruction) {
 class RunningLoop {
  public:
   RunningLoop() {
-    Gate made;
+    Latch made;
     thread_ = std::thread([this, &made] {
       Loop loop;
       loop_ = &loop;
       made.Open();
       while (!quit_.load()) {
         (void)loop.Run();
-        Gate* returned = returned_.exchange(nullptr);
+        Latch* returned = returned_.exchange(nullptr);
         if (returned != nullptr) returned->Open();
       }
     });
@@ -179,7 +156,7 @@ class RunningLoop {
   }
   Loop& loop() { return *loop_; }
   // Opens `gate` when the current Run() returns.
-  void NotifyOnReturn(Gate* gate) { returned_.store(gate); }
+  void NotifyOnReturn(Latch* gate) { returned_.store(gate); }
   // Makes Run() return through a task on the loop thread (a local Stop).
   void Unstick() {
     Loop* loop = loop_;
@@ -190,7 +167,7 @@ class RunningLoop {
   std::thread thread_;
   Loop* loop_ = nullptr;
   std::atomic<bool> quit_{false};
-  std::atomic<Gate*> returned_{nullptr};
+  std::atomic<Latch*> returned_{nullptr};
 };
 
 // Deterministic form: the loop is held at the end of a batch of foreign
@@ -199,12 +176,12 @@ class RunningLoop {
 // only set the flag (a wake-up seemed pending), the loop found no tasks and
 // slept: Run() never returned.
 TEST(LoopRaceTest, ForeignStopAtABatchEndIsNotLost) {
-  Gate reached, resume;
+  Latch reached, resume;
   g_reached = &reached;
   g_resume = &resume;
   ScopedHook hook(&TestHooks::before_batch_end_take, &StopArmedThreadOnce);
   RunningLoop running;
-  Gate returned;
+  Latch returned;
   running.NotifyOnReturn(&returned);
   // A foreign task; it arms the hook for its own batch end.
   ASSERT_OK(Post(running.loop().root(), [](ContextHandle) {
@@ -236,7 +213,7 @@ TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
   }
   int lost = 0;
   for (int round = 0; round < 500; ++round) {
-    Gate returned;
+    Latch returned;
     running.NotifyOnReturn(&returned);
     running.loop().Stop();
     if (!returned.WaitFor(seconds(10))) {
@@ -267,7 +244,7 @@ TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
   RunningLoop running;
   auto* conn = new Conn;
   conn->fd = fds[0];
-  Gate in_callback, watch_made;
+  Latch in_callback, watch_made;
   std::atomic<bool> stopping{false};
   FdWatch watch;
   ASSERT_OK(Post(running.loop().root(), [&](ContextHandle root) {

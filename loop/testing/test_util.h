@@ -24,6 +24,8 @@
 #include <errno.h>
 #include <fcntl.h>
 
+#include <chrono>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -52,6 +54,15 @@ class Latch {
   void Wait() {
     ctxloop::MutexLock lock(&mu_);
     while (!open_) cv_.Wait(&mu_);
+  }
+  // Waits at most `timeout`; true if the latch is open.
+  bool WaitFor(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    ctxloop::MutexLock lock(&mu_);
+    while (!open_) {
+      if (!cv_.WaitUntil(&mu_, deadline)) return open_;
+    }
+    return true;
   }
 
  private:
