@@ -126,16 +126,15 @@ event_base* Loop::base() const { return core_->base(); }
 
 namespace loop_internal {
 
-LocalPoster* FindLocalPosterSlow(ContextHandle ctx) {
-  if (ctx.is_null()) return nullptr;
+LocalPoster* FindLocalPosterSlow(uint32_t loop_slot, uint32_t loop_generation) {
+  if (loop_generation == 0) return nullptr;  // A null handle.
   // The epoch first: if a loop goes away or changes hands after this read,
   // the entry below is never used.
   const uint64_t epoch = g_owner_epoch.load(std::memory_order_acquire);
-  LoopCore* core = LoopRegistry::FindOwned(HandleAccess::LoopSlot(ctx),
-                                           HandleAccess::LoopGeneration(ctx));
+  LoopCore* core = LoopRegistry::FindOwned(loop_slot, loop_generation);
   if (core == nullptr) return nullptr;
   OwnerCache& cache = ThisThreadOwnerCache();
-  cache.key = OwnerKey(ctx);
+  cache.key = OwnerKey(loop_slot, loop_generation);
   cache.epoch = epoch;
   cache.poster = &core->local_poster();
   return cache.poster;
@@ -147,24 +146,36 @@ absl::Status Post(ContextHandle ctx, Task task) {
   if (ctx.is_null()) return absl::InvalidArgumentError("Post: null context");
   if (!task) return absl::InvalidArgumentError("Post: null task");
   if (loop_internal::LocalPoster* poster =
-          loop_internal::FindLocalPoster(ctx)) {
+          loop_internal::CachedLocalPoster(ctx)) {
     return poster->core()->PostLocal(ctx, std::move(task));
   }
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  // The pin is the liveness check: shutdown closes the slot to pins [S5],
-  // and cannot finish while we hold one [S11].
+  // Not known to be this thread's loop: pin first. A foreign post needs the
+  // pin anyway (it is the liveness check: shutdown closes the slot to pins
+  // [S5] and cannot finish while we hold one [S11]), and the slot's owner tag
+  // is on the cache line the pin just wrote, so telling a foreign thread from
+  // the owner costs no registry lookup of its own.
   uint64_t unit;
-  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
-  if (core == nullptr) {  // [S5] [S8]
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot post to ", ctx.DebugString(),
-                     ": its loop is shut down, shutting down or destroyed"));
+  bool owner;
+  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit, &owner);
+  if (ABSL_PREDICT_TRUE(core != nullptr && !owner)) {
+    absl::Status result = core->PostForeign(ctx, std::move(task));
+    LoopRegistry::Unpin(slot, unit);
+    loop_internal::TestHooks::Run(
+        loop_internal::TestHooks::after_foreign_unlock);
+    return result;  // On error `task` is destroyed here, on this thread.
   }
-  absl::Status result = core->PostForeign(ctx, std::move(task));
-  LoopRegistry::Unpin(slot, unit);
-  loop_internal::TestHooks::Run(loop_internal::TestHooks::after_foreign_unlock);
-  return result;  // On error `task` is destroyed here, on this thread.
+  if (core != nullptr) LoopRegistry::Unpin(slot, unit);
+  // The owner thread with a cold cache, or a loop closed to foreign threads:
+  // shutting down (its owner still posts while it drains [S1] [S2]) or gone.
+  if (loop_internal::LocalPoster* poster =
+          loop_internal::FindLocalPosterSlow(slot, gen)) {
+    return poster->core()->PostLocal(ctx, std::move(task));
+  }
+  return absl::FailedPreconditionError(  // [S5] [S8]
+      absl::StrCat("cannot post to ", ctx.DebugString(),
+                   ": its loop is shut down, shutting down or destroyed"));
 }
 
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
@@ -175,8 +186,9 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
   if (!task) return absl::InvalidArgumentError("PostDelayed: null task");
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  if (LoopCore* core = LoopRegistry::FindOwned(slot, gen)) {
-    return core->PostDelayedOwned(ctx, delay, std::move(task));
+  if (loop_internal::LocalPoster* poster =
+          loop_internal::FindLocalPoster(slot, gen)) {
+    return poster->core()->PostDelayedOwned(ctx, delay, std::move(task));
   }
   uint64_t unit;
   LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
@@ -194,9 +206,9 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
 
 bool Cancel(const DelayedTaskHandle& handle) {
   if (handle.loop_generation_ == 0) return false;
-  if (LoopCore* core =
-          LoopRegistry::FindOwned(handle.loop_slot_, handle.loop_generation_)) {
-    return core->CancelOwned(handle);
+  if (loop_internal::LocalPoster* poster = loop_internal::FindLocalPoster(
+          handle.loop_slot_, handle.loop_generation_)) {
+    return poster->core()->CancelOwned(handle);
   }
   uint64_t unit;
   LoopCore* core =
@@ -216,9 +228,7 @@ ContextHandle RootOf(ContextHandle ctx) {
 }
 
 bool IsOnLoopThread(ContextHandle ctx) {
-  return !ctx.is_null() &&
-         LoopRegistry::FindOwned(HandleAccess::LoopSlot(ctx),
-                                 HandleAccess::LoopGeneration(ctx)) != nullptr;
+  return !ctx.is_null() && loop_internal::FindLocalPoster(ctx) != nullptr;
 }
 
 absl::StatusOr<ContextHandle> NewChildContext(ContextHandle parent,
@@ -302,8 +312,9 @@ void FdWatch::Stop() {
   const uint64_t id = std::exchange(id_, 0);
   std::shared_ptr<loop_internal::WatchControl> control = std::move(control_);
   if (id == 0) return;
-  if (LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_)) {
-    core->StopWatch(id);  // Loop thread: at once, never waits.
+  if (loop_internal::LocalPoster* poster =
+          loop_internal::FindLocalPoster(loop_slot_, loop_generation_)) {
+    poster->core()->StopWatch(id);  // Loop thread: at once, never waits.
     return;
   }
   // [S13] Another thread: no call may start from here on...
@@ -322,8 +333,9 @@ void FdWatch::Stop() {
 
 bool FdWatch::active() const {
   if (id_ == 0) return false;
-  LoopCore* core = LoopRegistry::FindOwned(loop_slot_, loop_generation_);
-  return core != nullptr && core->WatchActive(id_);
+  const loop_internal::LocalPoster* poster =
+      loop_internal::FindLocalPoster(loop_slot_, loop_generation_);
+  return poster != nullptr && poster->core()->WatchActive(id_);
 }
 
 }  // namespace ctxloop

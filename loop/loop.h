@@ -73,6 +73,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -251,7 +252,7 @@ absl::Status Post(ContextHandle ctx, Task task);
 // and destroyed there. Same errors as above; on error an rvalue `f` has been
 // moved from and what it held destroyed on the calling thread before `Post`
 // returns (an lvalue `f` is copied, never touched). From another thread it
-// is wrapped in a `Task` and posted as above.
+// is built in place in a node of the loop's lock-free foreign ingress.
 template <typename F,
           typename = std::enable_if_t<
               !std::is_same_v<std::decay_t<F>, Task> &&
@@ -341,13 +342,20 @@ bool IsOnLoopThread(ContextHandle ctx);
 // --- Implementation details --------------------------------------------------
 
 namespace loop_internal {
-// Everything but a same-thread post that the cache resolves: wraps `f` in a
+// Everything but a same-thread post that the cache resolves: a foreign post
+// builds `f` in its ingress node (local_post.h); anything else wraps `f` in a
 // `Task` (which is destroyed here on error) and takes the general path.
 template <typename F>
 ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx, F&& f) {
   // An empty std::function would make a non-empty Task: refuse it here, with
   // the errors (and their order) of the Task overload.
   if (IsEmptyCallable(f)) return ::ctxloop::Post(ctx, Task());
+  ForeignPostSlot slot;
+  if (slot.Open(ctx)) {
+    // Another thread's loop: built in place in its ingress node.
+    ::new (slot.task_storage()) Task(std::forward<F>(f));
+    return slot.Commit();
+  }
   return ::ctxloop::Post(ctx, Task(std::forward<F>(f)));
 }
 }  // namespace loop_internal

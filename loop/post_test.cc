@@ -361,5 +361,33 @@ TEST(PostTest, ForeignTemplatePostsRunInOrderBetweenLocalOnes) {
   EXPECT_EQ(order, (std::vector<std::string>{"l1", "f0", "f1", "f2", "l2"}));
 }
 
+
+// A foreign post builds the callable in its ingress node while it holds a
+// pin of the loop (local_post.h, ForeignPostSlot). If that construction
+// throws, the exception reaches the poster and the pin and node are returned:
+// otherwise the loop's shutdown would wait for the pin forever (the test
+// would time out), and the next posts would not run.
+TEST(PostTest, AForeignPostWhoseCallableThrowsWhileBuiltReleasesItsPin) {
+  struct ThrowsOnCopy {
+    ThrowsOnCopy() = default;
+    ThrowsOnCopy(const ThrowsOnCopy&) { throw std::runtime_error("copy"); }
+    ThrowsOnCopy(ThrowsOnCopy&&) = default;
+    void operator()(ContextHandle) && { ADD_FAILURE() << "ran"; }
+  };
+  auto loop = std::make_unique<Loop>();
+  const ContextHandle ctx = loop->root();
+  int ran = 0;
+  std::thread([&] {
+    const ThrowsOnCopy callable;
+    for (int i = 0; i < 100; ++i) {
+      EXPECT_THROW((void)Post(ctx, callable), std::runtime_error);
+      EXPECT_TRUE(Post(ctx, [&ran](ContextHandle) { ++ran; }).ok());
+    }
+  }).join();
+  ASSERT_OK(loop->RunUntilIdle());
+  EXPECT_EQ(ran, 100);
+  ASSERT_OK(loop->Shutdown());  // Would wait forever for a leaked pin.
+}
+
 }  // namespace
 }  // namespace ctxloop

@@ -69,8 +69,13 @@ struct alignas(64) IngressNode {
   static constexpr uint64_t kCancelledByForeign = 0;
   static constexpr uint64_t kTakenByLoop = 1;
 
+  // The fields a post writes and the loop reads come first and fill one
+  // cache line (checked below); the rest is for delayed posts and cancels.
   IngressNode* next = nullptr;
   Kind kind = Kind::kTask;
+  // kDelayed, loop thread only: the slab node of its timer once inserted,
+  // else ~0.
+  uint32_t timer_index = ~uint32_t{0};
   ContextHandle ctx;
   Task task;
   // kDelayed: its cancel claim. `timer_id` (never reused: see
@@ -82,14 +87,18 @@ struct alignas(64) IngressNode {
   std::atomic<uint64_t> claim{0};
   uint64_t timer_id = 0;
   int64_t deadline_ns = 0;
-  // Loop thread only: the slab node of its timer once inserted, else ~0.
-  uint32_t timer_index = ~uint32_t{0};
   // kCancel: the foreign task whose claim was won (`target`), or else the
   // slab node and id of a task posted on the loop thread.
   IngressNode* target = nullptr;
   uint32_t cancel_node = 0;
   uint64_t cancel_id = 0;
 };
+
+static_assert(sizeof(IngressNode*) + 2 * sizeof(uint32_t) +
+                      sizeof(ContextHandle) + sizeof(Task) <=
+                  64,
+              "a post's fields (next, kind, timer_index, ctx, task) fit the "
+              "node's first cache line");
 
 // A process-wide timer id for a foreign PostDelayed: never 0 or 1, never
 // reused.

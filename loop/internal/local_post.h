@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "absl/base/optimization.h"
+#include "absl/status/status.h"
 #include "absl/functional/any_invocable.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/handle_access.h"
@@ -121,30 +122,96 @@ inline OwnerCache& ThisThreadOwnerCache() {
   return cache;
 }
 
+// The loop part of a handle (its slot and generation) as one 64-bit key.
+inline uint64_t OwnerKey(uint32_t loop_slot, uint32_t loop_generation) {
+  return (uint64_t{loop_generation} << 32) | loop_slot;
+}
 inline uint64_t OwnerKey(ContextHandle ctx) {
-  return (uint64_t{HandleAccess::LoopGeneration(ctx)} << 32) |
-         HandleAccess::LoopSlot(ctx);
+  return OwnerKey(HandleAccess::LoopSlot(ctx), HandleAccess::LoopGeneration(ctx));
 }
 
-// The loop of `ctx` if the cache says this thread owns it; null on a miss
+// The loop of `key` if the cache says this thread owns it; null on a miss
 // (which proves nothing: use `FindLocalPoster`).
-inline LocalPoster* CachedLocalPoster(ContextHandle ctx) {
+inline LocalPoster* CachedLocalPoster(uint64_t key) {
   const OwnerCache& cache = ThisThreadOwnerCache();
-  if (ABSL_PREDICT_TRUE(cache.key == OwnerKey(ctx) &&
+  if (ABSL_PREDICT_TRUE(cache.key == key &&
                         cache.epoch ==
                             g_owner_epoch.load(std::memory_order_acquire))) {
     return cache.poster;
   }
   return nullptr;
 }
-
-// The loop of `ctx` if this thread owns it and it is alive (as
-// `LoopRegistry::FindOwned`), refilling the cache; null otherwise.
-LocalPoster* FindLocalPosterSlow(ContextHandle ctx);
-inline LocalPoster* FindLocalPoster(ContextHandle ctx) {
-  if (LocalPoster* p = CachedLocalPoster(ctx)) return p;
-  return FindLocalPosterSlow(ctx);
+inline LocalPoster* CachedLocalPoster(ContextHandle ctx) {
+  return CachedLocalPoster(OwnerKey(ctx));
 }
+
+// The loop `(loop_slot, loop_generation)` if this thread owns it and it is
+// alive (exactly as `LoopRegistry::FindOwned`: including while it drains
+// during shutdown), refilling the cache; null otherwise. Every owner-thread
+// check goes through here, so the loop thread's hot paths never read the
+// registry slot that foreign posters pin (no shared cache line).
+LocalPoster* FindLocalPosterSlow(uint32_t loop_slot, uint32_t loop_generation);
+inline LocalPoster* FindLocalPoster(uint32_t loop_slot,
+                                    uint32_t loop_generation) {
+  if (LocalPoster* p =
+          CachedLocalPoster(OwnerKey(loop_slot, loop_generation))) {
+    return p;
+  }
+  return FindLocalPosterSlow(loop_slot, loop_generation);
+}
+inline LocalPoster* FindLocalPoster(ContextHandle ctx) {
+  return FindLocalPoster(HandleAccess::LoopSlot(ctx),
+                         HandleAccess::LoopGeneration(ctx));
+}
+
+struct IngressNode;
+
+// A post from a thread that does not own the loop, in three steps, so that
+// `Post`'s template builds the callable in the ingress node itself (no `Task`
+// moved, no manager call but the construction):
+//
+//   ForeignPostSlot slot;
+//   if (slot.Open(ctx)) {                          // pinned; node allocated
+//     ::new (slot.task_storage()) Task(std::move(f));
+//     return slot.Commit();                        // pushed; unpinned
+//   }
+//   // else: the general path (this thread's own loop, or an error).
+//
+// `Open` is true only for a live, pinned loop that this thread does not own
+// and whose accept table accepts `ctx` (as `LoopCore::PostForeign` checks
+// it); it leaves nothing held when false. Between `Open` and `Commit` the
+// caller holds a pin: it must only build the task. If that throws, the
+// destructor returns the node and the pin. The node's task storage holds an
+// empty `Task` (every pooled node's task is empty), whose lifetime the
+// placement new ends: an empty `Task` holds nothing to destroy.
+//
+// Thread-safety: any thread; one slot per call.
+class ForeignPostSlot {
+ public:
+  ForeignPostSlot() = default;
+  ForeignPostSlot(const ForeignPostSlot&) = delete;
+  ForeignPostSlot& operator=(const ForeignPostSlot&) = delete;
+  ~ForeignPostSlot() {
+    if (ABSL_PREDICT_FALSE(node_ != nullptr)) Abandon();
+  }
+
+  bool Open(ContextHandle ctx);
+  // After a true `Open`: where to build the task.
+  void* task_storage() const { return task_; }
+  // After a true `Open` and the task built: queues it. OK, or (only if the
+  // loop closed its ingress meanwhile, which a pin rules out) the error of a
+  // refused post, with the task destroyed here.
+  absl::Status Commit();
+
+ private:
+  void Abandon();
+
+  LoopCore* core_ = nullptr;
+  IngressNode* node_ = nullptr;
+  void* task_ = nullptr;
+  uint64_t unit_ = 0;
+  uint32_t slot_ = 0;
+};
 
 // Whether `f` is an empty callable (a null function pointer, an empty
 // `AnyInvocable` or `std::function`); false for every other type.

@@ -213,9 +213,10 @@ LoopCore::~LoopCore() {
 }
 
 bool LoopCore::IsOwnerThread() const {
-  // FindOwned also checks the generation: after shutdown the slot may hold a
-  // new loop owned by this same thread.
-  return LoopRegistry::FindOwned(slot_index_, generation_) == this;
+  // The lookup also checks the generation: after shutdown the slot may hold
+  // a new loop owned by this same thread.
+  const LocalPoster* poster = FindLocalPoster(slot_index_, generation_);
+  return poster != nullptr && poster->core() == this;
 }
 
 LoopStats LoopCore::stats() const {

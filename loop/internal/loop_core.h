@@ -307,6 +307,7 @@ class LoopCore {
   // was armed (may be idle), before the caller unpins [S11]. False if the
   // ingress is closed: then the node (and its task) is the caller's again.
   bool PushForeign(IngressNode* node);
+  friend class ForeignPostSlot;  // Uses accept_ and PushForeign.
   void WriteWakeFd();
   // Takes the ingress: queues its tasks as one ForeignSegment entry and acts
   // on its commands (stop, re-arm); true if tasks were queued. When it
@@ -335,7 +336,13 @@ class LoopCore {
   // Runs the foreign tasks of a segment entry (see ForeignSegment) until
   // done or Stop(); true if Stop() was asked (then some may be left).
   bool RunForeignSegment(TaskEntry& entry);
-  bool StopRequestedInBatch() const;
+  // Inline: checked after every task (a relaxed load while no stop is
+  // requested).
+  bool StopRequestedInBatch() const {
+    return ABSL_PREDICT_FALSE(stop_requested_.load(std::memory_order_relaxed)) &&
+           StopInBatchSlow();
+  }
+  ABSL_ATTRIBUTE_NOINLINE bool StopInBatchSlow() const;
   void Report(ContextHandle ctx, const absl::Status& error);
   // Adds a timer due at `deadline` (a zero `delay_ns` goes to the due
   // list); returns its node; `*earliest` tells whether the loop must re-arm.

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -50,6 +51,50 @@ absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
     return RejectForeignPost(ctx);
   }
   return absl::OkStatus();
+}
+
+bool ForeignPostSlot::Open(ContextHandle ctx) {
+  if (ctx.is_null()) return false;
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  bool owner;
+  LoopCore* core = LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx),
+                                     &unit_, &owner);
+  if (ABSL_PREDICT_FALSE(core == nullptr)) return false;
+  // [S7] As in PostForeign: the accept table is exact against DestroyContext.
+  if (ABSL_PREDICT_FALSE(owner || !core->accept_.Accepts(ctx))) {
+    LoopRegistry::Unpin(slot, unit_);
+    return false;
+  }
+  TestHooks::Run(TestHooks::foreign_post_checked);
+  IngressNode* node = AllocIngressNode();
+  node->ctx = ctx;
+  core_ = core;
+  node_ = node;
+  slot_ = slot;
+  task_ = &node->task;
+  return true;
+}
+
+absl::Status ForeignPostSlot::Commit() {
+  IngressNode* node = std::exchange(node_, nullptr);
+  if (ABSL_PREDICT_TRUE(core_->PushForeign(node))) {
+    LoopRegistry::Unpin(slot_, unit_);
+    TestHooks::Run(TestHooks::after_foreign_unlock);
+    return absl::OkStatus();
+  }
+  // Never reached the loop: the task is destroyed here, on this thread.
+  const ContextHandle ctx = node->ctx;
+  Task doomed = std::move(node->task);
+  FreeIngressNodes(node, node);
+  LoopRegistry::Unpin(slot_, unit_);
+  return LoopCore::RejectForeignPost(ctx);
+}
+
+void ForeignPostSlot::Abandon() {
+  // Building the task threw: the node's task is still empty.
+  IngressNode* node = std::exchange(node_, nullptr);
+  FreeIngressNodes(node, node);
+  LoopRegistry::Unpin(slot_, unit_);
 }
 
 absl::Status LoopCore::RejectForeignPost(ContextHandle ctx) {

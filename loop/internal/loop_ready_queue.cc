@@ -107,11 +107,8 @@ void LoopCore::RunBatch() {
   }
 }
 
-bool LoopCore::StopRequestedInBatch() const {
-  if (!stop_requested_.load(std::memory_order_relaxed) ||
-      phase_ != Phase::kOpen) {
-    return false;
-  }
+bool LoopCore::StopInBatchSlow() const {
+  if (phase_ != Phase::kOpen) return false;
   // Stop(): the rest stays queued, in order, ahead of what they posted. A
   // Stop() from another thread only set the flag: end this pass of the
   // event loop now, not when its wake-up is polled.

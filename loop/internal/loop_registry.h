@@ -54,7 +54,9 @@ inline uint64_t ThisThreadTag() {
   return tag;
 }
 
-struct LoopSlot {
+// One cache line per slot: foreign posters pin a slot with a
+// compare-and-swap, which must not contend with another loop's slot.
+struct alignas(64) LoopSlot {
   // Bits 63..32: generation of the loop in this slot (0: never used).
   // Bit 31: closed to foreign operations (set when shutdown starts, kept
   // after). Bit 30: the current pin epoch. Bits 29..15: pins taken in epoch
@@ -123,6 +125,10 @@ class LoopRegistry {
   // null if the loop is gone, shutting down, or never existed. A non-null
   // result must be released with `Unpin(index, *unit)`.
   static LoopCore* Pin(uint32_t index, uint32_t generation, uint64_t* unit);
+  // The same, and `*owner`: whether the calling thread drives the loop (its
+  // `owner_thread`, read from the line the pin wrote). Set only on success.
+  static LoopCore* Pin(uint32_t index, uint32_t generation, uint64_t* unit,
+                       bool* owner);
   static void Unpin(uint32_t index, uint64_t unit);
 
   // The loop `(index, generation)` if the calling thread is its owner and it
