@@ -966,6 +966,98 @@ void BM_RawLibevent_EvtimerNewAddDelFree(benchmark::State& state) {
   ReportItems(state, kTimerBatch, allocs);
 }
 
+// timer_schedule_cancel_in_callback: the same batch, scheduled and cancelled
+// inside one loop callback, as a server schedules its timeouts. Both loops
+// then take "now" from their cached loop time (ctxloop reads the clock once
+// per callback, libevent uses the time cached for the iteration), where the
+// out-of-loop pair above reads a clock per timer: ctxloop a precise one
+// (CLOCK_MONOTONIC), libevent's default base the cheaper, millisecond-coarse
+// CLOCK_MONOTONIC_COARSE.
+void BM_Ctxloop_TimerScheduleCancelInCallback(benchmark::State& state) {
+  state.SetLabel("timer_schedule_cancel_in_callback");
+  ctxloop::Loop loop;
+  const ctxloop::ContextHandle ctx = *loop.NewContext("bench");
+  std::vector<ctxloop::DelayedTaskHandle> handles;
+  handles.reserve(kTimerBatch);
+  int64_t fired = 0;
+  int64_t errors = 0;
+  int64_t batches = 0;
+  AllocWindow allocs;
+  for (auto _ : state) {
+    const absl::Status posted =
+        ctxloop::Post(ctx, [&](ctxloop::ContextHandle here) {
+          for (int i = 0; i < kTimerBatch; ++i) {
+            absl::StatusOr<ctxloop::DelayedTaskHandle> h = ctxloop::PostDelayed(
+                here, absl::Seconds(1),
+                [&fired](ctxloop::ContextHandle) { ++fired; });
+            if (h.ok()) {
+              handles.push_back(*h);
+            } else {
+              ++errors;
+            }
+          }
+          for (const ctxloop::DelayedTaskHandle& h : handles) {
+            if (!ctxloop::Cancel(h)) ++errors;
+          }
+          handles.clear();
+          ++batches;
+        });
+    if (!posted.ok() || !loop.RunUntilIdle().ok()) ++errors;
+  }
+  allocs.Pause();  // What follows is not timed.
+  if (!loop.RunUntilIdle().ok()) ++errors;
+  CheckCount(state, "failed Post/PostDelayed/Cancel/RunUntilIdle calls", errors,
+             0) &&
+      CheckCount(state, "batches run", batches, state.iterations()) &&
+      CheckCount(state, "cancelled timers that ran", fired, 0);
+  ReportItems(state, kTimerBatch, allocs);
+}
+
+// libevent: event_new + evtimer_add, then evtimer_del + event_free, inside
+// the callback of an event made active once per batch.
+void BM_RawLibevent_EvtimerNewAddDelFreeInCallback(benchmark::State& state) {
+  state.SetLabel("timer_schedule_cancel_in_callback");
+  EventBasePtr base = NewNoLockBase();
+  struct Batch {
+    event_base* base;
+    std::vector<event*> events;
+    int64_t fired = 0;
+    int64_t errors = 0;
+    int64_t batches = 0;
+  } batch{base.get(), {}};
+  batch.events.reserve(kTimerBatch);
+  event* trigger = event_new(
+      base.get(), -1, 0,
+      [](evutil_socket_t, short, void* arg) {
+        auto* b = static_cast<Batch*>(arg);
+        const timeval one_second = {1, 0};
+        for (int i = 0; i < kTimerBatch; ++i) {
+          event* ev = evtimer_new(b->base, &IncrementCb, &b->fired);
+          if (ev == nullptr || evtimer_add(ev, &one_second) != 0) ++b->errors;
+          b->events.push_back(ev);
+        }
+        for (event* ev : b->events) {
+          if (ev == nullptr) continue;
+          if (evtimer_del(ev) != 0) ++b->errors;
+          event_free(ev);
+        }
+        b->events.clear();
+        ++b->batches;
+      },
+      &batch);
+  AllocWindow allocs;
+  for (auto _ : state) {
+    event_active(trigger, 0, 0);
+    if (event_base_loop(base.get(), EVLOOP_NONBLOCK) < 0) ++batch.errors;
+  }
+  allocs.Pause();  // What follows is not timed.
+  event_free(trigger);
+  CheckCount(state, "failed libevent calls", batch.errors, 0) &&
+      CheckCount(state, "batches run", batch.batches, state.iterations()) &&
+      CheckCount(state, "cancelled timers that ran", batch.fired, 0);
+  ReportItems(state, kTimerBatch, allocs);
+}
+
 // Boost.Asio: steady_timer + expires_after(1 s) + async_wait, then cancel()
 // each. Asio always calls a handler (with operation_aborted), so the batch is
 // finished by run(): that is part of Asio's cancel cost.
@@ -1186,6 +1278,9 @@ BENCHMARK(BM_Ctxloop_TimerScheduleCancel)->UseRealTime();
 BENCHMARK(BM_RawLibevent_EvtimerAddDel)->UseRealTime();
 BENCHMARK(BM_RawLibevent_EvtimerNewAddDelFree)->UseRealTime();
 BENCHMARK(BM_Asio_SteadyTimerCancel)->UseRealTime();
+
+BENCHMARK(BM_Ctxloop_TimerScheduleCancelInCallback)->UseRealTime();
+BENCHMARK(BM_RawLibevent_EvtimerNewAddDelFreeInCallback)->UseRealTime();
 
 BENCHMARK(BM_Ctxloop_ContextKeySetReset)->UseRealTime();
 BENCHMARK(BM_ThreadLocal_SaveRestore)->UseRealTime();

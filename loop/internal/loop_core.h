@@ -239,6 +239,12 @@ class LoopCore {
   // A heap (or due list) entry: the order key and the node. Equal deadlines
   // order by id, i.e. post order.
   struct TimerEntry {
+    TimerEntry() = default;
+    // Lets `emplace_back` write the fields in place: a braced temporary was
+    // built on the stack with two 8-byte stores and copied with one 16-byte
+    // load, a store-forwarding stall on every timer insert.
+    TimerEntry(int64_t d, uint64_t i, uint32_t n)
+        : deadline_ns(d), id(i), node(n) {}
     int64_t deadline_ns;
     uint64_t id;
     uint32_t node;

@@ -66,7 +66,8 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedOwned(
         absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
                      ": loop shutting down"));
   }
-  if (!AcceptsPosts(ctx)) return RejectPost(ctx);
+  // The same-thread post's inline check (local_post.h): live and not closing.
+  if (ABSL_PREDICT_FALSE(!local_.Accepts(ctx))) return RejectPost(ctx);
   const int64_t delay_ns = DelayNs(delay);
   int64_t now;
   if (delay_ns == 0 && timer_heap_.empty()) {
@@ -141,10 +142,10 @@ uint32_t LoopCore::InsertTimer(ContextHandle ctx, int64_t delay_ns,
     // Ids grow and deadlines never decrease: the due list stays sorted.
     *earliest = due_head_ == due_list_.size();
     node.in_heap = false;
-    due_list_.push_back(TimerEntry{deadline, id, index});
+    due_list_.emplace_back(deadline, id, index);
   } else {
     node.in_heap = true;
-    timer_heap_.push_back(TimerEntry{deadline, id, index});
+    timer_heap_.emplace_back(deadline, id, index);
     const size_t pos = timer_heap_.size() - 1;
     // Deadlines mostly grow: usually the new entry stays where it is.
     *earliest = pos == 0 || (timer_heap_[pos] < timer_heap_[(pos - 1) / 4] &&
