@@ -137,6 +137,7 @@ LocalPoster* FindLocalPosterSlow(uint32_t loop_slot, uint32_t loop_generation) {
   cache.key = OwnerKey(loop_slot, loop_generation);
   cache.epoch = epoch;
   cache.poster = &core->local_poster();
+  cache.core = core;
   return cache.poster;
 }
 

@@ -115,6 +115,7 @@ struct OwnerCache {
   uint64_t key = ~uint64_t{0};  // No handle has this key.
   uint64_t epoch = 0;
   LocalPoster* poster = nullptr;
+  LoopCore* core = nullptr;  // `poster->core()`, one load nearer.
 };
 
 inline OwnerCache& ThisThreadOwnerCache() {
@@ -143,6 +144,17 @@ inline LocalPoster* CachedLocalPoster(uint64_t key) {
 }
 inline LocalPoster* CachedLocalPoster(ContextHandle ctx) {
   return CachedLocalPoster(OwnerKey(ctx));
+}
+
+// `CachedLocalPoster(key)->core()` without the hop through the poster.
+inline LoopCore* CachedOwnedCore(uint64_t key) {
+  const OwnerCache& cache = ThisThreadOwnerCache();
+  if (ABSL_PREDICT_TRUE(cache.key == key &&
+                        cache.epoch ==
+                            g_owner_epoch.load(std::memory_order_acquire))) {
+    return cache.core;
+  }
+  return nullptr;
 }
 
 // The loop `(loop_slot, loop_generation)` if this thread owns it and it is

@@ -24,8 +24,10 @@ namespace loop_internal {
 // A hit in this thread's owner cache (local_post.h) is a 64-bit compare and
 // an acquire load of the cache epoch; a miss looks the registry up once.
 inline LoopCore* FindOwnedCore(ContextHandle ctx) {
-  LocalPoster* poster = FindLocalPoster(ctx);
-  return ABSL_PREDICT_TRUE(poster != nullptr) ? poster->core() : nullptr;
+  if (LoopCore* core = CachedOwnedCore(OwnerKey(ctx))) return core;
+  LocalPoster* poster = FindLocalPosterSlow(HandleAccess::LoopSlot(ctx),
+                                            HandleAccess::LoopGeneration(ctx));
+  return poster != nullptr ? poster->core() : nullptr;
 }
 
 // Why `FindOwnedCore(ctx)` returned null:
