@@ -2,32 +2,19 @@
 //
 // Allocations of `ContextKey` Set/Reset (issue 8): once a key was set on a
 // context, a Set of a small value and its Reset neither allocate nor free,
-// also when Sets nest (the key's emptied stack keeps its storage). A counting
-// global `operator new` (this test binary only) counts the calling thread's
-// allocations.
+// also when Sets nest (the key's emptied stack keeps its storage). The
+// calling thread's allocations are counted by the global `operator new` of
+// //loop:alloc_count_for_testing (testing/alloc_count.h).
 
-#include <cstdlib>
 #include <memory>
-#include <new>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/testing/alloc_count.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
-
-namespace {
-thread_local long g_allocs = 0;
-}  // namespace
-
-void* operator new(std::size_t n) {
-  ++g_allocs;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace ctxloop {
 namespace {
@@ -41,7 +28,7 @@ template <typename T>
 long AllocsOfNestedCycles(const ContextKey<T>& key, ContextHandle ctx,
                           const T& value, int depth, int cycles) {
   std::vector<Token> tokens(static_cast<size_t>(depth));
-  const long before = g_allocs;
+  const testing_util::AllocationWindow window;
   for (int c = 0; c < cycles; ++c) {
     for (int d = 0; d < depth; ++d) {
       absl::StatusOr<Token> t = key.Set(ctx, value);
@@ -52,7 +39,7 @@ long AllocsOfNestedCycles(const ContextKey<T>& key, ContextHandle ctx,
       if (!key.Reset(ctx, tokens[static_cast<size_t>(d)]).ok()) return -1;
     }
   }
-  return g_allocs - before;
+  return window.count();
 }
 
 TEST(ContextKeyAllocTest, SetResetCyclesDoNotAllocate) {

@@ -22,6 +22,7 @@
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/hold_at_hook.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
@@ -31,6 +32,7 @@ namespace {
 using loop_internal::TestHooks;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing_util::HoldAtHook;
 using testing_util::Latch;
 
 // Spins (yielding) until `pred` holds or `timeout` passes; returns `pred()`.
@@ -46,26 +48,13 @@ bool WaitUntil(Pred pred, milliseconds timeout) {
 
 // --- [S7] exactness: a foreign Post racing DestroyContext -------------------
 
-std::atomic<bool> g_hold_armed{false};
-Latch* g_reached = nullptr;
-Latch* g_resume = nullptr;
-
-void HoldPosterOnce() {
-  if (!g_hold_armed.exchange(false)) return;
-  g_reached->Open();
-  (void)g_resume->WaitFor(seconds(10));
-}
-
 // The poster is held after it found the context open and before it pushed;
 // meanwhile the loop destroys the context. The post was accepted, so its task
 // must run, with the context's handle still valid (before the destroy marker
 // frees it). Without DestroyContext's wait for earlier pins the task arrives
 // after the marker and runs on a freed context.
 TEST(IngressTest, PostRacingDestroyContextRunsBeforeTheContextIsFreed) {
-  Latch reached, resume;
-  g_reached = &reached;
-  g_resume = &resume;
-  TestHooks::foreign_post_checked.store(&HoldPosterOnce);
+  HoldAtHook hold(&TestHooks::foreign_post_checked);
   LoopThread worker;
   Loop* loop = nullptr;
   ContextHandle ctx;
@@ -76,23 +65,22 @@ TEST(IngressTest, PostRacingDestroyContextRunsBeforeTheContextIsFreed) {
   std::atomic<int> ran{0};
   std::atomic<bool> valid{false};
   absl::Status posted;
-  g_hold_armed.store(true);
+  hold.Arm();
   std::thread poster([&] {
     posted = Post(ctx, [&, loop](ContextHandle here) {
       valid.store(loop->ContextName(here).ok());
       ran.fetch_add(1);
     });
   });
-  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  ASSERT_TRUE(hold.WaitReached(seconds(10)));
   ASSERT_OK(Post(worker.root(), [loop, ctx](ContextHandle) {
     EXPECT_TRUE(loop->DestroyContext(ctx).ok());
   }));
   // Give the loop time to destroy (and, were the wait missing, free) the
   // context while the poster is held; the check below does not depend on it.
   std::this_thread::sleep_for(milliseconds(100));
-  resume.Open();
+  hold.Resume();
   poster.join();
-  TestHooks::foreign_post_checked.store(nullptr);
   ASSERT_OK(posted);
   EXPECT_TRUE(WaitUntil([&] { return ran.load() == 1; }, milliseconds(10000)));
   EXPECT_TRUE(valid.load()) << "the accepted task ran after its context was "

@@ -28,6 +28,7 @@
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/hold_at_hook.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
@@ -36,32 +37,8 @@ namespace {
 
 using loop_internal::TestHooks;
 using std::chrono::seconds;
+using testing_util::HoldAtHook;
 using testing_util::Latch;
-
-// Sets a test hook for one test's scope.
-class ScopedHook {
- public:
-  ScopedHook(std::atomic<TestHooks::Hook>* point, TestHooks::Hook hook)
-      : point_(point) {
-    point_->store(hook);
-  }
-  ~ScopedHook() { point_->store(nullptr); }
-
- private:
-  std::atomic<TestHooks::Hook>* point_;
-};
-
-// The thread a hook stops (one-shot), and the gates it uses.
-std::atomic<std::thread::id> g_stopped_thread{};
-Latch* g_reached = nullptr;  // Opened by the hook when reached.
-Latch* g_resume = nullptr;   // The hook waits for it (bounded).
-
-void StopArmedThreadOnce() {
-  std::thread::id me = std::this_thread::get_id();
-  if (!g_stopped_thread.compare_exchange_strong(me, std::thread::id())) return;
-  g_reached->Open();
-  (void)g_resume->WaitFor(seconds(10));
-}
 
 // --- Defect 1 ----------------------------------------------------------------
 
@@ -70,10 +47,7 @@ void StopArmedThreadOnce() {
 // have nothing left to do with the loop; before the fix it then updated the
 // loop's counter and wrote its eventfd (heap use-after-free under ASan).
 TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
-  Latch reached, resume;
-  g_reached = &reached;
-  g_resume = &resume;
-  ScopedHook hook(&TestHooks::after_foreign_unlock, &StopArmedThreadOnce);
+  HoldAtHook hold(&TestHooks::after_foreign_unlock);
   auto worker = std::make_unique<LoopThread>();
   const ContextHandle root = worker->root();
   // Keep the loop busy (a task that reposts itself until the poster's task
@@ -94,15 +68,15 @@ TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
   ASSERT_OK(Post(root, Spinner{poster_task_ran, &spinning}));
   ASSERT_TRUE(spinning.WaitFor(seconds(10)));
   std::thread poster([&] {
-    g_stopped_thread.store(std::this_thread::get_id());
+    hold.ArmFor(std::this_thread::get_id());
     EXPECT_TRUE(Post(root, [poster_task_ran](ContextHandle) {
                   poster_task_ran->store(true);
                 }).ok());
   });
-  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  ASSERT_TRUE(hold.WaitReached(seconds(10)));
   worker.reset();  // Runs the poster's task, shuts down, frees the loop.
   EXPECT_TRUE(poster_task_ran->load());
-  resume.Open();  // The poster returns from Post now.
+  hold.Resume();  // The poster returns from Post now.
   poster.join();
 }
 
@@ -176,20 +150,17 @@ class RunningLoop {
 // only set the flag (a wake-up seemed pending), the loop found no tasks and
 // slept: Run() never returned.
 TEST(LoopRaceTest, ForeignStopAtABatchEndIsNotLost) {
-  Latch reached, resume;
-  g_reached = &reached;
-  g_resume = &resume;
-  ScopedHook hook(&TestHooks::before_batch_end_take, &StopArmedThreadOnce);
+  HoldAtHook hold(&TestHooks::before_batch_end_take);
   RunningLoop running;
   Latch returned;
   running.NotifyOnReturn(&returned);
   // A foreign task; it arms the hook for its own batch end.
-  ASSERT_OK(Post(running.loop().root(), [](ContextHandle) {
-    g_stopped_thread.store(std::this_thread::get_id());
+  ASSERT_OK(Post(running.loop().root(), [&hold](ContextHandle) {
+    hold.ArmFor(std::this_thread::get_id());
   }));
-  ASSERT_TRUE(reached.WaitFor(seconds(10)));
+  ASSERT_TRUE(hold.WaitReached(seconds(10)));
   running.loop().Stop();
-  resume.Open();
+  hold.Resume();
   if (!returned.WaitFor(seconds(10))) {
     ADD_FAILURE() << "a foreign Stop() was lost: Run() did not return";
     running.Unstick();

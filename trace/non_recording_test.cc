@@ -3,40 +3,29 @@
 // Non-recording scopes cost next to nothing: no allocation and no processor
 // call, whatever made them non-recording (disabled tracer, no trace, wrong
 // thread, stale context, finished parent, sampler). Counts the calling
-// thread's heap allocations with a replaced global operator new.
+// thread's heap allocations with the replaced global operator new of
+// //loop:alloc_count_for_testing (ctxloop/loop/testing/alloc_count.h).
 
-#include <cstdlib>
 #include <memory>
-#include <new>
 #include <thread>
 #include <utility>
 
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/testing/alloc_count.h"
 #include "ctxloop/trace/sampler.h"
 #include "ctxloop/trace/testing/recording_processor.h"
 #include "ctxloop/trace/tracer.h"
 #include "gtest/gtest.h"
 
-namespace {
-thread_local long allocations = 0;
-}  // namespace
-
-void* operator new(std::size_t n) {
-  ++allocations;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-
 namespace ctxloop {
 namespace {
 
+using testing_util::AllocationWindow;
 using testing_util::RecordingProcessor;
 
 // Allocations made by one StartSpan + Finish.
 long SpanAllocations(Tracer& tracer, ContextHandle ctx, SpanOptions options) {
-  const long before = allocations;
+  const AllocationWindow window;
   {
     absl::StatusOr<SpanScope> span = tracer.StartSpan(ctx, "s", options);
     EXPECT_TRUE(span.ok());
@@ -44,7 +33,7 @@ long SpanAllocations(Tracer& tracer, ContextHandle ctx, SpanOptions options) {
     EXPECT_TRUE(span->SetAttribute("k", int64_t{1}).ok());
     EXPECT_TRUE(span->Finish(ctx).ok());
   }
-  return allocations - before;
+  return window.count();
 }
 
 class NonRecordingTest : public ::testing::Test {
@@ -69,12 +58,12 @@ TEST_F(NonRecordingTest, DisabledTracer) {
   Tracer tracer(WithRecorder());
   tracer.SetEnabled(false);
   EXPECT_EQ(SpanAllocations(tracer, ctx_, {}), 0);
-  const long before = allocations;
+  const AllocationWindow window;
   {
     TraceScope run = *tracer.StartTrace(ctx_, "run");
     EXPECT_TRUE(run.Finish().ok());
   }
-  EXPECT_EQ(allocations - before, 0);
+  EXPECT_EQ(window.count(), 0);
   EXPECT_TRUE(rec_->events().empty());
 }
 
@@ -91,7 +80,7 @@ TEST_F(NonRecordingTest, DisabledTracerScopeKeepsItsStatuses) {
             absl::StatusCode::kInvalidArgument);
   // Nothing allocated by the calls that succeed (error statuses carry a
   // message, so they are checked apart).
-  const long before = allocations;
+  const AllocationWindow window;
   {
     SpanScope span = *tracer.StartSpan(ctx_, "s");
     EXPECT_FALSE(span.recording());
@@ -105,7 +94,7 @@ TEST_F(NonRecordingTest, DisabledTracerScopeKeepsItsStatuses) {
     EXPECT_TRUE(run.Finish(ctx_).ok());
     SpanScope unfinished = *tracer.StartSpan(ctx_, "destroyed unfinished");
   }
-  EXPECT_EQ(allocations - before, 0);
+  EXPECT_EQ(window.count(), 0);
   {
     SpanScope span = *tracer.StartSpan(ctx_, "s");
     EXPECT_FALSE(span.span_context().valid());
@@ -185,7 +174,7 @@ TEST_F(NonRecordingTest, UnsampledNotCurrent) {
   Tracer::Options options = WithRecorder();
   options.sampler = AlwaysOffSampler();
   Tracer tracer(std::move(options));
-  const long before = allocations;
+  const AllocationWindow window;
   TraceOptions to;
   to.make_current = false;
   TraceScope run = *tracer.StartTrace(ctx_, "run", to);
@@ -195,7 +184,7 @@ TEST_F(NonRecordingTest, UnsampledNotCurrent) {
   o.make_current = false;
   EXPECT_EQ(SpanAllocations(tracer, ctx_, o), 0);
   EXPECT_TRUE(run.Finish().ok());
-  EXPECT_EQ(allocations - before, 0);
+  EXPECT_EQ(window.count(), 0);
   EXPECT_TRUE(rec_->events().empty());
   EXPECT_EQ(tracer.stats().unsampled_traces, 1u);
   EXPECT_EQ(tracer.stats().unsampled_spans, 1u);

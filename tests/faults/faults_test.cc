@@ -414,33 +414,83 @@ TEST(FaultsTest, ForeignStopWhilePostsFlowIsNeverLost) {
   EXPECT_EQ(lost, 0) << "Loop::Stop() from another thread was lost";
 }
 
+// How the threads of `PostsRacingDestruction` post ([X8], [X9]).
+struct PostRace {
+  int rounds = 1;
+  int posters = 1;
+  // Posts per poster, accepted or not; 0: until one is refused.
+  int posts_each = 0;
+  // Each task calls Stop() on its loop.
+  bool task_stops_loop = false;
+  // A poster yields after each accepted post, so the loop can go idle.
+  bool yield_after_post = false;
+  // The destruction waits until every poster has started; otherwise the
+  // posters are released just before it.
+  bool wait_for_posters = false;
+};
+
+// `race.rounds` times: a LoopThread is destroyed while `race.posters`
+// threads post to it. Every accepted post runs exactly once.
+void PostsRacingDestruction(const PostRace& race) {
+  for (int round = 0; round < race.rounds; ++round) {
+    auto lt = std::make_unique<LoopThread>();
+    const ContextHandle root = lt->root();
+    Loop* loop = nullptr;
+    if (race.task_stops_loop) {
+      ASSERT_OK(lt->Invoke([&loop](Loop& l) { loop = &l; }));
+    }
+    std::atomic<uint64_t> accepted{0}, ran{0};
+    std::atomic<bool> go{false};
+    std::atomic<int> started{0};
+    std::vector<std::thread> posters;
+    for (int p = 0; p < race.posters; ++p) {
+      posters.emplace_back([&] {
+        if (race.wait_for_posters) {
+          started.fetch_add(1);
+        } else {
+          while (!go.load()) std::this_thread::yield();
+        }
+        for (int i = 0; race.posts_each == 0 || i < race.posts_each; ++i) {
+          absl::Status s;
+          if (race.task_stops_loop) {
+            // Runs on the loop thread, so `loop` is alive when it runs.
+            s = Post(root, [loop, &ran](ContextHandle) {
+              ran.fetch_add(1);
+              loop->Stop();
+            });
+          } else {
+            s = Post(root, [&ran](ContextHandle) { ran.fetch_add(1); });
+          }
+          if (!s.ok()) {
+            if (race.posts_each == 0) break;
+            continue;
+          }
+          accepted.fetch_add(1);
+          if (race.yield_after_post) std::this_thread::yield();
+        }
+      });
+    }
+    if (race.wait_for_posters) {
+      while (started.load() < race.posters) std::this_thread::yield();
+    } else {
+      go.store(true);
+    }
+    lt.reset();
+    for (std::thread& t : posters) t.join();
+    EXPECT_EQ(ran.load(), accepted.load()) << "round " << round;
+  }
+}
+
 // [X8] Stop() racing destruction: tasks that call Stop() keep arriving
 // while the LoopThread is destroyed. Each accepted task runs once (inside
 // the drain, Stop is harmless); refused posts are reported; Join returns.
 TEST(FaultsTest, StopRacingDestruction) {
-  for (int round = 0; round < 50; ++round) {
-    auto lt = std::make_unique<LoopThread>();
-    const ContextHandle root = lt->root();
-    Loop* loop = nullptr;
-    ASSERT_OK(lt->Invoke([&loop](Loop& l) { loop = &l; }));
-    std::atomic<uint64_t> accepted{0}, ran{0};
-    std::atomic<bool> go{false};
-    std::thread stopper([&] {
-      while (!go.load()) std::this_thread::yield();
-      for (int i = 0; i < 2000; ++i) {
-        // Runs on the loop thread, so `loop` is alive when it runs.
-        absl::Status s = Post(root, [loop, &ran](ContextHandle) {
-          ran.fetch_add(1);
-          loop->Stop();
-        });
-        if (s.ok()) accepted.fetch_add(1);
-      }
-    });
-    go.store(true);
-    lt.reset();
-    stopper.join();
-    EXPECT_EQ(ran.load(), accepted.load()) << "round " << round;
-  }
+  PostRace race;
+  race.rounds = 50;
+  race.posters = 1;
+  race.posts_each = 2000;
+  race.task_stops_loop = true;
+  PostsRacingDestruction(race);
 }
 
 // [X9] Posts racing a LoopThread's destruction, one at a time so the loop
@@ -448,32 +498,15 @@ TEST(FaultsTest, StopRacingDestruction) {
 // wrote the eventfd of a loop that could already be freed; ASan sees a
 // use-after-free, TSan a race). Every accepted post runs.
 TEST(FaultsTest, WakingPostsRacingLoopDestruction) {
+  PostRace race;
+  race.rounds = 200;
   // More posters than cores, so one is often preempted between its post
   // and its eventfd write while the loop shuts down and is freed.
-  constexpr int kPosters = 6;
-  for (int round = 0; round < 200; ++round) {
-    auto lt = std::make_unique<LoopThread>();
-    const ContextHandle root = lt->root();
-    std::atomic<uint64_t> accepted{0}, ran{0};
-    std::atomic<int> started{0};
-    std::vector<std::thread> posters;
-    for (int p = 0; p < kPosters; ++p) {
-      posters.emplace_back([&] {
-        started.fetch_add(1);
-        for (;;) {
-          absl::Status s =
-              Post(root, [&ran](ContextHandle) { ran.fetch_add(1); });
-          if (!s.ok()) break;
-          accepted.fetch_add(1);
-          std::this_thread::yield();  // Let the loop go idle again.
-        }
-      });
-    }
-    while (started.load() < kPosters) std::this_thread::yield();
-    lt.reset();
-    for (std::thread& t : posters) t.join();
-    EXPECT_EQ(ran.load(), accepted.load()) << "round " << round;
-  }
+  race.posters = 6;
+  race.posts_each = 0;           // Until refused.
+  race.yield_after_post = true;  // Let the loop go idle again.
+  race.wait_for_posters = true;
+  PostsRacingDestruction(race);
 }
 
 }  // namespace
