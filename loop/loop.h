@@ -229,7 +229,12 @@ class Loop {
 
   // The underlying base, to register the host's own libevent events (e.g.
   // evhttp). Use it on the loop thread only, and free those events before the
-  // loop is destroyed.
+  // loop is destroyed. The base has libevent's default timer clock
+  // (millisecond timeouts on the coarse monotonic clock, no
+  // EVENT_BASE_FLAG_PRECISE_TIMER, which would cost a timerfd syscall per
+  // loop iteration); ctxloop's own timers (`PostDelayed`) are precise: they
+  // wait on a timerfd of their own, programmed only when the earliest
+  // deadline moves earlier.
   event_base* base() const;
 
  private:

@@ -110,7 +110,9 @@ IngressNode* AllocIngressNode();
 // destroyed) to the pool with one compare-and-swap.
 void FreeIngressNodes(IngressNode* first, IngressNode* last);
 
-class ForeignIngress {
+// A cache line of its own: producers compare-and-swap `head_` on every push,
+// which must not contend with the loop thread's own fields nearby.
+class alignas(64) ForeignIngress {
  public:
   enum class PushResult { kQueued, kQueuedWake, kClosed };
 
@@ -195,7 +197,9 @@ class ForeignIngress {
 // foreign threads read it. Chunks double in size (chunk k holds 1024 << k
 // entries) and never move or shrink while the loop lives, so a reader never
 // sees storage being reallocated.
-class ForeignAcceptTable {
+// Cache lines of its own: pinned posters read `chunks_` on every post, so
+// no field the loop thread writes may share them.
+class alignas(64) ForeignAcceptTable {
  public:
   ForeignAcceptTable() = default;
   ForeignAcceptTable(const ForeignAcceptTable&) = delete;

@@ -430,6 +430,7 @@ class LoopCore {
   static void OnBatch(int fd, short what, void* arg);
   static void OnWake(int fd, short what, void* arg);
   static void OnTimer(int fd, short what, void* arg);
+  static void OnTimerFd(int fd, short what, void* arg);
   static void OnFd(int fd, short what, void* arg);
 
   Loop::Options options_;
@@ -440,6 +441,13 @@ class LoopCore {
   event* batch_event_ = nullptr;
   event* wake_event_ = nullptr;
   event* timer_event_ = nullptr;
+  // Timers with a delay: a timerfd on CLOCK_MONOTONIC with an absolute
+  // deadline, programmed only when the earliest deadline moves earlier (see
+  // ArmTimer). libevent's own precise-timer mode would instead reprogram its
+  // timerfd with one syscall on every loop iteration, timers or not.
+  int timer_fd_ = -1;
+  event* timer_fd_event_ = nullptr;
+  int64_t timer_fd_deadline_ns_ = -1;  // Owner thread; -1: not armed.
 
   // Owner thread.
   // Written on the owner thread; read by foreign posters building errors.

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -420,14 +421,51 @@ void LoopCore::ArmTimer() {
     event_active(timer_event_, EV_TIMEOUT, 0);
     return;
   }
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(wait / 1000000000);
-  tv.tv_usec = static_cast<suseconds_t>((wait % 1000000000 + 999) / 1000);
-  event_add(timer_event_, &tv);
+  if (wait == 0) {
+    // Due, from a batch or a timer run: a zero libevent timeout, which fires
+    // after the next poll of fds.
+    timeval tv = {0, 0};
+    event_add(timer_event_, &tv);
+    return;
+  }
+  // Later: the timerfd, at the absolute deadline (the clock of
+  // MonotonicNowNs). Programmed only if that is earlier than what it waits
+  // for (or it waits for nothing): a later deadline (the earliest timer was
+  // cancelled, or ran) lets it fire early, find nothing due and be
+  // programmed then, so cancels cost no syscall.
+  if (timer_fd_deadline_ns_ < 0 || next < timer_fd_deadline_ns_) {
+    itimerspec its = {};
+    its.it_value.tv_sec = static_cast<time_t>(next / 1000000000);
+    its.it_value.tv_nsec = static_cast<long>(next % 1000000000);  // NOLINT
+    if (timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr) == 0) {
+      timer_fd_deadline_ns_ = next;
+    } else {
+      // Cannot happen with a valid fd and deadline; never lose the timer.
+      timeval tv;
+      tv.tv_sec = static_cast<time_t>(wait / 1000000000);
+      tv.tv_usec = static_cast<suseconds_t>((wait % 1000000000 + 999) / 1000);
+      event_add(timer_event_, &tv);
+    }
+  }
 }
 
 void LoopCore::OnTimer(int, short, void* arg) {
   auto* self = static_cast<LoopCore*>(arg);
+  ++self->callbacks_dispatched_;
+  self->RunDueTimers();
+}
+
+void LoopCore::OnTimerFd(int fd, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  uint64_t expirations;
+  ssize_t n;
+  do {
+    n = read(fd, &expirations, sizeof(expirations));
+  } while (n < 0 && errno == EINTR);
+  // It expired: a one-shot timerfd is now disarmed. (EAGAIN: it was
+  // reprogrammed after it became readable, which resets it, and waits for
+  // its new deadline.)
+  if (n > 0) self->timer_fd_deadline_ns_ = -1;
   ++self->callbacks_dispatched_;
   self->RunDueTimers();
 }
