@@ -3,15 +3,14 @@
 // Tests for the same-thread post path (issue 8): the `Post` template that
 // builds the callable in place in the loop's ready queue, the queue of
 // chunks, and the per-thread owner cache (loop/internal/local_post.h). The
-// general behaviour of `Post` is tested in loop_test.cc.
+// general behaviour of `Post` is tested in loop_test.cc. Allocations are
+// counted with //loop:alloc_count_for_testing.
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
 #include <memory>
-#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -24,35 +23,12 @@
 #include "ctxloop/loop/internal/ready_queue.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
+#include "ctxloop/loop/testing/alloc_count.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
-// Counts `operator new` calls made on the counting thread while counting.
-namespace {
-thread_local bool t_counting = false;
-thread_local long t_news = 0;
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (t_counting) ++t_news;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-
 namespace ctxloop {
 namespace {
-
-class CountNews {
- public:
-  CountNews() {
-    t_news = 0;
-    t_counting = true;
-  }
-  ~CountNews() { t_counting = false; }
-  long count() const { return t_news; }
-};
 
 // Sets `*destroyed` when the last live copy goes away (moved-from ones do
 // not count).
@@ -76,7 +52,7 @@ TEST(PostTest, ThreePointerCapturesCostNoAllocation) {
   for (int round = 0; round < 3; ++round) {
     long news;
     {
-      CountNews counting;
+      testing_util::AllocationWindow counting;
       for (int i = 0; i < kTasks; ++i) {
         absl::Status s = Post(ctx, [pa = &a, pb = &b, pc = &c](ContextHandle) {
           ++*pa;
@@ -103,7 +79,7 @@ TEST(PostTest, ATaskPostedAsTaskIsNotAllocatedAgain) {
     Task task = [&ran](ContextHandle) { ++ran; };
     long news;
     {
-      CountNews counting;
+      testing_util::AllocationWindow counting;
       ASSERT_OK(Post(loop.root(), std::move(task)));
       news = counting.count();
     }
