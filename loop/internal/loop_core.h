@@ -401,7 +401,9 @@ class LoopCore {
   uint32_t NewTimerNode();
   void FreeNode(uint32_t index);
   // True if the entry's task was cancelled (or dropped): its node's id moved.
-  bool Stale(const TimerEntry& e) { return Node(e.node).id != e.id; }
+  // From the dense id array, not the node: compacting the heap checks every
+  // entry, and the slab's nodes (task and all) would miss the cache.
+  bool Stale(const TimerEntry& e) const { return timer_ids_[e.node] != e.id; }
   // Returns the position where `e` landed.
   size_t HeapSiftUp(size_t pos, TimerEntry e);
   void HeapSiftDown(size_t pos, TimerEntry e);
@@ -497,6 +499,9 @@ class LoopCore {
   // Chunks double in size and never move (foreign cancellers read claims).
   std::atomic<TimerNode*> timer_chunks_[kMaxTimerChunks] = {};
   uint32_t timer_nodes_ = 0;  // Nodes made.
+  // By node: its `id` (0 while free), kept in step by InsertTimer and
+  // FreeNode; 8 bytes per node, so stale checks stay in cache.
+  std::vector<uint64_t> timer_ids_;
   uint32_t free_timer_node_ = kNoNode;
   std::vector<TimerEntry> timer_heap_;
   std::vector<TimerEntry> due_list_;

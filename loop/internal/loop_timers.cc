@@ -133,6 +133,7 @@ uint32_t LoopCore::InsertTimer(ContextHandle ctx, int64_t delay_ns,
   TimerNode& node = Node(index);
   const uint64_t id = next_timer_id_++;
   node.id = id;
+  timer_ids_[index] = id;
   node.ctx = ctx;
   node.task = std::move(task);
   node.foreign = nullptr;
@@ -164,12 +165,14 @@ uint32_t LoopCore::NewTimerNode() {
         new TimerNode[size_t{1} << (kTimerChunkBits + chunk)],
         std::memory_order_release);
   }
+  timer_ids_.push_back(0);
   return timer_nodes_++;
 }
 
 void LoopCore::FreeNode(uint32_t index) {
   TimerNode& node = Node(index);
   node.id = 0;  // Every handle and due-list entry of it is now stale.
+  timer_ids_[index] = 0;
   node.foreign = nullptr;
   node.next_free = free_timer_node_;
   free_timer_node_ = index;
