@@ -347,21 +347,35 @@ bool IsOnLoopThread(ContextHandle ctx);
 // --- Implementation details --------------------------------------------------
 
 namespace loop_internal {
+// How `Post` hands `f` to its slow path: a small trivially copyable callable
+// (a lambda capturing a few pointers or ids) by value, anything else by
+// reference. By value, the copy is made only on the slow path; a reference
+// would make the caller build `f` in memory before the fast path too, which
+// then copies it into the ready queue with a wide load of what was just
+// stored narrowly (a store-forwarding stall on every same-thread post).
+template <typename F>
+using PostSlowPathArg =
+    std::conditional_t<std::is_trivially_copyable_v<std::decay_t<F>> &&
+                           sizeof(std::decay_t<F>) <= 64,
+                       std::decay_t<F>, F&&>;
+
 // Everything but a same-thread post that the cache resolves: a foreign post
 // builds `f` in its ingress node (local_post.h); anything else wraps `f` in a
 // `Task` (which is destroyed here on error) and takes the general path.
 template <typename F>
-ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx, F&& f) {
+ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx,
+                                                  PostSlowPathArg<F> f) {
+  using Arg = PostSlowPathArg<F>;
   // An empty std::function would make a non-empty Task: refuse it here, with
   // the errors (and their order) of the Task overload.
   if (IsEmptyCallable(f)) return ::ctxloop::Post(ctx, Task());
   ForeignPostSlot slot;
   if (slot.Open(ctx)) {
     // Another thread's loop: built in place in its ingress node.
-    ::new (slot.task_storage()) Task(std::forward<F>(f));
+    ::new (slot.task_storage()) Task(static_cast<Arg&&>(f));
     return slot.Commit();
   }
-  return ::ctxloop::Post(ctx, Task(std::forward<F>(f)));
+  return ::ctxloop::Post(ctx, Task(static_cast<Arg&&>(f)));
 }
 }  // namespace loop_internal
 
@@ -373,7 +387,7 @@ inline absl::Status Post(ContextHandle ctx, F&& f) {
     poster->Emplace(ctx, std::forward<F>(f));
     return absl::OkStatus();
   }
-  return loop_internal::PostSlowPath(ctx, std::forward<F>(f));
+  return loop_internal::PostSlowPath<F>(ctx, std::forward<F>(f));
 }
 
 }  // namespace ctxloop
