@@ -337,7 +337,6 @@ TEST(PostTest, ForeignTemplatePostsRunInOrderBetweenLocalOnes) {
   EXPECT_EQ(order, (std::vector<std::string>{"l1", "f0", "f1", "f2", "l2"}));
 }
 
-
 // A foreign post builds the callable in its ingress node while it holds a
 // pin of the loop (local_post.h, ForeignPostSlot). If that construction
 // throws, the exception reaches the poster and the pin and node are returned:

@@ -35,8 +35,8 @@
 #include <vector>
 
 #include "absl/base/optimization.h"
-#include "absl/status/status.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/ready_queue.h"
@@ -128,7 +128,8 @@ inline uint64_t OwnerKey(uint32_t loop_slot, uint32_t loop_generation) {
   return (uint64_t{loop_generation} << 32) | loop_slot;
 }
 inline uint64_t OwnerKey(ContextHandle ctx) {
-  return OwnerKey(HandleAccess::LoopSlot(ctx), HandleAccess::LoopGeneration(ctx));
+  return OwnerKey(HandleAccess::LoopSlot(ctx),
+                  HandleAccess::LoopGeneration(ctx));
 }
 
 // The loop of `key` if the cache says this thread owns it; null on a miss

@@ -345,7 +345,8 @@ class LoopCore {
   // Inline: checked after every task (a relaxed load while no stop is
   // requested).
   bool StopRequestedInBatch() const {
-    return ABSL_PREDICT_FALSE(stop_requested_.load(std::memory_order_relaxed)) &&
+    return ABSL_PREDICT_FALSE(
+               stop_requested_.load(std::memory_order_relaxed)) &&
            StopInBatchSlow();
   }
   ABSL_ATTRIBUTE_NOINLINE bool StopInBatchSlow() const;

@@ -136,8 +136,8 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation,
   return Pin(index, generation, unit, &owner);
 }
 
-LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation,
-                            uint64_t* unit, bool* owner) {
+LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
+                            bool* owner) {
   LoopSlot* slot = Find(index);
   if (slot == nullptr) return nullptr;
   uint64_t s = slot->state.load(std::memory_order_acquire);
@@ -150,8 +150,8 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation,
     if (slot->state.compare_exchange_weak(s, s + u, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
       *unit = u;
-      *owner = slot->owner_thread.load(std::memory_order_relaxed) ==
-               ThisThreadTag();
+      *owner =
+          slot->owner_thread.load(std::memory_order_relaxed) == ThisThreadTag();
       return slot->core.load(std::memory_order_acquire);
     }
   }
