@@ -871,6 +871,27 @@ void BM_Asio_SteadyTimerZero(benchmark::State& state) {
 // timer_schedule_cancel
 // ============================================================================
 
+// The timer_schedule_cancel batch: `kTimerBatch` tasks delayed by 1 s on
+// `ctx`, then every one cancelled (none may run). Failed calls count in
+// `*errors`; a cancelled task that ran anyway, in `*fired`.
+void ScheduleAndCancelBatch(ctxloop::ContextHandle ctx,
+                            std::vector<ctxloop::DelayedTaskHandle>& handles,
+                            int64_t* fired, int64_t* errors) {
+  for (int i = 0; i < kTimerBatch; ++i) {
+    absl::StatusOr<ctxloop::DelayedTaskHandle> h = ctxloop::PostDelayed(
+        ctx, absl::Seconds(1), [fired](ctxloop::ContextHandle) { ++*fired; });
+    if (h.ok()) {
+      handles.push_back(*h);
+    } else {
+      ++*errors;
+    }
+  }
+  for (const ctxloop::DelayedTaskHandle& h : handles) {
+    if (!ctxloop::Cancel(h)) ++*errors;
+  }
+  handles.clear();
+}
+
 // ctxloop: PostDelayed 1 s out, 10,000 times, then Cancel each (in posting
 // order, as request timeouts are). One item = one schedule + one cancel.
 void BM_Ctxloop_TimerScheduleCancel(benchmark::State& state) {
@@ -883,19 +904,7 @@ void BM_Ctxloop_TimerScheduleCancel(benchmark::State& state) {
   int64_t errors = 0;
   AllocWindow allocs;
   for (auto _ : state) {
-    for (int i = 0; i < kTimerBatch; ++i) {
-      absl::StatusOr<ctxloop::DelayedTaskHandle> h = ctxloop::PostDelayed(
-          ctx, absl::Seconds(1), [&fired](ctxloop::ContextHandle) { ++fired; });
-      if (h.ok()) {
-        handles.push_back(*h);
-      } else {
-        ++errors;
-      }
-    }
-    for (const ctxloop::DelayedTaskHandle& h : handles) {
-      if (!ctxloop::Cancel(h)) ++errors;
-    }
-    handles.clear();
+    ScheduleAndCancelBatch(ctx, handles, &fired, &errors);
   }
   allocs.Pause();  // What follows is not timed.
   if (!loop.RunUntilIdle().ok()) ++errors;
@@ -986,20 +995,7 @@ void BM_Ctxloop_TimerScheduleCancelInCallback(benchmark::State& state) {
   for (auto _ : state) {
     const absl::Status posted =
         ctxloop::Post(ctx, [&](ctxloop::ContextHandle here) {
-          for (int i = 0; i < kTimerBatch; ++i) {
-            absl::StatusOr<ctxloop::DelayedTaskHandle> h = ctxloop::PostDelayed(
-                here, absl::Seconds(1),
-                [&fired](ctxloop::ContextHandle) { ++fired; });
-            if (h.ok()) {
-              handles.push_back(*h);
-            } else {
-              ++errors;
-            }
-          }
-          for (const ctxloop::DelayedTaskHandle& h : handles) {
-            if (!ctxloop::Cancel(h)) ++errors;
-          }
-          handles.clear();
+          ScheduleAndCancelBatch(here, handles, &fired, &errors);
           ++batches;
         });
     if (!posted.ok() || !loop.RunUntilIdle().ok()) ++errors;

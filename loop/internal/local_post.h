@@ -132,16 +132,18 @@ inline uint64_t OwnerKey(ContextHandle ctx) {
                   HandleAccess::LoopGeneration(ctx));
 }
 
+// True if this thread's cache entry names the loop of `key` and no loop went
+// away or changed hands since it was filled.
+inline bool OwnerCacheHit(const OwnerCache& cache, uint64_t key) {
+  return cache.key == key &&
+         cache.epoch == g_owner_epoch.load(std::memory_order_acquire);
+}
+
 // The loop of `key` if the cache says this thread owns it; null on a miss
 // (which proves nothing: use `FindLocalPoster`).
 inline LocalPoster* CachedLocalPoster(uint64_t key) {
   const OwnerCache& cache = ThisThreadOwnerCache();
-  if (ABSL_PREDICT_TRUE(cache.key == key &&
-                        cache.epoch ==
-                            g_owner_epoch.load(std::memory_order_acquire))) {
-    return cache.poster;
-  }
-  return nullptr;
+  return ABSL_PREDICT_TRUE(OwnerCacheHit(cache, key)) ? cache.poster : nullptr;
 }
 inline LocalPoster* CachedLocalPoster(ContextHandle ctx) {
   return CachedLocalPoster(OwnerKey(ctx));
@@ -150,12 +152,7 @@ inline LocalPoster* CachedLocalPoster(ContextHandle ctx) {
 // `CachedLocalPoster(key)->core()` without the hop through the poster.
 inline LoopCore* CachedOwnedCore(uint64_t key) {
   const OwnerCache& cache = ThisThreadOwnerCache();
-  if (ABSL_PREDICT_TRUE(cache.key == key &&
-                        cache.epoch ==
-                            g_owner_epoch.load(std::memory_order_acquire))) {
-    return cache.core;
-  }
-  return nullptr;
+  return ABSL_PREDICT_TRUE(OwnerCacheHit(cache, key)) ? cache.core : nullptr;
 }
 
 // The loop `(loop_slot, loop_generation)` if this thread owns it and it is
