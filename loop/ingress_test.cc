@@ -23,6 +23,7 @@
 #include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/hold_at_hook.h"
+#include "ctxloop/loop/testing/running_loop.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
@@ -34,6 +35,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing_util::HoldAtHook;
 using testing_util::Latch;
+using testing_util::RunningLoop;
 
 // Spins (yielding) until `pred` holds or `timeout` passes; returns `pred()`.
 template <typename Pred>
@@ -178,38 +180,6 @@ TEST_P(SeededIngressTest, PostersRacingShutdownLoseNothing) {
 }
 
 // --- Seeded: wake-ups and stops are never lost ([S12]) ----------------------
-
-// A loop in Run() on its own thread, rerun after each Stop().
-class RunningLoop {
- public:
-  RunningLoop() {
-    Latch made;
-    thread_ = std::thread([this, &made] {
-      Loop loop;
-      loop_ = &loop;
-      made.Open();
-      while (!quit_.load()) {
-        (void)loop.Run();
-        returns_.fetch_add(1);
-      }
-    });
-    EXPECT_TRUE(made.WaitFor(seconds(10)));
-  }
-  ~RunningLoop() {
-    quit_.store(true);
-    Loop* loop = loop_;
-    (void)Post(loop->root(), [loop](ContextHandle) { loop->Stop(); });
-    thread_.join();
-  }
-  Loop& loop() { return *loop_; }
-  int64_t returns() const { return returns_.load(); }
-
- private:
-  std::thread thread_;
-  Loop* loop_ = nullptr;
-  std::atomic<bool> quit_{false};
-  std::atomic<int64_t> returns_{0};
-};
 
 // One foreign thread posts and waits for each task (the loop goes idle and
 // arms the ingress between most of them), another posts freely (even seeds),

@@ -29,6 +29,7 @@
 #include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/hold_at_hook.h"
+#include "ctxloop/loop/testing/running_loop.h"
 #include "ctxloop/loop/testing/test_util.h"
 #include "gtest/gtest.h"
 
@@ -39,6 +40,7 @@ using loop_internal::TestHooks;
 using std::chrono::seconds;
 using testing_util::HoldAtHook;
 using testing_util::Latch;
+using testing_util::RunningLoop;
 
 // --- Defect 1 ----------------------------------------------------------------
 
@@ -105,44 +107,6 @@ TEST(LoopRaceTest, PostersRacingLoopThreadDestruction) {
 }
 
 // --- Defect 7 ----------------------------------------------------------------
-
-// A loop running on its own thread, stopped from the test thread.
-class RunningLoop {
- public:
-  RunningLoop() {
-    Latch made;
-    thread_ = std::thread([this, &made] {
-      Loop loop;
-      loop_ = &loop;
-      made.Open();
-      while (!quit_.load()) {
-        (void)loop.Run();
-        Latch* returned = returned_.exchange(nullptr);
-        if (returned != nullptr) returned->Open();
-      }
-    });
-    EXPECT_TRUE(made.WaitFor(seconds(10)));
-  }
-  ~RunningLoop() {
-    quit_.store(true);
-    Unstick();
-    thread_.join();
-  }
-  Loop& loop() { return *loop_; }
-  // Opens `gate` when the current Run() returns.
-  void NotifyOnReturn(Latch* gate) { returned_.store(gate); }
-  // Makes Run() return through a task on the loop thread (a local Stop).
-  void Unstick() {
-    Loop* loop = loop_;
-    (void)Post(loop->root(), [loop](ContextHandle) { loop->Stop(); });
-  }
-
- private:
-  std::thread thread_;
-  Loop* loop_ = nullptr;
-  std::atomic<bool> quit_{false};
-  std::atomic<Latch*> returned_{nullptr};
-};
 
 // Deterministic form: the loop is held at the end of a batch of foreign
 // tasks (after its last look at the stop flag, before it looks for more

@@ -408,6 +408,9 @@ class LoopCore {
   // Returns the position where `e` landed.
   size_t HeapSiftUp(size_t pos, TimerEntry e);
   void HeapSiftDown(size_t pos, TimerEntry e);
+  // The smallest of the (up to four) children of `pos` in a heap of `n`
+  // entries; `n` if it has none. Inline in loop_timers.cc's sift loops.
+  size_t SmallestChild(size_t pos, size_t n) const;
   void HeapPop();
   // Drops stale entries from the top of the heap and the head of the due
   // list, so both start with a live task (or are empty).

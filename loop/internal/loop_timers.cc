@@ -190,17 +190,22 @@ size_t LoopCore::HeapSiftUp(size_t pos, TimerEntry e) {
   return pos;
 }
 
+size_t LoopCore::SmallestChild(size_t pos, size_t n) const {
+  const size_t first = pos * 4 + 1;
+  if (first >= n) return n;
+  const size_t end = std::min(first + 4, n);
+  size_t best = first;
+  for (size_t c = first + 1; c < end; ++c) {
+    if (timer_heap_[c] < timer_heap_[best]) best = c;
+  }
+  return best;
+}
+
 void LoopCore::HeapSiftDown(size_t pos, TimerEntry e) {
   const size_t n = timer_heap_.size();
   for (;;) {
-    const size_t first = pos * 4 + 1;
-    if (first >= n) break;
-    const size_t last = std::min(first + 4, n);
-    size_t best = first;
-    for (size_t c = first + 1; c < last; ++c) {
-      if (timer_heap_[c] < timer_heap_[best]) best = c;
-    }
-    if (!(timer_heap_[best] < e)) break;
+    const size_t best = SmallestChild(pos, n);
+    if (best == n || !(timer_heap_[best] < e)) break;
     timer_heap_[pos] = timer_heap_[best];
     pos = best;
   }
@@ -217,13 +222,8 @@ void LoopCore::HeapPop() {
   // the largest, so this saves a compare per level.
   size_t pos = 0;
   for (;;) {
-    const size_t first = pos * 4 + 1;
-    if (first >= n) break;
-    const size_t end = std::min(first + 4, n);
-    size_t best = first;
-    for (size_t c = first + 1; c < end; ++c) {
-      if (timer_heap_[c] < timer_heap_[best]) best = c;
-    }
+    const size_t best = SmallestChild(pos, n);
+    if (best == n) break;
     timer_heap_[pos] = timer_heap_[best];
     pos = best;
   }
