@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
@@ -699,6 +700,57 @@ TEST(TimerTest, TimerAndTaskPingPongDoesNotStarveFds) {
 // thread cancels others too: every task either ran once or was cancelled
 // (Cancel answered true exactly once), never both, and every cancelled task
 // was destroyed on the loop thread.
+// A foreign PostDelayed's handle names its node and its own id, read before
+// the push: once pushed, a short timer may run at once and its node go back
+// to the pool for another poster's timer. A handle that read the id after
+// the push could carry that other timer's id, and its Cancel would cancel
+// the other timer (TSan also reports the read as a race with the reuse).
+TEST(TimerTest, ForeignDelayedHandlesNeverNameAnotherPostersTimer) {
+  auto thread = std::make_unique<LoopThread>();
+  const ContextHandle root = thread->root();
+  constexpr int kEach = 2000;
+  std::atomic<int> short_ran{0};
+  std::atomic<int> long_ran{0};
+  std::vector<DelayedTaskHandle> short_handles, long_handles;
+  std::thread shorts([&] {
+    for (int i = 0; i < kEach; ++i) {
+      absl::StatusOr<DelayedTaskHandle> h =
+          PostDelayed(root, absl::ZeroDuration(),
+                      [&short_ran](ContextHandle) { short_ran.fetch_add(1); });
+      ASSERT_TRUE(h.ok());
+      short_handles.push_back(*h);
+    }
+  });
+  std::thread longs([&] {
+    for (int i = 0; i < kEach; ++i) {
+      absl::StatusOr<DelayedTaskHandle> h =
+          PostDelayed(root, absl::Hours(1),
+                      [&long_ran](ContextHandle) { long_ran.fetch_add(1); });
+      ASSERT_TRUE(h.ok());
+      long_handles.push_back(*h);
+    }
+  });
+  shorts.join();
+  longs.join();
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (short_ran.load() < kEach && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(short_ran.load(), kEach);
+  int wrongly_cancelled = 0;
+  for (const DelayedTaskHandle& h : short_handles) {
+    if (Cancel(h)) ++wrongly_cancelled;  // They all ran.
+  }
+  EXPECT_EQ(wrongly_cancelled, 0);
+  int cancelled = 0;
+  for (const DelayedTaskHandle& h : long_handles) {
+    if (Cancel(h)) ++cancelled;
+  }
+  EXPECT_EQ(cancelled, kEach);  // None was taken by a short timer's handle.
+  thread.reset();
+  EXPECT_EQ(long_ran.load(), 0);
+}
+
 TEST(TimerTest, ForeignPostAndCancelRaceWithTheLoop) {
   Loop loop;
   constexpr int kTasks = 3000;

@@ -112,17 +112,22 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedPinned(
   node->task = std::move(task);
   // From the call: a foreign thread has no loop iteration to count from.
   node->deadline_ns = DeadlineNs(MonotonicNowNs(), delay_ns);
-  node->timer_id = NewForeignTimerId();
-  node->claim.store(node->timer_id, std::memory_order_relaxed);
+  const uint64_t id = NewForeignTimerId();
+  node->timer_id = id;
+  node->claim.store(id, std::memory_order_relaxed);
   if (!PushForeign(node)) {  // Unreachable while pinned.
     task = std::move(node->task);
     FreeIngressNodes(node, node);
     return RejectForeignPost(ctx);
   }
+  // From the push on, the node is the loop's: it may already have run the
+  // task (a short delay) and recycled the node to another poster, so nothing
+  // here reads it again (the handle keeps its address and our id: a stale
+  // pair, whose claim compare-and-swap just fails).
   DelayedTaskHandle handle;
   handle.loop_slot_ = slot_index_;
   handle.loop_generation_ = generation_;
-  handle.id_ = node->timer_id;
+  handle.id_ = id;
   handle.foreign_ = node;
   return handle;
 }
