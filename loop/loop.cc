@@ -150,28 +150,25 @@ absl::Status Post(ContextHandle ctx, Task task) {
           loop_internal::CachedLocalPoster(ctx)) {
     return poster->core()->PostLocal(ctx, std::move(task));
   }
-  const uint32_t slot = HandleAccess::LoopSlot(ctx);
-  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
-  // Not known to be this thread's loop: pin first. A foreign post needs the
-  // pin anyway (it is the liveness check: shutdown closes the slot to pins
-  // [S5] and cannot finish while we hold one [S11]), and the slot's owner tag
+  // Not known to be this thread's loop: a foreign post (local_post.h) pins
+  // first. The pin is the liveness check: shutdown closes the slot to pins
+  // [S5] and cannot finish while one is held [S11]; and the slot's owner tag
   // is on the cache line the pin just wrote, so telling a foreign thread from
   // the owner costs no registry lookup of its own.
-  uint64_t unit;
-  bool owner;
-  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit, &owner);
-  if (ABSL_PREDICT_TRUE(core != nullptr && !owner)) {
-    absl::Status result = core->PostForeign(ctx, std::move(task));
-    LoopRegistry::Unpin(slot, unit);
-    loop_internal::TestHooks::Run(
-        loop_internal::TestHooks::after_foreign_unlock);
-    return result;  // On error `task` is destroyed here, on this thread.
+  loop_internal::ForeignPostSlot slot;
+  switch (slot.Open(ctx)) {
+    case loop_internal::ForeignPostSlot::kOpened:
+      ::new (slot.task_storage()) Task(std::move(task));
+      return slot.Commit();
+    case loop_internal::ForeignPostSlot::kRefused:
+      return loop_internal::ForeignPostSlot::Refusal(ctx);  // `task` dies here.
+    case loop_internal::ForeignPostSlot::kNotForeign:
+      break;
   }
-  if (core != nullptr) LoopRegistry::Unpin(slot, unit);
   // The owner thread with a cold cache, or a loop closed to foreign threads:
   // shutting down (its owner still posts while it drains [S1] [S2]) or gone.
-  if (loop_internal::LocalPoster* poster =
-          loop_internal::FindLocalPosterSlow(slot, gen)) {
+  if (loop_internal::LocalPoster* poster = loop_internal::FindLocalPosterSlow(
+          HandleAccess::LoopSlot(ctx), HandleAccess::LoopGeneration(ctx))) {
     return poster->core()->PostLocal(ctx, std::move(task));
   }
   return absl::FailedPreconditionError(  // [S5] [S8]

@@ -373,7 +373,7 @@ ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx,
   // the errors (and their order) of the Task overload.
   if (IsEmptyCallable(f)) return ::ctxloop::Post(ctx, Task());
   ForeignPostSlot slot;
-  if (slot.Open(ctx)) {
+  if (slot.Open(ctx) == ForeignPostSlot::kOpened) {
     // Another thread's loop: built in place in its ingress node.
     ::new (slot.task_storage()) Task(static_cast<Arg&&>(f));
     return slot.Commit();

@@ -181,15 +181,18 @@ struct IngressNode;
 // moved, no manager call but the construction):
 //
 //   ForeignPostSlot slot;
-//   if (slot.Open(ctx)) {                          // pinned; node allocated
+//   if (slot.Open(ctx) == ForeignPostSlot::kOpened) {  // pinned; node taken
 //     ::new (slot.task_storage()) Task(std::move(f));
-//     return slot.Commit();                        // pushed; unpinned
+//     return slot.Commit();                            // pushed; unpinned
 //   }
 //   // else: the general path (this thread's own loop, or an error).
 //
-// `Open` is true only for a live, pinned loop that this thread does not own
-// and whose accept table accepts `ctx` (as `LoopCore::PostForeign` checks
-// it); it leaves nothing held when false. Between `Open` and `Commit` the
+// `Open` is kOpened only for a live, pinned loop that this thread does not
+// own and whose accept table accepts `ctx`; kRefused when such a loop's
+// accept table refuses `ctx` (destroyed or closing: `Refusal(ctx)` is the
+// error); kNotForeign for a null handle, the caller's own loop, or a loop
+// that is gone or shutting down (closed to foreign threads). It leaves
+// nothing held unless kOpened. Between `Open` and `Commit` the
 // caller holds a pin: it must only build the task. If that throws, the
 // destructor returns the node and the pin. The node's task storage holds an
 // empty `Task` (every pooled node's task is empty), whose lifetime the
@@ -205,10 +208,13 @@ class ForeignPostSlot {
     if (ABSL_PREDICT_FALSE(node_ != nullptr)) Abandon();
   }
 
-  bool Open(ContextHandle ctx);
-  // After a true `Open`: where to build the task.
+  enum OpenResult { kOpened, kRefused, kNotForeign };
+  OpenResult Open(ContextHandle ctx);
+  // The error of a post that `Open` refused.
+  static absl::Status Refusal(ContextHandle ctx);
+  // After kOpened: where to build the task.
   void* task_storage() const { return task_; }
-  // After a true `Open` and the task built: queues it. OK, or (only if the
+  // After kOpened and the task built: queues it. OK, or (only if the
   // loop closed its ingress meanwhile, which a pin rules out) the error of a
   // refused post, with the task destroyed here.
   absl::Status Commit();

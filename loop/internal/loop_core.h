@@ -85,10 +85,6 @@ class LoopCore {
   // template goes straight to `local_poster()`; this is the checked path).
   absl::Status PostLocal(ContextHandle ctx, Task&& task);
   LocalPoster& local_poster() { return local_; }
-  // A foreign post; the caller holds a pin (LoopRegistry::Pin), so the loop
-  // cannot finish shutting down meanwhile [S5] [S11]. On error `task` is left
-  // to the caller, which destroys it on its own thread.
-  absl::Status PostForeign(ContextHandle ctx, Task&& task);
   // Delayed tasks. `*Owned` on the loop thread (the caller found the loop by
   // `LoopRegistry::FindOwned`); `*Pinned` on a foreign thread holding a pin.
   absl::StatusOr<DelayedTaskHandle> PostDelayedOwned(ContextHandle ctx,

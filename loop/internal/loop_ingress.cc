@@ -3,8 +3,8 @@
 // Everything that comes in from other threads, through the lock-free foreign
 // ingress (foreign_ingress.h): foreign posts, stop nodes, cancel and delayed
 // nodes, and the loop's side that takes and runs them. Threading rule:
-// `PostForeign`, `RejectForeignPost`, `PushForeign` and `WriteWakeFd` run on a
-// foreign thread holding a registry pin and touch only the ingress, the
+// `ForeignPostSlot`, `RejectForeignPost`, `PushForeign` and `WriteWakeFd` run
+// on a foreign thread holding a registry pin and touch only the ingress, the
 // accept table, the eventfd and the wake counter ([S5] [S11]); the rest runs
 // on the owner thread. [S7] [S12] are handled here and in loop_contexts.cc /
 // loop_core.cc.
@@ -34,36 +34,26 @@
 namespace ctxloop {
 namespace loop_internal {
 
-absl::Status LoopCore::PostForeign(ContextHandle ctx, Task&& task) {
+ForeignPostSlot::OpenResult ForeignPostSlot::Open(ContextHandle ctx) {
   static_assert(sizeof(IngressNode) <= 128, "two cache lines");
-  // [S7] The accept table is exact against DestroyContext: it closes the
-  // context, then waits for the pins taken before (WaitForEarlierPins), so
-  // a post that saw the context open has pushed before the close takes the
-  // ingress. On error `task` is destroyed by our caller, on its thread.
-  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) return RejectForeignPost(ctx);
-  TestHooks::Run(TestHooks::foreign_post_checked);
-  IngressNode* node = AllocIngressNode();
-  node->ctx = ctx;
-  node->task = std::move(task);
-  if (ABSL_PREDICT_FALSE(!PushForeign(node))) {
-    task = std::move(node->task);  // Never reached the loop.
-    FreeIngressNodes(node, node);
-    return RejectForeignPost(ctx);
-  }
-  return absl::OkStatus();
-}
-
-bool ForeignPostSlot::Open(ContextHandle ctx) {
-  if (ctx.is_null()) return false;
+  if (ctx.is_null()) return kNotForeign;
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   bool owner;
   LoopCore* core = LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx),
                                      &unit_, &owner);
-  if (ABSL_PREDICT_FALSE(core == nullptr)) return false;
-  // [S7] As in PostForeign: the accept table is exact against DestroyContext.
-  if (ABSL_PREDICT_FALSE(owner || !core->accept_.Accepts(ctx))) {
+  if (ABSL_PREDICT_FALSE(core == nullptr)) return kNotForeign;  // [S5] [S8]
+  if (ABSL_PREDICT_FALSE(owner)) {
     LoopRegistry::Unpin(slot, unit_);
-    return false;
+    return kNotForeign;
+  }
+  // [S7] The accept table is exact against DestroyContext: it closes the
+  // context, then waits for the pins taken before (WaitForEarlierPins), so
+  // a post that saw the context open has pushed before the close takes the
+  // ingress.
+  if (ABSL_PREDICT_FALSE(!core->accept_.Accepts(ctx))) {
+    LoopRegistry::Unpin(slot, unit_);
+    TestHooks::Run(TestHooks::after_foreign_unlock);
+    return kRefused;
   }
   TestHooks::Run(TestHooks::foreign_post_checked);
   IngressNode* node = AllocIngressNode();
@@ -72,7 +62,11 @@ bool ForeignPostSlot::Open(ContextHandle ctx) {
   node_ = node;
   slot_ = slot;
   task_ = &node->task;
-  return true;
+  return kOpened;
+}
+
+absl::Status ForeignPostSlot::Refusal(ContextHandle ctx) {
+  return LoopCore::RejectForeignPost(ctx);
 }
 
 absl::Status ForeignPostSlot::Commit() {

@@ -130,12 +130,6 @@ void LoopRegistry::SetGenerationForTesting(uint32_t index,
   slot->state.store((uint64_t{generation} << 32) | low);
 }
 
-LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation,
-                            uint64_t* unit) {
-  bool owner;
-  return Pin(index, generation, unit, &owner);
-}
-
 LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
                             bool* owner) {
   LoopSlot* slot = Find(index);
@@ -150,8 +144,10 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
     if (slot->state.compare_exchange_weak(s, s + u, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
       *unit = u;
-      *owner =
-          slot->owner_thread.load(std::memory_order_relaxed) == ThisThreadTag();
+      if (owner != nullptr) {
+        *owner = slot->owner_thread.load(std::memory_order_relaxed) ==
+                 ThisThreadTag();
+      }
       return slot->core.load(std::memory_order_acquire);
     }
   }

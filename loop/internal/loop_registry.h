@@ -124,11 +124,10 @@ class LoopRegistry {
   // Pins the loop `(index, generation)` from any thread. Returns the core, or
   // null if the loop is gone, shutting down, or never existed. A non-null
   // result must be released with `Unpin(index, *unit)`.
-  static LoopCore* Pin(uint32_t index, uint32_t generation, uint64_t* unit);
-  // The same, and `*owner`: whether the calling thread drives the loop (its
-  // `owner_thread`, read from the line the pin wrote). Set only on success.
+  // With `owner`, also sets `*owner` on success: whether the calling thread
+  // drives the loop (its `owner_thread`, read from the line the pin wrote).
   static LoopCore* Pin(uint32_t index, uint32_t generation, uint64_t* unit,
-                       bool* owner);
+                       bool* owner = nullptr);
   static void Unpin(uint32_t index, uint64_t unit);
 
   // The loop `(index, generation)` if the calling thread is its owner and it
