@@ -112,7 +112,7 @@ absl::Status CheckValue(int member, absl::string_view value) {
                          absl::StrCat(Describe(c), " not allowed in a value"));
     }
   }
-  // Not reached for a trimmed member (its trailing spaces are OWS), kept
+  // Not reached for a member trimmed of OWS (its trailing spaces), kept
   // for the grammar's sake.
   if (value.back() == ' ') return MemberError(member, "value ends in a space");
   return absl::OkStatus();
