@@ -55,14 +55,14 @@ std::string Describe(char c) {
   return absl::StrFormat("byte 0x%02x", u);
 }
 
-absl::Status MemberError(int member, absl::string_view what) {
+absl::Status MemberError(size_t member, absl::string_view what) {
   return absl::InvalidArgumentError(
       absl::StrCat("tracestate: list member ", member, ": ", what));
 }
 
 // `part` of a key: first character `first_ok`, the rest `KeyChar`, at most
 // `max` characters.
-absl::Status CheckKeyPart(int member, absl::string_view part,
+absl::Status CheckKeyPart(size_t member, absl::string_view part,
                           absl::string_view name, bool (*first_ok)(char),
                           size_t max) {
   if (part.empty()) return MemberError(member, absl::StrCat("empty ", name));
@@ -86,7 +86,7 @@ absl::Status CheckKeyPart(int member, absl::string_view part,
 bool TenantFirst(char c) { return IsLcAlpha(c) || IsDigit(c); }
 
 // key = simple-key / tenant "@" system (see propagation.h).
-absl::Status CheckKey(int member, absl::string_view key) {
+absl::Status CheckKey(size_t member, absl::string_view key) {
   const size_t at = key.find('@');
   if (at == absl::string_view::npos) {
     return CheckKeyPart(member, key, "key", IsLcAlpha, kMaxTraceStateKeyBytes);
@@ -99,7 +99,7 @@ absl::Status CheckKey(int member, absl::string_view key) {
 
 // value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr; nblk-chr = %x21-2B /
 // %x2D-3C / %x3E-7E (printable ASCII but ',' and '=').
-absl::Status CheckValue(int member, absl::string_view value) {
+absl::Status CheckValue(size_t member, absl::string_view value) {
   if (value.empty()) return MemberError(member, "empty value");
   if (value.size() > kMaxTraceStateValueBytes) {
     return MemberError(
@@ -125,7 +125,7 @@ absl::StatusOr<std::string> ParseTraceState(absl::string_view tracestate) {
   // The keys seen so far, to refuse a key given twice.
   absl::string_view keys[kMaxTraceStateMembers];
   int members = 0;
-  int index = 0;  // 1-based position in the list, empty members included.
+  size_t index = 0;  // 1-based position in the list, empty members included.
   while (true) {
     const size_t comma = tracestate.find(',');
     const absl::string_view member = TrimOws(tracestate.substr(0, comma));
