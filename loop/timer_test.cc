@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -935,6 +936,292 @@ TEST(TimerTest, ForeignDelayCountsFromTheCall) {
   }));
   ASSERT_OK(loop.Run());
   EXPECT_GE(fired - posted, std::chrono::milliseconds(20));
+}
+
+// --- Reentry: a due timer that cancels, re-arms, posts or stops --------------
+//
+// Timers due in one timer run, where one of them mutates the timer queue from
+// inside its callback: cancels another due timer (or itself), posts a timer
+// whose deadline becomes the earliest one (which re-arms the loop's timer),
+// posts a zero-delay timer, stops the loop or destroys another due timer's
+// context. Every timer not cancelled runs exactly once, a cancelled one never,
+// and the queue keeps working afterwards.
+
+// Posts `task`, failing the test if the post fails.
+DelayedTaskHandle MustPostDelayed(ContextHandle ctx, absl::Duration delay,
+                                  Task task) {
+  absl::StatusOr<DelayedTaskHandle> h =
+      PostDelayed(ctx, delay, std::move(task));
+  EXPECT_TRUE(h.ok()) << h.status();
+  return h.ok() ? *h : DelayedTaskHandle();
+}
+
+// How often each named timer ran.
+using RunCounts = std::map<std::string, int>;
+
+// A task counting its runs under `name` in `*counts`.
+Task Count(RunCounts* counts, std::string name) {
+  return [counts, name = std::move(name)](ContextHandle) { ++(*counts)[name]; };
+}
+
+// The queue still works: zero-delay timers and a delayed one posted now each
+// run once, in deadline and post order, and a plain task runs too.
+void ExpectTimersStillRun(Loop& loop) {
+  std::vector<int> ran;
+  for (int i = 0; i < 3; ++i) {
+    MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&ran, i](ContextHandle) { ran.push_back(i); });
+  }
+  MustPostDelayed(loop.root(), absl::Milliseconds(1), [&](ContextHandle) {
+    ran.push_back(3);
+    loop.Stop();
+  });
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle) { ran.push_back(-1); }));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  std::sort(ran.begin(), ran.end());
+  EXPECT_EQ(ran, (std::vector<int>{-1, 0, 1, 2, 3}));
+}
+
+// The most common timer pattern: a due timer cancels another due timeout and
+// re-arms with a delay that becomes the earliest deadline.
+TEST(TimerReentryTest, CancelAnotherDueTimerThenArmTheEarliestDeadline) {
+  Loop loop;
+  RunCounts runs;
+  DelayedTaskHandle b;
+  bool cancelled = false;
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    ++runs["a"];
+    cancelled = Cancel(b);
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      ++runs["c"];
+      loop.Stop();
+    });
+  });
+  b = MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "b"));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_TRUE(cancelled);
+  EXPECT_EQ(runs, (RunCounts{{"a", 1}, {"c", 1}}));
+  ExpectTimersStillRun(loop);
+}
+
+// The same with more zero-delay timers due after the cancelled one, and two
+// cancelled in a row: the ones after run once, in post order.
+TEST(TimerReentryTest, CancelDueTimersThenArmKeepsTheLaterDueTimers) {
+  Loop loop;
+  std::vector<std::string> order;
+  DelayedTaskHandle b, c;
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    order.push_back("a");
+    EXPECT_TRUE(Cancel(b));
+    EXPECT_TRUE(Cancel(c));
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      order.push_back("late");
+      loop.Stop();
+    });
+  });
+  b = MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                      [&](ContextHandle) { order.push_back("b"); });
+  c = MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                      [&](ContextHandle) { order.push_back("c"); });
+  for (const char* name : {"d", "e", "f"}) {
+    MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&order, name](ContextHandle) { order.push_back(name); });
+  }
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "d", "e", "f", "late"}));
+  ExpectTimersStillRun(loop);
+}
+
+// A due timer that cancels itself (false: it is running) and re-arms.
+TEST(TimerReentryTest, CancelSelfThenArmTheEarliestDeadline) {
+  Loop loop;
+  RunCounts runs;
+  DelayedTaskHandle a;
+  a = MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    ++runs["a"];
+    EXPECT_FALSE(Cancel(a));
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      ++runs["c"];
+      loop.Stop();
+    });
+  });
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "b"));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(runs, (RunCounts{{"a", 1}, {"b", 1}, {"c", 1}}));
+  ExpectTimersStillRun(loop);
+}
+
+// A due timer that cancels an earlier one of the same run (false: it ran)
+// and a later one, not next in line, then re-arms.
+TEST(TimerReentryTest, CancelEarlierAndLaterDueTimersThenArm) {
+  Loop loop;
+  RunCounts runs;
+  DelayedTaskHandle a, d;
+  a = MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "a"));
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    ++runs["b"];
+    EXPECT_FALSE(Cancel(a));
+    EXPECT_TRUE(Cancel(d));
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      ++runs["late"];
+      loop.Stop();
+    });
+  });
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "c"));
+  d = MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "d"));
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "e"));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(runs,
+            (RunCounts{{"a", 1}, {"b", 1}, {"c", 1}, {"e", 1}, {"late", 1}}));
+  ExpectTimersStillRun(loop);
+}
+
+// Re-arming with a long delay (the earliest deadline when no other timer is
+// pending) and with a delay later than a pending one (not the earliest).
+TEST(TimerReentryTest, CancelNextDueTimerThenArmLongerDelays) {
+  for (const bool other_pending : {false, true}) {
+    SCOPED_TRACE(other_pending ? "another timer pending" : "no other timer");
+    Loop loop;
+    RunCounts runs;
+    DelayedTaskHandle b, longer;
+    if (other_pending) {
+      MustPostDelayed(loop.root(), absl::Milliseconds(5), Count(&runs, "5ms"));
+    }
+    MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+      ++runs["a"];
+      EXPECT_TRUE(Cancel(b));
+      longer = MustPostDelayed(loop.root(), absl::Hours(1), Count(&runs, "1h"));
+    });
+    b = MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "b"));
+    MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "c"));
+    ASSERT_OK(loop.RunUntilIdle());
+    EXPECT_EQ(runs, (RunCounts{{"a", 1}, {"c", 1}}));
+    ExpectTimersStillRun(loop);
+    EXPECT_TRUE(Cancel(longer));
+    ASSERT_OK(loop.RunUntilIdle());
+    EXPECT_EQ(runs["5ms"], other_pending ? 1 : 0);
+    EXPECT_EQ(runs.count("b"), 0u);
+    EXPECT_EQ(runs.count("1h"), 0u);
+  }
+}
+
+// Many timers due in one run, each even one cancelling the next and
+// re-arming with a deadline earlier than all pending ones.
+TEST(TimerReentryTest, ManyDueTimersEachCancelTheNextAndArmEarlier) {
+  Loop loop;
+  constexpr int kTimers = 200;
+  std::vector<int> runs(kTimers, 0);
+  std::vector<int> late_runs(kTimers / 2, 0);
+  std::vector<DelayedTaskHandle> handles(kTimers);
+  int late_pending = kTimers / 2;
+  for (int i = 0; i < kTimers; ++i) {
+    handles[i] = MustPostDelayed(
+        loop.root(), absl::ZeroDuration(), [&, i](ContextHandle) {
+          ++runs[i];
+          if (i % 2 != 0) return;
+          EXPECT_TRUE(Cancel(handles[i + 1]));
+          // Decreasing delays: each is the earliest deadline when posted.
+          MustPostDelayed(loop.root(),
+                          absl::Milliseconds(30) - absl::Microseconds(100 * i),
+                          [&, i](ContextHandle) {
+                            ++late_runs[i / 2];
+                            if (--late_pending == 0) loop.Stop();
+                          });
+        });
+  }
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  for (int i = 0; i < kTimers; ++i) {
+    EXPECT_EQ(runs[i], i % 2 == 0 ? 1 : 0) << "timer " << i;
+  }
+  EXPECT_EQ(late_runs, std::vector<int>(kTimers / 2, 1));
+  ExpectTimersStillRun(loop);
+}
+
+// A due timer that cancels the next one, posts a zero-delay timer and
+// re-arms: the new zero-delay timer runs once (in a later timer run).
+TEST(TimerReentryTest, CancelThenPostZeroDelayAndArm) {
+  Loop loop;
+  std::vector<std::string> order;
+  DelayedTaskHandle b;
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    order.push_back("a");
+    EXPECT_TRUE(Cancel(b));
+    MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&](ContextHandle) { order.push_back("z"); });
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      order.push_back("late");
+      loop.Stop();
+    });
+  });
+  b = MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                      [&](ContextHandle) { order.push_back("b"); });
+  MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { order.push_back("c"); });
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "c", "z", "late"}));
+  ExpectTimersStillRun(loop);
+}
+
+// A due timer that cancels the next one, re-arms and stops the loop: the
+// rest of the run waits for the next Run, and runs once there.
+TEST(TimerReentryTest, CancelArmAndStopKeepsTheRestForTheNextRun) {
+  Loop loop;
+  std::vector<std::string> order;
+  DelayedTaskHandle b;
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    order.push_back("a");
+    EXPECT_TRUE(Cancel(b));
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      order.push_back("late");
+      loop.Stop();
+    });
+    loop.Stop();
+  });
+  b = MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                      [&](ContextHandle) { order.push_back("b"); });
+  MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { order.push_back("c"); });
+  MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { order.push_back("d"); });
+  ASSERT_OK(loop.Run());
+  EXPECT_EQ(order, (std::vector<std::string>{"a"}));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "c", "d", "late"}));
+  ExpectTimersStillRun(loop);
+}
+
+// A due timer that destroys the context of the next due timers (which are
+// cancelled with it) and re-arms: the due timers of other contexts run once.
+TEST(TimerReentryTest, DestroyAnotherDueTimersContextThenArm) {
+  Loop loop;
+  absl::StatusOr<ContextHandle> victim = loop.NewContext("victim");
+  ASSERT_OK(victim);
+  RunCounts runs;
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    ++runs["a"];
+    EXPECT_TRUE(loop.DestroyContext(*victim).ok());
+    MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
+      ++runs["late"];
+      loop.Stop();
+    });
+  });
+  MustPostDelayed(*victim, absl::ZeroDuration(), Count(&runs, "v1"));
+  MustPostDelayed(*victim, absl::ZeroDuration(), Count(&runs, "v2"));
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "c"));
+  MustPostDelayed(*victim, absl::ZeroDuration(), Count(&runs, "v3"));
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "d"));
+  ASSERT_OK(loop.Run());
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(runs, (RunCounts{{"a", 1}, {"c", 1}, {"d", 1}, {"late", 1}}));
+  ExpectTimersStillRun(loop);
 }
 
 }  // namespace
