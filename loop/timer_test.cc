@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -19,6 +20,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/loop/mutex.h"
@@ -1225,6 +1228,132 @@ TEST(TimerReentryTest, DestroyAnotherDueTimersContextThenArm) {
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_EQ(runs, (RunCounts{{"a", 1}, {"c", 1}, {"d", 1}, {"late", 1}}));
   ExpectTimersStillRun(loop);
+}
+
+// --- Bounds of the timer structures (loop_core.h, "Delayed tasks") -----------
+
+loop_internal::LoopCore::TimerSizes Sizes(Loop& loop) {
+  return loop_internal::FindOwnedCore(loop.root())->TimerSizesForTesting();
+}
+
+// The due list's bound after a timer run: 4 * Z + 192 entries (Z: zero-delay
+// timers pending); a run adds the timers its tasks post.
+constexpr size_t DueBound(size_t zero_delay_pending) {
+  return 4 * zero_delay_pending + 192;
+}
+
+// Zero-delay timers that keep posting zero-delay timers never let the due
+// list empty: it stays bounded (the entries before its head are dropped)
+// instead of growing by one entry per timer run.
+TEST(TimerBoundsTest, ZeroDelayTimerChainsKeepTheDueListBounded) {
+  Loop loop;
+  constexpr int kChains = 4;
+  constexpr int kLinks = 5000;
+  int runs = 0;
+  size_t max_due = 0;
+  std::function<void(int)> link = [&](int left) {
+    ++runs;
+    max_due = std::max(max_due, Sizes(loop).due_entries);
+    if (left > 0) {
+      MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                      [&, left](ContextHandle) { link(left - 1); });
+    }
+  };
+  for (int c = 0; c < kChains; ++c) {
+    MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&](ContextHandle) { link(kLinks - 1); });
+  }
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_EQ(runs, kChains * kLinks);
+  // A run holds the kChains entries present at its start and the kChains
+  // its tasks post.
+  EXPECT_LE(max_due, DueBound(2 * kChains));
+  EXPECT_EQ(Sizes(loop).due_entries, 0u);
+  // One node per chain: a timer's node is free again before its task runs.
+  EXPECT_EQ(Sizes(loop).slab_nodes, static_cast<size_t>(kChains));
+}
+
+// Zero-delay timers posted and cancelled in a loop (by a task, and by a due
+// timer in the middle of a timer run) leave stale due-list entries that are
+// dropped in bulk: the list stays within its bound, and the due timers after
+// the canceller still run once, in post order.
+TEST(TimerBoundsTest, PostAndCancelZeroDelayKeepsTheDueListBounded) {
+  Loop loop;
+  constexpr int kPairs = 20000;
+  std::vector<std::string> order;
+  size_t max_due = 0;
+  auto churn = [&] {
+    for (int i = 0; i < kPairs; ++i) {
+      DelayedTaskHandle h =
+          MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                          [&](ContextHandle) { order.push_back("cancelled"); });
+      EXPECT_TRUE(Cancel(h));
+      max_due = std::max(max_due, Sizes(loop).due_entries);
+    }
+  };
+  MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                  [&](ContextHandle) { order.push_back("a"); });
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle) { churn(); }));
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_LE(max_due, DueBound(1));
+  EXPECT_EQ(order, (std::vector<std::string>{"a"}));
+
+  // Inside a timer run, with due timers after the churning one.
+  max_due = 0;
+  MustPostDelayed(loop.root(), absl::ZeroDuration(), [&](ContextHandle) {
+    order.push_back("b");
+    churn();
+  });
+  for (const char* name : {"c", "d", "e"}) {
+    MustPostDelayed(loop.root(), absl::ZeroDuration(),
+                    [&order, name](ContextHandle) { order.push_back(name); });
+  }
+  ASSERT_OK(loop.RunUntilIdle());
+  EXPECT_LE(max_due, DueBound(4));
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "b", "c", "d", "e"}));
+  EXPECT_EQ(Sizes(loop).due_entries, 0u);
+  EXPECT_EQ(Sizes(loop).live_timers, 0u);
+}
+
+// Delayed timers posted and cancelled in a loop leave stale heap entries
+// that are dropped in bulk: at most 2 * P + 63 entries (P: timers pending),
+// and the slab reuses one node.
+TEST(TimerBoundsTest, PostAndCancelDelayedKeepsTheHeapAndSlabBounded) {
+  Loop loop;
+  DelayedTaskHandle pending =
+      MustPostDelayed(loop.root(), absl::Hours(1), [](ContextHandle) {});
+  size_t max_heap = 0;
+  for (int i = 0; i < 20000; ++i) {
+    DelayedTaskHandle h = MustPostDelayed(loop.root(), absl::Seconds(1 + i % 7),
+                                          [](ContextHandle) {});
+    EXPECT_TRUE(Cancel(h));
+    max_heap = std::max(max_heap, Sizes(loop).heap_entries);
+  }
+  EXPECT_LE(max_heap, 2u * 2 + 63);
+  EXPECT_EQ(Sizes(loop).slab_nodes, 2u);
+  EXPECT_TRUE(Cancel(pending));
+}
+
+// The slab grows to the most timers pending at once and reuses its nodes.
+TEST(TimerBoundsTest, SlabGrowsToThePeakOfPendingTimers) {
+  Loop loop;
+  constexpr int kPeak = 1000;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<DelayedTaskHandle> handles;
+    for (int i = 0; i < kPeak; ++i) {
+      handles.push_back(MustPostDelayed(
+          loop.root(), round == 1 ? absl::ZeroDuration() : absl::Hours(1),
+          [](ContextHandle) {}));
+    }
+    EXPECT_EQ(Sizes(loop).live_timers, static_cast<size_t>(kPeak));
+    if (round == 1) {
+      ASSERT_OK(loop.RunUntilIdle());
+    } else {
+      for (const DelayedTaskHandle& h : handles) EXPECT_TRUE(Cancel(h));
+    }
+    EXPECT_EQ(Sizes(loop).live_timers, 0u);
+    EXPECT_EQ(Sizes(loop).slab_nodes, static_cast<size_t>(kPeak));
+  }
 }
 
 }  // namespace

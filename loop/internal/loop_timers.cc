@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -246,7 +247,40 @@ void LoopCore::TrimTimers() {
   if (due_head_ == due_list_.size()) {
     due_list_.clear();  // Keeps its capacity: no allocation next time.
     due_head_ = 0;
+    stale_due_entries_ = 0;
+    return;
   }
+  MaybeCompactDueList();
+  if (due_head_ >= kMinDueCompaction &&
+      due_head_ >= due_list_.size() - due_head_) {
+    // Timers that keep posting zero-delay timers keep the due list from
+    // ever emptying: drop the entries before the head (run or cancelled),
+    // moving the unrun ones, no more of them than were dropped (O(1)
+    // amortized per entry; no allocation).
+    due_list_.erase(due_list_.begin(),
+                    due_list_.begin() + static_cast<ptrdiff_t>(due_head_));
+    due_head_ = 0;
+  }
+}
+
+void LoopCore::MaybeCompactDueList() {
+  if (stale_due_entries_ < kMinDueCompaction ||
+      stale_due_entries_ * 2 <= due_list_.size() - due_head_) {
+    return;
+  }
+  // Cancelled zero-delay timers whose entries the next timer run has not
+  // passed yet (a task that posts and cancels zero-delay timers in a loop):
+  // drop them and the entries before the head. O(n) once the cancels
+  // counted since the last compaction reach half the unrun entries, so O(1)
+  // amortized per cancel. Safe inside a timer run, which reads the head
+  // again after each task.
+  size_t kept = 0;
+  for (size_t i = due_head_; i < due_list_.size(); ++i) {
+    if (!Stale(due_list_[i])) due_list_[kept++] = due_list_[i];
+  }
+  due_list_.resize(kept);  // Keeps its capacity.
+  due_head_ = 0;
+  stale_due_entries_ = 0;
 }
 
 void LoopCore::MaybeCompactHeap() {
@@ -274,6 +308,9 @@ void LoopCore::TakeTimerNode(uint32_t index, Task* victim) {
   if (in_heap) {
     ++stale_heap_entries_;
     MaybeCompactHeap();
+  } else {
+    ++stale_due_entries_;
+    MaybeCompactDueList();
   }
 }
 
@@ -531,6 +568,7 @@ void LoopCore::RunDueTimers() {
     if (due_head_ == due_list_.size()) {
       due_list_.clear();  // Keeps its capacity: no allocation next time.
       due_head_ = 0;
+      stale_due_entries_ = 0;
     }
     // From the claim on, Cancel returns false; if a foreign Cancel won it
     // first, the task is destroyed unrun (its kCancel node finds it gone).
@@ -572,9 +610,11 @@ void LoopCore::CancelTimersOf(ContextHandle ctx) {
       ReleaseForeign(e.node, ClaimTimer(e.node));
       doomed.push_back(std::move(node.task));
       FreeNode(e.node);
+      ++stale_due_entries_;
     }
   }
   MaybeCompactHeap();
+  MaybeCompactDueList();
   FlushFreeNodes();
   // `doomed` is destroyed here, on the loop thread.
 }
