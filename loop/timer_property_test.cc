@@ -16,7 +16,10 @@
 //   * order: a timer posted before another with a delay no longer runs
 //     first (deadlines count from a loop time that never decreases, and
 //     equal deadlines run in post order);
-//   * every posted task runs once; `LoopStats::tasks_run` counts them all.
+//   * every posted task runs once; `LoopStats::tasks_run` counts them all;
+//   * the loop's count of pending timers is the model's, after every
+//     operation, and the heap and the due list stay within the bounds
+//     loop_core.h states (internal sizes, read for the check only).
 // The run order depends on the clock (delays are real), so a seed replays the
 // same choices but not always the same interleaving; a failure names the
 // seed. Cost: the seeds of one test take a few seconds (the longest delay
@@ -35,6 +38,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/loop_core.h"
+#include "ctxloop/loop/internal/owned_core.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/test_util.h"
@@ -67,13 +72,17 @@ class TimerModel {
   void Check() {
     contexts_.push_back(Ctx{loop_.root(), true});
     const int initial = Uniform(1, 10);
-    for (int i = 0; i < initial; ++i) RandomOp(/*self=*/-1);
+    for (int i = 0; i < initial; ++i) {
+      RandomOp(/*self=*/-1);
+      CheckSizes(/*in_timer_run=*/false);
+    }
     absl::StatusOr<DelayedTaskHandle> guard =
         PostDelayed(loop_.root(), kGuard, [this](ContextHandle) {
           guard_fired_ = true;
           loop_.Stop();
         });
     ASSERT_OK(guard);
+    guard_pending_ = true;
     for (int rounds = 0; !Done() && !guard_fired_ && rounds < 10000; ++rounds) {
       // RunUntilIdle returns with timers not yet due; Run waits for them
       // (the callback that leaves nothing due stops it).
@@ -82,12 +91,14 @@ class TimerModel {
       } else {
         ASSERT_OK(loop_.Run());
       }
+      CheckSizes(/*in_timer_run=*/false);
     }
     ASSERT_FALSE(guard_fired_)
         << "timers lost: " << finite_pending_ << " pending, " << tasks_pending_
         << " tasks pending";
     ASSERT_TRUE(Done());
     EXPECT_TRUE(Cancel(*guard));
+    guard_pending_ = false;
     // Only never-due timers may be pending now; cancelling them succeeds
     // exactly once.
     uint64_t ran = 0;
@@ -155,7 +166,29 @@ class TimerModel {
 
   void RandomOps(int self) {
     const int n = Uniform(0, 3);
-    for (int i = 0; i < n; ++i) RandomOp(self);
+    for (int i = 0; i < n; ++i) {
+      RandomOp(self);
+      CheckSizes(/*in_timer_run=*/self >= 0);
+    }
+  }
+
+  // The loop's pending timers are the model's; the heap and (outside a
+  // timer run, which may hold the entries it started with) the due list
+  // are within their bounds.
+  void CheckSizes(bool in_timer_run) {
+    size_t pending = guard_pending_ ? 1 : 0;
+    size_t zero_delay = 0;
+    for (const Timer& t : timers_) {
+      if (t.state != State::kPending) continue;
+      ++pending;
+      if (t.delay == absl::ZeroDuration()) ++zero_delay;
+    }
+    const loop_internal::LoopCore::TimerSizes sizes =
+        loop_internal::FindOwnedCore(loop_.root())->TimerSizesForTesting();
+    EXPECT_EQ(sizes.live_timers, pending);
+    EXPECT_GE(sizes.slab_nodes, pending);
+    EXPECT_LE(sizes.heap_entries, 2 * pending + 63);
+    if (!in_timer_run) EXPECT_LE(sizes.due_entries, 4 * zero_delay + 192);
   }
 
   void PostTimer() {
@@ -273,6 +306,7 @@ class TimerModel {
   int tasks_posted_ = 0;
   int tasks_pending_ = 0;
   uint64_t tasks_run_ = 0;
+  bool guard_pending_ = false;
   bool guard_fired_ = false;
 };
 
