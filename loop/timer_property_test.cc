@@ -188,7 +188,9 @@ class TimerModel {
     EXPECT_EQ(sizes.live_timers, pending);
     EXPECT_GE(sizes.slab_nodes, pending);
     EXPECT_LE(sizes.heap_entries, 2 * pending + 63);
-    if (!in_timer_run) EXPECT_LE(sizes.due_entries, 4 * zero_delay + 192);
+    if (!in_timer_run) {
+      EXPECT_LE(sizes.due_entries, 4 * zero_delay + 192);
+    }
   }
 
   void PostTimer() {

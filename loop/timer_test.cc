@@ -81,10 +81,14 @@ TEST(TimerTest, RunsAfterTheDelay) {
     EXPECT_EQ(std::this_thread::get_id(), loop_thread);
     loop.Stop();
   }));
-  // Not yet due: RunUntilIdle does not wait for it.
+  // Not yet due: RunUntilIdle does not wait for it (unless a slow start,
+  // e.g. under TSan on a loaded machine, took the delay: then it ran, and
+  // Run would wait for a Stop that already came).
   ASSERT_OK(loop.RunUntilIdle());
-  EXPECT_EQ(seen, ContextHandle());
-  ASSERT_OK(loop.Run());
+  if (Clock::now() - start < std::chrono::milliseconds(30)) {
+    EXPECT_EQ(seen, ContextHandle());
+  }
+  if (seen == ContextHandle()) ASSERT_OK(loop.Run());
   EXPECT_EQ(seen, root);
   EXPECT_GE(ran_at - start, std::chrono::milliseconds(30));
   EXPECT_EQ(loop.stats().tasks_run, 1u);
@@ -1103,16 +1107,17 @@ TEST(TimerReentryTest, CancelNextDueTimerThenArmLongerDelays) {
     b = MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "b"));
     MustPostDelayed(loop.root(), absl::ZeroDuration(), Count(&runs, "c"));
     ASSERT_OK(loop.RunUntilIdle());
-    EXPECT_EQ(runs, (RunCounts{{"a", 1}, {"c", 1}}));
+    EXPECT_EQ(runs["a"], 1);
+    EXPECT_EQ(runs["c"], 1);
     ExpectTimersStillRun(loop);
     EXPECT_TRUE(Cancel(longer));
     // Past the 5 ms timer.
     MustPostDelayed(loop.root(), absl::Milliseconds(10),
                     [&](ContextHandle) { loop.Stop(); });
     ASSERT_OK(loop.Run());
-    EXPECT_EQ(runs["5ms"], other_pending ? 1 : 0);
-    EXPECT_EQ(runs.count("b"), 0u);
-    EXPECT_EQ(runs.count("1h"), 0u);
+    RunCounts expected = {{"a", 1}, {"c", 1}};
+    if (other_pending) expected["5ms"] = 1;
+    EXPECT_EQ(runs, expected);
   }
 }
 
