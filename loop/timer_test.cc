@@ -1154,8 +1154,9 @@ TEST(TimerReentryTest, ManyDueTimersEachCancelTheNextAndArmEarlier) {
   ExpectTimersStillRun(loop);
 }
 
-// A due timer that cancels the next one, posts a zero-delay timer and
-// re-arms: the new zero-delay timer runs once (in a later timer run).
+// A due timer that cancels the next one, posts a zero-delay timer and a
+// task, and re-arms: the new zero-delay timer runs once, in a later timer
+// run (after the task, which runs after this timer run).
 TEST(TimerReentryTest, CancelThenPostZeroDelayAndArm) {
   Loop loop;
   std::vector<std::string> order;
@@ -1165,6 +1166,9 @@ TEST(TimerReentryTest, CancelThenPostZeroDelayAndArm) {
     EXPECT_TRUE(Cancel(b));
     MustPostDelayed(loop.root(), absl::ZeroDuration(),
                     [&](ContextHandle) { order.push_back("z"); });
+    EXPECT_TRUE(Post(loop.root(), [&](ContextHandle) {
+                  order.push_back("task");
+                }).ok());
     MustPostDelayed(loop.root(), absl::Milliseconds(20), [&](ContextHandle) {
       order.push_back("late");
       loop.Stop();
@@ -1176,7 +1180,7 @@ TEST(TimerReentryTest, CancelThenPostZeroDelayAndArm) {
                   [&](ContextHandle) { order.push_back("c"); });
   ASSERT_OK(loop.Run());
   ASSERT_OK(loop.RunUntilIdle());
-  EXPECT_EQ(order, (std::vector<std::string>{"a", "c", "z", "late"}));
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "c", "task", "z", "late"}));
   ExpectTimersStillRun(loop);
 }
 
