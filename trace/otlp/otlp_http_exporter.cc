@@ -302,12 +302,13 @@ struct OtlpHttpExporter::Impl {
     std::unique_ptr<Request> owned = std::move(it->second);
     requests.erase(it);
     evhttp_connection* conn = owned->conn->conn;
+    const uint64_t bytes_read = owned->conn->bytes_in;
     evhttp_cancel_request(owned->req);
     FreeConnection(conn);
     Complete(owned->result, 0,
              absl::StrCat("no complete answer within the attempt's deadline (",
                           absl::FormatDuration(timeout), ")"),
-             nullptr, AttemptResult::Failure::kTimedOut);
+             nullptr, AttemptResult::Failure::kTimedOut, bytes_read);
   }
 
   static void OnResponse(evhttp_request* req, void* arg) {
