@@ -467,8 +467,8 @@ struct Flood {
 TEST(OtlpHttpExporterTest, ResponsesOverTheCapsAreRefusedAndCounted) {
   std::string chunk = "400\r\n" + std::string(1024, 'c') + "\r\n";
   const std::vector<Flood> floods = {
-      {"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n",
-       "x"},
+      {"content-length",
+       "HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n", "x"},
       {"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
        chunk},
       {"until-close", "HTTP/1.1 200 OK\r\n\r\n", "u"},

@@ -88,8 +88,7 @@ bool Refill(Conn& c, size_t budget) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RawHttpPeer>> RawHttpPeer::Start(
-    Script script) {
+absl::StatusOr<std::unique_ptr<RawHttpPeer>> RawHttpPeer::Start(Script script) {
   std::unique_ptr<RawHttpPeer> p(new RawHttpPeer());
   p->script_ = std::move(script);
   p->listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
@@ -215,9 +214,10 @@ void RawHttpPeer::Run() {
         }
       }
       if (c.answering && !c.write_closed && (rev & POLLOUT)) {
-        const size_t budget = c.script.bytes_per_tick == 0
-                                  ? kMaxQueued
-                                  : std::min(kMaxQueued, c.script.bytes_per_tick);
+        const size_t budget =
+            c.script.bytes_per_tick == 0
+                ? kMaxQueued
+                : std::min(kMaxQueued, c.script.bytes_per_tick);
         if (c.script.bytes_per_tick != 0 && !c.out.empty()) {
           // Paced: send only what this tick allows.
         } else if (!Refill(c, budget)) {

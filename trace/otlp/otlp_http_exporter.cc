@@ -32,7 +32,8 @@
 #include "ctxloop/loop/loop_thread.h"
 #include "ctxloop/trace/otlp/otlp_response.h"
 
-namespace ctxloop {namespace {
+namespace ctxloop {
+namespace {
 
 // What one HTTP attempt ended with. Written on the loop thread, read by the
 // waiting `Export` caller; both under `Impl::mu_`.
@@ -225,10 +226,9 @@ struct OtlpHttpExporter::Impl {
     DisableNagle(conn->conn);
     // The attempt's deadline: connect, send and the whole response.
     const uint64_t id = r->id;
-    absl::StatusOr<DelayedTaskHandle> deadline =
-        PostDelayed(root, timeout, [this, id, timeout](ContextHandle) {
-          OnDeadline(id, timeout);
-        });
+    absl::StatusOr<DelayedTaskHandle> deadline = PostDelayed(
+        root, timeout,
+        [this, id, timeout](ContextHandle) { OnDeadline(id, timeout); });
     if (deadline.ok()) {
       r->deadline = *deadline;
     } else {
@@ -255,8 +255,7 @@ struct OtlpHttpExporter::Impl {
     bufferevent* bev = evhttp_connection_get_bufferevent(c);
     bufferevent_setwatermark(
         bev, EV_READ, 0,
-        options.max_response_headers + options.max_response_body +
-            kInputSlack);
+        options.max_response_headers + options.max_response_body + kInputSlack);
     evbuffer_add_cb(bufferevent_get_input(bev), &OnInput, conn);
     conns.emplace(c, std::move(owned));
     return conn;
@@ -330,14 +329,14 @@ struct OtlpHttpExporter::Impl {
            conn->bytes_in > impl->options.max_response_headers);
       std::string what;
       if (too_large) {
-        what = conn->headers_done
-                   ? absl::StrCat("response body over the cap of ",
-                                  impl->options.max_response_body,
-                                  " bytes (HTTP ", owned->status_seen,
-                                  "), refused")
-                   : absl::StrCat("response header section over the cap of ",
-                                  impl->options.max_response_headers,
-                                  " bytes, refused");
+        what =
+            conn->headers_done
+                ? absl::StrCat("response body over the cap of ",
+                               impl->options.max_response_body, " bytes (HTTP ",
+                               owned->status_seen, "), refused")
+                : absl::StrCat("response header section over the cap of ",
+                               impl->options.max_response_headers,
+                               " bytes, refused");
       } else {
         what = owned->error >= 0 ? RequestErrorName(owned->error)
                                  : "connection error";
@@ -722,8 +721,8 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
           trace_internal::ParsePartialSuccess(r.body);
       const bool unparsable =
           ps.outcome == trace_internal::PartialSuccess::Outcome::kUnparsable;
-      const uint64_t rejected = std::min<uint64_t>(
-          spans, static_cast<uint64_t>(ps.rejected_spans));
+      const uint64_t rejected =
+          std::min<uint64_t>(spans, static_cast<uint64_t>(ps.rejected_spans));
       {
         ctxloop::MutexLock lock(&impl.mu);
         ++impl.stats.batches_exported;

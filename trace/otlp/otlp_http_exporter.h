@@ -30,8 +30,9 @@
 //     those spans are counted in `Stats::spans_rejected` and reported to
 //     `Options::on_error`, the rest count as exported.
 //   * 429, 502, 503, 504, a connection error, an attempt past its deadline
-//     or a response over a size cap (below): retried after the `Retry-After` response header (seconds or an HTTP date) if
-//     there is one, else after an exponential backoff with jitter
+//     or a response over a size cap (below): retried after the `Retry-After`
+//     response header (seconds or an HTTP date) if there is one, else after an
+//     exponential backoff with jitter
 //     (`initial_backoff` doubling to `max_backoff`, each multiplied by a
 //     random factor in [0.5, 1]); at most `max_attempts` attempts, all
 //     within `timeout` of the `Export` call.

@@ -211,9 +211,9 @@ PartialSuccess ParsePartialSuccess(absl::string_view body) {
                                    kMaxPartialSuccessDepth, " levels"));
   }
   if (!ok) {
-    return unparsable(absl::StrCat(
-        "not JSON (", rapidjson::GetParseError_En(ok.Code()), " at offset ",
-        ok.Offset(), ")"));
+    return unparsable(absl::StrCat("not JSON (",
+                                   rapidjson::GetParseError_En(ok.Code()),
+                                   " at offset ", ok.Offset(), ")"));
   }
   if (!handler.top_is_object()) return unparsable("not a JSON object");
   out.rejected_spans = std::max<int64_t>(0, out.rejected_spans);

@@ -29,9 +29,9 @@ TEST(ParseRetryAfterTest, SecondsAndDates) {
   // A past date: at once.
   EXPECT_EQ(ParseRetryAfter("Wed, 21 Oct 2015 07:27:00 GMT", now),
             absl::ZeroDuration());
-  for (const char* bad : {"", "  ", "-1", "soon", "1.5", "12abc",
-                          "Wed, 21 Oct 2015 07:28:30 PST",
-                          "99999999999999999999999"}) {
+  for (const char* bad :
+       {"", "  ", "-1", "soon", "1.5", "12abc", "Wed, 21 Oct 2015 07:28:30 PST",
+        "99999999999999999999999"}) {
     EXPECT_FALSE(ParseRetryAfter(bad, now).has_value()) << bad;
   }
   EXPECT_FALSE(ParseRetryAfter(std::string(100000, '9'), now).has_value());
@@ -41,8 +41,8 @@ TEST(ParseRetryAfterTest, SecondsAndDates) {
 
 TEST(HttpStatusTest, RetriesExactlyTheOtlpSet) {
   for (int code = 0; code < 1000; ++code) {
-    const bool retry = code == 0 || code == 429 || code == 502 ||
-                       code == 503 || code == 504;
+    const bool retry =
+        code == 0 || code == 429 || code == 502 || code == 503 || code == 504;
     EXPECT_EQ(IsRetryableHttpStatus(code), retry) << code;
     EXPECT_EQ(StatusCodeForHttp(code) == absl::StatusCode::kUnavailable, retry)
         << code;
@@ -74,18 +74,17 @@ TEST(ParsePartialSuccessTest, ReadsRejectedSpansAndMessage) {
   EXPECT_EQ(p.rejected_spans, 0);
 
   // Negative, huge or unreadable counts.
-  EXPECT_EQ(ParsePartialSuccess(
-                R"({"partialSuccess":{"rejectedSpans":-4}})")
+  EXPECT_EQ(ParsePartialSuccess(R"({"partialSuccess":{"rejectedSpans":-4}})")
                 .rejected_spans,
             0);
   EXPECT_EQ(ParsePartialSuccess(
                 R"({"partialSuccess":{"rejectedSpans":18446744073709551615}})")
                 .rejected_spans,
             INT64_MAX);
-  EXPECT_EQ(ParsePartialSuccess(
-                R"({"partialSuccess":{"rejectedSpans":"lots"}})")
-                .rejected_spans,
-            0);
+  EXPECT_EQ(
+      ParsePartialSuccess(R"({"partialSuccess":{"rejectedSpans":"lots"}})")
+          .rejected_spans,
+      0);
   // The message is cut to 1 KiB.
   p = ParsePartialSuccess(absl::StrCat(R"({"partialSuccess":{"errorMessage":")",
                                        std::string(5000, 'm'), R"("}})"));
@@ -102,8 +101,8 @@ TEST(ParsePartialSuccessTest, NoneForEmptyAndPlainObjects) {
 }
 
 TEST(ParsePartialSuccessTest, UnparsableBodies) {
-  for (const char* body :
-       {"not json", "[]", "3", "\"s\"", "{", R"({"a":1}x)", "{\"a\":\"\xff\"}"}) {
+  for (const char* body : {"not json", "[]", "3", "\"s\"", "{", R"({"a":1}x)",
+                           "{\"a\":\"\xff\"}"}) {
     const PartialSuccess p = ParsePartialSuccess(body);
     EXPECT_EQ(p.outcome, Outcome::kUnparsable) << body;
     EXPECT_FALSE(p.error.empty()) << body;
