@@ -649,5 +649,34 @@ TEST(OtlpHttpExporterTest, DeeplyNestedPartialSuccessIsUnparsableNotACrash) {
   EXPECT_EQ(env->exporter->stats().responses_too_large, 1u);
 }
 
+// A collector that resets the connection while the request is being
+// written: the attempt fails (EPIPE / ECONNRESET on the exporter's loop
+// thread), and the host process is not killed by SIGPIPE.
+TEST(OtlpHttpExporterTest, CollectorResetMidRequestIsAConnectionError) {
+  for (bool at_once : {false, true}) {
+    RawHttpPeer::Script script;
+    script.abort_after_request_bytes = 1;
+    script.close_on_accept = at_once;
+    auto peer = RawHttpPeer::Start(script);
+    ASSERT_TRUE(peer.ok());
+    std::vector<absl::Status> errors;
+    auto exporter =
+        OneAttempt(**peer, &errors, [](OtlpHttpExporter::Options& o) {
+          o.max_attempts = 3;
+          o.initial_backoff = absl::Milliseconds(1);
+          o.max_backoff = absl::Milliseconds(1);
+        });
+    // Several MiB of request body: many writes after the reset.
+    std::vector<ExportItem> big;
+    for (int i = 0; i < 20000; ++i) {
+      big.push_back(MakeSpan(absl::StrCat("big", i, std::string(200, 'n'))));
+    }
+    absl::Status s = exporter->Export(big);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_EQ(exporter->stats().requests, 3u);
+    EXPECT_EQ(exporter->stats().spans_failed, 20000u);
+  }
+}
+
 }  // namespace
 }  // namespace ctxloop

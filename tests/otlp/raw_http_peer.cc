@@ -179,8 +179,13 @@ void RawHttpPeer::Run() {
           ctxloop::MutexLock lock(&mu_);
           c.script = script_;
         }
-        conns.emplace(fd, std::move(c));
         accepted_.fetch_add(1);
+        if (c.script.close_on_accept) {
+          close(fd);
+          closed_.fetch_add(1);
+          continue;
+        }
+        conns.emplace(fd, std::move(c));
       }
     }
     for (size_t i = 2; i < fds.size(); ++i) {
@@ -197,7 +202,9 @@ void RawHttpPeer::Run() {
         }
         if (n > 0) {
           c.in.append(buf, static_cast<size_t>(n));
-          if (c.in.size() > kMaxRequest) {
+          if (c.in.size() > kMaxRequest ||
+              (c.script.abort_after_request_bytes > 0 &&
+               c.in.size() >= c.script.abort_after_request_bytes)) {
             drop(it);
             continue;
           }

@@ -60,6 +60,12 @@ class RawHttpPeer {
     // close once the client does; false, wait for the next request on the
     // connection (keep-alive) and answer it the same way.
     bool close = true;
+    // If > 0: close the connection once this many request bytes arrived,
+    // before reading the rest (the kernel then resets it: the client's
+    // next writes fail with EPIPE / ECONNRESET).
+    size_t abort_after_request_bytes = 0;
+    // Close each connection as soon as it is accepted.
+    bool close_on_accept = false;
   };
 
   static absl::StatusOr<std::unique_ptr<RawHttpPeer>> Start(Script script);
