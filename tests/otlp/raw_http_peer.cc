@@ -90,7 +90,7 @@ bool Refill(Conn& c, size_t budget) {
 
 absl::StatusOr<std::unique_ptr<RawHttpPeer>> RawHttpPeer::Start(Script script) {
   std::unique_ptr<RawHttpPeer> p(new RawHttpPeer());
-  p->script_ = std::move(script);
+  p->SetScript(std::move(script));
   p->listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
   if (p->listen_fd_ < 0) return absl::UnavailableError("RawHttpPeer: socket");
   const int one = 1;
