@@ -1,9 +1,12 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // Replays every file of the committed corpus (tests/fuzz/otlp_response/
-// corpus) through the fuzz harness without libFuzzer, so each one is a
+// corpus) through the fuzz harness without libFuzzer (each on a thread
+// with a 1 MiB stack), so each one is a
 // regression test in every build (plain, ASan+UBSan, TSan). A broken
 // invariant aborts the test, naming it.
+
+#include <pthread.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -42,8 +45,24 @@ TEST(OtlpResponseCorpusTest, EveryCorpusFileReplays) {
     const std::string bytes((std::istreambuf_iterator<char>(f)),
                             std::istreambuf_iterator<char>());
     SCOPED_TRACE(path.filename().string());
-    FuzzOtlpResponse(reinterpret_cast<const uint8_t*>(bytes.data()),
-                     bytes.size());
+    // On a 1 MiB stack, as many worker threads have: anything recursive on
+    // input depth shows here first.
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(
+                  &t, &attr,
+                  [](void* arg) -> void* {
+                    const auto* b = static_cast<const std::string*>(arg);
+                    FuzzOtlpResponse(
+                        reinterpret_cast<const uint8_t*>(b->data()), b->size());
+                    return nullptr;
+                  },
+                  const_cast<std::string*>(&bytes)),
+              0);
+    pthread_attr_destroy(&attr);
+    pthread_join(t, nullptr);
     if (bytes.rfind("HTTP/", 0) == 0) ++http;
   }
   EXPECT_GT(http, 0u);  // The raw-peer mode ran too.
