@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -20,7 +19,6 @@
 #include <exception>
 #include <map>
 #include <random>
-#include <set>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -292,7 +290,7 @@ struct OtlpHttpExporter::Impl {
     return 0;
   }
 
-  // Loop thread: the attempt `id` is out of time. Cancels its request
+  // [H5] Loop thread: the attempt `id` is out of time. Cancels its request
   // (libevent resets the connection and runs only the error callback) and
   // frees the connection, so nothing of it outlives the attempt.
   void OnDeadline(uint64_t id, absl::Duration timeout) {
@@ -317,7 +315,7 @@ struct OtlpHttpExporter::Impl {
     if (it == impl->requests.end()) return;  // Cleaned up [H3].
     std::unique_ptr<Request> owned = std::move(it->second);
     impl->requests.erase(it);
-    (void)Cancel(owned->deadline);
+    (void)Cancel(owned->deadline);  // [H5]: answered first.
     Conn* conn = owned->conn;
     const int code = req != nullptr ? evhttp_request_get_response_code(req) : 0;
     if (code == 0) {
@@ -426,7 +424,7 @@ struct OtlpHttpExporter::Impl {
     conns.clear();
     idle.clear();
     for (auto& [id, r] : pending) {
-      (void)Cancel(r->deadline);
+      (void)Cancel(r->deadline);  // [H3]
       Complete(r->result, 0, "exporter shut down", nullptr);
     }
   }

@@ -81,7 +81,12 @@
 //        stops at once and returns `kCancelled`; its spans count as failed.
 //   [H2] `Export` after `Shutdown`: `kFailedPrecondition`, counted as failed.
 //   [H3] A request still in flight at `Shutdown`: its connection is freed on
-//        the exporter's loop before the loop ends; its callback never runs.
+//        the exporter's loop before the loop ends; its callback never runs,
+//        and its deadline is cancelled.
+//   [H5] An attempt's deadline passes before its answer is complete: the
+//        request is cancelled and its connection freed on the loop thread
+//        (never inside one of libevent's callbacks for that connection);
+//        an answer completing first cancels the deadline instead.
 //   [H4] The destructor calls `Shutdown`.
 //
 // Cost: per `Export`, one JSON encoding of the batch (and a gzip pass if
