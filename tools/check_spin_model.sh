@@ -41,8 +41,9 @@ build() {
   mkdir -p "$WORK/$name"
   (
     cd "$WORK/$name"
+    cp "$MODEL" ingress.pml  # pan writes its trail beside the model
     # shellcheck disable=SC2086
-    spin $spin_defs -a "$MODEL" >spin.log 2>&1 || {
+    spin $spin_defs -a ingress.pml >spin.log 2>&1 || {
       cat spin.log
       exit 1
     }
@@ -88,6 +89,10 @@ mutant() {
   local what
   what="$(grep -Eo 'pan:1: .*' <<<"$out" | head -1 | sed 's/ (at depth.*//')"
   if [ -n "$what" ]; then
+    # A violated safety claim shows as its negated formula: name it instead.
+    if [[ "$pan_args" == *"-N "* && "$what" == *"assertion violated  !("* ]]; then
+      what="ltl ${pan_args##*-N } violated"
+    fi
     printf 'ok    %-26s caught: %s\n' "$name" "${what#pan:1: }"
   else
     printf 'FAIL  %-26s NOT caught by %s\n' "$name" "${pan_args:-safety}"
@@ -99,13 +104,20 @@ SAFETY="-DSAFETY -DNOCLAIM"
 
 if [ "${1:-}" = "--trail" ]; then
   macro="${2:?--trail needs a mutant macro, e.g. MUT_NO_WAKE_WRITE}"
-  build trail "-D$macro" "$SAFETY"
-  (cd "$WORK/trail" && ./pan $PAN_DEPTH >/dev/null 2>&1 || true)
+  ltl="${3:-}"  # An ltl block's name, or the safety check.
+  if [ -n "$ltl" ]; then
+    build trail "-D$macro" ""
+    pan_args=(-a -N "$ltl")
+  else
+    build trail "-D$macro" "$SAFETY"
+    pan_args=(-i)  # The shortest counterexample (iterative deepening).
+  fi
+  (cd "$WORK/trail" && ./pan $PAN_DEPTH "${pan_args[@]}" >/dev/null 2>&1 || true)
   cd "$WORK/trail"
   [ -f ingress.pml.trail ] || { echo "no counterexample for $macro"; exit 1; }
   # The steps only: process, source line and statement (no variable dumps).
-  spin -D"$macro" -t -p "$MODEL" | grep -E '^ *[0-9]+:\s+proc|violated|invalid|spin: trail' |
-    sed -E 's#'"$MODEL"'#ingress.pml#'
+  spin -D"$macro" -t -p ingress.pml 2>&1 | grep -vE '^\s*$|^\s+[a-z_]+(\[[0-9]+\])? = ' |
+    grep -E '^ *[0-9]+:|violated|invalid|acceptance|cycle|never claim'
   exit 0
 fi
 
