@@ -24,6 +24,9 @@ PACKAGES=(
   valgrind  # Instruction counts for CI's guard (tools/icount_guard.py).
   # JSON parsing (OTLP responses, Jaeger's API in tests) and gzip for OTLP.
   rapidjson-dev zlib1g-dev
+  # The Spin model checker: tools/check_spin_model.sh checks the foreign
+  # ingress protocol model loop/model/ingress.pml.
+  spin
 )
 
 missing=()
