@@ -30,8 +30,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "ctxloop/examples/fanout_exporter.h"
 #include "ctxloop/examples/stream_server_lib.h"
 #include "ctxloop/tests/e2e/sse_test_client.h"
+#include "ctxloop/trace/chrome/chrome_trace_exporter.h"
+#include "ctxloop/trace/simple_processor.h"
+#include "ctxloop/trace/tracer.h"
 #include "gtest/gtest.h"
 
 namespace ctxloop {
@@ -308,6 +312,52 @@ TEST_F(StreamServerBoundsTest, ConnectionAndRunLimits) {
                         [&] { return server_->stats().runs_finished == 1; }));
   ExpectWhole(port(), 5);
   EXPECT_LE(server_->stats().connections_peak, 4u);
+}
+
+// Server mode's trace sinks hold a bounded amount however many runs are
+// served: the ledger remembers the most recent ids only, the Chrome exporter
+// keeps at most max_items and counts the rest.
+TEST(StreamServerTraceBoundsTest, ManyRunsKeepTraceSinksAtTheirBounds) {
+  const std::string path =
+      absl::StrCat(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp",
+                   "/bounded_trace.json");
+  ChromeTraceExporter::Options chrome_options;
+  chrome_options.max_items = 200;
+  absl::StatusOr<std::unique_ptr<ChromeTraceExporter>> chrome =
+      ChromeTraceExporter::Create(path, chrome_options);
+  ASSERT_TRUE(chrome.ok()) << chrome.status();
+  std::shared_ptr<ChromeTraceExporter> chrome_shared = std::move(*chrome);
+  examples::ExportLedger::Options ledger_options;
+  ledger_options.max_traces = 10;
+  ledger_options.max_spans = 100;
+  auto ledger = std::make_shared<examples::ExportLedger>(ledger_options);
+  auto fan = std::make_shared<examples::FanOutExporter>(
+      std::vector<std::shared_ptr<SpanExporter>>{chrome_shared, ledger});
+  Tracer::Options t;
+  t.processors.push_back(std::make_shared<SimpleProcessor>(fan));
+  Tracer tracer(std::move(t));
+  StreamServer::Options options;
+  options.tracer = &tracer;
+  options.max_reports = 16;
+  absl::StatusOr<std::unique_ptr<StreamServer>> server =
+      StreamServer::Start(std::move(options));
+  ASSERT_TRUE(server.ok()) << server.status();
+  constexpr int kRuns = 60;
+  for (int i = 0; i < kRuns; ++i) ExpectWhole((*server)->port(), 5);
+  ASSERT_TRUE((*server)->WaitForIdle(absl::Seconds(10)));
+  (*server)->Shutdown();
+  EXPECT_LE((*server)->finished_runs().size(), 16u);
+  ASSERT_TRUE(WaitUntil(absl::Seconds(10), [&] {
+    return ledger->stats().traces == static_cast<uint64_t>(kRuns);
+  }));
+  const examples::ExportLedger::Stats s = ledger->stats();
+  EXPECT_EQ(s.spans, static_cast<uint64_t>(kRuns * 5 * 2));
+  EXPECT_EQ(s.duplicate_traces, 0u);
+  EXPECT_EQ(s.duplicate_spans, 0u);
+  EXPECT_EQ(s.forgotten_traces, static_cast<uint64_t>(kRuns - 10));
+  EXPECT_LE(ledger->held(), 110u);
+  // 60 traces + 600 spans exported; 200 kept.
+  EXPECT_EQ(chrome_shared->dropped(), static_cast<uint64_t>(kRuns * 11 - 200));
 }
 
 // --- Out of file descriptors -------------------------------------------------
