@@ -336,9 +336,11 @@ absl::StatusOr<std::unique_ptr<StreamServer>> StreamServer::Start(
         "socket_send_buffer_bytes >= 0");
   }
   if (options.io_timeout < absl::Milliseconds(1) ||
+      options.head_deadline < absl::Milliseconds(1) ||
       options.accept_backoff <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "need io_timeout >= 1 ms and accept_backoff > 0");
+        "need io_timeout >= 1 ms, head_deadline >= 1 ms and accept_backoff > "
+        "0");
   }
   // A client that goes away mid-write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
@@ -490,7 +492,7 @@ size_t StreamServer::MaxOutputBytesPerConnection(const Options& options) {
   const StreamOptions& so = options.stream_options;
   return options.output_high_watermark +
          (so.high_watermark + so.max_batch + 1) * kMaxEventBytes +
-         kMaxFinalChunkBytes;
+         options.max_header_bytes + kMaxFinalChunkBytes;
 }
 
 size_t StreamServer::MaxOutputBytes(const Options& options) {
@@ -544,9 +546,11 @@ void StreamServer::AdoptConnections() {
     auto* conn = static_cast<evhttp_connection*>(cb_arg);
     if (conn != nullptr && http_ != nullptr &&
         evhttp_connection_get_bufferevent(conn) == bev) {
-      conns_.emplace(conn, 0);
+      ConnState& state = conns_[conn];
+      state.serial = next_conn_serial_++;
       evhttp_connection_set_closecb(conn, &StreamServer::OnConnectionClosed,
                                     this);
+      ArmHeadDeadline(conn);
     } else {
       ++gone;  // Already freed by evhttp: never reaches the close callback.
     }
@@ -569,7 +573,10 @@ void StreamServer::OnConnectionClosed(evhttp_connection* conn, void* arg) {
 void StreamServer::ConnectionClosed(evhttp_connection* conn) {
   auto it = conns_.find(conn);
   if (it == conns_.end()) return;
-  const uint64_t run_id = it->second;
+  const uint64_t run_id = it->second.run;
+  if (it->second.head_deadline.has_value()) {
+    (void)Cancel(*it->second.head_deadline);
+  }
   conns_.erase(it);
   {
     MutexLock lock(&mu_);
@@ -579,6 +586,36 @@ void StreamServer::ConnectionClosed(evhttp_connection* conn) {
   if (run_id != 0) {
     if (Run* run = FindRun(run_id)) ClientGone(*run);
   }
+}
+
+// (Re)starts the time `conn` has to send its next request head.
+void StreamServer::ArmHeadDeadline(evhttp_connection* conn) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return;
+  ConnState& state = it->second;
+  if (state.head_deadline.has_value()) (void)Cancel(*state.head_deadline);
+  state.head_deadline.reset();
+  const uint64_t serial = state.serial;
+  absl::StatusOr<DelayedTaskHandle> t =
+      PostDelayed(http_loop_thread_->root(), options_.head_deadline,
+                  [this, conn, serial](ContextHandle) {
+                    HeadDeadlinePassed(conn, serial);
+                  });
+  if (t.ok()) state.head_deadline = *t;
+}
+
+void StreamServer::HeadDeadlinePassed(evhttp_connection* conn,
+                                      uint64_t serial) {
+  auto it = conns_.find(conn);
+  // Gone, a later connection at the same address, or busy with a request.
+  if (it == conns_.end() || it->second.serial != serial) return;
+  it->second.head_deadline.reset();
+  if (it->second.run != 0) return;
+  {
+    MutexLock lock(&mu_);
+    ++stats_.head_deadline_cut;
+  }
+  evhttp_connection_free(conn);  // Calls ConnectionClosed.
 }
 
 // The listener accepts while not shutting down, not backing off after an
@@ -677,6 +714,21 @@ void StreamServer::OnRequest(evhttp_request* req, void* arg) {
 }
 
 void StreamServer::HandleRequest(evhttp_request* req) {
+  // The head is in: its deadline is over. After an immediate reply the
+  // connection waits for its next head (keep-alive) under a new one.
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  if (conns_.count(conn) == 0) AdoptConnections();
+  auto it = conns_.find(conn);
+  if (it != conns_.end() && it->second.head_deadline.has_value()) {
+    (void)Cancel(*it->second.head_deadline);
+    it->second.head_deadline.reset();
+  }
+  DispatchRequest(req);
+  it = conns_.find(conn);
+  if (it != conns_.end() && it->second.run == 0) ArmHeadDeadline(conn);
+}
+
+void StreamServer::DispatchRequest(evhttp_request* req) {
   {
     MutexLock lock(&mu_);
     ++stats_.requests;
@@ -824,11 +876,13 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   if (conns_.count(run->conn) == 0) AdoptConnections();
   auto conn_it = conns_.find(run->conn);
   if (conn_it != conns_.end()) {
-    conn_it->second = id;
+    conn_it->second.run = id;
   } else {  // Not ours to count (its bufferevent was evhttp's own).
     evhttp_connection_set_closecb(run->conn, &StreamServer::OnConnectionClosed,
                                   this);
-    conns_.emplace(run->conn, id);
+    ConnState& state = conns_[run->conn];
+    state.serial = next_conn_serial_++;
+    state.run = id;
     MutexLock lock(&mu_);
     ++stats_.connections_open;
   }
@@ -1080,7 +1134,8 @@ void StreamServer::EndResponse(Run& run, const absl::Status& status) {
     // The connection may serve another request (keep-alive): it no longer
     // streams this run, and gets its idle timeout back.
     auto it = conns_.find(run.conn);
-    if (it != conns_.end()) it->second = 0;
+    if (it != conns_.end()) it->second.run = 0;
+    ArmHeadDeadline(run.conn);  // For the next request, if any.
     bufferevent* bev = evhttp_connection_get_bufferevent(run.conn);
     const timeval io = absl::ToTimeval(options_.io_timeout);
     bufferevent_set_timeouts(bev, &io, &io);

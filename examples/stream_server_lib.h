@@ -66,20 +66,24 @@
 //     client has read the buffer down to `output_low_watermark`. What was
 //     already on its way still lands, so one connection holds at most
 //     `MaxOutputBytesPerConnection()` = output_high_watermark + (stream
-//     high_watermark + max_batch) * kMaxEventBytes + kMaxFinalChunkBytes
-//     bytes (23,032 with the defaults). The socket's kernel send buffer is
-//     set to `socket_send_buffer_bytes` for streaming connections.
+//     high_watermark + max_batch + 1) * kMaxEventBytes +
+//     max_header_bytes + kMaxFinalChunkBytes
+//     bytes, where the extra max_header_bytes is the response head (it
+//     repeats at most the request's tracestate): 29,312 with the defaults.
+//     The socket's kernel send buffer is set to `socket_send_buffer_bytes`
+//     for streaming connections.
 //   * The whole server: at most `max_connections` connections are open
 //     (above it the listener stops accepting; new clients wait in the listen
 //     backlog) and at most `max_runs` runs stream at once (beyond it: 503),
 //     so the output buffers of all runs hold at most
 //     max_runs * MaxOutputBytesPerConnection() bytes (`MaxOutputBytes()`,
-//     90 MiB with the defaults); `ServerStats::output_buffered_bytes` is what
-//     they hold now.
+//     120,061,952 bytes = 114.5 MiB with the defaults);
+//     `ServerStats::output_buffered_bytes` is what they hold now.
 //   * A request: headers at most `max_header_bytes` (the connection is then
 //     failed), no body (`max_body_size` 0). A client that sends nothing for
 //     `io_timeout` while its request is read, or reads nothing for
-//     `io_timeout` while its response waits to be written, is cut.
+//     `io_timeout` while its response waits to be written, is cut; so is
+//     one whose request head is not complete within `head_deadline`.
 //   * Out of file descriptors (EMFILE/ENFILE) or another accept error: the
 //     listener stops for `accept_backoff`, then tries again; at most one
 //     log line per `accept_log_interval` (with the count of errors since).
@@ -188,6 +192,7 @@ struct ServerStats {
   uint64_t connections_open = 0;
   uint64_t connections_peak = 0;
   uint64_t accept_paused_full = 0;  // Listener stops at `max_connections`.
+  uint64_t head_deadline_cut = 0;   // Cut for not sending a head in time.
   // Accept errors (EMFILE, ...): errors seen, backoffs taken, log lines.
   uint64_t accept_errors = 0;
   uint64_t accept_backoffs = 0;
@@ -224,6 +229,10 @@ class StreamServer {
     size_t max_header_bytes = 8 * 1024;
     // Idle time allowed while reading a request or writing a response.
     absl::Duration io_timeout = absl::Seconds(10);
+    // Time a connection has to send a whole request head (from its accept,
+    // or from the end of its previous response): a client that trickles
+    // bytes slower than io_timeout cannot hold a connection longer.
+    absl::Duration head_deadline = absl::Seconds(10);
     // After an accept error (EMFILE: out of descriptors) the listener rests
     // this long; errors are logged at most once per `accept_log_interval`.
     absl::Duration accept_backoff = absl::Milliseconds(250);
@@ -315,7 +324,10 @@ class StreamServer {
   void ConnectionClosed(evhttp_connection* conn);
   void AcceptError(int error);
   void UpdateAccepting();
+  void ArmHeadDeadline(evhttp_connection* conn);
+  void HeadDeadlinePassed(evhttp_connection* conn, uint64_t serial);
   void HandleRequest(evhttp_request* req);
+  void DispatchRequest(evhttp_request* req);
   void StartRun(evhttp_request* req, const std::string& uri, int events,
                 absl::Duration delay, const std::string& group_id);
   void AttachResponse(ContextHandle b, uint64_t id, ContextHandle c,
@@ -368,8 +380,16 @@ class StreamServer {
   bool shutting_down_ = false;
   uint64_t next_run_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Run>> runs_;
-  // Open connections and the run each streams (0: none).
-  std::map<evhttp_connection*, uint64_t> conns_;
+  // An open connection: the run it streams (0: none), and while it waits
+  // for a request head, the deadline that cuts it.
+  struct ConnState {
+    uint64_t serial = 0;  // Tells a connection from a later one at the
+                          // same address.
+    uint64_t run = 0;
+    std::optional<DelayedTaskHandle> head_deadline;
+  };
+  std::map<evhttp_connection*, ConnState> conns_;
+  uint64_t next_conn_serial_ = 1;
   // Connections accepted whose evhttp_connection is not known yet (each
   // holds a reference on its bufferevent until adopted).
   std::vector<bufferevent*> fresh_;

@@ -253,6 +253,39 @@ TEST_F(StreamServerBoundsTest, SlowHeaderClientsAreCut) {
   ExpectWhole(port(), 5);
 }
 
+// A client that trickles its head one byte at a time, each well within
+// io_timeout, is still cut at head_deadline.
+TEST_F(StreamServerBoundsTest, TricklingHeadIsCutAtTheHeadDeadline) {
+  StreamServer::Options options;
+  options.io_timeout = absl::Seconds(10);
+  options.head_deadline = absl::Milliseconds(500);
+  StartServer(std::move(options));
+  const int fd = ConnectRaw(port());
+  ASSERT_GE(fd, 0);
+  fds_.push_back(fd);
+  const std::string head = "GET /run?events=3 HTTP/1.1\r\nX-Slow: aaaaaaaaaa";
+  const absl::Time start = absl::Now();
+  bool cut = false;
+  for (size_t i = 0; i < head.size() && !cut; ++i) {
+    cut = send(fd, head.data() + i, 1, MSG_NOSIGNAL) != 1;
+    if (!cut) cut = WaitForClose(fd, absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(cut || WaitForClose(fd, absl::Seconds(3)));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+  EXPECT_EQ(server_->stats().head_deadline_cut, 1u);
+  // A keep-alive connection idle after its response is cut the same way.
+  absl::StatusOr<std::unique_ptr<SseTestClient>> c =
+      SseTestClient::Connect(port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE((*c)->SendRequest("GET", "/run?events=2", true).ok());
+  ASSERT_TRUE((*c)->ReadHead().ok());
+  ASSERT_TRUE((*c)->ReadBody().ok());
+  EXPECT_TRUE(WaitUntil(absl::Seconds(5), [&] {
+    return server_->stats().head_deadline_cut == 2;
+  }));
+  ExpectWhole(port(), 5);
+}
+
 // A request head above max_header_bytes is refused; no run starts.
 TEST_F(StreamServerBoundsTest, OversizedHeadIsRefused) {
   StreamServer::Options options;
