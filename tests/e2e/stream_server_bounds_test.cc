@@ -174,8 +174,9 @@ TEST_F(StreamServerBoundsTest, NeverReadingClientsCostABoundedAmount) {
   EXPECT_EQ(after.runs_cancelled, static_cast<uint64_t>(kStalled));
   for (const examples::RunReport& r : server_->finished_runs()) {
     if (!r.client_disconnected) continue;
-    // The agents stopped early: far from the 100,000 asked for.
-    EXPECT_LT(r.events_emitted, 2000u);
+    // The agents stopped early: what the kernel's socket buffers (about
+    // 130 KB here) and the bound hold, far from the 100,000 asked for.
+    EXPECT_LT(r.events_emitted, 10000u);
   }
 }
 
