@@ -99,9 +99,39 @@ namespace {
 
 // --- Tracing -----------------------------------------------------------------
 
+// Server mode's Chrome sink: passes items on until the Chrome exporter is
+// full (--trace_max_items), then counts them instead: one log line, not an
+// export failure per batch.
+class UntilFull final : public SpanExporter {
+ public:
+  explicit UntilFull(std::shared_ptr<SpanExporter> inner)
+      : inner_(std::move(inner)) {}
+  absl::Status Export(absl::Span<const ExportItem> batch) override {
+    if (full_.load()) return absl::OkStatus();
+    absl::Status s = inner_->Export(batch);
+    if (absl::IsResourceExhausted(s)) {
+      if (!full_.exchange(true)) {
+        std::fprintf(stderr,
+                     "stream_server: the Chrome trace is full "
+                     "(--trace_max_items); later runs are not in it\n");
+      }
+      return absl::OkStatus();
+    }
+    return s;
+  }
+  absl::Status Flush() override { return inner_->Flush(); }
+  absl::Status Shutdown() override { return inner_->Shutdown(); }
+  bool full() const { return full_.load(); }
+
+ private:
+  const std::shared_ptr<SpanExporter> inner_;
+  std::atomic<bool> full_{false};
+};
+
 struct Tracing {
   std::shared_ptr<InMemoryExporter> memory;  // --self_test only.
   std::shared_ptr<ExportLedger> ledger;      // Server mode only.
+  std::shared_ptr<UntilFull> chrome_full;    // Server mode only.
   std::shared_ptr<ChromeTraceExporter> chrome;
   std::shared_ptr<OtlpHttpExporter> otlp;  // With --otlp_endpoint.
   std::unique_ptr<Tracer> tracer;
@@ -127,8 +157,13 @@ absl::StatusOr<Tracing> MakeTracing(const std::string& trace_out,
       ChromeTraceExporter::Create(trace_out, chrome_options);
   if (!chrome.ok()) return chrome.status();
   t.chrome = std::move(*chrome);
+  std::shared_ptr<SpanExporter> chrome_sink = t.chrome;
+  if (bounded) {
+    t.chrome_full = std::make_shared<UntilFull>(t.chrome);
+    chrome_sink = t.chrome_full;
+  }
   auto fan = std::make_shared<FanOutExporter>(
-      std::vector<std::shared_ptr<SpanExporter>>{t.chrome, checker});
+      std::vector<std::shared_ptr<SpanExporter>>{chrome_sink, checker});
   BatchProcessor::Options batch_options;
   batch_options.schedule_delay = absl::Milliseconds(500);
   absl::StatusOr<std::unique_ptr<BatchProcessor>> batch =
@@ -586,8 +621,9 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
   options.default_delay = absl::Milliseconds(std::max(0, delay_ms));
   ChromeTraceExporter* chrome = tracing.chrome.get();
   std::atomic<uint64_t> finished{0};
-  options.on_run_finished = [chrome, &finished](const RunReport& r) {
-    NameContexts(*chrome, r);
+  options.on_run_finished = [chrome, &tracing, &finished](const RunReport& r) {
+    // Names are kept per context: only while the file still takes items.
+    if (!tracing.chrome_full->full()) NameContexts(*chrome, r);
     std::string how = "completed";
     if (r.client_disconnected) {
       how = "client went away; agent stopped";
@@ -656,9 +692,11 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
               check.traces, check.spans,
               check.problems.empty() ? ", each trace exactly once" : "",
               trace_out.c_str(), shut.ok() ? "" : " (write failed)");
-  if (tracing.chrome->dropped() > 0) {
-    std::printf("chrome trace: %llu items past --trace_max_items dropped\n",
-                static_cast<unsigned long long>(tracing.chrome->dropped()));
+  if (tracing.chrome_full->full()) {
+    std::printf(
+        "chrome trace: full at --trace_max_items=%d; later runs are "
+        "not in it\n",
+        absl::GetFlag(FLAGS_trace_max_items));
   }
   if (tracing.otlp != nullptr) {
     const OtlpHttpExporter::Stats o = tracing.otlp->stats();

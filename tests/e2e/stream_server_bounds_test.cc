@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -482,6 +483,13 @@ TEST(StreamServerFdExhaustionTest, BacksOffAndRecovers) {
   ChildReport r;
   ASSERT_EQ(write(down[1], "m", 1), 1);
   ASSERT_EQ(read(up[0], &r, sizeof(r)), sizeof(r));
+  std::printf(
+      "out of fds, 2 s window: %lld us CPU, %llu accept errors so far, %llu "
+      "log lines, %d libevent log lines\n",
+      static_cast<long long>(r.cpu_us),                      // NOLINT
+      static_cast<unsigned long long>(r.accept_errors),      // NOLINT
+      static_cast<unsigned long long>(r.accept_error_logs),  // NOLINT
+      r.libevent_logs);
   EXPECT_GT(r.accept_errors, 0u);
   // Spinning burned more than half a core here; resting costs about one
   // accept() per backoff.
