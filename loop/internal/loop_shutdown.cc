@@ -116,6 +116,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
     }
     due_list_.clear();
     due_head_ = 0;
+    stale_due_entries_ = 0;
     FlushFreeNodes();
     report_.delayed_dropped += dropped;
   }  // Destroyed unrun, here on the loop thread.
