@@ -385,6 +385,21 @@ ModeResult RunMode(bool tracing) {
             "the server did not go idle within 60 s", &bad);
     }
     if (tracer != nullptr) (void)tracer->ForceFlush(absl::Seconds(60));
+    if (tracer != nullptr && hostile && phase == 2) {
+      // A cancelled run's trace ends when its last open span ends, on loop
+      // 1, possibly just after the run was reported (trace case [F5]):
+      // give those traces up to 10 s to arrive.
+      size_t runs = 0;
+      {
+        ctxloop::MutexLock lock(&log.mu);
+        runs = log.trace_ids.size();
+      }
+      const absl::Time deadline = absl::Now() + absl::Seconds(10);
+      while (exporter->traces().size() < runs && absl::Now() < deadline) {
+        absl::SleepFor(absl::Milliseconds(20));
+        (void)tracer->ForceFlush(absl::Seconds(10));
+      }
+    }
     m.rss_after[phase] = ResidentBytes();
   }
 
