@@ -3,7 +3,9 @@
 #include "ctxloop/examples/fanout_exporter.h"
 
 #include <exception>
+#include <string>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 
@@ -49,6 +51,56 @@ absl::Status FanOutExporter::Flush() {
 
 absl::Status FanOutExporter::Shutdown() {
   return ForEach("Shutdown", [](SpanExporter& e) { return e.Shutdown(); });
+}
+
+absl::Status ExportLedger::Export(absl::Span<const ExportItem> batch) {
+  MutexLock lock(&mu_);
+  for (const ExportItem& item : batch) {
+    if (const TraceData* t = std::get_if<TraceData>(&item)) {
+      ++stats_.traces;
+      std::string id = t->trace_id.ToHex();
+      int& count = trace_count_[id];
+      if (++count > 1) {
+        ++stats_.duplicate_traces;
+        continue;
+      }
+      trace_order_.push_back(std::move(id));
+      while (trace_order_.size() > options_.max_traces) {
+        trace_count_.erase(trace_order_.front());
+        trace_order_.pop_front();
+        ++stats_.forgotten_traces;
+      }
+    } else if (const SpanData* s = std::get_if<SpanData>(&item)) {
+      ++stats_.spans;
+      if (!span_ids_.insert(s->span_id.value).second) {
+        ++stats_.duplicate_spans;
+        continue;
+      }
+      span_order_.push_back(s->span_id.value);
+      while (span_order_.size() > options_.max_spans) {
+        span_ids_.erase(span_order_.front());
+        span_order_.pop_front();
+        ++stats_.forgotten_spans;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+ExportLedger::Stats ExportLedger::stats() const {
+  MutexLock lock(&mu_);
+  return stats_;
+}
+
+size_t ExportLedger::held() const {
+  MutexLock lock(&mu_);
+  return trace_count_.size() + span_ids_.size();
+}
+
+int ExportLedger::ExportCount(const std::string& trace_hex) const {
+  MutexLock lock(&mu_);
+  auto it = trace_count_.find(trace_hex);
+  return it == trace_count_.end() ? -1 : it->second;
 }
 
 }  // namespace examples

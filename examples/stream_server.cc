@@ -9,8 +9,13 @@
 //   bazel run //examples:stream_server -- --self_test   # one request, checked
 //
 // Tracing: a `Tracer` with one `BatchProcessor` that exports to a
-// `ChromeTraceExporter` (--trace_out) and an `InMemoryExporter` (fanned out),
-// the latter to count what was exported and check each trace once; with
+// `ChromeTraceExporter` (--trace_out) and, fanned out, a checker that counts
+// what was exported and checks each trace once: for --self_test an
+// `InMemoryExporter`; in server mode, which runs for as long as it is left
+// running, a bounded `ExportLedger` (the most recent 4,096 traces and 65,536
+// span ids) and a Chrome exporter that keeps at most --trace_max_items items
+// (later ones are dropped and counted), so memory does not grow with the
+// runs served; with
 // --otlp_endpoint, a second `BatchProcessor` sends them to an OpenTelemetry
 // collector (Jaeger, ...) with `OtlpHttpExporter`. A request's W3C
 // `traceparent` is continued and the response carries the run's own:
@@ -78,6 +83,9 @@ ABSL_FLAG(std::string, otlp_endpoint, "",
           "(e.g. http://127.0.0.1:4318 for Jaeger; /v1/traces is appended). "
           "The OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME environment "
           "variables apply too.");
+ABSL_FLAG(int, trace_max_items, 20000,
+          "Server mode: items (spans and traces) the Chrome trace file keeps "
+          "in memory, at most; later ones are dropped and counted.");
 ABSL_FLAG(int, events, 20,
           "Events per run when the query has no events= (and for "
           "--self_test).");
@@ -91,23 +99,71 @@ namespace {
 
 // --- Tracing -----------------------------------------------------------------
 
+// Server mode's Chrome sink: passes items on until the Chrome exporter is
+// full (--trace_max_items), then counts them instead: one log line, not an
+// export failure per batch.
+class UntilFull final : public SpanExporter {
+ public:
+  explicit UntilFull(std::shared_ptr<SpanExporter> inner)
+      : inner_(std::move(inner)) {}
+  absl::Status Export(absl::Span<const ExportItem> batch) override {
+    if (full_.load()) return absl::OkStatus();
+    absl::Status s = inner_->Export(batch);
+    if (absl::IsResourceExhausted(s)) {
+      if (!full_.exchange(true)) {
+        std::fprintf(stderr,
+                     "stream_server: the Chrome trace is full "
+                     "(--trace_max_items); later runs are not in it\n");
+      }
+      return absl::OkStatus();
+    }
+    return s;
+  }
+  absl::Status Flush() override { return inner_->Flush(); }
+  absl::Status Shutdown() override { return inner_->Shutdown(); }
+  bool full() const { return full_.load(); }
+
+ private:
+  const std::shared_ptr<SpanExporter> inner_;
+  std::atomic<bool> full_{false};
+};
+
 struct Tracing {
-  std::shared_ptr<InMemoryExporter> memory;
+  std::shared_ptr<InMemoryExporter> memory;  // --self_test only.
+  std::shared_ptr<ExportLedger> ledger;      // Server mode only.
+  std::shared_ptr<UntilFull> chrome_full;    // Server mode only.
   std::shared_ptr<ChromeTraceExporter> chrome;
   std::shared_ptr<OtlpHttpExporter> otlp;  // With --otlp_endpoint.
   std::unique_ptr<Tracer> tracer;
 };
 
+// `bounded`: server mode (see the file comment).
 absl::StatusOr<Tracing> MakeTracing(const std::string& trace_out,
-                                    const std::string& otlp_endpoint) {
+                                    const std::string& otlp_endpoint,
+                                    bool bounded) {
   Tracing t;
-  t.memory = std::make_shared<InMemoryExporter>();
+  ChromeTraceExporter::Options chrome_options;
+  std::shared_ptr<SpanExporter> checker;
+  if (bounded) {
+    chrome_options.max_items =
+        static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_trace_max_items)));
+    t.ledger = std::make_shared<ExportLedger>();
+    checker = t.ledger;
+  } else {
+    t.memory = std::make_shared<InMemoryExporter>();
+    checker = t.memory;
+  }
   absl::StatusOr<std::unique_ptr<ChromeTraceExporter>> chrome =
-      ChromeTraceExporter::Create(trace_out);
+      ChromeTraceExporter::Create(trace_out, chrome_options);
   if (!chrome.ok()) return chrome.status();
   t.chrome = std::move(*chrome);
+  std::shared_ptr<SpanExporter> chrome_sink = t.chrome;
+  if (bounded) {
+    t.chrome_full = std::make_shared<UntilFull>(t.chrome);
+    chrome_sink = t.chrome_full;
+  }
   auto fan = std::make_shared<FanOutExporter>(
-      std::vector<std::shared_ptr<SpanExporter>>{t.chrome, t.memory});
+      std::vector<std::shared_ptr<SpanExporter>>{chrome_sink, checker});
   BatchProcessor::Options batch_options;
   batch_options.schedule_delay = absl::Milliseconds(500);
   absl::StatusOr<std::unique_ptr<BatchProcessor>> batch =
@@ -156,6 +212,33 @@ struct ExportCheck {
   size_t spans = 0;
   std::vector<std::string> problems;
 };
+
+// The server-mode check: no duplicate among the remembered ids, and each
+// remembered run's trace exported once (all of them while none was
+// forgotten).
+ExportCheck CheckLedger(const ExportLedger& ledger,
+                        const std::vector<RunReport>& runs) {
+  ExportCheck c;
+  const ExportLedger::Stats s = ledger.stats();
+  c.traces = s.traces;
+  c.spans = s.spans;
+  if (s.duplicate_traces > 0 || s.duplicate_spans > 0) {
+    c.problems.push_back(absl::StrCat(s.duplicate_traces, " traces and ",
+                                      s.duplicate_spans,
+                                      " spans exported twice"));
+  }
+  for (const RunReport& r : runs) {
+    if (!r.trace_id.valid()) continue;
+    const int n = ledger.ExportCount(r.trace_id.ToHex());
+    if (n < 0 && s.forgotten_traces > 0) continue;  // Too old to tell.
+    if (n != 1) {
+      c.problems.push_back(absl::StrCat("run ", r.run_id, ": trace ",
+                                        r.trace_id.ToHex(), " exported ",
+                                        std::max(n, 0), " times"));
+    }
+  }
+  return c;
+}
 
 ExportCheck CheckExports(const InMemoryExporter& memory,
                          const std::vector<RunReport>& runs) {
@@ -538,8 +621,9 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
   options.default_delay = absl::Milliseconds(std::max(0, delay_ms));
   ChromeTraceExporter* chrome = tracing.chrome.get();
   std::atomic<uint64_t> finished{0};
-  options.on_run_finished = [chrome, &finished](const RunReport& r) {
-    NameContexts(*chrome, r);
+  options.on_run_finished = [chrome, &tracing, &finished](const RunReport& r) {
+    // Names are kept per context: only while the file still takes items.
+    if (!tracing.chrome_full->full()) NameContexts(*chrome, r);
     std::string how = "completed";
     if (r.client_disconnected) {
       how = "client went away; agent stopped";
@@ -596,7 +680,7 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
   const std::vector<RunReport> runs = (*server)->finished_runs();
   const ServerStats stats = (*server)->stats();
   absl::Status shut = tracing.tracer->Shutdown();
-  const ExportCheck check = CheckExports(*tracing.memory, runs);
+  const ExportCheck check = CheckLedger(*tracing.ledger, runs);
   std::printf(
       "served %llu requests, %llu runs (%llu completed, %llu "
       "cancelled)\n",
@@ -608,6 +692,12 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
               check.traces, check.spans,
               check.problems.empty() ? ", each trace exactly once" : "",
               trace_out.c_str(), shut.ok() ? "" : " (write failed)");
+  if (tracing.chrome_full->full()) {
+    std::printf(
+        "chrome trace: full at --trace_max_items=%d; later runs are "
+        "not in it\n",
+        absl::GetFlag(FLAGS_trace_max_items));
+  }
   if (tracing.otlp != nullptr) {
     const OtlpHttpExporter::Stats o = tracing.otlp->stats();
     std::printf(
@@ -642,8 +732,8 @@ int main(int argc, char** argv) {
 
   const std::string trace_out = absl::GetFlag(FLAGS_trace_out);
   absl::StatusOr<ctxloop::examples::Tracing> tracing =
-      ctxloop::examples::MakeTracing(trace_out,
-                                     absl::GetFlag(FLAGS_otlp_endpoint));
+      ctxloop::examples::MakeTracing(
+          trace_out, absl::GetFlag(FLAGS_otlp_endpoint), !self_test);
   if (!tracing.ok()) {
     std::fprintf(stderr, "stream_server: cannot trace to %s: %s\n",
                  trace_out.c_str(), tracing.status().ToString().c_str());

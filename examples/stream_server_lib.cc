@@ -21,14 +21,18 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -63,6 +67,15 @@ void AppendJsonString(absl::string_view text, std::string* out) {
 }
 
 int64_t ThisTid() { return static_cast<int64_t>(syscall(SYS_gettid)); }
+
+// The server whose HTTP loop runs on this thread (each server has its own
+// loop thread), for libevent callbacks whose argument is not ours.
+thread_local StreamServer* http_loop_server = nullptr;
+
+// A formatted event's chunk is handed to the connection once this much is
+// pending, or at once while the connection's output is empty: few, full
+// buffer chains per connection instead of a 1 KiB chain per 70-byte event.
+constexpr size_t kFlushBytes = 4096;
 
 // Events a delay-free agent emits per loop task before yielding.
 constexpr int kBurst = 64;
@@ -203,6 +216,18 @@ struct StreamServer::Run {
   int events_requested = 0;
   SpanParent parent;  // The stream's trace, for the sink's spans.
   std::optional<StreamSubscription> subscription;
+  ContextHandle agent_ctx;         // C, where the agent is resumed.
+  std::shared_ptr<FlowGate> gate;  // Shared with the agent.
+  // Events formatted, not yet handed to the connection (one chunk later).
+  evbuffer* pending = nullptr;
+  bool flush_posted = false;
+  // The connection's output buffer while the run streams, and the callback
+  // that tells us when it changes; null once the run stopped watching.
+  evbuffer* output = nullptr;
+  evbuffer_cb_entry* output_cb = nullptr;
+  size_t output_bytes = 0;  // Its length, as last told.
+  size_t held = 0;          // output_bytes + pending, counted in stats.
+  bool paused = false;      // The agent was asked to wait.
   int events_written = 0;
   bool client_disconnected = false;
   bool ended = false;  // The stream's ending reached this side.
@@ -211,11 +236,24 @@ struct StreamServer::Run {
   bool trace_finished = true;
   absl::Status stream_status;
   bool release_scheduled = false;
+
+  ~Run() {
+    if (pending != nullptr) evbuffer_free(pending);
+  }
+};
+
+// The sink's word to the agent: while `paused`, the connection's output is
+// above its high-water mark and the agent emits nothing (the stream API has
+// no way for a sink to stop taking events, so the producer is told beside
+// it). Set and cleared on loop 1; read on loop 2 before every emit.
+struct StreamServer::FlowGate {
+  std::atomic<bool> paused{false};
 };
 
 // What loop 1 hands to loop 2 to start the agent.
 struct StreamServer::AgentStart {
   uint64_t id = 0;
+  std::shared_ptr<FlowGate> gate;
   int events = 0;
   absl::Duration delay;
   ContextHandle b;
@@ -257,6 +295,8 @@ struct StreamServer::Agent {
   SpanScope step;                     // The step's span, while open.
   std::optional<DelayedTaskHandle> timer;
   bool stopped = false;  // The stream refused with kCancelled; await on_closed.
+  std::shared_ptr<FlowGate> gate;
+  bool waiting_gate = false;  // Returned because the gate was closed.
   AgentHalf half;
 };
 
@@ -283,6 +323,23 @@ absl::StatusOr<std::unique_ptr<StreamServer>> StreamServer::Start(
       so.low_watermark >= so.high_watermark) {
     return absl::InvalidArgumentError(
         "stream_options: need high_watermark > low_watermark and max_batch > "
+        "0");
+  }
+  if (options.output_low_watermark >= options.output_high_watermark) {
+    return absl::InvalidArgumentError(
+        "need output_low_watermark < output_high_watermark");
+  }
+  if (options.max_connections < 1 || options.max_runs < 1 ||
+      options.max_header_bytes < 256 || options.socket_send_buffer_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "need max_connections >= 1, max_runs >= 1, max_header_bytes >= 256, "
+        "socket_send_buffer_bytes >= 0");
+  }
+  if (options.io_timeout < absl::Milliseconds(1) ||
+      options.head_deadline < absl::Milliseconds(1) ||
+      options.accept_backoff <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "need io_timeout >= 1 ms, head_deadline >= 1 ms and accept_backoff > "
         "0");
   }
   // A client that goes away mid-write must not kill the process.
@@ -317,9 +374,23 @@ absl::Status StreamServer::Init() {
         http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-    evhttp_set_max_headers_size(http_, 16 * 1024);
+    evhttp_set_max_headers_size(
+        http_, static_cast<ev_ssize_t>(options_.max_header_bytes));
     evhttp_set_max_body_size(http_, 0);
+    const timeval io = absl::ToTimeval(options_.io_timeout);
+    evhttp_set_timeout_tv(http_, &io);
     evhttp_set_gencb(http_, &StreamServer::OnRequest, this);
+    // Every connection's bufferevent is made here, which is how the server
+    // counts connections (libevent 2.1's evhttp has no connection limit).
+    evhttp_set_bevcb(http_, &StreamServer::NewConnectionBufferevent, this);
+    adopt_event_ =
+        event_new(loop.base(), -1, 0, &StreamServer::OnAdoptConnections, this);
+    if (adopt_event_ == nullptr) {
+      status = absl::ResourceExhaustedError("event_new failed");
+      evhttp_free(http_);
+      http_ = nullptr;
+      return;
+    }
     listener_ = evhttp_bind_socket_with_handle(
         http_, options_.host.c_str(), static_cast<uint16_t>(options_.port));
     if (listener_ == nullptr) {
@@ -330,6 +401,14 @@ absl::Status StreamServer::Init() {
       http_ = nullptr;
       return;
     }
+    // Out of descriptors, accept() fails while the listening socket stays
+    // readable: without this callback libevent logs and retries at once,
+    // forever.
+    // The callback's argument is the listener's (evhttp's); the server is
+    // found through this loop thread's pointer.
+    http_loop_server = this;
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(listener_),
+                                &StreamServer::OnAcceptError);
     const int fd = evhttp_bound_socket_get_fd(listener_);
     // libevent listens with a backlog of 128: a burst of new connections
     // beyond that (a thousand streams ending together, each client
@@ -376,8 +455,11 @@ void StreamServer::Shutdown() {
     (void)WaitForIdle(options_.shutdown_grace);
     // 3. Free the HTTP server on its loop (idle keep-alive connections too).
     (void)http_loop_thread_->Invoke([this](Loop&) {
-      if (http_ != nullptr) evhttp_free(http_);
+      if (http_ != nullptr) evhttp_free(http_);  // Closes every connection.
       http_ = nullptr;
+      AdoptConnections();  // Drops the references still held.
+      if (adopt_event_ != nullptr) event_free(adopt_event_);
+      adopt_event_ = nullptr;
     });
   }
   // 4. Agents still running after the grace period are failed.
@@ -404,6 +486,202 @@ void StreamServer::BeginShutdownOnHttpLoop() {
     }
   }
   // Runs whose reader is still on its way are ended by AttachResponse.
+}
+
+size_t StreamServer::MaxOutputBytesPerConnection(const Options& options) {
+  const StreamOptions& so = options.stream_options;
+  return options.output_high_watermark +
+         (so.high_watermark + so.max_batch + 1) * kMaxEventBytes +
+         options.max_header_bytes + kMaxFinalChunkBytes;
+}
+
+size_t StreamServer::MaxOutputBytes(const Options& options) {
+  return static_cast<size_t>(options.max_runs) *
+         MaxOutputBytesPerConnection(options);
+}
+
+// --- Loop 1: connections -----------------------------------------------------
+//
+// evhttp (2.1) tells nobody when it accepts or frees a connection. The
+// server makes each connection's bufferevent (the bevcb) and keeps a
+// reference on it; a moment later, before any I/O on it (an event activated
+// now runs in this same pass of the loop), it finds the connection through
+// the bufferevent's callback argument, which evhttp sets to its connection,
+// and registers the close callback. If evhttp freed the connection in
+// between, the argument is null (bufferevent_free clears the callbacks) and
+// the reference kept the bufferevent readable.
+
+bufferevent* StreamServer::NewConnectionBufferevent(event_base* base,
+                                                    void* arg) {
+  auto* self = static_cast<StreamServer*>(arg);
+  bufferevent* bev = bufferevent_socket_new(base, -1, 0);
+  if (bev == nullptr) return nullptr;  // evhttp makes one itself; uncounted.
+  bufferevent_incref(bev);
+  self->fresh_.push_back(bev);
+  {
+    MutexLock lock(&self->mu_);
+    ++self->stats_.connections_open;
+    self->stats_.connections_peak =
+        std::max(self->stats_.connections_peak, self->stats_.connections_open);
+  }
+  if (self->adopt_event_ != nullptr) event_active(self->adopt_event_, 0, 0);
+  // At the limit, the listener stops before its next accept.
+  self->UpdateAccepting();
+  return bev;
+}
+
+void StreamServer::OnAdoptConnections(int, short, void* arg) {
+  static_cast<StreamServer*>(arg)->AdoptConnections();
+}
+
+void StreamServer::AdoptConnections() {
+  std::vector<bufferevent*> fresh;
+  fresh.swap(fresh_);
+  uint64_t gone = 0;
+  for (bufferevent* bev : fresh) {
+    bufferevent_data_cb read_cb = nullptr, write_cb = nullptr;
+    bufferevent_event_cb event_cb = nullptr;
+    void* cb_arg = nullptr;
+    bufferevent_getcb(bev, &read_cb, &write_cb, &event_cb, &cb_arg);
+    auto* conn = static_cast<evhttp_connection*>(cb_arg);
+    if (conn != nullptr && http_ != nullptr &&
+        evhttp_connection_get_bufferevent(conn) == bev) {
+      ConnState& state = conns_[conn];
+      state.serial = next_conn_serial_++;
+      evhttp_connection_set_closecb(conn, &StreamServer::OnConnectionClosed,
+                                    this);
+      ArmHeadDeadline(conn);
+    } else {
+      ++gone;  // Already freed by evhttp: never reaches the close callback.
+    }
+    bufferevent_decref(bev);
+  }
+  if (gone > 0) {
+    {
+      MutexLock lock(&mu_);
+      stats_.connections_open -= gone;
+    }
+    UpdateAccepting();
+  }
+}
+
+// Any connection going away: a client hanging up, a timeout, evhttp_free.
+void StreamServer::OnConnectionClosed(evhttp_connection* conn, void* arg) {
+  static_cast<StreamServer*>(arg)->ConnectionClosed(conn);
+}
+
+void StreamServer::ConnectionClosed(evhttp_connection* conn) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return;
+  const uint64_t run_id = it->second.run;
+  if (it->second.head_deadline.has_value()) {
+    (void)Cancel(*it->second.head_deadline);
+  }
+  conns_.erase(it);
+  {
+    MutexLock lock(&mu_);
+    --stats_.connections_open;
+  }
+  UpdateAccepting();
+  if (run_id != 0) {
+    if (Run* run = FindRun(run_id)) ClientGone(*run);
+  }
+}
+
+// (Re)starts the time `conn` has to send its next request head.
+void StreamServer::ArmHeadDeadline(evhttp_connection* conn) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return;
+  ConnState& state = it->second;
+  if (state.head_deadline.has_value()) (void)Cancel(*state.head_deadline);
+  state.head_deadline.reset();
+  const uint64_t serial = state.serial;
+  absl::StatusOr<DelayedTaskHandle> t =
+      PostDelayed(http_loop_thread_->root(), options_.head_deadline,
+                  [this, conn, serial](ContextHandle) {
+                    HeadDeadlinePassed(conn, serial);
+                  });
+  if (t.ok()) state.head_deadline = *t;
+}
+
+void StreamServer::HeadDeadlinePassed(evhttp_connection* conn,
+                                      uint64_t serial) {
+  auto it = conns_.find(conn);
+  // Gone, a later connection at the same address, or busy with a request.
+  if (it == conns_.end() || it->second.serial != serial) return;
+  it->second.head_deadline.reset();
+  if (it->second.run != 0) return;
+  {
+    MutexLock lock(&mu_);
+    ++stats_.head_deadline_cut;
+  }
+  evhttp_connection_free(conn);  // Calls ConnectionClosed.
+}
+
+// The listener accepts while not shutting down, not backing off after an
+// accept error, and below `max_connections`.
+void StreamServer::UpdateAccepting() {
+  if (listener_ == nullptr || shutting_down_) return;
+  uint64_t open;
+  {
+    MutexLock lock(&mu_);
+    open = stats_.connections_open;
+  }
+  const bool full = open >= static_cast<uint64_t>(options_.max_connections);
+  const bool want = !accept_backoff_ && !full;
+  if (want == listener_enabled_) return;
+  evconnlistener* lev = evhttp_bound_socket_get_listener(listener_);
+  if (want) {
+    evconnlistener_enable(lev);
+  } else {
+    evconnlistener_disable(lev);
+    if (full) {
+      MutexLock lock(&mu_);
+      ++stats_.accept_paused_full;
+    }
+  }
+  listener_enabled_ = want;
+}
+
+void StreamServer::OnAcceptError(evconnlistener*, void*) {
+  const int error = errno;
+  if (http_loop_server != nullptr) http_loop_server->AcceptError(error);
+}
+
+// EMFILE/ENFILE (out of descriptors), ENOBUFS/ENOMEM: accept() fails while
+// the pending connection keeps the socket readable. Rest, then retry; the
+// pending clients wait in the backlog meanwhile.
+void StreamServer::AcceptError(int error) {
+  const absl::Time now = absl::Now();
+  {
+    MutexLock lock(&mu_);
+    ++stats_.accept_errors;
+    ++stats_.accept_backoffs;
+  }
+  ++accept_errors_unlogged_;
+  if (now - last_accept_log_ >= options_.accept_log_interval) {
+    std::fprintf(stderr,
+                 "stream_server: accept failed: %s (%llu errors since the "
+                 "last report); not accepting for %lld ms at a time\n",
+                 std::strerror(error),
+                 static_cast<unsigned long long>(accept_errors_unlogged_),
+                 static_cast<long long>(
+                     absl::ToInt64Milliseconds(options_.accept_backoff)));
+    accept_errors_unlogged_ = 0;
+    last_accept_log_ = now;
+    MutexLock lock(&mu_);
+    ++stats_.accept_error_logs;
+  }
+  if (accept_backoff_) return;
+  accept_backoff_ = true;
+  UpdateAccepting();
+  absl::StatusOr<DelayedTaskHandle> t =
+      PostDelayed(http_loop_thread_->root(), options_.accept_backoff,
+                  [this](ContextHandle) {
+                    accept_backoff_ = false;
+                    UpdateAccepting();
+                  });
+  if (!t.ok()) accept_backoff_ = false;  // The loop is going away.
 }
 
 bool StreamServer::WaitForIdle(absl::Duration timeout) {
@@ -436,6 +714,21 @@ void StreamServer::OnRequest(evhttp_request* req, void* arg) {
 }
 
 void StreamServer::HandleRequest(evhttp_request* req) {
+  // The head is in: its deadline is over. After an immediate reply the
+  // connection waits for its next head (keep-alive) under a new one.
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  if (conns_.count(conn) == 0) AdoptConnections();
+  auto it = conns_.find(conn);
+  if (it != conns_.end() && it->second.head_deadline.has_value()) {
+    (void)Cancel(*it->second.head_deadline);
+    it->second.head_deadline.reset();
+  }
+  DispatchRequest(req);
+  it = conns_.find(conn);
+  if (it != conns_.end() && it->second.run == 0) ArmHeadDeadline(conn);
+}
+
+void StreamServer::DispatchRequest(evhttp_request* req) {
   {
     MutexLock lock(&mu_);
     ++stats_.requests;
@@ -465,6 +758,16 @@ void StreamServer::HandleRequest(evhttp_request* req) {
   }
   if (shutting_down_) {
     SendText(req, 503, "Service Unavailable", "shutting down\n");
+    return;
+  }
+  if (runs_.size() >= static_cast<size_t>(options_.max_runs)) {
+    {
+      MutexLock lock(&mu_);
+      ++stats_.busy_refused;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      "1");
+    SendText(req, 503, "Service Unavailable", "too many streams; retry\n");
     return;
   }
   absl::StatusOr<RunParams> params =
@@ -568,8 +871,40 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
     }
   }
   evhttp_send_reply_start(req, 200, "OK");
-  evhttp_connection_set_closecb(run->conn, &StreamServer::OnConnectionClosed,
-                                run.get());
+  // The connection now streams this run: its closing is the client going
+  // away. (Adopted here at the latest; normally adopted long before.)
+  if (conns_.count(run->conn) == 0) AdoptConnections();
+  auto conn_it = conns_.find(run->conn);
+  if (conn_it != conns_.end()) {
+    conn_it->second.run = id;
+  } else {  // Not ours to count (its bufferevent was evhttp's own).
+    evhttp_connection_set_closecb(run->conn, &StreamServer::OnConnectionClosed,
+                                  this);
+    ConnState& state = conns_[run->conn];
+    state.serial = next_conn_serial_++;
+    state.run = id;
+    MutexLock lock(&mu_);
+    ++stats_.connections_open;
+  }
+  // Watch the output buffer: what it holds pauses and resumes the agent.
+  bufferevent* bev = evhttp_connection_get_bufferevent(run->conn);
+  run->gate = std::make_shared<FlowGate>();
+  run->pending = evbuffer_new();
+  run->output = bufferevent_get_output(bev);
+  run->output_bytes = evbuffer_get_length(run->output);
+  run->output_cb =
+      evbuffer_add_cb(run->output, &StreamServer::OnOutputChanged, run.get());
+  UpdateHeld(*run);
+  // A quiet client is normal while it streams (no read timeout); one that
+  // reads nothing for io_timeout is cut by the write timeout.
+  const timeval io = absl::ToTimeval(options_.io_timeout);
+  bufferevent_set_timeouts(bev, nullptr, &io);
+  if (options_.socket_send_buffer_bytes > 0) {
+    const int fd = bufferevent_getfd(bev);
+    const int size = options_.socket_send_buffer_bytes;
+    if (fd >= 0)
+      (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  }
   runs_[id] = std::move(run);
 
   // 2. Hand the trace to the agent loop, which makes the stream.
@@ -578,6 +913,7 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
   start.events = events;
   start.delay = delay;
   start.b = *b;
+  start.gate = runs_[id]->gate;
   if (trace.has_value()) {
     runs_[id]->trace_finished = false;
     const ContextHandle http_root = http_loop_thread_->root();
@@ -600,16 +936,17 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
     // A already [F4] (inline, without our `on_finished`).
     runs_[id]->trace_finished = true;
     FinishAgentHalf(id, AgentHalf());
-    AttachResponse(*b, id, std::nullopt, posted);
+    AttachResponse(*b, id, ContextHandle(), std::nullopt, posted);
   }
 }
 
 // 4. The response side: attach the sink on B.
 void StreamServer::AttachResponse(
-    ContextHandle b, uint64_t id,
+    ContextHandle b, uint64_t id, ContextHandle c,
     std::optional<StreamReader<AgentEvent>> reader, absl::Status status) {
   Run* run = FindRun(id);
   if (run == nullptr) return;  // Not expected; `reader` ends the stream [E5].
+  run->agent_ctx = c;
   if (status.ok() && reader.has_value() && run->req != nullptr &&
       !shutting_down_) {
     run->parent = reader->trace_parent();
@@ -653,9 +990,103 @@ void StreamServer::OnStreamEvent(ContextHandle b, uint64_t id,
     absl::StatusOr<SpanScope> s = tracer_->StartSpan(b, "write event", o);
     if (s.ok()) span = std::move(*s);
   }
-  WriteChunk(*run, EventText(event));
+  const std::string text = EventText(event);
+  evbuffer_add(run->pending, text.data(), text.size());
   ++run->events_written;
+  UpdateHeld(*run);
+  if (run->output_bytes == 0 ||
+      evbuffer_get_length(run->pending) >= kFlushBytes) {
+    FlushPending(*run);  // The connection is idle, or a chunk is full.
+  }
+  // Otherwise the chunk goes out when the output drains (OnOutputChanged).
+  if (!run->paused && run->held > options_.output_high_watermark) {
+    // The client reads slower than the agent makes events: the agent waits
+    // (before its next emit) until the output is down to the low watermark.
+    // What is already in the stream still arrives; the header states the
+    // bound that leaves.
+    run->paused = true;
+    run->gate->paused.store(true, std::memory_order_release);
+    MutexLock lock(&mu_);
+    ++stats_.pauses;
+  }
   if (span.recording()) (void)span.Finish(b);
+}
+
+// Hands the pending events to the connection as one chunk.
+void StreamServer::FlushPending(Run& run) {
+  if (run.req == nullptr || run.pending == nullptr ||
+      evbuffer_get_length(run.pending) == 0) {
+    return;
+  }
+  evhttp_send_reply_chunk(run.req, run.pending);  // Empties `pending`.
+  UpdateHeld(run);
+}
+
+void StreamServer::PostFlush(Run& run) {
+  if (run.flush_posted) return;
+  run.flush_posted = true;
+  const uint64_t id = run.id;
+  absl::Status s = Post(run.b, [this, id](ContextHandle) {
+    Run* r = FindRun(id);
+    if (r == nullptr) return;
+    r->flush_posted = false;
+    FlushPending(*r);
+  });
+  if (!s.ok()) run.flush_posted = false;
+}
+
+// The connection's output buffer changed: libevent wrote to the socket, or
+// evhttp added to it. Never touches the buffer itself (this runs inside
+// libevent's buffer operations): flushes are posted.
+void StreamServer::OnOutputChanged(evbuffer*, const evbuffer_cb_info* info,
+                                   void* arg) {
+  Run& run = *static_cast<Run*>(arg);
+  run.output_bytes = info->orig_size + info->n_added - info->n_deleted;
+  run.server->UpdateHeld(run);
+  if (run.output_bytes == 0 && run.pending != nullptr &&
+      evbuffer_get_length(run.pending) > 0) {
+    run.server->PostFlush(run);
+  }
+}
+
+// Counts what the run holds; resumes the agent once it is down to the low
+// watermark.
+void StreamServer::UpdateHeld(Run& run) {
+  const size_t held =
+      run.output_bytes +
+      (run.pending == nullptr ? 0 : evbuffer_get_length(run.pending));
+  if (held != run.held) {
+    output_total_ = output_total_ - run.held + held;
+    run.held = held;
+    MutexLock lock(&mu_);
+    stats_.output_buffered_bytes = output_total_;
+    stats_.output_buffered_peak =
+        std::max<uint64_t>(stats_.output_buffered_peak, output_total_);
+    stats_.output_peak_per_run =
+        std::max<uint64_t>(stats_.output_peak_per_run, held);
+  }
+  if (run.paused && held <= options_.output_low_watermark) {
+    run.paused = false;
+    run.gate->paused.store(false, std::memory_order_release);
+    const uint64_t id = run.id;
+    // Posted after the gate opened: an agent that saw it closed is resumed.
+    (void)Post(run.agent_ctx, [this, id](ContextHandle) { ResumeAgent(id); });
+  }
+}
+
+// The run no longer streams to this connection's buffer.
+void StreamServer::StopWatchingOutput(Run& run) {
+  if (run.output_cb != nullptr) {
+    evbuffer_remove_cb_entry(run.output, run.output_cb);
+    run.output_cb = nullptr;
+  }
+  run.output = nullptr;
+  run.output_bytes = 0;
+  if (run.pending != nullptr) {
+    evbuffer_drain(run.pending, evbuffer_get_length(run.pending));
+  }
+  run.paused = false;  // Nothing to resume: the stream is ending.
+  UpdateHeld(run);
 }
 
 void StreamServer::OnStreamComplete(ContextHandle, uint64_t id,
@@ -684,6 +1115,7 @@ void StreamServer::EndResponse(Run& run, const absl::Status& status) {
   run.ended = true;
   run.stream_status = status;
   if (run.req != nullptr) {
+    FlushPending(run);
     std::string last;
     if (status.ok()) {
       last = absl::StrCat("event: done\ndata: {\"events\":", run.events_written,
@@ -698,8 +1130,15 @@ void StreamServer::EndResponse(Run& run, const absl::Status& status) {
       last.append("}\n\n");
     }
     WriteChunk(run, last);
-    // Never called for this run again: the connection may serve another.
-    evhttp_connection_set_closecb(run.conn, nullptr, nullptr);
+    StopWatchingOutput(run);
+    // The connection may serve another request (keep-alive): it no longer
+    // streams this run, and gets its idle timeout back.
+    auto it = conns_.find(run.conn);
+    if (it != conns_.end()) it->second.run = 0;
+    ArmHeadDeadline(run.conn);  // For the next request, if any.
+    bufferevent* bev = evhttp_connection_get_bufferevent(run.conn);
+    const timeval io = absl::ToTimeval(options_.io_timeout);
+    bufferevent_set_timeouts(bev, &io, &io);
     evhttp_send_reply_end(run.req);  // libevent frees the request.
     run.req = nullptr;
     run.conn = nullptr;
@@ -707,13 +1146,10 @@ void StreamServer::EndResponse(Run& run, const absl::Status& status) {
   ScheduleRelease(run);
 }
 
-// The client went away. libevent is freeing the connection.
-void StreamServer::OnConnectionClosed(evhttp_connection*, void* arg) {
-  Run* run = static_cast<Run*>(arg);
-  run->server->ClientGone(*run);
-}
-
+// The client went away. libevent is freeing the connection (its buffers are
+// still there).
 void StreamServer::ClientGone(Run& run) {
+  StopWatchingOutput(run);
   evhttp_request* req = run.req;
   run.req = nullptr;
   run.conn = nullptr;
@@ -799,7 +1235,7 @@ void StreamServer::StartAgent(AgentStart start) {
     FinishAgentHalf(id, AgentHalf());
     absl::Status status = c.status();
     (void)Post(b, [this, id, status](ContextHandle ctx) {
-      AttachResponse(ctx, id, std::nullopt, status);
+      AttachResponse(ctx, id, ContextHandle(), std::nullopt, status);
     });
     return;
   }
@@ -829,7 +1265,7 @@ void StreamServer::StartAgent(AgentStart start) {
     FinishAgentHalf(id, AgentHalf());
     absl::Status status = pair.status();
     (void)Post(b, [this, id, status](ContextHandle ctx) {
-      AttachResponse(ctx, id, std::nullopt, status);
+      AttachResponse(ctx, id, ContextHandle(), std::nullopt, status);
     });
     return;
   }
@@ -840,16 +1276,18 @@ void StreamServer::StartAgent(AgentStart start) {
   agent->delay = start.delay;
   agent->parent = agent->writer.trace_parent();
   agent->half.agent_ctx = *c;
+  agent->gate = start.gate;
   agents_[id] = std::move(agent);
 
   // The reader goes to B, where the response is written. If loop 1 is gone,
   // the task (and the reader) is destroyed: the stream ends [E5] and on_closed
   // stops the agent.
   std::optional<StreamReader<AgentEvent>> reader(std::move(pair->reader));
-  (void)Post(b,
-             [this, id, reader = std::move(reader)](ContextHandle ctx) mutable {
-               AttachResponse(ctx, id, std::move(reader), absl::OkStatus());
-             });
+  const ContextHandle agent_ctx = *c;
+  (void)Post(b, [this, id, agent_ctx,
+                 reader = std::move(reader)](ContextHandle ctx) mutable {
+    AttachResponse(ctx, id, agent_ctx, std::move(reader), absl::OkStatus());
+  });
   // The agent starts at once; events wait in the stream until the sink is
   // attached (at most high_watermark of them, then backpressure).
   (void)Post(*c, [this, id](ContextHandle) { Pump(id); });
@@ -860,6 +1298,7 @@ void StreamServer::StartAgent(AgentStart start) {
 void StreamServer::Pump(uint64_t id) {
   Agent* a = FindAgent(id);
   if (a == nullptr || a->stopped) return;
+  a->waiting_gate = false;  // Whoever resumed us, a later ResumeAgent is moot.
   int burst = 0;
   while (true) {
     if (a->next == a->total) {
@@ -898,6 +1337,11 @@ void StreamServer::Pump(uint64_t id) {
       }
       a->delay_elapsed = true;  // Loop going away: emit without the delay.
     }
+    if (a->gate != nullptr && a->gate->paused.load(std::memory_order_acquire)) {
+      // The client's connection is full: wait for ResumeAgent.
+      a->waiting_gate = true;
+      return;
+    }
     absl::Status s = a->writer.Emit(std::move(*a->pending));
     if (absl::IsResourceExhausted(s)) return;  // Kept; on_writable resumes.
     if (!s.ok()) {
@@ -919,6 +1363,14 @@ void StreamServer::Pump(uint64_t id) {
       if (Post(a->ctx, [this, id](ContextHandle) { Pump(id); }).ok()) return;
     }
   }
+}
+
+// On C, posted by loop 1 after it opened the gate.
+void StreamServer::ResumeAgent(uint64_t id) {
+  Agent* a = FindAgent(id);
+  if (a == nullptr || !a->waiting_gate) return;
+  a->waiting_gate = false;
+  Pump(id);
 }
 
 void StreamServer::OnAgentClosed(uint64_t id, const absl::Status& status) {

@@ -53,9 +53,41 @@
 // finished once, on A.
 //
 // Cost: per run three contexts, one trace, two spans per event, one stream;
-// per event one `Emit`, one chunk write and (per batch) one cross-loop post.
-// `Options::max_run_duration` bounds a run (libevent's default connection
-// timeouts are 50 s; a longer stream could be cut).
+// per event one `Emit` and one formatted event; per delivered batch one
+// chunk write and one cross-loop post. `Options::max_run_duration` bounds a
+// run's simulated work.
+//
+// Bounds (what a client, polite or not, can make the server hold)
+// -------------------------------------------------------------
+//   * A connection's output: the sink writes events into the connection's
+//     output buffer (libevent's evbuffer) only while it holds at most
+//     `output_high_watermark` bytes; above that the run is paused: the agent
+//     stops emitting (its event waits, unmade events are not made) until the
+//     client has read the buffer down to `output_low_watermark`. What was
+//     already on its way still lands, so one connection holds at most
+//     `MaxOutputBytesPerConnection()` = output_high_watermark + (stream
+//     high_watermark + max_batch + 1) * kMaxEventBytes +
+//     max_header_bytes + kMaxFinalChunkBytes
+//     bytes, where the extra max_header_bytes is the response head (it
+//     repeats at most the request's tracestate): 29,312 with the defaults.
+//     The socket's kernel send buffer is set to `socket_send_buffer_bytes`
+//     for streaming connections.
+//   * The whole server: at most `max_connections` connections are open
+//     (above it the listener stops accepting; new clients wait in the listen
+//     backlog) and at most `max_runs` runs stream at once (beyond it: 503),
+//     so the output buffers of all runs hold at most
+//     max_runs * MaxOutputBytesPerConnection() bytes (`MaxOutputBytes()`,
+//     120,061,952 bytes = 114.5 MiB with the defaults);
+//     `ServerStats::output_buffered_bytes` is what they hold now.
+//   * A request: headers at most `max_header_bytes` (the connection is then
+//     failed), no body (`max_body_size` 0). A client that sends nothing for
+//     `io_timeout` while its request is read, or reads nothing for
+//     `io_timeout` while its response waits to be written, is cut; so is
+//     one whose request head is not complete within `head_deadline`.
+//   * Out of file descriptors (EMFILE/ENFILE) or another accept error: the
+//     listener stops for `accept_backoff`, then tries again; at most one
+//     log line per `accept_log_interval` (with the count of errors since).
+//   * Reports: at most `max_reports` finished runs are kept.
 //
 // Thread-safety: `Start`, `Shutdown`, `WaitForIdle` and the accessors may be
 // called from any thread except the server's own loop threads (`Shutdown`
@@ -90,6 +122,12 @@
 #include "ctxloop/trace/span_context.h"
 #include "ctxloop/trace/tracer.h"
 
+struct bufferevent;
+struct event;
+struct event_base;
+struct evbuffer;
+struct evbuffer_cb_info;
+struct evconnlistener;
 struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_connection;
@@ -139,11 +177,26 @@ struct RunReport {
 struct ServerStats {
   uint64_t requests = 0;        // HTTP requests handled by the server.
   uint64_t bad_requests = 0;    // Answered 4xx (bad parameters, bad path).
+  uint64_t busy_refused = 0;    // Answered 503: `max_runs` already streaming.
   uint64_t runs_started = 0;    // Streams begun (200 sent).
   uint64_t runs_finished = 0;   // Both halves done (reports made).
   uint64_t runs_completed = 0;  // ... whose stream ended OK.
   uint64_t runs_cancelled = 0;  // ... whose client went away or which the
                                 // server cut at shutdown.
+  // Output buffers of streaming runs (see "Bounds" above).
+  uint64_t output_buffered_bytes = 0;  // Held now, all runs together.
+  uint64_t output_buffered_peak = 0;   // Highest total seen.
+  uint64_t output_peak_per_run = 0;    // Highest one run has held.
+  uint64_t pauses = 0;                 // Times a run paused for its client.
+  // Connections.
+  uint64_t connections_open = 0;
+  uint64_t connections_peak = 0;
+  uint64_t accept_paused_full = 0;  // Listener stops at `max_connections`.
+  uint64_t head_deadline_cut = 0;   // Cut for not sending a head in time.
+  // Accept errors (EMFILE, ...): errors seen, backoffs taken, log lines.
+  uint64_t accept_errors = 0;
+  uint64_t accept_backoffs = 0;
+  uint64_t accept_error_logs = 0;
 };
 
 class StreamServer {
@@ -162,6 +215,28 @@ class StreamServer {
     absl::Duration max_run_duration = absl::Seconds(30);  // events * delay.
     // Small watermarks so backpressure is real, not theoretical.
     StreamOptions stream_options = DefaultStreamOptions();
+    // A run pauses while its connection's output buffer holds more than
+    // `output_high_watermark` bytes and resumes at `output_low_watermark`.
+    size_t output_high_watermark = 16 * 1024;
+    size_t output_low_watermark = 4 * 1024;
+    // Kernel send buffer (SO_SNDBUF) of a streaming connection; 0 keeps the
+    // system's (auto-tuned, up to megabytes per never-reading client).
+    int socket_send_buffer_bytes = 64 * 1024;
+    // Open connections, and runs streaming at once (beyond it: 503).
+    int max_connections = 10000;
+    int max_runs = 4096;
+    // Request header bytes; a longer head fails the connection.
+    size_t max_header_bytes = 8 * 1024;
+    // Idle time allowed while reading a request or writing a response.
+    absl::Duration io_timeout = absl::Seconds(10);
+    // Time a connection has to send a whole request head (from its accept,
+    // or from the end of its previous response): a client that trickles
+    // bytes slower than io_timeout cannot hold a connection longer.
+    absl::Duration head_deadline = absl::Seconds(10);
+    // After an accept error (EMFILE: out of descriptors) the listener rests
+    // this long; errors are logged at most once per `accept_log_interval`.
+    absl::Duration accept_backoff = absl::Milliseconds(250);
+    absl::Duration accept_log_interval = absl::Seconds(10);
     // Reports kept for `finished_runs()` (oldest dropped first).
     size_t max_reports = 4096;
     // How long `Shutdown` lets cancelled runs wind down before it frees the
@@ -179,6 +254,15 @@ class StreamServer {
     o.max_batch = 16;
     return o;
   }
+
+  // The largest SSE event the demo's agent makes, as written on the wire
+  // (chunk framing included), and the largest final chunk.
+  static constexpr size_t kMaxEventBytes = 128;
+  static constexpr size_t kMaxFinalChunkBytes = 512;
+  // Output bytes one streaming connection holds at most (see "Bounds").
+  static size_t MaxOutputBytesPerConnection(const Options& options);
+  // ... and all of them together.
+  static size_t MaxOutputBytes(const Options& options);
 
   // Starts both loops and listens. Errors: `kInvalidArgument` for bad
   // options, `kUnavailable` if the address cannot be bound.
@@ -223,6 +307,7 @@ class StreamServer {
   };
   struct HttpHalf;
   struct AgentHalf;
+  struct FlowGate;
 
   explicit StreamServer(Options options);
   absl::Status Init();
@@ -230,10 +315,22 @@ class StreamServer {
   // Loop 1.
   static void OnRequest(evhttp_request* req, void* arg);
   static void OnConnectionClosed(evhttp_connection* conn, void* arg);
+  static bufferevent* NewConnectionBufferevent(event_base* base, void* arg);
+  static void OnAdoptConnections(int fd, short what, void* arg);
+  static void OnAcceptError(evconnlistener* listener, void* arg);
+  static void OnOutputChanged(evbuffer* buffer, const evbuffer_cb_info* info,
+                              void* arg);
+  void AdoptConnections();
+  void ConnectionClosed(evhttp_connection* conn);
+  void AcceptError(int error);
+  void UpdateAccepting();
+  void ArmHeadDeadline(evhttp_connection* conn);
+  void HeadDeadlinePassed(evhttp_connection* conn, uint64_t serial);
   void HandleRequest(evhttp_request* req);
+  void DispatchRequest(evhttp_request* req);
   void StartRun(evhttp_request* req, const std::string& uri, int events,
                 absl::Duration delay, const std::string& group_id);
-  void AttachResponse(ContextHandle b, uint64_t id,
+  void AttachResponse(ContextHandle b, uint64_t id, ContextHandle c,
                       std::optional<StreamReader<AgentEvent>> reader,
                       absl::Status status);
   void OnStreamEvent(ContextHandle b, uint64_t id, AgentEvent&& event);
@@ -241,6 +338,10 @@ class StreamServer {
                         const absl::Status& status);
   void ClientGone(Run& run);
   void WriteChunk(Run& run, const std::string& text);
+  void FlushPending(Run& run);
+  void PostFlush(Run& run);
+  void UpdateHeld(Run& run);
+  void StopWatchingOutput(Run& run);
   void EndResponse(Run& run, const absl::Status& status);
   void OnTraceFinished(uint64_t id);
   void ScheduleRelease(Run& run);
@@ -251,6 +352,7 @@ class StreamServer {
   // Loop 2.
   void StartAgent(AgentStart start);
   void Pump(uint64_t id);
+  void ResumeAgent(uint64_t id);
   void OnAgentClosed(uint64_t id, const absl::Status& status);
   void FinalizeAgent(Agent& agent);
   void AbortAgents();
@@ -278,6 +380,26 @@ class StreamServer {
   bool shutting_down_ = false;
   uint64_t next_run_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Run>> runs_;
+  // An open connection: the run it streams (0: none), and while it waits
+  // for a request head, the deadline that cuts it.
+  struct ConnState {
+    uint64_t serial = 0;  // Tells a connection from a later one at the
+                          // same address.
+    uint64_t run = 0;
+    std::optional<DelayedTaskHandle> head_deadline;
+  };
+  std::map<evhttp_connection*, ConnState> conns_;
+  uint64_t next_conn_serial_ = 1;
+  // Connections accepted whose evhttp_connection is not known yet (each
+  // holds a reference on its bufferevent until adopted).
+  std::vector<bufferevent*> fresh_;
+  event* adopt_event_ = nullptr;
+  bool listener_enabled_ = true;
+  bool accept_backoff_ = false;
+  absl::Time last_accept_log_ = absl::InfinitePast();
+  uint64_t accept_errors_unlogged_ = 0;
+  // Output bytes held by all runs' connections now.
+  uint64_t output_total_ = 0;
 
   // Loop 2 only.
   Loop* agent_loop_ = nullptr;
