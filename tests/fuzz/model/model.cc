@@ -2089,7 +2089,9 @@ void Harness::HookRan(uint64_t id, ContextHandle ctx) {
               absl::StrCat("destroy hook of ", h.ctx.DebugString(), " ran on ",
                            ctx.DebugString(), " or off its loop thread"));
   }
-  {
+  // After DestroyContext ([S7]) nothing runs on the context after its hooks;
+  // at shutdown ([S10]) what hooks post runs after every hook, by design.
+  if (!LoopDying(h.loop)) {
     MutexLock lock(&mu_);
     if (ctxs_[h.slot].h == h.ctx) ctxs_[h.slot].hooks_ran = true;
   }
