@@ -209,6 +209,33 @@ TEST(ModelRegressionTest, DeferredEndOffLoopMovesTheRootCount) {
   Replay("regress_trace_counters_root_then_here");
 }
 
+// Reentry, thread lifecycle and hostile callables: inputs built by hand
+// (their bytes are explained in tests/fuzz/README.md), decoded with the
+// current table.
+ModelOptions Current() {
+  ModelOptions o;
+  o.watchdog_seconds = 30;  // A hang aborts with the phase it was stuck in.
+  return o;
+}
+// Zero-delay timers due in one timer run; the first cancels the second and
+// posts a 20 ms timer, the earliest deadline. Every timer not cancelled must
+// run once (timer.exactly_once), and Cancel answers as predicted.
+TEST(ModelRegressionTest, TimerRunSurvivesCancelAndEarlierRearm) {
+  Replay("regress_timer_cancel_rearm_in_run", 5, Current());
+}
+// Threads post and exit; a thread_local built before their first post
+// posts again from its destructor at exit. Every accepted post runs once;
+// the loops keep making progress (no watchdog abort).
+TEST(ModelRegressionTest, PostsFromThreadLocalDestructorsAtExit) {
+  Replay("regress_post_from_thread_local_dtor", 3, Current());
+}
+// A loop thread destroys a context holding a mutex that a callable being
+// posted to that loop from another thread takes in its move constructor: no
+// user code may run while the poster pins the loop (hostile.deadlock).
+TEST(ModelRegressionTest, HostileMoveConstructorDoesNotDeadlockDestroy) {
+  Replay("regress_hostile_move_under_pin", 3, Current());
+}
+
 }  // namespace
 }  // namespace fuzz
 }  // namespace ctxloop

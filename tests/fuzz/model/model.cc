@@ -655,6 +655,7 @@ class Harness {
   // The mutex hostile move constructors take, and who holds it (a tid).
   std::timed_mutex hostile_mu_;
   std::atomic<int64_t> hostile_holder_{0};
+  std::atomic<bool> deadlock_seen_{false};
 
   // Poster threads (kThreadPosts), joined at [T1].
   Mutex threads_mu_;
@@ -2115,7 +2116,8 @@ void Harness::FinishedCallback(uint64_t id, const ExecutionSite& ran) {
 }
 
 // Hostile move constructors, by mode % 4: 0 throws on its first move, 1 on
-// its second, 2 sleeps (at most 1 ms), 3 takes `hostile_mu_` (which
+// its second, 2 sleeps (at most 1 ms), 3 sleeps so, then takes `hostile_mu_`
+// (which
 // kLockedDestroy holds on a loop thread around DestroyContext) with a bounded
 // wait: if the wait times out, a thread of ours is blocked on the loop
 // thread and the loop thread on it.
@@ -2132,8 +2134,17 @@ void Harness::HostileMove(uint8_t mode, int moves) {
           std::chrono::microseconds(200 * (1 + (mode >> 2) % 5)));
       return;
     default: {
+      // A little work first (a pin taken before the move is then held while
+      // a loop thread may take the mutex and destroy a context).
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(200 * (1 + (mode >> 2) % 5)));
       if (hostile_holder_.load() == ThisTid()) return;  // Not on ourselves.
-      if (!hostile_mu_.try_lock_for(kHostileWait)) {
+      // After one deadlock is reported, later waits are short: the run
+      // ends soon (its watchdog would otherwise fire first).
+      const auto wait =
+          deadlock_seen_.load() ? std::chrono::milliseconds(100) : kHostileWait;
+      if (!hostile_mu_.try_lock_for(wait)) {
+        deadlock_seen_.store(true);
         int holder = -1;
         for (size_t l = 0; l < loops_.size(); ++l) {
           if (loops_[l]->tid == hostile_holder_.load()) holder = l;
@@ -2143,9 +2154,9 @@ void Harness::HostileMove(uint8_t mode, int moves) {
             absl::StrCat(
                 "a callable's move constructor, run by Post on tid ", ThisTid(),
                 ", waited ",
-                std::chrono::duration_cast<std::chrono::seconds>(kHostileWait)
+                std::chrono::duration_cast<std::chrono::milliseconds>(wait)
                     .count(),
-                " s for a mutex loop ", holder,
+                " ms for a mutex loop ", holder,
                 "'s thread holds around DestroyContext: user code "
                 "runs inside a pin the loop waits for"));
         return;  // Goes on without it: the run ends instead of hanging.
