@@ -34,6 +34,7 @@ class ModelTest : public ::testing::TestWithParam<uint64_t> {};
 // operation classes, to tell which one a failing seed needs.
 ModelOptions SeedOptions() {
   ModelOptions o;
+  o.watchdog_seconds = 30;  // A hang aborts, naming the phase it was in.
   const char* env = std::getenv("CTXLOOP_FUZZ_DISABLE");
   if (env != nullptr) o.disabled = absl::StrSplit(env, ',');
   return o;
