@@ -43,7 +43,10 @@ ModelOptions SeedOptions() {
 TEST_P(ModelTest, Seed) {
   const ModelResult r =
       RunModel(BytesForSeed(GetParam(), kOpsPerSeed), SeedOptions());
-  EXPECT_GE(r.ops, kOpsPerSeed);
+  // (Disabled operation classes are dropped when decoding.)
+  if (std::getenv("CTXLOOP_FUZZ_DISABLE") == nullptr) {
+    EXPECT_GE(r.ops, kOpsPerSeed);
+  }
   EXPECT_TRUE(r.ok()) << "seed " << GetParam() << ": " << r.Summary();
   std::printf("seed %llu: %s\n", static_cast<unsigned long long>(GetParam()),
               r.Summary().c_str());

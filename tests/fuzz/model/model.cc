@@ -33,7 +33,6 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -230,7 +229,7 @@ constexpr size_t kMaxArmed = 8;
 constexpr int kMaxPosterThreads = 24;
 // How long a hostile move constructor waits for the mutex before it reports
 // a deadlock and goes on without it.
-constexpr auto kHostileWait = std::chrono::seconds(2);
+constexpr auto kHostileWait = std::chrono::milliseconds(2000);
 // The phase a run is in, for the watchdog's message.
 std::atomic<const char*> g_phase{"setup"};
 // Nonzero while an armed operation runs (no reentry from inside it).
@@ -354,6 +353,40 @@ class Worker {
   bool quit_ ABSL_GUARDED_BY(mu_) = false;
   int64_t tid_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
+};
+
+// A host's own lock, with a bounded acquire (a flag under a mutex and a
+// condition variable: TSan does not see std::timed_mutex's timed lock).
+class HostLock {
+ public:
+  void Lock() {
+    MutexLock lock(&mu_);
+    while (held_) cv_.Wait(&mu_);
+    held_ = true;
+  }
+  // False if still held by another thread after `wait`.
+  bool LockFor(std::chrono::milliseconds wait) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    MutexLock lock(&mu_);
+    while (held_) {
+      if (!cv_.WaitUntil(&mu_, deadline) && held_ &&
+          std::chrono::steady_clock::now() >= deadline) {
+        return false;
+      }
+    }
+    held_ = true;
+    return true;
+  }
+  void Unlock() {
+    MutexLock lock(&mu_);
+    held_ = false;
+    cv_.SignalAll();
+  }
+
+ private:
+  Mutex mu_;
+  ctxloop::CondVar cv_;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // --- Model records -----------------------------------------------------------
@@ -653,7 +686,7 @@ class Harness {
   std::atomic<int> reentry_mode_{0};
 
   // The mutex hostile move constructors take, and who holds it (a tid).
-  std::timed_mutex hostile_mu_;
+  HostLock hostile_mu_;
   std::atomic<int64_t> hostile_holder_{0};
   std::atomic<bool> deadlock_seen_{false};
 
@@ -1184,7 +1217,7 @@ void Harness::DoDestroyContext(const Op& op, const Exec& x, bool locked) {
     // A host that destroys a context under its own lock, which a callable
     // being posted to this loop from another thread also takes in its move
     // constructor. Holding it a little first widens the window.
-    std::unique_lock<std::timed_mutex> hold(hostile_mu_);
+    hostile_mu_.Lock();
     hostile_holder_.store(ThisTid());
     if (op.b % 4 != 0) {
       std::this_thread::sleep_for(std::chrono::microseconds(300 * (op.b % 4)));
@@ -1192,6 +1225,7 @@ void Harness::DoDestroyContext(const Op& op, const Exec& x, bool locked) {
     Covered("DestroyContext holding a host mutex");
     s = fuzz_adapter::DestroyCtx(r.h);
     hostile_holder_.store(0);
+    hostile_mu_.Unlock();
   } else {
     s = fuzz_adapter::DestroyCtx(r.h);
   }
@@ -2141,9 +2175,9 @@ void Harness::HostileMove(uint8_t mode, int moves) {
       if (hostile_holder_.load() == ThisTid()) return;  // Not on ourselves.
       // After one deadlock is reported, later waits are short: the run
       // ends soon (its watchdog would otherwise fire first).
-      const auto wait =
+      const std::chrono::milliseconds wait =
           deadlock_seen_.load() ? std::chrono::milliseconds(100) : kHostileWait;
-      if (!hostile_mu_.try_lock_for(wait)) {
+      if (!hostile_mu_.LockFor(wait)) {
         deadlock_seen_.store(true);
         int holder = -1;
         for (size_t l = 0; l < loops_.size(); ++l) {
@@ -2161,7 +2195,7 @@ void Harness::HostileMove(uint8_t mode, int moves) {
                 "runs inside a pin the loop waits for"));
         return;  // Goes on without it: the run ends instead of hanging.
       }
-      hostile_mu_.unlock();
+      hostile_mu_.Unlock();
       return;
     }
   }
