@@ -244,6 +244,30 @@ TEST(ModelRegressionTest, HostileMoveConstructorDoesNotDeadlockDestroy) {
   Replay("regress_hostile_move_under_pin", 3, Current());
 }
 
+// The same three, as libFuzzer found them (from the committed corpus, with
+// the other classes dropped by CTXLOOP_FUZZ_DISABLE, so each names one
+// class; the inputs decode with that same list).
+ModelOptions Without(std::vector<std::string> disabled) {
+  ModelOptions o = Current();
+  o.disabled = std::move(disabled);
+  return o;
+}
+// A timer chain (20 ms re-arm after a Cancel inside the timer run); ASan saw
+// a heap-use-after-free in the due list.
+TEST(ModelRegressionTest, FuzzedTimerRunReentry) {
+  Replay("regress_fuzzed_timer_run_no_threads", 5, Without({"threads"}));
+}
+// Poster threads only (seed_30's bytes): a loop hung in its ingress.
+TEST(ModelRegressionTest, FuzzedPostsFromExitingThreads) {
+  Replay("regress_fuzzed_thread_exit_posts_threads_only", 5,
+         Without({"timer_chain", "reentry", "hostile", "locked_destroy"}));
+}
+// Hostile posts and a locked DestroyContext: hostile.deadlock.
+TEST(ModelRegressionTest, FuzzedHostileMoveUnderPin) {
+  Replay("regress_fuzzed_hostile_deadlock_no_threads_timers", 3,
+         Without({"threads", "timer_chain", "reentry"}));
+}
+
 }  // namespace
 }  // namespace fuzz
 }  // namespace ctxloop
