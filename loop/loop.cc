@@ -155,6 +155,7 @@ absl::Status Post(ContextHandle ctx, Task task) {
   // [S5] and cannot finish while one is held [S11]; and the slot's owner tag
   // is on the cache line the pin just wrote, so telling a foreign thread from
   // the owner costs no registry lookup of its own.
+  // ingress.pml: Poster (P1-P7)
   loop_internal::ForeignPostSlot slot;
   switch (slot.Open(ctx)) {
     case loop_internal::ForeignPostSlot::kOpened:

@@ -289,6 +289,19 @@ absl::Status Post(ContextHandle ctx, F&& f);
 // the next timer run, which is made active at once (no libevent timer) unless
 // a batch or a timer run is running, in which case it comes after libevent's
 // next poll of fds.
+// Reentry: a delayed task may cancel any delayed task (itself included:
+// false, it is running), post delayed tasks with any delay, stop the loop
+// or destroy contexts; every delayed task not cancelled still runs exactly
+// once, in deadline order (post order for equal deadlines), and one posted
+// with a zero delay by a task of a timer run waits for the next run.
+// Memory bound: per pending delayed task, one node of the loop's timer slab
+// (80 bytes on x86-64, plus whatever its callable keeps outside its inline
+// storage) and a heap or due-list entry (24 bytes); cancelled entries are
+// dropped in bulk, so the heap and due list hold at most about twice and four
+// times their pending tasks (plus 64 and 192 entries). They grow to the most
+// delayed tasks pending at once and keep that memory, for reuse, until the
+// loop is destroyed. Nothing caps the number pending: a caller that keeps
+// posting far-future tasks grows the loop's memory without limit.
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                               absl::Duration delay, Task task);
 

@@ -24,6 +24,9 @@ PACKAGES=(
   valgrind  # Instruction counts for CI's guard (tools/icount_guard.py).
   # JSON parsing (OTLP responses, Jaeger's API in tests) and gzip for OTLP.
   rapidjson-dev zlib1g-dev
+  # The Spin model checker: tools/check_spin_model.sh checks the foreign
+  # ingress protocol model loop/model/ingress.pml.
+  spin
 )
 
 missing=()
@@ -64,6 +67,7 @@ else
   echo "install_deps: WARNING: could not build buildifier (it needs the Go module proxy or a warm module cache); only .ci/run's buildifier phase needs it" >&2
 fi
 
-# Jaeger v2, the real OTLP collector the end-to-end tests export to (built
-# once with Go, cached; see tools/install_jaeger.sh).
-bash "$(dirname "$0")/install_jaeger.sh" || echo "install_deps: Jaeger not built (its tests will skip)" >&2
+# Jaeger v2 (the real OTLP collector of the end-to-end tests) is not built
+# here: `tools/jaeger.sh start` builds it the first time it is started
+# (minutes of Go compilation; see tools/install_jaeger.sh), which .ci/run
+# does. The demo and the unit tests do not need it.

@@ -2,10 +2,18 @@
 
 #include "ctxloop/trace/in_memory_exporter.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace ctxloop {
+
+InMemoryExporter::InMemoryExporter() : InMemoryExporter(Options()) {}
+
+InMemoryExporter::InMemoryExporter(Options options)
+    : max_items_(options.max_items) {}
 
 absl::Status InMemoryExporter::Export(absl::Span<const ExportItem> batch) {
   ctxloop::MutexLock lock(&mu_);
@@ -14,9 +22,23 @@ absl::Status InMemoryExporter::Export(absl::Span<const ExportItem> batch) {
     return absl::FailedPreconditionError(
         "InMemoryExporter: Export after Shutdown");
   }
-  items_.insert(items_.end(), batch.begin(), batch.end());
-  batch_sizes_.push_back(batch.size());
+  const size_t room = max_items_ - std::min(items_.size(), max_items_);
+  const size_t keep = std::min(room, batch.size());
+  items_.insert(items_.end(), batch.begin(), batch.begin() + keep);
+  if (keep < batch.size()) {
+    dropped_ += batch.size() - keep;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "InMemoryExporter: holds max_items (", max_items_, "); dropped ",
+        batch.size() - keep, " of ", batch.size(), " items"));
+  }
+  // Bounded too (an empty batch adds no item).
+  if (batch_sizes_.size() < max_items_) batch_sizes_.push_back(batch.size());
   return absl::OkStatus();
+}
+
+uint64_t InMemoryExporter::dropped() const {
+  ctxloop::MutexLock lock(&mu_);
+  return dropped_;
 }
 
 absl::Status InMemoryExporter::Flush() {

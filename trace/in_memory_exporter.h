@@ -15,8 +15,13 @@
 // Fault injection lives in the test-only `//trace:testing` target
 // (`testing/faulty_exporter.h`, which wraps this or any exporter).
 //
-// Cost: `Export` copies the batch into a vector under a mutex. Memory grows
-// with every item until `Clear()`; not for long-running production use.
+// Bound: at most `Options::max_items` items (default 1,000,000) and as many
+// recorded batch sizes. An `Export` that does not fit keeps what fits,
+// drops the rest, counts it in `dropped()` and returns `kResourceExhausted`;
+// `Clear()` makes room again. Not for long-running production use: it holds
+// everything up to the bound.
+//
+// Cost: `Export` copies the batch into a vector under a mutex.
 //
 // Thread-safety: every method is thread-safe. The accessors return copies.
 // After `Shutdown()`, `Export` returns `kFailedPrecondition` (nothing is
@@ -40,7 +45,12 @@ namespace ctxloop {
 
 class InMemoryExporter final : public SpanExporter {
  public:
-  InMemoryExporter() = default;
+  struct Options {
+    // Items held at most; more are dropped and counted (see above).
+    size_t max_items = 1000000;
+  };
+  InMemoryExporter();
+  explicit InMemoryExporter(Options options);
   InMemoryExporter(const InMemoryExporter&) = delete;
   InMemoryExporter& operator=(const InMemoryExporter&) = delete;
 
@@ -64,13 +74,17 @@ class InMemoryExporter final : public SpanExporter {
   std::vector<size_t> batch_sizes() const;
   int64_t flush_calls() const;
   bool is_shutdown() const;
+  // Items `Export` could not keep (the bound was reached).
+  uint64_t dropped() const;
 
  private:
+  const size_t max_items_;
   mutable ctxloop::Mutex mu_;
   std::vector<ExportItem> items_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   int64_t export_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t flush_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 

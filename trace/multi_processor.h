@@ -9,6 +9,8 @@
 // one is caught, reported through `ErrorCallback` (naming the processor's
 // index and the event) and does not stop the others.
 //
+// Bound: holds no items; the processor list is fixed at construction.
+//
 // Cost: one virtual call per processor per event, plus a try block (free
 // unless something throws). The list is fixed at construction, so dispatch
 // takes no lock.

@@ -54,7 +54,13 @@
 //
 // Non-recording scopes (disabled tracer, unsampled, or a start that could
 // not record: see tracer.h) accept every call and record nothing; an
-// unsampled one made current undoes that on `Finish` like any scope.
+// unsampled one made current undoes that on `Finish` like any scope. They
+// still carry ids for propagation (tracer.h, "Ids of non-recording
+// scopes"): under a parent, its trace id and trace state with a span id of
+// their own and the sampled flag clear; a trace with no remote parent, a
+// new trace id. Only a span with no parent it can see, and a disabled
+// tracer's scope with no explicit parent, have none (invalid ids, an
+// invalid `span_context()`, so nothing is injected).
 //
 // Thread-safety: a scope is owned by one thread at a time (move it to hand it
 // over). `Finish` is the only method that may run away from the origin;
@@ -178,7 +184,8 @@ class TraceScope {
 
   // False once finished, moved from, or for a non-recording scope.
   bool recording() const { return state_ != nullptr; }
-  // Still valid after `Finish` (invalid for a disabled tracer's scope).
+  // Still valid after `Finish`; valid for every non-recording trace but a
+  // disabled tracer's without a remote parent.
   TraceId trace_id() const { return trace_id_; }
   // For injection (propagation.h): trace id, the trace's root span id, trace
   // flags (sampled clear if unsampled) and trace state. Valid after `Finish`.
@@ -264,8 +271,10 @@ class SpanScope {
 
   // False once finished, moved from, or for a non-recording span.
   bool recording() const { return state_ != nullptr; }
-  // Still valid after `Finish` (invalid for a no-op span; valid, with the
-  // sampled flag clear, for an unsampled one).
+  // Still valid after `Finish`. A non-recording span under a parent has
+  // the parent's trace id and a span id of its own (sampled flag clear); one
+  // with no parent it could see (or a disabled tracer's without
+  // `SpanOptions::parent`) has invalid ids.
   TraceId trace_id() const { return trace_id_; }
   SpanId span_id() const { return span_id_; }
   // For injection (propagation.h). Valid after `Finish`.

@@ -8,6 +8,9 @@
 // that ended it, through one exporter. For tests, debugging and exporters
 // that are themselves cheap (in-memory); use `BatchProcessor` for I/O.
 //
+// Bound: holds no items; each is exported before its `OnSpanEnd` /
+// `OnTraceEnd` returns.
+//
 // Cost: one mutex acquisition plus one `Export` call per ended item.
 //
 // Thread-safety: thread-safe; `Export` calls are serialized by the mutex.

@@ -216,7 +216,65 @@ std::shared_ptr<const trace_internal::TraceIdentity> UnsampledIdentity(
   return id;
 }
 
+// The trace state a parent carries (recorded: its record's, fixed at the
+// trace's start, so readable from any thread).
+const std::string& TraceStateOf(const std::shared_ptr<TraceRecord>& trace,
+                                const std::shared_ptr<const std::string>& s) {
+  static const std::string* const kEmpty = new std::string();
+  if (trace != nullptr) return trace->data.trace_state;
+  return s != nullptr ? *s : *kEmpty;
+}
+
 }  // namespace
+
+// Out of line and off the recording path: the scopes that could not record.
+SpanScope Tracer::UnrecordedSpan(const SpanParent& parent) {
+  return UnrecordedSpan(parent.trace_id_, parent.root_span_id_,
+                        parent.trace_flags_,
+                        TraceStateOf(parent.trace_, parent.trace_state_));
+}
+
+SpanScope Tracer::UnrecordedSpan(TraceId trace_id, SpanId root_span_id,
+                                 uint8_t trace_flags,
+                                 const std::string& trace_state) {
+  SpanContext context;
+  context.trace_id = trace_id;
+  context.span_id = NewSpanId();
+  context.trace_flags = Unsampled(trace_flags);
+  if (!trace_state.empty()) context.trace_state = trace_state;
+  return SpanScope(nullptr, context, std::nullopt, root_span_id);
+}
+
+TraceScope Tracer::PassedThrough(const SpanContext& remote_parent) {
+  SpanContext context = remote_parent;
+  context.remote = false;
+  return TraceScope(nullptr, context, std::nullopt);
+}
+
+SpanScope Tracer::PassedThrough(const SpanParent& parent) {
+  SpanContext context;
+  context.trace_id = parent.trace_id_;
+  context.span_id = parent.span_.valid() ? parent.span_ : parent.root_span_id_;
+  context.trace_flags = parent.trace_flags_;
+  const std::string& state = TraceStateOf(parent.trace_, parent.trace_state_);
+  if (!state.empty()) context.trace_state = state;
+  return SpanScope(nullptr, context, std::nullopt, parent.root_span_id_);
+}
+
+TraceScope Tracer::UnrecordedTrace(const TraceOptions& options) {
+  const SpanContext& remote = options.remote_parent;
+  SpanContext context;
+  if (remote.valid()) {
+    context.trace_id = remote.trace_id;
+    context.trace_flags = Unsampled(remote.trace_flags);
+    context.trace_state = remote.trace_state;
+  } else {
+    context.trace_id =
+        options.trace_id.valid() ? options.trace_id : NewTraceId();
+  }
+  context.span_id = NewSpanId();
+  return TraceScope(nullptr, context, std::nullopt);
+}
 
 Tracer::Tracer(Options options)
     : enabled_(options.enabled),
@@ -228,17 +286,22 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
     ContextHandle ctx, absl::string_view workflow_name, TraceOptions options) {
   if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
   trace_internal::TracerCore& core = *core_;
-  if (!enabled_.load(std::memory_order_relaxed)) return TraceScope::Inert();
+  if (!enabled_.load(std::memory_order_relaxed)) {  // Raced SetEnabled.
+    if (options.remote_parent.valid()) {
+      return PassedThrough(options.remote_parent);
+    }
+    return TraceScope::Inert();
+  }
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.traces_off_loop_thread);
-    return TraceScope::Inert();
+    return UnrecordedTrace(options);
   }
   // A destroyed (closing) context refuses new traces at once [S15]; with
   // make_current the Set below refuses them too.
   if (!options.make_current && !loop->IsOpen(ctx)) {
     Count(core.counters.traces_on_stale_context);
-    return TraceScope::Inert();
+    return UnrecordedTrace(options);
   }
   // Ids, and the remote parent this trace continues, if any.
   const SpanContext& remote = options.remote_parent;
@@ -273,7 +336,7 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
                    SpanId()});
       if (!token.ok()) {
         Count(core.counters.traces_on_stale_context);
-        return TraceScope::Inert();
+        return TraceScope(nullptr, context, std::nullopt);  // Ids only.
       }
       current = *token;
     }
@@ -314,9 +377,10 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   if (options.make_current) {
     absl::StatusOr<Token> token =
         CurrentKey().Set(ctx, CurrentScope{record, SpanId()});
-    if (!token.ok()) {  // Context destroyed.
+    if (!token.ok()) {  // Context destroyed: ids only, not sampled.
       Count(core.counters.traces_on_stale_context);
-      return TraceScope::Inert();
+      context.trace_flags = Unsampled(context.trace_flags);
+      return TraceScope(nullptr, context, std::nullopt);
     }
     state->token = *token;
   }
@@ -342,10 +406,15 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   const SpanOptions& options = given != nullptr ? *given : DefaultSpanOptions();
   if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
   trace_internal::TracerCore& core = *core_;
-  if (!enabled_.load(std::memory_order_relaxed)) return SpanScope::Inert();
+  if (!enabled_.load(std::memory_order_relaxed)) {  // Raced SetEnabled.
+    if (options.parent.valid()) return PassedThrough(options.parent);
+    return SpanScope::Inert();
+  }
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
     Count(core.counters.spans_off_loop_thread);
+    // Only an explicit parent can be read off the loop thread.
+    if (options.parent.valid()) return UnrecordedSpan(options.parent);
     return SpanScope::Inert();
   }
   // The parent: explicit, else the context's current span or trace.
@@ -360,7 +429,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   if (options.parent.valid()) {
     if (!options.make_current && !loop->IsOpen(ctx)) {
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::Inert();
+      return UnrecordedSpan(options.parent);
     }
     SpanParent& parent = given->parent;  // Valid: so given.
     trace = std::move(parent.trace_);
@@ -401,9 +470,10 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   context.span_id = NewSpanId();
   bool record = trace != nullptr;
   if (record) {
-    if (!trace->AddSpan()) {
+    if (!trace->AddSpan()) {  // Its trace finished: ids only.
       Count(core.counters.rejected_spans);
-      return SpanScope::Inert();
+      return UnrecordedSpan(trace_id, root_span_id, trace_flags,
+                            trace->data.trace_state);
     }
     // Copies cost on the hot path even when empty: only if set.
     if (!trace->data.trace_state.empty()) {
@@ -441,9 +511,9 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
       }
       absl::StatusOr<Token> token = CurrentKey().Set(
           ctx, CurrentScope{std::move(identity), context.span_id});
-      if (!token.ok()) {
+      if (!token.ok()) {  // Ids only, not current.
         Count(core.counters.spans_on_stale_context);
-        return SpanScope::Inert();
+        return SpanScope(nullptr, context, std::nullopt, root_span_id);
       }
       current = *token;
     }
@@ -488,7 +558,8 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
       // another thread meanwhile, its end was waiting for us [F5].
       if (trace->RemoveSpan()) trace_internal::EndTraceAfterLastSpan(trace);
       Count(core.counters.spans_on_stale_context);
-      return SpanScope::Inert();
+      context.trace_flags = Unsampled(trace_flags);  // Ids only.
+      return SpanScope(nullptr, context, std::nullopt, root_span_id);
     }
     state->token = *token;
   }

@@ -43,6 +43,41 @@
 // (`spans_on_stale_context`). `StartTrace` likewise (`traces_off_loop_thread`,
 // `traces_on_stale_context`). So `*tracer.StartSpan(ctx, ...)` is safe.
 //
+// Ids of non-recording scopes: propagation never breaks
+// -----------------------------------------------------
+// A non-recording scope still has a `span_context()` to inject, by
+// OpenTelemetry's rules for a span its SDK does not record:
+//   * Under a parent -- `SpanOptions::parent`, the context's current span or
+//     trace, or `TraceOptions::remote_parent` -- it carries the parent's
+//     trace id and trace state, a span id of its own (fresh: every span has
+//     its own id, recorded or not) and the parent's trace flags with the
+//     sampled flag clear. Not "sampled", because it is not recorded:
+//     OpenTelemetry forbids sampled-but-not-recording, since a callee would
+//     record children of a span no one exports (a gap in the trace). So it
+//     injects "00-<parent's trace id>-<own span id>-00" (other flag bits
+//     kept), and `AsParent()` gives it unsampled children. Cases: unsampled
+//     by the sampler, finished parent trace, a destroyed or closing context,
+//     another thread (with an explicit parent, see below).
+//   * `StartTrace` without a remote parent starts a root: a new trace id
+//     (or `TraceOptions::trace_id`) and root span id, sampled flag clear,
+//     as OpenTelemetry gives a root span its sampler dropped.
+//   * `StartSpan` with no parent it can see carries no ids (an invalid
+//     `span_context()`; `InjectTraceContext` injects nothing): no current
+//     trace (`noop_spans`), or, without `SpanOptions::parent`, another
+//     thread (a context's current value is read only on its loop thread)
+//     or a context whose values are gone. The span belongs to no trace; a
+//     made-up trace id flagged unsampled would make a parent-based callee
+//     drop its spans, while with no traceparent the callee starts and
+//     samples a trace of its own -- what OpenTelemetry's API does for a span
+//     it does not create. Pass `SpanOptions::parent` (`CurrentParent` on
+//     the loop thread, or a scope's `AsParent()`) to start spans elsewhere.
+//   * A disabled tracer is OpenTelemetry's API with no SDK: given an
+//     explicit parent (`SpanOptions::parent`, `TraceOptions::remote_parent`)
+//     its scope carries that parent's context unchanged (same span id and
+//     flags), so a process with tracing off passes a trace through
+//     untouched; otherwise it is inert (no ids, nothing read: the inline
+//     fast path; `CurrentSpanContext` still names what is current).
+
 // Sampling and remote parents
 // ---------------------------
 // `Options::sampler` (default ParentBased(AlwaysOn), see sampler.h) decides
@@ -190,7 +225,8 @@ class Tracer {
   // sampled. Fails only for a null `ctx` (`kInvalidArgument`); otherwise
   // returns a scope, non-recording where it cannot record (counted).
   // On a disabled tracer this is an inline test that returns an inert scope
-  // (no ids, no allocation, nothing shared written).
+  // (no ids, no allocation, nothing shared written), or with a valid
+  // `remote_parent` one that carries it unchanged (see the file comment).
   absl::StatusOr<TraceScope> StartTrace(ContextHandle ctx,
                                         absl::string_view workflow_name) {
     if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
@@ -204,6 +240,9 @@ class Tracer {
                                         TraceOptions options) {
     if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
         ABSL_PREDICT_TRUE(!ctx.is_null())) {
+      if (ABSL_PREDICT_FALSE(options.remote_parent.valid())) {
+        return PassedThrough(options.remote_parent);
+      }
       return TraceScope::Inert();
     }
     return StartTraceImpl(ctx, workflow_name, std::move(options));
@@ -214,7 +253,8 @@ class Tracer {
   // returns a scope, non-recording where it cannot record (counted).
   // On a disabled tracer this is an inline test that returns an inert scope
   // (no ids, no allocation, nothing shared written); without `options` no
-  // `SpanOptions` is built either.
+  // `SpanOptions` is built either. With a valid `options.parent` the scope
+  // carries that parent's context unchanged (see the file comment).
   absl::StatusOr<SpanScope> StartSpan(ContextHandle ctx,
                                       absl::string_view name) {
     if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
@@ -227,6 +267,9 @@ class Tracer {
                                       SpanOptions options) {
     if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
         ABSL_PREDICT_TRUE(!ctx.is_null())) {
+      if (ABSL_PREDICT_FALSE(options.parent.valid())) {
+        return PassedThrough(options.parent);
+      }
       return SpanScope::Inert();
     }
     return StartSpanImpl(ctx, name, &options);
@@ -264,6 +307,17 @@ class Tracer {
   absl::StatusOr<SpanScope> StartSpanImpl(ContextHandle ctx,
                                           absl::string_view name,
                                           SpanOptions* options);
+  // The non-recording scopes of starts that could not record: ids only (see
+  // "Never aborting a user").
+  static SpanScope UnrecordedSpan(const SpanParent& parent);
+  static SpanScope UnrecordedSpan(TraceId trace_id, SpanId root_span_id,
+                                  uint8_t trace_flags,
+                                  const std::string& trace_state);
+  static TraceScope UnrecordedTrace(const TraceOptions& options);
+  // A disabled tracer's scope under an explicit parent: the parent's own
+  // context, unchanged.
+  static TraceScope PassedThrough(const SpanContext& remote_parent);
+  static SpanScope PassedThrough(const SpanParent& parent);
 
   // Read inline by every start (relaxed: a start racing `SetEnabled` may
   // see either value).

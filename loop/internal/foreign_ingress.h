@@ -129,6 +129,7 @@ class alignas(64) ForeignIngress {
       if (ABSL_PREDICT_FALSE(h == kClosed)) return PushResult::kClosed;
       node->next =
           h >= kFirstNode ? reinterpret_cast<IngressNode*>(h) : nullptr;
+      // ingress.pml: P5 (push CAS)
       if (head_.compare_exchange_weak(h, reinterpret_cast<uintptr_t>(node),
                                       std::memory_order_release,
                                       std::memory_order_relaxed)) {
@@ -146,10 +147,12 @@ class alignas(64) ForeignIngress {
     uintptr_t h = head_.load(std::memory_order_acquire);
     for (;;) {
       if (h >= kFirstNode) {
+        // ingress.pml: L-T1 (take-all exchange), L-T2 (reverse)
         h = head_.exchange(kEmpty, std::memory_order_acquire);
         return Reverse(reinterpret_cast<IngressNode*>(h));
       }
       if (h != kEmpty) return nullptr;  // Armed already, or closed.
+      // ingress.pml: L-T4 (arm: CAS kEmpty -> kArmed)
       if (head_.compare_exchange_weak(h, kArmed, std::memory_order_acquire,
                                       std::memory_order_acquire)) {
         return nullptr;
@@ -166,6 +169,7 @@ class alignas(64) ForeignIngress {
   // ended: refuses every later push with one exchange and returns what was
   // still queued, oldest first.
   IngressNode* Close() {
+    // ingress.pml: L-S4 (close exchange)
     const uintptr_t h = head_.exchange(kClosed, std::memory_order_acquire);
     return h >= kFirstNode ? Reverse(reinterpret_cast<IngressNode*>(h))
                            : nullptr;

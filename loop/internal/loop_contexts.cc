@@ -89,13 +89,16 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
         absl::StrCat(ctx.DebugString(), " is already being destroyed"));
   }
   r->closing = true;  // [S7] From here on posts are refused.
+  // ingress.pml: L-D1 (close C in the accept table)
   accept_.Set(HandleAccess::ContextIndex(ctx), 0);
   // [S7] A foreign Post or PostDelayed that read the table before the store
   // above holds a pin taken before this call: wait for those (not for later
   // ones, which see the context closed), so what they queued is in the
   // ingress (or the timers) before we take (or cancel) it below.
+  // ingress.pml: L-D2 (epoch flip), L-D3 (wait for earlier pins)
   LoopRegistry::WaitForEarlierPins(LoopRegistry::Find(slot_index_));
   // Their delayed posts are timers once taken, cancelled just below.
+  // ingress.pml: L-D4 (take)
   TakeIngress();
   r->own_values = nullptr;  // [S15] No Set in place; Resets go slow.
   local_.Close(HandleAccess::ContextIndex(ctx));
@@ -107,6 +110,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
   for (uint64_t id : doomed_watches) RemoveWatch(id);
   // [S7] Everything posted before the close is in the ingress or the ready
   // queue (or the running batch); the marker goes after all of it.
+  // ingress.pml: L-D5 (take), L-D6 (the marker)
   TakeIngress();
   const uint32_t index = HandleAccess::ContextIndex(ctx);
   local_.Emplace(InternalHandle(),
@@ -115,6 +119,7 @@ absl::Status LoopCore::DestroyContext(ContextHandle ctx) {
 }
 
 void LoopCore::FreeContext(uint32_t index) {
+  // ingress.pml: L-M1 (the marker: FreeContext)
   RunDestroyHooks(index);  // [S10] The handle is still valid.
   ContextRecord& r = *contexts_[index];
   std::shared_ptr<ValueTable> values = std::move(r.values);

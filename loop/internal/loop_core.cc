@@ -221,6 +221,7 @@ LoopCore::~LoopCore() {
   if (timer_event_ != nullptr) event_free(timer_event_);
   if (timer_fd_event_ != nullptr) event_free(timer_fd_event_);
   if (timer_fd_ >= 0) close(timer_fd_);
+  // ingress.pml: L-S8 (the loop's memory and eventfd go)
   if (wake_fd_ >= 0) close(wake_fd_);
   for (auto& chunk : timer_chunks_) delete[] chunk.load();
   event_base_free(base_);
@@ -336,6 +337,7 @@ absl::Status LoopCore::Run(bool until_idle) {
   running_ = true;
   absl::Cleanup done = [this] { running_ = false; };
   if (!until_idle) {
+    // ingress.pml: L-R1 (exchange), L-R2 (event loop), L-R3 (reset)
     if (!stop_requested_.exchange(false)) {
       event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY);
       stop_requested_.store(false);
@@ -366,13 +368,16 @@ void LoopCore::Stop() {
   // running meanwhile see the flag at once (StopRequestedInBatch). A stop
   // is a node like a post, so it cannot be lost between them.
   uint64_t unit;
+  // ingress.pml: X1 (pin)
   if (LoopRegistry::Pin(slot_index_, generation_, &unit) == nullptr) {
     return;  // Shutting down: there is no Run() to stop.
   }
+  // ingress.pml: X2 (the flag), then X3 (push kStop), X4 (eventfd)
   stop_requested_.store(true);
   IngressNode* node = AllocIngressNode();
   node->kind = IngressNode::Kind::kStop;
   if (!PushForeign(node)) FreeIngressNodes(node, node);
+  // ingress.pml: X5 (unpin)
   LoopRegistry::Unpin(slot_index_, unit);
   TestHooks::Run(TestHooks::after_foreign_unlock);
 }

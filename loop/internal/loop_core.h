@@ -154,6 +154,17 @@ class LoopCore {
   void SetFreeContextGenerationForTesting(uint32_t index, uint32_t generation);
   // Hooks not yet run on `ctx` (0 for a stale context). For tests.
   size_t DestroyHookCountForTesting(ContextHandle ctx) const;
+  // The timer structures' lengths (entries held, dead ones included), for
+  // tests of their bounds (see "Delayed tasks" below).
+  struct TimerSizes {
+    size_t slab_nodes;    // Nodes made (free ones included).
+    size_t live_timers;   // Pending timers.
+    size_t heap_entries;  // Live and stale.
+    size_t due_entries;   // Before the head, unrun and stale.
+  };
+  TimerSizes TimerSizesForTesting() const {
+    return {timer_nodes_, live_timers_, timer_heap_.size(), due_list_.size()};
+  }
 
   // --- Fd watches -----------------------------------------------------------
   absl::StatusOr<FdWatch> WatchFd(ContextHandle ctx, int fd, FdEvents events,
@@ -409,11 +420,19 @@ class LoopCore {
   size_t SmallestChild(size_t pos, size_t n) const;
   void HeapPop();
   // Drops stale entries from the top of the heap and the head of the due
-  // list, so both start with a live task (or are empty).
+  // list, so both start with a live task (or are empty), and compacts the
+  // due list (see its bound below). Called by ArmTimer, so also from inside
+  // a timer run (which re-reads the due list after each task).
   void TrimTimers();
   // Rebuilds the heap without its stale entries once they outnumber the live
   // ones (O(n), so O(1) amortized per cancel).
   void MaybeCompactHeap();
+  // Drops the due list's stale entries (and those before its head) once the
+  // cancels counted in `stale_due_entries_` reach half its unrun entries
+  // (O(n), so O(1) amortized per cancel).
+  void MaybeCompactDueList();
+  // Compactions of the due list wait for at least this many dead entries.
+  static constexpr size_t kMinDueCompaction = 64;
   void ArmTimer();
   void RunDueTimers();
   void CancelTimersOf(ContextHandle ctx);
@@ -496,6 +515,21 @@ class LoopCore {
   // to destroy the task. The loop claims a task the same way before it runs
   // or drops it, so exactly one side gets it: a Cancel that returns true on
   // any thread means the task never runs.
+  // Bounds (P: timers pending at once, at their peak; nothing caps P, see
+  // loop.h's PostDelayed; all of it is freed only with the loop):
+  //   * slab: one node (80 bytes with its task's inline storage) per timer
+  //     pending at once: `timer_nodes_` is P's peak, the chunks hold fewer
+  //     than 2 * peak + 256 nodes; plus `timer_ids_`, 8 bytes per node.
+  //   * heap: the pending timers with a delay plus stale entries, which
+  //     MaybeCompactHeap keeps below max(64, the live ones): at most
+  //     2 * P + 63 entries of 24 bytes.
+  //   * due list: the unrun entries, with stale ones kept below max(64, half
+  //     of them) by MaybeCompactDueList, plus the run entries before the head,
+  //     dropped by TrimTimers once they number 64 and as many as the unrun
+  //     ones: after each timer run at most 4 * Z + 192 entries of 24 bytes (Z:
+  //     zero-delay timers pending); a run adds the ones its tasks post.
+  //   * the vectors keep their capacity (their peak length): no allocation
+  //     in steady state.
   // Chunks double in size and never move (foreign cancellers read claims).
   std::atomic<TimerNode*> timer_chunks_[kMaxTimerChunks] = {};
   uint32_t timer_nodes_ = 0;  // Nodes made.
@@ -504,10 +538,17 @@ class LoopCore {
   std::vector<uint64_t> timer_ids_;
   uint32_t free_timer_node_ = kNoNode;
   std::vector<TimerEntry> timer_heap_;
+  // Sorted by (deadline, id) and so by id alone: InsertTimer appends with a
+  // fresh id. A timer run takes the entries present at its start by id (see
+  // RunDueTimers), so trims, clears and compactions by the tasks it runs
+  // never invalidate it.
   std::vector<TimerEntry> due_list_;
   size_t due_head_ = 0;  // First unrun entry.
   size_t live_timers_ = 0;
   size_t stale_heap_entries_ = 0;
+  // Due-list entries cancelled since its last compaction or clear (some may
+  // have been passed by the head since: an upper bound of the stale ones).
+  size_t stale_due_entries_ = 0;
   uint64_t next_timer_id_ = 1;
   // The latest clock reading (never decreases); zero-delay tasks take it as
   // their deadline when no heap entry could be due before them.

@@ -39,6 +39,7 @@ ForeignPostSlot::OpenResult ForeignPostSlot::Open(ContextHandle ctx) {
   if (ctx.is_null()) return kNotForeign;
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
   bool owner;
+  // ingress.pml: P1 (pin)
   LoopCore* core = LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx),
                                      &unit_, &owner);
   if (ABSL_PREDICT_FALSE(core == nullptr)) return kNotForeign;  // [S5] [S8]
@@ -50,12 +51,14 @@ ForeignPostSlot::OpenResult ForeignPostSlot::Open(ContextHandle ctx) {
   // context, then waits for the pins taken before (WaitForEarlierPins), so
   // a post that saw the context open has pushed before the close takes the
   // ingress.
+  // ingress.pml: P2 (accept check), P7 (unpin) if refused
   if (ABSL_PREDICT_FALSE(!core->accept_.Accepts(ctx))) {
     LoopRegistry::Unpin(slot, unit_);
     TestHooks::Run(TestHooks::after_foreign_unlock);
     return kRefused;
   }
   TestHooks::Run(TestHooks::foreign_post_checked);
+  // ingress.pml: P3 (node; the caller builds the task)
   IngressNode* node = AllocIngressNode();
   node->ctx = ctx;
   core_ = core;
@@ -71,6 +74,7 @@ absl::Status ForeignPostSlot::Refusal(ContextHandle ctx) {
 
 absl::Status ForeignPostSlot::Commit() {
   IngressNode* node = std::exchange(node_, nullptr);
+  // ingress.pml: P5 (push), P6 (eventfd), P7 (unpin)
   if (ABSL_PREDICT_TRUE(core_->PushForeign(node))) {
     LoopRegistry::Unpin(slot_, unit_);
     TestHooks::Run(TestHooks::after_foreign_unlock);
@@ -109,6 +113,7 @@ bool LoopCore::PushForeign(IngressNode* node) {
   switch (ingress_.Push(node)) {
     case ForeignIngress::PushResult::kQueued:
       return true;
+    // ingress.pml: P6 (eventfd write, only after kArmed)
     case ForeignIngress::PushResult::kQueuedWake:
       WriteWakeFd();
       return true;
@@ -132,6 +137,7 @@ bool LoopCore::TakeIngress() {
   // A take that returns nodes leaves the ingress unarmed: only a take that
   // finds it empty arms it. So take again until tasks were queued (their
   // batch takes again when it ends) or the ingress is armed.
+  // ingress.pml: L-T1..L-T4 (take until tasks queued or armed)
   while (IngressNode* list = ingress_.Take()) {
     if (QueueIngress(list)) return true;
   }
@@ -147,11 +153,13 @@ bool LoopCore::QueueIngress(IngressNode* list) {
   for (IngressNode* n = list; n != nullptr;) {
     IngressNode* next = n->next;
     switch (n->kind) {
+      // ingress.pml: L-Q2 (task nodes: one segment)
       case IngressNode::Kind::kTask:
       case IngressNode::Kind::kDestroy:
         *tail = n;
         tail = &n->next;
         break;
+      // ingress.pml: L-Q1 (kStop node)
       case IngressNode::Kind::kStop:
         stop = true;
         KeepFreeNode(n);
@@ -173,6 +181,7 @@ bool LoopCore::QueueIngress(IngressNode* list) {
   doomed.clear();  // On the loop thread, after the ingress is settled.
   // [S12] A foreign Stop() set the flag before it pushed its node; this take
   // synchronized with that push, so the flag is seen here.
+  // ingress.pml: L-Q4 (stop node: the flag is seen)
   if (stop && phase_ == Phase::kOpen &&
       stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(base_);
@@ -201,6 +210,7 @@ bool LoopCore::RunForeignSegment(TaskEntry& entry) {
   while (!segment.done()) {
     IngressNode* n = segment.head;
     segment.head = n->next;  // Out of the segment before it runs.
+    // ingress.pml: L-B2 (run a node), L-B3 (stop check)
     RunNode(n);
     KeepFreeNode(n);
     if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
@@ -229,9 +239,11 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   ++self->callbacks_dispatched_;
   self->cached_now_ns_ = -1;
   uint64_t count;
+  // ingress.pml: L-W1 (drain the eventfd), then L-W2 (take)
   while (read(fd, &count, sizeof(count)) > 0) {
   }
   self->TakeIngress();  // After the read: see PushForeign and [S12].
+  // ingress.pml: L-W3 (stop flag)
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(self->base_);
   }

@@ -70,6 +70,7 @@ void LoopCore::ReportTaskException(ContextHandle ctx) {
 }
 
 void LoopCore::RunBatch() {
+  // ingress.pml: L-B1 (batch start)
   local_.set_batch_scheduled(false);
   local_.set_in_batch(true);
   // What is queued now is this batch; what it posts (or TakeIngress takes)
@@ -93,6 +94,7 @@ void LoopCore::RunBatch() {
   }
   // Foreign posts made while this batch ran wrote no eventfd (see
   // PushForeign): take them now, or arm the ingress if none came.
+  // ingress.pml: L-B4 (batch-end take), L-B5 (next batch)
   TestHooks::Run(TestHooks::before_batch_end_take);
   TakeIngress();
   local_.set_in_batch(false);

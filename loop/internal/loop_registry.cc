@@ -82,6 +82,7 @@ void LoopRegistry::Register(LoopCore* core, uint32_t* index,
 void LoopRegistry::CloseAndWaitForPins(LoopSlot* slot) {
   // A foreign operation either pinned before this (and is waited for), or
   // its pin fails: nothing foreign starts after the close.
+  // ingress.pml: L-S2 (close), L-S3 (wait for pins)
   uint64_t s =
       slot->state.fetch_or(LoopSlot::kClosedBit, std::memory_order_acq_rel);
   while ((s & LoopSlot::kPinMask) != 0) {
@@ -95,6 +96,7 @@ void LoopRegistry::WaitForEarlierPins(LoopSlot* slot) {
   // The flip is a read-modify-write of `state`, like every pin: a pin ordered
   // before it counts in the old epoch (and is waited for); one ordered after
   // it reads the flip (acquire), so it sees what the caller did before.
+  // ingress.pml: L-D2 (flip), L-D3 (wait)
   const uint64_t s =
       slot->state.fetch_xor(LoopSlot::kEpochBit, std::memory_order_acq_rel);
   const int shift = (s & LoopSlot::kEpochBit) != 0 ? LoopSlot::kEpochShift : 0;
@@ -141,6 +143,7 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
       return nullptr;
     }
     const uint64_t u = LoopSlot::PinUnit(s);
+    // ingress.pml: P1, X1 (pin CAS)
     if (slot->state.compare_exchange_weak(s, s + u, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
       *unit = u;
@@ -154,6 +157,7 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
 }
 
 void LoopRegistry::Unpin(uint32_t index, uint64_t unit) {
+  // ingress.pml: P7, X5 (unpin)
   Find(index)->state.fetch_sub(unit, std::memory_order_release);
 }
 

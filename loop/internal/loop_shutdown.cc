@@ -83,12 +83,15 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
         "Shutdown() cannot run inside Run(): call Stop() and shut down after "
         "Run() returns");
   }
+  // ingress.pml: L-S1 (draining)
   phase_ = Phase::kDraining;
   const uint64_t run_before = tasks_run_total_;
   LoopSlot* slot = LoopRegistry::Find(slot_index_);
+  // ingress.pml: L-S2 (close the slot), L-S3 (wait for pins)
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
   // [S5] No foreign thread holds a pin or can take one: close the ingress
   // with one exchange and queue what it held, to run in the drain [S1].
+  // ingress.pml: L-S4 (close the ingress), L-S5 (queue the rest)
   if (IngressNode* rest = ingress_.Close()) QueueIngress(rest);
 
   // (The ingress is closed and taken above: foreign delayed posts are
@@ -116,10 +119,12 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
     }
     due_list_.clear();
     due_head_ = 0;
+    stale_due_entries_ = 0;
     FlushFreeNodes();
     report_.delayed_dropped += dropped;
   }  // Destroyed unrun, here on the loop thread.
 
+  // ingress.pml: L-S6 (drain)
   Drain();  // [S1] [S2] [S3]
 
   // [S10] Every live context's destroy hooks, then what they posted.
@@ -166,6 +171,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
 
   phase_ = Phase::kClosed;
   local_.CloseAll();
+  // ingress.pml: L-S7 (unregister: waits for pins)
   LoopRegistry::Unregister(slot_index_);  // [S8] Every handle is now stale.
   for (auto& r : contexts_) r->live = false;
   for (auto& r : contexts_) {

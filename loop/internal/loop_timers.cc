@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -246,7 +247,40 @@ void LoopCore::TrimTimers() {
   if (due_head_ == due_list_.size()) {
     due_list_.clear();  // Keeps its capacity: no allocation next time.
     due_head_ = 0;
+    stale_due_entries_ = 0;
+    return;
   }
+  MaybeCompactDueList();
+  if (due_head_ >= kMinDueCompaction &&
+      due_head_ >= due_list_.size() - due_head_) {
+    // Timers that keep posting zero-delay timers keep the due list from
+    // ever emptying: drop the entries before the head (run or cancelled),
+    // moving the unrun ones, no more of them than were dropped (O(1)
+    // amortized per entry; no allocation).
+    due_list_.erase(due_list_.begin(),
+                    due_list_.begin() + static_cast<ptrdiff_t>(due_head_));
+    due_head_ = 0;
+  }
+}
+
+void LoopCore::MaybeCompactDueList() {
+  if (stale_due_entries_ < kMinDueCompaction ||
+      stale_due_entries_ * 2 <= due_list_.size() - due_head_) {
+    return;
+  }
+  // Cancelled zero-delay timers whose entries the next timer run has not
+  // passed yet (a task that posts and cancels zero-delay timers in a loop):
+  // drop them and the entries before the head. O(n) once the cancels
+  // counted since the last compaction reach half the unrun entries, so O(1)
+  // amortized per cancel. Safe inside a timer run, which reads the head
+  // again after each task.
+  size_t kept = 0;
+  for (size_t i = due_head_; i < due_list_.size(); ++i) {
+    if (!Stale(due_list_[i])) due_list_[kept++] = due_list_[i];
+  }
+  due_list_.resize(kept);  // Keeps its capacity.
+  due_head_ = 0;
+  stale_due_entries_ = 0;
 }
 
 void LoopCore::MaybeCompactHeap() {
@@ -274,6 +308,9 @@ void LoopCore::TakeTimerNode(uint32_t index, Task* victim) {
   if (in_heap) {
     ++stale_heap_entries_;
     MaybeCompactHeap();
+  } else {
+    ++stale_due_entries_;
+    MaybeCompactDueList();
   }
 }
 
@@ -488,7 +525,17 @@ void LoopCore::RunDueTimers() {
   const int64_t now = std::max(timer_now_ns_, MonotonicNowNs());
   timer_now_ns_ = now;
   cached_now_ns_ = now;
-  size_t due_budget = due_list_.size() - due_head_;
+  // The run keeps no position in the heap or the due list across a task: the
+  // tasks run here may cancel timers, post timers (whose ArmTimer trims the
+  // due list, and clears it once it holds only stale entries), destroy
+  // contexts (whose timers go stale) or take the ingress, so after each task
+  // the run reads the due list's head and the heap's top again. What it
+  // keeps is immutable: the clock reading and the id of the last due-list
+  // entry present now. Ids grow along the due list (InsertTimer appends with
+  // a fresh id), so the entries present now are exactly those with an id no
+  // larger, wherever the head has moved meanwhile.
+  const uint64_t due_last_id =
+      due_head_ < due_list_.size() ? due_list_.back().id : 0;
   for (;;) {
     if (phase_ == Phase::kOpen &&
         stop_requested_.load(std::memory_order_relaxed)) {
@@ -497,22 +544,21 @@ void LoopCore::RunDueTimers() {
     }
     // Skip cancelled (stale) entries at the head of the due list and the
     // top of the heap.
-    while (due_budget > 0 && Stale(due_list_[due_head_])) {
+    while (due_head_ < due_list_.size() && Stale(due_list_[due_head_])) {
       ++due_head_;
-      --due_budget;
     }
     while (!timer_heap_.empty() && Stale(timer_heap_[0])) {
       HeapPop();
       --stale_heap_entries_;
     }
+    const bool list_due =
+        due_head_ < due_list_.size() && due_list_[due_head_].id <= due_last_id;
     const bool heap_due =
         !timer_heap_.empty() && timer_heap_[0].deadline_ns <= now;
     uint32_t index;
-    if (due_budget > 0 &&
-        (!heap_due || due_list_[due_head_] < timer_heap_[0])) {
+    if (list_due && (!heap_due || due_list_[due_head_] < timer_heap_[0])) {
       index = due_list_[due_head_].node;
       ++due_head_;
-      --due_budget;
     } else if (heap_due) {
       index = timer_heap_[0].node;
       HeapPop();
@@ -520,8 +566,9 @@ void LoopCore::RunDueTimers() {
       break;
     }
     if (due_head_ == due_list_.size()) {
-      due_list_.clear();
+      due_list_.clear();  // Keeps its capacity: no allocation next time.
       due_head_ = 0;
+      stale_due_entries_ = 0;
     }
     // From the claim on, Cancel returns false; if a foreign Cancel won it
     // first, the task is destroyed unrun (its kCancel node finds it gone).
@@ -534,7 +581,7 @@ void LoopCore::RunDueTimers() {
     FreeNode(index);
     FlushFreeNodes();
     if (won) {
-      RunOne(due);
+      RunOne(due);  // May change any timer state (see above).
     } else {
       due.task = nullptr;  // Destroyed unrun, on the loop thread.
     }
@@ -563,9 +610,11 @@ void LoopCore::CancelTimersOf(ContextHandle ctx) {
       ReleaseForeign(e.node, ClaimTimer(e.node));
       doomed.push_back(std::move(node.task));
       FreeNode(e.node);
+      ++stale_due_entries_;
     }
   }
   MaybeCompactHeap();
+  MaybeCompactDueList();
   FlushFreeNodes();
   // `doomed` is destroyed here, on the loop thread.
 }

@@ -8,6 +8,8 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <zlib.h>
 
@@ -48,6 +50,12 @@ absl::StatusOr<std::unique_ptr<FakeCollector>> FakeCollector::Start(int port) {
   FakeCollector* raw = c.get();
   absl::Status bind_status;
   absl::Status s = c->loop_->Invoke([raw, &bind_status, port](Loop& loop) {
+    // A client that closes mid-answer makes the server's write fail with
+    // EPIPE, not kill the test with SIGPIPE.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     raw->http_ = evhttp_new(loop.base());
     evhttp_bound_socket* sock = evhttp_bind_socket_with_handle(
         raw->http_, "127.0.0.1", static_cast<uint16_t>(port));

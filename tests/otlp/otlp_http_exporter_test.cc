@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "ctxloop/tests/otlp/fake_collector.h"
+#include "ctxloop/tests/otlp/raw_http_peer.h"
 #include "ctxloop/trace/batch_processor.h"
 #include "ctxloop/trace/span_data.h"
 #include "gtest/gtest.h"
@@ -28,6 +29,7 @@ namespace ctxloop {
 namespace {
 
 using testing::FakeCollector;
+using testing::RawHttpPeer;
 using Response = FakeCollector::Response;
 
 SpanData MakeSpan(const std::string& name, uint64_t id = 0) {
@@ -431,6 +433,249 @@ TEST(OtlpHttpExporterTest, ShutdownWithTheCollectorDownIsBoundedAndCounted) {
   EXPECT_EQ(st.failed_items, 10u);
   EXPECT_EQ(exporter->stats().spans_failed, 10u);
   EXPECT_GT(exporter->stats().retries, 0u);
+}
+
+// --- Hostile collectors: what a response may cost (bytes, time) -----------
+
+// An exporter to `peer` making one attempt per Export.
+std::unique_ptr<OtlpHttpExporter> OneAttempt(
+    const RawHttpPeer& peer, std::vector<absl::Status>* errors,
+    std::function<void(OtlpHttpExporter::Options&)> tweak = nullptr) {
+  OtlpHttpExporter::Options o;
+  o.endpoint = peer.traces_url();
+  o.timeout = absl::Seconds(20);
+  o.max_attempts = 1;
+  o.on_error = [errors](const absl::Status& s) { errors->push_back(s); };
+  if (tweak) tweak(o);
+  auto e = OtlpHttpExporter::Create(std::move(o));
+  EXPECT_TRUE(e.ok()) << e.status();
+  return *std::move(e);
+}
+
+// What an attempt may read beyond the caps: libevent's read granularity and
+// the input buffer's slack for an unterminated chunk-size line.
+constexpr uint64_t kReadSlack = 128 * 1024;
+
+struct Flood {
+  const char* name;
+  std::string head;
+  std::string repeat;
+};
+
+// Each response would grow without end: the attempt ends at once, refused
+// and counted, having read about the cap; the connection is closed.
+TEST(OtlpHttpExporterTest, ResponsesOverTheCapsAreRefusedAndCounted) {
+  std::string chunk = "400\r\n" + std::string(1024, 'c') + "\r\n";
+  const std::vector<Flood> floods = {
+      {"content-length",
+       "HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n", "x"},
+      {"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+       chunk},
+      {"until-close", "HTTP/1.1 200 OK\r\n\r\n", "u"},
+      {"header-line", "HTTP/1.1 200 OK\r\nX-Endless: ", "h"},
+      {"header-count", "HTTP/1.1 200 OK\r\n", "X-Many: 1\r\n"},
+      {"status-line", "HTTP/1.1 200 ", "O"},
+  };
+  for (const Flood& f : floods) {
+    RawHttpPeer::Script script;
+    script.head = f.head;
+    script.repeat = f.repeat;
+    auto peer = RawHttpPeer::Start(script);
+    ASSERT_TRUE(peer.ok());
+    std::vector<absl::Status> errors;
+    auto exporter = OneAttempt(**peer, &errors);
+    const absl::Time start = absl::Now();
+    absl::Status s = exporter->Export(Batch(4));
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << f.name << ": " << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "over the cap")) << s;
+    EXPECT_LT(took, absl::Seconds(5)) << f.name;
+    OtlpHttpExporter::Stats st = exporter->stats();
+    EXPECT_EQ(st.responses_too_large, 1u) << f.name;
+    EXPECT_EQ(st.attempts_timed_out, 0u) << f.name;
+    EXPECT_EQ(st.spans_failed, 4u) << f.name;
+    EXPECT_LE(st.response_bytes_read, 16 * 1024 + 64 * 1024 + kReadSlack)
+        << f.name;
+    // The peer could send only what the exporter read plus socket buffers.
+    EXPECT_TRUE((*peer)->WaitForOpenConnections(0, absl::Seconds(10)))
+        << f.name;
+    EXPECT_LT((*peer)->bytes_sent(), uint64_t{16} << 20) << f.name;
+    EXPECT_EQ(errors.size(), 1u) << f.name;
+  }
+}
+
+// An over-cap answer is retried like a connection error.
+TEST(OtlpHttpExporterTest, ResponseOverTheCapIsRetried) {
+  RawHttpPeer::Script script;
+  script.head = "HTTP/1.1 503 Busy\r\nContent-Length: 100000\r\n\r\n";
+  script.repeat = "x";
+  auto peer = RawHttpPeer::Start(script);
+  ASSERT_TRUE(peer.ok());
+  std::vector<absl::Status> errors;
+  auto exporter = OneAttempt(**peer, &errors, [](OtlpHttpExporter::Options& o) {
+    o.max_attempts = 3;
+    o.initial_backoff = absl::Milliseconds(1);
+    o.max_backoff = absl::Milliseconds(1);
+    o.max_response_body = 1000;
+  });
+  absl::Status s = exporter->Export(Batch(1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 503")) << s;
+  EXPECT_EQ(exporter->stats().requests, 3u);
+  EXPECT_EQ(exporter->stats().responses_too_large, 3u);
+  EXPECT_TRUE((*peer)->WaitForOpenConnections(0, absl::Seconds(10)));
+}
+
+TEST(OtlpHttpExporterTest, ResponseCapsMustBePositive) {
+  for (int which = 0; which < 2; ++which) {
+    OtlpHttpExporter::Options o;
+    o.endpoint = "http://127.0.0.1:1/v1/traces";
+    (which == 0 ? o.max_response_body : o.max_response_headers) = 0;
+    EXPECT_EQ(OtlpHttpExporter::Create(std::move(o)).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// A collector that trickles bytes (each gap far shorter than the timeout):
+// the attempt still ends at its deadline, and its connection is closed.
+TEST(OtlpHttpExporterTest, AttemptTimeoutIsADeadlineNotInactivity) {
+  const std::vector<Flood> trickles = {
+      {"body", "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", "x"},
+      {"header-line", "HTTP/1.1 200 OK\r\nX-Slow: ", "h"},
+  };
+  for (const Flood& f : trickles) {
+    RawHttpPeer::Script script;
+    script.head = f.head;
+    script.repeat = f.repeat;
+    script.bytes_per_tick = 1;
+    script.tick = absl::Milliseconds(20);
+    auto peer = RawHttpPeer::Start(script);
+    ASSERT_TRUE(peer.ok());
+    std::vector<absl::Status> errors;
+    auto exporter =
+        OneAttempt(**peer, &errors, [](OtlpHttpExporter::Options& o) {
+          o.attempt_timeout = absl::Milliseconds(300);
+        });
+    const absl::Time start = absl::Now();
+    absl::Status s = exporter->Export(Batch(1));
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << f.name << ": " << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "deadline")) << s;
+    EXPECT_GE(took, absl::Milliseconds(290)) << f.name;
+    EXPECT_LT(took, absl::Milliseconds(300 + 700)) << f.name;
+    EXPECT_EQ(exporter->stats().attempts_timed_out, 1u) << f.name;
+    // The abandoned attempt's connection is closed, not left open.
+    EXPECT_TRUE((*peer)->WaitForOpenConnections(0, absl::Seconds(5)))
+        << f.name << ": " << (*peer)->open_connections() << " open";
+  }
+}
+
+// The Export timeout bounds all attempts; every timed-out attempt's
+// connection is closed (none leaks per export).
+TEST(OtlpHttpExporterTest, ExportTimeoutHoldsAgainstATrickleAndLeaksNothing) {
+  RawHttpPeer::Script script;
+  script.head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+  script.repeat = "x";
+  script.bytes_per_tick = 1;
+  script.tick = absl::Milliseconds(20);
+  auto peer = RawHttpPeer::Start(script);
+  ASSERT_TRUE(peer.ok());
+  std::vector<absl::Status> errors;
+  auto exporter = OneAttempt(**peer, &errors, [](OtlpHttpExporter::Options& o) {
+    o.timeout = absl::Milliseconds(300);
+    o.max_attempts = 100;
+    o.initial_backoff = absl::Milliseconds(1);
+    o.max_backoff = absl::Milliseconds(1);
+  });
+  for (int i = 0; i < 5; ++i) {
+    const absl::Time start = absl::Now();
+    absl::Status s = exporter->Export(Batch(1));
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+    EXPECT_LT(took, absl::Milliseconds(300 + 700)) << i;
+  }
+  EXPECT_EQ(exporter->stats().attempts_timed_out, 5u);
+  EXPECT_EQ((*peer)->accepted(), 5u);
+  EXPECT_TRUE((*peer)->WaitForOpenConnections(0, absl::Seconds(5)))
+      << (*peer)->open_connections() << " open";
+}
+
+// A chunk-size line that never ends is the one thing libevent buffers
+// without a cap: the input buffer stops growing at the caps plus slack, and
+// the deadline ends the attempt.
+TEST(OtlpHttpExporterTest, EndlessChunkSizeLineIsBoundedAndEndsAtTheDeadline) {
+  RawHttpPeer::Script script;
+  script.head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  script.repeat = "0";
+  auto peer = RawHttpPeer::Start(script);
+  ASSERT_TRUE(peer.ok());
+  std::vector<absl::Status> errors;
+  auto exporter = OneAttempt(**peer, &errors, [](OtlpHttpExporter::Options& o) {
+    o.attempt_timeout = absl::Milliseconds(300);
+  });
+  const absl::Time start = absl::Now();
+  absl::Status s = exporter->Export(Batch(1));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  OtlpHttpExporter::Stats st = exporter->stats();
+  EXPECT_EQ(st.attempts_timed_out, 1u);
+  EXPECT_LE(st.response_bytes_read, 16 * 1024 + 64 * 1024 + kReadSlack);
+  EXPECT_TRUE((*peer)->WaitForOpenConnections(0, absl::Seconds(5)));
+  EXPECT_LT((*peer)->bytes_sent(), uint64_t{16} << 20);
+}
+
+// 64 KiB of '[' as a 2xx body (65,536 levels for a recursive parser): the
+// batch is delivered, the body counted as unparsable and reported.
+TEST(OtlpHttpExporterTest, DeeplyNestedPartialSuccessIsUnparsableNotACrash) {
+  for (size_t n : {size_t{64} * 1024, size_t{1024} * 1024}) {
+    auto env = MakeEnv([n](OtlpHttpExporter::Options& o) {
+      o.max_response_body = 2 * n;  // Let the body reach the parser.
+    });
+    env->collector->Script({Response{200, {}, std::string(n, '[')}});
+    ASSERT_TRUE(env->exporter->Export(Batch(3)).ok()) << n;
+    OtlpHttpExporter::Stats s = env->exporter->stats();
+    EXPECT_EQ(s.spans_exported, 3u);
+    EXPECT_EQ(s.spans_rejected, 0u);
+    EXPECT_EQ(s.responses_unparsable, 1u);
+    ASSERT_EQ(env->errors.size(), 1u);
+    EXPECT_TRUE(absl::StrContains(env->errors[0].message(), "not an Export"))
+        << env->errors[0];
+  }
+  // With the default cap, 1 MiB of '[' is refused before any parsing.
+  auto env = MakeEnv([](OtlpHttpExporter::Options& o) { o.max_attempts = 1; });
+  env->collector->Script({Response{200, {}, std::string(1 << 20, '[')}});
+  EXPECT_EQ(env->exporter->Export(Batch(1)).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(env->exporter->stats().responses_too_large, 1u);
+}
+
+// A collector that resets the connection while the request is being
+// written: the attempt fails (EPIPE / ECONNRESET on the exporter's loop
+// thread), and the host process is not killed by SIGPIPE.
+TEST(OtlpHttpExporterTest, CollectorResetMidRequestIsAConnectionError) {
+  for (bool at_once : {false, true}) {
+    RawHttpPeer::Script script;
+    script.abort_after_request_bytes = 1;
+    script.close_on_accept = at_once;
+    auto peer = RawHttpPeer::Start(script);
+    ASSERT_TRUE(peer.ok());
+    std::vector<absl::Status> errors;
+    auto exporter =
+        OneAttempt(**peer, &errors, [](OtlpHttpExporter::Options& o) {
+          o.max_attempts = 3;
+          o.initial_backoff = absl::Milliseconds(1);
+          o.max_backoff = absl::Milliseconds(1);
+        });
+    // About 1.5 MiB of request body: many writes after the reset.
+    std::vector<ExportItem> big;
+    for (int i = 0; i < 5000; ++i) {
+      big.push_back(MakeSpan(absl::StrCat("big", i, std::string(200, 'n'))));
+    }
+    absl::Status s = exporter->Export(big);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_EQ(exporter->stats().requests, 3u);
+    EXPECT_EQ(exporter->stats().spans_failed, 5000u);
+  }
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 //   * `WriteFileAtomically`: writes `<path>.tmp` and renames it over `path`,
 //     so readers see the old file or the new one, never a torn one.
 //
+// Bound: no buffer of its own; the caller's lines go to the kernel as given.
+//
 // Cost: `AppendFile::AppendLines` is one `write(2)` under a mutex; `Flush`
 // adds an `fdatasync(2)` with `Options::sync_on_flush`.
 //

@@ -47,6 +47,10 @@
 // the output (the last value given for a key wins); doubles that are NaN or
 // infinite are written as null.
 //
+// Bound: nothing is held between calls. The one string of a batch's lines
+// lives only during `Export` (its size is the batch's: at most the
+// processor's `max_batch_size` items).
+//
 // Cost: `Export` formats the whole batch into one string and appends it with
 // one `write(2)`; the OS has the data when `Export` returns. `Flush` is a
 // no-op unless `Options::sync_on_flush` (then `fdatasync(2)`).

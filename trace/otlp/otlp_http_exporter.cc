@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -20,7 +19,6 @@
 #include <exception>
 #include <map>
 #include <random>
-#include <set>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -30,7 +28,7 @@
 #include "absl/strings/strip.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
-#include "rapidjson/document.h"
+#include "ctxloop/trace/otlp/otlp_response.h"
 
 namespace ctxloop {
 namespace {
@@ -38,14 +36,19 @@ namespace {
 // What one HTTP attempt ended with. Written on the loop thread, read by the
 // waiting `Export` caller; both under `Impl::mu_`.
 struct AttemptResult {
+  enum class Failure { kNone, kTooLarge, kTimedOut };
   bool done = false;
-  int http_status = 0;  // 0: no response (connection error or timeout).
+  int http_status = 0;  // 0: no (readable) response.
+  Failure failure = Failure::kNone;
   std::string transport_error;
-  std::string body;  // First bytes of the response body.
+  std::string body;  // The response body (at most max_response_body).
   std::string retry_after;
 };
 
-constexpr size_t kMaxResponseBody = 64 * 1024;
+// Bytes beyond the header and body caps the connection's input buffer may
+// hold unparsed before libevent stops reading from the socket (an endless
+// chunk-size line is the one thing evhttp buffers without a cap of its own).
+constexpr size_t kInputSlack = 64 * 1024;
 // Answered connections kept open for reuse (attempts run one at a time, so
 // one is used; the second covers an answer racing a new attempt).
 constexpr size_t kMaxIdleConnections = 2;
@@ -71,79 +74,6 @@ absl::StatusOr<std::string> Gzip(absl::string_view in) {
   }
   out.resize(written);
   return out;
-}
-
-// Retry-After: delay-seconds or an HTTP date (IMF-fixdate). nullopt if
-// absent or unparsable.
-std::optional<absl::Duration> ParseRetryAfter(absl::string_view value,
-                                              absl::Time now) {
-  value = absl::StripAsciiWhitespace(value);
-  if (value.empty()) return std::nullopt;
-  int64_t seconds = 0;
-  if (absl::SimpleAtoi(value, &seconds)) {
-    if (seconds < 0) return std::nullopt;
-    return absl::Seconds(seconds);
-  }
-  absl::Time when;
-  std::string err;
-  if (absl::ParseTime("%a, %d %b %Y %H:%M:%S GMT", std::string(value), &when,
-                      &err)) {
-    return std::max(absl::ZeroDuration(), when - now);
-  }
-  return std::nullopt;
-}
-
-bool Retryable(int http_status) {
-  return http_status == 0 || http_status == 429 || http_status == 502 ||
-         http_status == 503 || http_status == 504;
-}
-
-absl::StatusCode CodeForHttp(int http_status) {
-  switch (http_status) {
-    case 0:
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return absl::StatusCode::kUnavailable;
-    case 400:
-      return absl::StatusCode::kInvalidArgument;
-    case 401:
-      return absl::StatusCode::kUnauthenticated;
-    case 403:
-      return absl::StatusCode::kPermissionDenied;
-    case 404:
-      return absl::StatusCode::kNotFound;
-    case 413:
-      return absl::StatusCode::kResourceExhausted;
-    default:
-      return http_status >= 500 ? absl::StatusCode::kInternal
-                                : absl::StatusCode::kFailedPrecondition;
-  }
-}
-
-// Reads `partialSuccess` of an ExportTraceServiceResponse (JSON). Returns
-// the rejected span count (0 if none or not JSON) and the error message.
-int64_t RejectedSpans(const std::string& body, std::string* message) {
-  rapidjson::Document doc;
-  doc.Parse(body.c_str(), body.size());
-  if (doc.HasParseError() || !doc.IsObject()) return 0;
-  auto ps = doc.FindMember("partialSuccess");
-  if (ps == doc.MemberEnd() || !ps->value.IsObject()) return 0;
-  int64_t rejected = 0;
-  auto rs = ps->value.FindMember("rejectedSpans");
-  if (rs != ps->value.MemberEnd()) {
-    if (rs->value.IsInt64()) {
-      rejected = rs->value.GetInt64();
-    } else if (rs->value.IsString()) {
-      if (!absl::SimpleAtoi(rs->value.GetString(), &rejected)) rejected = 0;
-    }
-  }
-  auto em = ps->value.FindMember("errorMessage");
-  if (em != ps->value.MemberEnd() && em->value.IsString()) {
-    *message = em->value.GetString();
-  }
-  return std::max<int64_t>(0, rejected);
 }
 
 const char* RequestErrorName(int error) {
@@ -183,12 +113,27 @@ const char* GetEnv(const char* name) {
 }  // namespace
 
 struct OtlpHttpExporter::Impl {
-  // One request in flight on the loop thread (loop-thread state).
-  struct Request {
-    Impl* impl;
-    std::shared_ptr<AttemptResult> result;
+  // One connection (loop-thread state), with what its input buffer saw
+  // during the current attempt.
+  struct Conn {
+    Impl* impl = nullptr;
     evhttp_connection* conn = nullptr;
+    uint64_t bytes_in = 0;      // Read from the socket this attempt.
+    bool headers_done = false;  // The current response's headers parsed.
+  };
+  // One request in flight on the loop thread (loop-thread state). Owned by
+  // `requests` until it completes, its deadline cancels it, or the cleanup
+  // frees its connection [H3]; libevent calls back with it only while it is
+  // there.
+  struct Request {
+    Impl* impl = nullptr;
+    uint64_t id = 0;
+    std::shared_ptr<AttemptResult> result;
+    Conn* conn = nullptr;
+    evhttp_request* req = nullptr;  // libevent's; valid while pending.
+    DelayedTaskHandle deadline;
     int error = -1;  // enum evhttp_request_error, if the error callback ran.
+    int status_seen = 0;  // From the status line, once headers are parsed.
   };
 
   Options options;
@@ -209,14 +154,16 @@ struct OtlpHttpExporter::Impl {
 
   // Loop-thread only: live requests and connections, and whether the
   // shutdown cleanup ran ([H3]).
-  std::map<Request*, std::unique_ptr<Request>> requests;
-  std::set<evhttp_connection*> conns;
+  std::map<uint64_t, std::unique_ptr<Request>> requests;
+  uint64_t next_request_id = 1;
+  std::map<evhttp_connection*, std::unique_ptr<Conn>> conns;
   // Connections whose last request was answered, kept for the next one
   // (keep-alive); a subset of `conns`.
-  std::vector<evhttp_connection*> idle;
+  std::vector<Conn*> idle;
   bool closed = false;
 
-  // Loop thread: sends `body`; completes `result` (under mu) when done.
+  // Loop thread: sends `body`; completes `result` (under mu) when done, or
+  // at `timeout` from now, whichever comes first.
   void Start(std::shared_ptr<AttemptResult> result,
              std::shared_ptr<const std::string> body, absl::Duration timeout) {
     if (closed || base == nullptr) {
@@ -225,38 +172,35 @@ struct OtlpHttpExporter::Impl {
     }
     // Keep-alive: the connection of the last answered request, if any
     // (libevent reconnects it if the collector closed it meanwhile).
-    evhttp_connection* conn = nullptr;
+    Conn* conn = nullptr;
     if (!idle.empty()) {
       conn = idle.back();
       idle.pop_back();
     } else {
-      conn = evhttp_connection_base_new(base, nullptr, host.c_str(),
-                                        static_cast<uint16_t>(port));
+      conn = NewConnection();
       if (conn == nullptr) {
         Complete(result, 0, "cannot create a connection", nullptr);
         return;
       }
-      conns.insert(conn);
     }
-    timeval tv;
-    const int64_t us =
-        std::max<int64_t>(1000, absl::ToInt64Microseconds(timeout));
-    tv.tv_sec = us / 1000000;
-    tv.tv_usec = us % 1000000;
-    evhttp_connection_set_timeout_tv(conn, &tv);
+    conn->bytes_in = 0;
+    conn->headers_done = false;
 
     auto owned = std::make_unique<Request>();
     Request* r = owned.get();
     r->impl = this;
+    r->id = next_request_id++;
     r->result = std::move(result);
     r->conn = conn;
     evhttp_request* req = evhttp_request_new(&OnResponse, r);
     if (req == nullptr) {
       Complete(r->result, 0, "cannot create a request", nullptr);
-      FreeConnection(conn);
+      FreeConnection(conn->conn);
       return;
     }
+    r->req = req;
     evhttp_request_set_error_cb(req, &OnRequestError);
+    evhttp_request_set_header_cb(req, &OnHeaders);
     evkeyvalq* headers = evhttp_request_get_output_headers(req);
     evhttp_add_header(headers, "Host", host.c_str());
     evhttp_add_header(headers, "Content-Type", "application/json");
@@ -267,16 +211,58 @@ struct OtlpHttpExporter::Impl {
     }
     evbuffer_add(evhttp_request_get_output_buffer(req), body->data(),
                  body->size());
-    requests.emplace(r, std::move(owned));
-    if (evhttp_make_request(conn, req, EVHTTP_REQ_POST, path.c_str()) != 0) {
+    requests.emplace(r->id, std::move(owned));
+    if (evhttp_make_request(conn->conn, req, EVHTTP_REQ_POST, path.c_str()) !=
+        0) {
       // libevent freed `req`.
-      auto it = requests.find(r);
+      auto it = requests.find(r->id);
       Complete(it->second->result, 0, "cannot send the request", nullptr);
       requests.erase(it);
-      FreeConnection(conn);
+      FreeConnection(conn->conn);
       return;
     }
-    DisableNagle(conn);
+    DisableNagle(conn->conn);
+    // The attempt's deadline: connect, send and the whole response.
+    const uint64_t id = r->id;
+    absl::StatusOr<DelayedTaskHandle> deadline = PostDelayed(
+        root, timeout,
+        [this, id, timeout](ContextHandle) { OnDeadline(id, timeout); });
+    if (deadline.ok()) {
+      r->deadline = *deadline;
+    } else {
+      OnDeadline(id, timeout);  // The loop is ending: end the attempt now.
+    }
+  }
+
+  // A connection with the response caps applied, registered in `conns`.
+  Conn* NewConnection() {
+    evhttp_connection* c = evhttp_connection_base_new(
+        base, nullptr, host.c_str(), static_cast<uint16_t>(port));
+    if (c == nullptr) return nullptr;
+    evhttp_connection_set_max_headers_size(
+        c, static_cast<ev_ssize_t>(options.max_response_headers));
+    evhttp_connection_set_max_body_size(
+        c, static_cast<ev_ssize_t>(options.max_response_body));
+    auto owned = std::make_unique<Conn>();
+    Conn* conn = owned.get();
+    conn->impl = this;
+    conn->conn = c;
+    // libevent's header and body caps do not cover a chunk-size line (it
+    // is buffered until its CRLF): past the caps plus some slack, stop
+    // reading from the socket; the deadline then ends the attempt.
+    bufferevent* bev = evhttp_connection_get_bufferevent(c);
+    bufferevent_setwatermark(
+        bev, EV_READ, 0,
+        options.max_response_headers + options.max_response_body + kInputSlack);
+    evbuffer_add_cb(bufferevent_get_input(bev), &OnInput, conn);
+    conns.emplace(c, std::move(owned));
+    return conn;
+  }
+
+  // Counts what the connection reads (to tell an over-long header section,
+  // which libevent reports as an invalid header, from a malformed one).
+  static void OnInput(evbuffer*, const evbuffer_cb_info* info, void* arg) {
+    static_cast<Conn*>(arg)->bytes_in += info->n_added;
   }
 
   // The request is queued, not yet written (libevent writes it from the
@@ -296,23 +282,71 @@ struct OtlpHttpExporter::Impl {
     static_cast<Request*>(arg)->error = error;
   }
 
+  // The status line and headers are parsed (within max_response_headers).
+  static int OnHeaders(evhttp_request* req, void* arg) {
+    Request* r = static_cast<Request*>(arg);
+    r->status_seen = evhttp_request_get_response_code(req);
+    r->conn->headers_done = true;
+    return 0;
+  }
+
+  // [H5] Loop thread: the attempt `id` is out of time. Cancels its request
+  // (libevent resets the connection and runs only the error callback) and
+  // frees the connection, so nothing of it outlives the attempt.
+  void OnDeadline(uint64_t id, absl::Duration timeout) {
+    auto it = requests.find(id);
+    if (it == requests.end()) return;  // Answered, failed or cleaned up.
+    std::unique_ptr<Request> owned = std::move(it->second);
+    requests.erase(it);
+    evhttp_connection* conn = owned->conn->conn;
+    const uint64_t bytes_read = owned->conn->bytes_in;
+    evhttp_cancel_request(owned->req);
+    FreeConnection(conn);
+    Complete(owned->result, 0,
+             absl::StrCat("no complete answer within the attempt's deadline (",
+                          absl::FormatDuration(timeout), ")"),
+             nullptr, AttemptResult::Failure::kTimedOut, bytes_read);
+  }
+
   static void OnResponse(evhttp_request* req, void* arg) {
     Request* r = static_cast<Request*>(arg);
     Impl* impl = r->impl;
-    auto it = impl->requests.find(r);
+    auto it = impl->requests.find(r->id);
     if (it == impl->requests.end()) return;  // Cleaned up [H3].
     std::unique_ptr<Request> owned = std::move(it->second);
     impl->requests.erase(it);
+    (void)Cancel(owned->deadline);  // [H5]: answered first.
+    Conn* conn = owned->conn;
     const int code = req != nullptr ? evhttp_request_get_response_code(req) : 0;
     if (code == 0) {
-      impl->Complete(owned->result, 0,
-                     owned->error >= 0 ? RequestErrorName(owned->error)
-                                       : "connection error",
-                     nullptr);
+      // libevent reports a header section over the cap as an invalid
+      // header; what the connection read tells the two apart.
+      const bool too_large =
+          owned->error == EVREQ_HTTP_DATA_TOO_LONG ||
+          (owned->error == EVREQ_HTTP_INVALID_HEADER && !conn->headers_done &&
+           conn->bytes_in > impl->options.max_response_headers);
+      std::string what;
+      if (too_large) {
+        what =
+            conn->headers_done
+                ? absl::StrCat("response body over the cap of ",
+                               impl->options.max_response_body, " bytes (HTTP ",
+                               owned->status_seen, "), refused")
+                : absl::StrCat("response header section over the cap of ",
+                               impl->options.max_response_headers,
+                               " bytes, refused");
+      } else {
+        what = owned->error >= 0 ? RequestErrorName(owned->error)
+                                 : "connection error";
+      }
+      impl->Complete(owned->result, 0, what, nullptr,
+                     too_large ? AttemptResult::Failure::kTooLarge
+                               : AttemptResult::Failure::kNone,
+                     conn->bytes_in);
     } else {
-      impl->Complete(owned->result, code, "", req);
+      impl->Complete(owned->result, code, "", req,
+                     AttemptResult::Failure::kNone, conn->bytes_in);
     }
-    evhttp_connection* conn = owned->conn;
     if (code != 0 && impl->idle.size() < kMaxIdleConnections &&
         !ClosesConnection(req)) {
       // Answered and kept open: the next request reuses it.
@@ -320,8 +354,9 @@ struct OtlpHttpExporter::Impl {
       return;
     }
     // The connection may not be freed inside its own callback: later.
-    if (!Post(impl->loop_root(), [impl, conn](ContextHandle) {
-           impl->FreeConnection(conn);
+    evhttp_connection* c = conn->conn;
+    if (!Post(impl->loop_root(), [impl, c](ContextHandle) {
+           impl->FreeConnection(c);
          }).ok()) {
       // The loop is shutting down: the cleanup frees it.
     }
@@ -338,16 +373,23 @@ struct OtlpHttpExporter::Impl {
   ContextHandle root;
 
   void FreeConnection(evhttp_connection* conn) {
-    idle.erase(std::remove(idle.begin(), idle.end(), conn), idle.end());
-    if (conns.erase(conn) == 1) evhttp_connection_free(conn);
+    auto it = conns.find(conn);
+    if (it == conns.end()) return;
+    idle.erase(std::remove(idle.begin(), idle.end(), it->second.get()),
+               idle.end());
+    evhttp_connection_free(conn);
+    conns.erase(it);
   }
 
   void Complete(const std::shared_ptr<AttemptResult>& result, int code,
-                absl::string_view error, evhttp_request* req) {
+                absl::string_view error, evhttp_request* req,
+                AttemptResult::Failure failure = AttemptResult::Failure::kNone,
+                uint64_t bytes_read = 0) {
     std::string body, retry_after;
     if (req != nullptr) {
       evbuffer* in = evhttp_request_get_input_buffer(req);
-      const size_t n = std::min(evbuffer_get_length(in), kMaxResponseBody);
+      const size_t n =
+          std::min(evbuffer_get_length(in), options.max_response_body);
       body.resize(n);
       if (n > 0) evbuffer_copyout(in, body.data(), n);
       const char* ra = evhttp_find_header(evhttp_request_get_input_headers(req),
@@ -358,9 +400,16 @@ struct OtlpHttpExporter::Impl {
       ctxloop::MutexLock lock(&mu);
       result->done = true;
       result->http_status = code;
+      result->failure = failure;
       result->transport_error = std::string(error);
       result->body = std::move(body);
       result->retry_after = std::move(retry_after);
+      stats.response_bytes_read += bytes_read;
+      if (failure == AttemptResult::Failure::kTooLarge) {
+        ++stats.responses_too_large;
+      } else if (failure == AttemptResult::Failure::kTimedOut) {
+        ++stats.attempts_timed_out;
+      }
     }
     cv.SignalAll();
   }
@@ -371,10 +420,11 @@ struct OtlpHttpExporter::Impl {
     closed = true;
     auto pending = std::move(requests);
     requests.clear();
-    for (evhttp_connection* conn : conns) evhttp_connection_free(conn);
+    for (auto& [c, conn] : conns) evhttp_connection_free(c);
     conns.clear();
     idle.clear();
-    for (auto& [raw, r] : pending) {
+    for (auto& [id, r] : pending) {
+      (void)Cancel(r->deadline);  // [H3]
       Complete(r->result, 0, "exporter shut down", nullptr);
     }
   }
@@ -467,11 +517,15 @@ absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> OtlpHttpExporter::Create(
       options.max_attempts < 1 ||
       options.initial_backoff <= absl::ZeroDuration() ||
       options.max_backoff < options.initial_backoff ||
-      options.max_retry_after < absl::ZeroDuration()) {
+      options.max_retry_after < absl::ZeroDuration() ||
+      options.max_response_headers == 0 || options.max_response_body == 0 ||
+      options.max_response_headers > (size_t{1} << 30) ||
+      options.max_response_body > (size_t{1} << 30)) {
     return absl::InvalidArgumentError(
         "OtlpHttpExporter: need timeout > 0, attempt_timeout > 0, "
         "max_attempts >= 1, "
-        "0 < initial_backoff <= max_backoff, max_retry_after >= 0");
+        "0 < initial_backoff <= max_backoff, max_retry_after >= 0, "
+        "0 < max_response_headers, max_response_body <= 1 GiB");
   }
   evhttp_uri* uri = evhttp_uri_parse(options.endpoint.c_str());
   if (uri == nullptr) {
@@ -661,19 +715,30 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
     }
 
     if (r.http_status >= 200 && r.http_status < 300) {
-      std::string message;
-      const uint64_t rejected = std::min<uint64_t>(
-          spans, static_cast<uint64_t>(RejectedSpans(r.body, &message)));
+      const trace_internal::PartialSuccess ps =
+          trace_internal::ParsePartialSuccess(r.body);
+      const bool unparsable =
+          ps.outcome == trace_internal::PartialSuccess::Outcome::kUnparsable;
+      const uint64_t rejected =
+          std::min<uint64_t>(spans, static_cast<uint64_t>(ps.rejected_spans));
       {
         ctxloop::MutexLock lock(&impl.mu);
         ++impl.stats.batches_exported;
         impl.stats.spans_exported += spans - rejected;
         impl.stats.spans_rejected += rejected;
+        if (unparsable) ++impl.stats.responses_unparsable;
       }
-      if (rejected > 0 || !message.empty()) {
+      if (unparsable) {
         Report(absl::DataLossError(absl::StrCat(
-            "OtlpHttpExporter: collector rejected ", rejected, " of ", spans,
-            " spans (partial success)", message.empty() ? "" : ": ", message)));
+            "OtlpHttpExporter: HTTP ", r.http_status,
+            " with a body that is not an ExportTraceServiceResponse (",
+            ps.error, "); its ", spans,
+            " spans count as exported, a partial success would be missed")));
+      } else if (rejected > 0 || !ps.message.empty()) {
+        Report(absl::DataLossError(
+            absl::StrCat("OtlpHttpExporter: collector rejected ", rejected,
+                         " of ", spans, " spans (partial success)",
+                         ps.message.empty() ? "" : ": ", ps.message)));
       }
       return absl::OkStatus();
     }
@@ -683,15 +748,16 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
             ? absl::StrCat("connection error: ", r.transport_error)
             : absl::StrCat("HTTP ", r.http_status, r.body.empty() ? "" : ": ",
                            r.body.substr(0, 200));
-    last_error = absl::Status(CodeForHttp(r.http_status), what);
-    if (!Retryable(r.http_status)) {
+    last_error =
+        absl::Status(trace_internal::StatusCodeForHttp(r.http_status), what);
+    if (!trace_internal::IsRetryableHttpStatus(r.http_status)) {
       return fail(absl::Status(last_error.code(),
                                absl::StrCat("permanent error: ", what)));
     }
     if (attempt == impl.options.max_attempts) break;
 
     std::optional<absl::Duration> delay =
-        ParseRetryAfter(r.retry_after, absl::Now());
+        trace_internal::ParseRetryAfter(r.retry_after, absl::Now());
     {
       ctxloop::MutexLock lock(&impl.mu);
       if (delay.has_value()) {

@@ -29,9 +29,10 @@
 //   * 2xx: delivered. A body with `partialSuccess.rejectedSpans` is read;
 //     those spans are counted in `Stats::spans_rejected` and reported to
 //     `Options::on_error`, the rest count as exported.
-//   * 429, 502, 503, 504, a connection error or a request timeout: retried
-//     after the `Retry-After` response header (seconds or an HTTP date) if
-//     there is one, else after an exponential backoff with jitter
+//   * 429, 502, 503, 504, a connection error, an attempt past its deadline
+//     or a response over a size cap (below): retried after the `Retry-After`
+//     response header (seconds or an HTTP date) if there is one, else after an
+//     exponential backoff with jitter
 //     (`initial_backoff` doubling to `max_backoff`, each multiplied by a
 //     random factor in [0.5, 1]); at most `max_attempts` attempts, all
 //     within `timeout` of the `Export` call.
@@ -42,7 +43,29 @@
 //
 // Memory is bounded: the exporter holds only the batch being exported (its
 // encoded body, at most one per concurrent `Export` caller); the batch
-// processor bounds everything queued before it.
+// processor bounds everything queued before it. A response is read up to
+// `Options::max_response_headers` bytes of status line and headers (default
+// 16 KiB) and `Options::max_response_body` bytes of body (default 64 KiB,
+// after de-chunking; the partial-success JSON it carries is tens of bytes),
+// and at most that plus 64 KiB sits unparsed in the connection's input
+// buffer (an endless chunk-size line stops being read there until the
+// deadline). A response over either cap ends the attempt at once: the
+// connection is closed, `Stats::responses_too_large` counts it, and the
+// attempt counts as failed and retryable like a connection error (the
+// answer could not be read, so whether the batch arrived is unknown; OTLP
+// retries such failures, at the price of a possible duplicate).
+//
+// Time is bounded: each attempt has a deadline (`attempt_timeout`, cut to
+// what is left of `timeout`) for the whole of connect, send and response,
+// however slowly the collector trickles bytes. At the deadline the request
+// is cancelled (`evhttp_cancel_request`) and its connection freed (closed),
+// and `Stats::attempts_timed_out` counts it; `Export` returns within
+// `timeout` plus scheduling slack.
+//
+// The partial-success body is parsed without recursion (see
+// `otlp_response.h`: an explicit heap stack, at most 32 levels deep); a 2xx
+// body that is not a readable ExportTraceServiceResponse counts its spans as
+// exported, is counted in `Stats::responses_unparsable` and reported.
 //
 // Configuration: `Options`, or the standard environment variables through
 // `OptionsFromEnvironment`: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as
@@ -58,7 +81,12 @@
 //        stops at once and returns `kCancelled`; its spans count as failed.
 //   [H2] `Export` after `Shutdown`: `kFailedPrecondition`, counted as failed.
 //   [H3] A request still in flight at `Shutdown`: its connection is freed on
-//        the exporter's loop before the loop ends; its callback never runs.
+//        the exporter's loop before the loop ends; its callback never runs,
+//        and its deadline is cancelled.
+//   [H5] An attempt's deadline passes before its answer is complete: the
+//        request is cancelled and its connection freed on the loop thread
+//        (never inside one of libevent's callbacks for that connection);
+//        an answer completing first cancels the deadline instead.
 //   [H4] The destructor calls `Shutdown`.
 //
 // Cost: per `Export`, one JSON encoding of the batch (and a gzip pass if
@@ -73,6 +101,7 @@
 #ifndef CTXLOOP_TRACE_OTLP_OTLP_HTTP_EXPORTER_H_
 #define CTXLOOP_TRACE_OTLP_OTLP_HTTP_EXPORTER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -103,9 +132,9 @@ class OtlpHttpExporter final : public SpanExporter {
     std::vector<std::pair<std::string, std::string>> headers;
     // Time for one `Export`, all attempts and backoffs included; > 0.
     absl::Duration timeout = absl::Seconds(10);
-    // Time for one attempt (connect, send, answer), at most what is left of
-    // `timeout`; > 0. A slow collector then costs one attempt, not the
-    // whole budget.
+    // Deadline for one attempt (connect, send, answer: the whole of it, not
+    // an inactivity timeout), at most what is left of `timeout`; > 0. A slow
+    // collector then costs one attempt, not the whole budget.
     absl::Duration attempt_timeout = absl::InfiniteDuration();
     // Compress request bodies (Content-Encoding: gzip).
     bool gzip = false;
@@ -114,6 +143,11 @@ class OtlpHttpExporter final : public SpanExporter {
     int max_attempts = 5;
     absl::Duration initial_backoff = absl::Seconds(1);
     absl::Duration max_backoff = absl::Seconds(5);
+    // Caps on what a response may make the exporter buffer (> 0): the
+    // status line plus headers, and the body (after de-chunking). Over
+    // either, the attempt ends as a failed, retryable one.
+    size_t max_response_headers = 16 * 1024;
+    size_t max_response_body = 64 * 1024;
     // The longest `Retry-After` honoured; longer ones are cut to this (and
     // to what remains of `timeout`).
     absl::Duration max_retry_after = absl::Seconds(30);
@@ -138,6 +172,17 @@ class OtlpHttpExporter final : public SpanExporter {
     uint64_t spans_rejected = 0;  // Refused in a partial success.
     uint64_t spans_failed = 0;    // In batches not delivered.
     uint64_t bytes_sent = 0;      // Request bodies (after gzip).
+    // Attempts whose response exceeded `max_response_headers` or
+    // `max_response_body` (refused, connection closed).
+    uint64_t responses_too_large = 0;
+    // Bytes read from the collector (status lines, headers, bodies).
+    uint64_t response_bytes_read = 0;
+    // Attempts cancelled at their deadline (connection closed).
+    uint64_t attempts_timed_out = 0;
+    // 2xx responses whose body was not a readable ExportTraceServiceResponse
+    // (not JSON, not an object, nested too deep); their spans count as
+    // exported.
+    uint64_t responses_unparsable = 0;
   };
 
   // `base` + "/v1/traces" (one slash between them).
