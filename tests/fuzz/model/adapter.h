@@ -19,6 +19,7 @@
 #ifndef CTXLOOP_TESTS_FUZZ_MODEL_ADAPTER_H_
 #define CTXLOOP_TESTS_FUZZ_MODEL_ADAPTER_H_
 
+#include <cstddef>
 #include <optional>
 #include <utility>
 
@@ -40,6 +41,16 @@ inline absl::Status FinishTrace(TraceScope& scope, ContextHandle from) {
 }
 inline absl::Status FinishSpan(SpanScope& scope, ContextHandle from) {
   return scope.Finish(from);
+}
+// The same with `on_finished` (scope.h): called once, after the finish ran,
+// on the thread where it ran.
+inline absl::Status FinishTrace(TraceScope& scope, ContextHandle from,
+                                FinishOptions options) {
+  return scope.Finish(from, std::move(options));
+}
+inline absl::Status FinishSpan(SpanScope& scope, ContextHandle from,
+                               FinishOptions options) {
+  return scope.Finish(from, std::move(options));
 }
 
 // A stream of ints from `producer`, optionally owning `trace`. Thread-safe.
@@ -71,6 +82,20 @@ inline absl::StatusOr<FdWatch> Watch(Loop& loop, ContextHandle ctx, int fd,
   return loop.WatchFd(ctx, fd, FdEvents::kRead, std::move(callback), options);
 }
 inline void StopLoop(Loop& loop) { loop.Stop(); }
+
+// The per-loop bound on pending cross-thread posts, for the loops the model
+// makes; `bound` 0 means the library's default. THE ONE PLACE TO WIRE IT:
+// once `Loop::Options` has the bound, set it here (e.g.
+// `options.max_pending_foreign = bound;`) and set `kHasPendingBound`. The
+// model already expects what it promises: a foreign `Post`/`PostDelayed`
+// over the bound returns kResourceExhausted, its task destroyed on the
+// posting thread before `Post` returns, never run (`post.refused_kept`,
+// `post.exactly_once`).
+inline constexpr bool kHasPendingBound = false;
+inline void SetPendingBound(Loop::Options& options, size_t bound) {
+  (void)options;
+  (void)bound;
+}
 
 }  // namespace fuzz_adapter
 }  // namespace ctxloop

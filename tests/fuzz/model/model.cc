@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -134,6 +135,13 @@ enum class OpCode : uint8_t {
   kWriteFd,
   kStopWatch,
   kBarrier,
+  // Not in the legacy table (ModelOptions::legacy_ops).
+  kArmReentry,     // Arms the next decoded operation for one callback kind.
+  kTimerChain,     // Zero-delay timers that cancel each other and re-arm.
+  kAddHook,        // AddDestroyHook (sometimes removed at once).
+  kHostilePost,    // Post of a callable with a hostile move constructor.
+  kLockedDestroy,  // DestroyContext holding the hostile callables' mutex.
+  kThreadPosts,    // A thread that posts and exits (thread_local too).
 };
 
 // Opcode frequencies: one entry per share of the opcode byte.
@@ -160,11 +168,116 @@ constexpr OpCode kOpTable[] = {
 };
 constexpr size_t kOpTableSize = sizeof(kOpTable) / sizeof(kOpTable[0]);
 
+// The table for new inputs: the legacy one (so its opcode bytes below 57 keep
+// their meaning), then reentry, timer chains, destroy hooks, hostile
+// callables and poster threads.
+const std::vector<OpCode>& ExtendedOpTable() {
+  static const auto* table = [] {
+    auto* t = new std::vector<OpCode>(kOpTable, kOpTable + kOpTableSize);
+    const std::pair<OpCode, int> extra[] = {
+        {OpCode::kArmReentry, 8},    {OpCode::kTimerChain, 3},
+        {OpCode::kAddHook, 3},       {OpCode::kHostilePost, 4},
+        {OpCode::kLockedDestroy, 2}, {OpCode::kThreadPosts, 3},
+    };
+    for (const auto& [code, n] : extra) t->insert(t->end(), n, code);
+    return t;
+  }();
+  return *table;
+}
+
+// Names for ModelOptions::disabled (the operations added with reentry).
+const char* ExtendedOpName(OpCode code) {
+  switch (code) {
+    case OpCode::kArmReentry:
+      return "reentry";
+    case OpCode::kTimerChain:
+      return "timer_chain";
+    case OpCode::kAddHook:
+      return "hooks";
+    case OpCode::kHostilePost:
+      return "hostile";
+    case OpCode::kLockedDestroy:
+      return "locked_destroy";
+    case OpCode::kThreadPosts:
+      return "threads";
+    default:
+      return "";
+  }
+}
+
+// The callbacks an armed operation can run from (kArmReentry).
+enum class Cb : uint8_t {
+  kTask,
+  kTimer,
+  kFd,
+  kSink,
+  kProducer,
+  kProcessor,
+  kOnFinished,
+  kHook,
+};
+constexpr int kCbKinds = 8;
+const char* CbName(Cb cb) {
+  static const char* const names[kCbKinds] = {
+      "task",     "timer",     "fd",          "sink",
+      "producer", "processor", "on_finished", "hook"};
+  return names[static_cast<int>(cb)];
+}
+// Armed operations waiting per callback kind; more are dropped.
+constexpr size_t kMaxArmed = 8;
+// Poster threads per run (kThreadPosts); more are not started.
+constexpr int kMaxPosterThreads = 24;
+// How long a hostile move constructor waits for the mutex before it reports
+// a deadlock and goes on without it.
+constexpr auto kHostileWait = std::chrono::milliseconds(2000);
+// The phase a run is in, for the watchdog's message.
+std::atomic<const char*> g_phase{"setup"};
+// Nonzero while an armed operation runs (no reentry from inside it).
+thread_local int t_reentry_depth = 0;
+
 struct Op {
   OpCode code;
   uint8_t exec;
   uint8_t a, b, c;
+  // kArmReentry: the operation armed (decoded from the next five bytes).
+  OpCode nested_code = OpCode::kPost;
+  uint8_t nested_exec = 0, nested_a = 0, nested_b = 0, nested_c = 0;
+  Op Nested() const {
+    return Op{nested_code, nested_exec, nested_a, nested_b, nested_c};
+  }
 };
+
+// Operations that may not run inside a callback: they block on the loops
+// (barrier, joining a loop) or arm more.
+OpCode ReentrantCode(OpCode code) {
+  switch (code) {
+    case OpCode::kBarrier:
+    case OpCode::kArmReentry:
+      return OpCode::kPostDelayed;
+    case OpCode::kDestroyLoop:
+      return OpCode::kStopLoop;
+    default:
+      return code;
+  }
+}
+// What an armed operation may still do once teardown has begun (streams and
+// scopes are being ended; nothing new of those may start).
+bool AllowedInTeardown(OpCode code) {
+  switch (code) {
+    case OpCode::kPost:
+    case OpCode::kPostDelayed:
+    case OpCode::kCancel:
+    case OpCode::kDestroyContext:
+    case OpCode::kStopLoop:
+    case OpCode::kKeyGet:
+    case OpCode::kTimerChain:
+    case OpCode::kAddHook:
+    case OpCode::kHostilePost:
+      return true;
+    default:
+      return false;
+  }
+}
 
 class ByteReader {
  public:
@@ -242,6 +355,40 @@ class Worker {
   std::thread thread_;
 };
 
+// A host's own lock, with a bounded acquire (a flag under a mutex and a
+// condition variable: TSan does not see std::timed_mutex's timed lock).
+class HostLock {
+ public:
+  void Lock() {
+    MutexLock lock(&mu_);
+    while (held_) cv_.Wait(&mu_);
+    held_ = true;
+  }
+  // False if still held by another thread after `wait`.
+  bool LockFor(std::chrono::milliseconds wait) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    MutexLock lock(&mu_);
+    while (held_) {
+      if (!cv_.WaitUntil(&mu_, deadline) && held_ &&
+          std::chrono::steady_clock::now() >= deadline) {
+        return false;
+      }
+    }
+    held_ = true;
+    return true;
+  }
+  void Unlock() {
+    MutexLock lock(&mu_);
+    held_ = false;
+    cv_.SignalAll();
+  }
+
+ private:
+  Mutex mu_;
+  ctxloop::CondVar cv_;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 // --- Model records -----------------------------------------------------------
 
 struct LoopRec {
@@ -254,6 +401,8 @@ struct LoopRec {
   std::atomic<uint64_t> destroy_seq{kNever};  // When destroying began.
   ShutdownReport report;
   bool short_drain = false;  // Small max_shutdown_rounds: [S3] drops allowed.
+  // Joined by an operation (not at teardown): its timers may never fire.
+  std::atomic<bool> destroyed_early{false};
 };
 
 struct KeyModel {
@@ -273,6 +422,7 @@ struct CtxRec {
   TraceId trace0;  // Current trace/span when created (inherited).
   SpanId span0;
   KeyModel keys[kKeys];
+  bool hooks_ran = false;  // One of its destroy hooks ran.
 };
 
 struct TokRec {
@@ -295,8 +445,31 @@ struct TaskRec {
   int runs = 0;
   int destroyed_unrun = 0;
   bool cancel_true = false;
+  bool threw = false;  // Post threw (a hostile move constructor).
+  // Delayed: the deadline, in steady-clock nanoseconds.
+  int64_t due_ns = 0;
   DelayedTaskHandle handle;
 };
+
+struct HookRec {
+  ContextHandle ctx;
+  int loop = -1;
+  int slot = -1;
+  bool added = false;
+  bool removed = false;
+  int runs = 0;
+};
+
+struct FinRec {
+  bool finish_ok = false;
+  int calls = 0;
+};
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 struct TraceRec {
   std::optional<TraceScope> scope;
@@ -367,6 +540,18 @@ class Harness {
     MutexLock lock(&violations_mu_);
     ++result_->coverage[what];
   }
+  void Covered(const std::string& what) {
+    MutexLock lock(&violations_mu_);
+    ++result_->coverage[what];
+  }
+  // Runs the operation armed for `kind` (if any) here, inside that callback,
+  // on the calling thread; `ctx` is the context the callback runs on.
+  void Reenter(Cb kind, ContextHandle ctx);
+  // A hostile move constructor's action (`mode`, see DoHostilePost) on its
+  // `moves`-th move; may throw.
+  void HostileMove(uint8_t mode, int moves);
+  void HookRan(uint64_t id, ContextHandle ctx);
+  void FinishedCallback(uint64_t id, const ExecutionSite& ran);
   uint64_t NextSeq() { return seq_.fetch_add(1) + 1; }
   bool OnLoop(int loop) const { return ThisTid() == loops_[loop]->tid; }
   // Posts a counted task to `ctx` (slot `ctx_slot`, -1 if not a model
@@ -380,6 +565,7 @@ class Harness {
 
  private:
   friend class DtorPoster;
+  friend struct ExitPoster;
   void Setup(ByteReader& in);
   void Dispatch(const Op& op);
   void Execute(const Op& op, const Exec& x);
@@ -387,13 +573,22 @@ class Harness {
   void Quiesce();
   void Teardown();
   void CheckTasks();
+  void CheckHooksAndFinishes();
+  void JoinPosterThreads();
   void CheckTraceEvents();
   uint64_t Progress();
 
   // Operations.
   void DoNewContext(const Op& op, const Exec& x);
   void DoNewChild(const Op& op, const Exec& x);
-  void DoDestroyContext(const Op& op, const Exec& x);
+  // With `locked`, holds the hostile callables' mutex around the call (on
+  // the loop thread), as a host holding its own lock would.
+  void DoDestroyContext(const Op& op, const Exec& x, bool locked = false);
+  void DoArm(const Op& op);
+  void DoTimerChain(const Op& op, const Exec& x);
+  void DoAddHook(const Op& op, const Exec& x);
+  void DoHostilePost(const Op& op, const Exec& x);
+  void DoThreadPosts(const Op& op);
   void DoPost(const Op& op, const Exec& x, bool delayed);
   void DoCancel(const Op& op);
   void DoKeySet(const Op& op, const Exec& x);
@@ -420,6 +615,8 @@ class Harness {
   void OnProducerCallback(StreamRec* s, ContextHandle ctx, bool closed);
   void OnWatchReady(WatchRec* w, ContextHandle ctx);
 
+  // Where a callback runs: its loop (by thread) and context, or foreign.
+  Exec ExecHere(ContextHandle ctx);
   // Context slot `i` (mod size), or -1 if none. Needs mu_.
   int PickCtx(uint8_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return ctxs_.empty() ? -1 : static_cast<int>(i % ctxs_.size());
@@ -481,6 +678,31 @@ class Harness {
   std::unordered_map<std::string, std::string> expect_off_origin_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_token_id_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Reentry: operations armed per callback kind. Mode 0: any operation runs
+  // when armed; 1 (teardown began): only AllowedInTeardown ones; 2: none.
+  Mutex reentry_mu_;
+  std::deque<Op> armed_[kCbKinds] ABSL_GUARDED_BY(reentry_mu_);
+  std::atomic<int> reentry_mode_{0};
+
+  // The mutex hostile move constructors take, and who holds it (a tid).
+  HostLock hostile_mu_;
+  std::atomic<int64_t> hostile_holder_{0};
+  std::atomic<bool> deadlock_seen_{false};
+
+  // Poster threads (kThreadPosts), joined at [T1].
+  Mutex threads_mu_;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
+
+  Mutex hooks_mu_;
+  std::deque<HookRec> hooks_ ABSL_GUARDED_BY(hooks_mu_);
+  Mutex fins_mu_;
+  std::deque<FinRec> fins_ ABSL_GUARDED_BY(fins_mu_);
+
+  // The latest deadline of any delayed post, and when [T1] began to settle:
+  // every timer due by then must run.
+  std::atomic<int64_t> max_due_ns_{0};
+  int64_t quiesced_ns_ = 0;
 };
 
 // Posts a counted task to a loop's root when destroyed, as a destructor that
@@ -521,6 +743,56 @@ class TaskProbe {
   Harness* h_;
   uint64_t id_;
 };
+
+// A callable whose move constructor is hostile (Harness::HostileMove): it
+// throws, sleeps a bounded time, or takes a mutex the loop thread may hold.
+// Posted through the `Post` template, so the library moves it itself.
+class Hostile {
+ public:
+  Hostile(Harness* h, uint64_t id, uint8_t mode)
+      : h_(h), mode_(mode), moves_(0), probe_(h, id) {}
+  // The action runs before anything is taken from `o`: if it throws, `o`
+  // still owns the task.
+  Hostile(Hostile&& o)
+      : h_(o.h_), mode_(o.mode_), moves_(Act(o)), probe_(std::move(o.probe_)) {}
+  Hostile& operator=(Hostile&&) = delete;
+  void operator()(ContextHandle ctx) && {
+    probe_.Ran(ctx);
+    h_->Reenter(Cb::kTask, ctx);
+  }
+
+ private:
+  static int Act(const Hostile& o) {
+    o.h_->HostileMove(o.mode_, o.moves_ + 1);
+    return o.moves_ + 1;
+  }
+  Harness* h_;
+  uint8_t mode_;
+  int moves_;
+  TaskProbe probe_;
+};
+
+// A `thread_local` that posts from its destructor, at thread exit
+// (kThreadPosts): constructed before the thread's first post, it is
+// destroyed after the library's per-thread state; after it, before.
+struct ExitPoster {
+  Harness* h = nullptr;
+  ContextHandle ctx;
+  int loop = -1;
+  int slot = -1;
+  int posts = 0;
+  ~ExitPoster() {
+    if (h == nullptr) return;
+    for (int i = 0; i < posts; ++i) {
+      (void)h->PostCounted(ctx, loop, slot, false, false, [](ContextHandle) {});
+    }
+    h->Covered("post from thread_local destructor");
+  }
+};
+ExitPoster& ThreadExitPoster() {
+  thread_local ExitPoster poster;
+  return poster;
+}
 
 void Harness::Violation(const std::string& invariant,
                         const std::string& message) {
@@ -568,6 +840,12 @@ absl::Status Harness::PostCounted(ContextHandle ctx, int loop, int ctx_slot,
     r.ctx = ctx_slot;
     r.op = op;
     r.delayed = delay != nullptr;
+    if (delay != nullptr) {
+      r.due_ns = SteadyNowNs() + absl::ToInt64Nanoseconds(*delay);
+      int64_t m = max_due_ns_.load();
+      while (m < r.due_ns && !max_due_ns_.compare_exchange_weak(m, r.due_ns)) {
+      }
+    }
     tasks_.push_back(std::move(r));
   }
   if (id_out != nullptr) *id_out = id;
@@ -587,12 +865,24 @@ absl::Status Harness::PostCounted(ContextHandle ctx, int loop, int ctx_slot,
     s = h.status();
     if (h.ok()) handle = *h;
   }
-  MutexLock lock(&tasks_mu_);
-  TaskRec& r = tasks_[id];
-  r.post_returned = true;
-  r.post_ok = s.ok();
-  r.handle = handle;
-  if (!s.ok()) r.post_error = s.ToString();
+  bool kept = false;
+  {
+    MutexLock lock(&tasks_mu_);
+    TaskRec& r = tasks_[id];
+    r.post_returned = true;
+    r.post_ok = s.ok();
+    r.handle = handle;
+    if (!s.ok()) {
+      r.post_error = s.ToString();
+      kept = r.destroyed_unrun != 1 || r.runs != 0;
+    }
+  }
+  if (kept) {  // loop.h: on error the task is destroyed before Post returns.
+    Violation("post.refused_kept",
+              absl::StrCat(delay == nullptr ? "Post" : "PostDelayed", " to ",
+                           ctx.DebugString(), " refused (", s.ToString(),
+                           ") without destroying its task first"));
+  }
   return s;
 }
 
@@ -614,6 +904,19 @@ void Harness::TaskRan(uint64_t id, ContextHandle ctx) {
   if (r.loop >= 0 && !OnLoop(r.loop)) {
     Violation("post.thread", absl::StrCat("task for ", r.target.DebugString(),
                                           " ran off its loop thread"));
+  }
+  if (r.ctx >= 0) {
+    bool hooks_ran;
+    {
+      MutexLock lock(&mu_);
+      hooks_ran = ctxs_[r.ctx].hooks_ran && ctxs_[r.ctx].h == r.target;
+    }
+    if (hooks_ran) {
+      Violation("post.after_hooks",
+                absl::StrCat(r.delayed ? "delayed task" : "task", " ran on ",
+                             r.target.DebugString(),
+                             " after its destroy hooks ran ([S7]/[S10])"));
+    }
   }
   if (r.delayed && r.ctx >= 0) {
     bool destroyed;
@@ -640,7 +943,8 @@ void Harness::Setup(ByteReader& in) {
   const int nloops = 2 + in.Next() % 3;
   const int nworkers = 1 + in.Next() % 2;
   const uint8_t flags = in.Next();
-  recorder_ = std::make_shared<EventRecorder>(&seq_);
+  recorder_ = std::make_shared<EventRecorder>(
+      &seq_, [this](ContextHandle origin) { Reenter(Cb::kProcessor, origin); });
   Tracer::Options topts;
   if (flags % 4 == 0) {  // Processors that throw (issue 7 §3).
     thrower_ = std::make_shared<ThrowingProcessor>(3 + flags % 5);
@@ -661,6 +965,11 @@ void Harness::Setup(ByteReader& in) {
     // [S3] may drop tasks then, reported, but every stream must still end.
     rec->short_drain = (flags >> 2) % 4 == 0;
     if (rec->short_drain) lo.max_shutdown_rounds = 2;
+    // Some runs bound the loop's pending cross-thread posts tightly, so
+    // foreign posts are refused (kResourceExhausted) now and then.
+    if (!options_.legacy_ops && (flags >> 4) % 4 == 0) {
+      fuzz_adapter::SetPendingBound(lo, 8 + 8 * ((flags >> 6) % 4));
+    }
     rec->thread = std::make_unique<LoopThread>(std::move(lo));
     rec->root = rec->thread->root();
     LoopRec* r = rec.get();
@@ -688,6 +997,10 @@ void Harness::Setup(ByteReader& in) {
 void Harness::Dispatch(const Op& op) {
   if (op.code == OpCode::kBarrier) {
     Barrier();
+    return;
+  }
+  if (op.code == OpCode::kArmReentry) {
+    DoArm(op);
     return;
   }
   const size_t n = loops_.size() + workers_.size();
@@ -778,7 +1091,18 @@ void Harness::Execute(const Op& op, const Exec& x) {
     case OpCode::kStopWatch:
       return DoStopWatch(op);
     case OpCode::kBarrier:
+    case OpCode::kArmReentry:
       return;
+    case OpCode::kTimerChain:
+      return DoTimerChain(op, x);
+    case OpCode::kAddHook:
+      return DoAddHook(op, x);
+    case OpCode::kHostilePost:
+      return DoHostilePost(op, x);
+    case OpCode::kLockedDestroy:
+      return DoDestroyContext(op, x, /*locked=*/true);
+    case OpCode::kThreadPosts:
+      return DoThreadPosts(op);
   }
 }
 
@@ -877,7 +1201,7 @@ void Harness::DoNewChild(const Op& op, const Exec& x) {
   ctxs_.push_back(std::move(r));
 }
 
-void Harness::DoDestroyContext(const Op& op, const Exec& x) {
+void Harness::DoDestroyContext(const Op& op, const Exec& x, bool locked) {
   int i;
   CtxRec r;
   {
@@ -886,7 +1210,25 @@ void Harness::DoDestroyContext(const Op& op, const Exec& x) {
     r = ctxs_[i];
   }
   const bool on = OnLoop(r.loop);
-  absl::Status s = fuzz_adapter::DestroyCtx(r.h);
+  if (locked && !on) return;
+  if (hostile_holder_.load() == ThisTid()) locked = false;  // Reentered.
+  absl::Status s;
+  if (locked) {
+    // A host that destroys a context under its own lock, which a callable
+    // being posted to this loop from another thread also takes in its move
+    // constructor. Holding it a little first widens the window.
+    hostile_mu_.Lock();
+    hostile_holder_.store(ThisTid());
+    if (op.b % 4 != 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(300 * (op.b % 4)));
+    }
+    Covered("DestroyContext holding a host mutex");
+    s = fuzz_adapter::DestroyCtx(r.h);
+    hostile_holder_.store(0);
+    hostile_mu_.Unlock();
+  } else {
+    s = fuzz_adapter::DestroyCtx(r.h);
+  }
   ExpectStatus("ctx.status", "DestroyContext", on && !r.is_root && !r.destroyed,
                !LoopDying(r.loop), s);
   if (!s.ok()) return;
@@ -908,7 +1250,10 @@ void Harness::DoPost(const Op& op, const Exec&, bool delayed) {
   const absl::Duration delay = absl::Microseconds(500 * (op.c % 4));
   uint64_t id = 0;
   absl::Status s = PostCounted(
-      r.h, r.loop, i, false, throws, [](ContextHandle) {},
+      r.h, r.loop, i, false, throws,
+      [this, delayed](ContextHandle c) {
+        Reenter(delayed ? Cb::kTimer : Cb::kTask, c);
+      },
       delayed ? &delay : nullptr, &id);
   if (s.ok() && r.destroyed) {
     Violation("post.after_destroy",
@@ -1183,8 +1528,27 @@ void Harness::DoFinish(const Op& op, const Exec& x, bool trace, bool drop) {
     default:
       break;
   }
-  absl::Status s = trace ? fuzz_adapter::FinishTrace(*ts, from)
-                         : fuzz_adapter::FinishSpan(*ss, from);
+  absl::Status s;
+  if ((op.c >> 2) % 2 == 1 && !options_.legacy_ops) {
+    // With on_finished: called once, where the finish ran; it reenters.
+    uint64_t fid;
+    {
+      MutexLock lock(&fins_mu_);
+      fid = fins_.size();
+      fins_.emplace_back();
+    }
+    FinishOptions fo;
+    fo.on_finished = [this, fid](const ExecutionSite& ran) {
+      FinishedCallback(fid, ran);
+    };
+    s = trace ? fuzz_adapter::FinishTrace(*ts, from, std::move(fo))
+              : fuzz_adapter::FinishSpan(*ss, from, std::move(fo));
+    MutexLock lock(&fins_mu_);
+    fins_[fid].finish_ok = s.ok();
+  } else {
+    s = trace ? fuzz_adapter::FinishTrace(*ts, from)
+              : fuzz_adapter::FinishSpan(*ss, from);
+  }
   if (!s.ok()) Violation("trace.status", "first Finish: " + s.ToString());
   if (op.c % 4 == 0) {
     s = trace ? fuzz_adapter::FinishTrace(*ts, from)
@@ -1372,6 +1736,7 @@ void Harness::OnSinkEvent(StreamRec* s, ContextHandle ctx, int v) {
                                            ", expected ", want));
   }
   s->received.store(v + 1);
+  Reenter(Cb::kSink, ctx);
   auto cancel_own = [s] {
     std::shared_ptr<StreamSubscription> sub;
     {
@@ -1416,6 +1781,7 @@ void Harness::OnSinkComplete(StreamRec* s, ContextHandle ctx,
         absl::StrCat("stream ", s->id, ": on_complete(OK) after ",
                      s->received.load(), " of ", s->emitted.load(), " events"));
   }
+  Reenter(Cb::kSink, ctx);
   if (s->sink_mode == 3) throw std::runtime_error("fuzz: on_complete throws");
 }
 
@@ -1433,6 +1799,7 @@ void Harness::OnProducerCallback(StreamRec* s, ContextHandle ctx, bool closed) {
               absl::StrCat("stream ", s->id,
                            ": producer on_closed called twice (issue 7 #11)"));
   }
+  Reenter(Cb::kProducer, ctx);
   if (s->throwing_producer) {
     throw std::runtime_error("fuzz: producer callback throws");
   }
@@ -1461,6 +1828,7 @@ void Harness::DoDestroyLoop(const Op& op) {
     lr.destroy_seq.store(NextSeq());
   }
   Covered("destroy loop");
+  lr.destroyed_early.store(true);
   lr.report = lr.thread->Join();
   if (lr.report.tasks_dropped != 0 && !lr.short_drain) {
     Violation("loop.shutdown_dropped",
@@ -1571,14 +1939,385 @@ void Harness::OnWatchReady(WatchRec* w, ContextHandle ctx) {
               "a foreign FdWatch::Stop() returned while the callback was "
               "running (issue 7 #8)");
   }
+  Reenter(Cb::kFd, ctx);  // After the checks: it may stop this very watch.
+}
+
+// --- Reentry, timer chains, destroy hooks, hostile callables, threads --------
+
+Exec Harness::ExecHere(ContextHandle ctx) {
+  const int64_t tid = ThisTid();
+  int l = -1;
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    if (loops_[i]->tid == tid) l = static_cast<int>(i);
+  }
+  if (l < 0) return Exec{};  // A foreign thread (e.g. a processor at [F2]).
+  Exec x;
+  x.loop = l;
+  x.here = loops_[l]->root;
+  x.here_slot = l;  // Roots are slots 0..loops-1.
+  if (ctx.is_null() || LoopOf(ctx) != l) return x;
+  MutexLock lock(&mu_);
+  for (size_t i = 0; i < ctxs_.size(); ++i) {
+    if (ctxs_[i].h == ctx) {
+      x.here = ctx;
+      x.here_slot = static_cast<int>(i);
+      break;
+    }
+  }
+  return x;
+}
+
+void Harness::DoArm(const Op& op) {
+  const Cb kind = static_cast<Cb>(op.a % kCbKinds);
+  const Op nested = op.Nested();
+  {
+    MutexLock lock(&reentry_mu_);
+    std::deque<Op>& q = armed_[static_cast<int>(kind)];
+    if (q.size() >= kMaxArmed) return;
+    q.push_back(nested);
+  }
+  Covered(absl::StrCat("arm ", CbName(kind)));
+}
+
+void Harness::Reenter(Cb kind, ContextHandle ctx) {
+  if (t_reentry_depth > 0) return;
+  const int mode = reentry_mode_.load();
+  if (mode >= 2) return;
+  Op op;
+  {
+    MutexLock lock(&reentry_mu_);
+    std::deque<Op>& q = armed_[static_cast<int>(kind)];
+    if (q.empty()) return;
+    op = q.front();
+    q.pop_front();
+  }
+  if (mode == 1 && !AllowedInTeardown(op.code)) return;
+  const Exec x = ExecHere(ctx);
+  Covered(absl::StrCat("reenter from ", CbName(kind),
+                       x.loop < 0 ? " (foreign)" : ""));
+  struct Depth {
+    Depth() { ++t_reentry_depth; }
+    ~Depth() { --t_reentry_depth; }
+  } depth;
+  Execute(op, x);
+}
+
+// Zero-delay timers due in one timer run; each (or the first) cancels
+// another of them and re-arms: a delayed post (often the earliest deadline)
+// and another zero-delay one. On the loop thread the model knows whether the
+// other has run, so it predicts each Cancel's answer; every timer not
+// cancelled must run exactly once (timer.exactly_once, at the end).
+void Harness::DoTimerChain(const Op& op, const Exec& x) {
+  if (x.loop < 0) return;  // The chain is built inside a loop callback.
+  const int n = 2 + op.a % 4;
+  const int skip = 1 + (op.a >> 2) % (n - 1);
+  const bool every = (op.a >> 5) % 2 == 1;
+  static constexpr int64_t kRearmUs[] = {0, 500, 2000, 20000};
+  const absl::Duration rearm = absl::Microseconds(kRearmUs[op.b % 4]);
+  const bool extra_zero = (op.b >> 2) % 2 == 1;
+  const absl::Duration zero = absl::ZeroDuration();
+  auto ids = std::make_shared<std::vector<uint64_t>>(n, 0);
+  const int loop = x.loop;
+  const int slot = x.here_slot;
+  for (int i = 0; i < n; ++i) {
+    auto body = [this, ids, i, n, skip, every, rearm, extra_zero, loop,
+                 slot](ContextHandle c) {
+      if (i != 0 && !every) return;
+      const uint64_t other = (*ids)[(i + skip) % n];
+      DelayedTaskHandle h;
+      bool want;
+      {
+        MutexLock lock(&tasks_mu_);
+        const TaskRec& t = tasks_[other];
+        h = t.handle;
+        want = t.post_returned && t.post_ok && t.runs == 0 && !t.cancel_true;
+      }
+      const bool got = Cancel(h);
+      if (got) {
+        MutexLock lock(&tasks_mu_);
+        tasks_[other].cancel_true = true;
+      }
+      if (got != want) {
+        Violation("timer.cancel_result",
+                  absl::StrCat("in a timer run on ", c.DebugString(),
+                               ": Cancel of a timer that ",
+                               want ? "has not run" : "ran or was cancelled",
+                               " returned ", got ? "true" : "false"));
+      }
+      Covered(got ? "timer chain: Cancel true" : "timer chain: Cancel false");
+      uint64_t id = 0;
+      const absl::Duration zero = absl::ZeroDuration();
+      absl::Status s = PostCounted(
+          c, loop, slot, false, false,
+          [this](ContextHandle cc) { Reenter(Cb::kTimer, cc); }, &rearm, &id);
+      if (s.ok()) {
+        MutexLock lock(&mu_);
+        timers_.push_back(id);
+      }
+      if (extra_zero) {
+        (void)PostCounted(
+            c, loop, slot, false, false,
+            [this](ContextHandle cc) { Reenter(Cb::kTimer, cc); }, &zero);
+      }
+    };
+    (void)PostCounted(x.here, loop, slot, false, false, std::move(body), &zero,
+                      &(*ids)[i]);
+  }
+  Covered("timer chain");
+}
+
+void Harness::DoAddHook(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+  }
+  const bool on = OnLoop(r.loop);
+  uint64_t id;
+  {
+    MutexLock lock(&hooks_mu_);
+    id = hooks_.size();
+    HookRec h;
+    h.ctx = r.h;
+    h.loop = r.loop;
+    h.slot = i;
+    hooks_.push_back(h);
+  }
+  absl::StatusOr<DestroyHookId> hook =
+      AddDestroyHook(r.h, [this, id](ContextHandle c) { HookRan(id, c); });
+  ExpectStatus("hook.status", "AddDestroyHook", on && !r.destroyed,
+               !LoopDying(r.loop), hook.status());
+  if (!hook.ok()) return;
+  {
+    MutexLock lock(&hooks_mu_);
+    hooks_[id].added = true;
+  }
+  Covered("AddDestroyHook");
+  if (op.b % 4 != 0) return;
+  absl::Status s = RemoveDestroyHook(r.h, *hook);
+  // On its loop thread, nothing ran between the add and this.
+  ExpectStatus("hook.status", "RemoveDestroyHook", true, !LoopDying(r.loop), s);
+  if (!s.ok()) return;
+  MutexLock lock(&hooks_mu_);
+  hooks_[id].removed = true;
+}
+
+void Harness::HookRan(uint64_t id, ContextHandle ctx) {
+  HookRec h;
+  {
+    MutexLock lock(&hooks_mu_);
+    ++hooks_[id].runs;
+    h = hooks_[id];
+  }
+  callbacks_.fetch_add(1);
+  Covered("destroy hook ran");
+  if (h.runs > 1 || h.removed) {
+    Violation(
+        "hook.exactly_once",
+        absl::StrCat("destroy hook of ", h.ctx.DebugString(),
+                     h.removed ? " ran after it was removed" : " ran twice"));
+  }
+  if (ctx != h.ctx || !OnLoop(h.loop)) {
+    Violation("hook.exactly_once",
+              absl::StrCat("destroy hook of ", h.ctx.DebugString(), " ran on ",
+                           ctx.DebugString(), " or off its loop thread"));
+  }
+  // After DestroyContext ([S7]) nothing runs on the context after its hooks;
+  // at shutdown ([S10]) what hooks post runs after every hook, by design.
+  if (!LoopDying(h.loop)) {
+    MutexLock lock(&mu_);
+    if (ctxs_[h.slot].h == h.ctx) ctxs_[h.slot].hooks_ran = true;
+  }
+  Reenter(Cb::kHook, ctx);
+}
+
+void Harness::FinishedCallback(uint64_t id, const ExecutionSite& ran) {
+  {
+    MutexLock lock(&fins_mu_);
+    ++fins_[id].calls;
+  }
+  callbacks_.fetch_add(1);
+  Covered("on_finished");
+  if (ran.thread_id != ThisTid()) {
+    Violation("trace.on_finished",
+              absl::StrCat("on_finished called on tid ", ThisTid(),
+                           ", but says the finish ran on tid ", ran.thread_id,
+                           " (", ran.ctx.DebugString(), ")"));
+  }
+  Reenter(Cb::kOnFinished, ran.ctx);
+}
+
+// Hostile move constructors, by mode % 4: 0 throws on its first move, 1 on
+// its second, 2 sleeps (at most 1 ms), 3 sleeps so, then takes `hostile_mu_`
+// (which
+// kLockedDestroy holds on a loop thread around DestroyContext) with a bounded
+// wait: if the wait times out, a thread of ours is blocked on the loop
+// thread and the loop thread on it.
+void Harness::HostileMove(uint8_t mode, int moves) {
+  switch (mode % 4) {
+    case 0:
+    case 1:
+      if (moves == 1 + mode % 4) {
+        throw std::runtime_error("fuzz: a hostile move constructor throws");
+      }
+      return;
+    case 2:
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(200 * (1 + (mode >> 2) % 5)));
+      return;
+    default: {
+      // A little work first (a pin taken before the move is then held while
+      // a loop thread may take the mutex and destroy a context).
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(200 * (1 + (mode >> 2) % 5)));
+      if (hostile_holder_.load() == ThisTid()) return;  // Not on ourselves.
+      // After one deadlock is reported, later waits are short: the run
+      // ends soon (its watchdog would otherwise fire first).
+      const std::chrono::milliseconds wait =
+          deadlock_seen_.load() ? std::chrono::milliseconds(100) : kHostileWait;
+      if (!hostile_mu_.LockFor(wait)) {
+        deadlock_seen_.store(true);
+        int holder = -1;
+        for (size_t l = 0; l < loops_.size(); ++l) {
+          if (loops_[l]->tid == hostile_holder_.load()) holder = l;
+        }
+        Violation(
+            "hostile.deadlock",
+            absl::StrCat(
+                "a callable's move constructor, run by Post on tid ", ThisTid(),
+                ", waited ",
+                std::chrono::duration_cast<std::chrono::milliseconds>(wait)
+                    .count(),
+                " ms for a mutex loop ", holder,
+                "'s thread holds around DestroyContext: user code "
+                "runs inside a pin the loop waits for"));
+        return;  // Goes on without it: the run ends instead of hanging.
+      }
+      hostile_mu_.Unlock();
+      return;
+    }
+  }
+}
+
+void Harness::DoHostilePost(const Op& op, const Exec& x) {
+  int i;
+  CtxRec r;
+  {
+    MutexLock lock(&mu_);
+    i = PickTarget(x, op.a);
+    r = ctxs_[i];
+  }
+  const uint8_t mode = op.b;
+  uint64_t id;
+  {
+    MutexLock lock(&tasks_mu_);
+    id = tasks_.size();
+    TaskRec t;
+    t.target = r.h;
+    t.loop = r.loop;
+    t.ctx = i;
+    tasks_.push_back(std::move(t));
+  }
+  absl::Status s;
+  bool threw = false;
+  {
+    Hostile h(this, id, mode);
+    try {
+      s = Post(r.h, std::move(h));
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+  }  // `h` (if it still owns the task) is destroyed here.
+  Covered(threw ? "hostile Post threw"
+                : (s.ok() ? "hostile Post ok" : "hostile Post refused"));
+  if (!threw && s.ok() && r.destroyed) {
+    Violation("post.after_destroy",
+              absl::StrCat("Post to ", r.h.DebugString(),
+                           " accepted after DestroyContext returned"));
+  }
+  MutexLock lock(&tasks_mu_);
+  TaskRec& t = tasks_[id];
+  t.post_returned = true;
+  t.post_ok = !threw && s.ok();
+  t.threw = threw;
+  if (!threw && !s.ok()) t.post_error = s.ToString();
+}
+
+// A thread that starts, posts and exits; its thread_local posts again from
+// its destructor at thread exit. Joined at [T1].
+void Harness::DoThreadPosts(const Op& op) {
+  CtxRec a, b;
+  int ia, ib;
+  {
+    MutexLock lock(&mu_);
+    ia = PickCtx(op.a);
+    ib = PickCtx(op.a / 7 + op.c);
+    a = ctxs_[ia];
+    b = ctxs_[ib];
+  }
+  const int posts = op.b % 5;
+  const bool tl_first = op.c % 2 == 0;
+  const int exit_posts = 1 + (op.c >> 1) % 3;
+  MutexLock lock(&threads_mu_);
+  if (threads_.size() >= static_cast<size_t>(kMaxPosterThreads)) return;
+  threads_.emplace_back([this, a, b, ia, ib, posts, tl_first, exit_posts] {
+    auto arm = [&] {
+      ExitPoster& p = ThreadExitPoster();
+      p.h = this;
+      p.ctx = b.h;
+      p.loop = b.loop;
+      p.slot = ib;
+      p.posts = exit_posts;
+    };
+    // Constructed before the first post, the thread_local is destroyed
+    // after whatever the library keeps per thread; after it, before.
+    if (tl_first) arm();
+    for (int i = 0; i < posts; ++i) {
+      (void)PostCounted(a.h, a.loop, ia, false, false, [](ContextHandle) {});
+    }
+    if (!tl_first) arm();
+  });
+  Covered(tl_first ? "poster thread (thread_local first)"
+                   : "poster thread (thread_local last)");
 }
 
 // --- Teardown and checks -----------------------------------------------------
 
+void Harness::JoinPosterThreads() {
+  for (;;) {
+    std::vector<std::thread> threads;
+    {
+      MutexLock lock(&threads_mu_);
+      for (std::thread& t : threads_) {
+        if (t.joinable()) threads.push_back(std::move(t));
+      }
+    }
+    if (threads.empty()) return;
+    for (std::thread& t : threads) t.join();
+  }
+}
+
 void Harness::Teardown() {
-  // [T1] The foreign threads finish their operations; everything settles.
+  // [T1] The foreign threads finish their operations, the poster threads
+  // exit (posting from their thread_locals), every delayed post made so far
+  // comes due; everything settles.
+  g_phase.store("[T1] joining the foreign threads");
   for (auto& w : workers_) w->Join();
+  g_phase.store("[T1] joining the poster threads");
+  JoinPosterThreads();
+  g_phase.store("[T1] waiting for delayed posts to come due");
+  const int64_t wait_ns =
+      std::min<int64_t>(max_due_ns_.load() - SteadyNowNs(), 100'000'000);
+  if (wait_ns > 0) {
+    std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
+  }
+  quiesced_ns_ = SteadyNowNs();
+  g_phase.store("[T1] quiescing");
   Quiesce();
+  g_phase.store("[T2] ending streams, stopping watches");
+  reentry_mode_.store(1);
 
   // [T2] End every stream from the producer side; stop every watch.
   {
@@ -1604,7 +2343,9 @@ void Harness::Teardown() {
       w->stop_returned.store(true);
     }
   }
+  g_phase.store("[T2] quiescing");
   Quiesce();
+  g_phase.store("[T3] checking streams");
 
   // [T3] Every stream whose consumer is still attached has ended, and told
   // its sink exactly once if the sink's context and loop still live
@@ -1727,6 +2468,7 @@ void Harness::Teardown() {
   }
 
   // [T6] Join every loop: shutdown drains, and drops nothing of ours.
+  g_phase.store("[T6] joining the loops");
   for (size_t l = 0; l < loops_.size(); ++l) {
     LoopRec& lr = *loops_[l];
     {
@@ -1742,7 +2484,12 @@ void Harness::Teardown() {
                              lr.report.tasks_dropped, " tasks"));
     }
   }
+  reentry_mode_.store(2);
+  g_phase.store("[T6] joining poster threads started since [T1]");
+  JoinPosterThreads();
+  g_phase.store("checking");
   CheckTasks();
+  CheckHooksAndFinishes();
   CheckTraceEvents();
 
   MutexLock lock(&mu_);
@@ -1759,6 +2506,11 @@ void Harness::CheckTasks() {
     tasks.assign(tasks_.begin(), tasks_.end());
   }
   result_->tasks = tasks.size();
+  std::vector<bool> ctx_destroyed;
+  {
+    MutexLock lock(&mu_);
+    for (const CtxRec& c : ctxs_) ctx_destroyed.push_back(c.destroyed);
+  }
   // Tasks a short drain dropped unrun, per loop: at most what it reported.
   std::vector<uint64_t> dropped(loops_.size(), 0);
   for (const TaskRec& t : tasks) {
@@ -1768,7 +2520,15 @@ void Harness::CheckTasks() {
         t.delayed ? " (delayed)" : "", " to ", t.target.DebugString());
     if (!t.post_ok) {
       if (t.runs > 0) {
-        Violation("post.exactly_once", what + ": refused, but ran");
+        Violation("post.exactly_once",
+                  what + (t.threw ? ": Post threw, but it ran"
+                                  : ": refused, but ran"));
+      }
+      if (t.post_returned && t.destroyed_unrun != 1) {
+        Violation("post.refused_kept",
+                  absl::StrCat(what, t.threw ? ": Post threw" : ": refused",
+                               "; its task was destroyed ", t.destroyed_unrun,
+                               " times, want once"));
       }
       continue;
     }
@@ -1777,7 +2537,26 @@ void Harness::CheckTasks() {
         Violation("timer.cancelled_ran",
                   what + ": Cancel returned true, the task ran anyway");
       }
-      continue;  // Unfired at shutdown is [S4]; cancelled with its context.
+      if (t.runs > 1) {
+        Violation("timer.exactly_once",
+                  absl::StrCat(what, ": ran ", t.runs, " times"));
+      }
+      // Unfired at shutdown is [S4]; cancelled with its context. A timer
+      // due before [T1] settled, on a context and loop that lived to [T6],
+      // not cancelled, must have run.
+      const bool ctx_lived = t.ctx >= 0 && !ctx_destroyed[t.ctx];
+      const bool loop_lived =
+          t.loop >= 0 && !loops_[t.loop]->destroyed_early.load();
+      if (!t.cancel_true && t.runs == 0 && ctx_lived && loop_lived &&
+          t.due_ns + 5'000'000 <= quiesced_ns_) {
+        Violation(
+            "timer.exactly_once",
+            absl::StrCat(what, ": accepted, not cancelled, due ",
+                         (quiesced_ns_ - t.due_ns) / 1'000'000,
+                         " ms before the end, never ran",
+                         t.destroyed_unrun > 0 ? " (destroyed unrun)" : ""));
+      }
+      continue;
     }
     if (t.runs == 0 && t.destroyed_unrun > 0 && t.loop >= 0 &&
         loops_[t.loop]->short_drain) {
@@ -1798,6 +2577,34 @@ void Harness::CheckTasks() {
           absl::StrCat("loop ", l, "'s short drain destroyed ", dropped[l],
                        " accepted tasks unrun but reported ",
                        loops_[l]->report.tasks_dropped, " (issue 7 #10)"));
+    }
+  }
+}
+
+void Harness::CheckHooksAndFinishes() {
+  std::deque<HookRec> hooks;
+  {
+    MutexLock lock(&hooks_mu_);
+    hooks = hooks_;
+  }
+  for (const HookRec& h : hooks) {
+    if (!h.added || h.removed || h.runs == 1) continue;
+    if (h.runs == 0 && loops_[h.loop]->short_drain) continue;  // [S10] drop.
+    Violation("hook.exactly_once",
+              absl::StrCat("destroy hook of ", h.ctx.DebugString(), " ran ",
+                           h.runs, " times; every loop is gone, want once"));
+  }
+  std::deque<FinRec> fins;
+  {
+    MutexLock lock(&fins_mu_);
+    fins = fins_;
+  }
+  for (const FinRec& f : fins) {
+    if (f.calls > 1 || (f.finish_ok && f.calls != 1)) {
+      Violation("trace.on_finished",
+                absl::StrCat("on_finished called ", f.calls,
+                             " times for a finish that returned ",
+                             f.finish_ok ? "OK" : "an error", "; want once"));
     }
   }
 }
@@ -1937,17 +2744,38 @@ void Harness::Run(const uint8_t* data, size_t size) {
   ByteReader in(data, size);
   Setup(in);
   std::vector<Op> ops;
+  const std::vector<OpCode>& table = ExtendedOpTable();
+  auto code = [&](uint8_t byte) {
+    return options_.legacy_ops ? kOpTable[byte % kOpTableSize]
+                               : table[byte % table.size()];
+  };
   while (!in.done() && ops.size() < options_.max_ops) {
     Op op;
-    op.code = kOpTable[in.Next() % kOpTableSize];
+    op.code = code(in.Next());
     op.exec = in.Next();
     op.a = in.Next();
     op.b = in.Next();
     op.c = in.Next();
-    ops.push_back(op);
+    if (op.code == OpCode::kArmReentry) {  // The next five bytes: what runs.
+      op.nested_code = ReentrantCode(code(in.Next()));
+      op.nested_exec = in.Next();
+      op.nested_a = in.Next();
+      op.nested_b = in.Next();
+      op.nested_c = in.Next();
+    }
+    bool disabled = false;
+    for (const std::string& name : options_.disabled) {
+      disabled = disabled || name == ExtendedOpName(op.code) ||
+                 (op.code == OpCode::kArmReentry &&
+                  name == ExtendedOpName(op.nested_code));
+    }
+    if (!disabled) ops.push_back(op);
   }
   result_->ops = ops.size();
-  for (const Op& op : ops) Dispatch(op);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    g_phase.store("dispatching operations");
+    Dispatch(ops[i]);
+  }
   Teardown();
 }
 
@@ -1969,13 +2797,15 @@ ModelResult RunModel(const uint8_t* data, size_t size,
       if (!cv.WaitUntil(&mu, deadline) && !done &&
           std::chrono::steady_clock::now() >= deadline) {
         std::fprintf(stderr,
-                     "fuzz: the model run did not finish in %d s: a hang "
+                     "fuzz: BROKEN model.hang: the model run did not finish "
+                     "in %d s, stuck in phase \"%s\": a deadlock or a hang "
                      "(lost wake-up or stop, a loop that never drains)\n",
-                     options.watchdog_seconds);
+                     options.watchdog_seconds, g_phase.load());
         std::abort();
       }
     }
   });
+  g_phase.store("setup");
   {
     Harness h(options, &result);
     h.Run(data, size);

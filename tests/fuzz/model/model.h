@@ -21,6 +21,19 @@
 // loop `Stop` from any thread; destroying whole loops while others post and
 // finish; fd watches on socketpairs, written and stopped from any thread.
 //
+// Reentry: an operation can be armed to run from inside the next callback of
+// one kind (a task, a timer, an fd callback, a stream sink, a producer
+// callback, a trace processor, `on_finished`, a context destroy hook), on the
+// thread and context that callback runs on; and chains of zero-delay timers
+// that cancel each other and re-arm (earliest-deadline) timers from inside
+// the timer run. Thread lifecycle: short-lived poster threads that post and
+// exit, some posting again from a `thread_local` destructor at thread exit
+// (constructed before or after the library's own per-thread state). Hostile
+// callables: `Post` of callables whose move constructor throws, sleeps (a
+// bounded time) or takes a mutex the loop thread may be holding while it
+// destroys a context (a bounded wait: a wait that times out is reported as
+// `hostile.deadlock`, never a hang).
+//
 // Invariants (the names used in `ModelResult::violations`):
 //   trace.exactly_once      every started trace/span ended exactly once
 //   trace.thread            processor events on the origin loop thread,
@@ -37,6 +50,20 @@
 //   post.after_destroy      no task ran (or post accepted) after its context
 //                           was destroyed, except S7 (posted before)
 //   timer.cancelled_ran     a timer whose `Cancel` returned true ran
+//   timer.exactly_once      an accepted timer, not cancelled, whose context
+//                           and loop lived past its deadline ran exactly once
+//   timer.cancel_result     on the loop thread, `Cancel` of a pending timer
+//                           returned false, or of a run/cancelled one true
+//   post.refused_kept       a refused post had not destroyed its task when
+//                           `Post` returned (or a throwing move ran it)
+//   post.after_hooks        a task ran after its context's destroy hooks
+//   hook.exactly_once       an added (not removed) destroy hook ran once,
+//                           on its context, on its loop thread
+//   trace.on_finished       `on_finished` ran once per OK finish, on the
+//                           thread it names
+//   hostile.deadlock        a callable's move constructor waited over the
+//                           bound for a mutex the loop thread held (the loop
+//                           waits for a pin while user code runs in it)
 //   key.value               `ContextKey::Get` matches the model's stack
 //   key.status              Set/Get/Reset statuses match the contract
 //   ctx.destroyed_accepts   a destroyed context accepted Set/Get/child/trace
@@ -68,11 +95,20 @@ struct ModelOptions {
   size_t max_ops = 400;
   // Print each violation to stderr as it is found.
   bool verbose = false;
-  // A run that takes longer aborts with a message (a hang is a failure).
-  int watchdog_seconds = 120;
+  // A run that takes longer aborts with a message naming the phase it was
+  // in (a hang is a failure, never a stuck test).
+  int watchdog_seconds = 60;
+  // Decode with the original operation table (inputs recorded before
+  // reentry, poster threads and hostile callables were added): the old
+  // regression inputs keep meaning what they meant.
+  bool legacy_ops = false;
   // Invariant names (or prefixes ending in '.', e.g. "stream.") not to
   // report: to hunt for new failures while known ones are being fixed.
   std::vector<std::string> ignore;
+  // Operation classes not to run (dropped when decoding), to tell which
+  // class finds a failure or to hunt while one is being fixed: "reentry",
+  // "timer_chain", "hooks", "hostile", "locked_destroy", "threads".
+  std::vector<std::string> disabled;
 };
 
 struct ModelResult {

@@ -9,6 +9,8 @@
 //     on, a global sequence number (from a counter the model shares, so
 //     events can be ordered against the model's own actions) and the sites
 //     the tracer reported (`started`, `finish_called`, `finish_ran`).
+//     An optional observer runs after each event (the model's reentry from
+//     processors).
 //   * `ThrowingProcessor` throws from every `every`-th callback, to check the
 //     tracer keeps delivering to the other processors.
 //
@@ -23,8 +25,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -63,6 +67,13 @@ class EventRecorder final : public TraceProcessor {
   };
 
   explicit EventRecorder(std::atomic<uint64_t>* seq) : seq_(seq) {}
+  // `observer` (if set) is called after each event is recorded, outside the
+  // recorder's lock, on the processor's thread, with the item's origin
+  // context: the model reenters the library from there. Set it before the
+  // recorder is given to a tracer.
+  EventRecorder(std::atomic<uint64_t>* seq,
+                std::function<void(ContextHandle origin)> observer)
+      : seq_(seq), observer_(std::move(observer)) {}
 
   void OnTraceStart(const TraceData& t) override {
     Add(Kind::kTraceStart, t.trace_id, SpanId(), t.started, t.finish_called,
@@ -96,12 +107,16 @@ class EventRecorder final : public TraceProcessor {
   void Add(Kind kind, const TraceId& t, SpanId s, const ExecutionSite& started,
            const ExecutionSite& called, const ExecutionSite& ran, bool off) {
     const int64_t tid = ThisTid();
-    ctxloop::MutexLock lock(&mu_);
-    events_.push_back(Event{kind, seq_->fetch_add(1) + 1, tid, t, s, started,
-                            called, ran, off});
+    {
+      ctxloop::MutexLock lock(&mu_);
+      events_.push_back(Event{kind, seq_->fetch_add(1) + 1, tid, t, s, started,
+                              called, ran, off});
+    }
+    if (observer_) observer_(started.ctx);
   }
 
   std::atomic<uint64_t>* const seq_;
+  const std::function<void(ContextHandle)> observer_;
   mutable ctxloop::Mutex mu_;
   std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
 };
