@@ -5,7 +5,9 @@
 
 Prints a markdown table: per group (the benchmark's label, see bench_util.h),
 each benchmark's median ns/item over its repetitions (min-max in brackets),
-the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it, the median
+the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it (the peers:
+BM_RawLibevent_*, BM_Asio_*, BM_Libuv_*, BM_OTel_*, ...; the same name in
+several files, e.g. one file per interleaved repetition, adds repetitions), the median
 heap allocations per item (`allocs_per_item`, counted by every binary except
 sanitizer builds; see alloc_counter.h) and, where the benchmark reports it
 (cross-thread ones), the median number of times the loop was woken per 1000
