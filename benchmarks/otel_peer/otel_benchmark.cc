@@ -208,7 +208,8 @@ void BM_OTel_SpanStartEnd_Batch(benchmark::State& state) {
 
 void BM_OTel_SpanStartEnd_NoopTracer(benchmark::State& state) {
   trace_api::NoopTracerProvider provider;
-  nostd::shared_ptr<trace_api::Tracer> tracer = provider.GetTracer("bench");
+  nostd::shared_ptr<trace_api::Tracer> tracer =
+      provider.GetTracer("bench", "", "");
   int64_t invalid = 0;
   AllocWindow allocs;
   for (auto _ : state) {
