@@ -58,7 +58,9 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-COMMAND="${BENCHMARKS:+BENCHMARKS=\"$BENCHMARKS\" }benchmarks/run.sh --reps $REPS --write$([ "$OTEL" -eq 0 ] && echo ' --no-otel')${EXTRA[*]:+ -- ${EXTRA[*]}}"
+NO_OTEL_FLAG=""
+if [ "$OTEL" -eq 0 ]; then NO_OTEL_FLAG=" --no-otel"; fi
+COMMAND="${BENCHMARKS:+BENCHMARKS=\"$BENCHMARKS\" }benchmarks/run.sh --reps $REPS --write$NO_OTEL_FLAG${EXTRA[*]:+ -- ${EXTRA[*]}}"
 
 # The same malloc behaviour for every contender (see the header).
 export GLIBC_TUNABLES="glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=67108864:glibc.malloc.mmap_threshold=33554432"
