@@ -5,11 +5,15 @@
 
 Prints a markdown table: per group (the benchmark's label, see bench_util.h),
 each benchmark's median ns/item over its repetitions (min-max in brackets),
-the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it, the median
-heap allocations per item (`allocs_per_item`, counted by every binary except
+the ratio of the group's ctxloop benchmark (BM_Ctxloop_*) to it (its peers:
+BM_RawLibevent_*, BM_Asio_*, BM_Libuv_*, BM_OTel_*, ...), the median heap
+allocations per item (`allocs_per_item`, counted by every binary except
 sanitizer builds; see alloc_counter.h) and, where the benchmark reports it
 (cross-thread ones), the median number of times the loop was woken per 1000
-items. Ratios compare numbers from the same run only. Exits non-zero if a benchmark
+items. Below the table: the spans each batch-processor benchmark dropped (its
+`dropped` counter), per repetition. A benchmark found in several files (one
+file per interleaved repetition) gets the repetitions of all of them. Ratios
+compare numbers from the same run only. Exits non-zero if a benchmark
 reported an error.
 """
 
@@ -41,7 +45,7 @@ def load_runs(paths):
             entry = runs.get(name)
             if entry is None:
                 entry = {"label": b.get("label", "") or "(no group)", "ns": [],
-                         "allocs": [], "wakeups": []}
+                         "allocs": [], "wakeups": [], "dropped": []}
                 runs[name] = entry
                 order.append(name)
             # ns_per_item is a kIsRate|kInvert counter: seconds per item.
@@ -50,6 +54,8 @@ def load_runs(paths):
                 entry["allocs"].append(float(b["allocs_per_item"]))
             if "wakeups_per_1k" in b:
                 entry["wakeups"].append(float(b["wakeups_per_1k"]))
+            if "dropped" in b:
+                entry["dropped"].append(float(b["dropped"]))
     return runs, order, errors
 
 
@@ -109,6 +115,13 @@ def main(argv):
             allocs = fmt_allocs(statistics.median(al)) if al else ""
             print("| %s | %s | %s | %s | %s | %s |" % (label, n, spread, ratio,
                                                        allocs, wakeups))
+    dropping = [n for n in order if runs[n]["dropped"]]
+    if dropping:
+        print()
+        print("Spans dropped by a batch processor (queue full), per repetition:")
+        for n in dropping:
+            print("- %s: %s" % (n, ", ".join(
+                "%.0f" % d for d in runs[n]["dropped"])))
     if errors:
         print()
         print("Benchmarks that reported errors:")

@@ -7,14 +7,7 @@
 // What tracing costs. Groups (labels; `run.sh` compares within a group):
 //
 //   span_no_exporter      StartSpan + Finish on the span's own context, the
-//                         span made current and reset, no processor. The
-//                         figure to hold against OpenTelemetry C++'s
-//                         StartSpan+End (its own benchmark: ~158 ns on a
-//                         5.7 GHz machine; ~280 ns measured on this machine
-//                         kind with a simple processor and a discarding
-//                         exporter; ~450 ns with make-current). OpenTelemetry
-//                         is not a Debian package, so it cannot run in the
-//                         same binary; README compares against those figures.
+//                         span made current and reset, no processor.
 //   span_not_current      The same without making the span current.
 //   span_in_memory        With SimpleProcessor + InMemoryExporter.
 //   span_batch            With BatchProcessor + a discarding exporter.
@@ -26,6 +19,11 @@
 //                         Target: at most 2x.
 //   finish_home_inline    The same batch finished on its own context (runs
 //                         inline): cross minus inline is the trip home.
+//
+// OpenTelemetry C++ runs the same workloads, in the same groups, as a peer
+// built outside Bazel from its source archive (otel_peer/otel_benchmark.cc,
+// which says what each of its benchmarks holds against which of these);
+// run.sh runs it interleaved with this binary and prints the ratios.
 //
 // Each benchmark checks afterwards that every span reached the processors
 // (or, for the no-processor ones, that the context's current span is back to
