@@ -10,6 +10,9 @@
 #include "ctxloop/loop/internal/foreign_ingress.h"
 
 #include <new>
+#include <utility>
+
+#include "absl/base/attributes.h"
 
 namespace ctxloop {
 namespace loop_internal {
@@ -51,11 +54,25 @@ IngressNode* NewBlock() {
   return &b->nodes[0];
 }
 
-// A thread's private stack of free nodes; returned to the pool when the
-// thread exits.
+// A thread's private stack of free nodes. Constant-initialized and trivially
+// destructible, so it stays usable for the whole life of the thread, even
+// from `thread_local` destructors that run after `CacheReaper`'s below.
 struct ThreadCache {
   IngressNode* head = nullptr;
-  ~ThreadCache() {
+  // Set by `CacheReaper` once the nodes went back to the pool at thread
+  // exit: from then on this thread's nodes come straight from the pool.
+  bool torn_down = false;
+};
+thread_local ThreadCache t_cache;
+
+// Returns this thread's cached nodes to the pool when the thread exits, and
+// leaves the cache torn down (empty, never refilled), so a later post from a
+// `thread_local` destructor never takes a node the pool owns.
+struct CacheReaper {
+  ~CacheReaper() {
+    ThreadCache& cache = t_cache;
+    IngressNode* head = std::exchange(cache.head, nullptr);
+    cache.torn_down = true;
     if (head == nullptr) return;
     IngressNode* last = head;
     while (last->next != nullptr) last = last->next;
@@ -63,21 +80,41 @@ struct ThreadCache {
   }
 };
 
-ThreadCache& Cache() {
-  static thread_local ThreadCache cache;
-  return cache;
+// One node for a thread whose cache is torn down: from the pool (taken whole
+// with one exchange, the rest pushed back), else a new block's.
+IngressNode* TakeOneNode() {
+  IngressNode* chain = g_pool.exchange(nullptr, std::memory_order_acquire);
+  if (chain == nullptr) chain = NewBlock();
+  IngressNode* rest = chain->next;
+  if (rest != nullptr) {
+    IngressNode* last = rest;
+    while (last->next != nullptr) last = last->next;
+    PushChain(rest, last);
+  }
+  return chain;
+}
+
+ABSL_ATTRIBUTE_NOINLINE IngressNode* RefillAndPop(ThreadCache& cache) {
+  if (cache.torn_down) return TakeOneNode();
+  static thread_local CacheReaper reaper;  // Registered on the first refill.
+  (void)reaper;
+  cache.head = g_pool.exchange(nullptr, std::memory_order_acquire);
+  if (cache.head == nullptr) cache.head = NewBlock();
+  IngressNode* n = cache.head;
+  cache.head = n->next;
+  return n;
 }
 
 }  // namespace
 
 IngressNode* AllocIngressNode() {
-  ThreadCache& cache = Cache();
-  if (ABSL_PREDICT_FALSE(cache.head == nullptr)) {
-    cache.head = g_pool.exchange(nullptr, std::memory_order_acquire);
-    if (cache.head == nullptr) cache.head = NewBlock();
-  }
+  ThreadCache& cache = t_cache;
   IngressNode* n = cache.head;
-  cache.head = n->next;
+  if (ABSL_PREDICT_FALSE(n == nullptr)) {
+    n = RefillAndPop(cache);
+  } else {
+    cache.head = n->next;
+  }
   n->next = nullptr;
   n->kind = IngressNode::Kind::kTask;
   n->timer_index = ~uint32_t{0};
