@@ -252,6 +252,14 @@ class Loop {
 //                        destroyed or being destroyed.
 // On error `task` has been destroyed on the calling thread before `Post`
 // returns; it never reaches the loop.
+//
+// From another thread, no user code runs while `Post` (or `PostDelayed`)
+// holds its pin of the loop: the callable is built (moved or copied) into
+// its ingress node before the pin, and a refused one is destroyed after the
+// pin ended. So a callable's move constructor or destructor may block, even
+// on a lock the loop thread holds while it destroys a context or shuts down
+// (both wait for the pins of foreign operations in flight); it only delays
+// its own post.
 absl::Status Post(ContextHandle ctx, Task task);
 
 // The same for any callable `f` invocable once as `std::move(f)(ctx)`: on
@@ -372,13 +380,17 @@ ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx,
   // An empty std::function would make a non-empty Task: refuse it here, with
   // the errors (and their order) of the Task overload.
   if (IsEmptyCallable(f)) return ::ctxloop::Post(ctx, Task());
+  if (ctx.is_null()) return ::ctxloop::Post(ctx, Task(static_cast<Arg&&>(f)));
+  // Built in place in an ingress node before any loop is pinned: the
+  // callable's constructor is user code, which never runs under a pin.
   ForeignPostSlot slot;
-  if (slot.Open(ctx) == ForeignPostSlot::kOpened) {
-    // Another thread's loop: built in place in its ingress node.
-    ::new (slot.task_storage()) Task(static_cast<Arg&&>(f));
-    return slot.Commit();
-  }
-  return ::ctxloop::Post(ctx, Task(static_cast<Arg&&>(f)));
+  ::new (slot.task_storage()) Task(static_cast<Arg&&>(f));
+  bool general;
+  absl::Status s = slot.Commit(ctx, &general);
+  if (ABSL_PREDICT_TRUE(!general)) return s;
+  // This thread's own loop (a cold owner cache), or a loop closed to
+  // foreign threads.
+  return PostGeneral(ctx, slot.TakeTask());
 }
 }  // namespace loop_internal
 

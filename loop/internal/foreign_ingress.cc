@@ -121,6 +121,17 @@ IngressNode* AllocIngressNode() {
   return n;
 }
 
+void ReturnIngressNode(IngressNode* node) {
+  ThreadCache& cache = t_cache;
+  if (ABSL_PREDICT_FALSE(cache.torn_down)) {
+    node->next = nullptr;
+    PushChain(node, node);
+    return;
+  }
+  node->next = cache.head;
+  cache.head = node;
+}
+
 uint64_t NewForeignTimerId() {
   static std::atomic<uint64_t> next{2};
   return next.fetch_add(1, std::memory_order_relaxed);

@@ -106,6 +106,9 @@ uint64_t NewForeignTimerId();
 
 // A node for a push: from this thread's cache, refilled from the pool.
 IngressNode* AllocIngressNode();
+// Returns one node (its task empty) to this thread's cache: a producer's
+// node that was never pushed.
+void ReturnIngressNode(IngressNode* node);
 // Returns the chain `first`..`last` (linked by `next`, tasks already
 // destroyed) to the pool with one compare-and-swap.
 void FreeIngressNodes(IngressNode* first, IngressNode* last);

@@ -93,6 +93,11 @@ class LoopCore {
   absl::StatusOr<DelayedTaskHandle> PostDelayedPinned(ContextHandle ctx,
                                                       absl::Duration delay,
                                                       Task&& task);
+  // A foreign PostDelayed (no pin held by the caller): the task moves into
+  // an ingress node before the loop is pinned, and a refused one is
+  // destroyed after the unpin, so no user code runs under the pin.
+  static absl::StatusOr<DelayedTaskHandle> PostDelayedForeign(
+      ContextHandle ctx, int64_t deadline_ns, Task&& task);
   bool CancelOwned(const DelayedTaskHandle& handle);
   bool CancelPinned(const DelayedTaskHandle& handle);
 
@@ -309,7 +314,13 @@ class LoopCore {
   // was armed (may be idle), before the caller unpins [S11]. False if the
   // ingress is closed: then the node (and its task) is the caller's again.
   bool PushForeign(IngressNode* node);
-  friend class ForeignPostSlot;  // Uses accept_ and PushForeign.
+  friend class ForeignPostSlot;  // Uses PushUserNode.
+  // Pinned foreign thread: a user post's node (a task or a delayed task for
+  // `ctx`): pushed, or refused (the node and its task still the caller's).
+  enum class PushOutcome { kPushed, kContextClosed };
+  PushOutcome PushUserNode(IngressNode* node, ContextHandle ctx);
+  // The error of a refused user post (any thread, no pin needed).
+  static absl::Status RefusalStatus(PushOutcome outcome, ContextHandle ctx);
   void WriteWakeFd();
   // Takes the ingress: queues its tasks as one ForeignSegment entry and acts
   // on its commands (stop, re-arm); true if tasks were queued. When it

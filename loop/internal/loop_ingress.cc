@@ -34,61 +34,126 @@
 namespace ctxloop {
 namespace loop_internal {
 
-ForeignPostSlot::OpenResult ForeignPostSlot::Open(ContextHandle ctx) {
+ForeignPostSlot::ForeignPostSlot() : node_(AllocIngressNode()) {
   static_assert(sizeof(IngressNode) <= 128, "two cache lines");
-  if (ctx.is_null()) return kNotForeign;
+  task_ = &node_->task;
+}
+
+absl::Status ForeignPostSlot::Commit(ContextHandle ctx, bool* general) {
+  IngressNode* node = node_;
+  node->ctx = ctx;
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  uint64_t unit;
   bool owner;
-  LoopCore* core = LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx),
-                                     &unit_, &owner);
-  if (ABSL_PREDICT_FALSE(core == nullptr)) return kNotForeign;  // [S5] [S8]
-  if (ABSL_PREDICT_FALSE(owner)) {
-    LoopRegistry::Unpin(slot, unit_);
-    return kNotForeign;
+  // Protocol step "pin": the task is built already; from here to the unpin
+  // below no user code runs.
+  LoopCore* core =
+      LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx), &unit, &owner);
+  if (ABSL_PREDICT_FALSE(core == nullptr || owner)) {  // [S5] [S8]
+    if (core != nullptr) LoopRegistry::Unpin(slot, unit);
+    *general = true;
+    return absl::OkStatus();
   }
+  *general = false;
+  const LoopCore::PushOutcome outcome = core->PushUserNode(node, ctx);
+  LoopRegistry::Unpin(slot, unit);  // Protocol step "unpin".
+  TestHooks::Run(TestHooks::after_foreign_unlock);
+  if (ABSL_PREDICT_TRUE(outcome == LoopCore::PushOutcome::kPushed)) {
+    node_ = nullptr;
+    return absl::OkStatus();
+  }
+  // Protocol step "refusal": never reached the loop. The task is destroyed
+  // here, on this thread, after the unpin.
+  TakeTask();
+  return LoopCore::RefusalStatus(outcome, ctx);
+}
+
+Task ForeignPostSlot::TakeTask() {
+  IngressNode* node = std::exchange(node_, nullptr);
+  Task task = std::move(node->task);
+  node->task = nullptr;
+  ReturnIngressNode(node);
+  return task;
+}
+
+void ForeignPostSlot::Abandon() {
+  // Building the task threw: its storage holds no task. Give it an empty
+  // one again (what every pooled node holds).
+  IngressNode* node = std::exchange(node_, nullptr);
+  ::new (&node->task) Task();
+  ReturnIngressNode(node);
+}
+
+LoopCore::PushOutcome LoopCore::PushUserNode(IngressNode* node,
+                                             ContextHandle ctx) {
   // [S7] The accept table is exact against DestroyContext: it closes the
   // context, then waits for the pins taken before (WaitForEarlierPins), so
   // a post that saw the context open has pushed before the close takes the
   // ingress.
-  if (ABSL_PREDICT_FALSE(!core->accept_.Accepts(ctx))) {
-    LoopRegistry::Unpin(slot, unit_);
-    TestHooks::Run(TestHooks::after_foreign_unlock);
-    return kRefused;
+  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) {
+    return PushOutcome::kContextClosed;
   }
   TestHooks::Run(TestHooks::foreign_post_checked);
-  IngressNode* node = AllocIngressNode();
-  node->ctx = ctx;
-  core_ = core;
-  node_ = node;
-  slot_ = slot;
-  task_ = &node->task;
-  return kOpened;
-}
-
-absl::Status ForeignPostSlot::Refusal(ContextHandle ctx) {
-  return LoopCore::RejectForeignPost(ctx);
-}
-
-absl::Status ForeignPostSlot::Commit() {
-  IngressNode* node = std::exchange(node_, nullptr);
-  if (ABSL_PREDICT_TRUE(core_->PushForeign(node))) {
-    LoopRegistry::Unpin(slot_, unit_);
-    TestHooks::Run(TestHooks::after_foreign_unlock);
-    return absl::OkStatus();
+  if (ABSL_PREDICT_FALSE(!PushForeign(node))) {  // Unreachable while pinned.
+    return PushOutcome::kContextClosed;
   }
-  // Never reached the loop: the task is destroyed here, on this thread.
-  const ContextHandle ctx = node->ctx;
-  Task doomed = std::move(node->task);
-  FreeIngressNodes(node, node);
-  LoopRegistry::Unpin(slot_, unit_);
-  return LoopCore::RejectForeignPost(ctx);
+  return PushOutcome::kPushed;
 }
 
-void ForeignPostSlot::Abandon() {
-  // Building the task threw: the node's task is still empty.
-  IngressNode* node = std::exchange(node_, nullptr);
-  FreeIngressNodes(node, node);
-  LoopRegistry::Unpin(slot_, unit_);
+absl::Status LoopCore::RefusalStatus(PushOutcome outcome, ContextHandle ctx) {
+  (void)outcome;
+  return RejectForeignPost(ctx);
+}
+
+absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedForeign(
+    ContextHandle ctx, int64_t deadline_ns, Task&& task) {
+  // Everything that may run user code (the task's move) happens before the
+  // pin, and its destruction on a refusal after the unpin.
+  IngressNode* node = AllocIngressNode();
+  node->kind = IngressNode::Kind::kDelayed;
+  node->ctx = ctx;
+  node->task = std::move(task);
+  node->deadline_ns = deadline_ns;
+  const uint64_t id = NewForeignTimerId();
+  node->timer_id = id;
+  node->claim.store(id, std::memory_order_relaxed);
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
+  uint64_t unit;
+  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);  // Step "pin".
+  absl::Status refused;
+  if (core == nullptr) {
+    refused = absl::FailedPreconditionError(
+        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                     ": its loop is shut down, shutting down or destroyed"));
+  } else {
+    // [S4] Pinned, so shutdown has not closed the loop; if it is about to,
+    // this timer is dropped and counted by it. [S7] DestroyContext closes
+    // the accept table, waits for earlier pins (so for us), takes the
+    // ingress (inserting this timer), then cancels the context's timers.
+    const PushOutcome outcome = core->PushUserNode(node, ctx);
+    LoopRegistry::Unpin(slot, unit);  // Step "unpin".
+    TestHooks::Run(TestHooks::after_foreign_unlock);
+    if (outcome == PushOutcome::kPushed) {
+      // From the push on, the node is the loop's: it may already have run
+      // the task and recycled the node, so nothing here reads it again (the
+      // handle keeps its address and our id: a stale pair, whose claim
+      // compare-and-swap just fails).
+      DelayedTaskHandle handle;
+      handle.loop_slot_ = slot;
+      handle.loop_generation_ = gen;
+      handle.id_ = id;
+      handle.foreign_ = node;
+      return handle;
+    }
+    refused = RefusalStatus(outcome, ctx);
+  }
+  // Step "refusal": destroyed here, on this thread, after the unpin. The
+  // node was never pushed, so no handle names it.
+  Task doomed = std::move(node->task);
+  node->task = nullptr;
+  ReturnIngressNode(node);
+  return refused;
 }
 
 absl::Status LoopCore::RejectForeignPost(ContextHandle ctx) {
