@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ctxloop/loop/context_handle.h"
+#include "ctxloop/loop/internal/foreign_ingress.h"
 #include "ctxloop/loop/internal/test_hooks.h"
 #include "ctxloop/loop/loop.h"
 #include "ctxloop/loop/loop_thread.h"
@@ -323,6 +324,84 @@ TEST(IngressTest, PostsFromThreadLocalDestructorsAtExitLoseNothing) {
   }
   EXPECT_EQ(wrong, 0) << "posts that did not run exactly once";
   g_exit_state = nullptr;
+}
+
+// --- The node pool's bounds across bursts ----------------------------------
+
+// Nodes the process holds beyond what the pool's bounds allow right now:
+// at most kPoolMaxFreeNodes free (plus those kept forever), a cache of at
+// most kThreadCacheMaxNodes per thread that posted and is still alive, and
+// whatever `others` (caches of earlier tests' live threads) held before.
+int64_t NodesOverBound(int64_t others, int caching_threads) {
+  const loop_internal::IngressPoolStats st =
+      loop_internal::IngressPoolStatsForTesting();
+  const int64_t bound =
+      others + static_cast<int64_t>(loop_internal::kPoolMaxFreeNodes) +
+      static_cast<int64_t>(st.pool_kept_forever) +
+      static_cast<int64_t>(loop_internal::kThreadCacheMaxNodes) *
+          caching_threads;
+  return st.nodes_live - bound;
+}
+
+// Bursts from four producers into a loop held busy (so every post of a
+// burst is in flight at once), each followed by new producer threads that
+// post once and then stay alive, idle: after each burst drains, the nodes
+// held (in flight, in caches, in the pool) fall back under the pool's bound
+// instead of growing by a burst's worth each time.
+TEST(IngressTest, NodePoolStaysBoundedAcrossBursts) {
+  constexpr int kProducers = 4;
+  constexpr int kPostsEach = 25000;
+  constexpr int kBursts = 4;
+  constexpr int kIdlePerBurst = 2;
+  LoopThread worker;
+  const ContextHandle root = worker.root();
+  const loop_internal::IngressPoolStats before =
+      loop_internal::IngressPoolStatsForTesting();
+  const int64_t others =
+      before.nodes_live - static_cast<int64_t>(before.pool_free);
+  std::atomic<int64_t> ran{0};
+  Latch release_idle;
+  std::vector<std::thread> idle;
+  int64_t posted = 0;
+  for (int burst = 0; burst < kBursts; ++burst) {
+    Latch unblock;
+    ASSERT_OK(Post(root, [&unblock](ContextHandle) {
+      EXPECT_TRUE(unblock.WaitFor(milliseconds(60000)));
+    }));
+    std::vector<std::thread> producers;
+    for (int p = 0; p < kProducers; ++p) {
+      producers.emplace_back([&] {
+        for (int i = 0; i < kPostsEach; ++i) {
+          ASSERT_OK(Post(root, [&ran](ContextHandle) { ran.fetch_add(1); }));
+        }
+      });
+    }
+    for (std::thread& t : producers) t.join();
+    posted += kProducers * kPostsEach;
+    unblock.Open();
+    ASSERT_TRUE(
+        WaitUntil([&] { return ran.load() == posted; }, milliseconds(60000)));
+    for (int i = 0; i < kIdlePerBurst; ++i) {
+      Latch did_post;
+      idle.emplace_back([&] {
+        ASSERT_OK(Post(root, [&ran](ContextHandle) { ran.fetch_add(1); }));
+        did_post.Open();
+        release_idle.Wait();
+      });
+      ASSERT_TRUE(did_post.WaitFor(milliseconds(10000)));
+      ++posted;
+    }
+    ASSERT_TRUE(
+        WaitUntil([&] { return ran.load() == posted; }, milliseconds(60000)));
+    // The loop trims the pool once it finds its ingress empty.
+    const int caching = static_cast<int>(idle.size()) + 1;
+    EXPECT_TRUE(WaitUntil([&] { return NodesOverBound(others, caching) <= 0; },
+                          milliseconds(10000)))
+        << "burst " << burst << ": " << NodesOverBound(others, caching)
+        << " nodes over the bound";
+  }
+  release_idle.Open();
+  for (std::thread& t : idle) t.join();
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, SeededIngressTest,

@@ -30,20 +30,41 @@
 //    that takes it).
 //
 // Cost: a push is one node from a per-thread cache (refilled from the global
-// pool with one exchange per batch of nodes; 64 nodes per allocation when the
-// pool is empty, so no allocation per post once the pool has grown to the
-// most nodes in flight), the task moved into it, and one compare-and-swap. A
+// pool a batch at a time, under the pool's mutex; a batch of new nodes when
+// the pool is empty, so no allocation per post once the pool holds the most
+// nodes in flight), the task moved into it, and one compare-and-swap. A
 // take is one exchange plus one pass over the list; the consumer returns the
-// nodes of a finished segment to the pool with one compare-and-swap.
+// nodes of a finished segment to the pool under its mutex, once per segment.
+//
+// Memory bounds of the node pool (a node is `sizeof(IngressNode)`, 128
+// bytes):
+//  * Each thread's cache holds at most `kThreadCacheMaxNodes` (256 nodes,
+//    32 KiB): refills take `kIngressNodeBatch` (64) nodes, and a cache past
+//    its bound spills a batch back. A thread's cache goes back to the pool
+//    when the thread exits; a post from a `thread_local` destructor after
+//    that takes and returns single nodes from the pool.
+//  * The global pool keeps what consumers return while loops are busy (so a
+//    steady flow allocates nothing); whenever a loop finds its ingress empty
+//    (arms it: the burst has drained) it trims the pool to
+//    `kPoolMaxFreeNodes` (16,384 nodes, 2 MiB) free nodes and deletes the
+//    rest. Nodes that ever carried a foreign delayed task are never deleted
+//    (a `DelayedTaskHandle` names its node and may compare its claim at any
+//    later time): they are kept in the pool beyond that bound and reused,
+//    so they number at most the most foreign delayed tasks ever pending at
+//    once.
+//  * Nodes in flight (in an ingress or a taken segment) are bounded per
+//    loop by `Loop::Options::max_pending_foreign` (see loop.h).
 //
 // Thread-safety: `Push` and `ForeignAcceptTable::Accepts` on any thread
 // holding a pin of the loop; everything else on the loop thread. The node
-// pool functions on any thread.
+// pool functions on any thread (the pool's own state is under its mutex; a
+// thread's cache is its own).
 
 #ifndef CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_
 #define CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -56,7 +77,7 @@ namespace ctxloop {
 namespace loop_internal {
 
 // One command from another thread. Nodes come from a process-wide pool and
-// are recycled, never freed (see the cost note above).
+// are recycled; the pool deletes free nodes past its bound (see above).
 struct alignas(64) IngressNode {
   enum class Kind : uint8_t {
     kTask,     // Run `task` on `ctx` (an internal task: context generation 0).
@@ -73,6 +94,8 @@ struct alignas(64) IngressNode {
   // cache line (checked below); the rest is for delayed posts and cancels.
   IngressNode* next = nullptr;
   Kind kind = Kind::kTask;
+  // Once it carried a foreign delayed task: never deleted (see above).
+  bool kept_forever = false;
   // kDelayed, loop thread only: the slab node of its timer once inserted,
   // else ~0.
   uint32_t timer_index = ~uint32_t{0};
@@ -82,8 +105,9 @@ struct alignas(64) IngressNode {
   // NewForeignTimerId) while the task may still run or be cancelled; then
   // kTakenByLoop (ran, dropped, or cancelled on the loop thread) or
   // kCancelledByForeign (a foreign Cancel won; its kCancel node follows).
-  // The handle names this node and `timer_id`, and nodes are never freed,
-  // so a stale handle's compare-and-swap just fails.
+  // The handle names this node and `timer_id`, and such a node is never
+  // deleted (`kept_forever`), so a stale handle's compare-and-swap just
+  // fails.
   std::atomic<uint64_t> claim{0};
   uint64_t timer_id = 0;
   int64_t deadline_ns = 0;
@@ -104,6 +128,11 @@ static_assert(sizeof(IngressNode*) + 2 * sizeof(uint32_t) +
 // reused.
 uint64_t NewForeignTimerId();
 
+// The pool's bounds (see the top of this file).
+inline constexpr size_t kIngressNodeBatch = 64;
+inline constexpr size_t kThreadCacheMaxNodes = 256;
+inline constexpr size_t kPoolMaxFreeNodes = 16384;
+
 // A node for a push: from this thread's cache, refilled from the pool.
 IngressNode* AllocIngressNode();
 // Returns one node (its task empty) to this thread's cache: a producer's
@@ -112,6 +141,22 @@ void ReturnIngressNode(IngressNode* node);
 // Returns the chain `first`..`last` (linked by `next`, tasks already
 // destroyed) to the pool with one compare-and-swap.
 void FreeIngressNodes(IngressNode* first, IngressNode* last);
+
+// Loop thread, when its ingress is found empty: deletes the pool's free
+// nodes beyond `kPoolMaxFreeNodes` (not those kept forever). One relaxed
+// load when there is nothing to trim.
+void TrimIngressPool();
+
+// For tests: nodes allocated and not deleted (in flight, in caches, in the
+// pool), the pool's free nodes, and those of them kept forever.
+struct IngressPoolStats {
+  int64_t nodes_live = 0;
+  size_t pool_free = 0;
+  size_t pool_kept_forever = 0;
+};
+IngressPoolStats IngressPoolStatsForTesting();
+// For tests: nodes in the calling thread's cache.
+size_t ThisThreadCachedIngressNodesForTesting();
 
 // A cache line of its own: producers compare-and-swap `head_` on every push,
 // which must not contend with the loop thread's own fields nearby.

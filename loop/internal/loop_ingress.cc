@@ -200,6 +200,8 @@ bool LoopCore::TakeIngress() {
   while (IngressNode* list = ingress_.Take()) {
     if (QueueIngress(list)) return true;
   }
+  // Armed (or closed): any burst has drained; give memory back.
+  TrimIngressPool();
   return false;
 }
 
