@@ -5,8 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_core.h"
@@ -203,6 +205,57 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                ? std::numeric_limits<int64_t>::max()
                                : now + delay_ns;
   return LoopCore::PostDelayedForeign(ctx, deadline, std::move(task));
+}
+
+absl::Status WaitForRoom(ContextHandle ctx, absl::Time deadline) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("WaitForRoom: null context");
+  }
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
+  // The loop thread's own posts are never refused (and it must not block).
+  if (loop_internal::FindLocalPoster(slot, gen) != nullptr) {
+    return absl::OkStatus();
+  }
+  const auto gone = [&ctx] {
+    return absl::FailedPreconditionError(
+        absl::StrCat("WaitForRoom on ", ctx.DebugString(),
+                     ": its loop is shut down, shutting down or destroyed"));
+  };
+  for (;;) {
+    uint64_t unit;
+    LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
+    if (core == nullptr) return gone();
+    // Copied while pinned: the signal outlives the loop, so the wait below
+    // holds no pin.
+    std::shared_ptr<loop_internal::RoomSignal> room = core->room_signal();
+    // Registered before the count is read (see RoomSignal).
+    room->waiters.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t epoch;
+    {
+      MutexLock lock(&room->mu);
+      epoch = room->epoch;
+    }
+    const bool has_room = core->HasRoom();
+    LoopRegistry::Unpin(slot, unit);
+    absl::Cleanup unregister = [&room] {
+      room->waiters.fetch_sub(1, std::memory_order_seq_cst);
+    };
+    if (has_room) return absl::OkStatus();
+    MutexLock lock(&room->mu);
+    while (room->epoch == epoch && !room->closed) {
+      if (deadline == absl::InfiniteFuture()) {
+        room->cv.Wait(&room->mu);
+      } else if (!room->cv.WaitUntil(&room->mu, absl::ToChronoTime(deadline))) {
+        if (room->epoch != epoch || room->closed) break;
+        return absl::DeadlineExceededError(
+            absl::StrCat("WaitForRoom on ", ctx.DebugString(), ": still full"));
+      }
+    }
+    if (room->closed) return gone();
+    // Woken at the low-water mark: check again (another producer may have
+    // taken the room meanwhile).
+  }
 }
 
 bool Cancel(const DelayedTaskHandle& handle) {

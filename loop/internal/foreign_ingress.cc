@@ -162,6 +162,7 @@ IngressNode* AllocIngressNode() {
   }
   n->next = nullptr;
   n->kind = IngressNode::Kind::kTask;
+  n->counted = false;
   n->timer_index = ~uint32_t{0};
   return n;
 }

@@ -96,6 +96,10 @@ struct alignas(64) IngressNode {
   Kind kind = Kind::kTask;
   // Once it carried a foreign delayed task: never deleted (see above).
   bool kept_forever = false;
+  // Counted in its loop's pending foreign work (a user post that took a
+  // reservation); the loop releases it when the node leaves the ingress's
+  // accounting (a task run or dropped, a delayed task made a timer).
+  bool counted = false;
   // kDelayed, loop thread only: the slab node of its timer once inserted,
   // else ~0.
   uint32_t timer_index = ~uint32_t{0};
@@ -172,6 +176,7 @@ class alignas(64) ForeignIngress {
   // still owns it (and its task). On kQueuedWake the caller must wake the
   // consumer (write the eventfd) before it unpins.
   PushResult Push(IngressNode* node) {
+    // Protocol step "push": one release compare-and-swap of `head_`.
     uintptr_t h = head_.load(std::memory_order_relaxed);
     for (;;) {
       if (ABSL_PREDICT_FALSE(h == kClosed)) return PushResult::kClosed;
@@ -191,6 +196,8 @@ class alignas(64) ForeignIngress {
   // before the loop may sleep (at the end of the batch that runs what it
   // took).
   IngressNode* Take() {
+    // Protocol step "take-all+reverse" (an acquire exchange to kEmpty), or
+    // "arm tag" (an acquire compare-and-swap kEmpty -> kArmed).
     uintptr_t h = head_.load(std::memory_order_acquire);
     for (;;) {
       if (h >= kFirstNode) {
@@ -205,6 +212,51 @@ class alignas(64) ForeignIngress {
     }
   }
 
+  // Loop thread, before the loop is registered: the bound on pending user
+  // posts (at least 1).
+  void set_limit(int64_t limit) { limit_ = limit < 1 ? 1 : limit; }
+  int64_t limit() const { return limit_; }
+
+  // Protocol step "reserve" (any thread holding a pin, before `Push` of a
+  // bounded user post): one relaxed fetch_add on `pending_`, which shares
+  // `head_`'s cache line (the push's compare-and-swap needs the line
+  // anyway). False (and nothing reserved) if the loop already holds
+  // `limit()` pending user posts: the post is refused.
+  bool Reserve() {
+    if (ABSL_PREDICT_FALSE(pending_.fetch_add(1, std::memory_order_relaxed) >=
+                           limit_)) {
+      pending_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  // Undoes a `Reserve` whose push failed (any thread holding a pin).
+  void Unreserve() { pending_.fetch_sub(1, std::memory_order_relaxed); }
+  // Protocol step "release" (loop thread): `n` reserved posts left the
+  // accounting. Sequentially consistent, so that the release and a room
+  // waiter's registration (see `RoomSignal` in loop_core.h) cannot both
+  // miss each other. Returns the count after the release.
+  int64_t Release(int64_t n) {
+    return pending_.fetch_sub(n, std::memory_order_seq_cst) - n;
+  }
+  // Any thread: pending user posts (reserved and not yet released).
+  int64_t pending() const { return pending_.load(std::memory_order_seq_cst); }
+
+  // Loop thread: arms the ingress if it holds nothing (protocol step "arm
+  // tag", as in `Take`); false if nodes are waiting (then the caller must
+  // make sure a take comes: see RunUntilIdle).
+  bool ArmIfEmpty() {
+    uintptr_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      if (h >= kFirstNode) return false;
+      if (h != kEmpty) return true;  // Armed already, or closed.
+      if (head_.compare_exchange_weak(h, kArmed, std::memory_order_acquire,
+                                      std::memory_order_acquire)) {
+        return true;
+      }
+    }
+  }
+
   // Loop thread: true if a node is waiting (a hint; `Take` decides).
   bool HasNodes() const {
     return head_.load(std::memory_order_relaxed) >= kFirstNode;
@@ -214,6 +266,7 @@ class alignas(64) ForeignIngress {
   // ended: refuses every later push with one exchange and returns what was
   // still queued, oldest first.
   IngressNode* Close() {
+    // Protocol step "close": an acquire exchange to kClosed.
     const uintptr_t h = head_.exchange(kClosed, std::memory_order_acquire);
     return h >= kFirstNode ? Reverse(reinterpret_cast<IngressNode*>(h))
                            : nullptr;
@@ -238,6 +291,9 @@ class alignas(64) ForeignIngress {
 
   // Starts armed: the loop is idle until something arrives.
   std::atomic<uintptr_t> head_{kArmed};
+  // Reserved user posts not yet released (see `Reserve`/`Release`).
+  std::atomic<int64_t> pending_{0};
+  int64_t limit_ = int64_t{1} << 20;  // Set before any pin; then read-only.
 };
 
 // Which contexts accept foreign posts: by context index, the generation of a

@@ -219,7 +219,9 @@ class ForeignPostSlot {
   // After the task is built: queues it on `ctx`'s loop. OK, or the error of
   // a refused post, with the task destroyed here (after the pin ended); or
   // `*general` (see above).
-  absl::Status Commit(ContextHandle ctx, bool* general);
+  // `bounded`: false for the library's own posts that skip the loop's bound
+  // on pending cross-thread work (`PostNeverFull`).
+  absl::Status Commit(ContextHandle ctx, bool* general, bool bounded = true);
   // After `Commit` set `*general`: the task, out of the node (which goes
   // back to this thread's cache).
   Task TakeTask();

@@ -39,7 +39,8 @@ ForeignPostSlot::ForeignPostSlot() : node_(AllocIngressNode()) {
   task_ = &node_->task;
 }
 
-absl::Status ForeignPostSlot::Commit(ContextHandle ctx, bool* general) {
+absl::Status ForeignPostSlot::Commit(ContextHandle ctx, bool* general,
+                                     bool bounded) {
   IngressNode* node = node_;
   node->ctx = ctx;
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
@@ -55,7 +56,7 @@ absl::Status ForeignPostSlot::Commit(ContextHandle ctx, bool* general) {
     return absl::OkStatus();
   }
   *general = false;
-  const LoopCore::PushOutcome outcome = core->PushUserNode(node, ctx);
+  const LoopCore::PushOutcome outcome = core->PushUserNode(node, ctx, bounded);
   LoopRegistry::Unpin(slot, unit);  // Protocol step "unpin".
   TestHooks::Run(TestHooks::after_foreign_unlock);
   if (ABSL_PREDICT_TRUE(outcome == LoopCore::PushOutcome::kPushed)) {
@@ -85,7 +86,7 @@ void ForeignPostSlot::Abandon() {
 }
 
 LoopCore::PushOutcome LoopCore::PushUserNode(IngressNode* node,
-                                             ContextHandle ctx) {
+                                             ContextHandle ctx, bool bounded) {
   // [S7] The accept table is exact against DestroyContext: it closes the
   // context, then waits for the pins taken before (WaitForEarlierPins), so
   // a post that saw the context open has pushed before the close takes the
@@ -94,14 +95,30 @@ LoopCore::PushOutcome LoopCore::PushUserNode(IngressNode* node,
     return PushOutcome::kContextClosed;
   }
   TestHooks::Run(TestHooks::foreign_post_checked);
+  // Protocol step "reserve": a bounded post counts itself before the push,
+  // so the loop's pending count never passes the bound.
+  if (bounded) {
+    if (ABSL_PREDICT_FALSE(!ingress_.Reserve())) {
+      refused_full_.fetch_add(1, std::memory_order_relaxed);
+      return PushOutcome::kFull;
+    }
+    node->counted = true;
+  }
   if (ABSL_PREDICT_FALSE(!PushForeign(node))) {  // Unreachable while pinned.
+    if (bounded) ingress_.Unreserve();
+    node->counted = false;
     return PushOutcome::kContextClosed;
   }
   return PushOutcome::kPushed;
 }
 
 absl::Status LoopCore::RefusalStatus(PushOutcome outcome, ContextHandle ctx) {
-  (void)outcome;
+  if (outcome == PushOutcome::kFull) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot post to ", ctx.DebugString(),
+        ": its loop holds the most pending cross-thread posts it accepts "
+        "(Loop::Options::max_pending_foreign); see WaitForRoom"));
+  }
   return RejectForeignPost(ctx);
 }
 
@@ -175,7 +192,7 @@ bool LoopCore::PushForeign(IngressNode* node) {
     case ForeignIngress::PushResult::kQueued:
       return true;
     case ForeignIngress::PushResult::kQueuedWake:
-      WriteWakeFd();
+      WriteWakeFd();  // Protocol step "eventfd write", still pinned.
       return true;
     case ForeignIngress::PushResult::kClosed:
       break;
@@ -211,8 +228,10 @@ bool LoopCore::QueueIngress(IngressNode* list) {
   bool stop = false;
   bool rearm = false;
   std::vector<Task> doomed;  // Cancelled timers' tasks, destroyed below.
+  int64_t released = 0;
   for (IngressNode* n = list; n != nullptr;) {
     IngressNode* next = n->next;
+    ++nodes_taken_;
     switch (n->kind) {
       case IngressNode::Kind::kTask:
       case IngressNode::Kind::kDestroy:
@@ -224,6 +243,11 @@ bool LoopCore::QueueIngress(IngressNode* list) {
         KeepFreeNode(n);
         break;
       case IngressNode::Kind::kDelayed:
+        // A timer now: out of the pending count.
+        if (n->counted) {
+          n->counted = false;
+          ++released;
+        }
         // Its node stays out of the pool while its claim may be won.
         n->next = nullptr;
         if (OnForeignDelayed(n, &doomed)) rearm = true;
@@ -235,6 +259,7 @@ bool LoopCore::QueueIngress(IngressNode* list) {
     n = next;
   }
   *tail = nullptr;
+  ReleasePending(released);
   FlushFreeNodes();
   if (rearm || !doomed.empty()) ArmTimer();
   doomed.clear();  // On the loop thread, after the ingress is settled.
@@ -265,13 +290,25 @@ LoopCore::ForeignSegment::~ForeignSegment() {
 
 bool LoopCore::RunForeignSegment(TaskEntry& entry) {
   ForeignSegment& segment = entry.As<ForeignSegment>();
+  // Protocol step "release": the pending count drops once per 64 posts run
+  // and at the segment's end (one atomic per batch, none per task).
+  int64_t ran = 0;
   while (!segment.done()) {
     IngressNode* n = segment.head;
     segment.head = n->next;  // Out of the segment before it runs.
     RunNode(n);
+    ran += n->counted;
     KeepFreeNode(n);
-    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
+    if (ABSL_PREDICT_FALSE(ran == 64)) {
+      ReleasePending(ran);
+      ran = 0;
+    }
+    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) {
+      ReleasePending(ran);
+      return true;
+    }
   }
+  ReleasePending(ran);
   return false;
 }
 
@@ -298,7 +335,9 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   uint64_t count;
   while (read(fd, &count, sizeof(count)) > 0) {
   }
-  self->TakeIngress();  // After the read: see PushForeign and [S12].
+  // After the read: see PushForeign and [S12]. (RunUntilIdle holds later
+  // cross-thread posts back; it settles the ingress when it returns.)
+  self->TakeIngressUnlessHeld();
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(self->base_);
   }

@@ -94,7 +94,7 @@ void LoopCore::RunBatch() {
   // Foreign posts made while this batch ran wrote no eventfd (see
   // PushForeign): take them now, or arm the ingress if none came.
   TestHooks::Run(TestHooks::before_batch_end_take);
-  TakeIngress();
+  TakeIngressUnlessHeld();
   local_.set_in_batch(false);
   if (!ready.empty()) {
     // Tasks posted by this batch run in the next one, after libevent has

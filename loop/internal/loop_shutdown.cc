@@ -87,6 +87,8 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   const uint64_t run_before = tasks_run_total_;
   LoopSlot* slot = LoopRegistry::Find(slot_index_);
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
+  // No foreign thread can post any more: wake producers waiting for room.
+  room_->Close();
   // [S5] No foreign thread holds a pin or can take one: close the ingress
   // with one exchange and queue what it held, to run in the drain [S1].
   if (IngressNode* rest = ingress_.Close()) QueueIngress(rest);
