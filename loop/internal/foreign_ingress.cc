@@ -19,12 +19,12 @@ namespace loop_internal {
 
 namespace {
 
-// The global pool. Never destroyed: threads may exit (and return their
-// caches) after static destruction; its nodes stay reachable for leak
-// checkers through `g_pool`.
+// The global pool: a stack of batches (see `IngressNode::batch_next`).
+// Never destroyed: threads may exit (and return their caches) after static
+// destruction; its nodes stay reachable for leak checkers through `g_pool`.
 struct Pool {
   Mutex mu;
-  IngressNode* head ABSL_GUARDED_BY(mu) = nullptr;
+  IngressNode* batches ABSL_GUARDED_BY(mu) = nullptr;
   size_t free ABSL_GUARDED_BY(mu) = 0;
   // Of `free`: nodes that carried a foreign delayed task (never deleted).
   size_t kept ABSL_GUARDED_BY(mu) = 0;
@@ -33,53 +33,62 @@ Pool* const g_pool = new Pool;
 // Mirrors of the pool's counts, for the idle trim's cheap test and stats.
 std::atomic<size_t> g_pool_free{0};
 std::atomic<int64_t> g_nodes_live{0};  // Allocated and not deleted.
+// Batches taken from the pool or allocated by thread caches, ever.
+std::atomic<uint64_t> g_pool_draws{0};
 
-// Walks the chain `first`..: its length; marks the nodes that carried a
-// foreign delayed task as kept forever (a `DelayedTaskHandle` may compare
-// their claim at any later time) and counts them in `*kept`.
-size_t CountAndMark(IngressNode* first, size_t* kept) {
-  size_t n = 0;
-  for (IngressNode* q = first; q != nullptr; q = q->next) {
+// Splits the null-terminated chain `first`.. into batches (outside the
+// lock: the caller just touched these nodes), marking the nodes that carried
+// a foreign delayed task as kept forever (a `DelayedTaskHandle` may compare
+// their claim at any later time), and pushes them onto the pool.
+void PushAll(IngressNode* first) {
+  if (first == nullptr) return;
+  IngressNode* head_batch = nullptr;
+  IngressNode* last_batch = nullptr;
+  IngressNode* batch = nullptr;
+  IngressNode* prev = nullptr;
+  size_t count = 0;
+  size_t kept = 0;
+  for (IngressNode* q = first; q != nullptr;) {
+    IngressNode* next = q->next;
+    if (batch == nullptr || batch->batch_size == kIngressNodeBatch) {
+      if (prev != nullptr) prev->next = nullptr;  // Ends the last batch.
+      q->batch_next = nullptr;
+      q->batch_size = 0;
+      q->batch_kept = 0;
+      if (last_batch != nullptr) last_batch->batch_next = q;
+      if (head_batch == nullptr) head_batch = q;
+      last_batch = q;
+      batch = q;
+    }
     if (q->kind == IngressNode::Kind::kDelayed) q->kept_forever = true;
-    if (q->kept_forever) ++*kept;
-    ++n;
+    if (q->kept_forever) {
+      ++batch->batch_kept;
+      ++kept;
+    }
+    ++batch->batch_size;
+    ++count;
+    prev = q;
+    q = next;
   }
-  return n;
-}
-
-// Pushes the chain `first`..`last` (`count` nodes, `kept` of them kept
-// forever) onto the pool.
-void PoolPush(IngressNode* first, IngressNode* last, size_t count,
-              size_t kept) {
   MutexLock lock(&g_pool->mu);
-  last->next = g_pool->head;
-  g_pool->head = first;
+  last_batch->batch_next = g_pool->batches;
+  g_pool->batches = head_batch;
   g_pool->free += count;
   g_pool->kept += kept;
   g_pool_free.store(g_pool->free, std::memory_order_relaxed);
 }
 
-// Up to `max` nodes from the pool as a chain (null if it is empty); their
-// number in `*got`.
-IngressNode* PoolPop(size_t max, size_t* got) {
+// One batch from the pool (a chain; its size in `*got`), or null.
+IngressNode* PoolPopBatch(size_t* got) {
   MutexLock lock(&g_pool->mu);
-  IngressNode* first = g_pool->head;
-  IngressNode* last = nullptr;
-  size_t n = 0;
-  size_t kept = 0;
-  for (IngressNode* q = first; q != nullptr && n < max; q = q->next) {
-    last = q;
-    if (q->kept_forever) ++kept;
-    ++n;
-  }
-  if (n == 0) return nullptr;
-  g_pool->head = last->next;
-  last->next = nullptr;
-  g_pool->free -= n;
-  g_pool->kept -= kept;
+  IngressNode* b = g_pool->batches;
+  if (b == nullptr) return nullptr;
+  g_pool->batches = b->batch_next;
+  g_pool->free -= b->batch_size;
+  g_pool->kept -= b->batch_kept;
   g_pool_free.store(g_pool->free, std::memory_order_relaxed);
-  *got = n;
-  return first;
+  *got = b->batch_size;
+  return b;
 }
 
 // `count` new nodes as a chain.
@@ -108,15 +117,6 @@ struct ThreadCache {
 };
 thread_local ThreadCache t_cache;
 
-void PushAll(IngressNode* first) {
-  if (first == nullptr) return;
-  size_t kept = 0;
-  const size_t n = CountAndMark(first, &kept);
-  IngressNode* last = first;
-  while (last->next != nullptr) last = last->next;
-  PoolPush(first, last, n, kept);
-}
-
 // Returns this thread's cached nodes to the pool when the thread exits, and
 // leaves the cache torn down (empty, never refilled), so a later post from a
 // `thread_local` destructor never takes a node the pool owns.
@@ -131,15 +131,14 @@ struct CacheReaper {
 };
 
 ABSL_ATTRIBUTE_NOINLINE IngressNode* RefillAndPop(ThreadCache& cache) {
-  size_t got = 0;
-  if (cache.torn_down) {
-    // One node at a time, straight from the pool.
-    IngressNode* n = PoolPop(1, &got);
-    return n != nullptr ? n : NewNodes(1);
-  }
+  // A torn-down cache takes single new nodes (returned to the pool, which
+  // trims them).
+  if (cache.torn_down) return NewNodes(1);
   static thread_local CacheReaper reaper;  // Registered on the first refill.
   (void)reaper;
-  IngressNode* chain = PoolPop(kIngressNodeBatch, &got);
+  g_pool_draws.fetch_add(1, std::memory_order_relaxed);
+  size_t got = 0;
+  IngressNode* chain = PoolPopBatch(&got);
   if (chain == nullptr) {
     got = kIngressNodeBatch;
     chain = NewNodes(got);
@@ -189,55 +188,55 @@ void ReturnIngressNode(IngressNode* node) {
 }
 
 void FreeIngressNodes(IngressNode* first, IngressNode* last) {
-  size_t kept = 0;
   last->next = nullptr;
-  const size_t n = CountAndMark(first, &kept);
-  PoolPush(first, last, n, kept);
+  PushAll(first);
+}
+
+uint64_t IngressPoolDraws() {
+  return g_pool_draws.load(std::memory_order_relaxed);
+}
+
+bool IngressPoolOverBound() {
+  return g_pool_free.load(std::memory_order_relaxed) > kPoolMaxFreeNodes;
 }
 
 void TrimIngressPool() {
-  if (g_pool_free.load(std::memory_order_relaxed) <= kPoolMaxFreeNodes) {
-    return;
-  }
-  IngressNode* doomed = nullptr;
-  size_t deleted = 0;
+  if (!IngressPoolOverBound()) return;
+  IngressNode* popped = nullptr;
   {
     MutexLock lock(&g_pool->mu);
-    // Nodes kept forever go back; the others beyond the bound are deleted.
-    IngressNode* keep = nullptr;
-    IngressNode* keep_last = nullptr;
-    size_t kept_popped = 0;
-    while (g_pool->free - g_pool->kept > kPoolMaxFreeNodes) {
-      IngressNode* n = g_pool->head;
-      g_pool->head = n->next;
-      --g_pool->free;
-      if (n->kept_forever) {
-        --g_pool->kept;
-        ++kept_popped;
-        n->next = keep;
-        if (keep == nullptr) keep_last = n;
-        keep = n;
-      } else {
-        n->next = doomed;
-        doomed = n;
-        ++deleted;
-      }
-    }
-    if (keep != nullptr) {
-      keep_last->next = g_pool->head;
-      g_pool->head = keep;
-      g_pool->free += kept_popped;
-      g_pool->kept += kept_popped;
+    // Whole batches beyond the bound (nodes kept forever do not count).
+    while (g_pool->batches != nullptr &&
+           g_pool->free - g_pool->kept > kPoolMaxFreeNodes) {
+      IngressNode* b = g_pool->batches;
+      g_pool->batches = b->batch_next;
+      g_pool->free -= b->batch_size;
+      g_pool->kept -= b->batch_kept;
+      b->batch_next = popped;
+      popped = b;
     }
     g_pool_free.store(g_pool->free, std::memory_order_relaxed);
   }
-  while (doomed != nullptr) {
-    IngressNode* n = doomed;
-    doomed = n->next;
-    delete n;
+  // Outside the lock: delete, except the nodes kept forever, which go back.
+  IngressNode* keep = nullptr;
+  int64_t deleted = 0;
+  while (popped != nullptr) {
+    IngressNode* b = popped;
+    popped = b->batch_next;
+    for (IngressNode* q = b; q != nullptr;) {
+      IngressNode* next = q->next;
+      if (q->kept_forever) {
+        q->next = keep;
+        keep = q;
+      } else {
+        delete q;
+        ++deleted;
+      }
+      q = next;
+    }
   }
-  g_nodes_live.fetch_sub(static_cast<int64_t>(deleted),
-                         std::memory_order_relaxed);
+  PushAll(keep);
+  g_nodes_live.fetch_sub(deleted, std::memory_order_relaxed);
 }
 
 IngressPoolStats IngressPoolStatsForTesting() {

@@ -44,14 +44,17 @@
 //    when the thread exits; a post from a `thread_local` destructor after
 //    that takes and returns single nodes from the pool.
 //  * The global pool keeps what consumers return while loops are busy (so a
-//    steady flow allocates nothing); whenever a loop finds its ingress empty
+//    steady flow allocates nothing); when a loop finds its ingress empty
 //    (arms it: the burst has drained) it trims the pool to
 //    `kPoolMaxFreeNodes` (16,384 nodes, 2 MiB) free nodes and deletes the
-//    rest. Nodes that ever carried a foreign delayed task are never deleted
-//    (a `DelayedTaskHandle` names its node and may compare its claim at any
-//    later time): they are kept in the pool beyond that bound and reused,
-//    so they number at most the most foreign delayed tasks ever pending at
-//    once.
+//    rest, once the pool has been quiet (no thread drew a batch) for
+//    `kPoolTrimIntervalNs` (1 s): a one-shot timer of that loop checks, and
+//    checks again a second later while draws go on, so memory returns about
+//    a second after the last burst even if the loop then sleeps. Nodes that
+//    ever carried a foreign delayed task are never deleted (a
+//    `DelayedTaskHandle` names its node and may compare its claim at any later
+//    time): they are kept in the pool beyond that bound and reused, so they
+//    number at most the most foreign delayed tasks ever pending at once.
 //  * Nodes in flight (in an ingress or a taken segment) are bounded per
 //    loop by `Loop::Options::max_pending_foreign` (see loop.h).
 //
@@ -120,6 +123,13 @@ struct alignas(64) IngressNode {
   IngressNode* target = nullptr;
   uint32_t cancel_node = 0;
   uint64_t cancel_id = 0;
+  // Free, in the global pool: the first node of a batch (a chain of at most
+  // kIngressNodeBatch nodes linked by `next`) links the next batch and
+  // counts its own nodes (and those kept forever), so the pool's mutex is
+  // held for O(1) per batch.
+  IngressNode* batch_next = nullptr;
+  uint32_t batch_size = 0;
+  uint32_t batch_kept = 0;
 };
 
 static_assert(sizeof(IngressNode*) + 2 * sizeof(uint32_t) +
@@ -146,10 +156,18 @@ void ReturnIngressNode(IngressNode* node);
 // destroyed) to the pool with one compare-and-swap.
 void FreeIngressNodes(IngressNode* first, IngressNode* last);
 
-// Loop thread, when its ingress is found empty: deletes the pool's free
-// nodes beyond `kPoolMaxFreeNodes` (not those kept forever). One relaxed
-// load when there is nothing to trim.
+// Deletes the pool's free nodes beyond `kPoolMaxFreeNodes` (not those kept
+// forever). One relaxed load when there is nothing to trim. Called from a
+// loop's trim timer (LoopCore::MaybeTrimPool).
 void TrimIngressPool();
+// One relaxed load: whether the pool holds more than `kPoolMaxFreeNodes`.
+bool IngressPoolOverBound();
+// How many batches thread caches have drawn (from the pool or new), ever.
+uint64_t IngressPoolDraws();
+// The pool is trimmed once no thread has drawn a batch for this long: a
+// loop that bursts again and again (a benchmark, a periodic batch job)
+// reuses its nodes instead of freeing and reallocating them every time.
+inline constexpr int64_t kPoolTrimIntervalNs = 1000000000;
 
 // For tests: nodes allocated and not deleted (in flight, in caches, in the
 // pool), the pool's free nodes, and those of them kept forever.

@@ -496,6 +496,11 @@ class LoopCore {
 
   static void OnBatch(int fd, short what, void* arg);
   static void OnWake(int fd, short what, void* arg);
+  // Loop thread, its ingress found empty and the node pool over its bound:
+  // sets a one-shot libevent timer (kPoolTrimIntervalNs) that trims the pool
+  // if no thread drew from it meanwhile, else sets itself again.
+  void MaybeTrimPool();
+  static void OnTrimTimer(int fd, short what, void* arg);
   static void OnTimer(int fd, short what, void* arg);
   static void OnTimerFd(int fd, short what, void* arg);
   static void OnFd(int fd, short what, void* arg);
@@ -543,6 +548,9 @@ class LoopCore {
   // `nodes_taken_` then), it takes no more.
   bool hold_foreign_ = false;
   uint64_t nodes_taken_ = 0;  // Nodes taken off the ingress so far.
+  // The node pool's idle trim (see MaybeTrimPool).
+  uint64_t trim_draws_ = 0;  // IngressPoolDraws() when the timer was set.
+  bool trim_scheduled_ = false;
   uint64_t until_idle_taken_ = 0;
 
   // Everything from other threads (foreign_ingress.h), and which contexts

@@ -218,7 +218,7 @@ bool LoopCore::TakeIngress() {
     if (QueueIngress(list)) return true;
   }
   // Armed (or closed): any burst has drained; give memory back.
-  TrimIngressPool();
+  if (ABSL_PREDICT_FALSE(IngressPoolOverBound())) MaybeTrimPool();
   return false;
 }
 
@@ -326,6 +326,32 @@ void LoopCore::RunNode(IngressNode* n) {
   }
   n->task = nullptr;  // Captures die now, on the loop thread.
   if (!internal) ++tasks_run_total_;
+}
+
+void LoopCore::MaybeTrimPool() {
+  if (trim_scheduled_ || phase_ != Phase::kOpen) return;
+  // Once, a second from now (no argument to leak if the base goes first).
+  trim_scheduled_ = true;
+  trim_draws_ = IngressPoolDraws();
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(kPoolTrimIntervalNs / 1000000000);
+  tv.tv_usec =
+      static_cast<suseconds_t>((kPoolTrimIntervalNs % 1000000000) / 1000);
+  if (event_base_once(base_, -1, EV_TIMEOUT, &LoopCore::OnTrimTimer, this,
+                      &tv) != 0) {
+    trim_scheduled_ = false;
+  }
+}
+
+void LoopCore::OnTrimTimer(int, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  self->trim_scheduled_ = false;
+  if (!IngressPoolOverBound()) return;
+  if (IngressPoolDraws() == self->trim_draws_) {
+    TrimIngressPool();  // Quiet for a second: the burst is over.
+  } else {
+    self->MaybeTrimPool();  // Still drawing: look again later.
+  }
 }
 
 void LoopCore::OnWake(int fd, short, void* arg) {
