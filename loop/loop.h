@@ -41,7 +41,9 @@
 // alive and tells a foreign thread from the owner, one decrement to release
 // it), a context check, a one-cache-line node from a per-thread cache of
 // recycled nodes (no allocation per post once the pool has grown) with the
-// callable built in place in it (the template), and one compare-and-swap
+// callable built in place in it (the template, before the pin), one relaxed
+// fetch_add on the loop's pending count (the bound: see
+// `Options::max_pending_foreign`), and one compare-and-swap
 // onto the loop's lock-free foreign ingress
 // (loop/internal/foreign_ingress.h); about 250 instructions on the posting
 // thread and 80 on the loop's. It writes the loop's eventfd

@@ -18,6 +18,12 @@
 //    (shutdown; every push is refused). Only the push that replaces kArmed
 //    gets `kQueuedWake` and writes the loop's eventfd: one syscall per idle
 //    period, none while the loop is busy (folly's notification queue).
+//  * A bounded user post reserves first: one relaxed fetch_add of
+//    `pending_` (same cache line as `head_`), undone and refused if the loop
+//    already holds its bound; the loop releases (a sequentially consistent
+//    fetch_sub) once per 64 posts run, at a segment's end, and for delayed
+//    posts when it takes them (they become timers). Stop, cancel and
+//    internal nodes do not reserve, so they are never refused for fullness.
 //  * The consumer arms only by a compare-and-swap from kEmpty, so it can
 //    never arm over a node, and every batch end takes or arms: a push into
 //    an unarmed list is always seen by a take that is still to come.
