@@ -4,8 +4,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <memory>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_core.h"
@@ -151,24 +154,26 @@ absl::Status Post(ContextHandle ctx, Task task) {
     return poster->core()->PostLocal(ctx, std::move(task));
   }
   // Not known to be this thread's loop: a foreign post (local_post.h) pins
-  // first. The pin is the liveness check: shutdown closes the slot to pins
-  // [S5] and cannot finish while one is held [S11]; and the slot's owner tag
-  // is on the cache line the pin just wrote, so telling a foreign thread from
-  // the owner costs no registry lookup of its own.
+  // (after the task moved into its node: no user code runs under a pin). The
+  // pin is the liveness check: shutdown closes the slot to pins [S5] and
+  // cannot finish while one is held [S11]; and the slot's owner tag is on
+  // the cache line the pin just wrote, so telling a foreign thread from the
+  // owner costs no registry lookup of its own.
   // ingress.pml: Poster (P1-P7)
   loop_internal::ForeignPostSlot slot;
-  switch (slot.Open(ctx)) {
-    case loop_internal::ForeignPostSlot::kOpened:
-      ::new (slot.task_storage()) Task(std::move(task));
-      return slot.Commit();
-    case loop_internal::ForeignPostSlot::kRefused:
-      return loop_internal::ForeignPostSlot::Refusal(ctx);  // `task` dies here.
-    case loop_internal::ForeignPostSlot::kNotForeign:
-      break;
-  }
+  ::new (slot.task_storage()) Task(std::move(task));
+  bool general;
+  absl::Status s = slot.Commit(ctx, &general);
+  if (!general) return s;
+  return loop_internal::PostGeneral(ctx, slot.TakeTask());
+}
+
+namespace loop_internal {
+
+absl::Status PostGeneral(ContextHandle ctx, Task task) {
   // The owner thread with a cold cache, or a loop closed to foreign threads:
   // shutting down (its owner still posts while it drains [S1] [S2]) or gone.
-  if (loop_internal::LocalPoster* poster = loop_internal::FindLocalPosterSlow(
+  if (LocalPoster* poster = FindLocalPosterSlow(
           HandleAccess::LoopSlot(ctx), HandleAccess::LoopGeneration(ctx))) {
     return poster->core()->PostLocal(ctx, std::move(task));
   }
@@ -176,6 +181,8 @@ absl::Status Post(ContextHandle ctx, Task task) {
       absl::StrCat("cannot post to ", ctx.DebugString(),
                    ": its loop is shut down, shutting down or destroyed"));
 }
+
+}  // namespace loop_internal
 
 absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
                                               absl::Duration delay, Task task) {
@@ -189,18 +196,67 @@ absl::StatusOr<DelayedTaskHandle> PostDelayed(ContextHandle ctx,
           loop_internal::FindLocalPoster(slot, gen)) {
     return poster->core()->PostDelayedOwned(ctx, delay, std::move(task));
   }
-  uint64_t unit;
-  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
-  if (core == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
-                     ": its loop is shut down, shutting down or destroyed"));
+  // Another thread's loop (or one that is gone): the deadline counts from
+  // the call; on error `task` is destroyed before this returns.
+  const int64_t delay_ns =
+      delay > absl::ZeroDuration() ? absl::ToInt64Nanoseconds(delay) : 0;
+  const int64_t now = loop_internal::MonotonicNowNs();
+  // Saturates: a huge delay must not overflow into a past deadline.
+  const int64_t deadline = delay_ns > std::numeric_limits<int64_t>::max() - now
+                               ? std::numeric_limits<int64_t>::max()
+                               : now + delay_ns;
+  return LoopCore::PostDelayedForeign(ctx, deadline, std::move(task));
+}
+
+absl::Status WaitForRoom(ContextHandle ctx, absl::Time deadline) {
+  if (ctx.is_null()) {
+    return absl::InvalidArgumentError("WaitForRoom: null context");
   }
-  absl::StatusOr<DelayedTaskHandle> h =
-      core->PostDelayedPinned(ctx, delay, std::move(task));
-  LoopRegistry::Unpin(slot, unit);
-  loop_internal::TestHooks::Run(loop_internal::TestHooks::after_foreign_unlock);
-  return h;  // On error `task` is destroyed here, on this thread.
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
+  // The loop thread's own posts are never refused (and it must not block).
+  if (loop_internal::FindLocalPoster(slot, gen) != nullptr) {
+    return absl::OkStatus();
+  }
+  const auto gone = [&ctx] {
+    return absl::FailedPreconditionError(
+        absl::StrCat("WaitForRoom on ", ctx.DebugString(),
+                     ": its loop is shut down, shutting down or destroyed"));
+  };
+  for (;;) {
+    uint64_t unit;
+    LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
+    if (core == nullptr) return gone();
+    // Copied while pinned: the signal outlives the loop, so the wait below
+    // holds no pin.
+    std::shared_ptr<loop_internal::RoomSignal> room = core->room_signal();
+    // Registered before the count is read (see RoomSignal).
+    room->waiters.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t epoch;
+    {
+      MutexLock lock(&room->mu);
+      epoch = room->epoch;
+    }
+    const bool has_room = core->HasRoom();
+    LoopRegistry::Unpin(slot, unit);
+    absl::Cleanup unregister = [&room] {
+      room->waiters.fetch_sub(1, std::memory_order_seq_cst);
+    };
+    if (has_room) return absl::OkStatus();
+    MutexLock lock(&room->mu);
+    while (room->epoch == epoch && !room->closed) {
+      if (deadline == absl::InfiniteFuture()) {
+        room->cv.Wait(&room->mu);
+      } else if (!room->cv.WaitUntil(&room->mu, absl::ToChronoTime(deadline))) {
+        if (room->epoch != epoch || room->closed) break;
+        return absl::DeadlineExceededError(
+            absl::StrCat("WaitForRoom on ", ctx.DebugString(), ": still full"));
+      }
+    }
+    if (room->closed) return gone();
+    // Woken at the low-water mark: check again (another producer may have
+    // taken the room meanwhile).
+  }
 }
 
 bool Cancel(const DelayedTaskHandle& handle) {

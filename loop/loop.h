@@ -41,7 +41,9 @@
 // alive and tells a foreign thread from the owner, one decrement to release
 // it), a context check, a one-cache-line node from a per-thread cache of
 // recycled nodes (no allocation per post once the pool has grown) with the
-// callable built in place in it (the template), and one compare-and-swap
+// callable built in place in it (the template, before the pin), one relaxed
+// fetch_add on the loop's pending count (the bound: see
+// `Options::max_pending_foreign`), and one compare-and-swap
 // onto the loop's lock-free foreign ingress
 // (loop/internal/foreign_ingress.h); about 250 instructions on the posting
 // thread and 80 on the loop's. It writes the loop's eventfd
@@ -136,6 +138,13 @@ struct ShutdownReport {
 struct LoopStats {
   uint64_t tasks_run = 0;    // Tasks and delayed tasks run so far.
   uint64_t wake_writes = 0;  // Eventfd writes made by cross-thread posts.
+  // Cross-thread posts (`Post`, `PostDelayed`) pending now: accepted and
+  // not yet run (a task) or not yet made a timer (a delayed task). At most
+  // `Options::max_pending_foreign`. Exact while the loop is open.
+  uint64_t foreign_pending = 0;
+  // Cross-thread posts refused with kResourceExhausted so far (the bound
+  // was reached); each was destroyed on its poster's thread.
+  uint64_t foreign_refused_full = 0;
 };
 
 class Loop {
@@ -147,6 +156,32 @@ class Loop {
     // Shutdown runs tasks posted by draining tasks for at most this many
     // rounds, then drops the rest and reports them (S3).
     int max_shutdown_rounds = 1000;
+    // The bound on pending cross-thread work: at most this many posts from
+    // other threads (`Post`, `PostDelayed`) accepted and not yet taken up
+    // by the loop (a task not yet run, a delayed task not yet made a
+    // timer). Past it a cross-thread post returns kResourceExhausted, its
+    // task destroyed on the posting thread before `Post` returns, and
+    // `LoopStats::foreign_refused_full` counts it. The default, 2^20 tasks,
+    // is 128 MiB of ingress nodes (plus captures that do not fit a task's
+    // inline storage): what a burst or a slow loop can pile up, not what
+    // takes a 24 GiB machine down. 0 is taken as 1.
+    //
+    // Never refused by the bound: posts from the loop thread (the loop runs
+    // them itself, so a producer on the loop thread cannot outrun it; and
+    // refusing the loop's own follow-ups would break code that must
+    // continue), `Loop::Stop()` and `Cancel` from any thread (they free
+    // work, and each is one node per call or per delayed task), and the
+    // library's own internal posts: a trace's finish and trace end posted
+    // home to its loop (trace/scope.cc posts them with
+    // `loop_internal::PostNeverFull`, which skips the bound: at most one
+    // per span and trace, so they are bounded by what the host started),
+    // and a foreign `FdWatch::Stop`'s unregistration. Only a closed context
+    // or loop refuses those, as before.
+    //
+    // A producer that may block waits for room with `WaitForRoom` (below);
+    // one that must not block treats kResourceExhausted as backpressure
+    // (drops, or keeps the work in its own bounded queue and retries).
+    int64_t max_pending_foreign = int64_t{1} << 20;
   };
 
   // Creates a loop on a new `event_base`. The constructing thread is the loop
@@ -209,8 +244,17 @@ class Loop {
   // the last `Run` returned.
   absl::Status Run();
 
-  // Runs the loop until nothing is ready: no posted task, no due timer, no
-  // ready fd. Does not wait for future timers. Same errors as `Run()`.
+  // Runs what is ready when it is called, and what that work posts, then
+  // returns: the tasks posted so far (from any thread), due timers, ready
+  // fds, everything these post from the loop thread (and timers they make
+  // due), and cross-thread posts that arrive meanwhile, until none of that
+  // is left; but once it has taken `Options::max_pending_foreign`
+  // cross-thread posts beyond those pending at its start, later ones stay
+  // queued for the next `Run`/`RunUntilIdle`. So producers on other threads
+  // that never stop delay it by at most one bound's worth of tasks and
+  // cannot starve it (a loop-thread task that re-posts itself forever still
+  // can: that is the host's own loop). Does not wait for future timers.
+  // Same errors as `Run()`.
   absl::Status RunUntilIdle();
 
   // Makes the current (or next) `Run()` return after the task or callback now
@@ -251,7 +295,17 @@ class Loop {
 //   kFailedPrecondition  if the loop is shutting down or gone, or `ctx` is
 //                        destroyed or being destroyed.
 // On error `task` has been destroyed on the calling thread before `Post`
-// returns; it never reaches the loop.
+// returns; it never reaches the loop. From another thread, also:
+//   kResourceExhausted   if the loop holds `Options::max_pending_foreign`
+//                        pending cross-thread posts (see `WaitForRoom`).
+//
+// From another thread, no user code runs while `Post` (or `PostDelayed`)
+// holds its pin of the loop: the callable is built (moved or copied) into
+// its ingress node before the pin, and a refused one is destroyed after the
+// pin ended. So a callable's move constructor or destructor may block, even
+// on a lock the loop thread holds while it destroys a context or shuts down
+// (both wait for the pins of foreign operations in flight); it only delays
+// its own post.
 absl::Status Post(ContextHandle ctx, Task task);
 
 // The same for any callable `f` invocable once as `std::move(f)(ctx)`: on
@@ -267,6 +321,22 @@ template <typename F,
               !std::is_member_pointer_v<std::decay_t<F>> &&
               std::is_invocable_v<std::decay_t<F>&&, ContextHandle>>>
 absl::Status Post(ContextHandle ctx, F&& f);
+
+// Waits, without spinning, until `ctx`'s loop has room for a cross-thread
+// post (fewer than `Options::max_pending_foreign` pending), or `deadline`.
+// Once the loop is full, it wakes waiters when its backlog falls to half the
+// bound (a low-water mark), so a blocked producer resumes with room for a
+// burst rather than for one task. Returns OK (at once on the loop thread,
+// whose posts are never refused), kDeadlineExceeded, kInvalidArgument for a
+// null handle, or kFailedPrecondition if the loop is shutting down or gone.
+// Room is not reserved: a post after it may still be refused by a racing
+// producer; post, and on kResourceExhausted wait again. Use it on producer
+// threads that may block (a worker pool feeding a loop); a producer that is
+// itself a loop thread must not block: it retries later (a timer) instead.
+// Thread-safe. Cost: a pin and a load when there is room; otherwise a
+// mutex and condition variable shared with the loop, which takes them only
+// while someone waits.
+absl::Status WaitForRoom(ContextHandle ctx, absl::Time deadline);
 
 // Queues `task` to run on `ctx` once `delay` has elapsed (a non-positive delay
 // means "as soon as timers are checked"). Thread-safe; same errors as `Post`.
@@ -378,20 +448,39 @@ using PostSlowPathArg =
 // Everything but a same-thread post that the cache resolves: a foreign post
 // builds `f` in its ingress node (local_post.h); anything else wraps `f` in a
 // `Task` (which is destroyed here on error) and takes the general path.
-template <typename F>
+template <typename F, bool kBounded = true>
 ABSL_ATTRIBUTE_NOINLINE absl::Status PostSlowPath(ContextHandle ctx,
                                                   PostSlowPathArg<F> f) {
   using Arg = PostSlowPathArg<F>;
   // An empty std::function would make a non-empty Task: refuse it here, with
   // the errors (and their order) of the Task overload.
   if (IsEmptyCallable(f)) return ::ctxloop::Post(ctx, Task());
+  if (ctx.is_null()) return ::ctxloop::Post(ctx, Task(static_cast<Arg&&>(f)));
+  // Built in place in an ingress node before any loop is pinned: the
+  // callable's constructor is user code, which never runs under a pin.
   ForeignPostSlot slot;
-  if (slot.Open(ctx) == ForeignPostSlot::kOpened) {
-    // Another thread's loop: built in place in its ingress node.
-    ::new (slot.task_storage()) Task(static_cast<Arg&&>(f));
-    return slot.Commit();
+  ::new (slot.task_storage()) Task(static_cast<Arg&&>(f));
+  bool general;
+  absl::Status s = slot.Commit(ctx, &general, kBounded);
+  if (ABSL_PREDICT_TRUE(!general)) return s;
+  // This thread's own loop (a cold owner cache), or a loop closed to
+  // foreign threads.
+  return PostGeneral(ctx, slot.TakeTask());
+}
+
+// `Post` for the library's own posts that must get home even to a loop whose
+// cross-thread backlog is full (a trace's finish, a trace end): the same,
+// except that a cross-thread post skips `Options::max_pending_foreign`.
+// Only a closed context or loop refuses it.
+template <typename F>
+inline absl::Status PostNeverFull(ContextHandle ctx, F&& f) {
+  LocalPoster* poster = CachedLocalPoster(ctx);
+  if (ABSL_PREDICT_TRUE(poster != nullptr && poster->Accepts(ctx) &&
+                        !IsEmptyCallable(f))) {
+    poster->Emplace(ctx, std::forward<F>(f));
+    return absl::OkStatus();
   }
-  return ::ctxloop::Post(ctx, Task(static_cast<Arg&&>(f)));
+  return PostSlowPath<F, false>(ctx, std::forward<F>(f));
 }
 }  // namespace loop_internal
 

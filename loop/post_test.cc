@@ -7,6 +7,7 @@
 // counted with //loop:alloc_count_for_testing.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -22,6 +23,8 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/ready_queue.h"
 #include "ctxloop/loop/loop.h"
+#include "ctxloop/loop/loop_thread.h"
+#include "ctxloop/loop/mutex.h"
 #include "ctxloop/loop/task.h"
 #include "ctxloop/loop/testing/alloc_count.h"
 #include "ctxloop/loop/testing/test_util.h"
@@ -362,6 +365,70 @@ TEST(PostTest, AForeignPostWhoseCallableThrowsWhileBuiltReleasesItsPin) {
   ASSERT_OK(loop->RunUntilIdle());
   EXPECT_EQ(ran, 100);
   ASSERT_OK(loop->Shutdown());  // Would wait forever for a leaked pin.
+}
+
+// No user code runs while a foreign post holds its pin of the loop: the
+// callable is built before the pin, so a move constructor that blocks on a
+// lock the loop thread holds (while it destroys an unrelated context, which
+// waits for earlier pins) does not deadlock the two threads. Bounded: a
+// deadlock fails the test by timeout and leaves the stuck threads behind.
+TEST(PostTest, AForeignCallableMovedUnderALoopThreadLockDoesNotDeadlock) {
+  struct Shared {
+    Mutex mu;
+    std::atomic<bool> arm{false};
+    std::atomic<bool> moving{false};
+    testing_util::Latch loop_holds;
+    testing_util::Latch loop_done;
+    testing_util::Latch posted;
+    std::atomic<int> ran{0};
+  };
+  struct LocksWhenMoved {
+    explicit LocksWhenMoved(Shared* s) : shared(s) {}
+    LocksWhenMoved(LocksWhenMoved&& o) noexcept : shared(o.shared) {
+      if (shared->arm.load()) {
+        shared->moving.store(true);
+        MutexLock lock(&shared->mu);  // Held by the loop thread meanwhile.
+      }
+    }
+    void operator()(ContextHandle) && { shared->ran.fetch_add(1); }
+    Shared* shared;
+  };
+  auto shared = std::make_unique<Shared>();
+  auto worker = std::make_unique<LoopThread>();
+  ContextHandle unrelated;
+  ASSERT_OK(worker->Invoke([&](Loop& l) { unrelated = *l.NewContext("x"); }));
+  const ContextHandle target = worker->root();
+  Shared* sh = shared.get();
+  // The loop thread takes the lock, waits until the poster is inside the
+  // callable's move, then destroys an unrelated context.
+  ASSERT_OK(Post(target, [sh, unrelated](ContextHandle) {
+    MutexLock lock(&sh->mu);
+    sh->loop_holds.Open();
+    for (int i = 0; i < 2000 && !sh->moving.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(DestroyContext(unrelated).ok());
+    sh->loop_done.Open();
+  }));
+  ASSERT_TRUE(sh->loop_holds.WaitFor(std::chrono::seconds(10)));
+  std::thread poster([sh, target] {
+    sh->arm.store(true);
+    EXPECT_TRUE(Post(target, LocksWhenMoved(sh)).ok());
+    sh->arm.store(false);
+    sh->posted.Open();
+  });
+  const bool done = sh->posted.WaitFor(std::chrono::seconds(20)) &&
+                    sh->loop_done.WaitFor(std::chrono::seconds(20));
+  EXPECT_TRUE(done) << "the poster and the loop thread deadlocked";
+  if (!done) {
+    poster.detach();
+    (void)worker.release();
+    (void)shared.release();
+    return;
+  }
+  poster.join();
+  worker.reset();
+  EXPECT_EQ(shared->ran.load(), 1);
 }
 
 }  // namespace

@@ -220,8 +220,10 @@ class FinishTask {
     const ContextHandle origin = state->origin;
     CountersOf(*state).finishes_posted.fetch_add(1, std::memory_order_relaxed);
     // If refused, the task is destroyed in Post and falls back [F1] [F2].
-    (void)Post(origin, FinishTask(std::move(state), std::move(options),
-                                  Where::kOrigin));
+    // Never refused for a full cross-thread backlog (PostNeverFull).
+    (void)loop_internal::PostNeverFull(
+        origin,
+        FinishTask(std::move(state), std::move(options), Where::kOrigin));
   }
 
  private:
@@ -229,7 +231,7 @@ class FinishTask {
                        Where failed) {
     if (failed == Where::kOrigin) {  // [F1]
       const ContextHandle root = RootOf(state->origin);
-      (void)Post(
+      (void)loop_internal::PostNeverFull(
           root, FinishTask(std::move(state), std::move(options), Where::kRoot));
       return;
     }
@@ -285,7 +287,8 @@ class TraceEndTask {
   static void Fallback(std::shared_ptr<TraceRecord> trace, Where failed) {
     if (failed == Where::kOrigin) {
       const ContextHandle root = RootOf(trace->origin);
-      (void)Post(root, TraceEndTask(std::move(trace), Where::kRoot));
+      (void)loop_internal::PostNeverFull(
+          root, TraceEndTask(std::move(trace), Where::kRoot));
       return;
     }
     Deliver(*trace, Where::kHere);
@@ -335,7 +338,8 @@ void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace) {
       1, std::memory_order_relaxed);
   const Where where = home == trace->origin ? Where::kOrigin : Where::kRoot;
   // If refused, the task is destroyed in Post and falls back.
-  (void)Post(home, TraceEndTask(std::move(trace), where));
+  (void)loop_internal::PostNeverFull(home,
+                                     TraceEndTask(std::move(trace), where));
 }
 
 namespace {
@@ -383,7 +387,7 @@ void FinishNonRecording(ScopeCurrent current, ContextHandle from,
   // destroyed unrun, so tell the caller here.
   FinishOptions refused;
   refused.on_finished = on_finished;
-  if (!Post(origin, std::move(reset)).ok()) {
+  if (!loop_internal::PostNeverFull(origin, std::move(reset)).ok()) {
     trace_internal::CallOnFinished(refused,
                                    trace_internal::SiteHere({}, absl::Now()));
   }

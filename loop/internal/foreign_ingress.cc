@@ -1,96 +1,258 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // The node pool of the foreign ingress (see foreign_ingress.h for the
-// lock-free rule). The pool is a process-wide Treiber stack that is only
-// pushed to (a chain at a time, by consumers) and taken whole (by a
-// producer's per-thread cache, with one exchange), so it has no ABA either.
-// Nodes are allocated 64 at a time and never freed: the pool holds the most
-// nodes that were ever in flight at once.
+// lock-free rule and the pool's bounds). Each thread keeps a small private
+// stack of free nodes; the process-wide pool behind them is a stack under a
+// mutex, touched once per batch of nodes (a refill, a spill, a consumer's
+// return of a finished segment, an idle trim), never per post.
 
 #include "ctxloop/loop/internal/foreign_ingress.h"
 
 #include <new>
+#include <utility>
+
+#include "absl/base/attributes.h"
+#include "ctxloop/loop/mutex.h"
 
 namespace ctxloop {
 namespace loop_internal {
 
 namespace {
 
-constexpr int kNodesPerBlock = 64;
-
-// The global pool; reachable for leak checkers through this pointer.
-std::atomic<IngressNode*> g_pool{nullptr};
-
-void PushChain(IngressNode* first, IngressNode* last) {
-  IngressNode* h = g_pool.load(std::memory_order_relaxed);
-  do {
-    last->next = h;
-  } while (!g_pool.compare_exchange_weak(h, first, std::memory_order_release,
-                                         std::memory_order_relaxed));
-}
-
-// Blocks ever allocated, kept reachable (never freed: nodes may be named by
-// nothing else while they sit in a thread's cache).
-struct Block {
-  Block* next;
-  IngressNode nodes[kNodesPerBlock];
+// The global pool: a stack of batches (see `IngressNode::batch_next`).
+// Never destroyed: threads may exit (and return their caches) after static
+// destruction; its nodes stay reachable for leak checkers through `g_pool`.
+struct Pool {
+  Mutex mu;
+  IngressNode* batches ABSL_GUARDED_BY(mu) = nullptr;
+  size_t free ABSL_GUARDED_BY(mu) = 0;
+  // Of `free`: nodes that carried a foreign delayed task (never deleted).
+  size_t kept ABSL_GUARDED_BY(mu) = 0;
 };
-std::atomic<Block*> g_blocks{nullptr};
+Pool* const g_pool = new Pool;
+// Mirrors of the pool's counts, for the idle trim's cheap test and stats.
+std::atomic<size_t> g_pool_free{0};
+std::atomic<int64_t> g_nodes_live{0};  // Allocated and not deleted.
+// Batches taken from the pool or allocated by thread caches, ever.
+std::atomic<uint64_t> g_pool_draws{0};
 
-IngressNode* NewBlock() {
-  Block* b = new Block();
-  Block* h = g_blocks.load(std::memory_order_relaxed);
-  do {
-    b->next = h;
-  } while (!g_blocks.compare_exchange_weak(h, b, std::memory_order_release,
-                                           std::memory_order_relaxed));
-  for (int i = 0; i + 1 < kNodesPerBlock; ++i) {
-    b->nodes[i].next = &b->nodes[i + 1];
+// Splits the null-terminated chain `first`.. into batches (outside the
+// lock: the caller just touched these nodes), marking the nodes that carried
+// a foreign delayed task as kept forever (a `DelayedTaskHandle` may compare
+// their claim at any later time), and pushes them onto the pool.
+void PushAll(IngressNode* first) {
+  if (first == nullptr) return;
+  IngressNode* head_batch = nullptr;
+  IngressNode* last_batch = nullptr;
+  IngressNode* batch = nullptr;
+  IngressNode* prev = nullptr;
+  size_t count = 0;
+  size_t kept = 0;
+  for (IngressNode* q = first; q != nullptr;) {
+    IngressNode* next = q->next;
+    if (batch == nullptr || batch->batch_size == kIngressNodeBatch) {
+      if (prev != nullptr) prev->next = nullptr;  // Ends the last batch.
+      q->batch_next = nullptr;
+      q->batch_size = 0;
+      q->batch_kept = 0;
+      if (last_batch != nullptr) last_batch->batch_next = q;
+      if (head_batch == nullptr) head_batch = q;
+      last_batch = q;
+      batch = q;
+    }
+    if (q->kind == IngressNode::Kind::kDelayed) q->kept_forever = true;
+    if (q->kept_forever) {
+      ++batch->batch_kept;
+      ++kept;
+    }
+    ++batch->batch_size;
+    ++count;
+    prev = q;
+    q = next;
   }
-  b->nodes[kNodesPerBlock - 1].next = nullptr;
-  return &b->nodes[0];
+  MutexLock lock(&g_pool->mu);
+  last_batch->batch_next = g_pool->batches;
+  g_pool->batches = head_batch;
+  g_pool->free += count;
+  g_pool->kept += kept;
+  g_pool_free.store(g_pool->free, std::memory_order_relaxed);
 }
 
-// A thread's private stack of free nodes; returned to the pool when the
-// thread exits.
+// One batch from the pool (a chain; its size in `*got`), or null.
+IngressNode* PoolPopBatch(size_t* got) {
+  MutexLock lock(&g_pool->mu);
+  IngressNode* b = g_pool->batches;
+  if (b == nullptr) return nullptr;
+  g_pool->batches = b->batch_next;
+  g_pool->free -= b->batch_size;
+  g_pool->kept -= b->batch_kept;
+  g_pool_free.store(g_pool->free, std::memory_order_relaxed);
+  *got = b->batch_size;
+  return b;
+}
+
+// `count` new nodes as a chain.
+IngressNode* NewNodes(size_t count) {
+  IngressNode* chain = nullptr;
+  for (size_t i = 0; i < count; ++i) {
+    IngressNode* n = new IngressNode();
+    n->next = chain;
+    chain = n;
+  }
+  g_nodes_live.fetch_add(static_cast<int64_t>(count),
+                         std::memory_order_relaxed);
+  return chain;
+}
+
+// A thread's private stack of free nodes (at most kThreadCacheMaxNodes).
+// Constant-initialized and trivially destructible, so it stays usable for
+// the whole life of the thread, even from `thread_local` destructors that
+// run after `CacheReaper`'s below.
 struct ThreadCache {
   IngressNode* head = nullptr;
-  ~ThreadCache() {
-    if (head == nullptr) return;
-    IngressNode* last = head;
-    while (last->next != nullptr) last = last->next;
-    PushChain(head, last);
+  size_t count = 0;
+  // Set by `CacheReaper` once the nodes went back to the pool at thread
+  // exit: from then on this thread's nodes come from and go to the pool.
+  bool torn_down = false;
+};
+thread_local ThreadCache t_cache;
+
+// Returns this thread's cached nodes to the pool when the thread exits, and
+// leaves the cache torn down (empty, never refilled), so a later post from a
+// `thread_local` destructor never takes a node the pool owns.
+struct CacheReaper {
+  ~CacheReaper() {
+    ThreadCache& cache = t_cache;
+    IngressNode* head = std::exchange(cache.head, nullptr);
+    cache.count = 0;
+    cache.torn_down = true;
+    PushAll(head);
   }
 };
 
-ThreadCache& Cache() {
-  static thread_local ThreadCache cache;
-  return cache;
+ABSL_ATTRIBUTE_NOINLINE IngressNode* RefillAndPop(ThreadCache& cache) {
+  // A torn-down cache takes single new nodes (returned to the pool, which
+  // trims them).
+  if (cache.torn_down) return NewNodes(1);
+  static thread_local CacheReaper reaper;  // Registered on the first refill.
+  (void)reaper;
+  g_pool_draws.fetch_add(1, std::memory_order_relaxed);
+  size_t got = 0;
+  IngressNode* chain = PoolPopBatch(&got);
+  if (chain == nullptr) {
+    got = kIngressNodeBatch;
+    chain = NewNodes(got);
+  }
+  cache.head = chain->next;
+  cache.count = got - 1;
+  return chain;
 }
 
 }  // namespace
 
 IngressNode* AllocIngressNode() {
-  ThreadCache& cache = Cache();
-  if (ABSL_PREDICT_FALSE(cache.head == nullptr)) {
-    cache.head = g_pool.exchange(nullptr, std::memory_order_acquire);
-    if (cache.head == nullptr) cache.head = NewBlock();
-  }
+  ThreadCache& cache = t_cache;
   IngressNode* n = cache.head;
-  cache.head = n->next;
+  if (ABSL_PREDICT_FALSE(n == nullptr)) {
+    n = RefillAndPop(cache);
+  } else {
+    cache.head = n->next;
+    --cache.count;
+  }
   n->next = nullptr;
   n->kind = IngressNode::Kind::kTask;
+  n->counted = false;
   n->timer_index = ~uint32_t{0};
   return n;
 }
 
-uint64_t NewForeignTimerId() {
-  static std::atomic<uint64_t> next{2};
-  return next.fetch_add(1, std::memory_order_relaxed);
+void ReturnIngressNode(IngressNode* node) {
+  ThreadCache& cache = t_cache;
+  node->next = nullptr;
+  if (ABSL_PREDICT_FALSE(cache.torn_down)) {
+    PushAll(node);
+    return;
+  }
+  node->next = cache.head;
+  cache.head = node;
+  if (ABSL_PREDICT_FALSE(++cache.count > kThreadCacheMaxNodes)) {
+    // Spill a batch: the cache keeps the rest.
+    IngressNode* first = cache.head;
+    IngressNode* last = first;
+    for (size_t i = 1; i < kIngressNodeBatch; ++i) last = last->next;
+    cache.head = last->next;
+    cache.count -= kIngressNodeBatch;
+    last->next = nullptr;
+    PushAll(first);
+  }
 }
 
 void FreeIngressNodes(IngressNode* first, IngressNode* last) {
-  PushChain(first, last);
+  last->next = nullptr;
+  PushAll(first);
+}
+
+uint64_t IngressPoolDraws() {
+  return g_pool_draws.load(std::memory_order_relaxed);
+}
+
+bool IngressPoolOverBound() {
+  return g_pool_free.load(std::memory_order_relaxed) > kPoolMaxFreeNodes;
+}
+
+void TrimIngressPool() {
+  if (!IngressPoolOverBound()) return;
+  IngressNode* popped = nullptr;
+  {
+    MutexLock lock(&g_pool->mu);
+    // Whole batches beyond the bound (nodes kept forever do not count).
+    while (g_pool->batches != nullptr &&
+           g_pool->free - g_pool->kept > kPoolMaxFreeNodes) {
+      IngressNode* b = g_pool->batches;
+      g_pool->batches = b->batch_next;
+      g_pool->free -= b->batch_size;
+      g_pool->kept -= b->batch_kept;
+      b->batch_next = popped;
+      popped = b;
+    }
+    g_pool_free.store(g_pool->free, std::memory_order_relaxed);
+  }
+  // Outside the lock: delete, except the nodes kept forever, which go back.
+  IngressNode* keep = nullptr;
+  int64_t deleted = 0;
+  while (popped != nullptr) {
+    IngressNode* b = popped;
+    popped = b->batch_next;
+    for (IngressNode* q = b; q != nullptr;) {
+      IngressNode* next = q->next;
+      if (q->kept_forever) {
+        q->next = keep;
+        keep = q;
+      } else {
+        delete q;
+        ++deleted;
+      }
+      q = next;
+    }
+  }
+  PushAll(keep);
+  g_nodes_live.fetch_sub(deleted, std::memory_order_relaxed);
+}
+
+IngressPoolStats IngressPoolStatsForTesting() {
+  IngressPoolStats stats;
+  stats.nodes_live = g_nodes_live.load(std::memory_order_relaxed);
+  MutexLock lock(&g_pool->mu);
+  stats.pool_free = g_pool->free;
+  stats.pool_kept_forever = g_pool->kept;
+  return stats;
+}
+
+size_t ThisThreadCachedIngressNodesForTesting() { return t_cache.count; }
+
+uint64_t NewForeignTimerId() {
+  static std::atomic<uint64_t> next{2};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 ForeignAcceptTable::~ForeignAcceptTable() {

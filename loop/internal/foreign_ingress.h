@@ -18,6 +18,12 @@
 //    (shutdown; every push is refused). Only the push that replaces kArmed
 //    gets `kQueuedWake` and writes the loop's eventfd: one syscall per idle
 //    period, none while the loop is busy (folly's notification queue).
+//  * A bounded user post reserves first: one relaxed fetch_add of
+//    `pending_` (same cache line as `head_`), undone and refused if the loop
+//    already holds its bound; the loop releases (a sequentially consistent
+//    fetch_sub) once per 64 posts run, at a segment's end, and for delayed
+//    posts when it takes them (they become timers). Stop, cancel and
+//    internal nodes do not reserve, so they are never refused for fullness.
 //  * The consumer arms only by a compare-and-swap from kEmpty, so it can
 //    never arm over a node, and every batch end takes or arms: a push into
 //    an unarmed list is always seen by a take that is still to come.
@@ -30,20 +36,44 @@
 //    that takes it).
 //
 // Cost: a push is one node from a per-thread cache (refilled from the global
-// pool with one exchange per batch of nodes; 64 nodes per allocation when the
-// pool is empty, so no allocation per post once the pool has grown to the
-// most nodes in flight), the task moved into it, and one compare-and-swap. A
+// pool a batch at a time, under the pool's mutex; a batch of new nodes when
+// the pool is empty, so no allocation per post once the pool holds the most
+// nodes in flight), the task moved into it, and one compare-and-swap. A
 // take is one exchange plus one pass over the list; the consumer returns the
-// nodes of a finished segment to the pool with one compare-and-swap.
+// nodes of a finished segment to the pool under its mutex, once per segment.
+//
+// Memory bounds of the node pool (a node is `sizeof(IngressNode)`, 128
+// bytes):
+//  * Each thread's cache holds at most `kThreadCacheMaxNodes` (256 nodes,
+//    32 KiB): refills take `kIngressNodeBatch` (64) nodes, and a cache past
+//    its bound spills a batch back. A thread's cache goes back to the pool
+//    when the thread exits; a post from a `thread_local` destructor after
+//    that takes and returns single nodes from the pool.
+//  * The global pool keeps what consumers return while loops are busy (so a
+//    steady flow allocates nothing); when a loop finds its ingress empty
+//    (arms it: the burst has drained) it trims the pool to
+//    `kPoolMaxFreeNodes` (16,384 nodes, 2 MiB) free nodes and deletes the
+//    rest, once the pool has been quiet (no thread drew a batch) for
+//    `kPoolTrimIntervalNs` (1 s): a one-shot timer of that loop checks, and
+//    checks again a second later while draws go on, so memory returns about
+//    a second after the last burst even if the loop then sleeps. Nodes that
+//    ever carried a foreign delayed task are never deleted (a
+//    `DelayedTaskHandle` names its node and may compare its claim at any later
+//    time): they are kept in the pool beyond that bound and reused, so they
+//    number at most the most foreign delayed tasks ever pending at once.
+//  * Nodes in flight (in an ingress or a taken segment) are bounded per
+//    loop by `Loop::Options::max_pending_foreign` (see loop.h).
 //
 // Thread-safety: `Push` and `ForeignAcceptTable::Accepts` on any thread
 // holding a pin of the loop; everything else on the loop thread. The node
-// pool functions on any thread.
+// pool functions on any thread (the pool's own state is under its mutex; a
+// thread's cache is its own).
 
 #ifndef CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_
 #define CTXLOOP_LOOP_INTERNAL_FOREIGN_INGRESS_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -56,7 +86,7 @@ namespace ctxloop {
 namespace loop_internal {
 
 // One command from another thread. Nodes come from a process-wide pool and
-// are recycled, never freed (see the cost note above).
+// are recycled; the pool deletes free nodes past its bound (see above).
 struct alignas(64) IngressNode {
   enum class Kind : uint8_t {
     kTask,     // Run `task` on `ctx` (an internal task: context generation 0).
@@ -73,6 +103,12 @@ struct alignas(64) IngressNode {
   // cache line (checked below); the rest is for delayed posts and cancels.
   IngressNode* next = nullptr;
   Kind kind = Kind::kTask;
+  // Once it carried a foreign delayed task: never deleted (see above).
+  bool kept_forever = false;
+  // Counted in its loop's pending foreign work (a user post that took a
+  // reservation); the loop releases it when the node leaves the ingress's
+  // accounting (a task run or dropped, a delayed task made a timer).
+  bool counted = false;
   // kDelayed, loop thread only: the slab node of its timer once inserted,
   // else ~0.
   uint32_t timer_index = ~uint32_t{0};
@@ -82,8 +118,9 @@ struct alignas(64) IngressNode {
   // NewForeignTimerId) while the task may still run or be cancelled; then
   // kTakenByLoop (ran, dropped, or cancelled on the loop thread) or
   // kCancelledByForeign (a foreign Cancel won; its kCancel node follows).
-  // The handle names this node and `timer_id`, and nodes are never freed,
-  // so a stale handle's compare-and-swap just fails.
+  // The handle names this node and `timer_id`, and such a node is never
+  // deleted (`kept_forever`), so a stale handle's compare-and-swap just
+  // fails.
   std::atomic<uint64_t> claim{0};
   uint64_t timer_id = 0;
   int64_t deadline_ns = 0;
@@ -92,6 +129,13 @@ struct alignas(64) IngressNode {
   IngressNode* target = nullptr;
   uint32_t cancel_node = 0;
   uint64_t cancel_id = 0;
+  // Free, in the global pool: the first node of a batch (a chain of at most
+  // kIngressNodeBatch nodes linked by `next`) links the next batch and
+  // counts its own nodes (and those kept forever), so the pool's mutex is
+  // held for O(1) per batch.
+  IngressNode* batch_next = nullptr;
+  uint32_t batch_size = 0;
+  uint32_t batch_kept = 0;
 };
 
 static_assert(sizeof(IngressNode*) + 2 * sizeof(uint32_t) +
@@ -104,11 +148,43 @@ static_assert(sizeof(IngressNode*) + 2 * sizeof(uint32_t) +
 // reused.
 uint64_t NewForeignTimerId();
 
+// The pool's bounds (see the top of this file).
+inline constexpr size_t kIngressNodeBatch = 64;
+inline constexpr size_t kThreadCacheMaxNodes = 256;
+inline constexpr size_t kPoolMaxFreeNodes = 16384;
+
 // A node for a push: from this thread's cache, refilled from the pool.
 IngressNode* AllocIngressNode();
+// Returns one node (its task empty) to this thread's cache: a producer's
+// node that was never pushed.
+void ReturnIngressNode(IngressNode* node);
 // Returns the chain `first`..`last` (linked by `next`, tasks already
 // destroyed) to the pool with one compare-and-swap.
 void FreeIngressNodes(IngressNode* first, IngressNode* last);
+
+// Deletes the pool's free nodes beyond `kPoolMaxFreeNodes` (not those kept
+// forever). One relaxed load when there is nothing to trim. Called from a
+// loop's trim timer (LoopCore::MaybeTrimPool).
+void TrimIngressPool();
+// One relaxed load: whether the pool holds more than `kPoolMaxFreeNodes`.
+bool IngressPoolOverBound();
+// How many batches thread caches have drawn (from the pool or new), ever.
+uint64_t IngressPoolDraws();
+// The pool is trimmed once no thread has drawn a batch for this long: a
+// loop that bursts again and again (a benchmark, a periodic batch job)
+// reuses its nodes instead of freeing and reallocating them every time.
+inline constexpr int64_t kPoolTrimIntervalNs = 1000000000;
+
+// For tests: nodes allocated and not deleted (in flight, in caches, in the
+// pool), the pool's free nodes, and those of them kept forever.
+struct IngressPoolStats {
+  int64_t nodes_live = 0;
+  size_t pool_free = 0;
+  size_t pool_kept_forever = 0;
+};
+IngressPoolStats IngressPoolStatsForTesting();
+// For tests: nodes in the calling thread's cache.
+size_t ThisThreadCachedIngressNodesForTesting();
 
 // A cache line of its own: producers compare-and-swap `head_` on every push,
 // which must not contend with the loop thread's own fields nearby.
@@ -124,6 +200,7 @@ class alignas(64) ForeignIngress {
   // still owns it (and its task). On kQueuedWake the caller must wake the
   // consumer (write the eventfd) before it unpins.
   PushResult Push(IngressNode* node) {
+    // Protocol step "push": one release compare-and-swap of `head_`.
     uintptr_t h = head_.load(std::memory_order_relaxed);
     for (;;) {
       if (ABSL_PREDICT_FALSE(h == kClosed)) return PushResult::kClosed;
@@ -144,6 +221,8 @@ class alignas(64) ForeignIngress {
   // before the loop may sleep (at the end of the batch that runs what it
   // took).
   IngressNode* Take() {
+    // Protocol step "take-all+reverse" (an acquire exchange to kEmpty), or
+    // "arm tag" (an acquire compare-and-swap kEmpty -> kArmed).
     uintptr_t h = head_.load(std::memory_order_acquire);
     for (;;) {
       if (h >= kFirstNode) {
@@ -160,6 +239,51 @@ class alignas(64) ForeignIngress {
     }
   }
 
+  // Loop thread, before the loop is registered: the bound on pending user
+  // posts (at least 1).
+  void set_limit(int64_t limit) { limit_ = limit < 1 ? 1 : limit; }
+  int64_t limit() const { return limit_; }
+
+  // Protocol step "reserve" (any thread holding a pin, before `Push` of a
+  // bounded user post): one relaxed fetch_add on `pending_`, which shares
+  // `head_`'s cache line (the push's compare-and-swap needs the line
+  // anyway). False (and nothing reserved) if the loop already holds
+  // `limit()` pending user posts: the post is refused.
+  bool Reserve() {
+    if (ABSL_PREDICT_FALSE(pending_.fetch_add(1, std::memory_order_relaxed) >=
+                           limit_)) {
+      pending_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  // Undoes a `Reserve` whose push failed (any thread holding a pin).
+  void Unreserve() { pending_.fetch_sub(1, std::memory_order_relaxed); }
+  // Protocol step "release" (loop thread): `n` reserved posts left the
+  // accounting. Sequentially consistent, so that the release and a room
+  // waiter's registration (see `RoomSignal` in loop_core.h) cannot both
+  // miss each other. Returns the count after the release.
+  int64_t Release(int64_t n) {
+    return pending_.fetch_sub(n, std::memory_order_seq_cst) - n;
+  }
+  // Any thread: pending user posts (reserved and not yet released).
+  int64_t pending() const { return pending_.load(std::memory_order_seq_cst); }
+
+  // Loop thread: arms the ingress if it holds nothing (protocol step "arm
+  // tag", as in `Take`); false if nodes are waiting (then the caller must
+  // make sure a take comes: see RunUntilIdle).
+  bool ArmIfEmpty() {
+    uintptr_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      if (h >= kFirstNode) return false;
+      if (h != kEmpty) return true;  // Armed already, or closed.
+      if (head_.compare_exchange_weak(h, kArmed, std::memory_order_acquire,
+                                      std::memory_order_acquire)) {
+        return true;
+      }
+    }
+  }
+
   // Loop thread: true if a node is waiting (a hint; `Take` decides).
   bool HasNodes() const {
     return head_.load(std::memory_order_relaxed) >= kFirstNode;
@@ -170,6 +294,7 @@ class alignas(64) ForeignIngress {
   // still queued, oldest first.
   IngressNode* Close() {
     // ingress.pml: L-S4 (close exchange)
+    // Protocol step "close": an acquire exchange to kClosed.
     const uintptr_t h = head_.exchange(kClosed, std::memory_order_acquire);
     return h >= kFirstNode ? Reverse(reinterpret_cast<IngressNode*>(h))
                            : nullptr;
@@ -194,6 +319,9 @@ class alignas(64) ForeignIngress {
 
   // Starts armed: the loop is idle until something arrives.
   std::atomic<uintptr_t> head_{kArmed};
+  // Reserved user posts not yet released (see `Reserve`/`Release`).
+  std::atomic<int64_t> pending_{0};
+  int64_t limit_ = int64_t{1} << 20;  // Set before any pin; then read-only.
 };
 
 // Which contexts accept foreign posts: by context index, the generation of a

@@ -40,6 +40,7 @@
 #include "ctxloop/loop/context_handle.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/ready_queue.h"
+#include "ctxloop/loop/task.h"
 
 struct event;
 
@@ -178,56 +179,65 @@ struct IngressNode;
 
 // A post from a thread that does not own the loop, in three steps, so that
 // `Post`'s template builds the callable in the ingress node itself (no `Task`
-// moved, no manager call but the construction):
+// moved, no manager call but the construction), and so that no user code
+// runs while the loop is pinned:
 //
-//   ForeignPostSlot slot;
-//   if (slot.Open(ctx) == ForeignPostSlot::kOpened) {  // pinned; node taken
-//     ::new (slot.task_storage()) Task(std::move(f));
-//     return slot.Commit();                            // pushed; unpinned
-//   }
-//   // else: the general path (this thread's own loop, or an error).
+//   ForeignPostSlot slot;                              // a node; no pin
+//   ::new (slot.task_storage()) Task(std::move(f));    // user code; no pin
+//   bool general;
+//   absl::Status s = slot.Commit(ctx, &general);       // pin, push, unpin
+//   if (!general) return s;
+//   // else: the general path, with `slot.TakeTask()`.
 //
-// `Open` is kOpened only for a live, pinned loop that this thread does not
-// own and whose accept table accepts `ctx`; kRefused when such a loop's
-// accept table refuses `ctx` (destroyed or closing: `Refusal(ctx)` is the
-// error); kNotForeign for a null handle, the caller's own loop, or a loop
-// that is gone or shutting down (closed to foreign threads). It leaves
-// nothing held unless kOpened. Between `Open` and `Commit` the
-// caller holds a pin: it must only build the task. If that throws, the
-// destructor returns the node and the pin. The node's task storage holds an
-// empty `Task` (every pooled node's task is empty), whose lifetime the
-// placement new ends: an empty `Task` holds nothing to destroy.
+// The constructor takes a node from this thread's node cache (no loop is
+// touched). `Commit` pins `ctx`'s loop, checks that its accept table accepts
+// `ctx` (and, for a user post, that the loop's pending cross-thread work is
+// under its bound), pushes, and unpins; only then, on a refusal, is the task
+// destroyed (so a task's destructor, like its move constructor, never runs
+// while a pin is held: `DestroyContext` and shutdown wait for pins). It
+// sets `*general` (and returns OK, keeping the task) for a loop this thread
+// owns or one that is gone or shutting down (closed to foreign threads):
+// the caller then takes the task back with `TakeTask` and takes the general
+// path. If building the task throws, the destructor returns the node.
+//
+// The node's task storage holds an empty `Task` (every pooled node's task is
+// empty), whose lifetime the placement new ends: an empty `Task` holds
+// nothing to destroy.
 //
 // Thread-safety: any thread; one slot per call.
 class ForeignPostSlot {
  public:
-  ForeignPostSlot() = default;
+  ForeignPostSlot();
   ForeignPostSlot(const ForeignPostSlot&) = delete;
   ForeignPostSlot& operator=(const ForeignPostSlot&) = delete;
   ~ForeignPostSlot() {
     if (ABSL_PREDICT_FALSE(node_ != nullptr)) Abandon();
   }
 
-  enum OpenResult { kOpened, kRefused, kNotForeign };
-  OpenResult Open(ContextHandle ctx);
-  // The error of a post that `Open` refused.
-  static absl::Status Refusal(ContextHandle ctx);
-  // After kOpened: where to build the task.
+  // Where to build the task.
   void* task_storage() const { return task_; }
-  // After kOpened and the task built: queues it. OK, or (only if the
-  // loop closed its ingress meanwhile, which a pin rules out) the error of a
-  // refused post, with the task destroyed here.
-  absl::Status Commit();
+  // After the task is built: queues it on `ctx`'s loop. OK, or the error of
+  // a refused post, with the task destroyed here (after the pin ended); or
+  // `*general` (see above).
+  // `bounded`: false for the library's own posts that skip the loop's bound
+  // on pending cross-thread work (`PostNeverFull`).
+  absl::Status Commit(ContextHandle ctx, bool* general, bool bounded = true);
+  // After `Commit` set `*general`: the task, out of the node (which goes
+  // back to this thread's cache).
+  Task TakeTask();
 
  private:
   void Abandon();
 
-  LoopCore* core_ = nullptr;
-  IngressNode* node_ = nullptr;
-  void* task_ = nullptr;
-  uint64_t unit_ = 0;
-  uint32_t slot_ = 0;
+  IngressNode* node_;
+  void* task_;
 };
+
+// The general path of a post that is not a foreign one (`ForeignPostSlot`
+// set `*general`): the owner thread with a cold cache, or a loop closed to
+// foreign threads (shutting down: its owner still posts while it drains), or
+// gone. On error `task` is destroyed before it returns.
+absl::Status PostGeneral(ContextHandle ctx, Task task);
 
 // Whether `f` is an empty callable (a null function pointer, an empty
 // `AnyInvocable` or `std::function`); false for every other type.

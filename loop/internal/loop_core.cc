@@ -169,7 +169,10 @@ absl::StatusOr<std::unique_ptr<LoopCore>> LoopCore::Create(
 }
 
 LoopCore::LoopCore(Loop::Options options, event_base* base)
-    : options_(std::move(options)), base_(base) {}
+    : options_(std::move(options)), base_(base) {
+  ingress_.set_limit(options_.max_pending_foreign);
+  low_water_ = ingress_.limit() / 2;
+}
 
 absl::Status LoopCore::Init() {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -238,6 +241,9 @@ LoopStats LoopCore::stats() const {
   LoopStats s;
   s.tasks_run = tasks_run_total_;
   s.wake_writes = wake_writes_.load(std::memory_order_relaxed);
+  const int64_t pending = ingress_.pending();
+  s.foreign_pending = pending > 0 ? static_cast<uint64_t>(pending) : 0;
+  s.foreign_refused_full = refused_full_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -344,13 +350,23 @@ absl::Status LoopCore::Run(bool until_idle) {
     }
     return absl::OkStatus();
   }
+  // What is ready now, plus its loop-thread follow-ups, plus cross-thread
+  // posts that arrive meanwhile up to one bound's worth (then batch ends and
+  // wake-ups take no more), so producers that never stop cannot starve it.
+  TakeIngress();
+  hold_foreign_ = true;
+  until_idle_taken_ = nodes_taken_;
+  absl::Cleanup settle = [this] {
+    hold_foreign_ = false;
+    // The ingress may hold posts and is then unarmed (no push writes the
+    // eventfd): a batch takes them at the next Run. Else arm it.
+    if (!ingress_.ArmIfEmpty()) local_.ScheduleBatch();
+  };
   for (;;) {
     if (stop_requested_.exchange(false)) break;
     callbacks_dispatched_ = 0;
-    TakeIngress();
     event_base_loop(base_, EVLOOP_NONBLOCK);
-    if (callbacks_dispatched_ != 0 || !local_.ready().empty()) continue;
-    if (!ingress_.HasNodes()) break;
+    if (callbacks_dispatched_ == 0 && local_.ready().empty()) break;
   }
   return absl::OkStatus();
 }

@@ -68,6 +68,32 @@ struct WatchControl {
   void WaitForCallback() const;
 };
 
+// Where producers waiting for room in a full loop (`WaitForRoom`) sleep.
+// Shared (a `shared_ptr` a waiter copies while pinned), so a waiter never
+// touches a destroyed loop: it waits here with no pin held, and shutdown
+// closes it. The loop thread takes `mu` only while `waiters` is non-zero
+// and its backlog is at the low-water mark; a waiter registers (`waiters`,
+// sequentially consistent) before it reads the loop's pending count, and the
+// loop releases pending work (sequentially consistent) before it reads
+// `waiters`, so at least one of them sees the other: no lost wake-up.
+struct RoomSignal {
+  std::atomic<int> waiters{0};
+  Mutex mu;
+  CondVar cv;
+  uint64_t epoch ABSL_GUARDED_BY(mu) = 0;  // Bumped by each wake-up.
+  bool closed ABSL_GUARDED_BY(mu) = false;
+  void WakeAll() {
+    MutexLock lock(&mu);
+    ++epoch;
+    cv.SignalAll();
+  }
+  void Close() {
+    MutexLock lock(&mu);
+    closed = true;
+    cv.SignalAll();
+  }
+};
+
 class LoopCore {
  public:
   static absl::StatusOr<std::unique_ptr<LoopCore>> Create(
@@ -93,6 +119,11 @@ class LoopCore {
   absl::StatusOr<DelayedTaskHandle> PostDelayedPinned(ContextHandle ctx,
                                                       absl::Duration delay,
                                                       Task&& task);
+  // A foreign PostDelayed (no pin held by the caller): the task moves into
+  // an ingress node before the loop is pinned, and a refused one is
+  // destroyed after the unpin, so no user code runs under the pin.
+  static absl::StatusOr<DelayedTaskHandle> PostDelayedForeign(
+      ContextHandle ctx, int64_t deadline_ns, Task&& task);
   bool CancelOwned(const DelayedTaskHandle& handle);
   bool CancelPinned(const DelayedTaskHandle& handle);
 
@@ -178,6 +209,11 @@ class LoopCore {
   absl::StatusOr<ShutdownReport> Shutdown();
   void BecomeOwner();  // The destructor's thread takes over (see loop.h).
   LoopStats stats() const;
+  // --- Room for cross-thread posts -----------------------------------------
+  // Pinned foreign thread: whether a bounded post would be accepted now, and
+  // the signal to wait on (copied while pinned).
+  bool HasRoom() const { return ingress_.pending() < ingress_.limit(); }
+  const std::shared_ptr<RoomSignal>& room_signal() const { return room_; }
 
  private:
   // 48 bytes. The loop's own bookkeeping (destroy marker, a cancelled task
@@ -320,7 +356,36 @@ class LoopCore {
   // was armed (may be idle), before the caller unpins [S11]. False if the
   // ingress is closed: then the node (and its task) is the caller's again.
   bool PushForeign(IngressNode* node);
-  friend class ForeignPostSlot;  // Uses accept_ and PushForeign.
+  friend class ForeignPostSlot;  // Uses PushUserNode.
+  // Pinned foreign thread: a user post's node (a task or a delayed task for
+  // `ctx`): pushed, or refused (the node and its task still the caller's).
+  // `bounded`: counted against `Options::max_pending_foreign` (false for
+  // `PostNeverFull`).
+  enum class PushOutcome { kPushed, kContextClosed, kFull };
+  PushOutcome PushUserNode(IngressNode* node, ContextHandle ctx,
+                           bool bounded = true);
+  // Loop thread: `n` counted posts left the pending count; wakes room
+  // waiters at the low-water mark.
+  void ReleasePending(int64_t n) {
+    if (n == 0) return;
+    if (ABSL_PREDICT_FALSE(ingress_.Release(n) <= low_water_ &&
+                           room_->waiters.load(std::memory_order_seq_cst) >
+                               0)) {
+      room_->WakeAll();
+    }
+  }
+  // Loop thread: takes the ingress unless RunUntilIdle holds cross-thread
+  // posts back (at a batch end, on a wake-up).
+  bool TakeIngressUnlessHeld() {
+    if (ABSL_PREDICT_FALSE(hold_foreign_) &&
+        nodes_taken_ - until_idle_taken_ >=
+            static_cast<uint64_t>(ingress_.limit())) {
+      return false;
+    }
+    return TakeIngress();
+  }
+  // The error of a refused user post (any thread, no pin needed).
+  static absl::Status RefusalStatus(PushOutcome outcome, ContextHandle ctx);
   void WriteWakeFd();
   // Takes the ingress: queues its tasks as one ForeignSegment entry and acts
   // on its commands (stop, re-arm); true if tasks were queued. When it
@@ -450,6 +515,11 @@ class LoopCore {
 
   static void OnBatch(int fd, short what, void* arg);
   static void OnWake(int fd, short what, void* arg);
+  // Loop thread, its ingress found empty and the node pool over its bound:
+  // sets a one-shot libevent timer (kPoolTrimIntervalNs) that trims the pool
+  // if no thread drew from it meanwhile, else sets itself again.
+  void MaybeTrimPool();
+  static void OnTrimTimer(int fd, short what, void* arg);
   static void OnTimer(int fd, short what, void* arg);
   static void OnTimerFd(int fd, short what, void* arg);
   static void OnFd(int fd, short what, void* arg);
@@ -488,6 +558,19 @@ class LoopCore {
   ShutdownReport report_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<uint64_t> wake_writes_{0};  // Eventfd writes by foreign posts.
+  // Cross-thread posts refused by the bound (any thread, relaxed).
+  std::atomic<uint64_t> refused_full_{0};
+  int64_t low_water_ = 0;  // Half the bound: room waiters wake below it.
+  std::shared_ptr<RoomSignal> room_ = std::make_shared<RoomSignal>();
+  // Owner thread: RunUntilIdle is running; once it has taken one bound's
+  // worth of cross-thread nodes since its start (`until_idle_taken_` is
+  // `nodes_taken_` then), it takes no more.
+  bool hold_foreign_ = false;
+  uint64_t nodes_taken_ = 0;  // Nodes taken off the ingress so far.
+  // The node pool's idle trim (see MaybeTrimPool).
+  uint64_t trim_draws_ = 0;  // IngressPoolDraws() when the timer was set.
+  bool trim_scheduled_ = false;
+  uint64_t until_idle_taken_ = 0;
 
   // Everything from other threads (foreign_ingress.h), and which contexts
   // foreign posts may target (written by the owner, read by pinned posters).

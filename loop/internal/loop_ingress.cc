@@ -34,65 +34,145 @@
 namespace ctxloop {
 namespace loop_internal {
 
-ForeignPostSlot::OpenResult ForeignPostSlot::Open(ContextHandle ctx) {
+ForeignPostSlot::ForeignPostSlot() : node_(AllocIngressNode()) {
   static_assert(sizeof(IngressNode) <= 128, "two cache lines");
-  if (ctx.is_null()) return kNotForeign;
+  task_ = &node_->task;
+}
+
+absl::Status ForeignPostSlot::Commit(ContextHandle ctx, bool* general,
+                                     bool bounded) {
+  IngressNode* node = node_;
+  node->ctx = ctx;
   const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  uint64_t unit;
   bool owner;
   // ingress.pml: P1 (pin)
-  LoopCore* core = LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx),
-                                     &unit_, &owner);
-  if (ABSL_PREDICT_FALSE(core == nullptr)) return kNotForeign;  // [S5] [S8]
-  if (ABSL_PREDICT_FALSE(owner)) {
-    LoopRegistry::Unpin(slot, unit_);
-    return kNotForeign;
+  // Protocol step "pin": the task is built already; from here to the unpin
+  // below no user code runs.
+  LoopCore* core =
+      LoopRegistry::Pin(slot, HandleAccess::LoopGeneration(ctx), &unit, &owner);
+  if (ABSL_PREDICT_FALSE(core == nullptr || owner)) {  // [S5] [S8]
+    if (core != nullptr) LoopRegistry::Unpin(slot, unit);
+    *general = true;
+    return absl::OkStatus();
   }
+  *general = false;
+  const LoopCore::PushOutcome outcome = core->PushUserNode(node, ctx, bounded);
+  LoopRegistry::Unpin(slot, unit);  // Protocol step "unpin".
+  TestHooks::Run(TestHooks::after_foreign_unlock);
+  if (ABSL_PREDICT_TRUE(outcome == LoopCore::PushOutcome::kPushed)) {
+    node_ = nullptr;
+    return absl::OkStatus();
+  }
+  // Protocol step "refusal": never reached the loop. The task is destroyed
+  // here, on this thread, after the unpin.
+  TakeTask();
+  return LoopCore::RefusalStatus(outcome, ctx);
+}
+
+Task ForeignPostSlot::TakeTask() {
+  IngressNode* node = std::exchange(node_, nullptr);
+  Task task = std::move(node->task);
+  node->task = nullptr;
+  ReturnIngressNode(node);
+  return task;
+}
+
+void ForeignPostSlot::Abandon() {
+  // Building the task threw: its storage holds no task. Give it an empty
+  // one again (what every pooled node holds).
+  IngressNode* node = std::exchange(node_, nullptr);
+  ::new (&node->task) Task();
+  ReturnIngressNode(node);
+}
+
+LoopCore::PushOutcome LoopCore::PushUserNode(IngressNode* node,
+                                             ContextHandle ctx, bool bounded) {
   // [S7] The accept table is exact against DestroyContext: it closes the
   // context, then waits for the pins taken before (WaitForEarlierPins), so
   // a post that saw the context open has pushed before the close takes the
   // ingress.
-  // ingress.pml: P2 (accept check), P7 (unpin) if refused
-  if (ABSL_PREDICT_FALSE(!core->accept_.Accepts(ctx))) {
-    LoopRegistry::Unpin(slot, unit_);
-    TestHooks::Run(TestHooks::after_foreign_unlock);
-    return kRefused;
+  // ingress.pml: P2 (accept check), P4 (capacity reservation)
+  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) {
+    return PushOutcome::kContextClosed;
   }
   TestHooks::Run(TestHooks::foreign_post_checked);
-  // ingress.pml: P3 (node; the caller builds the task)
-  IngressNode* node = AllocIngressNode();
-  node->ctx = ctx;
-  core_ = core;
-  node_ = node;
-  slot_ = slot;
-  task_ = &node->task;
-  return kOpened;
-}
-
-absl::Status ForeignPostSlot::Refusal(ContextHandle ctx) {
-  return LoopCore::RejectForeignPost(ctx);
-}
-
-absl::Status ForeignPostSlot::Commit() {
-  IngressNode* node = std::exchange(node_, nullptr);
-  // ingress.pml: P5 (push), P6 (eventfd), P7 (unpin)
-  if (ABSL_PREDICT_TRUE(core_->PushForeign(node))) {
-    LoopRegistry::Unpin(slot_, unit_);
-    TestHooks::Run(TestHooks::after_foreign_unlock);
-    return absl::OkStatus();
+  // Protocol step "reserve": a bounded post counts itself before the push,
+  // so the loop's pending count never passes the bound.
+  if (bounded) {
+    if (ABSL_PREDICT_FALSE(!ingress_.Reserve())) {
+      refused_full_.fetch_add(1, std::memory_order_relaxed);
+      return PushOutcome::kFull;
+    }
+    node->counted = true;
   }
-  // Never reached the loop: the task is destroyed here, on this thread.
-  const ContextHandle ctx = node->ctx;
-  Task doomed = std::move(node->task);
-  FreeIngressNodes(node, node);
-  LoopRegistry::Unpin(slot_, unit_);
-  return LoopCore::RejectForeignPost(ctx);
+  if (ABSL_PREDICT_FALSE(!PushForeign(node))) {  // Unreachable while pinned.
+    if (bounded) ingress_.Unreserve();
+    node->counted = false;
+    return PushOutcome::kContextClosed;
+  }
+  return PushOutcome::kPushed;
 }
 
-void ForeignPostSlot::Abandon() {
-  // Building the task threw: the node's task is still empty.
-  IngressNode* node = std::exchange(node_, nullptr);
-  FreeIngressNodes(node, node);
-  LoopRegistry::Unpin(slot_, unit_);
+absl::Status LoopCore::RefusalStatus(PushOutcome outcome, ContextHandle ctx) {
+  if (outcome == PushOutcome::kFull) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot post to ", ctx.DebugString(),
+        ": its loop holds the most pending cross-thread posts it accepts "
+        "(Loop::Options::max_pending_foreign); see WaitForRoom"));
+  }
+  return RejectForeignPost(ctx);
+}
+
+absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedForeign(
+    ContextHandle ctx, int64_t deadline_ns, Task&& task) {
+  // Everything that may run user code (the task's move) happens before the
+  // pin, and its destruction on a refusal after the unpin.
+  IngressNode* node = AllocIngressNode();
+  node->kind = IngressNode::Kind::kDelayed;
+  node->ctx = ctx;
+  node->task = std::move(task);
+  node->deadline_ns = deadline_ns;
+  const uint64_t id = NewForeignTimerId();
+  node->timer_id = id;
+  node->claim.store(id, std::memory_order_relaxed);
+  const uint32_t slot = HandleAccess::LoopSlot(ctx);
+  const uint32_t gen = HandleAccess::LoopGeneration(ctx);
+  uint64_t unit;
+  LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);  // Step "pin".
+  absl::Status refused;
+  if (core == nullptr) {
+    refused = absl::FailedPreconditionError(
+        absl::StrCat("cannot post a delayed task to ", ctx.DebugString(),
+                     ": its loop is shut down, shutting down or destroyed"));
+  } else {
+    // [S4] Pinned, so shutdown has not closed the loop; if it is about to,
+    // this timer is dropped and counted by it. [S7] DestroyContext closes
+    // the accept table, waits for earlier pins (so for us), takes the
+    // ingress (inserting this timer), then cancels the context's timers.
+    const PushOutcome outcome = core->PushUserNode(node, ctx);
+    LoopRegistry::Unpin(slot, unit);  // Step "unpin".
+    TestHooks::Run(TestHooks::after_foreign_unlock);
+    if (outcome == PushOutcome::kPushed) {
+      // From the push on, the node is the loop's: it may already have run
+      // the task and recycled the node, so nothing here reads it again (the
+      // handle keeps its address and our id: a stale pair, whose claim
+      // compare-and-swap just fails).
+      DelayedTaskHandle handle;
+      handle.loop_slot_ = slot;
+      handle.loop_generation_ = gen;
+      handle.id_ = id;
+      handle.foreign_ = node;
+      return handle;
+    }
+    refused = RefusalStatus(outcome, ctx);
+  }
+  // Step "refusal": destroyed here, on this thread, after the unpin. The
+  // node was never pushed, so no handle names it.
+  Task doomed = std::move(node->task);
+  node->task = nullptr;
+  ReturnIngressNode(node);
+  return refused;
 }
 
 absl::Status LoopCore::RejectForeignPost(ContextHandle ctx) {
@@ -115,7 +195,7 @@ bool LoopCore::PushForeign(IngressNode* node) {
       return true;
     // ingress.pml: P6 (eventfd write, only after kArmed)
     case ForeignIngress::PushResult::kQueuedWake:
-      WriteWakeFd();
+      WriteWakeFd();  // Protocol step "eventfd write", still pinned.
       return true;
     case ForeignIngress::PushResult::kClosed:
       break;
@@ -141,6 +221,8 @@ bool LoopCore::TakeIngress() {
   while (IngressNode* list = ingress_.Take()) {
     if (QueueIngress(list)) return true;
   }
+  // Armed (or closed): any burst has drained; give memory back.
+  if (ABSL_PREDICT_FALSE(IngressPoolOverBound())) MaybeTrimPool();
   return false;
 }
 
@@ -150,8 +232,10 @@ bool LoopCore::QueueIngress(IngressNode* list) {
   bool stop = false;
   bool rearm = false;
   std::vector<Task> doomed;  // Cancelled timers' tasks, destroyed below.
+  int64_t released = 0;
   for (IngressNode* n = list; n != nullptr;) {
     IngressNode* next = n->next;
+    ++nodes_taken_;
     switch (n->kind) {
       // ingress.pml: L-Q2 (task nodes: one segment)
       case IngressNode::Kind::kTask:
@@ -165,6 +249,11 @@ bool LoopCore::QueueIngress(IngressNode* list) {
         KeepFreeNode(n);
         break;
       case IngressNode::Kind::kDelayed:
+        // A timer now: out of the pending count.
+        if (n->counted) {
+          n->counted = false;
+          ++released;
+        }
         // Its node stays out of the pool while its claim may be won.
         n->next = nullptr;
         if (OnForeignDelayed(n, &doomed)) rearm = true;
@@ -176,6 +265,7 @@ bool LoopCore::QueueIngress(IngressNode* list) {
     n = next;
   }
   *tail = nullptr;
+  ReleasePending(released);
   FlushFreeNodes();
   if (rearm || !doomed.empty()) ArmTimer();
   doomed.clear();  // On the loop thread, after the ingress is settled.
@@ -207,14 +297,26 @@ LoopCore::ForeignSegment::~ForeignSegment() {
 
 bool LoopCore::RunForeignSegment(TaskEntry& entry) {
   ForeignSegment& segment = entry.As<ForeignSegment>();
+  // Protocol step "release": the pending count drops once per 64 posts run
+  // and at the segment's end (one atomic per batch, none per task).
+  int64_t ran = 0;
   while (!segment.done()) {
     IngressNode* n = segment.head;
     segment.head = n->next;  // Out of the segment before it runs.
     // ingress.pml: L-B2 (run a node), L-B3 (stop check)
     RunNode(n);
+    ran += n->counted;
     KeepFreeNode(n);
-    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) return true;
+    if (ABSL_PREDICT_FALSE(ran == 64)) {
+      ReleasePending(ran);
+      ran = 0;
+    }
+    if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) {
+      ReleasePending(ran);
+      return true;
+    }
   }
+  ReleasePending(ran);
   return false;
 }
 
@@ -234,6 +336,32 @@ void LoopCore::RunNode(IngressNode* n) {
   if (!internal) ++tasks_run_total_;
 }
 
+void LoopCore::MaybeTrimPool() {
+  if (trim_scheduled_ || phase_ != Phase::kOpen) return;
+  // Once, a second from now (no argument to leak if the base goes first).
+  trim_scheduled_ = true;
+  trim_draws_ = IngressPoolDraws();
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(kPoolTrimIntervalNs / 1000000000);
+  tv.tv_usec =
+      static_cast<suseconds_t>((kPoolTrimIntervalNs % 1000000000) / 1000);
+  if (event_base_once(base_, -1, EV_TIMEOUT, &LoopCore::OnTrimTimer, this,
+                      &tv) != 0) {
+    trim_scheduled_ = false;
+  }
+}
+
+void LoopCore::OnTrimTimer(int, short, void* arg) {
+  auto* self = static_cast<LoopCore*>(arg);
+  self->trim_scheduled_ = false;
+  if (!IngressPoolOverBound()) return;
+  if (IngressPoolDraws() == self->trim_draws_) {
+    TrimIngressPool();  // Quiet for a second: the burst is over.
+  } else {
+    self->MaybeTrimPool();  // Still drawing: look again later.
+  }
+}
+
 void LoopCore::OnWake(int fd, short, void* arg) {
   auto* self = static_cast<LoopCore*>(arg);
   ++self->callbacks_dispatched_;
@@ -242,7 +370,9 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   // ingress.pml: L-W1 (drain the eventfd), then L-W2 (take)
   while (read(fd, &count, sizeof(count)) > 0) {
   }
-  self->TakeIngress();  // After the read: see PushForeign and [S12].
+  // After the read: see PushForeign and [S12]. (RunUntilIdle holds later
+  // cross-thread posts back; it settles the ingress when it returns.)
+  self->TakeIngressUnlessHeld();
   // ingress.pml: L-W3 (stop flag)
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
     event_base_loopbreak(self->base_);

@@ -96,7 +96,7 @@ void LoopCore::RunBatch() {
   // PushForeign): take them now, or arm the ingress if none came.
   // ingress.pml: L-B4 (batch-end take), L-B5 (next batch)
   TestHooks::Run(TestHooks::before_batch_end_take);
-  TakeIngress();
+  TakeIngressUnlessHeld();
   local_.set_in_batch(false);
   if (!ready.empty()) {
     // Tasks posted by this batch run in the next one, after libevent has

@@ -89,6 +89,8 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   LoopSlot* slot = LoopRegistry::Find(slot_index_);
   // ingress.pml: L-S2 (close the slot), L-S3 (wait for pins)
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
+  // No foreign thread can post any more: wake producers waiting for room.
+  room_->Close();
   // [S5] No foreign thread holds a pin or can take one: close the ingress
   // with one exchange and queue what it held, to run in the drain [S1].
   // ingress.pml: L-S4 (close the ingress), L-S5 (queue the rest)
