@@ -239,7 +239,7 @@ void BatchProcessor::OnSpanEnd(const SpanData& span) {
   Enqueue(std::move(item), bytes);
 }
 
-void BatchProcessor::Enqueue(ExportItem item, size_t bytes) {
+void BatchProcessor::Enqueue(ExportItem&& item, size_t bytes) {
   absl::Status report;
   bool wake = false;
   {
@@ -276,7 +276,7 @@ void BatchProcessor::Enqueue(ExportItem item, size_t bytes) {
   }
   if (wake) worker_cv_.Signal();
   if (!report.ok()) Report(report);
-  // `item`, if dropped, is destroyed here, outside the lock.
+  // `item`, if dropped, is destroyed by the caller, outside the lock.
 }
 
 absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {

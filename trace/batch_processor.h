@@ -190,7 +190,7 @@ class BatchProcessor final : public TraceProcessor {
  private:
   BatchProcessor(std::shared_ptr<SpanExporter> exporter, Options options);
 
-  void Enqueue(ExportItem item, size_t bytes);
+  void Enqueue(ExportItem&& item, size_t bytes);
   void WorkerLoop();
   void HelperLoop();
   // Exports batches of the current round until none is left to take (or
