@@ -37,7 +37,11 @@
 //     bounded however large a hostile workload makes its attributes; a
 //     record larger than the whole bound is dropped. A typical span of a few
 //     attributes estimates at under 1 KiB, so the defaults absorb a burst of
-//     more than 130,000 spans while the exporter catches up;
+//     more than 130,000 spans while the exporter catches up. The estimate
+//     leaves out the allocator's own overhead: resident memory at the bound
+//     measured about 1.75x it. The item bound stays as a second limit: it
+//     caps the per-item bookkeeping and lets hosts keep their old settings;
+//     a round's vectors grown by a burst are released after it;
 //   * `max_concurrent_exports` `Export` calls in flight (default 2, at most
 //     `kMaxConcurrentExports`), only if the exporter says
 //     `ExportsConcurrently()`; otherwise one. Each extra export slot is one
