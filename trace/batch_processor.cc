@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <system_error>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -53,7 +55,75 @@ size_t TriggerSize(double ratio, size_t queue_size) {
   return std::min(queue_size, std::max<size_t>(1, n));
 }
 
+size_t StringBytes(const std::string& str) {
+  // A string's heap block, if it has one (beyond the small-string buffer).
+  return str.capacity() > 15 ? str.capacity() + 1 : 0;
+}
+
+size_t AttributesBytes(const Attributes& attributes) {
+  size_t n = attributes.capacity() * sizeof(Attributes::value_type);
+  for (const auto& [key, value] : attributes) {
+    n += StringBytes(key);
+    if (const auto* str = std::get_if<std::string>(&value)) {
+      n += StringBytes(*str);
+    } else if (const auto* strs =
+                   std::get_if<std::vector<std::string>>(&value)) {
+      n += strs->capacity() * sizeof(std::string);
+      for (const std::string& e : *strs) n += StringBytes(e);
+    } else if (const auto* ints = std::get_if<std::vector<int64_t>>(&value)) {
+      n += ints->capacity() * sizeof(int64_t);
+    } else if (const auto* dbls = std::get_if<std::vector<double>>(&value)) {
+      n += dbls->capacity() * sizeof(double);
+    } else if (const auto* bools = std::get_if<std::vector<bool>>(&value)) {
+      n += bools->capacity() / 8 + sizeof(uint64_t);
+    }
+  }
+  return n;
+}
+
+size_t SiteBytes(const ExecutionSite& site) {
+  return StringBytes(site.context_name);
+}
+
+size_t CommonBytes(const SpanRecordCommon& r) {
+  size_t n = StringBytes(r.status.message) + StringBytes(r.scope.name) +
+             StringBytes(r.scope.version) + StringBytes(r.trace_state) +
+             r.events.capacity() * sizeof(SpanEvent) +
+             r.links.capacity() * sizeof(SpanLink);
+  for (const SpanEvent& e : r.events) {
+    n += StringBytes(e.name) + AttributesBytes(e.attributes);
+  }
+  for (const SpanLink& l : r.links) n += AttributesBytes(l.attributes);
+  return n;
+}
+
+// A std::map node's bookkeeping (links and color) besides its value.
+constexpr size_t kMapNodeBytes = 4 * sizeof(void*);
+
 }  // namespace
+
+size_t BatchProcessor::EstimateBytes(const ExportItem& item) {
+  size_t n = sizeof(ExportItem);
+  if (const auto* span = std::get_if<SpanData>(&item)) {
+    n += CommonBytes(*span) + StringBytes(span->name) +
+         AttributesBytes(span->attributes) + SiteBytes(span->started) +
+         SiteBytes(span->finish_called) + SiteBytes(span->finish_ran);
+    if (span->error.has_value()) {
+      n += StringBytes(span->error->message) + StringBytes(span->error->data);
+    }
+  } else {
+    const auto& trace = std::get<TraceData>(item);
+    n += CommonBytes(trace) + AttributesBytes(trace.attributes) +
+         StringBytes(trace.workflow_name) + StringBytes(trace.group_id) +
+         SiteBytes(trace.started) + SiteBytes(trace.finish_called) +
+         SiteBytes(trace.finish_ran);
+    for (const auto& [key, value] : trace.metadata) {
+      n += kMapNodeBytes + sizeof(std::pair<const std::string, std::string>) +
+           StringBytes(key) + StringBytes(value);
+    }
+  }
+  return n;
+}
 
 absl::StatusOr<std::unique_ptr<BatchProcessor>> BatchProcessor::Create(
     std::shared_ptr<SpanExporter> exporter) {
@@ -68,6 +138,16 @@ absl::StatusOr<std::unique_ptr<BatchProcessor>> BatchProcessor::Create(
   if (options.max_queue_size == 0) {
     return absl::InvalidArgumentError(
         "BatchProcessor: max_queue_size must be > 0");
+  }
+  if (options.max_queue_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "BatchProcessor: max_queue_bytes must be > 0");
+  }
+  if (options.max_concurrent_exports < 1 ||
+      options.max_concurrent_exports > kMaxConcurrentExports) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BatchProcessor: max_concurrent_exports must be in [1, ",
+        kMaxConcurrentExports, "], got ", options.max_concurrent_exports));
   }
   if (options.max_batch_size == 0 ||
       options.max_batch_size > options.max_queue_size) {
@@ -91,12 +171,17 @@ absl::StatusOr<std::unique_ptr<BatchProcessor>> BatchProcessor::Create(
       new BatchProcessor(std::move(exporter), std::move(options)));
   try {
     ctxloop::MutexLock join_lock(&p->join_mu_);
+    for (int i = 1; i < p->concurrent_exports_; ++i) {
+      p->helpers_.emplace_back([raw = p.get()] { raw->HelperLoop(); });
+      p->helper_ids_.push_back(p->helpers_.back().get_id());
+    }
     p->worker_ = std::thread([raw = p.get()] { raw->WorkerLoop(); });
     // Written before `p` is shared with any other thread; the worker itself
     // reads it only when called back from items queued after that.
     p->worker_id_ = p->worker_.get_id();
   } catch (const std::system_error& e) {
     // No worker: mark it done so the destructor does not wait for one.
+    p->StopHelpers();
     ctxloop::MutexLock lock(&p->mu_);
     p->stopping_ = true;
     p->worker_done_ = true;
@@ -110,12 +195,21 @@ BatchProcessor::BatchProcessor(std::shared_ptr<SpanExporter> exporter,
                                Options options)
     : exporter_(std::move(exporter)),
       max_queue_size_(options.max_queue_size),
+      max_queue_bytes_(options.max_queue_bytes),
       max_batch_size_(options.max_batch_size),
+      concurrent_exports_(exporter_->ExportsConcurrently()
+                              ? options.max_concurrent_exports
+                              : 1),
+      trigger_bytes_(
+          TriggerSize(options.export_trigger_ratio, options.max_queue_bytes)),
       schedule_delay_(options.schedule_delay),
       trigger_size_(
           TriggerSize(options.export_trigger_ratio, options.max_queue_size)),
       on_error_(std::move(options.on_error)) {
-  queue_.reserve(std::min(max_queue_size_, trigger_size_ + max_batch_size_));
+  const size_t reserve =
+      std::min(max_queue_size_, trigger_size_ + max_batch_size_);
+  queue_.reserve(reserve);
+  queue_item_bytes_.reserve(reserve);
 }
 
 BatchProcessor::~BatchProcessor() {
@@ -134,14 +228,18 @@ void BatchProcessor::OnTraceStart(const TraceData&) {}
 void BatchProcessor::OnSpanStart(const SpanData&) {}
 
 void BatchProcessor::OnTraceEnd(const TraceData& trace) {
-  Enqueue(ExportItem(std::in_place_type<TraceData>, trace));
+  ExportItem item(std::in_place_type<TraceData>, trace);
+  const size_t bytes = EstimateBytes(item);
+  Enqueue(std::move(item), bytes);
 }
 
 void BatchProcessor::OnSpanEnd(const SpanData& span) {
-  Enqueue(ExportItem(std::in_place_type<SpanData>, span));
+  ExportItem item(std::in_place_type<SpanData>, span);
+  const size_t bytes = EstimateBytes(item);
+  Enqueue(std::move(item), bytes);
 }
 
-void BatchProcessor::Enqueue(ExportItem item) {
+void BatchProcessor::Enqueue(ExportItem&& item, size_t bytes) {
   absl::Status report;
   bool wake = false;
   {
@@ -153,22 +251,32 @@ void BatchProcessor::Enqueue(ExportItem item) {
             "BatchProcessor: item ended after Shutdown was dropped (", n,
             " so far)"));
       }
-    } else if (queue_.size() + in_flight_ >= max_queue_size_) {
+    } else if (queue_.size() + in_flight_ >= max_queue_size_ ||
+               bytes > max_queue_bytes_ - queue_bytes_ - in_flight_bytes_) {
+      const bool by_bytes = queue_.size() + in_flight_ < max_queue_size_;
+      if (by_bytes) ++stats_.dropped_bytes_bound;
       const uint64_t n = ++stats_.dropped;
       if (ShouldReportDrop(n)) {
         report = absl::ResourceExhaustedError(absl::StrCat(
             "BatchProcessor: queue full (max_queue_size=", max_queue_size_,
-            "), item dropped (", n, " so far)"));
+            ", max_queue_bytes=", max_queue_bytes_, ", bound hit: ",
+            by_bytes ? "bytes" : "items", "), item dropped (", n, " so far)"));
       }
     } else {
+      const bool below_bytes = queue_bytes_ < trigger_bytes_;
       queue_.push_back(std::move(item));
+      queue_item_bytes_.push_back(bytes);
+      queue_bytes_ += bytes;
       ++stats_.enqueued;
-      wake = queue_.size() == trigger_size_;
+      stats_.peak_queued_bytes = std::max<uint64_t>(
+          stats_.peak_queued_bytes, queue_bytes_ + in_flight_bytes_);
+      wake = queue_.size() == trigger_size_ ||
+             (below_bytes && queue_bytes_ >= trigger_bytes_);
     }
   }
   if (wake) worker_cv_.Signal();
   if (!report.ok()) Report(report);
-  // `item`, if dropped, is destroyed here, outside the lock.
+  // `item`, if dropped, is destroyed by the caller, outside the lock.
 }
 
 absl::Status BatchProcessor::ForceFlush(absl::Duration timeout) {
@@ -237,11 +345,83 @@ absl::Status BatchProcessor::Shutdown(absl::Duration timeout) {
 
 BatchProcessor::Stats BatchProcessor::stats() const {
   ctxloop::MutexLock lock(&mu_);
-  return stats_;
+  Stats s = stats_;
+  s.queued_bytes = queue_bytes_ + in_flight_bytes_;
+  return s;
 }
 
 bool BatchProcessor::OnWorkerThread() const {
-  return worker_id_ == std::this_thread::get_id();
+  const std::thread::id self = std::this_thread::get_id();
+  if (worker_id_ == self) return true;
+  for (const std::thread::id& id : helper_ids_) {
+    if (id == self) return true;
+  }
+  return false;
+}
+
+void BatchProcessor::StopHelpers() {
+  {
+    ctxloop::MutexLock lock(&mu_);
+    helpers_exit_ = true;
+  }
+  helpers_cv_.SignalAll();
+  for (std::thread& t : helpers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void BatchProcessor::HelperLoop() {
+  ctxloop::MutexLock lock(&mu_);
+  while (true) {
+    while (!helpers_exit_ && !(round_open_ && round_next_ < round_size_)) {
+      helpers_cv_.Wait(&mu_);
+    }
+    if (helpers_exit_) return;
+    RunRoundBatches();
+  }
+}
+
+void BatchProcessor::RunRoundBatches() {
+  while (round_open_ && round_next_ < round_size_ && !abandon_) {
+    const size_t begin = round_next_;
+    const size_t n = std::min(max_batch_size_, round_size_ - begin);
+    round_next_ += n;
+    ++round_active_;
+    stats_.max_exports_in_flight =
+        std::max(stats_.max_exports_in_flight, round_active_);
+    const ExportItem* items = round_items_ + begin;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; ++i) bytes += round_item_bytes_[begin + i];
+    // More batches left: let an idle helper take the next one.
+    if (round_next_ < round_size_) helpers_cv_.Signal();
+    mu_.Unlock();
+    absl::Status status = ExportBatch(absl::MakeConstSpan(items, n));
+    mu_.Lock();
+    --round_active_;
+    in_flight_ -= n;
+    in_flight_bytes_ -= bytes;
+    if (status.ok()) {
+      stats_.exported += n;
+      ++stats_.batches_exported;
+    } else {
+      ++stats_.failed_batches;
+      stats_.failed_items += n;
+      const uint64_t failed_so_far = stats_.failed_batches;
+      status = absl::Status(
+          status.code(),
+          absl::StrCat("BatchProcessor: export of a batch of ", n,
+                       " items failed; they are lost (", failed_so_far,
+                       " failed batches so far): ", status.message()));
+      // [B1] A batch that fails after Shutdown began (even in a round that
+      // started before) is part of the shutdown's result.
+      if (stopping_ && drain_error_.ok()) drain_error_ = status;
+      if (round_first_error_.ok()) round_first_error_ = status;
+      mu_.Unlock();
+      Report(status);
+      mu_.Lock();
+    }
+    if (round_active_ == 0) round_cv_.SignalAll();
+  }
 }
 
 void BatchProcessor::JoinWorker() {
@@ -316,13 +496,16 @@ void BatchProcessor::WorkerLoop() {
   Clock::time_point deadline = Clock::now() + delay;
 
   std::vector<ExportItem> taken;
+  std::vector<size_t> taken_bytes;
   mu_.Lock();
-  taken.reserve(queue_.capacity());
+  const size_t reserve = queue_.capacity();
+  taken.reserve(reserve);
+  taken_bytes.reserve(reserve);
   while (true) {
     auto ready = [&] {
       mu_.AssertHeld();
       return stopping_ || flush_requested_ > flush_done_ ||
-             queue_.size() >= trigger_size_;
+             queue_.size() >= trigger_size_ || queue_bytes_ >= trigger_bytes_;
     };
     while (!ready()) {
       if (!timed) {
@@ -338,41 +521,34 @@ void BatchProcessor::WorkerLoop() {
 
     // Take everything queued now (one swap: producers never wait for us).
     taken.swap(queue_);
+    taken_bytes.swap(queue_item_bytes_);
     in_flight_ = taken.size();
-    absl::Status first_error;
-    size_t done = 0;
-    while (done < taken.size() && !abandon_) {
-      const size_t n = std::min(max_batch_size_, taken.size() - done);
-      mu_.Unlock();
-      absl::Status status =
-          ExportBatch(absl::MakeConstSpan(taken.data() + done, n));
-      mu_.Lock();
-      done += n;
-      in_flight_ -= n;
-      if (status.ok()) {
-        stats_.exported += n;
-        ++stats_.batches_exported;
-        continue;
-      }
-      ++stats_.failed_batches;
-      stats_.failed_items += n;
-      const uint64_t failed_so_far = stats_.failed_batches;
-      status = absl::Status(
-          status.code(),
-          absl::StrCat("BatchProcessor: export of a batch of ", n,
-                       " items failed; they are lost (", failed_so_far,
-                       " failed batches so far): ", status.message()));
-      // [B1] A batch that fails after Shutdown began (even in a round that
-      // started before) is part of the shutdown's result.
-      if (stopping_ && drain_error_.ok()) drain_error_ = status;
-      mu_.Unlock();
-      Report(status);
-      if (first_error.ok()) first_error = status;
-      mu_.Lock();
-    }
+    in_flight_bytes_ = queue_bytes_;
+    queue_bytes_ = 0;
+    // Open the round: the worker and up to concurrent_exports_ - 1 helpers
+    // take its batches in order, each item in exactly one batch.
+    round_items_ = taken.data();
+    round_item_bytes_ = taken_bytes.data();
+    round_size_ = taken.size();
+    round_next_ = 0;
+    round_first_error_ = absl::OkStatus();
+    round_open_ = true;
+    RunRoundBatches();
+    // [B2] Wait for the exports helpers still run: ForceFlush's `Flush` and
+    // Shutdown's exporter `Shutdown` come only after every batch of the
+    // round returned, and the items stay alive until then.
+    while (round_active_ > 0) round_cv_.Wait(&mu_);
+    round_open_ = false;
+    absl::Status first_error = round_first_error_;
+    const size_t done = round_next_;
+    round_items_ = nullptr;
+    round_item_bytes_ = nullptr;
+    round_size_ = 0;
+    round_next_ = 0;
     if (done < taken.size()) {  // abandon_: the destructor gave up waiting.
       const size_t n = taken.size() - done;
       in_flight_ = 0;
+      in_flight_bytes_ = 0;
       stats_.dropped += n;
       mu_.Unlock();
       Report(absl::CancelledError(
@@ -383,11 +559,18 @@ void BatchProcessor::WorkerLoop() {
     if (abandon_ && !queue_.empty()) {
       stats_.dropped += queue_.size();  // Cannot happen (stopping_), be safe.
       queue_.clear();
+      queue_item_bytes_.clear();
+      queue_bytes_ = 0;
     }
     mu_.Unlock();
     taken.clear();  // Destroy the items without holding the lock.
-    if (taken.capacity() > 4 * max_queue_size_) {
+    taken_bytes.clear();
+    // A burst grew the round's vectors: give the memory back.
+    if (taken.capacity() > 4 * reserve) {
       std::vector<ExportItem>().swap(taken);
+      std::vector<size_t>().swap(taken_bytes);
+      taken.reserve(reserve);
+      taken_bytes.reserve(reserve);
     }
 
     if (flushing) {
@@ -401,7 +584,9 @@ void BatchProcessor::WorkerLoop() {
     }
     if (stopping) {
       // stopping_ was set before the swap above, under the lock, so no item
-      // was queued since: the queue is drained.
+      // was queued since: the queue is drained. [B3] The helpers are idle
+      // (the round ended above); they end before the exporter's Shutdown.
+      StopHelpers();
       absl::Status status = CallExporter("Shutdown", /*shutdown=*/true);
       mu_.Lock();
       shutdown_status_ = !drain_error_.ok()  ? drain_error_

@@ -19,13 +19,33 @@
 //   ctxloop::Tracer tracer(std::move(options));
 //
 // What is queued: `OnSpanEnd` and `OnTraceEnd` queue a copy of the item;
-// `OnSpanStart` and `OnTraceStart` do nothing. Items are exported in the
-// order they were queued.
+// `OnSpanStart` and `OnTraceStart` do nothing. Items are handed to the
+// exporter in the order they were queued, each in exactly one batch; with
+// several exports in flight (below) batches may complete out of order.
 //
 // When the worker exports: every `schedule_delay`; as soon as the queue
-// holds `export_trigger_ratio * max_queue_size` items (rounded up); on
-// `ForceFlush`; and on `Shutdown`. Each time it exports everything queued at
-// that moment, in batches of at most `max_batch_size` items.
+// holds `export_trigger_ratio * max_queue_size` items (rounded up) or
+// `export_trigger_ratio * max_queue_bytes` estimated bytes; on `ForceFlush`;
+// and on `Shutdown`. Each time it exports everything queued at that moment
+// (a round), in batches of at most `max_batch_size` items.
+//
+// Bounds (a burst past them is dropped and counted, never buffered):
+//   * `max_queue_size` items queued or being exported (default 262,144);
+//   * `max_queue_bytes` estimated bytes queued or being exported (default
+//     128 MiB). The estimate (`EstimateBytes`) is the record's own size plus
+//     the heap its strings, attributes, events and links hold, so memory is
+//     bounded however large a hostile workload makes its attributes; a
+//     record larger than the whole bound is dropped. A typical span of a few
+//     attributes estimates at under 1 KiB, so the defaults absorb a burst of
+//     more than 130,000 spans while the exporter catches up. The estimate
+//     leaves out the allocator's own overhead: resident memory at the bound
+//     measured about 1.75x it. The item bound stays as a second limit: it
+//     caps the per-item bookkeeping and lets hosts keep their old settings;
+//     a round's vectors grown by a burst are released after it;
+//   * `max_concurrent_exports` `Export` calls in flight (default 2, at most
+//     `kMaxConcurrentExports`), only if the exporter says
+//     `ExportsConcurrently()`; otherwise one. Each extra export slot is one
+//     helper thread started by `Create`, idle between rounds.
 //
 // Nothing is lost silently. Every item is counted in `stats()` as exported,
 // failed (its batch's `Export` returned an error or threw), dropped (the
@@ -38,17 +58,21 @@
 // one mutex and move it into a vector whose capacity is reused between
 // rounds; they wake the worker only when the queue reaches the trigger size,
 // not per item. The worker takes the whole queue with one swap, so producers
-// never wait for an export. Memory: at most `max_queue_size` items, counting
-// the ones being exported.
+// never wait for an export. Estimating an item's size walks its strings and
+// attributes once, before the lock. Memory: at most `max_queue_size` items
+// and `max_queue_bytes` estimated bytes, counting the ones being exported.
 //
 // Threading: the `TraceProcessor` methods and `stats()` are thread-safe.
 // `ForceFlush` and `Shutdown` block the caller (up to their timeout); do not
 // call them from a loop thread that must stay responsive, nor from
 // `on_error` or the exporter (they return `kFailedPrecondition` there). The
-// exporter is called from the worker thread only, never concurrently.
-// `on_error` is called from producer threads (drops) and from the worker
-// (failed exports, exporter `Flush`/`Shutdown` errors), never concurrently
-// with itself; it must not call back into this processor.
+// exporter's `Export` is called from the worker and its helper threads, at
+// most `max_concurrent_exports` at once (one unless the exporter
+// `ExportsConcurrently()`); `Flush` and `Shutdown` from the worker only, when
+// no `Export` is in flight.
+// `on_error` is called from producer threads (drops) and from the worker and
+// its helpers (failed exports, exporter `Flush`/`Shutdown` errors), never
+// concurrently with itself; it must not call back into this processor.
 
 #ifndef CTXLOOP_TRACE_BATCH_PROCESSOR_H_
 #define CTXLOOP_TRACE_BATCH_PROCESSOR_H_
@@ -77,16 +101,26 @@ class BatchProcessor final : public TraceProcessor {
   // Receives losses (drops, failed batches); see the threading note above.
   using ErrorCallback = absl::AnyInvocable<void(const absl::Status&)>;
 
+  // The most `Export` calls a processor keeps in flight.
+  static constexpr int kMaxConcurrentExports = 16;
+
   struct Options {
-    // Items queued or being exported, at most. More are dropped.
-    size_t max_queue_size = 8192;
+    // Items queued or being exported, at most; > 0. More are dropped.
+    size_t max_queue_size = 262144;
+    // Estimated bytes (`EstimateBytes`) queued or being exported, at most;
+    // > 0. More are dropped.
+    size_t max_queue_bytes = size_t{128} << 20;
     // Items per `Export` call, at most; <= `max_queue_size`.
-    size_t max_batch_size = 128;
+    size_t max_batch_size = 512;
+    // `Export` calls in flight at once, in [1, kMaxConcurrentExports]; used
+    // only if the exporter `ExportsConcurrently()`, else 1.
+    int max_concurrent_exports = 2;
     // Export at least this often; > 0. `absl::InfiniteDuration()`: only on
     // the trigger, `ForceFlush` and `Shutdown`.
     absl::Duration schedule_delay = absl::Seconds(5);
-    // Export early when the queue is this full; in (0, 1].
-    double export_trigger_ratio = 0.7;
+    // Export early when the queue is this full (items or bytes); in (0, 1].
+    // The default wakes the worker at about 5,000 items or 2.6 MiB.
+    double export_trigger_ratio = 0.02;
     // Default (null): one line on stderr per report.
     ErrorCallback on_error;
   };
@@ -97,11 +131,19 @@ class BatchProcessor final : public TraceProcessor {
     uint64_t enqueued = 0;                // Accepted into the queue.
     uint64_t exported = 0;                // In batches `Export` accepted.
     uint64_t dropped = 0;                 // Queue full (or abandoned, below).
+    uint64_t dropped_bytes_bound = 0;     // Of `dropped`: the byte bound hit.
     uint64_t dropped_after_shutdown = 0;  // Ended after `Shutdown` began.
     uint64_t failed_batches = 0;          // `Export` returned error / threw.
     uint64_t failed_items = 0;            // Items in those batches.
     uint64_t batches_exported = 0;        // Successful `Export` calls.
+    uint64_t queued_bytes = 0;       // Estimated bytes queued or exporting now.
+    uint64_t peak_queued_bytes = 0;  // The most `queued_bytes` has been.
+    int max_exports_in_flight = 0;   // The most `Export` calls seen at once.
   };
+
+  // The estimated memory `item` holds while queued: its own size plus the
+  // heap capacity of its strings, attributes, events and links.
+  static size_t EstimateBytes(const ExportItem& item);
 
   // How long the destructor waits for a `Shutdown` that was not called.
   static absl::Duration DestructorShutdownTimeout() {
@@ -152,8 +194,14 @@ class BatchProcessor final : public TraceProcessor {
  private:
   BatchProcessor(std::shared_ptr<SpanExporter> exporter, Options options);
 
-  void Enqueue(ExportItem item);
+  void Enqueue(ExportItem&& item, size_t bytes);
   void WorkerLoop();
+  void HelperLoop();
+  // Exports batches of the current round until none is left to take (or
+  // the destructor gave up); called by the worker and the helpers.
+  void RunRoundBatches() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops and joins the helpers (worker thread, or Create on failure).
+  void StopHelpers();
   // Exports `batch` (no lock held); returns the export's status.
   absl::Status ExportBatch(absl::Span<const ExportItem> batch);
   absl::Status CallExporter(const char* what, bool shutdown);
@@ -163,7 +211,10 @@ class BatchProcessor final : public TraceProcessor {
 
   const std::shared_ptr<SpanExporter> exporter_;
   const size_t max_queue_size_;
+  const size_t max_queue_bytes_;
   const size_t max_batch_size_;
+  const int concurrent_exports_;  // 1 unless the exporter takes more.
+  const size_t trigger_bytes_;
   const absl::Duration schedule_delay_;
   const size_t trigger_size_;
 
@@ -175,8 +226,23 @@ class BatchProcessor final : public TraceProcessor {
   ctxloop::CondVar worker_cv_;  // Wakes the worker.
   ctxloop::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
   std::vector<ExportItem> queue_ ABSL_GUARDED_BY(mu_);
-  // Taken by the worker, not yet done.
+  std::vector<size_t> queue_item_bytes_ ABSL_GUARDED_BY(mu_);  // Per item.
+  size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Taken by the worker, not yet done (items, estimated bytes).
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t in_flight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The round being exported: items [round_next_, round_size_) of
+  // round_items_ are still to be taken, round_active_ exports run.
+  bool round_open_ ABSL_GUARDED_BY(mu_) = false;
+  const ExportItem* round_items_ ABSL_GUARDED_BY(mu_) = nullptr;
+  const size_t* round_item_bytes_ ABSL_GUARDED_BY(mu_) = nullptr;
+  size_t round_size_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t round_next_ ABSL_GUARDED_BY(mu_) = 0;
+  int round_active_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status round_first_error_ ABSL_GUARDED_BY(mu_);
+  bool helpers_exit_ ABSL_GUARDED_BY(mu_) = false;
+  ctxloop::CondVar helpers_cv_;  // Wakes helpers: a round opened, or exit.
+  ctxloop::CondVar round_cv_;    // Wakes the worker: the round's last export.
   Stats stats_ ABSL_GUARDED_BY(mu_);
   // Generation of the latest ForceFlush, and the one the worker completed
   // (with its result).
@@ -193,6 +259,9 @@ class BatchProcessor final : public TraceProcessor {
   ctxloop::Mutex join_mu_;  // Guards joining worker_.
   std::thread worker_ ABSL_GUARDED_BY(join_mu_);
   std::thread::id worker_id_;  // Set once in Create, before sharing.
+  // Set in Create before sharing; joined by the worker as it ends.
+  std::vector<std::thread> helpers_;
+  std::vector<std::thread::id> helper_ids_;
 };
 
 }  // namespace ctxloop

@@ -2,6 +2,7 @@
 
 #include "ctxloop/trace/batch_processor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -117,15 +118,29 @@ class GatedExporter : public SpanExporter {
       cv_.SignalAll();
       while (!open_) cv_.Wait(&mu_);
     }
-    return inner.Export(batch);
+    absl::Status status = inner.Export(batch);
+    ctxloop::MutexLock lock(&mu_);
+    ++left_;
+    return status;
   }
   absl::Status Flush() override {
     ctxloop::MutexLock lock(&mu_);
     ++flushes_;
+    exports_in_flight_at_flush_ =
+        std::max(exports_in_flight_at_flush_, entered_ - left_);
     return flush_status_;
   }
-  absl::Status Shutdown() override { return inner.Shutdown(); }
+  absl::Status Shutdown() override {
+    {
+      ctxloop::MutexLock lock(&mu_);
+      exports_in_flight_at_shutdown_ = entered_ - left_;
+    }
+    return inner.Shutdown();
+  }
+  bool ExportsConcurrently() const override { return concurrent_; }
 
+  // Call before handing the exporter to a processor.
+  void SetConcurrent(bool concurrent) { concurrent_ = concurrent; }
   void SetOpen(bool open) {
     ctxloop::MutexLock lock(&mu_);
     open_ = open;
@@ -139,6 +154,15 @@ class GatedExporter : public SpanExporter {
     ctxloop::MutexLock lock(&mu_);
     return flushes_;
   }
+  // The most exports still running when `Flush` / `Shutdown` was called.
+  int exports_in_flight_at_flush() const {
+    ctxloop::MutexLock lock(&mu_);
+    return exports_in_flight_at_flush_;
+  }
+  int exports_in_flight_at_shutdown() const {
+    ctxloop::MutexLock lock(&mu_);
+    return exports_in_flight_at_shutdown_;
+  }
   void SetFlushStatus(absl::Status s) {
     ctxloop::MutexLock lock(&mu_);
     flush_status_ = std::move(s);
@@ -149,8 +173,12 @@ class GatedExporter : public SpanExporter {
  private:
   mutable ctxloop::Mutex mu_;
   ctxloop::CondVar cv_;
+  bool concurrent_ = false;
   bool open_ ABSL_GUARDED_BY(mu_) = true;
   int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  int left_ ABSL_GUARDED_BY(mu_) = 0;
+  int exports_in_flight_at_flush_ ABSL_GUARDED_BY(mu_) = 0;
+  int exports_in_flight_at_shutdown_ ABSL_GUARDED_BY(mu_) = -1;
   int flushes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status flush_status_ ABSL_GUARDED_BY(mu_);
 };
@@ -191,6 +219,13 @@ TEST(BatchProcessorTest, CreateRejectsNullExporterAndBadOptions) {
   };
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
   EXPECT_EQ(bad([](auto& o) { o.max_queue_size = 0; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.max_queue_bytes = 0; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) { o.max_concurrent_exports = 0; }), kInvalid);
+  EXPECT_EQ(bad([](auto& o) {
+              o.max_concurrent_exports =
+                  BatchProcessor::kMaxConcurrentExports + 1;
+            }),
+            kInvalid);
   EXPECT_EQ(bad([](auto& o) { o.max_batch_size = 0; }), kInvalid);
   EXPECT_EQ(bad([](auto& o) {
               o.max_queue_size = 10;
@@ -536,6 +571,227 @@ TEST(BatchProcessorTest, FlushAndShutdownFromOnErrorAreRefused) {
   EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(refused.load(), 2);
   EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+}
+
+}  // namespace
+}  // namespace ctxloop
+
+namespace ctxloop {
+namespace {
+
+TEST(BatchProcessorTest, DefaultsHoldABurstOfSpansWithinTheByteBound) {
+  const BatchProcessor::Options o;
+  const size_t span_bytes =
+      BatchProcessor::EstimateBytes(ExportItem(MakeSpan("GET /stream")));
+  EXPECT_LT(span_bytes, size_t{1024});
+  EXPECT_GE(o.max_queue_bytes / span_bytes, size_t{130000});
+  EXPECT_GE(o.max_queue_size, size_t{130000});
+}
+
+TEST(BatchProcessorTest, EstimateBytesCountsHeapOfStringsAndAttributes) {
+  SpanData small = MakeSpan(0);
+  SpanData big = small;
+  big.attributes.emplace_back("payload", std::string(1 << 20, 'x'));
+  big.attributes.emplace_back(
+      "list", std::vector<std::string>(100, std::string(1000, 'y')));
+  const size_t small_bytes = BatchProcessor::EstimateBytes(ExportItem(small));
+  const size_t big_bytes = BatchProcessor::EstimateBytes(ExportItem(big));
+  EXPECT_GE(big_bytes - small_bytes, size_t{(1 << 20) + 100 * 1000});
+  TraceData t = MakeTrace("t");
+  t.metadata["k"] = std::string(5000, 'z');
+  EXPECT_GE(BatchProcessor::EstimateBytes(ExportItem(t)),
+            sizeof(ExportItem) + 5000);
+}
+
+// A burst past the byte bound: what fits is kept, the rest dropped and
+// counted (as a byte-bound drop), and the bytes held never pass the bound,
+// however large a hostile record is.
+TEST(BatchProcessorTest, BurstPastTheByteBoundIsDroppedAndCounted) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetOpen(false);
+  ErrorLog errors;
+  const size_t span_bytes =
+      BatchProcessor::EstimateBytes(ExportItem(MakeSpan(0)));
+  BatchProcessor::Options o = NoTimer();
+  o.max_queue_size = 1 << 20;  // Far away: the byte bound decides.
+  o.max_batch_size = 10;
+  o.max_queue_bytes = 100 * span_bytes;
+  o.export_trigger_ratio = 0.1;  // 10 items: one batch goes into Export.
+  o.on_error = errors.Callback();
+  auto p = MustCreate(exporter, std::move(o));
+  OpenOnExit open_on_exit(exporter.get());
+
+  for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 1; }));
+  for (int i = 10; i < 5000; ++i) p->OnSpanEnd(MakeSpan(i));
+  SpanData hostile = MakeSpan(5000);
+  hostile.attributes.emplace_back("payload", std::string(1 << 20, 'x'));
+  p->OnSpanEnd(hostile);  // Larger than the whole bound.
+
+  BatchProcessor::Stats s = p->stats();
+  EXPECT_LE(s.queued_bytes, 100 * span_bytes);
+  EXPECT_LE(s.peak_queued_bytes, 100 * span_bytes);
+  EXPECT_EQ(s.enqueued, 100u);  // Items 0..99 fit (10 of them exporting).
+  EXPECT_EQ(s.dropped, 4901u);
+  EXPECT_EQ(s.dropped_bytes_bound, 4901u);
+  ASSERT_GE(errors.size(), 1u);
+  EXPECT_EQ(errors.statuses()[0].code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(errors.statuses()[0].message().find("bytes"), std::string::npos)
+      << errors.statuses()[0];
+
+  exporter->SetOpen(true);
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(Names(exporter->inner), SpanNames(0, 100));
+  s = p->stats();
+  EXPECT_EQ(s.exported, 100u);
+  EXPECT_EQ(s.queued_bytes, 0u);
+  // The bytes are free again once exported.
+  p->OnSpanEnd(MakeSpan(6000));
+  EXPECT_EQ(p->stats().enqueued, 101u);
+}
+
+// Several exports in flight take the round's batches in order: every item
+// reaches exactly one batch, each batch in queue order, none lost.
+TEST(BatchProcessorTest, ConcurrentExportsPutEachItemInExactlyOneBatch) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetConcurrent(true);
+  exporter->SetOpen(false);
+  BatchProcessor::Options o = NoTimer();
+  o.max_queue_size = 100000;
+  o.max_batch_size = 7;
+  o.max_concurrent_exports = 4;
+  o.export_trigger_ratio = 1.0;
+  auto p = MustCreate(exporter, std::move(o));
+  OpenOnExit open_on_exit(exporter.get());
+  constexpr int kThreads = 2;
+  constexpr int kPerThread = 5000;
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t) {
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        p->OnSpanEnd(MakeSpan(t * kPerThread + i));
+      }
+    });
+  }
+  for (std::thread& t : producers) t.join();
+  std::thread flusher(
+      [&] { EXPECT_TRUE(p->ForceFlush(absl::Seconds(60)).ok()); });
+  // All four slots fill while the gate is closed.
+  ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 4; }));
+  EXPECT_EQ(exporter->flushes(), 0);
+  exporter->SetOpen(true);
+  flusher.join();
+
+  const BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.max_exports_in_flight, 4);
+  EXPECT_EQ(s.exported, static_cast<uint64_t>(kThreads * kPerThread));
+  EXPECT_EQ(s.dropped, 0u);
+  std::vector<int> seen(kThreads * kPerThread, 0);
+  for (const ExportItem& item : exporter->inner.items()) {
+    int i = -1;
+    ASSERT_TRUE(absl::SimpleAtoi(NameOf(item).substr(1), &i));
+    ASSERT_GE(i, 0);
+    ASSERT_LT(i, kThreads * kPerThread);
+    ++seen[i];
+  }
+  for (int i = 0; i < kThreads * kPerThread; ++i) {
+    ASSERT_EQ(seen[i], 1) << "item " << i;
+  }
+  for (size_t n : exporter->inner.batch_sizes()) EXPECT_LE(n, 7u);
+}
+
+// An exporter that does not say it exports concurrently gets one call at a
+// time, whatever max_concurrent_exports says.
+TEST(BatchProcessorTest, SerialExporterGetsOneExportAtATime) {
+  auto exporter = std::make_shared<GatedExporter>();
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 3;
+  o.max_concurrent_exports = 4;
+  auto p = MustCreate(exporter, std::move(o));
+  for (int i = 0; i < 300; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(p->stats().max_exports_in_flight, 1);
+  EXPECT_EQ(Names(exporter->inner), SpanNames(0, 300));
+}
+
+// [B2] ForceFlush with exports in flight: it waits for all of them; the
+// exporter's Flush runs only after every batch of the round returned.
+TEST(BatchProcessorTest, ForceFlushWaitsForEveryExportInFlight) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetConcurrent(true);
+  exporter->SetOpen(false);
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 10;
+  o.max_concurrent_exports = 4;
+  auto p = MustCreate(exporter, std::move(o));
+  OpenOnExit open_on_exit(exporter.get());
+  for (int i = 0; i < 60; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_EQ(p->ForceFlush(absl::Milliseconds(30)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 4; }));
+  EXPECT_EQ(exporter->flushes(), 0);
+  exporter->SetOpen(true);
+  EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(exporter->inner.size(), 60u);
+  EXPECT_GE(exporter->flushes(), 1);
+  EXPECT_EQ(exporter->exports_in_flight_at_flush(), 0);
+}
+
+// [B3] Shutdown with exports in flight: it drains them all, stops the
+// helpers, then calls the exporter's Shutdown with no export running.
+TEST(BatchProcessorTest, ShutdownDrainsEveryExportInFlight) {
+  auto exporter = std::make_shared<GatedExporter>();
+  exporter->SetConcurrent(true);
+  exporter->SetOpen(false);
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 10;
+  o.max_concurrent_exports = 3;
+  o.export_trigger_ratio = 30.0 / 262144;  // 30 items: three batches.
+  auto p = MustCreate(exporter, std::move(o));
+  OpenOnExit open_on_exit(exporter.get());
+  for (int i = 0; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
+  ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 3; }));
+  for (int i = 30; i < 45; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_EQ(p->Shutdown(absl::Milliseconds(30)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  exporter->SetOpen(true);
+  EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
+  EXPECT_EQ(exporter->inner.size(), 45u);
+  EXPECT_TRUE(exporter->inner.is_shutdown());
+  EXPECT_EQ(exporter->exports_in_flight_at_shutdown(), 0);
+  const BatchProcessor::Stats s = p->stats();
+  EXPECT_EQ(s.exported, 45u);
+  EXPECT_EQ(s.max_exports_in_flight, 3);
+}
+
+// Flush and Shutdown from an export running on a helper thread are refused
+// like those from the worker.
+TEST(BatchProcessorTest, FlushFromAConcurrentExportIsRefused) {
+  class Reentrant : public SpanExporter {
+   public:
+    absl::Status Export(absl::Span<const ExportItem>) override {
+      const absl::Status a = processor.load()->ForceFlush(absl::Seconds(1));
+      const absl::Status b = processor.load()->Shutdown(absl::Seconds(1));
+      if (a.code() != absl::StatusCode::kFailedPrecondition ||
+          b.code() != absl::StatusCode::kFailedPrecondition) {
+        wrong.fetch_add(1);
+      }
+      return absl::OkStatus();
+    }
+    bool ExportsConcurrently() const override { return true; }
+    std::atomic<BatchProcessor*> processor{nullptr};
+    std::atomic<int> wrong{0};
+  };
+  auto exporter = std::make_shared<Reentrant>();
+  BatchProcessor::Options o = NoTimer();
+  o.max_batch_size = 1;
+  o.max_concurrent_exports = 4;
+  auto p = MustCreate(exporter, std::move(o));
+  exporter->processor = p.get();
+  for (int i = 0; i < 64; ++i) p->OnSpanEnd(MakeSpan(i));
+  EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
+  EXPECT_EQ(exporter->wrong.load(), 0);
+  EXPECT_EQ(p->stats().exported, 64u);
 }
 
 }  // namespace

@@ -11,7 +11,10 @@
 //
 // Threading: `Export`, `Flush` and `Shutdown` may be called from different
 // threads but never concurrently by ctxloop's processors (they serialize
-// calls); an exporter shared by several processors must be thread-safe.
+// calls), unless the exporter says `ExportsConcurrently()`: then
+// `BatchProcessor` may have several `Export` calls in flight at once (never
+// concurrently with `Flush` or `Shutdown`). An exporter shared by several
+// processors must be thread-safe.
 //
 // Errors: a failing `Export` returns a status (or throws); the processor
 // reports it and drops only that batch.
@@ -45,6 +48,10 @@ class SpanExporter {
 
   // Flushes and releases resources. Later `Export`s return an error.
   virtual absl::Status Shutdown() { return Flush(); }
+
+  // True if `Export` may be called from several threads at once (each call
+  // its own delivery). Default: false, calls are serialized.
+  virtual bool ExportsConcurrently() const { return false; }
 };
 
 }  // namespace ctxloop

@@ -214,6 +214,9 @@ class OtlpHttpExporter final : public SpanExporter {
   absl::Status Export(absl::Span<const ExportItem> batch) override;
   // Nothing is buffered between calls: OK.
   absl::Status Flush() override;
+  // True: each `Export` is its own request, so a `BatchProcessor` may keep
+  // several in flight (`Options::max_concurrent_exports`).
+  bool ExportsConcurrently() const override { return true; }
   // Cancels exports in progress [H1], frees in-flight requests [H3] and
   // stops the loop thread. Idempotent.
   absl::Status Shutdown() override;
