@@ -208,8 +208,16 @@ bit epoch = 0;             /* kEpochBit */
 byte pins[2];              /* pins taken in epoch 0 / 1 */
 
 #ifdef CAPACITY
-byte pending = 0;          /* foreign tasks accepted and not yet taken */
-byte cap_refused = 0;      /* refusals counted */
+#define LOW (CAPACITY / 2) /* LoopCore::low_water_: waiters wake at or below */
+byte pending = 0;          /* ForeignIngress::pending_ (reserved, unreleased) */
+byte cap_refused = 0;      /* refusals counted (refused_full_) */
+byte waiters = 0;          /* RoomSignal::waiters */
+byte room_epoch = 0;       /* RoomSignal::epoch (under mu) */
+bool room_closed = false;  /* RoomSignal::closed (under mu) */
+bool counted[NSLOTS];      /* IngressNode::counted */
+byte unrun_counted = 0;    /* ghost: reserved user tasks not yet run */
+bool wblocked = false;     /* ghost: poster 0 blocked in WaitForRoom's wait */
+byte wepoch = 0;           /* ghost copy of the epoch the waiter read */
 #endif
 
 /* ----------------------------------------------------------- ghost state */
@@ -258,8 +266,8 @@ inline queue_ingress(l) {
   :: l != NIL && l != STOPNODE ->                     /* L-Q2 kTask */
      assert(nst[l] == N_PUSHED);
      nst[l] = N_TAKEN; ready!l; qtasks = true;
-#if defined(CAPACITY) && !defined(MUT_CAP_NO_DECREMENT)
-     pending--;                                       /* L-Q3 the bound */
+#ifdef MUT_RELEASE_ON_TAKE
+     if :: counted[l] -> pending-- :: else -> skip fi;  /* mutant: on take */
 #endif
      rtmp = nxt[l]; nxt[l] = NIL; l = rtmp
   od;
@@ -325,7 +333,13 @@ inline run_entry(x) {
        assert(!(nctx[x] == CTXC && freed_c));  /* never after FreeContext */
        assert((x - FIRST) % POSTS + 1 > last_run[(x - FIRST) / POSTS]);  /* FIFO */
        last_run[(x - FIRST) / POSTS] = (x - FIRST) % POSTS + 1;
-       nst[x] = N_RAN
+       nst[x] = N_RAN;
+#ifdef CAPACITY
+       if
+       :: counted[x] -> ran++; unrun_counted--   /* RunForeignSegment's `ran` */
+       :: else -> skip
+       fi
+#endif
     fi
   }
 }
@@ -349,7 +363,41 @@ inline run_batch_head() {
   od;
   bn = 0; bx = 0
 }
+
+/* LoopCore::ReleasePending(ran) at the segment's end (RunForeignSegment:
+ * also every 64 posts and before a stop breaks the batch; the model's posts
+ * are fewer). L-B6 the release (seq_cst fetch_sub), L-B7 the seq_cst load of
+ * RoomSignal::waiters, L-B8 RoomSignal::WakeAll (epoch bump + SignalAll
+ * under mu). A separate step each: the waiter interleaves between them. */
+inline release_pending() {
+#ifdef CAPACITY
+  if
+  :: ran > 0 ->
+#if defined(MUT_NO_RELEASE) || defined(MUT_RELEASE_ON_TAKE)
+     ran = 0
+#else
+#ifdef MUT_WAITERS_BEFORE_RELEASE
+     wsaw = waiters;                           /* mutant: L-B7 first */
+     atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };
+#else
+     atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };  /* L-B6 release */
+     wsaw = waiters;                           /* L-B7 load waiters */
+#endif
+     if
+     :: low && wsaw > 0 -> room_epoch++        /* L-B8 WakeAll */
+     :: else -> skip
+     fi;
+     low = false; wsaw = 0
+#endif
+  :: else -> skip
+  fi
+#endif
+}
+
 inline run_batch_tail() {
+#ifdef CAPACITY
+  release_pending();
+#endif
 #ifndef MUT_NO_BATCH_END_TAKE
   take_ingress();                              /* L-B4 batch-end take */
 #endif
@@ -381,8 +429,8 @@ inline destroy_context_rest() {
 }
 
 active proctype Loop() {
-  byte th, tl, rtmp, bn, bx, ri, dold;
-  bool qstop, qtasks, tarm, rstop;
+  byte th, tl, rtmp, bn, bx, ri, dold, ran, wsaw;
+  bool qstop, qtasks, tarm, rstop, low;
 
   /* ---- Run(): loop_core.cc LoopCore::Run (until_idle = false) */
   atomic {
@@ -409,9 +457,11 @@ sleep:                                              /* L-R2 epoll_wait */
        :: true -> skip                              /* relaxed: may be stale */
        fi
      }
+#ifndef CAPACITY
   :: atomic { !loopbreak && !destroyed ->           /* a callback that */
        destroyed = true; accept_c = false };        /* L-D1 DestroyContext */
      destroy_context_rest()
+#endif
   od;
   atomic {
     if
@@ -427,10 +477,16 @@ sleep:                                              /* L-R2 epoll_wait */
   };
   slot_closed = true;
   (pins[0] == 0 && pins[1] == 0);
+#ifdef CAPACITY
+  room_closed = true;
+#endif
 #else
     slot_closed = true                              /* L-S2 CloseAndWaitForPins */
   };
   atomic { pins[0] == 0 && pins[1] == 0 ->          /* L-S3 [S5] */
+#if defined(CAPACITY) && !defined(MUT_NO_ROOM_CLOSE)
+    room_closed = true;                             /* L-SR room_->Close() */
+#endif
     th = head; head = CLOSED;                       /* L-S4 ingress_.Close */
     if :: th >= FIRST -> reverse(th, tl) :: else -> tl = NIL fi;
 #ifndef MUT_CLOSE_NO_DRAIN
@@ -459,11 +515,13 @@ inline pin(n, ok, unit, before_flip) {
   atomic {
     if                                 /* the post's target (private) */
     :: n != STOPNODE -> nctx[n] = ROOT
+#ifndef CAPACITY
     :: n != STOPNODE -> nctx[n] = CTXC
+#endif
     :: n == STOPNODE -> skip
     fi;
     if
-    :: !slot_closed -> pins[epoch]++; unit = epoch; ok = true;
+    :: !slot_closed -> pins[epoch]++; unit = epoch; ok = true; /* P1 X1 W1 pin */
                        before_flip = !flipped
     :: else -> ok = false
     fi
@@ -482,7 +540,7 @@ inline push(n, res, pinned, unit) {
     :: else ->
        nxt[n] = (head >= FIRST -> head : NIL);
        res = (head == ARMED -> R_WAKE : R_QUEUED);
-       head = n;
+       head = n;                                  /* P5 X3 push CAS */
        nst[n] = N_PUSHED
     fi;
     assert(res != R_CLOSED);               /* a pin rules kClosed out */
@@ -509,11 +567,51 @@ inline wake(res, pinned, unit) {
   fi
 }
 
-/* A foreign Post(ctx, task): loop.cc Post, local_post.h ForeignPostSlot. */
+#ifdef CAPACITY
+/* loop.cc WaitForRoom (infinite deadline), one round: W1 Pin, W2 register
+ * (waiters.fetch_add seq_cst), W3 read the epoch under mu, W4 HasRoom (a
+ * seq_cst load of pending_), W5 Unpin, W6 wait on the condvar until the
+ * epoch changes or the signal is closed, then unregister. (The code then
+ * loops and re-checks; the model's poster goes on to its next post, which
+ * re-checks by posting.) */
+inline wait_for_room() {
+  pin(STOPNODE, pinned, unit, before_flip);       /* W1 (STOPNODE: no ctx) */
+  if
+  :: pinned ->
+#ifdef MUT_WAIT_READ_BEFORE_REGISTER
+     atomic { TOUCH(pinned); hasroom = (pending < CAPACITY) };  /* W4 first */
+     waiters++;                                   /* W2 */
+     wepoch = room_epoch;                         /* W3 */
+#else
+     waiters++;                                   /* W2 register */
+     wepoch = room_epoch;                         /* W3 epoch under mu */
+     atomic { TOUCH(pinned); hasroom = (pending < CAPACITY) };  /* W4 HasRoom */
+#endif
+     atomic {
+       pins[unit]--; pinned = false;              /* W5 Unpin */
+       if
+       :: hasroom -> waiters--                    /* room: unregister */
+       :: else -> wblocked = true
+       fi
+     };
+     if
+     :: hasroom -> skip
+     :: else ->
+        atomic { room_epoch != wepoch || room_closed ->   /* W6 the wait */
+          wblocked = false; waiters-- }
+     fi
+  :: else -> skip                                 /* the loop is gone */
+  fi;
+  hasroom = false; wepoch = 0; before_flip = false
+}
+#endif
+
+/* A foreign Post(ctx, task): loop.cc Post, local_post.h ForeignPostSlot:
+ * P3 the node and its task are built first, with no pin held. */
 active [NPOST] proctype Poster() {
   byte p = _pid - 1;       /* Loop is pid 0, posters 1.., Destroyer last */
-  byte k, n, res, unit;
-  bool ok, pinned, before_flip, early;
+  byte k, n, res, unit, rold;
+  bool ok, pinned, before_flip, early, hasroom;
 
   do
   :: k == POSTS_OF(p) -> break
@@ -533,25 +631,55 @@ active [NPOST] proctype Poster() {
       :: nctx[n] == CTXC && !accept_c -> ok = false
       fi;
       if
-      :: ok -> nst[n] = N_ACCEPTED                /* P3 node, task built */
+      :: ok -> nst[n] = N_ACCEPTED                /* accepted */
       :: else -> nst[n] = N_REFUSED
       fi
     };
 #ifdef CAPACITY
     if
+    :: ok && p == 1 -> skip             /* PostNeverFull: exempt, no P4 */
     :: ok ->
-       atomic {                                   /* P4 the pending bound */
+#ifdef RESERVE_CAS
+       atomic {                         /* variant: P4 as load + CAS loop */
          TOUCH(pinned);
          if
-         :: pending < CAPACITY -> pending++
-         :: else -> cap_refused++; nst[n] = N_CAP_REFUSED; ok = false
+         :: pending < CAPACITY -> pending++; rold = 0
+         :: else -> rold = CAPACITY
          fi
-       }
-    :: else -> skip
+       };
+#else
+       atomic {
+         TOUCH(pinned); rold = pending; pending++  /* P4 reserve: fetch_add */
+       };
+#endif
+       if
+       :: rold < CAPACITY ->
+          atomic {                      /* reserved: node->counted */
+            counted[n] = true; unrun_counted++;
+            assert(unrun_counted <= CAPACITY)   /* the bound holds */
+          }
+       :: else ->                       /* refused (kResourceExhausted) */
+          atomic {
+            TOUCH(pinned);
+#ifndef RESERVE_CAS
+            pending--;                  /* P4 undo: fetch_sub(1) relaxed */
+#endif
+            cap_refused++; nst[n] = N_CAP_REFUSED; ok = false
+          }
+       fi;
+       rold = 0
+    :: !ok -> skip
     fi;
 #endif
     if
-    :: !ok -> atomic { pins[unit]--; pinned = false }; goto next  /* P7 Unpin */
+    :: !ok -> atomic { pins[unit]--; pinned = false };  /* P7 Unpin */
+#ifdef CAPACITY
+       if                               /* P8 refusal; poster 0 then waits */
+       :: p == 0 && nst[n] == N_CAP_REFUSED -> wait_for_room()
+       :: else -> skip
+       fi;
+#endif
+       goto next
     :: else -> skip
     fi;
 #ifdef MUT_UNPIN_BEFORE_PUSH
@@ -577,6 +705,19 @@ active proctype Destroyer() {
   bool pinned, before_flip, early;
 
   pin(STOPNODE, pinned, unit, before_flip);       /* X1 Pin */
+#if defined(CAPACITY) && defined(MUT_STOP_COUNTED)
+  if                                              /* mutant: Stop reserves */
+  :: pinned ->
+     atomic { i = pending; pending++ };
+     if
+     :: i >= CAPACITY ->                          /* refused: never pushed */
+        atomic { pending--; pins[unit]--; pinned = false }
+     :: else -> skip
+     fi;
+     i = 0
+  :: else -> skip
+  fi;
+#endif
   if
   :: pinned ->
 #ifdef MUT_STOP_FLAG_AFTER_PUSH
@@ -602,7 +743,7 @@ active proctype Destroyer() {
   assert(pins[0] == 0 && pins[1] == 0);
   assert(freed_c == destroyed);
 #ifdef CAPACITY
-  assert(pending == 0)
+  assert(pending == 0 && unrun_counted == 0 && waiters == 0 && !wblocked)
 #endif
 }
 
@@ -616,3 +757,14 @@ active proctype Destroyer() {
 ltl no_lost_wake { [] !lost_wake }
 /* No lost stop: once the foreign Stop() pushed its node, Run() returns. */
 ltl no_lost_stop { [] (stop_pushed -> <> run_returned) }
+#ifdef CAPACITY
+/* No stuck waiter: never is a WaitForRoom caller blocked (no wake-up since
+ * the epoch it read, the signal open) while the pending count is at or
+ * below the low-water mark and the loop is idle asleep with nothing queued
+ * or owed: no release is coming to wake it. */
+#define stuck_waiter (wblocked && room_epoch == wepoch && !room_closed && \
+                      pending <= LOW && Loop[0]@sleep && !loopbreak && \
+                      efd == 0 && !batch_sched && head < FIRST && \
+                      wake_owed == 0 && len(ready) == 0)
+ltl no_stuck_waiter { [] !stuck_waiter }
+#endif
