@@ -2,10 +2,24 @@
  *
  * Run: tools/check_spin_model.sh (exhaustive; every property below, then
  * every mutant, which must be caught). Size: 3.57M states (safety and
- * no_lost_wake), 4.68M (no_lost_stop), 5.18M (CAPACITY=1), 7.14M (no
- * cycles, --full); about 50 s of CPU in all, under 400 MB (COLLAPSE). Steps are labelled in comments
- * (P1.., X1.., L-..); the C++ names each step it implements with a comment
- * "ingress.pml: <step>".
+ * no_lost_wake), 4.68M (no_lost_stop), 0.45M (CAPACITY=1), 0.43M
+ * (no_stuck_waiter, RESERVE_CAS), 7.14M (no cycles, --full); about 60 s of
+ * CPU in all, under 400 MB (COLLAPSE). Steps are labelled in comments
+ * (P1.., W1.., X1.., L-..); the C++ names each step it implements with a
+ * comment "ingress.pml: <step>".
+ *
+ * KNOWN DEFECT (the code as it is; the script prints it as DEFECT): with
+ * CAPACITY=1 ltl no_stuck_waiter is violated. A refused Reserve is a
+ * fetch_add then a fetch_sub: between them pending_ is one too high. If the
+ * loop's Release lands there, it sees pending above the low-water mark and
+ * wakes nobody; the refuser's fetch_sub then takes pending to the mark, and
+ * a WaitForRoom caller that saw the loop full sleeps with the loop idle
+ * until shutdown (forever with an infinite deadline). Needs more concurrent
+ * refusers than limit/2 (so limit 1: one). RESERVE_CAS models a Reserve
+ * that never overshoots (load, then CAS to +1 only below the limit): it
+ * passes. Another fix: a refuser whose undo reaches the low-water mark wakes
+ * the waiters. Trail: tools/check_spin_model.sh --trail 'CAPACITY=1'
+ * no_stuck_waiter.
  *
  * WHAT IS MODELLED
  * The foreign ingress of one loop (loop/internal/foreign_ingress.h
@@ -30,11 +44,16 @@
  *            and wake-ups (L-W1..L-W3) inside.
  *  Poster    x2. A foreign Post (loop.cc Post, loop_ingress.cc
  *            ForeignPostSlot::Open / Commit, LoopCore::PushForeign,
- *            WriteWakeFd): P1 Pin, P2 accept_.Accepts, P3 the node and its
- *            task, [P4 the pending bound], P5 Push, P6 the eventfd write if
- *            the push replaced kArmed, P7 Unpin. Poster 0 posts POSTS (2)
- *            tasks, poster 1 POSTS1 (1); each to the root or to C (chosen
- *            nondeterministically per post).
+ *            WriteWakeFd): P3 the node and its task built first, no pin
+ *            held; P1 Pin; P2 accept_.Accepts; [P4 reserve: the pending
+ *            bound]; P5 Push; P6 the eventfd write if the push replaced
+ *            kArmed; P7 Unpin; P8 refusal (task destroyed after the unpin).
+ *            Poster 0 posts POSTS (2) tasks, poster 1 POSTS1 (1); each to
+ *            the root or to C (chosen nondeterministically per post). With
+ *            CAPACITY: posts go to the root only (no DestroyContext: it is
+ *            checked without CAPACITY), poster 1's post is bounded or
+ *            PostNeverFull (nondeterministic), and poster 0, refused for
+ *            room, calls WaitForRoom (W1..W6) before its next post.
  *  Destroyer The thread that ends the loop, as LoopThread's owner does: a
  *            foreign Loop::Stop() (loop_core.cc LoopCore::Stop: X1 Pin, X2
  *            the flag, X3 push a kStop node, X4 the eventfd write, X5 Unpin),
@@ -62,11 +81,25 @@
  *    or a shutdown waiting forever is a deadlock Spin reports.
  *  - No cycles (--full: pan -l with no progress labels): every execution
  *    is finite, so the end-state checks judge all of them.
- *  - CAPACITY=N (spin -DCAPACITY=1): the pending-work bound to come. A
- *    post is refused (counted in cap_refused, never run) when N tasks are
- *    pending; the loop gives the room back as it takes (L-Q3); kStop nodes
- *    are exempt. pending is 0 at the end. One step each side (P4, L-Q3):
- *    move them where the code puts them.
+ *  - CAPACITY=N (spin -DCAPACITY=1): Loop::Options::max_pending_foreign.
+ *    P4 (ForeignIngress::Reserve, after the accept check, before the push):
+ *    fetch_add(1); if the old value was >= N, fetch_sub(1) and refuse
+ *    (kResourceExhausted: counted in cap_refused, never run). The loop
+ *    releases after the tasks ran (RunForeignSegment: L-B6 the seq_cst
+ *    fetch_sub, L-B7 the seq_cst load of waiters, L-B8 WakeAll if the count
+ *    is at or below N/2 and a waiter is registered), not when it takes.
+ *    Stop() (kStop) and PostNeverFull are exempt. Checked: the reserved
+ *    tasks not yet run never exceed N (assert at P4), a refused post never
+ *    runs, pending_ and waiters are 0 at the end, a waiter is woken at
+ *    shutdown at the latest (L-SR room_->Close(); else an invalid end
+ *    state), and ltl no_stuck_waiter: never is a waiter blocked (no wake-up
+ *    since the epoch it read, the signal open) while pending <= N/2 and the
+ *    loop sleeps with nothing queued or owed. WaitForRoom (loop.cc): W1 Pin,
+ *    W2 waiters.fetch_add (seq_cst), W3 epoch under mu, W4 HasRoom (seq_cst
+ *    load), W5 Unpin, W6 wait until the epoch changes or closed. The
+ *    seq_cst pair W2/W4 against L-B6/L-B7 is a store-load (Dekker) pattern:
+ *    in SC's single order one side sees the other, which is what the model's
+ *    interleavings give, so SC is exact for it.
  *
  * ABSTRACTED (and why it is sound to)
  *  - Node recycling (the pool and per-thread caches, foreign_ingress.cc):
@@ -78,7 +111,7 @@
  *  - Delayed posts, cancels and fd-watch stops push nodes the same way
  *    (same P1-P7); their loop-side handling (timers, claims) is not here.
  *  - The accept table of other contexts, local (same-thread) posts, the
- *    owner check in Pin, RunUntilIdle, shutdown's timers [S4], hooks [S10],
+ *    owner check in Pin, shutdown's timers [S4], hooks [S10],
  *    watches [S6] and its round budget [S3] (no task here reposts).
  *  - The slot's generation: after Unregister the model's slot stays
  *    closed; in the code a later loop reopens it with a new generation,
@@ -133,7 +166,18 @@
  *    reads may read stale anyway); the Poster's Unpin is folded into its
  *    last step (P5 or P6): only the loop's waits read the pin counts, and
  *    they cannot pass while the pin is held, so no interleaving is lost.
- *  - Not modelled: wake_writes_ (a relaxed statistic), g_owner_epoch.
+ *  - Not modelled: wake_writes_ (a relaxed statistic), g_owner_epoch,
+ *    refused_full_ (a relaxed statistic: cap_refused), RunUntilIdle and its
+ *    hold of cross-thread posts (TakeIngressUnlessHeld; ArmIfEmpty when it
+ *    returns): Run(until_idle) is a different loop body with its own
+ *    settle step, not cheap to add; the release of delayed nodes at take
+ *    (delayed nodes are not modelled), the release every 64 posts (the
+ *    model has 3), WaitForRoom's retry loop and deadline (the poster goes
+ *    on to its next post, which re-checks by posting).
+ *  - Reserve's fetch_add/fetch_sub are relaxed: pending_ is one atomic
+ *    whose writes are all RMWs (one modification order), so each RMW reads
+ *    the latest value; the W4/L-B7 loads are seq_cst. Node `counted` is
+ *    written before the push (release) and read after the take (acquire).
  *
  * MUTANTS (spin -DMUT_...; tools/check_spin_model.sh checks each is caught)
  *  MUT_NO_WAKE_WRITE        P6: the push that replaced kArmed writes nothing
@@ -146,7 +190,15 @@
  *  MUT_CLOSE_NO_DRAIN       L-S5: what Close took is dropped
  *  MUT_NO_WAIT_EARLIER_PINS L-D2/L-D3 skipped
  *  MUT_STOP_FLAG_AFTER_PUSH X2 after X3
- *  MUT_CAP_NO_DECREMENT     L-Q3 skipped (with CAPACITY)
+ *  MUT_RELEASE_ON_TAKE      release when taken (before the run), as the
+ *                           old L-Q3 did: the bound on unrun tasks breaks
+ *  MUT_NO_RELEASE           L-B6..L-B8 skipped
+ *  MUT_STOP_COUNTED         Stop() reserves like a post (not exempt)
+ *  MUT_NO_ROOM_CLOSE        L-SR skipped: a waiter sleeps past shutdown
+ *  MUT_WAIT_READ_BEFORE_REGISTER  W4 before W2 (with RESERVE_CAS)
+ *  MUT_WAITERS_BEFORE_RELEASE     L-B7 before L-B6 (with RESERVE_CAS)
+ * (the CAPACITY mutants with CAPACITY=1; the waiter ones on RESERVE_CAS,
+ * so that what catches them is the mutant, not the known defect)
  */
 
 /* ------------------------------------------------------------------ sizes */
