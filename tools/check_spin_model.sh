@@ -5,8 +5,10 @@
 #
 #   tools/check_spin_model.sh            # the checks, then all mutants
 #   tools/check_spin_model.sh --full     # also: no cycles at all (slower)
-#   tools/check_spin_model.sh --trail M  # print mutant M's counterexample
-#                                        # (spin -t -p, trimmed to the steps)
+#   tools/check_spin_model.sh --trail M [LTL]
+#       # one counterexample of mutant M (or any defines, e.g. 'CAPACITY=1'
+#       # for the known defect) against the safety check or the named ltl
+#       # property, trimmed to the model's protocol steps
 #
 # Each check compiles pan.c for one property and prints the states explored.
 # Exits non-zero if a check finds an error, a search is incomplete (memory or
@@ -143,6 +145,7 @@ if [ "${1:-}" = "--trail" ]; then
   # shellcheck disable=SC2086
   spin -D$macro -t -p ingress.pml 2>&1 |
     awk 'FNR == NR { src[FNR] = $0; next }
+         /violated|invalid end|acceptance cycle/ { print; next }
          match($0, /ingress\.pml:[0-9]+/) {
            ln = substr($0, RSTART + 12, RLENGTH - 12)
            c = src[ln]
@@ -154,10 +157,26 @@ if [ "${1:-}" = "--trail" ]; then
            proc = $0; sub(/^ *[0-9]+:[ \t]*proc +/, "", proc); sub(/\).*/, ")", proc)
            printf "%5d  %-16s %s\n", step, proc, c
            next
-         }
-         /violated|invalid end|acceptance cycle/ { print }' ingress.pml -
+         }' ingress.pml -
   exit 0
 fi
+
+echo "== spin: the C++ step comments name steps of the model"
+# Every `// ingress.pml: <steps>` comment in loop/ names steps (P.., W..,
+# X.., L-..) that the model labels.
+steps_missing=0
+while IFS= read -r step; do
+  if ! grep -qE "(^|[^A-Za-z0-9-])${step}([^0-9]|$)" "$MODEL"; then
+    echo "FAIL  step comment names $step, which the model does not label"
+    steps_missing=$((steps_missing + 1))
+  fi
+done < <(grep -rhoE --include='*.cc' --include='*.h' 'ingress\.pml: .*' loop |
+  grep -oE '(^|[^A-Za-z0-9-])(P[0-9]+|W[0-9]+|X[0-9]+|L-[A-Z]+[0-9]*)' |
+  sed 's/^[^A-Z]*//' | sort -u)
+if [ "$steps_missing" -eq 0 ]; then
+  printf 'ok    %-26s %s\n' step_comments "$(grep -rlE --include='*.cc' --include='*.h' 'ingress\.pml: ' loop | wc -l) files"
+fi
+failures=$((failures + steps_missing))
 
 echo "== spin: the model (loop, two posters, a destroyer), exhaustive"
 # Assertions (each accepted post runs once, in FIFO order per poster, never

@@ -430,7 +430,7 @@ inline release_pending() {
 #else
 #ifdef MUT_WAITERS_BEFORE_RELEASE
      wsaw = waiters;                           /* mutant: L-B7 first */
-     atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };
+     atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };  /* L-B6 release */
 #else
      atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };  /* L-B6 release */
      wsaw = waiters;                           /* L-B7 load waiters */
@@ -695,7 +695,7 @@ active [NPOST] proctype Poster() {
        atomic {                         /* variant: P4 as load + CAS loop */
          TOUCH(pinned);
          if
-         :: pending < CAPACITY -> pending++; rold = 0
+         :: pending < CAPACITY -> pending++; rold = 0   /* P4 reserve (CAS) */
          :: else -> rold = CAPACITY
          fi
        };
