@@ -159,7 +159,7 @@ absl::Status Post(ContextHandle ctx, Task task) {
   // cannot finish while one is held [S11]; and the slot's owner tag is on
   // the cache line the pin just wrote, so telling a foreign thread from the
   // owner costs no registry lookup of its own.
-  // ingress.pml: Poster (P1-P7)
+  // ingress.pml: Poster (P3 the node first, then P1, P2, P4-P8)
   loop_internal::ForeignPostSlot slot;
   ::new (slot.task_storage()) Task(std::move(task));
   bool general;
@@ -225,12 +225,14 @@ absl::Status WaitForRoom(ContextHandle ctx, absl::Time deadline) {
   };
   for (;;) {
     uint64_t unit;
+    // ingress.pml: W1 (pin)
     LoopCore* core = LoopRegistry::Pin(slot, gen, &unit);
     if (core == nullptr) return gone();
     // Copied while pinned: the signal outlives the loop, so the wait below
     // holds no pin.
     std::shared_ptr<loop_internal::RoomSignal> room = core->room_signal();
     // Registered before the count is read (see RoomSignal).
+    // ingress.pml: W2 (register), W3 (epoch), W4 (HasRoom), W5 (unpin)
     room->waiters.fetch_add(1, std::memory_order_seq_cst);
     uint64_t epoch;
     {
@@ -244,6 +246,7 @@ absl::Status WaitForRoom(ContextHandle ctx, absl::Time deadline) {
     };
     if (has_room) return absl::OkStatus();
     MutexLock lock(&room->mu);
+    // ingress.pml: W6 (wait for an epoch change or the close)
     while (room->epoch == epoch && !room->closed) {
       if (deadline == absl::InfiniteFuture()) {
         room->cv.Wait(&room->mu);

@@ -250,6 +250,7 @@ class alignas(64) ForeignIngress {
   // anyway). False (and nothing reserved) if the loop already holds
   // `limit()` pending user posts: the post is refused.
   bool Reserve() {
+    // ingress.pml: P4 (reserve: fetch_add, undone by fetch_sub if full)
     if (ABSL_PREDICT_FALSE(pending_.fetch_add(1, std::memory_order_relaxed) >=
                            limit_)) {
       pending_.fetch_sub(1, std::memory_order_relaxed);
@@ -264,6 +265,7 @@ class alignas(64) ForeignIngress {
   // waiter's registration (see `RoomSignal` in loop_core.h) cannot both
   // miss each other. Returns the count after the release.
   int64_t Release(int64_t n) {
+    // ingress.pml: L-B6 (release)
     return pending_.fetch_sub(n, std::memory_order_seq_cst) - n;
   }
   // Any thread: pending user posts (reserved and not yet released).

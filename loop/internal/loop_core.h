@@ -367,6 +367,7 @@ class LoopCore {
   // Loop thread: `n` counted posts left the pending count; wakes room
   // waiters at the low-water mark.
   void ReleasePending(int64_t n) {
+    // ingress.pml: L-B6 (release), L-B7 (load waiters), L-B8 (WakeAll)
     if (n == 0) return;
     if (ABSL_PREDICT_FALSE(ingress_.Release(n) <= low_water_ &&
                            room_->waiters.load(std::memory_order_seq_cst) >

@@ -64,6 +64,7 @@ absl::Status ForeignPostSlot::Commit(ContextHandle ctx, bool* general,
     node_ = nullptr;
     return absl::OkStatus();
   }
+  // ingress.pml: P8 (refusal, after the P7 unpin)
   // Protocol step "refusal": never reached the loop. The task is destroyed
   // here, on this thread, after the unpin.
   TakeTask();
@@ -92,11 +93,12 @@ LoopCore::PushOutcome LoopCore::PushUserNode(IngressNode* node,
   // context, then waits for the pins taken before (WaitForEarlierPins), so
   // a post that saw the context open has pushed before the close takes the
   // ingress.
-  // ingress.pml: P2 (accept check), P4 (capacity reservation)
+  // ingress.pml: P2 (accept check)
   if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) {
     return PushOutcome::kContextClosed;
   }
   TestHooks::Run(TestHooks::foreign_post_checked);
+  // ingress.pml: P4 (reserve; PostNeverFull skips it)
   // Protocol step "reserve": a bounded post counts itself before the push,
   // so the loop's pending count never passes the bound.
   if (bounded) {
@@ -297,6 +299,7 @@ LoopCore::ForeignSegment::~ForeignSegment() {
 
 bool LoopCore::RunForeignSegment(TaskEntry& entry) {
   ForeignSegment& segment = entry.As<ForeignSegment>();
+  // ingress.pml: L-B6..L-B8 (release after the run: ReleasePending)
   // Protocol step "release": the pending count drops once per 64 posts run
   // and at the segment's end (one atomic per batch, none per task).
   int64_t ran = 0;

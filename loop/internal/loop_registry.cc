@@ -143,7 +143,7 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
       return nullptr;
     }
     const uint64_t u = LoopSlot::PinUnit(s);
-    // ingress.pml: P1, X1 (pin CAS)
+    // ingress.pml: P1, X1, W1 (pin CAS)
     if (slot->state.compare_exchange_weak(s, s + u, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
       *unit = u;
@@ -157,7 +157,7 @@ LoopCore* LoopRegistry::Pin(uint32_t index, uint32_t generation, uint64_t* unit,
 }
 
 void LoopRegistry::Unpin(uint32_t index, uint64_t unit) {
-  // ingress.pml: P7, X5 (unpin)
+  // ingress.pml: P7, X5, W5 (unpin)
   Find(index)->state.fetch_sub(unit, std::memory_order_release);
 }
 

@@ -90,6 +90,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   // ingress.pml: L-S2 (close the slot), L-S3 (wait for pins)
   LoopRegistry::CloseAndWaitForPins(slot);  // [S5]
   // No foreign thread can post any more: wake producers waiting for room.
+  // ingress.pml: L-SR (room_->Close: waiters woken)
   room_->Close();
   // [S5] No foreign thread holds a pin or can take one: close the ingress
   // with one exchange and queue what it held, to run in the drain [S1].

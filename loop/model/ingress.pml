@@ -2,10 +2,24 @@
  *
  * Run: tools/check_spin_model.sh (exhaustive; every property below, then
  * every mutant, which must be caught). Size: 3.57M states (safety and
- * no_lost_wake), 4.68M (no_lost_stop), 5.18M (CAPACITY=1), 7.14M (no
- * cycles, --full); about 50 s of CPU in all, under 400 MB (COLLAPSE). Steps are labelled in comments
- * (P1.., X1.., L-..); the C++ names each step it implements with a comment
- * "ingress.pml: <step>".
+ * no_lost_wake), 4.68M (no_lost_stop), 0.45M (CAPACITY=1), 0.43M
+ * (no_stuck_waiter, RESERVE_CAS), 7.14M (no cycles, --full); about 60 s of
+ * CPU in all, under 400 MB (COLLAPSE). Steps are labelled in comments
+ * (P1.., W1.., X1.., L-..); the C++ names each step it implements with a
+ * comment "ingress.pml: <step>".
+ *
+ * KNOWN DEFECT (the code as it is; the script prints it as DEFECT): with
+ * CAPACITY=1 ltl no_stuck_waiter is violated. A refused Reserve is a
+ * fetch_add then a fetch_sub: between them pending_ is one too high. If the
+ * loop's Release lands there, it sees pending above the low-water mark and
+ * wakes nobody; the refuser's fetch_sub then takes pending to the mark, and
+ * a WaitForRoom caller that saw the loop full sleeps with the loop idle
+ * until shutdown (forever with an infinite deadline). Needs more concurrent
+ * refusers than limit/2 (so limit 1: one). RESERVE_CAS models a Reserve
+ * that never overshoots (load, then CAS to +1 only below the limit): it
+ * passes. Another fix: a refuser whose undo reaches the low-water mark wakes
+ * the waiters. Trail: tools/check_spin_model.sh --trail 'CAPACITY=1'
+ * no_stuck_waiter.
  *
  * WHAT IS MODELLED
  * The foreign ingress of one loop (loop/internal/foreign_ingress.h
@@ -30,11 +44,16 @@
  *            and wake-ups (L-W1..L-W3) inside.
  *  Poster    x2. A foreign Post (loop.cc Post, loop_ingress.cc
  *            ForeignPostSlot::Open / Commit, LoopCore::PushForeign,
- *            WriteWakeFd): P1 Pin, P2 accept_.Accepts, P3 the node and its
- *            task, [P4 the pending bound], P5 Push, P6 the eventfd write if
- *            the push replaced kArmed, P7 Unpin. Poster 0 posts POSTS (2)
- *            tasks, poster 1 POSTS1 (1); each to the root or to C (chosen
- *            nondeterministically per post).
+ *            WriteWakeFd): P3 the node and its task built first, no pin
+ *            held; P1 Pin; P2 accept_.Accepts; [P4 reserve: the pending
+ *            bound]; P5 Push; P6 the eventfd write if the push replaced
+ *            kArmed; P7 Unpin; P8 refusal (task destroyed after the unpin).
+ *            Poster 0 posts POSTS (2) tasks, poster 1 POSTS1 (1); each to
+ *            the root or to C (chosen nondeterministically per post). With
+ *            CAPACITY: posts go to the root only (no DestroyContext: it is
+ *            checked without CAPACITY), poster 1's post is bounded or
+ *            PostNeverFull (nondeterministic), and poster 0, refused for
+ *            room, calls WaitForRoom (W1..W6) before its next post.
  *  Destroyer The thread that ends the loop, as LoopThread's owner does: a
  *            foreign Loop::Stop() (loop_core.cc LoopCore::Stop: X1 Pin, X2
  *            the flag, X3 push a kStop node, X4 the eventfd write, X5 Unpin),
@@ -62,11 +81,25 @@
  *    or a shutdown waiting forever is a deadlock Spin reports.
  *  - No cycles (--full: pan -l with no progress labels): every execution
  *    is finite, so the end-state checks judge all of them.
- *  - CAPACITY=N (spin -DCAPACITY=1): the pending-work bound to come. A
- *    post is refused (counted in cap_refused, never run) when N tasks are
- *    pending; the loop gives the room back as it takes (L-Q3); kStop nodes
- *    are exempt. pending is 0 at the end. One step each side (P4, L-Q3):
- *    move them where the code puts them.
+ *  - CAPACITY=N (spin -DCAPACITY=1): Loop::Options::max_pending_foreign.
+ *    P4 (ForeignIngress::Reserve, after the accept check, before the push):
+ *    fetch_add(1); if the old value was >= N, fetch_sub(1) and refuse
+ *    (kResourceExhausted: counted in cap_refused, never run). The loop
+ *    releases after the tasks ran (RunForeignSegment: L-B6 the seq_cst
+ *    fetch_sub, L-B7 the seq_cst load of waiters, L-B8 WakeAll if the count
+ *    is at or below N/2 and a waiter is registered), not when it takes.
+ *    Stop() (kStop) and PostNeverFull are exempt. Checked: the reserved
+ *    tasks not yet run never exceed N (assert at P4), a refused post never
+ *    runs, pending_ and waiters are 0 at the end, a waiter is woken at
+ *    shutdown at the latest (L-SR room_->Close(); else an invalid end
+ *    state), and ltl no_stuck_waiter: never is a waiter blocked (no wake-up
+ *    since the epoch it read, the signal open) while pending <= N/2 and the
+ *    loop sleeps with nothing queued or owed. WaitForRoom (loop.cc): W1 Pin,
+ *    W2 waiters.fetch_add (seq_cst), W3 epoch under mu, W4 HasRoom (seq_cst
+ *    load), W5 Unpin, W6 wait until the epoch changes or closed. The
+ *    seq_cst pair W2/W4 against L-B6/L-B7 is a store-load (Dekker) pattern:
+ *    in SC's single order one side sees the other, which is what the model's
+ *    interleavings give, so SC is exact for it.
  *
  * ABSTRACTED (and why it is sound to)
  *  - Node recycling (the pool and per-thread caches, foreign_ingress.cc):
@@ -78,7 +111,7 @@
  *  - Delayed posts, cancels and fd-watch stops push nodes the same way
  *    (same P1-P7); their loop-side handling (timers, claims) is not here.
  *  - The accept table of other contexts, local (same-thread) posts, the
- *    owner check in Pin, RunUntilIdle, shutdown's timers [S4], hooks [S10],
+ *    owner check in Pin, shutdown's timers [S4], hooks [S10],
  *    watches [S6] and its round budget [S3] (no task here reposts).
  *  - The slot's generation: after Unregister the model's slot stays
  *    closed; in the code a later loop reopens it with a new generation,
@@ -133,7 +166,18 @@
  *    reads may read stale anyway); the Poster's Unpin is folded into its
  *    last step (P5 or P6): only the loop's waits read the pin counts, and
  *    they cannot pass while the pin is held, so no interleaving is lost.
- *  - Not modelled: wake_writes_ (a relaxed statistic), g_owner_epoch.
+ *  - Not modelled: wake_writes_ (a relaxed statistic), g_owner_epoch,
+ *    refused_full_ (a relaxed statistic: cap_refused), RunUntilIdle and its
+ *    hold of cross-thread posts (TakeIngressUnlessHeld; ArmIfEmpty when it
+ *    returns): Run(until_idle) is a different loop body with its own
+ *    settle step, not cheap to add; the release of delayed nodes at take
+ *    (delayed nodes are not modelled), the release every 64 posts (the
+ *    model has 3), WaitForRoom's retry loop and deadline (the poster goes
+ *    on to its next post, which re-checks by posting).
+ *  - Reserve's fetch_add/fetch_sub are relaxed: pending_ is one atomic
+ *    whose writes are all RMWs (one modification order), so each RMW reads
+ *    the latest value; the W4/L-B7 loads are seq_cst. Node `counted` is
+ *    written before the push (release) and read after the take (acquire).
  *
  * MUTANTS (spin -DMUT_...; tools/check_spin_model.sh checks each is caught)
  *  MUT_NO_WAKE_WRITE        P6: the push that replaced kArmed writes nothing
@@ -146,7 +190,15 @@
  *  MUT_CLOSE_NO_DRAIN       L-S5: what Close took is dropped
  *  MUT_NO_WAIT_EARLIER_PINS L-D2/L-D3 skipped
  *  MUT_STOP_FLAG_AFTER_PUSH X2 after X3
- *  MUT_CAP_NO_DECREMENT     L-Q3 skipped (with CAPACITY)
+ *  MUT_RELEASE_ON_TAKE      release when taken (before the run), as the
+ *                           old L-Q3 did: the bound on unrun tasks breaks
+ *  MUT_NO_RELEASE           L-B6..L-B8 skipped
+ *  MUT_STOP_COUNTED         Stop() reserves like a post (not exempt)
+ *  MUT_NO_ROOM_CLOSE        L-SR skipped: a waiter sleeps past shutdown
+ *  MUT_WAIT_READ_BEFORE_REGISTER  W4 before W2 (with RESERVE_CAS)
+ *  MUT_WAITERS_BEFORE_RELEASE     L-B7 before L-B6 (with RESERVE_CAS)
+ * (the CAPACITY mutants with CAPACITY=1; the waiter ones on RESERVE_CAS,
+ * so that what catches them is the mutant, not the known defect)
  */
 
 /* ------------------------------------------------------------------ sizes */
@@ -208,8 +260,16 @@ bit epoch = 0;             /* kEpochBit */
 byte pins[2];              /* pins taken in epoch 0 / 1 */
 
 #ifdef CAPACITY
-byte pending = 0;          /* foreign tasks accepted and not yet taken */
-byte cap_refused = 0;      /* refusals counted */
+#define LOW (CAPACITY / 2) /* LoopCore::low_water_: waiters wake at or below */
+byte pending = 0;          /* ForeignIngress::pending_ (reserved, unreleased) */
+byte cap_refused = 0;      /* refusals counted (refused_full_) */
+byte waiters = 0;          /* RoomSignal::waiters */
+byte room_epoch = 0;       /* RoomSignal::epoch (under mu) */
+bool room_closed = false;  /* RoomSignal::closed (under mu) */
+bool counted[NSLOTS];      /* IngressNode::counted */
+byte unrun_counted = 0;    /* ghost: reserved user tasks not yet run */
+bool wblocked = false;     /* ghost: poster 0 blocked in WaitForRoom's wait */
+byte wepoch = 0;           /* ghost copy of the epoch the waiter read */
 #endif
 
 /* ----------------------------------------------------------- ghost state */
@@ -258,8 +318,8 @@ inline queue_ingress(l) {
   :: l != NIL && l != STOPNODE ->                     /* L-Q2 kTask */
      assert(nst[l] == N_PUSHED);
      nst[l] = N_TAKEN; ready!l; qtasks = true;
-#if defined(CAPACITY) && !defined(MUT_CAP_NO_DECREMENT)
-     pending--;                                       /* L-Q3 the bound */
+#ifdef MUT_RELEASE_ON_TAKE
+     if :: counted[l] -> pending-- :: else -> skip fi;  /* mutant: on take */
 #endif
      rtmp = nxt[l]; nxt[l] = NIL; l = rtmp
   od;
@@ -325,7 +385,13 @@ inline run_entry(x) {
        assert(!(nctx[x] == CTXC && freed_c));  /* never after FreeContext */
        assert((x - FIRST) % POSTS + 1 > last_run[(x - FIRST) / POSTS]);  /* FIFO */
        last_run[(x - FIRST) / POSTS] = (x - FIRST) % POSTS + 1;
-       nst[x] = N_RAN
+       nst[x] = N_RAN;
+#ifdef CAPACITY
+       if
+       :: counted[x] -> ran++; unrun_counted--   /* RunForeignSegment's `ran` */
+       :: else -> skip
+       fi
+#endif
     fi
   }
 }
@@ -349,7 +415,41 @@ inline run_batch_head() {
   od;
   bn = 0; bx = 0
 }
+
+/* LoopCore::ReleasePending(ran) at the segment's end (RunForeignSegment:
+ * also every 64 posts and before a stop breaks the batch; the model's posts
+ * are fewer). L-B6 the release (seq_cst fetch_sub), L-B7 the seq_cst load of
+ * RoomSignal::waiters, L-B8 RoomSignal::WakeAll (epoch bump + SignalAll
+ * under mu). A separate step each: the waiter interleaves between them. */
+inline release_pending() {
+#ifdef CAPACITY
+  if
+  :: ran > 0 ->
+#if defined(MUT_NO_RELEASE) || defined(MUT_RELEASE_ON_TAKE)
+     ran = 0
+#else
+#ifdef MUT_WAITERS_BEFORE_RELEASE
+     wsaw = waiters;                           /* mutant: L-B7 first */
+     atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };  /* L-B6 release */
+#else
+     atomic { pending = pending - ran; low = (pending <= LOW); ran = 0 };  /* L-B6 release */
+     wsaw = waiters;                           /* L-B7 load waiters */
+#endif
+     if
+     :: low && wsaw > 0 -> room_epoch++        /* L-B8 WakeAll */
+     :: else -> skip
+     fi;
+     low = false; wsaw = 0
+#endif
+  :: else -> skip
+  fi
+#endif
+}
+
 inline run_batch_tail() {
+#ifdef CAPACITY
+  release_pending();
+#endif
 #ifndef MUT_NO_BATCH_END_TAKE
   take_ingress();                              /* L-B4 batch-end take */
 #endif
@@ -381,8 +481,8 @@ inline destroy_context_rest() {
 }
 
 active proctype Loop() {
-  byte th, tl, rtmp, bn, bx, ri, dold;
-  bool qstop, qtasks, tarm, rstop;
+  byte th, tl, rtmp, bn, bx, ri, dold, ran, wsaw;
+  bool qstop, qtasks, tarm, rstop, low;
 
   /* ---- Run(): loop_core.cc LoopCore::Run (until_idle = false) */
   atomic {
@@ -409,9 +509,11 @@ sleep:                                              /* L-R2 epoll_wait */
        :: true -> skip                              /* relaxed: may be stale */
        fi
      }
+#ifndef CAPACITY
   :: atomic { !loopbreak && !destroyed ->           /* a callback that */
        destroyed = true; accept_c = false };        /* L-D1 DestroyContext */
      destroy_context_rest()
+#endif
   od;
   atomic {
     if
@@ -427,10 +529,16 @@ sleep:                                              /* L-R2 epoll_wait */
   };
   slot_closed = true;
   (pins[0] == 0 && pins[1] == 0);
+#ifdef CAPACITY
+  room_closed = true;
+#endif
 #else
     slot_closed = true                              /* L-S2 CloseAndWaitForPins */
   };
   atomic { pins[0] == 0 && pins[1] == 0 ->          /* L-S3 [S5] */
+#if defined(CAPACITY) && !defined(MUT_NO_ROOM_CLOSE)
+    room_closed = true;                             /* L-SR room_->Close() */
+#endif
     th = head; head = CLOSED;                       /* L-S4 ingress_.Close */
     if :: th >= FIRST -> reverse(th, tl) :: else -> tl = NIL fi;
 #ifndef MUT_CLOSE_NO_DRAIN
@@ -459,11 +567,13 @@ inline pin(n, ok, unit, before_flip) {
   atomic {
     if                                 /* the post's target (private) */
     :: n != STOPNODE -> nctx[n] = ROOT
+#ifndef CAPACITY
     :: n != STOPNODE -> nctx[n] = CTXC
+#endif
     :: n == STOPNODE -> skip
     fi;
     if
-    :: !slot_closed -> pins[epoch]++; unit = epoch; ok = true;
+    :: !slot_closed -> pins[epoch]++; unit = epoch; ok = true; /* P1 X1 W1 pin */
                        before_flip = !flipped
     :: else -> ok = false
     fi
@@ -482,7 +592,7 @@ inline push(n, res, pinned, unit) {
     :: else ->
        nxt[n] = (head >= FIRST -> head : NIL);
        res = (head == ARMED -> R_WAKE : R_QUEUED);
-       head = n;
+       head = n;                                  /* P5 X3 push CAS */
        nst[n] = N_PUSHED
     fi;
     assert(res != R_CLOSED);               /* a pin rules kClosed out */
@@ -509,11 +619,51 @@ inline wake(res, pinned, unit) {
   fi
 }
 
-/* A foreign Post(ctx, task): loop.cc Post, local_post.h ForeignPostSlot. */
+#ifdef CAPACITY
+/* loop.cc WaitForRoom (infinite deadline), one round: W1 Pin, W2 register
+ * (waiters.fetch_add seq_cst), W3 read the epoch under mu, W4 HasRoom (a
+ * seq_cst load of pending_), W5 Unpin, W6 wait on the condvar until the
+ * epoch changes or the signal is closed, then unregister. (The code then
+ * loops and re-checks; the model's poster goes on to its next post, which
+ * re-checks by posting.) */
+inline wait_for_room() {
+  pin(STOPNODE, pinned, unit, before_flip);       /* W1 (STOPNODE: no ctx) */
+  if
+  :: pinned ->
+#ifdef MUT_WAIT_READ_BEFORE_REGISTER
+     atomic { TOUCH(pinned); hasroom = (pending < CAPACITY) };  /* W4 first */
+     waiters++;                                   /* W2 */
+     wepoch = room_epoch;                         /* W3 */
+#else
+     waiters++;                                   /* W2 register */
+     wepoch = room_epoch;                         /* W3 epoch under mu */
+     atomic { TOUCH(pinned); hasroom = (pending < CAPACITY) };  /* W4 HasRoom */
+#endif
+     atomic {
+       pins[unit]--; pinned = false;              /* W5 Unpin */
+       if
+       :: hasroom -> waiters--                    /* room: unregister */
+       :: else -> wblocked = true
+       fi
+     };
+     if
+     :: hasroom -> skip
+     :: else ->
+        atomic { room_epoch != wepoch || room_closed ->   /* W6 the wait */
+          wblocked = false; waiters-- }
+     fi
+  :: else -> skip                                 /* the loop is gone */
+  fi;
+  hasroom = false; wepoch = 0; before_flip = false
+}
+#endif
+
+/* A foreign Post(ctx, task): loop.cc Post, local_post.h ForeignPostSlot:
+ * P3 the node and its task are built first, with no pin held. */
 active [NPOST] proctype Poster() {
   byte p = _pid - 1;       /* Loop is pid 0, posters 1.., Destroyer last */
-  byte k, n, res, unit;
-  bool ok, pinned, before_flip, early;
+  byte k, n, res, unit, rold;
+  bool ok, pinned, before_flip, early, hasroom;
 
   do
   :: k == POSTS_OF(p) -> break
@@ -533,25 +683,55 @@ active [NPOST] proctype Poster() {
       :: nctx[n] == CTXC && !accept_c -> ok = false
       fi;
       if
-      :: ok -> nst[n] = N_ACCEPTED                /* P3 node, task built */
+      :: ok -> nst[n] = N_ACCEPTED                /* accepted */
       :: else -> nst[n] = N_REFUSED
       fi
     };
 #ifdef CAPACITY
     if
+    :: ok && p == 1 -> skip             /* PostNeverFull: exempt, no P4 */
     :: ok ->
-       atomic {                                   /* P4 the pending bound */
+#ifdef RESERVE_CAS
+       atomic {                         /* variant: P4 as load + CAS loop */
          TOUCH(pinned);
          if
-         :: pending < CAPACITY -> pending++
-         :: else -> cap_refused++; nst[n] = N_CAP_REFUSED; ok = false
+         :: pending < CAPACITY -> pending++; rold = 0   /* P4 reserve (CAS) */
+         :: else -> rold = CAPACITY
          fi
-       }
-    :: else -> skip
+       };
+#else
+       atomic {
+         TOUCH(pinned); rold = pending; pending++  /* P4 reserve: fetch_add */
+       };
+#endif
+       if
+       :: rold < CAPACITY ->
+          atomic {                      /* reserved: node->counted */
+            counted[n] = true; unrun_counted++;
+            assert(unrun_counted <= CAPACITY)   /* the bound holds */
+          }
+       :: else ->                       /* refused (kResourceExhausted) */
+          atomic {
+            TOUCH(pinned);
+#ifndef RESERVE_CAS
+            pending--;                  /* P4 undo: fetch_sub(1) relaxed */
+#endif
+            cap_refused++; nst[n] = N_CAP_REFUSED; ok = false
+          }
+       fi;
+       rold = 0
+    :: !ok -> skip
     fi;
 #endif
     if
-    :: !ok -> atomic { pins[unit]--; pinned = false }; goto next  /* P7 Unpin */
+    :: !ok -> atomic { pins[unit]--; pinned = false };  /* P7 Unpin */
+#ifdef CAPACITY
+       if                               /* P8 refusal; poster 0 then waits */
+       :: p == 0 && nst[n] == N_CAP_REFUSED -> wait_for_room()
+       :: else -> skip
+       fi;
+#endif
+       goto next
     :: else -> skip
     fi;
 #ifdef MUT_UNPIN_BEFORE_PUSH
@@ -577,6 +757,19 @@ active proctype Destroyer() {
   bool pinned, before_flip, early;
 
   pin(STOPNODE, pinned, unit, before_flip);       /* X1 Pin */
+#if defined(CAPACITY) && defined(MUT_STOP_COUNTED)
+  if                                              /* mutant: Stop reserves */
+  :: pinned ->
+     atomic { i = pending; pending++ };
+     if
+     :: i >= CAPACITY ->                          /* refused: never pushed */
+        atomic { pending--; pins[unit]--; pinned = false }
+     :: else -> skip
+     fi;
+     i = 0
+  :: else -> skip
+  fi;
+#endif
   if
   :: pinned ->
 #ifdef MUT_STOP_FLAG_AFTER_PUSH
@@ -602,7 +795,7 @@ active proctype Destroyer() {
   assert(pins[0] == 0 && pins[1] == 0);
   assert(freed_c == destroyed);
 #ifdef CAPACITY
-  assert(pending == 0)
+  assert(pending == 0 && unrun_counted == 0 && waiters == 0 && !wblocked)
 #endif
 }
 
@@ -616,3 +809,14 @@ active proctype Destroyer() {
 ltl no_lost_wake { [] !lost_wake }
 /* No lost stop: once the foreign Stop() pushed its node, Run() returns. */
 ltl no_lost_stop { [] (stop_pushed -> <> run_returned) }
+#ifdef CAPACITY
+/* No stuck waiter: never is a WaitForRoom caller blocked (no wake-up since
+ * the epoch it read, the signal open) while the pending count is at or
+ * below the low-water mark and the loop is idle asleep with nothing queued
+ * or owed: no release is coming to wake it. */
+#define stuck_waiter (wblocked && room_epoch == wepoch && !room_closed && \
+                      pending <= LOW && Loop[0]@sleep && !loopbreak && \
+                      efd == 0 && !batch_sched && head < FIRST && \
+                      wake_owed == 0 && len(ready) == 0)
+ltl no_stuck_waiter { [] !stuck_waiter }
+#endif
