@@ -91,10 +91,9 @@ inline void StopLoop(Loop& loop) { loop.Stop(); }
 // over the bound returns kResourceExhausted, its task destroyed on the
 // posting thread before `Post` returns, never run (`post.refused_kept`,
 // `post.exactly_once`).
-inline constexpr bool kHasPendingBound = false;
+inline constexpr bool kHasPendingBound = true;
 inline void SetPendingBound(Loop::Options& options, size_t bound) {
-  (void)options;
-  (void)bound;
+  options.max_pending_foreign = bound;
 }
 
 }  // namespace fuzz_adapter
