@@ -8,6 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <thread>
@@ -583,6 +585,43 @@ TEST(IngressTest, AFullLoopRefusesUserPostsOnlyAndWakesRoomWaiters) {
   worker.reset();
   EXPECT_EQ(WaitForRoom(root, absl::InfiniteFuture()).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// LoopThread::Join on a loop whose cross-thread backlog is full: its stop is
+// never refused by the bound, so Join returns once the loop has drained (a
+// refused stop would leave the thread running and Join waiting forever).
+// Join's stop is posted while the loop is held full (a 200 ms head start);
+// a Join still waiting after 30 s aborts the test with a message.
+TEST(IngressTest, LoopThreadJoinReturnsWhenTheLoopIsFull) {
+  constexpr int64_t kBound = 4;
+  auto worker = std::make_unique<LoopThread>(BoundedOptions(kBound));
+  const ContextHandle root = worker->root();
+  Latch unblock;
+  Latch blocked;
+  ASSERT_OK(Post(root, [&](ContextHandle) {
+    blocked.Open();
+    EXPECT_TRUE(unblock.WaitFor(milliseconds(60000)));
+  }));
+  ASSERT_TRUE(blocked.WaitFor(milliseconds(30000)));
+  std::atomic<int> ran{0};
+  int accepted = 1;  // The blocking task, run already.
+  while (Post(root, [&ran](ContextHandle) { ran.fetch_add(1); }).ok()) {
+    ++accepted;
+  }
+  ASSERT_EQ(accepted, kBound);
+  Latch joined;
+  std::thread joiner([&] {
+    (void)worker->Join();
+    joined.Open();
+  });
+  std::this_thread::sleep_for(milliseconds(200));  // Join posts its stop.
+  unblock.Open();
+  if (!joined.WaitFor(milliseconds(30000))) {
+    std::fprintf(stderr, "LoopThread::Join on a full loop never returned\n");
+    std::abort();
+  }
+  joiner.join();
+  EXPECT_EQ(ran.load(), kBound - 1);  // The flood ran before the stop.
 }
 
 // RunUntilIdle runs what was ready when it was called, its loop-thread

@@ -31,11 +31,16 @@ ShutdownReport LoopThread::Join() {
   if (!joined_) {
     joined_ = true;
     // Stop from the loop thread itself: `loop_` is only touched there.
-    absl::Status s = Post(root_, [this](ContextHandle) {
+    // Posted past `Options::max_pending_foreign` (PostNeverFull): a plain
+    // `Post` to a flooded loop is refused with kResourceExhausted, and the
+    // join below would then wait forever. One node per `LoopThread`, so the
+    // bound it skips stays bounded. Only a closed loop could refuse it, and
+    // the loop shuts down only after `stopping_`.
+    absl::Status s = loop_internal::PostNeverFull(root_, [this](ContextHandle) {
       stopping_ = true;
       loop_->Stop();
     });
-    (void)s;  // Cannot fail: the loop shuts down only after `stopping_`.
+    (void)s;  // Cannot fail (above).
     thread_.join();
   }
   return report_;

@@ -45,12 +45,17 @@ class LoopThread {
 
   // Runs `fn` on the loop thread (inline if already there) and waits for it.
   // Returns the status of posting it: kFailedPrecondition if the loop is
-  // shutting down. Calls `fn` at most once.
+  // shutting down, kResourceExhausted if it holds
+  // `Loop::Options::max_pending_foreign` cross-thread posts (`fn` not run:
+  // retry, e.g. after `WaitForRoom(root(), deadline)`). Calls `fn` at most
+  // once.
   absl::Status Invoke(absl::AnyInvocable<void(Loop&) &&> fn);
 
   // Stops the loop, shuts it down on its thread, joins the thread and returns
   // the shutdown report. Idempotent; the destructor calls it. Not from the
-  // loop thread itself.
+  // loop thread itself. Its stop is never refused by
+  // `Loop::Options::max_pending_foreign`, so it returns even while other
+  // threads flood the loop (once the loop has run what it accepted).
   ShutdownReport Join();
 
  private:

@@ -28,7 +28,13 @@
 // then returns kResourceExhausted and does not take the event (the caller
 // keeps it); `ProducerCallbacks::on_writable` runs on the producer's context
 // once the backlog is down to `low_watermark`. Nothing grows without bound;
-// nothing is dropped silently.
+// nothing is dropped silently. An `Emit` from another thread that has to
+// wake the sink's loop is also refused (kResourceExhausted, the event not
+// taken and not counted as emitted, `refused_loop_full` counted) when that
+// loop already holds `Loop::Options::max_pending_foreign` cross-thread
+// posts; no `on_writable` follows that one: retry after `WaitForRoom` on
+// the sink's context (a thread that may block) or a timer. Endings and the
+// producer's notifications are never refused for a full loop.
 //
 // Endings (numbered [E1]..[E10] in internal/stream_core.cc): complete, fail,
 // consumer cancel, sink throws, consumer destroyed, sink context/loop gone
@@ -77,10 +83,12 @@
 #define CTXLOOP_STREAM_STREAM_H_
 
 #include <algorithm>
+#include <cstddef>
 #include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -134,15 +142,34 @@ class StreamState final : public StreamCore {
 
   absl::Status Emit(T&& event) {
     bool schedule;
+    size_t index;
     {
       ctxloop::MutexLock lock(&mu_);
       absl::Status s = CheckEmitLocked();
       if (!s.ok()) return s;
       buffer_.push_back(std::move(event));
+      index = buffer_.size() - 1;
       schedule = AfterPushLocked();
     }
-    if (schedule) ScheduleDelivery();
-    return absl::OkStatus();
+    if (!schedule) return absl::OkStatus();
+    const absl::Status posted = ScheduleDeliveryForEmit();
+    if (posted.ok()) return posted;
+    // The sink's loop is full. Our delivery was pending, so nothing took
+    // from the buffer since the push: the event is still at `index`, unless
+    // the stream ended meanwhile (the buffer discarded and counted).
+    bool taken_back, reschedule;
+    {
+      ctxloop::MutexLock lock(&mu_);
+      taken_back = !TerminalLocked();
+      if (taken_back) {
+        const auto it = buffer_.begin() + static_cast<std::ptrdiff_t>(index);
+        if constexpr (std::is_move_assignable_v<T>) event = std::move(*it);
+        buffer_.erase(it);
+      }
+      reschedule = AfterRefusedEmitLocked(taken_back);
+    }
+    if (reschedule) ScheduleDelivery();
+    return taken_back ? posted : absl::OkStatus();
   }
 
   absl::Status Attach(ContextHandle ctx, Sink<T> sink) {
@@ -355,9 +382,11 @@ class StreamWriter {
   // True while this writer holds a stream (not moved from).
   bool has_stream() const { return state_ != nullptr; }
 
-  // Queues `event` for the sink. On kResourceExhausted (full) `event` is
-  // left untouched in the caller's hands; kCancelled once the consumer ended
-  // the stream; kFailedPrecondition after Complete/Fail. Thread-safe.
+  // Queues `event` for the sink. On kResourceExhausted (the stream is full,
+  // or the sink's loop is: see "Backpressure" above) `event` is left in the
+  // caller's hands (if `T` is move-assignable; else destroyed) and not
+  // counted as emitted; kCancelled once the consumer ended the stream;
+  // kFailedPrecondition after Complete/Fail. Thread-safe.
   absl::Status Emit(T&& event) {
     if (state_ == nullptr) return stream_internal::NoStream();
     return state_->Emit(std::move(event));

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -578,6 +579,164 @@ TEST(StreamEndingStressTest, RacingEndingsEachEndOnce) {
   const auto ends = traced.rec().events(RecKind::kTraceEnd);
   EXPECT_EQ(ends.size(), static_cast<size_t>(kStreams));
   for (const auto& e : ends) EXPECT_EQ(e.tid, producer_tid);
+}
+
+// --- A full loop: the bound on pending cross-thread work ----------------
+// (`Loop::Options::max_pending_foreign`). Each test floods a loop that is
+// not running (so it cannot drain) from another thread, up to a bound of 2.
+
+Loop::Options TinyBound() {
+  Loop::Options options;
+  options.max_pending_foreign = 2;
+  return options;
+}
+
+// Posts no-ops from this (foreign) thread until `ctx`'s loop is full.
+void Flood(ContextHandle ctx) {
+  while (Post(ctx, [](ContextHandle) {}).ok()) {
+  }
+}
+
+// Records the sink's calls; the sink loop's thread only.
+struct Recorded {
+  std::vector<int> events;
+  std::vector<absl::Status> completions;
+  Sink<int> MakeSink() {
+    Sink<int> sink;
+    sink.on_event = [this](ContextHandle, int&& v) { events.push_back(v); };
+    sink.on_complete = [this](ContextHandle, const absl::Status& s) {
+      completions.push_back(s);
+    };
+    return sink;
+  }
+};
+
+// An `Emit` whose delivery a full sink loop refuses is backpressure, not an
+// ending: kResourceExhausted, the event not taken nor counted as emitted,
+// the stream still open; its `Complete` is never refused, so every event
+// accepted arrives and `on_complete` runs once.
+TEST(StreamFullLoopTest, EmitIntoAFullSinkLoopIsRefusedAndNothingIsLost) {
+  Loop sink_loop(TinyBound());
+  LoopThread producer_loop;
+  auto pair = *MakeStream<int>(producer_loop.root());
+  Recorded rec;
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(sink_loop.root(), rec.MakeSink());
+  StreamWriter<int> writer = std::move(pair.writer);
+  std::thread([&] {
+    Flood(sink_loop.root());
+    EXPECT_EQ(writer.Emit(0).code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(writer.Emit(0).code(), absl::StatusCode::kResourceExhausted);
+    const StreamCounters c = writer.counters();
+    EXPECT_EQ(c.emitted, 0u);
+    EXPECT_EQ(c.refused_loop_full, 2u);
+  }).join();
+  EXPECT_FALSE(sub.finished());
+  ASSERT_TRUE(sink_loop.RunUntilIdle().ok());  // Drains the flood.
+  EXPECT_TRUE(rec.completions.empty());
+  std::thread([&] {
+    ASSERT_TRUE(writer.Emit(0).ok());  // Schedules a delivery.
+    ASSERT_TRUE(writer.Emit(1).ok());  // Rides on it.
+    Flood(sink_loop.root());
+    ASSERT_TRUE(writer.Complete().ok());
+  }).join();
+  ASSERT_TRUE(sink_loop.RunUntilIdle().ok());
+  EXPECT_EQ(rec.events, (std::vector<int>{0, 1}));
+  ASSERT_EQ(rec.completions.size(), 1u);
+  EXPECT_TRUE(rec.completions[0].ok()) << rec.completions[0];
+  const StreamCounters c = sub.counters();
+  EXPECT_EQ(c.emitted, 2u);
+  EXPECT_EQ(c.emitted, c.delivered + c.discarded);
+  EXPECT_TRUE(sub.finished());
+}
+
+// Endings cross into a full sink loop: an `Attach` from another thread
+// (the hook installation [E6]), a cancel from another thread [E3] and the
+// producer's completion [E1] are never refused for the bound; each stream
+// ends once, `on_complete` once, and the producer is told once.
+TEST(StreamFullLoopTest, EndingsReachAFullSinkLoop) {
+  Loop sink_loop(TinyBound());
+  LoopThread producer_loop;
+  Closed closed;
+  auto cancelled_pair =
+      *MakeStream<int>(producer_loop.root(), {}, closed.Callbacks());
+  auto completed_pair = *MakeStream<int>(producer_loop.root());
+  Recorded cancelled_rec, completed_rec;
+  std::optional<StreamSubscription> cancelled_sub, completed_sub;
+  std::thread([&] {
+    Flood(sink_loop.root());
+    absl::StatusOr<StreamSubscription> a =
+        std::move(cancelled_pair.reader)
+            .Attach(sink_loop.root(), cancelled_rec.MakeSink());
+    ASSERT_TRUE(a.ok()) << a.status();
+    cancelled_sub.emplace(*std::move(a));
+    absl::StatusOr<StreamSubscription> b =
+        std::move(completed_pair.reader)
+            .Attach(sink_loop.root(), completed_rec.MakeSink());
+    ASSERT_TRUE(b.ok()) << b.status();
+    completed_sub.emplace(*std::move(b));
+    ASSERT_TRUE(cancelled_sub->Cancel().ok());
+    ASSERT_TRUE(completed_pair.writer.Complete().ok());
+  }).join();
+  ASSERT_TRUE(cancelled_sub.has_value() && completed_sub.has_value());
+  ASSERT_TRUE(sink_loop.RunUntilIdle().ok());
+  ASSERT_EQ(cancelled_rec.completions.size(), 1u);
+  EXPECT_EQ(cancelled_rec.completions[0].code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(completed_rec.completions.size(), 1u);
+  EXPECT_TRUE(completed_rec.completions[0].ok());
+  ASSERT_TRUE(producer_loop.Invoke([](Loop&) {}).ok());  // on_closed ran.
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kCancelled);
+  for (StreamSubscription* sub : {&*cancelled_sub, &*completed_sub}) {
+    EXPECT_TRUE(sub->finished());
+    const StreamCounters c = sub->counters();
+    EXPECT_EQ(c.emitted, c.delivered + c.discarded);
+  }
+}
+
+// The producer's notifications cross into a full producer loop: the
+// `on_writable` a refused `Emit` waits for, and `on_closed` [E3], are never
+// refused for the bound.
+TEST(StreamFullLoopTest, ProducerNotificationsReachAFullProducerLoop) {
+  Loop producer_loop(TinyBound());
+  LoopThread sink_loop;
+  StreamOptions options;
+  options.high_watermark = 2;
+  options.low_watermark = 0;
+  int writable = 0;
+  Closed closed;
+  ProducerCallbacks callbacks = closed.Callbacks();
+  callbacks.on_writable = [&writable](ContextHandle) { ++writable; };
+  auto pair =
+      *MakeStream<int>(producer_loop.root(), options, std::move(callbacks));
+  ASSERT_TRUE(pair.writer.Emit(0).ok());
+  ASSERT_TRUE(pair.writer.Emit(1).ok());
+  EXPECT_EQ(pair.writer.Emit(2).code(), absl::StatusCode::kResourceExhausted);
+  std::thread([&] { Flood(producer_loop.root()); }).join();
+  std::atomic<int> seen{0};
+  Sink<int> sink;
+  sink.on_event = [&seen](ContextHandle, int&&) { seen.fetch_add(1); };
+  sink.on_complete = [](ContextHandle, const absl::Status&) {};
+  StreamSubscription sub =
+      *std::move(pair.reader).Attach(sink_loop.root(), std::move(sink));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (seen.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(seen.load(), 2);  // on_writable was posted before.
+  ASSERT_TRUE(producer_loop.RunUntilIdle().ok());
+  EXPECT_EQ(writable, 1);
+  std::thread([&] {
+    Flood(producer_loop.root());
+    ASSERT_TRUE(sub.Cancel().ok());  // Tells the producer from here.
+  }).join();
+  ASSERT_TRUE(sink_loop.Invoke([](Loop&) {}).ok());  // The ending ran.
+  ASSERT_TRUE(producer_loop.RunUntilIdle().ok());
+  ASSERT_EQ(closed.statuses.size(), 1u);
+  EXPECT_EQ(closed.statuses[0].code(), absl::StatusCode::kCancelled);
+  const StreamCounters c = sub.counters();
+  EXPECT_EQ(c.emitted, c.delivered + c.discarded);
 }
 
 }  // namespace

@@ -84,6 +84,9 @@ struct StreamCounters {
   uint64_t delivered = 0;  // Handed to the sink.
   uint64_t discarded = 0;  // Buffered (or in a batch) when the stream was cut.
   uint64_t refused_full = 0;
+  // Emits refused (kResourceExhausted, event not taken) because the sink's
+  // loop held `Loop::Options::max_pending_foreign` cross-thread posts.
+  uint64_t refused_loop_full = 0;
   uint64_t deliveries = 0;  // Loop tasks that delivered (batches).
 };
 

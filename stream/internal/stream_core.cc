@@ -49,6 +49,17 @@
 //       the trace is finished from here (posted to its origin) and the sink
 //       is released with the stream. Counters stay whole: once ended,
 //       emitted == delivered + discarded.
+//       A loop whose cross-thread backlog is full
+//       (`Loop::Options::max_pending_foreign`) refuses none of the posts
+//       that carry an ending or a promised notification: the hook
+//       installation, the ending task, the deliveries scheduled by
+//       `Complete`, `Attach` and the sink's own thread, `on_writable` and
+//       the producer's ending go through `loop_internal::PostNeverFull`
+//       (each bounded as said where it is posted). Only the delivery an
+//       `Emit` schedules is bounded: refused for a full loop, that `Emit`
+//       returns kResourceExhausted and does not take the event (not counted
+//       as emitted; `refused_loop_full` counts it) -- backpressure, not an
+//       ending.
 //  [E9] A sink's `on_complete` that throws: the ending still finishes the
 //       trace and releases the sink, then the exception is rethrown from the
 //       loop task so the loop reports it to its error handler. (In the
@@ -81,7 +92,19 @@ namespace {
 
 using Kind = StreamCore::SinkTaskKind;
 
-// A task for the sink's context. Destroyed unrun, it ends the stream [E8].
+// Set on a thread while it posts the delivery an `Emit` scheduled, with the
+// bounded `Post`: a delivery task of that stream destroyed on this thread
+// meanwhile was refused by that `Post` (a task the loop accepted is never
+// destroyed inside `Post`), and the poster decides what the refusal means
+// (backpressure for a full loop, [E8] for a closed one).
+struct EmitPost {
+  const StreamCore* core;
+  bool refused;
+};
+thread_local EmitPost* t_emit_post = nullptr;
+
+// A task for the sink's context. Destroyed unrun, it ends the stream [E8]
+// (unless it is the delivery of an `Emit` refused by its `Post`: above).
 class SinkTask {
  public:
   SinkTask(std::shared_ptr<StreamCore> core, Kind kind,
@@ -99,6 +122,11 @@ class SinkTask {
   ~SinkTask() {
     if (core_ == nullptr) return;
     std::shared_ptr<StreamCore> core = std::move(core_);
+    if (kind_ == Kind::kDeliver && t_emit_post != nullptr &&
+        t_emit_post->core == core.get()) {
+      t_emit_post->refused = true;  // The poster holds a reference too.
+      return;
+    }
     core->SinkTaskDropped(kind_, status_, tell_sink_);  // [E8]
   }
 
@@ -209,9 +237,10 @@ absl::Status StreamCore::AfterAttach(bool schedule) {
     absl::Status watched = WatchSinkNow(sink, /*tell_sink_if_gone=*/false);
     if (!watched.ok()) return watched;
   } else {
-    // Refused: the task's destructor ends the stream [E6] [E8].
-    absl::Status posted =
-        Post(sink, SinkTask(shared_from_this(), Kind::kWatchSink));
+    // Refused: the task's destructor ends the stream [E6] [E8]. Never for a
+    // full loop (PostNeverFull): one per stream, at `Attach`.
+    absl::Status posted = loop_internal::PostNeverFull(
+        sink, SinkTask(shared_from_this(), Kind::kWatchSink));
     if (!posted.ok()) return SinkGone(posted.message());
   }
   if (schedule) ScheduleDelivery();
@@ -240,8 +269,40 @@ absl::Status StreamCore::WatchSinkNow(ContextHandle ctx,
 }
 
 void StreamCore::ScheduleDelivery() {
-  // Refused: the task's destructor ends the stream [E6] [E8].
-  (void)Post(sink_context(), SinkTask(shared_from_this(), Kind::kDeliver));
+  // Refused: the task's destructor ends the stream [E6] [E8]. Never for a
+  // full loop (PostNeverFull): a stream has at most one delivery pending
+  // (`delivery_pending_`), so these are bounded by the live streams; and a
+  // refusal here would lose what `Complete` or `Attach` promised.
+  (void)loop_internal::PostNeverFull(
+      sink_context(), SinkTask(shared_from_this(), Kind::kDeliver));
+}
+
+absl::Status StreamCore::ScheduleDeliveryForEmit() {
+  EmitPost post{this, false};
+  EmitPost* const outer = t_emit_post;
+  t_emit_post = &post;
+  const absl::Status s =
+      Post(sink_context(), SinkTask(shared_from_this(), Kind::kDeliver));
+  t_emit_post = outer;
+  if (!post.refused) return absl::OkStatus();
+  // The sink's loop is full: the caller takes the event back.
+  if (s.code() == absl::StatusCode::kResourceExhausted) return s;
+  // Closed: what the task's destructor does for any other refusal [E6] [E8].
+  SinkTaskDropped(Kind::kDeliver, absl::OkStatus(), /*tell_sink=*/true);
+  return absl::OkStatus();
+}
+
+bool StreamCore::AfterRefusedEmitLocked(bool taken_back) {
+  delivery_pending_ = false;
+  if (taken_back) {
+    --counters_.emitted;
+    ++counters_.refused_loop_full;
+  }
+  // Events other producer threads emitted meanwhile, or a `Complete` that
+  // saw our delivery pending, still need one.
+  if (terminal_ || (BufferedLocked() == 0 && !producer_done_)) return false;
+  delivery_pending_ = true;
+  return true;
 }
 
 void StreamCore::RunSinkTask(SinkTaskKind kind, ContextHandle ctx,
@@ -284,7 +345,9 @@ void StreamCore::Deliver(ContextHandle ctx) {
   }
   if (notify_writable) {
     std::shared_ptr<StreamCore> self = shared_from_this();
-    (void)Post(producer_, [self](ContextHandle p) {
+    // Never refused for a full loop (PostNeverFull): at most one per
+    // delivered batch, and a producer that was refused waits for it.
+    (void)loop_internal::PostNeverFull(producer_, [self](ContextHandle p) {
       if (self->producer_callbacks_.on_writable) {
         self->producer_callbacks_.on_writable(p);
       }
@@ -378,8 +441,10 @@ bool StreamCore::EndByConsumer(const absl::Status& reason, bool tell_sink) {
     return true;
   }
   // Always posted, even on the sink's thread: we may be inside its callback.
-  // Refused: the task's destructor ends the sink side [E8].
-  (void)Post(sink, SinkTask(shared_from_this(), Kind::kEnd, reason, tell_sink));
+  // Refused: the task's destructor ends the sink side [E8]. Never for a full
+  // loop (PostNeverFull): one per stream, for its ending.
+  (void)loop_internal::PostNeverFull(
+      sink, SinkTask(shared_from_this(), Kind::kEnd, reason, tell_sink));
   return true;
 }
 
@@ -483,14 +548,16 @@ std::exception_ptr StreamCore::EndSinkSide(ContextHandle ctx,
 void StreamCore::NotifyProducerEnded(std::optional<absl::Status> closed) {
   if (!has_producer_callbacks_) return;
   std::shared_ptr<StreamCore> self = shared_from_this();
-  // Dropped if the producer's context or loop is gone [E7].
-  (void)Post(producer_, [self, closed = std::move(closed)](ContextHandle p) {
-    ProducerCallbacks callbacks = std::move(self->producer_callbacks_);
-    self->producer_callbacks_ = ProducerCallbacks();
-    if (closed.has_value() && callbacks.on_closed) {
-      callbacks.on_closed(p, *closed);  // Throws to the loop [E9].
-    }
-  });
+  // Dropped if the producer's context or loop is gone [E7]. Never for a full
+  // loop (PostNeverFull): one per stream, for its ending.
+  (void)loop_internal::PostNeverFull(
+      producer_, [self, closed = std::move(closed)](ContextHandle p) {
+        ProducerCallbacks callbacks = std::move(self->producer_callbacks_);
+        self->producer_callbacks_ = ProducerCallbacks();
+        if (closed.has_value() && callbacks.on_closed) {
+          callbacks.on_closed(p, *closed);  // Throws to the loop [E9].
+        }
+      });
 }
 
 void StreamCore::FinishTrace(ContextHandle from) {

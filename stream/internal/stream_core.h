@@ -98,7 +98,24 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   // (the sink context is already gone, seen on its loop thread) means the
   // stream has ended [E6].
   absl::Status AfterAttach(bool schedule);
+  // Posts the next delivery; never refused for a full loop [E8].
   void ScheduleDelivery();
+  // Posts the delivery an `Emit` scheduled, bounded by the sink loop's
+  // `max_pending_foreign`: kResourceExhausted if refused for that (the
+  // delivery is still marked pending: the caller takes its event back and
+  // calls AfterRefusedEmitLocked); otherwise OK (a closed loop ends the
+  // stream [E8]).
+  absl::Status ScheduleDeliveryForEmit();
+  // After a refused ScheduleDeliveryForEmit, once the caller took its event
+  // back out of the buffer (`taken_back`; not if the stream ended meanwhile,
+  // which discarded and counted it): uncounts it and clears the pending
+  // delivery. True: the caller must ScheduleDelivery() (other events or a
+  // `Complete` still need a delivery).
+  bool AfterRefusedEmitLocked(bool taken_back)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TerminalLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return terminal_;
+  }
   void SetSinkRunning(bool running) {
     ctxloop::MutexLock lock(&mu_);
     sink_running_ = running;

@@ -263,6 +263,17 @@ TEST(ModelRegressionTest, FuzzedPostsFromExitingThreads) {
          Without({"timer_chain", "reentry", "hostile", "locked_destroy"}));
 }
 // Hostile posts and a locked DestroyContext: hostile.deadlock.
+// A small pending bound (max_pending_foreign) refused LoopThread::Join's
+// stop post on a flooded loop, and Join waited forever.
+TEST(ModelRegressionTest, BoundNeverRefusesLoopThreadJoin) {
+  Replay("regress_bound_loopthread_join_stop_refused", 3, Current());
+}
+// A small pending bound refused a stream's delivery or ending post: the
+// stream ended with its sink-side ending parked on the destroy hook of a
+// live sink context, so on_complete never ran.
+TEST(ModelRegressionTest, BoundNeverLosesAStreamsOnComplete) {
+  Replay("regress_bound_stream_on_complete_lost", 10, Current());
+}
 TEST(ModelRegressionTest, FuzzedHostileMoveUnderPin) {
   Replay("regress_fuzzed_hostile_deadlock_no_threads_timers", 3,
          Without({"threads", "timer_chain", "reentry"}));

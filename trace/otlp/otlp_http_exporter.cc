@@ -682,6 +682,11 @@ absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
       impl.stats.bytes_sent += body->size();
     }
     Impl* raw = impl_.get();
+    // Bounded by the exporter's private loop's `max_pending_foreign` (the
+    // default, 2^20): only this post (one per exporting thread, which then
+    // waits for its attempt) and Shutdown's CleanUp [H3] come from other
+    // threads, so it is never full; the loop's own posts (connection frees,
+    // deadlines) are loop-thread posts, never refused for a full loop.
     absl::Status posted =
         Post(impl.root, [raw, result, body, remaining](ContextHandle) mutable {
           raw->Start(std::move(result), std::move(body), remaining);

@@ -84,17 +84,16 @@ inline absl::StatusOr<FdWatch> Watch(Loop& loop, ContextHandle ctx, int fd,
 inline void StopLoop(Loop& loop) { loop.Stop(); }
 
 // The per-loop bound on pending cross-thread posts, for the loops the model
-// makes; `bound` 0 means the library's default. THE ONE PLACE TO WIRE IT:
-// once `Loop::Options` has the bound, set it here (e.g.
-// `options.max_pending_foreign = bound;`) and set `kHasPendingBound`. The
-// model already expects what it promises: a foreign `Post`/`PostDelayed`
-// over the bound returns kResourceExhausted, its task destroyed on the
-// posting thread before `Post` returns, never run (`post.refused_kept`,
-// `post.exactly_once`).
-inline constexpr bool kHasPendingBound = false;
+// makes (`Loop::Options::max_pending_foreign`); `bound` 0 means the
+// library's default. The model expects what it promises: a foreign
+// `Post`/`PostDelayed` over the bound returns kResourceExhausted, its task
+// destroyed on the posting thread before `Post` returns, never run
+// (`post.refused_kept`, `post.exactly_once`); a stream `Emit` refused for a
+// full sink loop is not taken; endings, producer notifications, trace
+// finishes and `LoopThread::Join`'s stop are never refused by it.
+inline constexpr bool kHasPendingBound = true;
 inline void SetPendingBound(Loop::Options& options, size_t bound) {
-  (void)options;
-  (void)bound;
+  options.max_pending_foreign = bound;
 }
 
 }  // namespace fuzz_adapter
