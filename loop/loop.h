@@ -42,7 +42,7 @@
 // it), a context check, a one-cache-line node from a per-thread cache of
 // recycled nodes (no allocation per post once the pool has grown) with the
 // callable built in place in it (the template, before the pin), one relaxed
-// fetch_add on the loop's pending count (the bound: see
+// compare-and-swap on the loop's pending count (the bound: see
 // `Options::max_pending_foreign`), and one compare-and-swap
 // onto the loop's lock-free foreign ingress
 // (loop/internal/foreign_ingress.h); about 250 instructions on the posting

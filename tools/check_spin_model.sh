@@ -6,8 +6,8 @@
 #   tools/check_spin_model.sh            # the checks, then all mutants
 #   tools/check_spin_model.sh --full     # also: no cycles at all (slower)
 #   tools/check_spin_model.sh --trail M [LTL]
-#       # one counterexample of mutant M (or any defines, e.g. 'CAPACITY=1'
-#       # for the known defect) against the safety check or the named ltl
+#       # one counterexample of mutant M (or any defines, e.g.
+#       # 'MUT_RESERVE_OVERSHOOT -DCAPACITY=1') against the safety check or the named ltl
 #       # property, trimmed to the model's protocol steps
 #
 # Each check compiles pan.c for one property and prints the states explored.
@@ -102,26 +102,6 @@ mutant() {
   fi
 }
 
-# known_defect NAME SPIN_DEFINES GCC_DEFINES PAN_ARGS: the model of the code
-# as it is must still violate the property (a defect reported, not yet fixed
-# in the code); printed as DEFECT. Set SPIN_STRICT=1 to count it as a failure.
-known_defect() {
-  local name="$1" spin_defs="$2" gcc_defs="$3" pan_args="$4"
-  OPT=-O0 build "$name" "$spin_defs" "$gcc_defs"
-  local out what
-  # shellcheck disable=SC2086
-  out="$(cd "$WORK/$name" && ./pan $PAN_DEPTH $pan_args 2>&1)" || true
-  what="$(grep -Eo 'pan:1: .*' <<<"$out" | head -1 | sed 's/ (at depth.*//')"
-  if [ -n "$what" ]; then
-    printf 'DEFECT %-25s the code violates ltl %s (known; see: tools/check_spin_model.sh --trail %s)\n' \
-      "$name" "${pan_args##*-N }" "'${spin_defs#-D}' ${pan_args##*-N }"
-    if [ "${SPIN_STRICT:-0}" = 1 ]; then failures=$((failures + 1)); fi
-  else
-    printf 'FAIL  %-26s no longer violated: the code was fixed? update the model\n' "$name"
-    failures=$((failures + 1))
-  fi
-}
-
 SAFETY="-DSAFETY -DNOCLAIM"
 
 if [ "${1:-}" = "--trail" ]; then
@@ -196,14 +176,11 @@ check ltl_no_lost_wake "" "" "-a -N no_lost_wake"
 # fairness; Spin extends terminal states by stuttering, so a loop asleep
 # forever is an accepting cycle).
 check ltl_no_lost_stop "" "" "-a -f -N no_lost_stop" ltl_no_lost_wake
-# LTL: no waiter blocked while pending <= limit/2 and the loop idle. The code
-# as it is FAILS this (known defect, see the model's header: a refused
-# Reserve's transient fetch_add hides the release that reached the low-water
-# mark); so the check runs on the variant with a no-overshoot Reserve
-# (RESERVE_CAS, the proposed fix), and the code's own model must still show
-# the defect: when the code is fixed, that line fails, to update the model.
-check ltl_no_stuck_waiter_cas "-DCAPACITY=1 -DRESERVE_CAS" "" "-a -N no_stuck_waiter"
-known_defect ltl_no_stuck_waiter "-DCAPACITY=1" "" "-a -N no_stuck_waiter"
+# LTL: no waiter blocked while pending <= limit/2 and the loop idle (the
+# model found this violated by a Reserve that overshoots the limit for a
+# moment; the code reserves with a compare-and-swap now, and the old form is
+# the mutant reserve_overshoot below).
+check ltl_no_stuck_waiter "-DCAPACITY=1" "" "-a -N no_stuck_waiter"
 if [ "${1:-}" = "--full" ]; then
   # No cycles at all (no progress labels: every cycle would be reported), so
   # every execution ends, which the invalid end state check above judges.
@@ -225,8 +202,9 @@ mutant release_on_take "MUT_RELEASE_ON_TAKE -DCAPACITY=1" "$SAFETY" ""
 mutant no_release "MUT_NO_RELEASE -DCAPACITY=1" "$SAFETY" ""
 mutant stop_counted "MUT_STOP_COUNTED -DCAPACITY=1" "$SAFETY" ""
 mutant no_room_close "MUT_NO_ROOM_CLOSE -DCAPACITY=1" "$SAFETY" ""
-mutant wait_read_before_register "MUT_WAIT_READ_BEFORE_REGISTER -DCAPACITY=1 -DRESERVE_CAS" "" "-a -N no_stuck_waiter"
-mutant waiters_before_release "MUT_WAITERS_BEFORE_RELEASE -DCAPACITY=1 -DRESERVE_CAS" "" "-a -N no_stuck_waiter"
+mutant wait_read_before_register "MUT_WAIT_READ_BEFORE_REGISTER -DCAPACITY=1" "" "-a -N no_stuck_waiter"
+mutant waiters_before_release "MUT_WAITERS_BEFORE_RELEASE -DCAPACITY=1" "" "-a -N no_stuck_waiter"
+mutant reserve_overshoot "MUT_RESERVE_OVERSHOOT -DCAPACITY=1" "" "-a -N no_stuck_waiter"
 
 if [ "$failures" -ne 0 ]; then
   echo "check_spin_model: $failures FAILED"

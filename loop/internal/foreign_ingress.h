@@ -18,12 +18,13 @@
 //    (shutdown; every push is refused). Only the push that replaces kArmed
 //    gets `kQueuedWake` and writes the loop's eventfd: one syscall per idle
 //    period, none while the loop is busy (folly's notification queue).
-//  * A bounded user post reserves first: one relaxed fetch_add of
-//    `pending_` (same cache line as `head_`), undone and refused if the loop
-//    already holds its bound; the loop releases (a sequentially consistent
-//    fetch_sub) once per 64 posts run, at a segment's end, and for delayed
-//    posts when it takes them (they become timers). Stop, cancel and
-//    internal nodes do not reserve, so they are never refused for fullness.
+//  * A bounded user post reserves first: one relaxed compare-and-swap of
+//    `pending_` to one more (same cache line as `head_`), refused without
+//    touching it if the loop already holds its bound; the loop releases (a
+//    sequentially consistent fetch_sub) once per 64 posts run, at a segment's
+//    end, and for delayed posts when it takes them (they become timers). Stop,
+//    cancel and internal nodes do not reserve, so they are never refused for
+//    fullness.
 //  * The consumer arms only by a compare-and-swap from kEmpty, so it can
 //    never arm over a node, and every batch end takes or arms: a push into
 //    an unarmed list is always seen by a take that is still to come.
@@ -245,17 +246,22 @@ class alignas(64) ForeignIngress {
   int64_t limit() const { return limit_; }
 
   // Protocol step "reserve" (any thread holding a pin, before `Push` of a
-  // bounded user post): one relaxed fetch_add on `pending_`, which shares
-  // `head_`'s cache line (the push's compare-and-swap needs the line
-  // anyway). False (and nothing reserved) if the loop already holds
-  // `limit()` pending user posts: the post is refused.
+  // bounded user post): a relaxed compare-and-swap of `pending_` to one
+  // more, only while it is below `limit()`; `pending_` shares `head_`'s
+  // cache line (the push's compare-and-swap needs the line anyway). False
+  // (and nothing reserved) if the loop already holds `limit()` pending user
+  // posts: the post is refused. A refused post never raises the count, not
+  // even for a moment: a fetch_add undone by a fetch_sub did, and a release
+  // landing between the two missed the low-water mark, so a room waiter
+  // could sleep with the loop idle (the Spin model's no_stuck_waiter found
+  // it; its mutant MUT_RESERVE_OVERSHOOT keeps that form).
   bool Reserve() {
-    // ingress.pml: P4 (reserve: fetch_add, undone by fetch_sub if full)
-    if (ABSL_PREDICT_FALSE(pending_.fetch_add(1, std::memory_order_relaxed) >=
-                           limit_)) {
-      pending_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
+    // ingress.pml: P4 (reserve: compare-and-swap below the limit)
+    int64_t n = pending_.load(std::memory_order_relaxed);
+    do {
+      if (ABSL_PREDICT_FALSE(n >= limit_)) return false;
+    } while (!pending_.compare_exchange_weak(
+        n, n + 1, std::memory_order_relaxed, std::memory_order_relaxed));
     return true;
   }
   // Undoes a `Reserve` whose push failed (any thread holding a pin).

@@ -3,23 +3,22 @@
  * Run: tools/check_spin_model.sh (exhaustive; every property below, then
  * every mutant, which must be caught). Size: 3.57M states (safety and
  * no_lost_wake), 4.68M (no_lost_stop), 0.45M (CAPACITY=1), 0.43M
- * (no_stuck_waiter, RESERVE_CAS), 7.14M (no cycles, --full); about 60 s of
+ * (no_stuck_waiter), 7.14M (no cycles, --full); about 60 s of
  * CPU in all, under 400 MB (COLLAPSE). Steps are labelled in comments
  * (P1.., W1.., X1.., L-..); the C++ names each step it implements with a
  * comment "ingress.pml: <step>".
  *
- * KNOWN DEFECT (the code as it is; the script prints it as DEFECT): with
- * CAPACITY=1 ltl no_stuck_waiter is violated. A refused Reserve is a
- * fetch_add then a fetch_sub: between them pending_ is one too high. If the
- * loop's Release lands there, it sees pending above the low-water mark and
- * wakes nobody; the refuser's fetch_sub then takes pending to the mark, and
- * a WaitForRoom caller that saw the loop full sleeps with the loop idle
- * until shutdown (forever with an infinite deadline). Needs more concurrent
- * refusers than limit/2 (so limit 1: one). RESERVE_CAS models a Reserve
- * that never overshoots (load, then CAS to +1 only below the limit): it
- * passes. Another fix: a refuser whose undo reaches the low-water mark wakes
- * the waiters. Trail: tools/check_spin_model.sh --trail 'CAPACITY=1'
- * no_stuck_waiter.
+ * A DEFECT THIS MODEL FOUND (fixed in the code): with CAPACITY=1 ltl
+ * no_stuck_waiter was violated while Reserve was a fetch_add, undone by a
+ * fetch_sub when full: between them pending_ was one too high. If the
+ * loop's Release landed there, it saw pending above the low-water mark and
+ * woke nobody; the refuser's fetch_sub then took pending to the mark, and a
+ * WaitForRoom caller that saw the loop full slept with the loop idle until
+ * shutdown (forever with an infinite deadline). Reserve is now a load and
+ * a compare-and-swap to +1 only below the limit (it never overshoots);
+ * the old form is kept as the mutant MUT_RESERVE_OVERSHOOT, which the
+ * script requires no_stuck_waiter to catch. Trail: tools/check_spin_model.sh
+ * --trail 'MUT_RESERVE_OVERSHOOT -DCAPACITY=1' no_stuck_waiter.
  *
  * WHAT IS MODELLED
  * The foreign ingress of one loop (loop/internal/foreign_ingress.h
@@ -195,10 +194,10 @@
  *  MUT_NO_RELEASE           L-B6..L-B8 skipped
  *  MUT_STOP_COUNTED         Stop() reserves like a post (not exempt)
  *  MUT_NO_ROOM_CLOSE        L-SR skipped: a waiter sleeps past shutdown
- *  MUT_WAIT_READ_BEFORE_REGISTER  W4 before W2 (with RESERVE_CAS)
- *  MUT_WAITERS_BEFORE_RELEASE     L-B7 before L-B6 (with RESERVE_CAS)
- * (the CAPACITY mutants with CAPACITY=1; the waiter ones on RESERVE_CAS,
- * so that what catches them is the mutant, not the known defect)
+ *  MUT_WAIT_READ_BEFORE_REGISTER  W4 before W2
+ *  MUT_WAITERS_BEFORE_RELEASE     L-B7 before L-B6
+ *  MUT_RESERVE_OVERSHOOT          P4 as fetch_add, undone by fetch_sub when full
+ * (the CAPACITY mutants with CAPACITY=1)
  */
 
 /* ------------------------------------------------------------------ sizes */
@@ -691,8 +690,8 @@ active [NPOST] proctype Poster() {
     if
     :: ok && p == 1 -> skip             /* PostNeverFull: exempt, no P4 */
     :: ok ->
-#ifdef RESERVE_CAS
-       atomic {                         /* variant: P4 as load + CAS loop */
+#ifndef MUT_RESERVE_OVERSHOOT
+       atomic {                         /* P4 as load + CAS loop */
          TOUCH(pinned);
          if
          :: pending < CAPACITY -> pending++; rold = 0   /* P4 reserve (CAS) */
@@ -713,7 +712,7 @@ active [NPOST] proctype Poster() {
        :: else ->                       /* refused (kResourceExhausted) */
           atomic {
             TOUCH(pinned);
-#ifndef RESERVE_CAS
+#ifdef MUT_RESERVE_OVERSHOOT
             pending--;                  /* P4 undo: fetch_sub(1) relaxed */
 #endif
             cap_refused++; nst[n] = N_CAP_REFUSED; ok = false
