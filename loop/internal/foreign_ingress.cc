@@ -104,25 +104,12 @@ IngressNode* NewNodes(size_t count) {
   return chain;
 }
 
-// A thread's private stack of free nodes (at most kThreadCacheMaxNodes).
-// Constant-initialized and trivially destructible, so it stays usable for
-// the whole life of the thread, even from `thread_local` destructors that
-// run after `CacheReaper`'s below.
-struct ThreadCache {
-  IngressNode* head = nullptr;
-  size_t count = 0;
-  // Set by `CacheReaper` once the nodes went back to the pool at thread
-  // exit: from then on this thread's nodes come from and go to the pool.
-  bool torn_down = false;
-};
-thread_local ThreadCache t_cache;
-
 // Returns this thread's cached nodes to the pool when the thread exits, and
 // leaves the cache torn down (empty, never refilled), so a later post from a
 // `thread_local` destructor never takes a node the pool owns.
 struct CacheReaper {
   ~CacheReaper() {
-    ThreadCache& cache = t_cache;
+    IngressNodeCache& cache = ThisThreadIngressNodeCache();
     IngressNode* head = std::exchange(cache.head, nullptr);
     cache.count = 0;
     cache.torn_down = true;
@@ -130,7 +117,9 @@ struct CacheReaper {
   }
 };
 
-ABSL_ATTRIBUTE_NOINLINE IngressNode* RefillAndPop(ThreadCache& cache) {
+}  // namespace
+
+IngressNode* RefillIngressNodeCacheAndPop(IngressNodeCache& cache) {
   // A torn-down cache takes single new nodes (returned to the pool, which
   // trims them).
   if (cache.torn_down) return NewNodes(1);
@@ -148,26 +137,8 @@ ABSL_ATTRIBUTE_NOINLINE IngressNode* RefillAndPop(ThreadCache& cache) {
   return chain;
 }
 
-}  // namespace
-
-IngressNode* AllocIngressNode() {
-  ThreadCache& cache = t_cache;
-  IngressNode* n = cache.head;
-  if (ABSL_PREDICT_FALSE(n == nullptr)) {
-    n = RefillAndPop(cache);
-  } else {
-    cache.head = n->next;
-    --cache.count;
-  }
-  n->next = nullptr;
-  n->kind = IngressNode::Kind::kTask;
-  n->counted = false;
-  n->timer_index = ~uint32_t{0};
-  return n;
-}
-
 void ReturnIngressNode(IngressNode* node) {
-  ThreadCache& cache = t_cache;
+  IngressNodeCache& cache = ThisThreadIngressNodeCache();
   node->next = nullptr;
   if (ABSL_PREDICT_FALSE(cache.torn_down)) {
     PushAll(node);
@@ -190,6 +161,23 @@ void ReturnIngressNode(IngressNode* node) {
 void FreeIngressNodes(IngressNode* first, IngressNode* last) {
   last->next = nullptr;
   PushAll(first);
+}
+
+void FreeIngressBatches(IngressNode* batches) {
+  size_t count = 0;
+  size_t kept = 0;
+  IngressNode* last = batches;
+  for (IngressNode* b = batches; b != nullptr; b = b->batch_next) {
+    count += b->batch_size;
+    kept += b->batch_kept;
+    last = b;
+  }
+  MutexLock lock(&g_pool->mu);
+  last->batch_next = g_pool->batches;
+  g_pool->batches = batches;
+  g_pool->free += count;
+  g_pool->kept += kept;
+  g_pool_free.store(g_pool->free, std::memory_order_relaxed);
 }
 
 uint64_t IngressPoolDraws() {
@@ -248,7 +236,9 @@ IngressPoolStats IngressPoolStatsForTesting() {
   return stats;
 }
 
-size_t ThisThreadCachedIngressNodesForTesting() { return t_cache.count; }
+size_t ThisThreadCachedIngressNodesForTesting() {
+  return ThisThreadIngressNodeCache().count;
+}
 
 uint64_t NewForeignTimerId() {
   static std::atomic<uint64_t> next{2};

@@ -11,7 +11,8 @@
 //    that links the node in front of what is there (a Treiber push). They
 //    never read a node other than their own, so there is no ABA.
 //  * The consumer (the loop thread) takes the whole list with one exchange
-//    and reverses it to FIFO; it never pops single nodes.
+//    and reverses it to FIFO (in the same pass that sorts its nodes); it
+//    never pops single nodes.
 //  * `head_` holds a node pointer or one of three tags: kEmpty (the consumer
 //    is busy and will look again at the end of its current batch), kArmed
 //    (the consumer found the list empty and may sleep in epoll), kClosed
@@ -104,7 +105,9 @@ struct alignas(64) IngressNode {
   // cache line (checked below); the rest is for delayed posts and cancels.
   IngressNode* next = nullptr;
   Kind kind = Kind::kTask;
-  // Once it carried a foreign delayed task: never deleted (see above).
+  // Once it carried a foreign delayed task: never deleted (see above). Set
+  // by the poster before the push (never cleared once the node was pushed
+  // with it), so freeing a node never looks at its kind.
   bool kept_forever = false;
   // Counted in its loop's pending foreign work (a user post that took a
   // reservation); the loop releases it when the node leaves the ingress's
@@ -154,14 +157,96 @@ inline constexpr size_t kIngressNodeBatch = 64;
 inline constexpr size_t kThreadCacheMaxNodes = 256;
 inline constexpr size_t kPoolMaxFreeNodes = 16384;
 
-// A node for a push: from this thread's cache, refilled from the pool.
-IngressNode* AllocIngressNode();
+// A thread's private stack of free nodes (at most kThreadCacheMaxNodes).
+// Constant-initialized and trivially destructible, so it stays usable for
+// the whole life of the thread, even from `thread_local` destructors that
+// run after the one that returns it to the pool at thread exit.
+struct IngressNodeCache {
+  IngressNode* head = nullptr;
+  size_t count = 0;
+  // Set once the nodes went back to the pool at thread exit: from then on
+  // this thread's nodes come from and go to the pool.
+  bool torn_down = false;
+};
+inline IngressNodeCache& ThisThreadIngressNodeCache() {
+  static thread_local IngressNodeCache cache;  // Constant-initialized.
+  return cache;
+}
+// The cache is empty: refills it (a batch from the pool, or new nodes) and
+// returns one node.
+IngressNode* RefillIngressNodeCacheAndPop(IngressNodeCache& cache);
+
+// A node for a push: from this thread's cache, refilled from the pool. Inline:
+// a pop and three stores while the cache holds nodes.
+inline IngressNode* AllocIngressNode() {
+  IngressNodeCache& cache = ThisThreadIngressNodeCache();
+  IngressNode* n = cache.head;
+  if (ABSL_PREDICT_FALSE(n == nullptr)) {
+    n = RefillIngressNodeCacheAndPop(cache);
+  } else {
+    cache.head = n->next;
+    --cache.count;
+  }
+  n->next = nullptr;
+  n->kind = IngressNode::Kind::kTask;
+  n->counted = false;
+  n->timer_index = ~uint32_t{0};
+  return n;
+}
 // Returns one node (its task empty) to this thread's cache: a producer's
 // node that was never pushed.
 void ReturnIngressNode(IngressNode* node);
 // Returns the chain `first`..`last` (linked by `next`, tasks already
-// destroyed) to the pool with one compare-and-swap.
+// destroyed) to the pool: one pass to split it into batches, then the pool's
+// mutex once.
 void FreeIngressNodes(IngressNode* first, IngressNode* last);
+// Returns ready-made batches to the pool (each the first node of a chain of
+// at most kIngressNodeBatch nodes with `batch_size` and `batch_kept` set,
+// batches linked by `batch_next`): one step per batch, then the pool's mutex
+// once. See `IngressBatchBuilder`.
+void FreeIngressBatches(IngressNode* batches);
+
+// Loop thread: collects freed nodes into pool batches as they are freed, so
+// returning them to the pool walks batches, not nodes. A node that carried a
+// foreign delayed task has `kept_forever` set already (when it was posted).
+class IngressBatchBuilder {
+ public:
+  void Add(IngressNode* n) {
+    IngressNode* b = current_;
+    if (b == nullptr || b->batch_size == kIngressNodeBatch) {
+      n->next = nullptr;
+      n->batch_next = b;
+      n->batch_size = 1;
+      n->batch_kept = n->kept_forever;
+      current_ = n;
+      return;
+    }
+    n->next = b->next;
+    b->next = n;
+    ++b->batch_size;
+    b->batch_kept += n->kept_forever;
+  }
+  // Adds a ready-made batch `b` (`next` chain of at most kIngressNodeBatch
+  // nodes, `batch_size` and `batch_kept` set), behind the one `Add` fills.
+  void AddBatch(IngressNode* b) {
+    if (current_ == nullptr) {
+      b->batch_next = nullptr;
+      current_ = b;
+      return;
+    }
+    b->batch_next = current_->batch_next;
+    current_->batch_next = b;
+  }
+  // Returns everything added to the pool.
+  void Flush() {
+    if (current_ == nullptr) return;
+    FreeIngressBatches(current_);
+    current_ = nullptr;
+  }
+
+ private:
+  IngressNode* current_ = nullptr;  // Newest batch; older by `batch_next`.
+};
 
 // Deletes the pool's free nodes beyond `kPoolMaxFreeNodes` (not those kept
 // forever). One relaxed load when there is nothing to trim. Called from a
@@ -216,20 +301,22 @@ class alignas(64) ForeignIngress {
     }
   }
 
-  // Loop thread. Everything pushed so far, oldest first (null if none). If
-  // it returns null the list is armed (or closed): the next push wakes the
-  // loop. If not, the list is left unarmed and the caller must `Take` again
-  // before the loop may sleep (at the end of the batch that runs what it
-  // took).
+  // Loop thread. Everything pushed so far, newest first (null if none): the
+  // caller reverses it to FIFO in its own pass over the nodes (protocol step
+  // "reverse", L-T2; see LoopCore::QueueIngress). If it returns null the
+  // list is armed (or closed): the next push wakes the loop. If not, the
+  // list is left unarmed and the caller must `Take` again before the loop
+  // may sleep (at the end of the batch that runs what it took).
   IngressNode* Take() {
-    // Protocol step "take-all+reverse" (an acquire exchange to kEmpty), or
+    // Protocol step "take-all" (an acquire exchange to kEmpty), or
     // "arm tag" (an acquire compare-and-swap kEmpty -> kArmed).
     uintptr_t h = head_.load(std::memory_order_acquire);
     for (;;) {
       if (h >= kFirstNode) {
-        // ingress.pml: L-T1 (take-all exchange), L-T2 (reverse)
+        // ingress.pml: L-T1 (take-all exchange); L-T2 (reverse) is the
+        // caller's.
         h = head_.exchange(kEmpty, std::memory_order_acquire);
-        return Reverse(reinterpret_cast<IngressNode*>(h));
+        return reinterpret_cast<IngressNode*>(h);
       }
       if (h != kEmpty) return nullptr;  // Armed already, or closed.
       // ingress.pml: L-T4 (arm: CAS kEmpty -> kArmed)
@@ -299,13 +386,12 @@ class alignas(64) ForeignIngress {
 
   // Loop thread, at shutdown after the registry slot is closed and its pins
   // ended: refuses every later push with one exchange and returns what was
-  // still queued, oldest first.
+  // still queued, newest first (as `Take`).
   IngressNode* Close() {
     // ingress.pml: L-S4 (close exchange)
     // Protocol step "close": an acquire exchange to kClosed.
     const uintptr_t h = head_.exchange(kClosed, std::memory_order_acquire);
-    return h >= kFirstNode ? Reverse(reinterpret_cast<IngressNode*>(h))
-                           : nullptr;
+    return h >= kFirstNode ? reinterpret_cast<IngressNode*>(h) : nullptr;
   }
 
  private:
@@ -313,17 +399,6 @@ class alignas(64) ForeignIngress {
   static constexpr uintptr_t kArmed = 1;
   static constexpr uintptr_t kClosed = 2;
   static constexpr uintptr_t kFirstNode = 64;  // Nodes are 64-byte aligned.
-
-  static IngressNode* Reverse(IngressNode* n) {
-    IngressNode* fifo = nullptr;
-    while (n != nullptr) {
-      IngressNode* next = n->next;
-      n->next = fifo;
-      fifo = n;
-      n = next;
-    }
-    return fifo;
-  }
 
   // Starts armed: the loop is idle until something arrives.
   std::atomic<uintptr_t> head_{kArmed};

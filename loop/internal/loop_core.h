@@ -392,20 +392,14 @@ class LoopCore {
   // on its commands (stop, re-arm); true if tasks were queued. When it
   // returns false the ingress is armed (the next push wakes the loop).
   bool TakeIngress();
-  // Acts on the FIFO list `list`; true if it queued tasks.
-  bool QueueIngress(IngressNode* list);
-  // Owner thread: keeps `n` (its task gone) for the pool; FlushFreeNodes
-  // returns what was kept with one compare-and-swap.
-  void KeepFreeNode(IngressNode* n) {
-    n->next = free_nodes_;
-    if (free_nodes_ == nullptr) free_nodes_last_ = n;
-    free_nodes_ = n;
-  }
-  void FlushFreeNodes() {
-    if (free_nodes_ == nullptr) return;
-    FreeIngressNodes(free_nodes_, free_nodes_last_);
-    free_nodes_ = nullptr;
-  }
+  // Acts on the list `newest_first` as `ForeignIngress::Take` returns it
+  // (reversing it to FIFO as it goes); true if it queued tasks.
+  bool QueueIngress(IngressNode* newest_first);
+  // Owner thread: keeps `n` (its task gone) for the pool, in the pool's
+  // batches already; FlushFreeNodes returns what was kept under the pool's
+  // mutex once, one step per batch.
+  void KeepFreeNode(IngressNode* n) { free_nodes_.Add(n); }
+  void FlushFreeNodes() { free_nodes_.Flush(); }
   void RunBatch();
   void RunOne(QueuedTask& entry);
   void RunNode(IngressNode* node);  // Runs (or destroys) a foreign node.
@@ -578,8 +572,7 @@ class LoopCore {
   ForeignIngress ingress_;
   ForeignAcceptTable accept_;
   // Owner thread: nodes run and not yet returned to the pool.
-  IngressNode* free_nodes_ = nullptr;
-  IngressNode* free_nodes_last_ = nullptr;
+  IngressBatchBuilder free_nodes_;
   // Records never move (handles of the value fast paths point into them).
   std::vector<std::unique_ptr<ContextRecord>> contexts_;
 

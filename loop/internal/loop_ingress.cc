@@ -34,6 +34,46 @@
 namespace ctxloop {
 namespace loop_internal {
 
+// Inline in this file's two callers (Commit, PostDelayedForeign): the push
+// and its reservation are the whole cost of a foreign post's pinned part.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline LoopCore::PushOutcome
+LoopCore::PushUserNode(IngressNode* node, ContextHandle ctx, bool bounded) {
+  // [S7] The accept table is exact against DestroyContext: it closes the
+  // context, then waits for the pins taken before (WaitForEarlierPins), so
+  // a post that saw the context open has pushed before the close takes the
+  // ingress.
+  // ingress.pml: P2 (accept check)
+  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) {
+    return PushOutcome::kContextClosed;
+  }
+  TestHooks::Run(TestHooks::foreign_post_checked);
+  // ingress.pml: P4 (reserve; PostNeverFull skips it)
+  // Protocol step "reserve": a bounded post counts itself before the push,
+  // so the loop's pending count never passes the bound.
+  if (bounded) {
+    if (ABSL_PREDICT_FALSE(!ingress_.Reserve())) {
+      refused_full_.fetch_add(1, std::memory_order_relaxed);
+      return PushOutcome::kFull;
+    }
+    node->counted = true;
+  }
+  // The push, as in PushForeign (inline here: the hot path).
+  // ingress.pml: P5 (push CAS) is in ForeignIngress::Push.
+  const ForeignIngress::PushResult pushed = ingress_.Push(node);
+  if (ABSL_PREDICT_TRUE(pushed == ForeignIngress::PushResult::kQueued)) {
+    return PushOutcome::kPushed;
+  }
+  // ingress.pml: P6 (eventfd write, only after kArmed)
+  if (pushed == ForeignIngress::PushResult::kQueuedWake) {
+    WriteWakeFd();  // Protocol step "eventfd write", still pinned.
+    return PushOutcome::kPushed;
+  }
+  // Closed: unreachable while pinned.
+  if (bounded) ingress_.Unreserve();
+  node->counted = false;
+  return PushOutcome::kContextClosed;
+}
+
 ForeignPostSlot::ForeignPostSlot() : node_(AllocIngressNode()) {
   static_assert(sizeof(IngressNode) <= 128, "two cache lines");
   task_ = &node_->task;
@@ -87,35 +127,6 @@ void ForeignPostSlot::Abandon() {
   ReturnIngressNode(node);
 }
 
-LoopCore::PushOutcome LoopCore::PushUserNode(IngressNode* node,
-                                             ContextHandle ctx, bool bounded) {
-  // [S7] The accept table is exact against DestroyContext: it closes the
-  // context, then waits for the pins taken before (WaitForEarlierPins), so
-  // a post that saw the context open has pushed before the close takes the
-  // ingress.
-  // ingress.pml: P2 (accept check)
-  if (ABSL_PREDICT_FALSE(!accept_.Accepts(ctx))) {
-    return PushOutcome::kContextClosed;
-  }
-  TestHooks::Run(TestHooks::foreign_post_checked);
-  // ingress.pml: P4 (reserve; PostNeverFull skips it)
-  // Protocol step "reserve": a bounded post counts itself before the push,
-  // so the loop's pending count never passes the bound.
-  if (bounded) {
-    if (ABSL_PREDICT_FALSE(!ingress_.Reserve())) {
-      refused_full_.fetch_add(1, std::memory_order_relaxed);
-      return PushOutcome::kFull;
-    }
-    node->counted = true;
-  }
-  if (ABSL_PREDICT_FALSE(!PushForeign(node))) {  // Unreachable while pinned.
-    if (bounded) ingress_.Unreserve();
-    node->counted = false;
-    return PushOutcome::kContextClosed;
-  }
-  return PushOutcome::kPushed;
-}
-
 absl::Status LoopCore::RefusalStatus(PushOutcome outcome, ContextHandle ctx) {
   if (outcome == PushOutcome::kFull) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -132,6 +143,10 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedForeign(
   // pin, and its destruction on a refusal after the unpin.
   IngressNode* node = AllocIngressNode();
   node->kind = IngressNode::Kind::kDelayed;
+  // Once pushed, a handle names it: never deleted (a refusal below restores
+  // the flag, as no handle names the node then).
+  const bool was_kept_forever = node->kept_forever;
+  node->kept_forever = true;
   node->ctx = ctx;
   node->task = std::move(task);
   node->deadline_ns = deadline_ns;
@@ -173,6 +188,7 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedForeign(
   // node was never pushed, so no handle names it.
   Task doomed = std::move(node->task);
   node->task = nullptr;
+  node->kept_forever = was_kept_forever;
   ReturnIngressNode(node);
   return refused;
 }
@@ -228,23 +244,40 @@ bool LoopCore::TakeIngress() {
   return false;
 }
 
-bool LoopCore::QueueIngress(IngressNode* list) {
+bool LoopCore::QueueIngress(IngressNode* newest_first) {
+  // ingress.pml: L-T2 (reverse), L-Q2 (task nodes: one segment)
+  // One pass over the list as taken (newest first) reverses it to FIFO:
+  // task nodes into the segment `tasks`, the other nodes (commands) into
+  // `commands`, each by prepending, so both end oldest first. A segment's
+  // tasks run later anyway, so splitting them from the commands (acted on
+  // now, in their own order) changes no order that anything observes.
   IngressNode* tasks = nullptr;
-  IngressNode** tail = &tasks;
+  IngressNode* commands = nullptr;
+  uint64_t taken = 0;
+  for (IngressNode* n = newest_first; n != nullptr;) {
+    IngressNode* next = n->next;
+    ++taken;
+    if (ABSL_PREDICT_TRUE(n->kind == IngressNode::Kind::kTask ||
+                          n->kind == IngressNode::Kind::kDestroy)) {
+      n->next = tasks;
+      tasks = n;
+    } else {
+      n->next = commands;
+      commands = n;
+    }
+    n = next;
+  }
+  nodes_taken_ += taken;
   bool stop = false;
   bool rearm = false;
   std::vector<Task> doomed;  // Cancelled timers' tasks, destroyed below.
   int64_t released = 0;
-  for (IngressNode* n = list; n != nullptr;) {
+  for (IngressNode* n = commands; n != nullptr;) {
     IngressNode* next = n->next;
-    ++nodes_taken_;
     switch (n->kind) {
-      // ingress.pml: L-Q2 (task nodes: one segment)
       case IngressNode::Kind::kTask:
       case IngressNode::Kind::kDestroy:
-        *tail = n;
-        tail = &n->next;
-        break;
+        break;  // Sorted into `tasks` above.
       // ingress.pml: L-Q1 (kStop node)
       case IngressNode::Kind::kStop:
         stop = true;
@@ -266,7 +299,6 @@ bool LoopCore::QueueIngress(IngressNode* list) {
     }
     n = next;
   }
-  *tail = nullptr;
   ReleasePending(released);
   FlushFreeNodes();
   if (rearm || !doomed.empty()) ArmTimer();
@@ -300,27 +332,46 @@ LoopCore::ForeignSegment::~ForeignSegment() {
 bool LoopCore::RunForeignSegment(TaskEntry& entry) {
   ForeignSegment& segment = entry.As<ForeignSegment>();
   // ingress.pml: L-B6..L-B8 (release after the run: ReleasePending)
-  // Protocol step "release": the pending count drops once per 64 posts run
-  // and at the segment's end (one atomic per batch, none per task).
-  int64_t ran = 0;
+  // Protocol step "release": the pending count drops once per 64 nodes run
+  // and at the segment's end (one atomic per batch, none per task). The run
+  // nodes collect into a pool batch here (in registers: no per-node pool
+  // work), handed to `free_nodes_` whole.
+  int64_t ran = 0;               // Counted posts run since the last release.
+  IngressNode* batch = nullptr;  // Run nodes, newest first.
+  uint32_t batch_size = 0;
+  uint32_t batch_kept = 0;
+  bool stopped = false;
   while (!segment.done()) {
     IngressNode* n = segment.head;
     segment.head = n->next;  // Out of the segment before it runs.
     // ingress.pml: L-B2 (run a node), L-B3 (stop check)
     RunNode(n);
     ran += n->counted;
-    KeepFreeNode(n);
-    if (ABSL_PREDICT_FALSE(ran == 64)) {
+    batch_kept += n->kept_forever;
+    n->next = batch;
+    batch = n;
+    if (ABSL_PREDICT_FALSE(++batch_size == kIngressNodeBatch)) {
+      batch->batch_size = batch_size;
+      batch->batch_kept = batch_kept;
+      free_nodes_.AddBatch(batch);
+      batch = nullptr;
+      batch_size = 0;
+      batch_kept = 0;
       ReleasePending(ran);
       ran = 0;
     }
     if (ABSL_PREDICT_FALSE(StopRequestedInBatch())) {
-      ReleasePending(ran);
-      return true;
+      stopped = true;
+      break;
     }
   }
+  if (batch != nullptr) {
+    batch->batch_size = batch_size;
+    batch->batch_kept = batch_kept;
+    free_nodes_.AddBatch(batch);
+  }
   ReleasePending(ran);
-  return false;
+  return stopped;
 }
 
 void LoopCore::RunNode(IngressNode* n) {

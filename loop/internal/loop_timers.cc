@@ -109,6 +109,7 @@ absl::StatusOr<DelayedTaskHandle> LoopCore::PostDelayedPinned(
   const int64_t delay_ns = DelayNs(delay);
   IngressNode* node = AllocIngressNode();
   node->kind = IngressNode::Kind::kDelayed;
+  node->kept_forever = true;  // A handle will name it.
   node->ctx = ctx;
   node->task = std::move(task);
   // From the call: a foreign thread has no loop iteration to count from.
