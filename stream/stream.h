@@ -92,6 +92,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -140,23 +142,31 @@ class StreamState final : public StreamCore {
  public:
   using StreamCore::StreamCore;
 
-  absl::Status Emit(T&& event) {
+  // Inline into the caller with `StreamWriter::Emit`, as it was before its
+  // cold path (below) existed: the caller then sees the OK status built here.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
     bool schedule;
-    size_t index;
+    size_t index = 0;
     {
       ctxloop::MutexLock lock(&mu_);
       absl::Status s = CheckEmitLocked();
       if (!s.ok()) return s;
       buffer_.push_back(std::move(event));
-      index = buffer_.size() - 1;
       schedule = AfterPushLocked();
+      if (schedule) index = buffer_.size() - 1;
     }
     if (!schedule) return absl::OkStatus();
-    const absl::Status posted = ScheduleDeliveryForEmit();
-    if (posted.ok()) return posted;
-    // The sink's loop is full. Our delivery was pending, so nothing took
-    // from the buffer since the push: the event is still at `index`, unless
-    // the stream ended meanwhile (the buffer discarded and counted).
+    absl::Status posted = ScheduleDeliveryForEmit();
+    if (ABSL_PREDICT_TRUE(posted.ok())) return posted;
+    return TakeBackRefusedEmit(event, index, std::move(posted));
+  }
+
+  // The sink's loop is full (the cold path of `Emit`, out of line so the hot
+  // one stays small). Our delivery was pending, so nothing took from the
+  // buffer since the push: the event is still at `index`, unless the stream
+  // ended meanwhile (the buffer discarded and counted).
+  ABSL_ATTRIBUTE_NOINLINE absl::Status TakeBackRefusedEmit(
+      T& event, size_t index, absl::Status posted) {
     bool taken_back, reschedule;
     {
       ctxloop::MutexLock lock(&mu_);
@@ -387,7 +397,7 @@ class StreamWriter {
   // caller's hands (if `T` is move-assignable; else destroyed) and not
   // counted as emitted; kCancelled once the consumer ended the stream;
   // kFailedPrecondition after Complete/Fail. Thread-safe.
-  absl::Status Emit(T&& event) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
     if (state_ == nullptr) return stream_internal::NoStream();
     return state_->Emit(std::move(event));
   }

@@ -278,6 +278,13 @@ void StreamCore::ScheduleDelivery() {
 }
 
 absl::Status StreamCore::ScheduleDeliveryForEmit() {
+  // On the sink's loop thread (a stream within one loop) a post is never
+  // refused for a full loop: the plain delivery, no refusal marker (this is
+  // the same-loop hot path).
+  if (loop_internal::CachedLocalPoster(sink_context()) != nullptr) {
+    ScheduleDelivery();
+    return absl::OkStatus();
+  }
   EmitPost post{this, false};
   EmitPost* const outer = t_emit_post;
   t_emit_post = &post;
