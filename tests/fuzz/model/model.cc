@@ -623,6 +623,14 @@ class Harness {
   }
   // Mostly the context the operation runs on (so loop-thread calls mostly
   // succeed), sometimes any context (so they are refused).
+  // PickTarget under the lock, returning a copy of the target's record and
+  // its index in `*index` (the preamble of most context operations).
+  CtxRec PickTargetRecord(const Exec& x, uint8_t a, int* index)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    *index = PickTarget(x, a);
+    return ctxs_[*index];
+  }
   int PickTarget(const Exec& x, uint8_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (x.here_slot >= 0 && (i & 0x80) == 0) return x.here_slot;
     return PickCtx(i);
@@ -1173,12 +1181,7 @@ void Harness::DoNewContext(const Op& op, const Exec& x) {
 
 void Harness::DoNewChild(const Op& op, const Exec& x) {
   int pi;
-  CtxRec p;
-  {
-    MutexLock lock(&mu_);
-    pi = PickTarget(x, op.a);
-    p = ctxs_[pi];
-  }
+  const CtxRec p = PickTargetRecord(x, op.a, &pi);
   const bool on = OnLoop(p.loop);
   absl::StatusOr<ContextHandle> c = NewChildContext(p.h, "child");
   if (on && p.destroyed) {
@@ -1203,12 +1206,7 @@ void Harness::DoNewChild(const Op& op, const Exec& x) {
 
 void Harness::DoDestroyContext(const Op& op, const Exec& x, bool locked) {
   int i;
-  CtxRec r;
-  {
-    MutexLock lock(&mu_);
-    i = PickTarget(x, op.a);
-    r = ctxs_[i];
-  }
+  const CtxRec r = PickTargetRecord(x, op.a, &i);
   const bool on = OnLoop(r.loop);
   if (locked && !on) return;
   if (hostile_holder_.load() == ThisTid()) locked = false;  // Reentered.
@@ -1287,12 +1285,7 @@ void Harness::DoCancel(const Op& op) {
 
 void Harness::DoKeySet(const Op& op, const Exec& x) {
   int i;
-  CtxRec r;
-  {
-    MutexLock lock(&mu_);
-    i = PickTarget(x, op.a);
-    r = ctxs_[i];
-  }
+  const CtxRec r = PickTargetRecord(x, op.a, &i);
   const int key = op.b % kKeys;
   const std::string value = ValueFor(key, op.c);
   const bool on = OnLoop(r.loop);
@@ -1375,12 +1368,7 @@ void Harness::DoKeyReset(const Op& op, const Exec&) {
 
 void Harness::DoKeyGet(const Op& op, const Exec& x) {
   int i;
-  CtxRec r;
-  {
-    MutexLock lock(&mu_);
-    i = PickTarget(x, op.a);
-    r = ctxs_[i];
-  }
+  const CtxRec r = PickTargetRecord(x, op.a, &i);
   const int key = op.b % kKeys;
   const bool on = OnLoop(r.loop);
   absl::Status s;
@@ -1417,12 +1405,7 @@ void Harness::DoKeyGet(const Op& op, const Exec& x) {
 
 void Harness::DoStartTrace(const Op& op, const Exec& x) {
   int i;
-  CtxRec r;
-  {
-    MutexLock lock(&mu_);
-    i = PickTarget(x, op.a);
-    r = ctxs_[i];
-  }
+  const CtxRec r = PickTargetRecord(x, op.a, &i);
   const bool on = OnLoop(r.loop);
   TraceOptions o;
   o.make_current = op.b % 2 == 0;
@@ -2068,12 +2051,7 @@ void Harness::DoTimerChain(const Op& op, const Exec& x) {
 
 void Harness::DoAddHook(const Op& op, const Exec& x) {
   int i;
-  CtxRec r;
-  {
-    MutexLock lock(&mu_);
-    i = PickTarget(x, op.a);
-    r = ctxs_[i];
-  }
+  const CtxRec r = PickTargetRecord(x, op.a, &i);
   const bool on = OnLoop(r.loop);
   uint64_t id;
   {
@@ -2203,12 +2181,7 @@ void Harness::HostileMove(uint8_t mode, int moves) {
 
 void Harness::DoHostilePost(const Op& op, const Exec& x) {
   int i;
-  CtxRec r;
-  {
-    MutexLock lock(&mu_);
-    i = PickTarget(x, op.a);
-    r = ctxs_[i];
-  }
+  const CtxRec r = PickTargetRecord(x, op.a, &i);
   const uint8_t mode = op.b;
   uint64_t id;
   {
