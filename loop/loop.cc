@@ -2,6 +2,7 @@
 
 #include "ctxloop/loop/loop.h"
 
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -124,6 +125,17 @@ bool Loop::IsOnLoopThread() const { return core_->IsOwnerThread(); }
 LoopStats Loop::stats() const { return core_->stats(); }
 absl::StatusOr<ShutdownReport> Loop::Shutdown() { return core_->Shutdown(); }
 event_base* Loop::base() const { return core_->base(); }
+absl::StatusOr<int> Loop::BackendFd() { return core_->BackendFd(); }
+absl::Duration Loop::BackendTimeout() const { return core_->BackendTimeout(); }
+absl::Status Loop::RunReady() { return core_->RunReady(); }
+
+int Loop::TimeoutMs(absl::Duration d) {
+  if (d == absl::InfiniteDuration()) return -1;
+  if (d <= absl::ZeroDuration()) return 0;
+  const int64_t ms =
+      absl::ToInt64Milliseconds(absl::Ceil(d, absl::Milliseconds(1)));
+  return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+}
 
 // --- Handle-based operations -------------------------------------------------
 

@@ -72,6 +72,49 @@
 // task runs or is counted in `ShutdownReport::tasks_dropped`; only then does
 // the loop refuse every post. `loop/internal/loop_core.cc` numbers every case;
 // `loop_shutdown_test.cc` tests each.
+//
+// Embedding in a host's event loop
+// --------------------------------
+// A host that already has a loop keeps it; ctxloop runs inside it, on the
+// host's thread, with every guarantee above intact. Two ways:
+//
+// 1. Adopt the host's libevent base (`Options::host_base`): the Loop puts
+//    its events (a wake-up eventfd, a timerfd, two internal events, one per
+//    fd watch) on the host's `event_base` instead of making one. The thread
+//    that constructs the Loop is the loop thread and must be the thread that
+//    dispatches that base; the host keeps dispatching it with
+//    `event_base_dispatch`/`event_base_loop`, and every ctxloop callback runs
+//    from there. The Loop never frees the base, and never breaks the host's
+//    dispatch (`Stop()` ends only a ctxloop `Run()`/`RunReady()`).
+//
+//      event_base* base = event_base_new();           // the host's
+//      ctxloop::Loop::Options o;
+//      o.host_base = base;
+//      auto loop = *ctxloop::Loop::Create(o);         // on the base's thread
+//      ... the host's own events on `base`, ctxloop posts, traces, streams
+//      event_base_dispatch(base);                     // the host's loop
+//      loop.reset();                                  // before freeing base
+//      event_base_free(base);
+//
+// 2. Be driven by any other loop (libuv's backend-fd shape): the host polls
+//    `BackendFd()` with its own poller, sleeps at most `BackendTimeout()`,
+//    and calls `RunReady()` when the fd is readable or the timeout passed.
+//
+//      int fd = *loop.BackendFd();                    // on the loop thread
+//      for (;;) {                                     // the host's loop
+//        pollfd p = {fd, POLLIN, 0};
+//        poll(&p, 1, ctxloop::Loop::TimeoutMs(loop.BackendTimeout()));
+//        loop.RunReady();
+//      }
+//
+//    A host must call `BackendTimeout()` after its own libevent calls on
+//    `base()` (an `event_add` with a timeout, an `event_active`) and before
+//    it sleeps; ctxloop's own calls on the loop thread outside `RunReady`
+//    (`Post`, `PostDelayed`, `WatchFd`, ...) make `BackendFd()` readable
+//    themselves when they leave work, so a host never misses them.
+//
+// Shutdown and destruction with a base the loop does not own are the cases
+// [S17]-[S21] of loop/internal/loop_core.cc.
 
 #ifndef CTXLOOP_LOOP_LOOP_H_
 #define CTXLOOP_LOOP_LOOP_H_
@@ -182,6 +225,19 @@ class Loop {
     // one that must not block treats kResourceExhausted as backpressure
     // (drops, or keeps the work in its own bounded queue and retries).
     int64_t max_pending_foreign = int64_t{1} << 20;
+    // Adopt this libevent base instead of creating one (see "Embedding"
+    // above). Null (the default): the Loop makes and owns its base.
+    // What ctxloop needs of the base: nothing of its features. It calls
+    // libevent only on the loop thread (other threads write an eventfd), so
+    // the base needs no libevent locks (`evthread_use_pthreads` is neither
+    // needed nor harmful), any backend works, and the timer clock is the
+    // host's choice (ctxloop's timers use a timerfd of their own). What it
+    // needs of the host: the base is dispatched by the thread that
+    // constructs the Loop, and the host destroys the Loop before it frees
+    // the base ([S18]). `Create` refuses with kInvalidArgument the base of
+    // another (owning) Loop, which would free it under this one. Several
+    // Loops may adopt one host base. `base()` returns it.
+    event_base* host_base = nullptr;
   };
 
   // Creates a loop on a new `event_base`. The constructing thread is the loop
@@ -261,7 +317,79 @@ class Loop {
   // running; tasks not yet run stay queued for the next `Run`. Thread-safe;
   // must not race with the destructor. From another thread it always wakes
   // the loop (one eventfd write), so it is never lost to concurrent posts.
+  // On an adopted base (`Options::host_base`) it ends only a ctxloop
+  // `Run()`/`RunReady()` and never breaks the host's own dispatch of the
+  // base: while the host dispatches, it is kept for the next `Run()` [S20].
+  // In driven mode it ends the current `RunReady()` early.
   void Stop();
+
+  // --- Driven by another loop (see "Embedding" above) -----------------------
+
+  // A pollable fd (an epoll fd of the Loop's own) that is readable whenever
+  // the loop has work that `RunReady()` would run: tasks posted from any
+  // thread, due delayed tasks, watched fds that are ready, and the host's
+  // own fd events on `base()`. Anything the fd cannot show (an event made
+  // active, a libevent timeout) is in `BackendTimeout()`. Poll it for
+  // readability (POLLIN/EPOLLIN, level-triggered); never read it or
+  // `epoll_ctl` it. The fd belongs to the Loop and stays the same for its
+  // whole life (closed by the destructor).
+  // Thread: the first call on the loop thread (it sets the fd up); once that
+  // succeeded, any thread gets the same fd. Returns kUnimplemented (with the
+  // reason) if the base does not use libevent's plain epoll backend (e.g.
+  // "poll", "select", or "epoll (with changelist)", whose changes reach the
+  // kernel only inside a dispatch), kFailedPrecondition on another thread
+  // before the first call or after shutdown, kResourceExhausted when out of
+  // fds.
+  // Cost: the first call registers a private pipe on the base and finds
+  // libevent's epoll fd by its inode in /proc/self/fdinfo (O(open fds)); it
+  // then adds that fd into the Loop's own epoll fd (2 fds, kept). After it,
+  // one thing changes in the Loop: a loop-thread post, delayed post or
+  // zero-delay timer made outside `RunReady()` that schedules work writes
+  // the wake-up eventfd once per batch (a syscall), so the fd shows it.
+  // Never called: no cost at all (the normal `Run()` path is unchanged).
+  absl::StatusOr<int> BackendFd();
+
+  // How long the host may sleep (polling `BackendFd()`) before it must call
+  // `RunReady()` even if the fd stays quiet: zero if work is ready now (a
+  // task batch, a due timer, an event made active, libevent's deferred
+  // callbacks), the time to the earliest timeout otherwise (ctxloop's own
+  // delayed tasks and every libevent timeout on `base()`, e.g. evhttp
+  // connection timeouts of the host or of an exporter), and
+  // `absl::InfiniteDuration()` if nothing is scheduled (or the loop is shut
+  // down). Loop thread only (`absl::InfiniteDuration()` elsewhere: there is
+  // nothing it can promise). Call it after `RunReady()` and after any own
+  // libevent call on `base()`, right before sleeping; `TimeoutMs` turns it
+  // into a `poll`/`epoll_wait` timeout.
+  // Cost: O(E), E the events added to the base (ctxloop's four, one per fd
+  // watch, and the host's): libevent 2.1 has no public "next timeout", so it
+  // walks them with `event_base_foreach_event` and asks `event_pending` for
+  // each one's timeout; plus one `gettimeofday`. libevent reports timeouts
+  // on the wall clock, so a wall-clock step makes one answer early (a spare
+  // wake-up) or late by the step, until libevent resyncs (at most 5 s).
+  absl::Duration BackendTimeout() const;
+
+  // `d` as a poll()/epoll_wait() timeout in milliseconds: rounded up (a host
+  // never wakes before the deadline and spins), -1 for
+  // `absl::InfiniteDuration()`, clamped to INT_MAX.
+  static int TimeoutMs(absl::Duration d);
+
+  // Runs what is ready now, without waiting, then returns: one pass of the
+  // base, like `uv_run(UV_RUN_NOWAIT)`: cross-thread posts that arrived,
+  // the batch of tasks queued at its start, due timers, ready watched fds,
+  // the host's ready events on `base()`, and what fd callbacks and timers
+  // post meanwhile. Tasks posted by the tasks it runs go into the next
+  // batch and are left for the next call (`BackendTimeout()` is then zero),
+  // so a task that keeps re-posting itself never keeps the host from its
+  // own work. Loop thread only; same errors as `Run()` (kFailedPrecondition
+  // on another thread, re-entered, inside `Run()`, or shut down).
+  // If the host stops driving (never calls it again): cross-thread posts
+  // queue up to `Options::max_pending_foreign`, then are refused with
+  // kResourceExhausted (counted); a trace's finish still gets home
+  // (`PostNeverFull` skips the bound); loop-thread posts and timers wait;
+  // `Shutdown()` and the destructor drain everything as ever [S21].
+  // Cost: the pass itself (one non-blocking `epoll_wait` and the callbacks
+  // that are ready) plus two flag updates.
+  absl::Status RunReady();
 
   // True on the loop thread. Thread-safe.
   bool IsOnLoopThread() const;

@@ -100,6 +100,11 @@ class LocalPoster {
   // Schedules a batch (one `event_active`) unless one is scheduled or
   // running; inside a batch, RunBatch schedules what was posted when it ends.
   void ScheduleBatch();
+  // Driven mode (Loop::BackendFd), outside RunReady: the eventfd that
+  // ScheduleBatch writes so the backend fd shows a batch scheduled from
+  // outside a pass; -1 otherwise (always, for a loop run by Run()).
+  void set_kick_fd(int fd) { kick_fd_ = fd; }
+  int kick_fd() const { return kick_fd_; }
 
  private:
   LoopCore* const core_;
@@ -110,6 +115,7 @@ class LocalPoster {
   bool batch_scheduled_ = false;
   bool in_batch_ = false;  // RunBatch is running tasks.
   event* batch_event_ = nullptr;
+  int kick_fd_ = -1;
 };
 
 struct OwnerCache {

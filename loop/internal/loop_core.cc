@@ -105,6 +105,42 @@
 // [S16] A context slot (and a loop registry slot) whose 32-bit generation
 //       would wrap is retired, never reused, so a stale handle can never
 //       alias a new context or loop. (loop_test.cc)
+//
+// Embedding: a base the loop does not own (`Options::host_base`) and a loop
+// driven by another loop (`BackendFd`/`BackendTimeout`/`RunReady`).
+// (embed_test.cc)
+//
+// [S17] An adopted base is never freed by the loop. `Shutdown()` takes the
+//       loop's own events off it (so a host that keeps dispatching never runs
+//       a callback of a shut-down loop) and the destructor frees every event
+//       the loop put on it: the wake-up eventfd's, the timerfd's, the batch
+//       and timer events, the pool-trim timer (an event of its own, never an
+//       `event_base_once`, whose argument would outlive the loop) and the fd
+//       watches ([S6]). The host's own events on the base are untouched and
+//       keep running after the loop is gone.
+// [S18] The host must destroy the loop before it frees an adopted base.
+//       libevent has no way to tell the loop that a base was freed (and frees
+//       its bookkeeping under the loop's events), so this is a stated
+//       requirement, not a checked one. The one way ctxloop itself could free
+//       a base under a loop is refused: `Create` with the base of another
+//       Loop (which owns and frees it) as `host_base` returns
+//       kInvalidArgument.
+// [S19] Shutdown or destruction from inside one of the loop's own callbacks
+//       (a task, a timer, an fd callback, a destroy hook) while the host
+//       dispatches the adopted base: `Shutdown()` returns kFailedPrecondition
+//       (as inside `Run()`), and destruction aborts with a message (as from
+//       inside `Run()`). From the host's own callbacks on the same base, or
+//       from the host's thread between dispatches, both work and drain as
+//       usual.
+// [S20] `Stop()` on an adopted base never breaks the host's dispatch: it
+//       breaks only a pass that ctxloop runs (`Run`, `RunUntilIdle`,
+//       `RunReady`). While the host dispatches, the stop is kept for the next
+//       `Run()`, which returns at once, and batches are not cut short.
+// [S21] A driven loop whose host stops calling `RunReady()`: cross-thread
+//       posts queue up to `Options::max_pending_foreign`, then are refused
+//       with kResourceExhausted (counted); `PostNeverFull` posts (a trace's
+//       finish) are still accepted; `Shutdown()` and the destructor on the
+//       loop thread drain everything as for a loop run by `Run()`.
 
 #include "ctxloop/loop/internal/loop_core.h"
 
@@ -124,6 +160,7 @@
 #include <limits>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "ctxloop/loop/internal/handle_access.h"
 #include "ctxloop/loop/internal/loop_registry.h"
@@ -144,8 +181,39 @@ int64_t MonotonicNowNs() {
 
 // --- Construction and identity ---------------------------------------------
 
+namespace {
+
+// The bases that Loops made and own (they free them): a host must not hand
+// one of them to another Loop as `host_base` [S18].
+struct OwnedBases {
+  Mutex mu;
+  absl::flat_hash_set<const event_base*> bases ABSL_GUARDED_BY(mu);
+};
+OwnedBases& Owned() {
+  static OwnedBases* owned = new OwnedBases;
+  return *owned;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LoopCore>> LoopCore::Create(
     Loop::Options options) {
+  if (event_base* host = options.host_base; host != nullptr) {
+    {
+      OwnedBases& owned = Owned();
+      MutexLock lock(&owned.mu);
+      if (owned.bases.contains(host)) {
+        return absl::InvalidArgumentError(
+            "Loop::Options::host_base is the base of another Loop, which owns "
+            "and frees it: adopt a base the host made");
+      }
+    }
+    std::unique_ptr<LoopCore> core(
+        new LoopCore(std::move(options), host, /*owns_base=*/false));
+    absl::Status s = core->Init();
+    if (!s.ok()) return s;
+    return core;
+  }
   event_config* cfg = event_config_new();
   if (cfg == nullptr) return absl::ResourceExhaustedError("event_config_new");
   // All libevent calls happen on the loop thread: no libevent locks needed,
@@ -162,14 +230,20 @@ absl::StatusOr<std::unique_ptr<LoopCore>> LoopCore::Create(
     return absl::ResourceExhaustedError(
         "libevent could not create an event_base (out of file descriptors?)");
   }
-  std::unique_ptr<LoopCore> core(new LoopCore(std::move(options), base));
+  {
+    OwnedBases& owned = Owned();
+    MutexLock lock(&owned.mu);
+    owned.bases.insert(base);
+  }
+  std::unique_ptr<LoopCore> core(
+      new LoopCore(std::move(options), base, /*owns_base=*/true));
   absl::Status s = core->Init();
   if (!s.ok()) return s;
   return core;
 }
 
-LoopCore::LoopCore(Loop::Options options, event_base* base)
-    : options_(std::move(options)), base_(base) {
+LoopCore::LoopCore(Loop::Options options, event_base* base, bool owns_base)
+    : options_(std::move(options)), base_(base), owns_base_(owns_base) {
   ingress_.set_limit(options_.max_pending_foreign);
   low_water_ = ingress_.limit() / 2;
 }
@@ -216,6 +290,12 @@ LoopCore::~LoopCore() {
                    "ctxloop: a Loop was destroyed from inside its own Run()\n");
       std::abort();
     }
+    if (InOwnCallback()) {  // [S19]
+      std::fprintf(stderr,
+                   "ctxloop: a Loop was destroyed from inside one of its own "
+                   "callbacks\n");
+      std::abort();
+    }
     BecomeOwner();  // See "The loop thread" in loop.h.
     (void)Shutdown();
   }
@@ -223,11 +303,21 @@ LoopCore::~LoopCore() {
   if (wake_event_ != nullptr) event_free(wake_event_);
   if (timer_event_ != nullptr) event_free(timer_event_);
   if (timer_fd_event_ != nullptr) event_free(timer_fd_event_);
+  if (trim_event_ != nullptr) event_free(trim_event_);  // [S17]
   if (timer_fd_ >= 0) close(timer_fd_);
+  if (const int fd = backend_fd_.load(); fd >= 0) close(fd);
   // ingress.pml: L-S8 (the loop's memory and eventfd go)
   if (wake_fd_ >= 0) close(wake_fd_);
   for (auto& chunk : timer_chunks_) delete[] chunk.load();
-  event_base_free(base_);
+  if (owns_base_) {
+    {
+      OwnedBases& owned = Owned();
+      MutexLock lock(&owned.mu);
+      owned.bases.erase(base_);
+    }
+    event_base_free(base_);
+  }
+  // [S17] An adopted base stays the host's, with none of our events on it.
 }
 
 bool LoopCore::IsOwnerThread() const {
@@ -328,7 +418,7 @@ void LoopCore::Report(ContextHandle ctx, const absl::Status& error) {
 
 // --- Running -----------------------------------------------------------------
 
-absl::Status LoopCore::Run(bool until_idle) {
+absl::Status LoopCore::CheckCanRun() const {
   if (!IsOwnerThread()) {
     return absl::FailedPreconditionError(
         "Run() must be called on the loop thread (the thread that created the "
@@ -340,8 +430,38 @@ absl::Status LoopCore::Run(bool until_idle) {
   if (running_) {
     return absl::FailedPreconditionError("the loop is already running");
   }
+  if (InOwnCallback()) {  // A host dispatching an adopted base runs it.
+    return absl::FailedPreconditionError(
+        "the loop's base is being dispatched (by the host): cannot run the "
+        "loop from inside its own callback");
+  }
+  return absl::OkStatus();
+}
+
+bool LoopCore::InOwnCallback() const {
+  if (local_.in_batch() || running_timers_) return true;
+  for (const auto& [id, w] : watches_) {
+    if (w->dispatching) return true;
+  }
+  return false;
+}
+
+void LoopCore::BreakOwnPass() const {
+  // [S20] Only a pass that ctxloop runs: on an adopted base the host's own
+  // dispatch may be the one running, and it is not ours to break.
+  if (running_) event_base_loopbreak(base_);
+}
+
+absl::Status LoopCore::Run(bool until_idle) {
+  if (absl::Status s = CheckCanRun(); !s.ok()) return s;
   running_ = true;
-  absl::Cleanup done = [this] { running_ = false; };
+  // Driven mode: no kicks while ctxloop runs the base itself.
+  const int kick_fd = local_.kick_fd();
+  local_.set_kick_fd(-1);
+  absl::Cleanup done = [this, kick_fd] {
+    running_ = false;
+    local_.set_kick_fd(kick_fd);
+  };
   if (!until_idle) {
     // ingress.pml: L-R1 (exchange), L-R2 (event loop), L-R3 (reset)
     if (!stop_requested_.exchange(false)) {

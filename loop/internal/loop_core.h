@@ -206,6 +206,14 @@ class LoopCore {
   // --- Running --------------------------------------------------------------
   absl::Status Run(bool until_idle);
   void Stop();
+  // --- Embedding (loop_embed.cc) --------------------------------------------
+  absl::StatusOr<int> BackendFd();
+  absl::Duration BackendTimeout() const;
+  absl::Status RunReady();
+  bool owns_base() const { return owns_base_; }
+  // Driven mode: writes the wake-up eventfd so the backend fd shows work
+  // scheduled outside RunReady (not counted in wake_writes).
+  static void Kick(int fd);
   absl::StatusOr<ShutdownReport> Shutdown();
   void BecomeOwner();  // The destructor's thread takes over (see loop.h).
   LoopStats stats() const;
@@ -310,8 +318,19 @@ class LoopCore {
 
   enum class Phase { kOpen, kDraining, kClosed };
 
-  LoopCore(Loop::Options options, event_base* base);
+  LoopCore(Loop::Options options, event_base* base, bool owns_base);
   absl::Status Init();
+  // The checks shared by Run, RunUntilIdle and RunReady.
+  absl::Status CheckCanRun() const;
+  // True while one of this loop's own callbacks (a batch, a timer run, an fd
+  // callback) is on the stack: on an adopted base the host's dispatch may be
+  // running it with `running_` false [S19].
+  bool InOwnCallback() const;
+  // The libevent pass is ctxloop's own (Run, RunUntilIdle, RunReady): only
+  // then may it break the base's loop [S20].
+  void BreakOwnPass() const;
+  // Finds libevent's epoll fd (see BackendFd); -1 if not found.
+  int FindLibeventEpollFd();
 
   // `FindRecord` for a handle known to name this loop, inline for the
   // value fast paths: null unless `ctx` names a live context.
@@ -521,6 +540,15 @@ class LoopCore {
 
   Loop::Options options_;
   event_base* base_;
+  // False for an adopted base (Options::host_base): never freed here [S17].
+  const bool owns_base_;
+  // Driven mode: the epoll fd BackendFd returns (-1 until its first call);
+  // written once on the owner thread, read by any thread.
+  std::atomic<int> backend_fd_{-1};
+  // The node pool's idle trim timer (see MaybeTrimPool); made on first use,
+  // freed by the destructor, so nothing of this loop stays on an adopted
+  // base [S17].
+  event* trim_event_ = nullptr;
   uint32_t slot_index_ = 0;
   uint32_t generation_ = 0;
   int wake_fd_ = -1;

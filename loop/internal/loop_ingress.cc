@@ -308,7 +308,7 @@ bool LoopCore::QueueIngress(IngressNode* newest_first) {
   // ingress.pml: L-Q4 (stop node: the flag is seen)
   if (stop && phase_ == Phase::kOpen &&
       stop_requested_.load(std::memory_order_relaxed)) {
-    event_base_loopbreak(base_);
+    BreakOwnPass();  // [S20]
   }
   if (tasks == nullptr) return false;
   // One entry for the whole take: the tasks keep their place after what was
@@ -392,17 +392,20 @@ void LoopCore::RunNode(IngressNode* n) {
 
 void LoopCore::MaybeTrimPool() {
   if (trim_scheduled_ || phase_ != Phase::kOpen) return;
-  // Once, a second from now (no argument to leak if the base goes first).
+  // Once, a second from now, on an event of the loop's own that the
+  // destructor frees: an `event_base_once` would stay on an adopted base,
+  // pointing at a destroyed loop [S17].
+  if (trim_event_ == nullptr) {
+    trim_event_ = event_new(base_, -1, 0, &LoopCore::OnTrimTimer, this);
+    if (trim_event_ == nullptr) return;
+  }
   trim_scheduled_ = true;
   trim_draws_ = IngressPoolDraws();
   timeval tv;
   tv.tv_sec = static_cast<time_t>(kPoolTrimIntervalNs / 1000000000);
   tv.tv_usec =
       static_cast<suseconds_t>((kPoolTrimIntervalNs % 1000000000) / 1000);
-  if (event_base_once(base_, -1, EV_TIMEOUT, &LoopCore::OnTrimTimer, this,
-                      &tv) != 0) {
-    trim_scheduled_ = false;
-  }
+  if (event_add(trim_event_, &tv) != 0) trim_scheduled_ = false;
 }
 
 void LoopCore::OnTrimTimer(int, short, void* arg) {
@@ -429,7 +432,7 @@ void LoopCore::OnWake(int fd, short, void* arg) {
   self->TakeIngressUnlessHeld();
   // ingress.pml: L-W3 (stop flag)
   if (self->stop_requested_.load(std::memory_order_relaxed)) {
-    event_base_loopbreak(self->base_);
+    self->BreakOwnPass();  // [S20]
   }
 }
 

@@ -46,6 +46,9 @@ void LocalPoster::ScheduleBatch() {
   if (batch_scheduled_ || in_batch_) return;
   batch_scheduled_ = true;
   event_active(batch_event_, EV_READ, 0);
+  // Driven mode, outside RunReady: an active event does not show on the
+  // backend fd; the eventfd does (once per batch).
+  if (ABSL_PREDICT_FALSE(kick_fd_ >= 0)) LoopCore::Kick(kick_fd_);
 }
 
 inline void LoopCore::RunEntry(TaskEntry& entry) {
@@ -111,6 +114,9 @@ void LoopCore::RunBatch() {
 
 bool LoopCore::StopInBatchSlow() const {
   if (phase_ != Phase::kOpen) return false;
+  // [S20] The host's dispatch of an adopted base runs this batch: the stop
+  // is for the next Run(), and the batch goes on.
+  if (!running_) return false;
   // Stop(): the rest stays queued, in order, ahead of what they posted. A
   // Stop() from another thread only set the flag: end this pass of the
   // event loop now, not when its wake-up is polled.

@@ -83,6 +83,11 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
         "Shutdown() cannot run inside Run(): call Stop() and shut down after "
         "Run() returns");
   }
+  if (InOwnCallback()) {  // [S19]
+    return absl::FailedPreconditionError(
+        "Shutdown() cannot run inside one of the loop's own callbacks: the "
+        "host dispatching its base runs it; shut down from the host's code");
+  }
   // ingress.pml: L-S1 (draining)
   phase_ = Phase::kDraining;
   const uint64_t run_before = tasks_run_total_;
@@ -181,6 +186,15 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
     r->own_values = nullptr;
     r->values.reset();
   }
+  // [S17] Off the base: a host that keeps dispatching an adopted base runs
+  // no callback of a shut-down loop (the destructor frees the events).
+  if (!owns_base_) {
+    for (event* ev : {batch_event_, wake_event_, timer_event_, timer_fd_event_,
+                      trim_event_}) {
+      if (ev != nullptr) event_del(ev);
+    }
+  }
+  local_.set_kick_fd(-1);
   return report_;
 }
 

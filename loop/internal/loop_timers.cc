@@ -465,6 +465,8 @@ void LoopCore::ArmTimer() {
     // keep each other active without libevent ever polling fds: those arm a
     // zero timeout, which fires after the next poll.
     event_active(timer_event_, EV_TIMEOUT, 0);
+    // Driven mode, outside RunReady: show it on the backend fd.
+    if (ABSL_PREDICT_FALSE(local_.kick_fd() >= 0)) Kick(local_.kick_fd());
     return;
   }
   if (wait == 0) {
@@ -538,9 +540,10 @@ void LoopCore::RunDueTimers() {
   const uint64_t due_last_id =
       due_head_ < due_list_.size() ? due_list_.back().id : 0;
   for (;;) {
-    if (phase_ == Phase::kOpen &&
+    // [S20] Only a pass ctxloop runs stops here (as in RunBatch).
+    if (running_ && phase_ == Phase::kOpen &&
         stop_requested_.load(std::memory_order_relaxed)) {
-      event_base_loopbreak(base_);  // As in RunBatch.
+      event_base_loopbreak(base_);
       break;
     }
     // Skip cancelled (stale) entries at the head of the due list and the
