@@ -219,7 +219,7 @@ TEST(AsioDriverTest, HostThatStopsQueuesBoundedWorkAndCatchesUp) {
   asio::io_context io(1);
   Loop::Options options;
   options.max_pending_foreign = 4;
-  Loop loop(options);
+  Loop loop(std::move(options));
   const ContextHandle ctx = *loop.NewContext("stopped host");
   std::unique_ptr<AsioDriver> driver = *AsioDriver::Create(loop, io);
 
@@ -265,7 +265,9 @@ TEST(AsioDriverTest, BusyLoopInterleavesWithHostHandlers) {
   bool stop = false;
   std::function<void(ContextHandle)> spin = [&](ContextHandle c) {
     ++spins;
-    if (!stop) ASSERT_TRUE(Post(c, spin).ok());
+    if (!stop) {
+      ASSERT_TRUE(Post(c, spin).ok());
+    }
   };
   asio::io_context io(1);
   Loop loop;

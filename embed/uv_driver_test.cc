@@ -275,7 +275,7 @@ TEST(UvDriverTest, HostThatStopsQueuesBoundedWorkAndCatchesUp) {
   UvLoop uv;
   Loop::Options options;
   options.max_pending_foreign = 4;
-  Loop loop(options);
+  Loop loop(std::move(options));
   const ContextHandle ctx = *loop.NewContext("stopped host");
   std::unique_ptr<UvDriver> driver = *UvDriver::Create(loop, uv.get());
 
@@ -322,7 +322,9 @@ TEST(UvDriverTest, BusyLoopInterleavesWithHostCallbacks) {
   bool stop = false;
   std::function<void(ContextHandle)> spin = [&](ContextHandle c) {
     ++spins;
-    if (!stop) ASSERT_TRUE(Post(c, spin).ok());
+    if (!stop) {
+      ASSERT_TRUE(Post(c, spin).ok());
+    }
   };
   UvLoop uv;
   Loop loop;

@@ -88,7 +88,7 @@ Scenario::Scenario(Loop& loop)
   tracer_ = std::make_unique<Tracer>(std::move(options));
   request_ctx_ = *loop.NewContext("request");
   response_ctx_ = *loop.NewChildContext(request_ctx_, "response");
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair_), 0);
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair_), 0);
 }
 
 Scenario::~Scenario() {
