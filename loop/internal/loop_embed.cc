@@ -257,7 +257,11 @@ absl::Status LoopCore::RunReady() {
   // A stop asked since the last pass: return at once, as Run() does.
   if (stop_requested_.exchange(false)) return absl::OkStatus();
   cached_now_ns_ = -1;
-  event_base_loop(base_, EVLOOP_NONBLOCK);
+  // EVLOOP_NONBLOCK alone would go on passing while each pass had active
+  // events, i.e. forever under a task that keeps re-posting itself (its
+  // follow-up batch is a zero timeout, due at the next pass). With
+  // EVLOOP_ONCE the call ends after the pass that emptied the active queues.
+  event_base_loop(base_, EVLOOP_ONCE | EVLOOP_NONBLOCK);
   return absl::OkStatus();
 }
 
