@@ -282,7 +282,11 @@ TEST(AsioDriverTest, BusyLoopInterleavesWithHostHandlers) {
   ASSERT_TRUE(RunUntil(io, [&] { return host_handlers >= 100 && spins > 100; }));
   stop = true;
   ASSERT_TRUE(RunUntil(io, [&] { return true; }));
-  EXPECT_GT(driver->stats().immediate_runs, 0u);
+  // Each re-run came from the driver: a post to the host's queue (work
+  // left) or, when the loop reports its next batch a little in the future,
+  // a timer.
+  const HostDriverStats st = driver->stats();
+  EXPECT_GE(st.immediate_runs + st.timer_wakeups, 100u);
 }
 
 // A ctxloop timer wakes the host at its deadline, with no other work.

@@ -341,7 +341,10 @@ TEST(UvDriverTest, BusyLoopInterleavesWithHostCallbacks) {
   }
   stop = true;
   RunFor(uv.get(), absl::Milliseconds(2));
-  EXPECT_GT(driver->stats().immediate_runs, 0u);
+  // Each re-run came from the driver: a zero timer (work left) or, when the
+  // loop reports its next batch a little in the future, a timer.
+  const HostDriverStats st = driver->stats();
+  EXPECT_GE(st.immediate_runs + st.timer_wakeups, 100u);
 }
 
 // A ctxloop timer wakes the host at its deadline, with no other work.
