@@ -1,0 +1,95 @@
+// Copyright 2026 The ctxloop Authors.
+
+#include "ctxloop/tests/fuzz/hosts/host_drivers.h"
+
+#include <uv.h>
+
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "ctxloop/embed/asio_driver.h"
+#include "ctxloop/embed/uv_driver.h"
+#include "ctxloop/loop/loop.h"
+
+namespace ctxloop {
+namespace fuzz {
+namespace {
+
+class AsioLoopDriver : public LoopDriver {
+ public:
+  std::string name() const override { return "asio"; }
+
+  absl::Status Attach(Loop& loop) override {
+    absl::StatusOr<std::unique_ptr<AsioDriver>> driver =
+        AsioDriver::Create(loop, io_);
+    if (!driver.ok()) return driver.status();
+    driver_ = *std::move(driver);
+    return absl::OkStatus();
+  }
+
+  void RunUntil(Loop& loop, const std::function<bool()>& done) override {
+    // One handler at a time: `done()` turns true inside a loop task, that
+    // is inside one of the driver's handlers.
+    while (!done() && driver_->status().ok()) io_.run_one();
+    driver_.reset();  // Before the loop (asio_driver.h, "Lifetime").
+    while (!done()) (void)loop.Run();  // Only if the driver stopped.
+  }
+
+ private:
+  boost::asio::io_context io_{1};
+  std::unique_ptr<AsioDriver> driver_;
+};
+
+class UvLoopDriver : public LoopDriver {
+ public:
+  UvLoopDriver() { initialized_ = uv_loop_init(&uv_) == 0; }
+  ~UvLoopDriver() override {
+    if (!initialized_) return;
+    driver_.reset();
+    uv_run(&uv_, UV_RUN_NOWAIT);  // The driver's close callbacks.
+    uv_loop_close(&uv_);
+  }
+
+  std::string name() const override { return "libuv"; }
+
+  absl::Status Attach(Loop& loop) override {
+    if (!initialized_) return absl::InternalError("uv_loop_init failed");
+    absl::StatusOr<std::unique_ptr<UvDriver>> driver =
+        UvDriver::Create(loop, &uv_);
+    if (!driver.ok()) return driver.status();
+    driver_ = *std::move(driver);
+    return absl::OkStatus();
+  }
+
+  void RunUntil(Loop& loop, const std::function<bool()>& done) override {
+    // One libuv iteration at a time: `done()` turns true inside a loop
+    // task, that is inside one of the driver's callbacks.
+    while (!done() && driver_->status().ok()) uv_run(&uv_, UV_RUN_ONCE);
+    driver_.reset();  // Before the loop (uv_driver.h, "Lifetime").
+    uv_run(&uv_, UV_RUN_NOWAIT);
+    while (!done()) (void)loop.Run();  // Only if the driver stopped.
+  }
+
+ private:
+  uv_loop_t uv_;
+  bool initialized_ = false;
+  std::unique_ptr<UvDriver> driver_;
+};
+
+}  // namespace
+
+LoopDriverFactory AsioLoopDriverFactory() {
+  return [] { return std::make_unique<AsioLoopDriver>(); };
+}
+
+LoopDriverFactory UvLoopDriverFactory() {
+  return [] { return std::make_unique<UvLoopDriver>(); };
+}
+
+}  // namespace fuzz
+}  // namespace ctxloop
