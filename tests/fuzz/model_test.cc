@@ -59,6 +59,45 @@ TEST_P(ModelTest, Seed) {
 // 30 seeds x 200 operations.
 INSTANTIATE_TEST_SUITE_P(Seeds, ModelTest, ::testing::Range<uint64_t>(1, 31));
 
+// Embedded mode: every loop driven by a plain poll() host through
+// BackendFd/BackendTimeout/RunReady (model/driver.h), same invariants.
+class EmbeddedModelTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(EmbeddedModelTest, SeedWithEveryLoopDrivenByPoll) {
+  ModelOptions options = SeedOptions();
+  options.max_ops = kOpsPerSeed;
+  options.all_driven = true;
+  const ModelResult r =
+      RunModel(BytesForSeed(GetParam(), 2 * kOpsPerSeed), options);
+  if (std::getenv("CTXLOOP_FUZZ_DISABLE") == nullptr) {
+    EXPECT_GE(r.ops, kOpsPerSeed);
+  }
+  EXPECT_EQ(r.driven_loops, r.loops);
+  EXPECT_TRUE(r.ok()) << "seed " << GetParam() << ": " << r.Summary();
+  std::printf("embedded seed %llu: %s\n",
+              static_cast<unsigned long long>(GetParam()), r.Summary().c_str());
+}
+
+// 10 seeds x 200 operations, every loop driven.
+INSTANTIATE_TEST_SUITE_P(Seeds, EmbeddedModelTest,
+                         ::testing::Range<uint64_t>(1, 11));
+
+// The per-input choice: across the plain seeds, some loops are driven and
+// some run by Run() (so one run mixes both).
+TEST(ModelSelfTest, InputsChooseDrivenLoops) {
+  size_t loops = 0, driven = 0;
+  for (uint64_t seed = 1; seed <= 30; ++seed) {
+    ModelOptions options;
+    options.max_ops = 1;
+    const ModelResult r = RunModel(BytesForSeed(seed, 4), options);
+    EXPECT_TRUE(r.ok()) << r.Summary();
+    loops += r.loops;
+    driven += r.driven_loops;
+  }
+  EXPECT_GT(driven, 0u);
+  EXPECT_LT(driven, loops);
+}
+
 // The model itself: an empty input and a run of barriers break nothing.
 TEST(ModelSelfTest, EmptyInputRunsClean) {
   const ModelResult r = RunModel(std::vector<uint8_t>{});

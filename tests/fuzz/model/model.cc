@@ -59,9 +59,10 @@ namespace ctxloop {
 namespace fuzz {
 
 std::string ModelResult::Summary() const {
-  std::string out = absl::StrCat(ops, " ops, ", loops, " loops, ",
-                                 foreign_threads, " foreign threads, ", tasks,
-                                 " posts, ", trace_events, " trace events");
+  std::string out =
+      absl::StrCat(ops, " ops, ", loops, " loops (", driven_loops, " driven), ",
+                   foreign_threads, " foreign threads, ", tasks, " posts, ",
+                   trace_events, " trace events");
   absl::StrAppend(&out, "\n  did:");
   for (const auto& [name, n] : coverage)
     absl::StrAppend(&out, " ", name, "=", n);
@@ -392,7 +393,7 @@ class HostLock {
 // --- Model records -----------------------------------------------------------
 
 struct LoopRec {
-  std::unique_ptr<LoopThread> thread;
+  std::unique_ptr<ModelLoopThread> thread;
   ContextHandle root;
   int64_t tid = 0;
   Loop* loop = nullptr;  // Valid while `alive` (or on its own thread).
@@ -949,7 +950,9 @@ void Harness::TaskLost(uint64_t id) {
 
 void Harness::Setup(ByteReader& in) {
   const int nloops = 2 + in.Next() % 3;
-  const int nworkers = 1 + in.Next() % 2;
+  // Bit 0: workers; bits 1.. choose the loops a host loop drives.
+  const uint8_t workers_byte = in.Next();
+  const int nworkers = 1 + workers_byte % 2;
   const uint8_t flags = in.Next();
   recorder_ = std::make_shared<EventRecorder>(
       &seq_, [this](ContextHandle origin) { Reenter(Cb::kProcessor, origin); });
@@ -978,7 +981,22 @@ void Harness::Setup(ByteReader& in) {
     if (!options_.legacy_ops && (flags >> 4) % 4 == 0) {
       fuzz_adapter::SetPendingBound(lo, 8 + 8 * ((flags >> 6) % 4));
     }
-    rec->thread = std::make_unique<LoopThread>(std::move(lo));
+    // Embedded mode: about one loop in four is driven by a host loop.
+    const bool driven = options_.all_driven ||
+                        (!options_.never_driven && !options_.legacy_ops &&
+                         ((workers_byte >> (1 + i)) & 3) == 0);
+    std::unique_ptr<LoopDriver> driver;
+    if (driven) {
+      driver = options_.driver ? options_.driver()
+                               : std::make_unique<PollLoopDriver>();
+      Covered(absl::StrCat("loop driven by ", driver->name()));
+      ++result_->driven_loops;
+    }
+    rec->thread = StartModelLoopThread(std::move(lo), std::move(driver));
+    if (!rec->thread->attached()) {
+      Violation("driver.attach_failed",
+                absl::StrCat("loop ", i, ": the driver could not attach"));
+    }
     rec->root = rec->thread->root();
     LoopRec* r = rec.get();
     (void)r->thread->Invoke([r](Loop& loop) {

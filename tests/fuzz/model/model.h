@@ -72,6 +72,8 @@
 //   fd.*                    watch callbacks on the loop thread, never after
 //                           (or while) `Stop` returned
 //   loop.*                  shutdown dropped nothing
+//   driver.attach_failed    a loop to be driven could not be (its
+//                           `BackendFd()` failed)
 // Leaks are left to LeakSanitizer (`--config=asan`, the fuzzer build).
 //
 // Cost: one run sets up and joins 2-4 loop threads and 1-2 foreign threads;
@@ -86,6 +88,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include "ctxloop/tests/fuzz/model/driver.h"
 
 namespace ctxloop {
 namespace fuzz {
@@ -109,6 +113,15 @@ struct ModelOptions {
   // class finds a failure or to hunt while one is being fixed: "reentry",
   // "timer_chain", "hooks", "hostile", "locked_destroy", "threads".
   std::vector<std::string> disabled;
+  // Embedded mode (driver.h): a loop is either a `LoopThread` that calls
+  // `Loop::Run()`, or driven by a host loop through `BackendFd()`,
+  // `BackendTimeout()` and `RunReady()`, chosen per loop from bits of the
+  // input's header (about one loop in four; never with `legacy_ops`), with
+  // the same invariants. `driver` makes the host (null: `PollLoopDriver`, a
+  // plain poll() host); `all_driven` drives every loop, `never_driven` none.
+  LoopDriverFactory driver;
+  bool all_driven = false;
+  bool never_driven = false;
 };
 
 struct ModelResult {
@@ -119,6 +132,7 @@ struct ModelResult {
   size_t ops = 0;              // Operations decoded.
   size_t loops = 0;            // Loops in this run.
   size_t foreign_threads = 0;  // Foreign threads in this run.
+  size_t driven_loops = 0;     // Loops driven by a host loop (driver.h).
   uint64_t trace_events = 0;   // Processor events seen.
   uint64_t tasks = 0;          // Model posts made.
   // How often each operation did something (e.g. "StartTrace ok"), to see
