@@ -4,6 +4,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
@@ -19,6 +20,14 @@
 namespace ctxloop {
 namespace fuzz {
 namespace {
+
+std::atomic<int> fallbacks{0};
+
+// After a driver stopped (never in a passing run): the loop's own Run().
+void FallBack(Loop& loop, const std::function<bool()>& done) {
+  if (!done()) fallbacks.fetch_add(1);
+  while (!done()) (void)loop.Run();
+}
 
 class AsioLoopDriver : public LoopDriver {
  public:
@@ -37,7 +46,7 @@ class AsioLoopDriver : public LoopDriver {
     // is inside one of the driver's handlers.
     while (!done() && driver_->status().ok()) io_.run_one();
     driver_.reset();  // Before the loop (asio_driver.h, "Lifetime").
-    while (!done()) (void)loop.Run();  // Only if the driver stopped.
+    FallBack(loop, done);
   }
 
  private:
@@ -72,7 +81,7 @@ class UvLoopDriver : public LoopDriver {
     while (!done() && driver_->status().ok()) uv_run(&uv_, UV_RUN_ONCE);
     driver_.reset();  // Before the loop (uv_driver.h, "Lifetime").
     uv_run(&uv_, UV_RUN_NOWAIT);
-    while (!done()) (void)loop.Run();  // Only if the driver stopped.
+    FallBack(loop, done);
   }
 
  private:
@@ -82,6 +91,8 @@ class UvLoopDriver : public LoopDriver {
 };
 
 }  // namespace
+
+int HostDriverFallbacks() { return fallbacks.load(); }
 
 LoopDriverFactory AsioLoopDriverFactory() {
   return [] { return std::make_unique<AsioLoopDriver>(); };

@@ -20,7 +20,8 @@
 // requires. When `done()` holds it destroys its embed driver while the loop
 // is still alive (embed/asio_driver.h and uv_driver.h: driver before loop),
 // and the host itself when the `LoopDriver` goes. If the embed driver stops
-// (`status()` not OK) it falls back to `Loop::Run()`, never spinning.
+// (`status()` not OK) it falls back to `Loop::Run()`, never spinning, and
+// counts it in `HostDriverFallbacks()` (the test expects none).
 //
 // Cost: per host step, the host's poll plus the embed driver's re-arm.
 // Thread-safety: loop thread only, like every `LoopDriver`.
@@ -35,6 +36,9 @@ namespace fuzz {
 
 LoopDriverFactory AsioLoopDriverFactory();
 LoopDriverFactory UvLoopDriverFactory();
+
+// Loops whose embed driver stopped driving them (process-wide, any thread).
+int HostDriverFallbacks();
 
 }  // namespace fuzz
 }  // namespace ctxloop

@@ -21,7 +21,7 @@ namespace fuzz {
 namespace {
 
 constexpr size_t kOpsPerSeed = 200;
-constexpr uint64_t kSeeds = 12;
+constexpr uint64_t kSeeds = 30;
 
 enum class Host { kAsio, kLibuv };
 
@@ -34,8 +34,11 @@ class ModelHostsTest : public ::testing::TestWithParam<uint64_t> {
     options.all_driven = true;
     options.driver = host == Host::kAsio ? AsioLoopDriverFactory()
                                          : UvLoopDriverFactory();
+    const int fallbacks_before = HostDriverFallbacks();
     const ModelResult r =
         RunModel(BytesForSeed(GetParam(), 2 * kOpsPerSeed), options);
+    EXPECT_EQ(HostDriverFallbacks(), fallbacks_before)
+        << "a host driver stopped driving its loop";
     EXPECT_GE(r.ops, kOpsPerSeed);
     EXPECT_EQ(r.driven_loops, r.loops) << "every loop must be driven";
     const std::string name = host == Host::kAsio ? "asio" : "libuv";
