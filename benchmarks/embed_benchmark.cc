@@ -215,8 +215,8 @@ void CrossThread(benchmark::State& state, ctxloop::Loop& loop, Host& host) {
         static_cast<double>(loop.stats().wake_writes - wakes_before) * 1000.0 /
         items;
     state.counters["host_callbacks_per_1k"] =
-        static_cast<double>(host.host_callbacks() - callbacks_before) *
-        1000.0 / items;
+        static_cast<double>(host.host_callbacks() - callbacks_before) * 1000.0 /
+        items;
   }
 }
 

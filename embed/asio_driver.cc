@@ -28,9 +28,8 @@ absl::StatusOr<std::unique_ptr<AsioDriver>> AsioDriver::Create(
   boost::system::error_code ec;
   driver->fd_.assign(*fd, ec);  // Registers the fd with Asio's reactor.
   if (ec) {
-    return absl::InternalError(
-        absl::StrCat("AsioDriver: cannot watch the loop's backend fd: ",
-                     ec.message()));
+    return absl::InternalError(absl::StrCat(
+        "AsioDriver: cannot watch the loop's backend fd: ", ec.message()));
   }
   driver->Arm();
   return driver;
@@ -59,20 +58,20 @@ void AsioDriver::Arm() {
   if (!status_.ok()) return;
   if (!fd_waiting_) {
     fd_waiting_ = true;
-    fd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                   [link = link_](const boost::system::error_code& ec) {
-                     AsioDriver* self = link->driver;
-                     if (self == nullptr) return;  // Driver gone.
-                     self->fd_waiting_ = false;
-                     if (ec) {
-                       self->Fail(absl::InternalError(absl::StrCat(
-                           "AsioDriver: wait on the backend fd failed: ",
-                           ec.message())));
-                       return;
-                     }
-                     ++self->stats_.fd_wakeups;
-                     self->Drive();
-                   });
+    fd_.async_wait(
+        boost::asio::posix::stream_descriptor::wait_read,
+        [link = link_](const boost::system::error_code& ec) {
+          AsioDriver* self = link->driver;
+          if (self == nullptr) return;  // Driver gone.
+          self->fd_waiting_ = false;
+          if (ec) {
+            self->Fail(absl::InternalError(absl::StrCat(
+                "AsioDriver: wait on the backend fd failed: ", ec.message())));
+            return;
+          }
+          ++self->stats_.fd_wakeups;
+          self->Drive();
+        });
   }
   ArmTimer();
 }

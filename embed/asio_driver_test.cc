@@ -84,18 +84,19 @@ void RunFor(asio::io_context& io, absl::Duration d) {
 // after which it closes the connection once everything is written.
 class AsioServer {
  public:
-  using OnRequest = std::function<void(
-      const std::string&, std::function<void(std::string)>,
-      std::function<void()>)>;
+  using OnRequest =
+      std::function<void(const std::string&, std::function<void(std::string)>,
+                         std::function<void()>)>;
 
   AsioServer(asio::io_context& io, OnRequest on_request)
       : acceptor_(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
         socket_(io),
         on_request_(std::move(on_request)) {
-    acceptor_.async_accept(socket_, [this](const boost::system::error_code& ec) {
-      if (ec) return;
-      ReadLine();
-    });
+    acceptor_.async_accept(socket_,
+                           [this](const boost::system::error_code& ec) {
+                             if (ec) return;
+                             ReadLine();
+                           });
   }
 
   uint16_t port() const { return acceptor_.local_endpoint().port(); }
@@ -170,14 +171,15 @@ TEST(AsioDriverTest, HostSocketStreamTraceAndForeignFinishOnOneThread) {
   ASSERT_TRUE(driver.ok()) << driver.status();
   {
     Scenario scenario(loop);
-    AsioServer server(io, [&](const std::string& line,
-                              std::function<void(std::string)> write,
-                              std::function<void()> done) {
-      scenario.OnRequest(line, std::move(write), std::move(done));
-    });
+    AsioServer server(
+        io, [&](const std::string& line, std::function<void(std::string)> write,
+                std::function<void()> done) {
+          scenario.OnRequest(line, std::move(write), std::move(done));
+        });
     Client client(server.port(), embed_testing::kRequest);
-    ASSERT_TRUE(RunUntil(io, [&] { return scenario.Finished() && server.closed(); }))
-        << "the request did not finish";
+    ASSERT_TRUE(RunUntil(io, [&] {
+      return scenario.Finished() && server.closed();
+    })) << "the request did not finish";
     EXPECT_EQ(client.Join(), embed_testing::kReply);
     const int64_t host_tid = ThisTid();
     EXPECT_EQ(server.read_tid(), host_tid);
@@ -227,9 +229,9 @@ TEST(AsioDriverTest, HostThatStopsQueuesBoundedWorkAndCatchesUp) {
   bool local_ran = false;
   bool timer_ran = false;
   ASSERT_TRUE(Post(ctx, [&](ContextHandle) { local_ran = true; }).ok());
-  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(1),
-                          [&](ContextHandle) { timer_ran = true; })
-                  .ok());
+  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(1), [&](ContextHandle) {
+                timer_ran = true;
+              }).ok());
   int accepted = 0;
   int refused = 0;
   std::thread poster([&] {
@@ -252,8 +254,8 @@ TEST(AsioDriverTest, HostThatStopsQueuesBoundedWorkAndCatchesUp) {
   EXPECT_FALSE(timer_ran);
   EXPECT_EQ(loop.stats().foreign_refused_full, 2u);
 
-  ASSERT_TRUE(RunUntil(
-      io, [&] { return ran.load() == 4 && local_ran && timer_ran; }));
+  ASSERT_TRUE(
+      RunUntil(io, [&] { return ran.load() == 4 && local_ran && timer_ran; }));
   EXPECT_TRUE(driver->status().ok()) << driver->status();
 }
 
@@ -279,7 +281,8 @@ TEST(AsioDriverTest, BusyLoopInterleavesWithHostHandlers) {
     if (++host_handlers < 100) asio::post(io, host_work);
   };
   asio::post(io, host_work);
-  ASSERT_TRUE(RunUntil(io, [&] { return host_handlers >= 100 && spins > 100; }));
+  ASSERT_TRUE(
+      RunUntil(io, [&] { return host_handlers >= 100 && spins > 100; }));
   stop = true;
   ASSERT_TRUE(RunUntil(io, [&] { return true; }));
   // Each re-run came from the driver: a post to the host's queue (work
@@ -297,9 +300,9 @@ TEST(AsioDriverTest, LoopTimerWakesTheHost) {
   std::unique_ptr<AsioDriver> driver = *AsioDriver::Create(loop, io);
   const absl::Time start = absl::Now();
   absl::Time fired;
-  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(30),
-                          [&](ContextHandle) { fired = absl::Now(); })
-                  .ok());
+  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(30), [&](ContextHandle) {
+                fired = absl::Now();
+              }).ok());
   ASSERT_TRUE(RunUntil(io, [&] { return fired != absl::Time(); }));
   EXPECT_GE(fired - start, absl::Milliseconds(30));
 }
@@ -365,9 +368,9 @@ TEST(AsioDriverTest, DriverDestroyedInsideAHostHandler) {
   Loop loop;
   std::unique_ptr<AsioDriver> driver = *AsioDriver::Create(loop, io);
   // Work pending for the driver, so its handlers are queued when it goes.
-  ASSERT_TRUE(PostDelayed(loop.root(), absl::Milliseconds(1),
-                          [](ContextHandle) {})
-                  .ok());
+  ASSERT_TRUE(
+      PostDelayed(loop.root(), absl::Milliseconds(1), [](ContextHandle) {
+      }).ok());
   asio::post(io, [&] { driver.reset(); });
   RunFor(io, absl::Milliseconds(20));
   EXPECT_EQ(driver, nullptr);

@@ -78,8 +78,7 @@ UvDriver::~UvDriver() {
   uv_poll_stop(&handles_->poll);
   uv_timer_stop(&handles_->timer);
   uv_close(reinterpret_cast<uv_handle_t*>(&handles_->poll), &Handles::OnClose);
-  uv_close(reinterpret_cast<uv_handle_t*>(&handles_->timer),
-           &Handles::OnClose);
+  uv_close(reinterpret_cast<uv_handle_t*>(&handles_->timer), &Handles::OnClose);
 }
 
 void UvDriver::Ref(bool ref) {

@@ -125,7 +125,7 @@ class UvDriver {
   void Fail(absl::Status status);
 
   Loop& loop_;
-  Handles* handles_;  // Owned by libuv once closed.
+  Handles* handles_;              // Owned by libuv once closed.
   bool timer_immediate_ = false;  // The timer is set to zero (work left).
   absl::Status status_;
   HostDriverStats stats_;

@@ -64,9 +64,8 @@ class UvTimer {
   void Start(uint64_t ms, uint64_t repeat, std::function<void()> fn) {
     fn_ = std::move(fn);
     uv_timer_start(
-        &timer_,
-        [](uv_timer_t* t) { static_cast<UvTimer*>(t->data)->fn_(); }, ms,
-        repeat);
+        &timer_, [](uv_timer_t* t) { static_cast<UvTimer*>(t->data)->fn_(); },
+        ms, repeat);
   }
   void Stop() { uv_timer_stop(&timer_); }
 
@@ -104,9 +103,9 @@ void RunFor(uv_loop_t* uv, absl::Duration d) {
 // written.
 class UvServer {
  public:
-  using OnRequest = std::function<void(
-      const std::string&, std::function<void(std::string)>,
-      std::function<void()>)>;
+  using OnRequest =
+      std::function<void(const std::string&, std::function<void(std::string)>,
+                         std::function<void()>)>;
 
   UvServer(uv_loop_t* uv, OnRequest on_request)
       : uv_(uv), on_request_(std::move(on_request)) {
@@ -182,8 +181,8 @@ class UvServer {
 
   void Write(std::string s) {
     auto* w = new WriteReq{{}, std::move(s), this};
-    uv_buf_t buf = uv_buf_init(w->data.data(),
-                               static_cast<unsigned int>(w->data.size()));
+    uv_buf_t buf =
+        uv_buf_init(w->data.data(), static_cast<unsigned int>(w->data.size()));
     ++writes_in_flight_;
     if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&conn_), &buf, 1,
                  [](uv_write_t* req, int) {
@@ -283,9 +282,9 @@ TEST(UvDriverTest, HostThatStopsQueuesBoundedWorkAndCatchesUp) {
   bool local_ran = false;
   bool timer_ran = false;
   ASSERT_TRUE(Post(ctx, [&](ContextHandle) { local_ran = true; }).ok());
-  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(1),
-                          [&](ContextHandle) { timer_ran = true; })
-                  .ok());
+  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(1), [&](ContextHandle) {
+                timer_ran = true;
+              }).ok());
   int accepted = 0;
   int refused = 0;
   std::thread poster([&] {
@@ -308,9 +307,8 @@ TEST(UvDriverTest, HostThatStopsQueuesBoundedWorkAndCatchesUp) {
   EXPECT_FALSE(timer_ran);
   EXPECT_EQ(loop.stats().foreign_refused_full, 2u);
 
-  ASSERT_TRUE(RunUntil(uv.get(), [&] {
-    return ran.load() == 4 && local_ran && timer_ran;
-  }));
+  ASSERT_TRUE(RunUntil(
+      uv.get(), [&] { return ran.load() == 4 && local_ran && timer_ran; }));
   EXPECT_TRUE(driver->status().ok()) << driver->status();
 }
 
@@ -335,9 +333,8 @@ TEST(UvDriverTest, BusyLoopInterleavesWithHostCallbacks) {
   {
     UvTimer host_work(uv.get());
     host_work.Start(0, 1, [&] { ++host_callbacks; });
-    ASSERT_TRUE(RunUntil(uv.get(), [&] {
-      return host_callbacks >= 20 && spins > 100;
-    }));
+    ASSERT_TRUE(RunUntil(uv.get(),
+                         [&] { return host_callbacks >= 20 && spins > 100; }));
   }
   stop = true;
   RunFor(uv.get(), absl::Milliseconds(2));
@@ -355,9 +352,9 @@ TEST(UvDriverTest, LoopTimerWakesTheHost) {
   std::unique_ptr<UvDriver> driver = *UvDriver::Create(loop, uv.get());
   const absl::Time start = absl::Now();
   absl::Time fired;
-  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(30),
-                          [&](ContextHandle) { fired = absl::Now(); })
-                  .ok());
+  ASSERT_TRUE(PostDelayed(ctx, absl::Milliseconds(30), [&](ContextHandle) {
+                fired = absl::Now();
+              }).ok());
   ASSERT_TRUE(RunUntil(uv.get(), [&] { return fired != absl::Time(); }));
   EXPECT_GE(fired - start, absl::Milliseconds(30));
 }
@@ -439,9 +436,9 @@ TEST(UvDriverTest, DriverDestroyedInsideAHostCallback) {
   UvLoop uv;
   Loop loop;
   std::unique_ptr<UvDriver> driver = *UvDriver::Create(loop, uv.get());
-  ASSERT_TRUE(PostDelayed(loop.root(), absl::Milliseconds(1),
-                          [](ContextHandle) {})
-                  .ok());
+  ASSERT_TRUE(
+      PostDelayed(loop.root(), absl::Milliseconds(1), [](ContextHandle) {
+      }).ok());
   {
     UvTimer kill(uv.get());
     kill.Start(0, 0, [&] { driver.reset(); });

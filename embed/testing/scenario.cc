@@ -55,8 +55,8 @@ std::string RunClient(uint16_t port, const std::string& request) {
       } else if (n == 0) {
         break;
       } else if (errno != EINTR) {
-        reply = absl::StrCat("error: recv: ", std::strerror(errno),
-                             " after '", reply, "'");
+        reply = absl::StrCat("error: recv: ", std::strerror(errno), " after '",
+                             reply, "'");
         break;
       }
     }
@@ -88,7 +88,9 @@ Scenario::Scenario(Loop& loop)
   tracer_ = std::make_unique<Tracer>(std::move(options));
   request_ctx_ = *loop.NewContext("request");
   response_ctx_ = *loop.NewChildContext(request_ctx_, "response");
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair_), 0);
+  EXPECT_EQ(
+      socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair_),
+      0);
 }
 
 Scenario::~Scenario() {
@@ -106,15 +108,15 @@ void Scenario::OnRequest(const std::string& line,
   Tracer& tracer = *tracer_;
 
   // The fd watch, on the request's context.
-  absl::StatusOr<FdWatch> watch = loop_.WatchFd(
-      request_ctx_, pair_[0], FdEvents::kRead,
-      [this](ContextHandle ctx, FdEvents) {
-        char byte;
-        while (read(pair_[0], &byte, 1) == 1) {
-        }
-        EXPECT_EQ(ctx, request_ctx_);
-        fd_callback_tid_ = ThisTid();
-      });
+  absl::StatusOr<FdWatch> watch =
+      loop_.WatchFd(request_ctx_, pair_[0], FdEvents::kRead,
+                    [this](ContextHandle ctx, FdEvents) {
+                      char byte;
+                      while (read(pair_[0], &byte, 1) == 1) {
+                      }
+                      EXPECT_EQ(ctx, request_ctx_);
+                      fd_callback_tid_ = ThisTid();
+                    });
   ASSERT_TRUE(watch.ok()) << watch.status();
   watch_ = *std::move(watch);
 
@@ -157,25 +159,25 @@ void Scenario::OnRequest(const std::string& line,
       *tracer.StartSpan(request_ctx_, "offloaded work", span_options);
   const ContextHandle request_ctx = request_ctx_;
   const int wake_fd = pair_[1];
-  worker_ = std::thread([this, line, request_ctx, wake_fd,
-                         writer = std::move(writer),
-                         span = std::move(span)]() mutable {
-    worker_tid_ = ThisTid();
-    EXPECT_TRUE(writer.Emit(std::string("echo ")).ok());
-    EXPECT_TRUE(writer.Emit(std::string(line)).ok());
-    EXPECT_TRUE(span.Finish().ok());  // From a plain thread: runs at home.
-    const char byte = 1;
-    EXPECT_EQ(::write(wake_fd, &byte, 1), 1);
-    absl::StatusOr<DelayedTaskHandle> timer = PostDelayed(
-        request_ctx, absl::Milliseconds(2),
-        [this, writer = std::move(writer)](ContextHandle ctx) mutable {
-          EXPECT_EQ(ctx, request_ctx_);
-          timer_tid_ = ThisTid();
-          EXPECT_TRUE(writer.Emit(std::string("bye\n")).ok());
-          EXPECT_TRUE(writer.Complete().ok());
-        });
-    EXPECT_TRUE(timer.ok()) << timer.status();
-  });
+  worker_ =
+      std::thread([this, line, request_ctx, wake_fd, writer = std::move(writer),
+                   span = std::move(span)]() mutable {
+        worker_tid_ = ThisTid();
+        EXPECT_TRUE(writer.Emit(std::string("echo ")).ok());
+        EXPECT_TRUE(writer.Emit(std::string(line)).ok());
+        EXPECT_TRUE(span.Finish().ok());  // From a plain thread: runs at home.
+        const char byte = 1;
+        EXPECT_EQ(::write(wake_fd, &byte, 1), 1);
+        absl::StatusOr<DelayedTaskHandle> timer = PostDelayed(
+            request_ctx, absl::Milliseconds(2),
+            [this, writer = std::move(writer)](ContextHandle ctx) mutable {
+              EXPECT_EQ(ctx, request_ctx_);
+              timer_tid_ = ThisTid();
+              EXPECT_TRUE(writer.Emit(std::string("bye\n")).ok());
+              EXPECT_TRUE(writer.Complete().ok());
+            });
+        EXPECT_TRUE(timer.ok()) << timer.status();
+      });
 }
 
 bool Scenario::Finished() const {

@@ -32,8 +32,8 @@ class ModelHostsTest : public ::testing::TestWithParam<uint64_t> {
     options.max_ops = kOpsPerSeed;
     options.watchdog_seconds = 30;  // A hang aborts, naming its phase.
     options.all_driven = true;
-    options.driver = host == Host::kAsio ? AsioLoopDriverFactory()
-                                         : UvLoopDriverFactory();
+    options.driver =
+        host == Host::kAsio ? AsioLoopDriverFactory() : UvLoopDriverFactory();
     const int fallbacks_before = HostDriverFallbacks();
     const ModelResult r =
         RunModel(BytesForSeed(GetParam(), 2 * kOpsPerSeed), options);
@@ -42,8 +42,7 @@ class ModelHostsTest : public ::testing::TestWithParam<uint64_t> {
     EXPECT_GE(r.ops, kOpsPerSeed);
     EXPECT_EQ(r.driven_loops, r.loops) << "every loop must be driven";
     const std::string name = host == Host::kAsio ? "asio" : "libuv";
-    EXPECT_EQ(r.coverage.count("loop driven by " + name), 1u)
-        << r.Summary();
+    EXPECT_EQ(r.coverage.count("loop driven by " + name), 1u) << r.Summary();
     EXPECT_TRUE(r.ok()) << name << " seed " << GetParam() << ": "
                         << r.Summary();
     std::printf("%s seed %llu: %s\n", name.c_str(),
