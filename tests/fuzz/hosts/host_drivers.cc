@@ -77,10 +77,26 @@ class UvLoopDriver : public LoopDriver {
 
   void RunUntil(Loop& loop, const std::function<bool()>& done) override {
     // One libuv iteration at a time: `done()` turns true inside a loop
-    // task, that is inside one of the driver's callbacks.
+    // task, that is inside one of the driver's callbacks. That may be its
+    // timer, which libuv runs before it polls: so `done()` is checked again
+    // right before each poll (a prepare handle), and `uv_stop` keeps libuv
+    // from sleeping once it holds (else uv_run(UV_RUN_ONCE) would sleep in
+    // epoll with nothing left to wake it).
+    uv_prepare_t before_poll;
+    uv_prepare_init(&uv_, &before_poll);
+    struct Check {
+      const std::function<bool()>* done;
+      uv_loop_t* uv;
+    } check{&done, &uv_};
+    before_poll.data = &check;
+    uv_prepare_start(&before_poll, [](uv_prepare_t* p) {
+      auto* c = static_cast<Check*>(p->data);
+      if ((*c->done)()) uv_stop(c->uv);
+    });
     while (!done() && driver_->status().ok()) uv_run(&uv_, UV_RUN_ONCE);
-    driver_.reset();  // Before the loop (uv_driver.h, "Lifetime").
-    uv_run(&uv_, UV_RUN_NOWAIT);
+    uv_close(reinterpret_cast<uv_handle_t*>(&before_poll), nullptr);
+    driver_.reset();              // Before the loop (uv_driver.h, "Lifetime").
+    uv_run(&uv_, UV_RUN_NOWAIT);  // Both close callbacks run here.
     FallBack(loop, done);
   }
 
