@@ -19,6 +19,12 @@
 #     Builds <name>.cc of the package against GoogleTest's main and registers
 #     it with CTest as "<package>/<name>" (Bazel: //<package>:<name>).
 #
+#   ctxloop_files_not_built(<files...>)
+#     Records files of the package that this configuration does not build
+#     (a library and its test that need an optional dependency not found,
+#     e.g. embed/'s Asio and libuv drivers), so the list check still knows
+#     them.
+#
 # Every file named here is recorded; CMakeLists.txt checks that no .cc/.h of
 # a package is left out (test cmake_lists_complete), so a file added for
 # Bazel only cannot go unnoticed.
@@ -119,4 +125,8 @@ function(ctxloop_test name)
     ENVIRONMENT "TEST_TMPDIR=${tmp}"
     TIMEOUT 60
     LABELS "${pkg}")
+endfunction()
+
+function(ctxloop_files_not_built)
+  _ctxloop_record_files(${ARGN})
 endfunction()
