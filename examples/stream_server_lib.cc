@@ -43,6 +43,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "ctxloop/trace/propagation.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -50,6 +51,20 @@
 namespace ctxloop {
 namespace examples {
 namespace {
+
+// `LoopThread::Invoke` for the server's own steps (start, shutdown), which
+// must not be skipped because the loop is full: a refusal for
+// `max_pending_foreign` (other threads' posts, or the previous Invoke, whose
+// release the loop makes only after `fn` returned) waits for room and tries
+// again. `fn` is copied for each attempt. Any other refusal is returned.
+template <typename F>
+absl::Status InvokeWaitingForRoom(LoopThread& thread, const F& fn) {
+  while (true) {
+    absl::Status s = thread.Invoke(fn);
+    if (!absl::IsResourceExhausted(s)) return s;
+    (void)WaitForRoom(thread.root(), absl::Now() + absl::Seconds(1));
+  }
+}
 
 // Appends `text` to `out` as a quoted JSON string, escaped by RapidJSON's
 // writer (UTF-8 validated; invalid input becomes "" rather than bad JSON).
@@ -467,13 +482,13 @@ void StreamServer::Shutdown() {
   }
   if (http_loop_thread_ != nullptr) {
     // 1. Stop accepting; cancel live streams (their sinks end the replies).
-    (void)http_loop_thread_->Invoke(
-        [this](Loop&) { BeginShutdownOnHttpLoop(); });
+    (void)InvokeWaitingForRoom(*http_loop_thread_,
+                               [this](Loop&) { BeginShutdownOnHttpLoop(); });
     // 2. Let the cancellations travel: sinks on loop 1, agents on loop 2,
     //    trace finishes back on the A contexts.
     (void)WaitForIdle(options_.shutdown_grace);
     // 3. Free the HTTP server on its loop (idle keep-alive connections too).
-    (void)http_loop_thread_->Invoke([this](Loop&) {
+    (void)InvokeWaitingForRoom(*http_loop_thread_, [this](Loop&) {
       if (http_ != nullptr) evhttp_free(http_);  // Closes every connection.
       http_ = nullptr;
       AdoptConnections();  // Drops the references still held.
@@ -483,7 +498,8 @@ void StreamServer::Shutdown() {
   }
   // 4. Agents still running after the grace period are failed.
   if (agent_loop_thread_ != nullptr) {
-    (void)agent_loop_thread_->Invoke([this](Loop&) { AbortAgents(); });
+    (void)InvokeWaitingForRoom(*agent_loop_thread_,
+                               [this](Loop&) { AbortAgents(); });
     agent_loop_thread_->Join();
   }
   // 5. Join loop 1; its drain runs the trace finishes still queued for A.
