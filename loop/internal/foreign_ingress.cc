@@ -82,7 +82,8 @@ void PushAll(IngressNode* first) {
 }
 
 // One batch from the pool (a chain; its size in `*got`), or null.
-IngressNode* PoolPopBatch(size_t* got) {
+// Inline: on the refill path (once per 64 posts), a call costs a tenth of it.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline IngressNode* PoolPopBatch(size_t* got) {
   MutexLock lock(&g_pool->mu);
   IngressNode* b = g_pool->batches;
   if (b == nullptr) return nullptr;
@@ -114,7 +115,7 @@ IngressNode* SlabOf(IngressNode* n) { return n - n->slab_index; }
 IngressNode* NewNodes(size_t count) {
   IngressNode* chain = nullptr;
   for (size_t s = 0; s < count / kIngressSlabNodes; ++s) {
-    NodeSlab* slab = new NodeSlab();
+    NodeSlab* slab = new NodeSlab;  // Every field has its initializer.
     for (size_t i = kIngressSlabNodes; i-- > 0;) {
       IngressNode* n = &slab->nodes[i];
       n->slab_index = static_cast<uint8_t>(i);
