@@ -128,7 +128,12 @@ class PayloadTask {
 // LoopStats, and once the backlog drained and glibc is asked to give free
 // pages back (malloc_trim: the loop freed every task and the node pool is
 // under its bound, but glibc keeps freed chunks in its arenas until told),
-// the resident set is back within 4 MiB of its level before the burst.
+// the resident set is back within 8 MiB of its level before the burst (half
+// the backlog's bound; measured: 1.6 to 6 MiB). What stays: the node pool's
+// free nodes (the most that were in flight, about 7,000 here, 0.9 MiB, under
+// the pool's trim bound of 16,384, so kept for the next burst), and pages of
+// the producers' malloc arenas that glibc cannot give back because a live
+// chunk shares them.
 TEST(OverloadRssTest, ResidentSetStaysUnderTheBoundAndComesBack) {
   constexpr int64_t kBound = 4096;
   constexpr int kProducers = 3;
@@ -137,7 +142,7 @@ TEST(OverloadRssTest, ResidentSetStaysUnderTheBoundAndComesBack) {
       kBound * static_cast<int64_t>(PayloadTask::kPayloadBytes +
                                     sizeof(loop_internal::IngressNode));
   constexpr int64_t kAllowance = 24 * kMiB;
-  constexpr int64_t kReturnSlack = 4 * kMiB;
+  constexpr int64_t kReturnSlack = 8 * kMiB;
 
   Loop::Options options;
   options.max_pending_foreign = kBound;
@@ -227,13 +232,16 @@ TEST(OverloadRssTest, ResidentSetStaysUnderTheBoundAndComesBack) {
       << (rss_peak.load() - rss_before) / kMiB << " MiB)";
   std::printf(
       "overload: accepted %lld, refused %lld; resident before %lld KiB, "
-      "peak +%lld KiB (limit +%lld KiB), after drain +%lld KiB\n",
+      "peak +%lld KiB (limit +%lld KiB), after drain +%lld KiB; ingress "
+      "nodes allocated %lld\n",
       static_cast<long long>(accepted.load()),
       static_cast<long long>(refused.load()),
       static_cast<long long>(rss_before / 1024),
       static_cast<long long>((rss_peak.load() - rss_before) / 1024),
       static_cast<long long>((rss_limit - rss_before) / 1024),
-      static_cast<long long>((rss_after - rss_before) / 1024));
+      static_cast<long long>((rss_after - rss_before) / 1024),
+      static_cast<long long>(
+          loop_internal::IngressPoolStatsForTesting().nodes_live));
 }
 
 }  // namespace
