@@ -476,7 +476,10 @@ void BM_Libuv_OwnQueueIdle(benchmark::State& state) {
 // ctxloop: the producer calls `Post` (registry pin, lock-free push onto the
 // foreign ingress, eventfd write only if the loop had armed it); the loop runs
 // in `Run()` until the last task calls `Stop()`.
-void BM_Ctxloop_PostCrossThread(benchmark::State& state) {
+// The body of W2 with the post made by `post` (Post, or PostNeverFull, which
+// skips the bound on pending cross-thread work).
+template <typename PostFn>
+void CtxloopPostCrossThread(benchmark::State& state, PostFn post) {
   state.SetLabel("post_cross_thread");
   CrossThreadSetup setup;
   ctxloop::Loop loop;
@@ -492,7 +495,7 @@ void BM_Ctxloop_PostCrossThread(benchmark::State& state) {
     sink.ran = 0;
     setup.producer.Start([&] {
       for (int i = 0; i < kCrossThreadBatch; ++i) {
-        absl::Status s = ctxloop::Post(ctx, [&sink](ctxloop::ContextHandle) {
+        absl::Status s = post(ctx, [&sink](ctxloop::ContextHandle) {
           if (++sink.ran == kCrossThreadBatch) sink.loop->Stop();
         });
         if (!s.ok()) {
@@ -513,6 +516,24 @@ void BM_Ctxloop_PostCrossThread(benchmark::State& state) {
   ReportItems(state, kCrossThreadBatch, allocs);
   ReportWakeups(state,
                 static_cast<int64_t>(loop.stats().wake_writes - wakes_before));
+}
+
+void BM_Ctxloop_PostCrossThread(benchmark::State& state) {
+  CtxloopPostCrossThread(state, [](ctxloop::ContextHandle ctx, auto&& f) {
+    return ctxloop::Post(ctx, std::forward<decltype(f)>(f));
+  });
+}
+
+// W2 without the bound check (Loop::Options::max_pending_foreign): the same
+// posts through `loop_internal::PostNeverFull`, which takes no reservation.
+// Its ratio to BM_Ctxloop_PostCrossThread in the same run is what the bound
+// costs a cross-thread post (one compare-and-swap on the producer, one
+// release per 64 tasks run on the loop).
+void BM_Ctxloop_PostCrossThreadNoBound(benchmark::State& state) {
+  CtxloopPostCrossThread(state, [](ctxloop::ContextHandle ctx, auto&& f) {
+    return ctxloop::loop_internal::PostNeverFull(ctx,
+                                                 std::forward<decltype(f)>(f));
+  });
 }
 
 // A mutex-guarded queue that a foreign thread appends to, and the loop thread
@@ -1261,6 +1282,7 @@ BENCHMARK(BM_Ctxloop_PostRun_SameThread_Capture3)->UseRealTime();
 BENCHMARK(BM_VectorAnyInvocable_Capture3)->UseRealTime();
 
 BENCHMARK(BM_Ctxloop_PostCrossThread)->UseRealTime();
+BENCHMARK(BM_Ctxloop_PostCrossThreadNoBound)->UseRealTime();
 BENCHMARK(BM_RawLibevent_CrossThreadEventfd)->UseRealTime();
 BENCHMARK(BM_Asio_PostCrossThread)->UseRealTime();
 BENCHMARK(BM_Libuv_CrossThreadAsync)->UseRealTime();

@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -42,6 +43,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "ctxloop/trace/propagation.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -49,6 +51,20 @@
 namespace ctxloop {
 namespace examples {
 namespace {
+
+// `LoopThread::Invoke` for the server's own steps (start, shutdown), which
+// must not be skipped because the loop is full: a refusal for
+// `max_pending_foreign` (other threads' posts, or the previous Invoke, whose
+// release the loop makes only after `fn` returned) waits for room and tries
+// again. `fn` is copied for each attempt. Any other refusal is returned.
+template <typename F>
+absl::Status InvokeWaitingForRoom(LoopThread& thread, const F& fn) {
+  while (true) {
+    absl::Status s = thread.Invoke(fn);
+    if (!absl::IsResourceExhausted(s)) return s;
+    (void)WaitForRoom(thread.root(), absl::Now() + absl::Seconds(1));
+  }
+}
 
 // Appends `text` to `out` as a quoted JSON string, escaped by RapidJSON's
 // writer (UTF-8 validated; invalid input becomes "" rather than bad JSON).
@@ -275,6 +291,8 @@ struct StreamServer::AgentHalf {
   ContextHandle agent_ctx;
   uint64_t events_emitted = 0;
   uint64_t refused_full = 0;
+  uint64_t refused_loop_full = 0;
+  uint64_t loop_full_retries = 0;
   bool producer_completed = false;
   bool producer_saw_closed = false;
   absl::Status producer_closed_status;
@@ -294,6 +312,13 @@ struct StreamServer::Agent {
   bool delay_elapsed = false;         // The step's simulated work is done.
   SpanScope step;                     // The step's span, while open.
   std::optional<DelayedTaskHandle> timer;
+  // After an emit refused because the sink's loop was full (no on_writable
+  // follows that): the retry timer, and the back-off it waited (doubling
+  // from kLoopFullBackoffMin to kLoopFullBackoffMax; zero after an emit
+  // went through).
+  std::optional<DelayedTaskHandle> retry_timer;
+  absl::Duration loop_full_backoff;
+  uint64_t loop_full_seen = 0;  // `refused_loop_full` already acted on.
   bool stopped = false;  // The stream refused with kCancelled; await on_closed.
   std::shared_ptr<FlowGate> gate;
   bool waiting_gate = false;  // Returned because the gate was closed.
@@ -351,7 +376,14 @@ absl::StatusOr<std::unique_ptr<StreamServer>> StreamServer::Start(
 }
 
 absl::Status StreamServer::Init() {
-  http_loop_thread_ = std::make_unique<LoopThread>();
+  Loop::Options http_loop_options;
+  if (options_.http_loop_max_pending_foreign > 0) {
+    http_loop_options.max_pending_foreign =
+        options_.http_loop_max_pending_foreign;
+  }
+  http_loop_thread_ =
+      std::make_unique<LoopThread>(std::move(http_loop_options));
+  http_root_ = http_loop_thread_->root();
   agent_loop_thread_ = std::make_unique<LoopThread>();
   // The agent loop first: requests may arrive as soon as we listen.
   absl::Status invoked = agent_loop_thread_->Invoke([&](Loop& loop) {
@@ -436,6 +468,8 @@ StreamServer::~StreamServer() {
   runs_.clear();
 }
 
+ContextHandle StreamServer::http_loop_root() const { return http_root_; }
+
 std::string StreamServer::url() const {
   return absl::StrCat("http://", options_.host, ":", port_);
 }
@@ -448,13 +482,13 @@ void StreamServer::Shutdown() {
   }
   if (http_loop_thread_ != nullptr) {
     // 1. Stop accepting; cancel live streams (their sinks end the replies).
-    (void)http_loop_thread_->Invoke(
-        [this](Loop&) { BeginShutdownOnHttpLoop(); });
+    (void)InvokeWaitingForRoom(*http_loop_thread_,
+                               [this](Loop&) { BeginShutdownOnHttpLoop(); });
     // 2. Let the cancellations travel: sinks on loop 1, agents on loop 2,
     //    trace finishes back on the A contexts.
     (void)WaitForIdle(options_.shutdown_grace);
     // 3. Free the HTTP server on its loop (idle keep-alive connections too).
-    (void)http_loop_thread_->Invoke([this](Loop&) {
+    (void)InvokeWaitingForRoom(*http_loop_thread_, [this](Loop&) {
       if (http_ != nullptr) evhttp_free(http_);  // Closes every connection.
       http_ = nullptr;
       AdoptConnections();  // Drops the references still held.
@@ -464,7 +498,8 @@ void StreamServer::Shutdown() {
   }
   // 4. Agents still running after the grace period are failed.
   if (agent_loop_thread_ != nullptr) {
-    (void)agent_loop_thread_->Invoke([this](Loop&) { AbortAgents(); });
+    (void)InvokeWaitingForRoom(*agent_loop_thread_,
+                               [this](Loop&) { AbortAgents(); });
     agent_loop_thread_->Join();
   }
   // 5. Join loop 1; its drain runs the trace finishes still queued for A.
@@ -1299,6 +1334,10 @@ void StreamServer::Pump(uint64_t id) {
   Agent* a = FindAgent(id);
   if (a == nullptr || a->stopped) return;
   a->waiting_gate = false;  // Whoever resumed us, a later ResumeAgent is moot.
+  if (a->retry_timer.has_value()) {  // Likewise a pending loop-full retry.
+    (void)Cancel(*a->retry_timer);
+    a->retry_timer.reset();
+  }
   int burst = 0;
   while (true) {
     if (a->next == a->total) {
@@ -1343,7 +1382,17 @@ void StreamServer::Pump(uint64_t id) {
       return;
     }
     absl::Status s = a->writer.Emit(std::move(*a->pending));
-    if (absl::IsResourceExhausted(s)) return;  // Kept; on_writable resumes.
+    if (absl::IsResourceExhausted(s)) {
+      // Kept. A full stream calls on_writable once it drained; a full sink
+      // loop calls nothing: retry on a timer.
+      const uint64_t loop_full = a->writer.counters().refused_loop_full;
+      if (loop_full != a->loop_full_seen) {
+        a->loop_full_seen = loop_full;
+        RetryAfterLoopFull(*a);
+      }
+      return;
+    }
+    a->loop_full_backoff = absl::ZeroDuration();
     if (!s.ok()) {
       // kCancelled: the consumer ended the stream; on_closed is on its way.
       if (a->step.recording()) {
@@ -1365,6 +1414,24 @@ void StreamServer::Pump(uint64_t id) {
   }
 }
 
+void StreamServer::RetryAfterLoopFull(Agent& a) {
+  a.loop_full_backoff =
+      a.loop_full_backoff <= absl::ZeroDuration()
+          ? kLoopFullBackoffMin
+          : std::min(a.loop_full_backoff * 2, kLoopFullBackoffMax);
+  ++a.half.loop_full_retries;
+  const uint64_t id = a.id;
+  absl::StatusOr<DelayedTaskHandle> t =
+      PostDelayed(a.ctx, a.loop_full_backoff, [this, id](ContextHandle) {
+        if (Agent* agent = FindAgent(id)) {
+          agent->retry_timer.reset();
+          Pump(id);
+        }
+      });
+  // Not ok: loop 2 is going away; AbortAgents ends the run.
+  if (t.ok()) a.retry_timer = *t;
+}
+
 // On C, posted by loop 1 after it opened the gate.
 void StreamServer::ResumeAgent(uint64_t id) {
   Agent* a = FindAgent(id);
@@ -1382,6 +1449,10 @@ void StreamServer::OnAgentClosed(uint64_t id, const absl::Status& status) {
     (void)Cancel(*a->timer);
     a->timer.reset();
   }
+  if (a->retry_timer.has_value()) {
+    (void)Cancel(*a->retry_timer);
+    a->retry_timer.reset();
+  }
   if (a->step.recording()) {
     (void)a->step.SetError("consumer went away", status.ToString());
     (void)a->step.Finish(a->ctx);
@@ -1395,6 +1466,7 @@ void StreamServer::FinalizeAgent(Agent& agent) {
   AgentHalf half = agent.half;
   half.events_emitted = counters.emitted;
   half.refused_full = counters.refused_full;
+  half.refused_loop_full = counters.refused_loop_full;
   const ContextHandle c = agent.ctx;
   agents_.erase(id);  // The writer: ended, so destroying it is a no-op.
   (void)DestroyContext(c);
@@ -1408,6 +1480,8 @@ void StreamServer::AbortAgents() {
     Agent* a = FindAgent(id);
     if (a->timer.has_value()) (void)Cancel(*a->timer);
     a->timer.reset();
+    if (a->retry_timer.has_value()) (void)Cancel(*a->retry_timer);
+    a->retry_timer.reset();
     if (a->step.recording()) {
       (void)a->step.SetError("server shutting down");
       (void)a->step.Finish(a->ctx);
@@ -1453,6 +1527,8 @@ void StreamServer::FinishAgentHalf(uint64_t id, const AgentHalf& half) {
   r.agent_ctx = half.agent_ctx;
   r.events_emitted = half.events_emitted;
   r.refused_full = half.refused_full;
+  r.refused_loop_full = half.refused_loop_full;
+  r.loop_full_retries = half.loop_full_retries;
   r.producer_completed = half.producer_completed;
   r.producer_saw_closed = half.producer_saw_closed;
   r.producer_closed_status = half.producer_closed_status;

@@ -40,6 +40,8 @@
 //   3. Loop 2, on C: N steps, each a span "agent step" under the stream's
 //      trace (`writer.trace_parent()`) lasting `delay` (`PostDelayed`), then
 //      an `Emit`. A refused emit (backpressure) waits for `on_writable`;
+//      one refused because loop 1 is full (no `on_writable` follows that)
+//      is retried on a back-off timer (1 ms doubling to 64 ms);
 //      `on_closed` (the consumer went away) stops the agent. Then `Complete`.
 //   4. Loop 1, on B: the sink writes each event as one chunk
 //      `data: {"index":i,"text":"token i"}`, each write a span "write event"
@@ -166,9 +168,14 @@ struct RunReport {
   bool trace_reset_on_origin = false;
 
   // Agent half, loop 2.
-  ContextHandle agent_ctx;           // C: the producer's context.
-  uint64_t events_emitted = 0;       // Accepted by the stream.
-  uint64_t refused_full = 0;         // Emits refused by backpressure.
+  ContextHandle agent_ctx;      // C: the producer's context.
+  uint64_t events_emitted = 0;  // Accepted by the stream.
+  uint64_t refused_full = 0;    // Emits refused by backpressure.
+  // Emits refused because loop 1 held its most pending cross-thread posts
+  // (`Options::http_loop_max_pending_foreign`), and the retries the agent
+  // made for them on a back-off timer (no on_writable follows those).
+  uint64_t refused_loop_full = 0;
+  uint64_t loop_full_retries = 0;
   bool producer_completed = false;   // Emitted all N, then `Complete()`.
   bool producer_saw_closed = false;  // `on_closed` ran on C.
   absl::Status producer_closed_status;
@@ -237,6 +244,13 @@ class StreamServer {
     // this long; errors are logged at most once per `accept_log_interval`.
     absl::Duration accept_backoff = absl::Milliseconds(250);
     absl::Duration accept_log_interval = absl::Seconds(10);
+    // Loop 1's bound on pending cross-thread posts
+    // (`Loop::Options::max_pending_foreign`); 0 keeps the loop's default.
+    // When an agent's emit is refused because loop 1 is full, the agent
+    // retries on a timer: after 1 ms, then doubling up to 64 ms per retry
+    // (`kLoopFullBackoffMin`/`Max`), until the emit goes through or the run
+    // ends.
+    int64_t http_loop_max_pending_foreign = 0;
     // Reports kept for `finished_runs()` (oldest dropped first).
     size_t max_reports = 4096;
     // How long `Shutdown` lets cancelled runs wind down before it frees the
@@ -259,6 +273,9 @@ class StreamServer {
   // (chunk framing included), and the largest final chunk.
   static constexpr size_t kMaxEventBytes = 128;
   static constexpr size_t kMaxFinalChunkBytes = 512;
+  // The agent's back-off after an emit refused for a full loop 1.
+  static constexpr absl::Duration kLoopFullBackoffMin = absl::Milliseconds(1);
+  static constexpr absl::Duration kLoopFullBackoffMax = absl::Milliseconds(64);
   // Output bytes one streaming connection holds at most (see "Bounds").
   static size_t MaxOutputBytesPerConnection(const Options& options);
   // ... and all of them together.
@@ -291,6 +308,10 @@ class StreamServer {
   // The reports of finished runs, oldest first.
   std::vector<RunReport> finished_runs() const;
   ServerStats stats() const;
+
+  // Loop 1's root context, for work a host (or a test) posts to the HTTP
+  // loop. Any thread; valid until `Shutdown`.
+  ContextHandle http_loop_root() const;
 
   // Linux thread ids of loop 1 (HTTP) and loop 2 (agent).
   int64_t http_thread_id() const { return http_tid_; }
@@ -352,6 +373,7 @@ class StreamServer {
   // Loop 2.
   void StartAgent(AgentStart start);
   void Pump(uint64_t id);
+  void RetryAfterLoopFull(Agent& agent);
   void ResumeAgent(uint64_t id);
   void OnAgentClosed(uint64_t id, const absl::Status& status);
   void FinalizeAgent(Agent& agent);
@@ -368,6 +390,7 @@ class StreamServer {
   Tracer* const tracer_;
   int port_ = 0;
   int64_t http_tid_ = 0;
+  ContextHandle http_root_;  // Set in Init, then read-only.
   int64_t agent_tid_ = 0;
 
   std::unique_ptr<LoopThread> http_loop_thread_;

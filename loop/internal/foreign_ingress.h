@@ -38,9 +38,10 @@
 //    that takes it).
 //
 // Cost: a push is one node from a per-thread cache (refilled from the global
-// pool a batch at a time, under the pool's mutex; a batch of new nodes when
-// the pool is empty, so no allocation per post once the pool holds the most
-// nodes in flight), the task moved into it, and one compare-and-swap. A
+// pool a batch at a time, under the pool's mutex; new nodes, one slab of 64
+// adjacent nodes, when the pool is empty, so no allocation per post once the
+// pool holds the most nodes in flight), the task moved into it, and one
+// compare-and-swap. A
 // take is one exchange plus one pass over the list; the consumer returns the
 // nodes of a finished segment to the pool under its mutex, once per segment.
 //
@@ -58,7 +59,14 @@
 //    rest, once the pool has been quiet (no thread drew a batch) for
 //    `kPoolTrimIntervalNs` (1 s): a one-shot timer of that loop checks, and
 //    checks again a second later while draws go on, so memory returns about
-//    a second after the last burst even if the loop then sleeps. Nodes that
+//    a second after the last burst even if the loop then sleeps. Nodes are
+//    allocated and deleted in slabs of `kIngressSlabNodes` (64 nodes, 8 KiB,
+//    adjacent in memory: what producers fill and the loop runs one after the
+//    other shares pages and cache-line pairs), and the trim deletes a slab
+//    only when all its nodes are free in the pool: a node in use (in flight,
+//    in a thread cache, kept forever) keeps the other 63 of its slab, so
+//    after a trim the pool holds at most `kPoolMaxFreeNodes` free nodes plus
+//    63 per node in use. Nodes that
 //    ever carried a foreign delayed task are never deleted (a
 //    `DelayedTaskHandle` names its node and may compare its claim at any later
 //    time): they are kept in the pool beyond that bound and reused, so they
@@ -113,6 +121,9 @@ struct alignas(64) IngressNode {
   // reservation); the loop releases it when the node leaves the ingress's
   // accounting (a task run or dropped, a delayed task made a timer).
   bool counted = false;
+  // Its place in the slab of nodes allocated with it (set once, at
+  // allocation; see kIngressSlabNodes).
+  uint8_t slab_index = 0;
   // kDelayed, loop thread only: the slab node of its timer once inserted,
   // else ~0.
   uint32_t timer_index = ~uint32_t{0};
@@ -156,6 +167,9 @@ uint64_t NewForeignTimerId();
 inline constexpr size_t kIngressNodeBatch = 64;
 inline constexpr size_t kThreadCacheMaxNodes = 256;
 inline constexpr size_t kPoolMaxFreeNodes = 16384;
+// Nodes are allocated in slabs of this many (8 KiB), adjacent in memory, and
+// deleted a whole slab at a time.
+inline constexpr size_t kIngressSlabNodes = 64;
 
 // A thread's private stack of free nodes (at most kThreadCacheMaxNodes).
 // Constant-initialized and trivially destructible, so it stays usable for

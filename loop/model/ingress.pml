@@ -106,7 +106,7 @@
  *    own (no ABA: the loop takes the whole list, a pusher only writes its
  *    own node before its CAS, and a successful CAS links in front of
  *    exactly the value it compared), so reuse cannot change an outcome;
- *    the pool's own Treiber stack is the same push + take-all shape.
+ *    the pool is a stack under a mutex, outside this protocol.
  *  - Delayed posts, cancels and fd-watch stops push nodes the same way
  *    (same P1-P7); their loop-side handling (timers, claims) is not here.
  *  - The accept table of other contexts, local (same-thread) posts, the

@@ -10,6 +10,7 @@
 // shutting down -- it is exported exactly once, its finish having run on A,
 // on loop 1's thread.
 
+#include <atomic>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "ctxloop/examples/stream_server_lib.h"
+#include "ctxloop/loop/loop.h"
 #include "ctxloop/tests/e2e/sse_test_client.h"
 #include "ctxloop/trace/in_memory_exporter.h"
 #include "ctxloop/trace/propagation.h"
@@ -379,6 +381,74 @@ TEST_F(StreamServerE2ETest, BackpressureKeepsEveryEventInOrder) {
   const std::map<std::string, TraceData> traces = TracesById();
   ASSERT_EQ(traces.size(), 1u);
   ExpectFinishedOnOrigin(traces.begin()->second, runs[0]);
+}
+
+// Loop 1 (the sink's loop) allows one pending cross-thread post, and the
+// test holds it full for 300 ms in the middle of a run: the agent's emits
+// are refused with kResourceExhausted for a full loop, and no on_writable
+// follows those, so the agent retries on its back-off timer; once loop 1 has
+// room the run completes with every event in order. Without the retry the
+// run stalls for good and the client's read times out.
+TEST_F(StreamServerE2ETest, AgentRetriesAfterTheSinkLoopWasFull) {
+  StreamServer::Options options;
+  options.http_loop_max_pending_foreign = 1;
+  StartServer(std::move(options));
+  constexpr int kEvents = 8;
+  absl::StatusOr<std::unique_ptr<SseTestClient>> c =
+      SseTestClient::Connect(port(), /*io_timeout=*/absl::Seconds(5));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->SendRequest("GET", "/run?events=8&delay_ms=20").ok());
+  absl::StatusOr<HttpHead> head = (*c)->ReadHead();
+  ASSERT_TRUE(head.ok()) << head.status();
+  ASSERT_EQ(head->status, 200);
+  std::vector<SseEvent> events;
+  absl::StatusOr<std::optional<SseEvent>> first = (*c)->NextEvent();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_value());
+  events.push_back(**first);
+
+  // Fill loop 1: a cross-thread post counts as pending until the loop has
+  // run it, so while it blocks the loop holds its one allowed post. (A
+  // delivery of the stream may hold it for a moment: wait for room.)
+  std::atomic<bool> unblock{false};
+  std::atomic<bool> blocking{false};
+  const ContextHandle loop1 = server_->http_loop_root();
+  absl::Status posted;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    posted = Post(loop1, [&](ContextHandle) {
+      blocking.store(true);
+      const absl::Time give_up = absl::Now() + absl::Seconds(10);
+      while (!unblock.load() && absl::Now() < give_up) {
+        absl::SleepFor(absl::Milliseconds(1));
+      }
+    });
+    if (!absl::IsResourceExhausted(posted)) break;
+    ASSERT_TRUE(WaitForRoom(loop1, absl::Now() + absl::Seconds(5)).ok());
+  }
+  ASSERT_TRUE(posted.ok()) << posted;
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_TRUE(blocking.load());
+  unblock.store(true);
+
+  while (true) {
+    absl::StatusOr<std::optional<SseEvent>> e = (*c)->NextEvent();
+    ASSERT_TRUE(e.ok()) << e.status() << " after " << events.size()
+                        << " events: the run stalled";
+    if (!e->has_value()) break;
+    events.push_back(**e);
+  }
+  FetchResult r;
+  r.head = *head;
+  r.events = std::move(events);
+  ExpectFullStream(r, kEvents);
+  ASSERT_TRUE(server_->WaitForIdle(absl::Seconds(10)));
+  const std::vector<RunReport> runs = server_->finished_runs();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_GT(runs[0].refused_loop_full, 0u);
+  EXPECT_GE(runs[0].loop_full_retries, runs[0].refused_loop_full);
+  EXPECT_EQ(runs[0].events_emitted, static_cast<uint64_t>(kEvents));
+  EXPECT_TRUE(runs[0].producer_completed);
+  EXPECT_TRUE(runs[0].stream_status.ok()) << runs[0].stream_status;
 }
 
 // Two runs on one keep-alive connection: the first run's close callback is
