@@ -1,9 +1,10 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// README's quick start, whole: built by Bazel (//examples:quickstart, run by
-// //examples:quickstart_test) and by CMake (examples/CMakeLists.txt, in
-// ctxloop's own build and as a find_package consumer of the installed
-// package), so the README's code compiles and runs as written.
+// README's quick start, whole: built by Bazel (//examples/quickstart, run by
+// :quickstart_test) and by CMake (the CMakeLists.txt beside it: ctxloop's
+// own build runs it under CTest, tests/cmake_host_app/run.sh builds it as a
+// find_package consumer of the installed package), so README's code compiles
+// and runs as written.
 //
 // A request arrives on this thread's loop, continuing its caller's W3C trace.
 // Its work runs on another loop's thread, under the request's trace, and that
