@@ -29,14 +29,14 @@
 #include "ctxloop/trace/tracer.h"
 
 int main() {
-  // The exporter stays the host's (a shared_ptr) to read its stats() after
-  // the batch processor, which shares it, has shut it down.
-  absl::StatusOr<ctxloop::OtlpHttpExporter::Options> otlp_options =
+  // OTLP/HTTP behind a batch processor. The host keeps a shared_ptr to the
+  // exporter to read its stats() after the processor has shut it down.
+  absl::StatusOr<ctxloop::OtlpHttpExporter::Options> options =
       ctxloop::OtlpHttpExporter::OptionsFromEnvironment();
-  if (!otlp_options.ok()) return 1;
-  otlp_options->timeout = absl::Seconds(2);  // A demo: give up soon.
+  if (!options.ok()) return 1;
+  options->timeout = absl::Seconds(2);  // A demo: give up soon.
   absl::StatusOr<std::unique_ptr<ctxloop::OtlpHttpExporter>> created =
-      ctxloop::OtlpHttpExporter::Create(*otlp_options);
+      ctxloop::OtlpHttpExporter::Create(*options);
   if (!created.ok()) return 1;
   std::shared_ptr<ctxloop::OtlpHttpExporter> exporter = *std::move(created);
   absl::StatusOr<std::unique_ptr<ctxloop::BatchProcessor>> batch =
@@ -49,9 +49,7 @@ int main() {
   ctxloop::Loop loop;          // Driven by this thread (Run, below).
   ctxloop::LoopThread worker;  // A loop on a thread of its own.
   ctxloop::ContextHandle request = *loop.NewContext("request");
-
-  // The request continues its caller's trace (an invalid header: a new one).
-  ctxloop::TraceOptions trace_options;
+  ctxloop::TraceOptions trace_options;  // Continue the caller's trace.
   trace_options.remote_parent =
       ctxloop::ExtractTraceContext(
           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -66,27 +64,21 @@ int main() {
         ctxloop::SpanOptions span_options;
         span_options.parent = parent;  // The request's trace, on this loop.
         ctxloop::SpanScope span = *tracer.StartSpan(here, "work", span_options);
-        std::printf("traceparent for the next service: %s\n",
-                    ctxloop::InjectTraceContext(span.span_context())
-                        .traceparent.c_str());
+        std::printf("traceparent to send on: %s\n",
+                    ctxloop::FormatTraceparent(span.span_context()).c_str());
         (void)span.Finish(here);  // Its own context: runs here, at once.
         ctxloop::FinishOptions finish;
         finish.on_finished = [&](const ctxloop::ExecutionSite& ran) {
-          finished_home = ran.ctx == request;  // Runs on the main thread.
+          finished_home = ran.ctx == request;  // On the main thread.
           loop.Stop();
         };
         (void)trace.Finish(here, std::move(finish));  // Posted to `request`.
       });
   if (!posted.ok()) return 1;
   (void)loop.Run();
-
   (void)tracer.Shutdown();  // Exports what is queued, shuts the exporter.
-  const ctxloop::OtlpHttpExporter::Stats stats = exporter->stats();
-  std::printf(
-      "finish ran on the request's context: %s; spans exported %llu, "
-      "failed %llu\n",
-      finished_home ? "yes" : "NO",
-      static_cast<unsigned long long>(stats.spans_exported),
-      static_cast<unsigned long long>(stats.spans_failed));
+  std::printf("finished on its origin: %d; spans exported %d, failed %d\n",
+              finished_home, static_cast<int>(exporter->stats().spans_exported),
+              static_cast<int>(exporter->stats().spans_failed));
   return finished_home ? 0 : 1;
 }
