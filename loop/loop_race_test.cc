@@ -95,6 +95,7 @@ TEST(LoopRaceTest, PostersRacingLoopThreadDestruction) {
     const ContextHandle root = worker->root();
     std::atomic<int> started{0};
     std::vector<std::thread> posters;
+    posters.reserve(3);
     for (int i = 0; i < 3; ++i) {
       posters.emplace_back([&] {
         started.fetch_add(1);
@@ -146,6 +147,7 @@ TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
   const ContextHandle root = running.loop().root();
   std::atomic<bool> posting{true};
   std::vector<std::thread> posters;
+  posters.reserve(2);
   for (int i = 0; i < 2; ++i) {
     posters.emplace_back([&] {
       while (posting.load()) {

@@ -58,9 +58,10 @@ int main() {
       *tracer.StartTrace(request, "handle request", trace_options);
 
   bool finished_home = false;
-  absl::Status posted = ctxloop::Post(
-      worker.root(), [&, parent = trace.AsParent(), trace = std::move(trace)](
-                         ctxloop::ContextHandle here) mutable {
+  const ctxloop::SpanParent parent = trace.AsParent();
+  absl::Status posted =
+      ctxloop::Post(worker.root(), [&, parent, trace = std::move(trace)](
+                                       ctxloop::ContextHandle here) mutable {
         ctxloop::SpanOptions span_options;
         span_options.parent = parent;  // The request's trace, on this loop.
         ctxloop::SpanScope span = *tracer.StartSpan(here, "work", span_options);

@@ -156,8 +156,8 @@ class OtlpHttpExporter final : public SpanExporter {
     // Caps on what a response may make the exporter buffer (> 0): the
     // status line plus headers, and the body (after de-chunking). Over
     // either, the attempt ends as a failed, retryable one.
-    size_t max_response_headers = 16 * 1024;
-    size_t max_response_body = 64 * 1024;
+    size_t max_response_headers = size_t{16} * 1024;
+    size_t max_response_body = size_t{64} * 1024;
     // The longest `Retry-After` honoured; longer ones are cut to this (and
     // to what remains of `timeout`).
     absl::Duration max_retry_after = absl::Seconds(30);
