@@ -25,7 +25,7 @@
 //   post_same_thread_capture3  post_same_thread with tasks that capture three
 //                          pointers (24 bytes: more than absl::AnyInvocable
 //                          stores inline), against the vector floor with the
-//                          same capture. Issue 8's target is 0 allocations
+//                          same capture. The target is 0 allocations
 //                          per task here; allocs_per_item shows where it is.
 //
 // Cross-thread benchmarks also report `wakeups_per_1k`: how often the loop

@@ -53,6 +53,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -720,6 +721,12 @@ int Serve(Tracing& tracing, const sigset_t& stop_signals, int port, int events,
 }  // namespace ctxloop
 
 int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "the ctxloop streaming demo: serves GET /run?events=N&delay_ms=M as "
+      "server-sent events, traced.\n"
+      "  stream_server [--port=8080] [--trace_out=FILE] "
+      "[--otlp_endpoint=http://127.0.0.1:4318]\n"
+      "  stream_server --self_test   (one request to itself, checked)");
   absl::ParseCommandLine(argc, argv);
   const bool self_test = absl::GetFlag(FLAGS_self_test);
   // Before any thread starts, so every thread inherits the mask: SIGINT and

@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Allocations of `ContextKey` Set/Reset (issue 8): once a key was set on a
+// Allocations of `ContextKey` Set/Reset: once a key was set on a
 // context, a Set of a small value and its Reset neither allocate nor free,
 // also when Sets nest (the key's emptied stack keeps its storage). The
 // calling thread's allocations are counted by the global `operator new` of

@@ -532,7 +532,7 @@ TEST_F(ContextKeyTest, ValueOfAnotherTypeIsAStatusNotUB) {
   EXPECT_EQ(IntOf(as_int, ctx), 5);
 }
 
-// Defect 4 through ContextKey: two overlapping requests on one busy
+// Through ContextKey: two overlapping requests on one busy
 // context keep its memory flat (a bounded stack, not one frame per request).
 TEST_F(ContextKeyTest, OverlappingRequestsKeepMemoryFlat) {
   const ContextHandle ctx = NewCtx("busy");

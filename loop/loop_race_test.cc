@@ -1,12 +1,12 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Regression tests for the cross-thread races of issue 7 in the loop package:
-// a foreign `Post` writing into a destroyed loop (defect 1), a lost foreign
-// `Loop::Stop()` (defect 7), a foreign `FdWatch::Stop()` returning while the
-// callback runs (defect 8) and loop-thread identity by a reused
-// `pthread_self()` (defect 9). They are meant to run under --config=asan and
-// --config=tsan as well as plain; each bounds its waits, so a regression
-// fails instead of hanging.
+// The loop's cross-thread races (cases in loop/internal/loop_core.cc):
+// a foreign `Post` is done with a loop before it can be destroyed [S11], a
+// foreign `Loop::Stop()` is never lost [S12], a foreign `FdWatch::Stop()`
+// does not return while the callback runs [S13], and the loop thread is not
+// recognised by a reused `pthread_self()` [S14]. They are meant to run under
+// --config=asan and --config=tsan as well as plain; each bounds its waits,
+// so a regression fails instead of hanging.
 
 #include <pthread.h>
 #include <sys/socket.h>
@@ -42,12 +42,12 @@ using testing_util::HoldAtHook;
 using testing_util::Latch;
 using testing_util::RunningLoop;
 
-// --- Defect 1 ----------------------------------------------------------------
+// --- [S11] A foreign Post is done with the loop before it can go ------------
 
 // Deterministic form: a poster is held right after it released the queue
 // lock, while the loop takes its task, shuts down and is destroyed. It must
-// have nothing left to do with the loop; before the fix it then updated the
-// loop's counter and wrote its eventfd (heap use-after-free under ASan).
+// have nothing left to do with the loop: were it then to update the loop's
+// counter or write its eventfd, ASan would report a heap use-after-free.
 TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
   HoldAtHook hold(&TestHooks::after_foreign_unlock);
   auto worker = std::make_unique<LoopThread>();
@@ -84,35 +84,44 @@ TEST(LoopRaceTest, ForeignPostIsDoneWithTheLoopWhenItReleasesTheLock) {
 
 // Posters keep posting into a LoopThread while it is destroyed. A foreign
 // Post must be done with the loop (its counters and eventfd) before the loop
-// can finish shutting down; before the fix the wake-up ran after the queue
-// lock was released, a heap use-after-free under ASan.
+// can finish shutting down (a late wake-up would be a heap use-after-free
+// under ASan) [S11], and every post that was accepted runs exactly once:
+// before the loop's thread ends, or in its shutdown's drain [S1] [S5].
 TEST(LoopRaceTest, PostersRacingLoopThreadDestruction) {
   for (int round = 0; round < 100; ++round) {
+    std::atomic<int64_t> accepted{0};
+    std::atomic<int64_t> ran{0};
     auto worker = std::make_unique<LoopThread>();
     const ContextHandle root = worker->root();
     std::atomic<int> started{0};
     std::vector<std::thread> posters;
+    posters.reserve(3);
     for (int i = 0; i < 3; ++i) {
       posters.emplace_back([&] {
         started.fetch_add(1);
-        while (Post(root, [](ContextHandle) {}).ok()) {
+        while (Post(root, [&ran](ContextHandle) { ran.fetch_add(1); }).ok()) {
+          accepted.fetch_add(1);
           std::this_thread::yield();
         }
       });
     }
     while (started.load() < 3) std::this_thread::yield();
+    // Some posts accepted before the destruction starts.
+    while (accepted.load() < 10) std::this_thread::yield();
     worker.reset();  // Posts refused from now on, so the posters end.
     for (std::thread& t : posters) t.join();
+    // The loop is gone: nothing can run any more.
+    ASSERT_EQ(ran.load(), accepted.load()) << "round " << round;
   }
 }
 
-// --- Defect 7 ----------------------------------------------------------------
+// --- [S12] A foreign Stop is never lost -------------------------------------
 
 // Deterministic form: the loop is held at the end of a batch of foreign
 // tasks (after its last look at the stop flag, before it looks for more
-// foreign tasks) while another thread calls Stop(). Before the fix, Stop()
-// only set the flag (a wake-up seemed pending), the loop found no tasks and
-// slept: Run() never returned.
+// foreign tasks) while another thread calls Stop(). A Stop() that only set
+// the flag (a wake-up seemed pending) would leave the loop asleep with no
+// tasks: Run() would never return.
 TEST(LoopRaceTest, ForeignStopAtABatchEndIsNotLost) {
   HoldAtHook hold(&TestHooks::before_batch_end_take);
   RunningLoop running;
@@ -138,6 +147,7 @@ TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
   const ContextHandle root = running.loop().root();
   std::atomic<bool> posting{true};
   std::vector<std::thread> posters;
+  posters.reserve(2);
   for (int i = 0; i < 2; ++i) {
     posters.emplace_back([&] {
       while (posting.load()) {
@@ -162,7 +172,7 @@ TEST(LoopRaceTest, ForeignStopWhilePostsFlowAlwaysReturns) {
   EXPECT_EQ(lost, 0);
 }
 
-// --- Defect 8 ----------------------------------------------------------------
+// --- [S13] A foreign FdWatch::Stop waits for the running callback ----------
 
 // A connection a callback uses; the stopping thread frees it.
 struct Conn {
@@ -171,8 +181,8 @@ struct Conn {
 };
 
 // `watch.Stop(); delete conn;` from another thread while the callback runs:
-// Stop() must not return before the callback did. Before the fix it
-// returned at once and the callback then used the freed Conn (ASan).
+// Stop() must not return before the callback did; were it to return at once,
+// the callback would use the freed Conn (ASan).
 TEST(LoopRaceTest, ForeignWatchStopWaitsForTheRunningCallback) {
   int fds[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
@@ -238,11 +248,11 @@ TEST(LoopRaceTest, WatchStopInsideItsOwnCallbackDoesNotWait) {
   close(fds[1]);
 }
 
-// --- Defect 9 ----------------------------------------------------------------
+// --- [S14] The loop thread's identity is never reused ----------------------
 
 // A loop made on thread T1, T1 joined; a new thread that glibc gave T1's
-// pthread_t must not be taken for the loop thread. Before the fix every call
-// below succeeded from it (the identity was pthread_self()).
+// pthread_t must not be taken for the loop thread: with pthread_self() as
+// the identity, every call below would succeed from it.
 TEST(LoopRaceTest, ThreadWithAReusedPthreadIdIsNotTheLoopThread) {
   std::unique_ptr<Loop> loop;
   pthread_t t1_id;

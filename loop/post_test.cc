@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Tests for the same-thread post path (issue 8): the `Post` template that
+// Tests for the same-thread post path: the `Post` template that
 // builds the callable in place in the loop's ready queue, the queue of
 // chunks, and the per-thread owner cache (loop/internal/local_post.h). The
 // general behaviour of `Post` is tested in loop_test.cc. Allocations are

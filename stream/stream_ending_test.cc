@@ -1,8 +1,8 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// The endings added for issue 7 (defects 10, 11): [E6] the sink context's
-// destroy hook, [E8] sink-side tasks destroyed unrun, [E9] a throwing
-// `on_complete`, [E10] racing endings. Each test names its case.
+// Stream endings beyond stream_test.cc's: [E6] the sink context's destroy
+// hook, [E8] sink-side tasks destroyed unrun and a full sink loop, [E9] a
+// throwing `on_complete`, [E10] racing endings. Each test names its case.
 
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -363,7 +363,7 @@ TEST(StreamEndingTest, AttachToDestroyedContextFails) {
   EXPECT_EQ(pair.writer.Emit(1).code(), absl::StatusCode::kCancelled);
 }
 
-// [E8] Defect 10: a stream whose delivery needs more rounds than the sink
+// [E8] A stream whose delivery needs more rounds than the sink
 // loop's shutdown drain allows still ends: on_complete (kUnavailable) on the
 // sink's thread, the producer told, the trace finished on its origin, and
 // emitted == delivered + discarded.

@@ -450,7 +450,7 @@ TEST(StreamTest, PendingDeliveryRunsInShutdownDrain) {
   EXPECT_TRUE(seen.completions[0].ok());
 }
 
-// Defect 12: every method of a moved-from handle (and of a reader that has
+// Every method of a moved-from handle (and of a reader that has
 // attached) returns kFailedPrecondition or an empty value, never crashes.
 TEST(StreamMovedFromTest, WriterMethodsAfterMove) {
   Loop loop;
@@ -516,7 +516,7 @@ TEST(StreamMovedFromTest, SubscriptionAfterMove) {
   ASSERT_TRUE(loop.RunUntilIdle().ok());
 }
 
-// Issue 10: writers and readers are ordinary values.
+// Writers and readers are ordinary values.
 TEST(StreamValueTest, DefaultConstructedHandlesAreEmpty) {
   StreamWriter<int> writer;
   StreamReader<int> reader;
@@ -587,7 +587,7 @@ TEST(StreamValueTest, AssigningOverLiveReaderEndsItsStream) {
   EXPECT_TRUE(first.reader.has_stream());
 }
 
-// Issue 10: options, callbacks and the trace in one struct.
+// Options, callbacks and the trace in one struct.
 TEST(StreamValueTest, StreamConfigCarriesOptionsAndCallbacks) {
   Loop loop;
   StreamConfig config;

@@ -68,7 +68,7 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
   StreamReader<int> reader;
   TraceId id;
   // The producer learns when and where the stream's finish of its trace ran
-  // (issue 10): once, on A's loop thread, with A's "current" already reset.
+  // once, on A's loop thread, with A's "current" already reset.
   struct Finished {
     std::atomic<int> calls{0};
     int64_t tid = 0;

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Checks that host-facing code uses only ctxloop's public API (issue 10).
+"""Checks that host-facing code uses only ctxloop's public API.
 
     python3 tools/check_host_includes.py     # .ci/run runs it; exit 1 on a hit
 
 Host-facing code is what a host copies or builds against: examples/, the two
 host apps (tests/host_app/, tests/cmake_host_app/) and the C++/CMake/Bazel
-code blocks of README.md. In it, a hit is
+code blocks of README.md, docs/hosting.md and docs/streams.md. In it, a
+hit is
   * an include of a ctxloop header under internal/ or export_internal/, or
   * a name in one of ctxloop's internal namespaces (`loop_internal::`,
     `trace_internal::`, `stream_internal::`, and the old `internal::`), or
-  * a dependency on an internal Bazel or CMake target.
+  * a dependency on an internal Bazel or CMake target, or
+  * a code block headed `// examples/<file>` that is not that file.
 tests/host_app/layering/ reaches for internals on purpose (layering_test.sh
 checks that the build refuses it): its BUILD file, the offending source and
 the script are skipped. The Bazel build enforces the same for //examples and hosts with
@@ -23,6 +25,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIRS = ["examples", "tests/host_app", "tests/cmake_host_app"]
+# User documents whose code blocks a host copies (the draft while it exists).
+DOCS = ["README.md", "docs/hosting.md", "docs/streams.md", "docs/README.draft.md"]
 SUFFIXES = {".cc", ".h", ".bazel", ".txt", ".sh", ".cmake"}
 SKIP = {
     "tests/host_app/layering/BUILD.bazel",
@@ -62,6 +66,28 @@ def readme_code_lines(path):
             yield n, line
 
 
+def quick_start_drift(doc):
+    """A code block headed `// examples/<file>` (C++) or `# examples/<file>`
+    (CMake) must be that file after its leading comment: README shows the
+    whole quick start, and the builds compile and run those files."""
+    hits = []
+    lines = (ROOT / doc).read_text().splitlines()
+    for n, line in enumerate(lines):
+        m = re.match(r"(?://|#) (examples/\S+)$", line)
+        if not m or n == 0 or not lines[n - 1].startswith("```"):
+            continue
+        end = next(k for k in range(n + 1, len(lines))
+                   if lines[k].startswith("```"))
+        src = (ROOT / m.group(1)).read_text().splitlines()
+        first = next(k for k, t in enumerate(src)
+                     if t.strip() and not t.startswith("//") and
+                     (t.startswith("#include") or not t.startswith("#")))
+        if lines[n + 1:end] != src[first:]:
+            hits.append(f"{doc}:{n + 1}: the code block differs from "
+                        f"{m.group(1)} (after its leading comment)")
+    return hits
+
+
 def main():
     hits = []
     files = 0
@@ -79,15 +105,18 @@ def main():
                      for n, t in enumerate(text, 1)]
             hits += check_lines(rel, lines)
             files += 1
-    hits += check_lines("README.md", readme_code_lines(ROOT / "README.md"))
+    for doc in DOCS:
+        if (ROOT / doc).is_file():
+            hits += check_lines(doc, readme_code_lines(ROOT / doc))
+            hits += quick_start_drift(doc)
     for hit in hits:
         print(hit)
     if hits:
         print(f"check_host_includes: {len(hits)} hit(s): host-facing code must "
               "use only public headers and targets")
         return 1
-    print(f"check_host_includes: {files} files and README's code blocks use "
-          "only public headers and targets")
+    print(f"check_host_includes: {files} files and the code blocks of "
+          f"{', '.join(DOCS)} use only public headers and targets")
     return 0
 
 

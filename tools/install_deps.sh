@@ -14,7 +14,8 @@ PACKAGES=(
   # Bazel 4.2.3 and the rule sets it needs offline.
   bazel-bootstrap bazel-rules-java bazel-platforms
   # Toolchain (GCC is the default; clang is optional) and sanitizer runtimes.
-  g++ clang libclang-rt-14-dev clang-format clang-tidy
+  g++ clang libclang-rt-14-dev clang-format
+  clang-tidy-14  # tools/clang_tidy_changed.sh
   # The CMake build (CMakeLists.txt); libevent is found with pkg-config.
   cmake pkg-config
   # Libraries behind @com_google_absl, @com_google_googletest,

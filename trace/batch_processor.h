@@ -18,6 +18,16 @@
 //   options.processors.push_back(*std::move(batch));
 //   ctxloop::Tracer tracer(std::move(options));
 //
+// The processor shares its exporter (`std::shared_ptr`). A host that wants
+// the exporter's own `stats()` later, or to call its `Shutdown()` itself
+// (an OTLP exporter's cuts a retry short), keeps a `std::shared_ptr` too:
+//
+//   std::shared_ptr<ctxloop::OtlpHttpExporter> otlp = *std::move(created);
+//   auto batch = ctxloop::BatchProcessor::Create(otlp);  // Shares it.
+//   ...
+//   (void)tracer.Shutdown();  // Drains the queue, shuts the exporter down.
+//   ctxloop::OtlpHttpExporter::Stats stats = otlp->stats();  // Still valid.
+//
 // What is queued: `OnSpanEnd` and `OnTraceEnd` queue a copy of the item;
 // `OnSpanStart` and `OnTraceStart` do nothing. Items are handed to the
 // exporter in the order they were queued, each in exactly one batch; with

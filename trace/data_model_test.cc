@@ -319,7 +319,7 @@ TEST_F(DataModelTest, RatioSamplerDecidesPerTraceConsistently) {
   EXPECT_EQ(rec_->count(Kind::kSpanEnd), static_cast<size_t>(recorded));
 }
 
-// Issue 10: a producer learns when its trace's finish has run, and where.
+// A producer learns when its trace's finish has run, and where.
 TEST_F(DataModelTest, OnFinishedRunsOnceWhereTheFinishRan) {
   auto tracer = MakeTracer();
   LoopThread other;

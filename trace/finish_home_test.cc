@@ -1,7 +1,7 @@
 // Copyright 2026 The ctxloop Authors.
 //
 // Where finishes run: the seed scenario (openai-agents-python's "Token was
-// created in a different Context") and every case [F0]..[F4] of scope.cc.
+// created in a different Context") and every case [F0]..[F5] of scope.cc.
 
 #include <atomic>
 #include <memory>
@@ -123,7 +123,8 @@ TEST(FinishHomeTest, SameContextFinishRunsInline) {
   EXPECT_EQ(tracer.stats().finishes_posted, 0u);
 }
 
-// [F1] Finish without a caller context posts, even on the origin's thread.
+// [F0] Finish without a caller context, on the origin's loop thread: runs
+// at once, as from the origin itself.
 TEST(FinishHomeTest, FinishWithoutContextOnLoopThreadRunsInline) {
   auto rec = std::make_shared<RecordingProcessor>();
   Tracer tracer(WithProcessor(rec));
@@ -358,7 +359,7 @@ TEST(FinishHomeTest, FinishesRacingShutdownDeliverExactlyOnce) {
   EXPECT_EQ(rec->events().back().kind, Kind::kTraceEnd);
 }
 
-// [F5] Defect 2 of issue 7: a trace finished on its origin A (loop 1) while
+// [F5] A trace finished on its origin A (loop 1) while
 // a span of it is open on loop 2. The span's end runs on loop 2; the trace's
 // end, which waited for it, runs on loop 1, after it, and `finish_ran` says
 // so.
@@ -461,7 +462,7 @@ TEST(FinishHomeTest, DeferredTraceEndFallsBackLikeAFinish) {
   }
 }
 
-// Defect 3 of issue 7: `Finish(origin)` with the origin context destroyed
+// [F0]/[F1] `Finish(origin)` with the origin context destroyed
 // behaves as [F1] says, whether called from another thread or inline on the
 // loop thread.
 TEST(FinishHomeTest, FinishOnDestroyedOriginFromAnotherThreadRunsOnRoot) {
@@ -513,7 +514,7 @@ TEST(FinishHomeTest, InlineFinishOnDestroyedOriginRunsAsOnRoot) {
   EXPECT_EQ(tracer.stats().finishes_on_root, 2u);
 }
 
-// Issue 7 #3, found by the fuzzer: the origin destroyed but not yet freed
+// Found by the fuzzer: the origin destroyed but not yet freed
 // (a task posted before the destroy keeps it closing, [S7]). It takes nothing
 // new [S15], so a finish called now runs as [F1], on the root; its "current"
 // is still undone for the task that is queued there.
@@ -575,7 +576,7 @@ TEST(FinishHomeTest, DeferredEndOffLoopAfterRootFinishIsCountedOnce) {
   EXPECT_EQ(tracer.stats().finishes_off_origin, 1u);
 }
 
-// Issue 10: a scope that goes out of scope on its origin's loop thread ends
+// [F4] A scope that goes out of scope on its origin's loop thread ends
 // there and then: "current" no longer names it, and the next span in the
 // same task is not its child.
 TEST(FinishHomeTest, ScopeDestroyedOnOriginLoopThreadEndsInline) {

@@ -129,7 +129,7 @@ TEST_F(TracerTest, NoTraceMeansCountedNoOpSpan) {
   EXPECT_FALSE(Current().valid());
 }
 
-// Issue 9: StartSpan never aborts a user; it counts why it cannot record.
+// StartSpan never aborts a user; it counts why it cannot record.
 TEST_F(TracerTest, SpanUnderFinishedTraceIsNonRecordingAndCounted) {
   TraceScope run = *tracer_.StartTrace(ctx_, "run");
   SpanParent parent = run.AsParent();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds ctxloop with CMake, installs it to a temporary prefix, builds this
-# directory's host application against it with find_package(ctxloop) and
-# runs it. Exits non-zero if any step or the program's checks fail.
+# directory's host application and README's quick start (examples/quickstart,
+# a CMake project of its own) against it with find_package(ctxloop) and runs
+# them. Exits non-zero if any step or the programs' checks fail.
 #
 #   tests/cmake_host_app/run.sh [--build-dir DIR] [--add-subdirectory]
 #
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --add-subdirectory) MODE="add_subdirectory"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,7 +41,8 @@ if [ "$MODE" = "find_package" ]; then
   fi
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     step "configuring ctxloop in $BUILD_DIR (libraries only)"
-    cmake -S "$ROOT" -B "$BUILD_DIR" -DCTXLOOP_BUILD_TESTS=OFF >/dev/null
+    cmake -S "$ROOT" -B "$BUILD_DIR" -DCTXLOOP_BUILD_TESTS=OFF \
+      -DCTXLOOP_BUILD_EXAMPLES=OFF >/dev/null
   fi
   step "building ctxloop"
   cmake --build "$BUILD_DIR"
@@ -88,3 +90,14 @@ step "building the host app"
 cmake --build "$TMP/host-build"
 step "running the host app"
 "$TMP/host-build/host_app"
+
+if [ "$MODE" = "find_package" ]; then
+  # README's quick start, configured exactly as README says: its own
+  # project, find_package(ctxloop), the targets its code uses.
+  step "building README's quick start (examples/quickstart) against $PREFIX"
+  cmake -S "$ROOT/examples/quickstart" -B "$TMP/quickstart-build" \
+    "-DCMAKE_PREFIX_PATH=$PREFIX" >/dev/null
+  cmake --build "$TMP/quickstart-build"
+  step "running the quick start"
+  "$TMP/quickstart-build/quickstart"
+fi

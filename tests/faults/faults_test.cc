@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// Fault injection (issue 7 §3): exporters that fail, throw or hang while the
+// Fault injection: exporters that fail, throw or hang while the
 // batch queue fills (drops are counted, loops never block); processors that
 // throw; a loop destroyed while other threads keep posting and finishing; a
 // watched fd closed under the loop; `Stop()` from inside a task, from another
@@ -365,9 +365,9 @@ TEST(FaultsTest, StopFromInsideATask) {
 }
 
 // [X7] Stop() from a control thread while another thread posts: Run returns
-// (issue 7 #7: a Stop that lands between the loop's last check and its sleep
-// is lost, and Run sleeps forever). Many rounds, to hit the window; a lost
-// Stop is counted, then undone by a Stop posted to the loop itself.
+// (a Stop that landed between the loop's last check and its sleep would be
+// lost, and Run would sleep forever; [S12]). Many rounds, to hit the window; a
+// lost Stop is counted, then undone by a Stop posted to the loop itself.
 TEST(FaultsTest, ForeignStopWhilePostsFlowIsNeverLost) {
   int lost = 0;
   for (int round = 0; round < 300; ++round) {
@@ -494,9 +494,9 @@ TEST(FaultsTest, StopRacingDestruction) {
 }
 
 // [X9] Posts racing a LoopThread's destruction, one at a time so the loop
-// is idle and each post takes the wake-up path (issue 7 #1: the poster
-// wrote the eventfd of a loop that could already be freed; ASan sees a
-// use-after-free, TSan a race). Every accepted post runs.
+// is idle and each post takes the wake-up path (a poster that wrote the
+// eventfd of a loop that could already be freed would be a use-after-free
+// under ASan, a race under TSan; [S11]). Every accepted post runs.
 TEST(FaultsTest, WakingPostsRacingLoopDestruction) {
   PostRace race;
   race.rounds = 200;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks, in this host workspace, that ctxloop's internals are out of a
-# host's reach (issue 10); .ci/run runs it (phase host_app_layering):
+# host's reach; .ci/run runs it (phase host_app_layering):
 #   1. `bazel build --config=layering //...`: the host's own targets, built
 #      by clang with layering_check, include only public headers of their
 #      direct deps (including //layering:public_headers_only, which

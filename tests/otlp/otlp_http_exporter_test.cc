@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -115,6 +116,53 @@ TEST(OtlpHttpExporterTest, PostsOtlpJsonWithHeaders) {
   EXPECT_EQ(s.spans_exported, 3u);
   EXPECT_EQ(s.batches_exported, 1u);
   EXPECT_TRUE(env->errors.empty());
+}
+
+static_assert(std::is_copy_constructible_v<OtlpHttpExporter::Options> &&
+                  std::is_copy_assignable_v<OtlpHttpExporter::Options>,
+              "one set of options may configure several exporters");
+
+// The idioms the header shows: options copied (their on_error shared by the
+// copies), and a host that keeps a shared_ptr to the exporter it hands to a
+// BatchProcessor reads its stats() after the processor shut it down.
+TEST(OtlpHttpExporterTest, CopiedOptionsAndStatsBehindABatchProcessor) {
+  absl::StatusOr<std::unique_ptr<FakeCollector>> c = FakeCollector::Start();
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto errors = std::make_shared<int>(0);
+  OtlpHttpExporter::Options options = FastOptions(**c);
+  options.on_error = [errors](const absl::Status&) { ++*errors; };
+  const OtlpHttpExporter::Options kept = options;
+
+  absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> first =
+      OtlpHttpExporter::Create(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::shared_ptr<OtlpHttpExporter> exporter = *std::move(first);
+  absl::StatusOr<std::unique_ptr<BatchProcessor>> batch =
+      BatchProcessor::Create(exporter);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  (*batch)->OnSpanEnd(MakeSpan("kept"));
+  ASSERT_TRUE((*batch)->Shutdown(absl::Seconds(30)).ok());
+  EXPECT_EQ(exporter->stats().spans_exported, 1u);
+  EXPECT_EQ(exporter->stats().batches_exported, 1u);
+  // Shut down by the processor: refused and counted [H2].
+  EXPECT_EQ(exporter->Export(Batch(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(exporter->stats().spans_failed, 1u);
+  EXPECT_EQ(*errors, 0);
+
+  // The copy kept before `Create` still configures a working exporter, and
+  // shares the callback's state.
+  OtlpHttpExporter::Options again;
+  again = kept;
+  again.endpoint = "http://127.0.0.1:1/v1/traces";  // Nothing listens.
+  again.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> second =
+      OtlpHttpExporter::Create(again);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE((*second)->Export(Batch(2)).ok());
+  EXPECT_EQ((*second)->stats().spans_failed, 2u);
+  EXPECT_EQ(*errors, 1);  // Reported through the copied callback.
+  EXPECT_EQ(kept.endpoint, (*c)->traces_url());
 }
 
 TEST(OtlpHttpExporterTest, KeepsTheConnectionAliveUntilTheCollectorCloses) {

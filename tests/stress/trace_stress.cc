@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// The full trace stress run (issue 7 §3), for users:
+// The full trace stress run, for users:
 //
 //   bazel run --config=opt //tests/stress:trace_stress -- --traces=1000000
 //

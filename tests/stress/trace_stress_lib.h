@@ -4,7 +4,7 @@
 // File: ctxloop/tests/stress/trace_stress_lib.h
 // -----------------------------------------------------------------------------
 //
-// The trace stress run of issue 7 §3: `traces` traces, each with one span,
+// The trace stress run: `traces` traces, each with one span,
 // both made current (as users do), started on 4 loops (round-robin over a
 // few contexts per loop), finished from 2 other threads (so every finish is
 // posted home; each context's newest trace is held back until the next one

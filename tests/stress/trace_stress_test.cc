@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// The CI-sized trace stress run (issue 7 §3): 400,000 traces (50,000 under
+// The CI-sized trace stress run: 400,000 traces (50,000 under
 // sanitizers) with spans on 4 loops, finished from 2 other threads, through a
 // BatchProcessor: nothing lost, nothing duplicated, nothing dropped, resident
 // memory flat (checked only without sanitizers). The full run is
@@ -27,9 +27,9 @@ constexpr bool kSanitized = false;
 constexpr bool kSanitized = false;
 #endif
 
-// Without sanitizers the run is long enough for issue 7 #4 (context values
-// kept by out-of-order resets on a context that never goes idle: about
-// 150 bytes per trace) to exceed the slack: 400,000 traces.
+// Without sanitizers the run is long enough for leaked context values (kept
+// by out-of-order resets on a context that never goes idle: about 150 bytes
+// per trace) to exceed the slack: 400,000 traces.
 TEST(TraceStressTest, TracesNothingLostMemoryFlat) {
   StressOptions o;
   o.traces = kSanitized ? 50000 : 400000;
@@ -46,7 +46,8 @@ TEST(TraceStressTest, TracesNothingLostMemoryFlat) {
   EXPECT_EQ(r.span_ends, o.traces);
   if (kSanitized) return;
   EXPECT_TRUE(r.rss_flat) << "baseline " << r.rss_baseline_mb << " MB, peak "
-                          << r.rss_peak_mb << " MB (issue 7 #4)";
+                          << r.rss_peak_mb
+                          << " MB (context values must stay bounded)";
 }
 
 }  // namespace

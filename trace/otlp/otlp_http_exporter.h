@@ -17,6 +17,16 @@
 //   if (!otlp.ok()) return otlp.status();
 //   auto batch = ctxloop::BatchProcessor::Create(*std::move(otlp));
 //
+// `Options` is an ordinary copyable value. To keep `stats()` (or an early
+// `Shutdown()`) after handing the exporter to a processor, keep a
+// `std::shared_ptr` to it: the processor holds another.
+//
+//   std::shared_ptr<ctxloop::OtlpHttpExporter> exporter = *std::move(otlp);
+//   auto batch = ctxloop::BatchProcessor::Create(exporter);
+//   ...
+//   (void)tracer.Shutdown();  // The processor drains and shuts the exporter.
+//   ctxloop::OtlpHttpExporter::Stats stats = exporter->stats();
+//
 // It runs on ctxloop itself: a `LoopThread` of its own drives libevent's
 // HTTP client on that loop's `event_base` (HTTP/1.1 keep-alive: an answered
 // request's connection is reused by the next; one that failed or timed out
@@ -103,6 +113,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,7 +121,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -146,8 +156,8 @@ class OtlpHttpExporter final : public SpanExporter {
     // Caps on what a response may make the exporter buffer (> 0): the
     // status line plus headers, and the body (after de-chunking). Over
     // either, the attempt ends as a failed, retryable one.
-    size_t max_response_headers = 16 * 1024;
-    size_t max_response_body = 64 * 1024;
+    size_t max_response_headers = size_t{16} * 1024;
+    size_t max_response_body = size_t{64} * 1024;
     // The longest `Retry-After` honoured; longer ones are cut to this (and
     // to what remains of `timeout`).
     absl::Duration max_retry_after = absl::Seconds(30);
@@ -156,7 +166,10 @@ class OtlpHttpExporter final : public SpanExporter {
     // Receives every failed batch, rejected spans (partial success) and
     // environment problems; called from the `Export` caller's thread, never
     // concurrently with itself. Default (null): one line on stderr.
-    absl::AnyInvocable<void(const absl::Status&)> on_error;
+    // A `std::function`, so that `Options` is copyable (one set of options
+    // for several exporters, or kept after `Create`); a callback that owns
+    // move-only state holds it through a `std::shared_ptr`.
+    std::function<void(const absl::Status&)> on_error;
   };
 
   // Counters since creation. Every span handed to `Export` ends in exactly
