@@ -156,7 +156,7 @@ class OtlpHttpExporter final : public SpanExporter {
     // Receives every failed batch, rejected spans (partial success) and
     // environment problems; called from the `Export` caller's thread, never
     // concurrently with itself. Default (null): one line on stderr.
-    absl::AnyInvocable<void(const absl::Status&)> on_error;
+    TraceErrorCallback on_error;
   };
 
   // Counters since creation. Every span handed to `Export` ends in exactly
@@ -211,7 +211,7 @@ class OtlpHttpExporter final : public SpanExporter {
   // `kDeadlineExceeded` (out of time), `kInvalidArgument`/`kPermissionDenied`
   // /... (permanent HTTP status), `kCancelled` [H1], `kFailedPrecondition`
   // [H2]. Items with invalid ids are left out and counted as failed.
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   // Nothing is buffered between calls: OK.
   absl::Status Flush() override;
   // True: each `Export` is its own request, so a `BatchProcessor` may keep
