@@ -353,21 +353,16 @@ class SpanOp : public LoopOp {
  public:
   explicit SpanOp(bool enabled) : tracer_(ctxloop::Tracer::Options()) {
     tracer_.SetEnabled(enabled);
-    absl::StatusOr<ctxloop::TraceScope> trace =
-        tracer_.StartTrace(ctx_, "icount");
-    if (trace.ok()) {
-      trace_ = std::make_unique<ctxloop::TraceScope>(*std::move(trace));
-    } else {
-      ++errors_;
-    }
+    trace_ = std::make_unique<ctxloop::TraceScope>(
+        tracer_.StartTrace(ctx_, "icount"));
   }
   ~SpanOp() override {
     if (trace_ != nullptr) (void)trace_->Finish(ctx_);
   }
   void Round(int n) override {
     for (int i = 0; i < n; ++i) {
-      absl::StatusOr<ctxloop::SpanScope> span = tracer_.StartSpan(ctx_, "span");
-      if (!span.ok() || !span->Finish(ctx_).ok()) ++errors_;
+      ctxloop::SpanScope span = tracer_.StartSpan(ctx_, "span");
+      if (!span.Finish(ctx_).ok()) ++errors_;
     }
   }
   std::string Check(int, int) override {

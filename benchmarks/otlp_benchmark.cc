@@ -113,11 +113,11 @@ void BM_Ctxloop_SpanStartFinish_BatchOtlpHttp(benchmark::State& state) {
   to.processors.push_back(batch);
   ctxloop::Tracer tracer(std::move(to));
   ctxloop::ContextHandle ctx = loop.root();
-  ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
+  ctxloop::TraceScope run = tracer.StartTrace(ctx, "bench");
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
-      absl::StatusOr<ctxloop::SpanScope> span = tracer.StartSpan(ctx, "span");
-      (void)span->Finish(ctx);
+      ctxloop::SpanScope span = tracer.StartSpan(ctx, "span");
+      (void)span.Finish(ctx);
     }
   }
   ReportItems(state, kBatch);
@@ -133,14 +133,14 @@ void BM_Ctxloop_SpanStartFinish_BatchOtlpHttp(benchmark::State& state) {
   state.SetLabel("span_batch_otlp_http");
 }
 
-std::vector<ctxloop::ExportItem> Spans(int n) {
-  std::vector<ctxloop::ExportItem> v;
+std::vector<ctxloop::SpanData> Spans(int n) {
+  std::vector<ctxloop::SpanData> v;
   const absl::Time t0 = absl::Now();
   for (int i = 0; i < n; ++i) {
     ctxloop::SpanData s;
     s.trace_id = ctxloop::TraceId{1, 2};
     s.span_id = ctxloop::SpanId{static_cast<uint64_t>(i + 1)};
-    s.root_span_id = ctxloop::SpanId{1000000};
+    s.parent_span_id = ctxloop::SpanId{1000000};
     s.name = "agent step";
     s.start_time = t0;
     s.end_time = t0 + absl::Microseconds(i);
@@ -154,7 +154,7 @@ void ExportBatch(benchmark::State& state, bool gzip) {
   Sink sink;
   auto exporter = MakeExporter(sink, gzip);
   constexpr int kSpans = 512;
-  const std::vector<ctxloop::ExportItem> batch = Spans(kSpans);
+  const std::vector<ctxloop::SpanData> batch = Spans(kSpans);
   for (auto _ : state) {
     absl::Status s = exporter->Export(batch);
     if (!s.ok()) {

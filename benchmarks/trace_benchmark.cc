@@ -55,14 +55,12 @@ using ctxloop_bench::ReportItems;
 
 constexpr int kBatch = 1000;
 
-// Counts span ends; does nothing else. Thread-safe.
+// Counts span ends (not root spans'); does nothing else. Thread-safe.
 class CountingProcessor : public ctxloop::TraceProcessor {
  public:
-  void OnTraceStart(const ctxloop::TraceData&) override {}
-  void OnTraceEnd(const ctxloop::TraceData&) override {}
-  void OnSpanStart(const ctxloop::SpanData&) override {}
-  void OnSpanEnd(const ctxloop::SpanData&) override {
-    ends.fetch_add(1, std::memory_order_relaxed);
+  void OnStart(const ctxloop::SpanData&) override {}
+  void OnEnd(const ctxloop::SpanData& span) override {
+    if (!span.is_root()) ends.fetch_add(1, std::memory_order_relaxed);
   }
   absl::Status ForceFlush(absl::Duration) override { return absl::OkStatus(); }
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
@@ -72,7 +70,7 @@ class CountingProcessor : public ctxloop::TraceProcessor {
 // Accepts and forgets every batch.
 class DiscardingExporter : public ctxloop::SpanExporter {
  public:
-  absl::Status Export(absl::Span<const ctxloop::ExportItem> batch) override {
+  absl::Status Export(absl::Span<const ctxloop::SpanData> batch) override {
     items.fetch_add(static_cast<int64_t>(batch.size()),
                     std::memory_order_relaxed);
     return absl::OkStatus();
@@ -97,16 +95,16 @@ ctxloop::SpanOptions NotCurrent() {
 void SpanLoop(benchmark::State& state, ctxloop::Tracer& tracer,
               ctxloop::Loop& loop, bool make_current) {
   ctxloop::ContextHandle ctx = loop.root();
-  ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
+  ctxloop::TraceScope run = tracer.StartTrace(ctx, "bench");
   AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
       // Made current is the default: no `SpanOptions` to build.
-      absl::StatusOr<ctxloop::SpanScope> span =
+      ctxloop::SpanScope span =
           make_current ? tracer.StartSpan(ctx, "span")
                        : tracer.StartSpan(ctx, "span", NotCurrent());
-      benchmark::DoNotOptimize(span->span_id());
-      (void)span->Finish(ctx);
+      benchmark::DoNotOptimize(span.span_id());
+      (void)span.Finish(ctx);
     }
   }
   ReportItems(state, kBatch, allocs);
@@ -140,13 +138,13 @@ void BM_Ctxloop_SpanStartFinish_InMemory(benchmark::State& state) {
   ctxloop::Tracer tracer(
       With(std::make_shared<ctxloop::SimpleProcessor>(exporter)));
   ctxloop::ContextHandle ctx = loop.root();
-  ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
+  ctxloop::TraceScope run = tracer.StartTrace(ctx, "bench");
   int64_t exported = 0;
   AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
-      absl::StatusOr<ctxloop::SpanScope> span = tracer.StartSpan(ctx, "span");
-      (void)span->Finish(ctx);
+      ctxloop::SpanScope span = tracer.StartSpan(ctx, "span");
+      (void)span.Finish(ctx);
     }
     allocs.Pause();
     state.PauseTiming();  // Keep memory bounded; not part of the span cost.
@@ -173,12 +171,12 @@ void BM_Ctxloop_SpanStartFinish_Batch(benchmark::State& state) {
       *ctxloop::BatchProcessor::Create(exporter, std::move(options));
   ctxloop::Tracer tracer(With(batch));
   ctxloop::ContextHandle ctx = loop.root();
-  ctxloop::TraceScope run = *tracer.StartTrace(ctx, "bench");
+  ctxloop::TraceScope run = tracer.StartTrace(ctx, "bench");
   AllocWindow allocs;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; ++i) {
-      absl::StatusOr<ctxloop::SpanScope> span = tracer.StartSpan(ctx, "span");
-      (void)span->Finish(ctx);
+      ctxloop::SpanScope span = tracer.StartSpan(ctx, "span");
+      (void)span.Finish(ctx);
     }
   }
   ReportItems(state, kBatch, allocs);
@@ -212,7 +210,7 @@ void FinishBatch(benchmark::State& state, bool from_other_context) {
   ctxloop::ContextHandle a = *loop.NewContext("A");
   ctxloop::ContextHandle b = *loop.NewContext("B");
   const ctxloop::ContextHandle from = from_other_context ? b : a;
-  ctxloop::TraceScope run = *tracer.StartTrace(a, "bench");
+  ctxloop::TraceScope run = tracer.StartTrace(a, "bench");
   std::vector<ctxloop::SpanScope> spans;
   spans.reserve(kBatch);
   ctxloop::SpanOptions o;
@@ -222,7 +220,7 @@ void FinishBatch(benchmark::State& state, bool from_other_context) {
     allocs.Pause();
     state.PauseTiming();
     for (int i = 0; i < kBatch; ++i) {
-      spans.push_back(*tracer.StartSpan(a, "span", o));
+      spans.push_back(tracer.StartSpan(a, "span", o));
     }
     state.ResumeTiming();
     allocs.Resume();

@@ -41,7 +41,7 @@ absl::Status FanOutExporter::ForEach(const char* what, Fn fn) {
   return first;
 }
 
-absl::Status FanOutExporter::Export(absl::Span<const ExportItem> batch) {
+absl::Status FanOutExporter::Export(absl::Span<const SpanData> batch) {
   return ForEach("Export", [&](SpanExporter& e) { return e.Export(batch); });
 }
 
@@ -53,12 +53,12 @@ absl::Status FanOutExporter::Shutdown() {
   return ForEach("Shutdown", [](SpanExporter& e) { return e.Shutdown(); });
 }
 
-absl::Status ExportLedger::Export(absl::Span<const ExportItem> batch) {
+absl::Status ExportLedger::Export(absl::Span<const SpanData> batch) {
   MutexLock lock(&mu_);
-  for (const ExportItem& item : batch) {
-    if (const TraceData* t = std::get_if<TraceData>(&item)) {
+  for (const SpanData& item : batch) {
+    if (item.is_root()) {  // A trace.
       ++stats_.traces;
-      std::string id = t->trace_id.ToHex();
+      std::string id = item.trace_id.ToHex();
       int& count = trace_count_[id];
       if (++count > 1) {
         ++stats_.duplicate_traces;
@@ -70,13 +70,13 @@ absl::Status ExportLedger::Export(absl::Span<const ExportItem> batch) {
         trace_order_.pop_front();
         ++stats_.forgotten_traces;
       }
-    } else if (const SpanData* s = std::get_if<SpanData>(&item)) {
+    } else {
       ++stats_.spans;
-      if (!span_ids_.insert(s->span_id.value).second) {
+      if (!span_ids_.insert(item.span_id.value).second) {
         ++stats_.duplicate_spans;
         continue;
       }
-      span_order_.push_back(s->span_id.value);
+      span_order_.push_back(item.span_id.value);
       while (span_order_.size() > options_.max_spans) {
         span_ids_.erase(span_order_.front());
         span_order_.pop_front();

@@ -55,7 +55,7 @@ class FanOutExporter final : public SpanExporter {
   // Null entries are ignored.
   explicit FanOutExporter(std::vector<std::shared_ptr<SpanExporter>> exporters);
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   absl::Status Flush() override;
   absl::Status Shutdown() override;
 
@@ -85,7 +85,7 @@ class ExportLedger final : public SpanExporter {
   ExportLedger() : ExportLedger(Options()) {}
   explicit ExportLedger(Options options) : options_(options) {}
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
 
   Stats stats() const;
   // Ids held now: at most max_traces + max_spans.

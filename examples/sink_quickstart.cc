@@ -46,7 +46,7 @@ int main() {
   absl::Status started = agent.Invoke([&](ctxloop::Loop& agent_loop) {
     ctxloop::ContextHandle agent_ctx = *agent_loop.NewContext("agent");
     ctxloop::StreamConfig config;
-    config.trace = *tracer.StartTrace(agent_ctx, "agent run");
+    config.trace = tracer.StartTrace(agent_ctx, "agent run");
     auto [w, r] = *ctxloop::MakeStream<Event>(agent_ctx, std::move(config));
     writer = std::move(w);
     reader = std::move(r);
@@ -61,7 +61,7 @@ int main() {
   sink.on_event = [&](ctxloop::ContextHandle ctx, Event&& e) {
     ctxloop::SpanOptions o;
     o.parent = parent;  // The producer's trace, on the consumer's context.
-    ctxloop::SpanScope span = *tracer.StartSpan(ctx, "write event", o);
+    ctxloop::SpanScope span = tracer.StartSpan(ctx, "write event", o);
     std::printf("event %d: %s\n", e.index, e.text.c_str());
     ++received;
     (void)span.Finish(ctx);  // Same context: runs inline.
@@ -86,7 +86,7 @@ int main() {
 
   const bool ok = ending.ok() && received == 3 &&
                   exporter->traces().size() == 1 &&
-                  exporter->spans().size() == 3 &&
+                  exporter->spans().size() == 4 &&  // The root span too.
                   !exporter->traces()[0].finished_off_origin;
   std::printf("%s: %d events, %zu trace(s), %zu span(s) exported\n",
               ok ? "ok" : "FAILED", received, exporter->traces().size(),

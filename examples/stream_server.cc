@@ -107,7 +107,7 @@ class UntilFull final : public SpanExporter {
  public:
   explicit UntilFull(std::shared_ptr<SpanExporter> inner)
       : inner_(std::move(inner)) {}
-  absl::Status Export(absl::Span<const ExportItem> batch) override {
+  absl::Status Export(absl::Span<const SpanData> batch) override {
     if (full_.load()) return absl::OkStatus();
     absl::Status s = inner_->Export(batch);
     if (absl::IsResourceExhausted(s)) {
@@ -244,12 +244,12 @@ ExportCheck CheckLedger(const ExportLedger& ledger,
 ExportCheck CheckExports(const InMemoryExporter& memory,
                          const std::vector<RunReport>& runs) {
   ExportCheck c;
-  const std::vector<TraceData> traces = memory.traces();
+  const std::vector<SpanData> traces = memory.traces();
   const std::vector<SpanData> spans = memory.spans();
   c.traces = traces.size();
-  c.spans = spans.size();
+  c.spans = spans.size() - traces.size();  // Not counting the root spans.
   std::map<std::string, int> trace_count;
-  for (const TraceData& t : traces) ++trace_count[t.trace_id.ToHex()];
+  for (const SpanData& t : traces) ++trace_count[t.trace_id.ToHex()];
   for (const auto& [id, n] : trace_count) {
     if (n != 1) {
       c.problems.push_back(
@@ -547,7 +547,7 @@ int SelfTest(Tracing& tracing, int events, int delay_ms,
 
   const ExportCheck check = CheckExports(*tracing.memory, runs);
   problems.insert(problems.end(), check.problems.begin(), check.problems.end());
-  const std::vector<TraceData> traces = tracing.memory->traces();
+  const std::vector<SpanData> traces = tracing.memory->traces();
   const std::vector<SpanData> spans = tracing.memory->spans();
   size_t agent_spans = 0, write_spans = 0;
   for (const SpanData& s : spans) {
@@ -564,7 +564,7 @@ int SelfTest(Tracing& tracing, int events, int delay_ms,
       check.spans, agent_spans, write_spans);
   if (runs.size() == 1 && traces.size() == 1) {
     const RunReport& r = runs[0];
-    const TraceData& t = traces[0];
+    const SpanData& t = traces[0];
     std::printf("  trace id         %s (X-Trace-Id %s)\n",
                 t.trace_id.ToHex().c_str(), got.trace_id.c_str());
     std::printf("  started on       A = %s (request context)\n",

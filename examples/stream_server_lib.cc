@@ -859,22 +859,19 @@ void StreamServer::StartRun(evhttp_request* req, const std::string& uri,
     // The trace continues the caller's: same trace id, its root span a child
     // of the caller's span, trace flags and state inherited.
     if (remote.has_value()) t.remote_parent = *remote;
-    t.group_id = group_id;
-    t.metadata["path"] = uri;
-    t.metadata["events"] = absl::StrCat(events);
-    t.metadata["delay_ms"] = absl::StrCat(absl::ToInt64Milliseconds(delay));
-    t.metadata["run_id"] = absl::StrCat(id);
-    absl::StatusOr<TraceScope> scope =
-        tracer_->StartTrace(run->a, "agent run", std::move(t));
-    if (scope.ok()) {
-      run->trace_id = scope->trace_id();
-      own = scope->span_context();  // The trace's (random) root span.
-      trace.emplace(std::move(*scope));
-    } else {
-      std::fprintf(stderr, "stream_server: run %llu not traced: %s\n",
-                   static_cast<unsigned long long>(id),
-                   scope.status().ToString().c_str());
-    }
+    // The run's group and metadata: attributes of the trace's root span.
+    if (!group_id.empty())
+      t.attributes.emplace_back(kGroupIdAttribute, group_id);
+    const std::string meta = kMetadataAttributePrefix;
+    t.attributes.emplace_back(meta + "delay_ms",
+                              absl::StrCat(absl::ToInt64Milliseconds(delay)));
+    t.attributes.emplace_back(meta + "events", absl::StrCat(events));
+    t.attributes.emplace_back(meta + "path", uri);
+    t.attributes.emplace_back(meta + "run_id", absl::StrCat(id));
+    TraceScope scope = tracer_->StartTrace(run->a, "agent run", std::move(t));
+    run->trace_id = scope.trace_id();
+    own = scope.span_context();  // The trace's (random) root span.
+    trace.emplace(std::move(scope));
   }
 
   {
@@ -1022,8 +1019,7 @@ void StreamServer::OnStreamEvent(ContextHandle b, uint64_t id,
     o.parent = run->parent;
     o.attributes.emplace_back("index", int64_t{event.index});
     o.make_current = false;
-    absl::StatusOr<SpanScope> s = tracer_->StartSpan(b, "write event", o);
-    if (s.ok()) span = std::move(*s);
+    span = tracer_->StartSpan(b, "write event", o);
   }
   const std::string text = EventText(event);
   evbuffer_add(run->pending, text.data(), text.size());
@@ -1354,9 +1350,7 @@ void StreamServer::Pump(uint64_t id) {
         o.make_current = false;
         // Refused if the trace already ended (the consumer went away); the
         // emit below then says so too.
-        absl::StatusOr<SpanScope> s =
-            tracer_->StartSpan(a->ctx, "agent step", o);
-        if (s.ok()) a->step = std::move(*s);
+        a->step = tracer_->StartSpan(a->ctx, "agent step", o);
       }
       a->pending = AgentEvent{a->next, absl::StrCat("token ", a->next)};
       a->delay_elapsed = a->delay <= absl::ZeroDuration();
@@ -1396,7 +1390,8 @@ void StreamServer::Pump(uint64_t id) {
     if (!s.ok()) {
       // kCancelled: the consumer ended the stream; on_closed is on its way.
       if (a->step.recording()) {
-        (void)a->step.SetError("not delivered", s.ToString());
+        a->step.SetError("not delivered");
+        a->step.SetAttribute("ctxloop.error.data", s.ToString());
         (void)a->step.Finish(a->ctx);
       }
       a->pending.reset();
@@ -1454,7 +1449,8 @@ void StreamServer::OnAgentClosed(uint64_t id, const absl::Status& status) {
     a->retry_timer.reset();
   }
   if (a->step.recording()) {
-    (void)a->step.SetError("consumer went away", status.ToString());
+    a->step.SetError("consumer went away");
+    a->step.SetAttribute("ctxloop.error.data", status.ToString());
     (void)a->step.Finish(a->ctx);
   }
   FinalizeAgent(*a);
@@ -1483,7 +1479,7 @@ void StreamServer::AbortAgents() {
     if (a->retry_timer.has_value()) (void)Cancel(*a->retry_timer);
     a->retry_timer.reset();
     if (a->step.recording()) {
-      (void)a->step.SetError("server shutting down");
+      a->step.SetError("server shutting down");
       (void)a->step.Finish(a->ctx);
     }
     (void)a->writer.Fail(absl::UnavailableError("the server is shutting down"));

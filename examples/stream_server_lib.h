@@ -29,9 +29,10 @@
 // loop 2 ("agent", another `LoopThread`):
 //   1. Loop 1, in the evhttp callback: validate the query (400 otherwise);
 //      create the request context A and the response context B; start the
-//      trace "agent run" on A and make it current there (group_id = `thread`,
-//      metadata = path and parameters), continuing the request's W3C
-//      `traceparent` if it has a valid one; send the 200 headers
+//      trace "agent run" on A and make it current there (attributes:
+//      ctxloop.group_id = `thread`, ctxloop.metadata.* = path and parameters),
+//      continuing the request's W3C `traceparent` if it has a valid one; send
+//      the 200 headers
 //      (`text/event-stream`, chunked, and the run's own `traceparent`) and
 //      watch the connection for close.
 //   2. The trace is handed to loop 2, which creates the agent context C and

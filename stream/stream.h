@@ -52,7 +52,7 @@
 // sink, which opens its own spans under it on its own context:
 //   ctxloop::SpanOptions o;
 //   o.parent = sub.trace_parent();
-//   ctxloop::SpanScope span = *tracer.StartSpan(ctx, "render event", o);
+//   ctxloop::SpanScope span = tracer.StartSpan(ctx, "render event", o);
 //
 // Re-entrancy (tested): a sink may `Cancel` its own stream, or emit into
 // another stream, from inside `on_event`; a producer may `Emit` from inside
@@ -64,7 +64,7 @@
 // Settings: buffer limits, producer callbacks and a trace for the stream to
 // carry go in one `StreamConfig` (stream_options.h):
 //   ctxloop::StreamConfig config;
-//   config.trace = *tracer.StartTrace(producer_ctx, "run");
+//   config.trace = tracer.StartTrace(producer_ctx, "run");
 //   auto [writer, reader] =
 //       *ctxloop::MakeStream<Event>(producer_ctx, std::move(config));
 //

@@ -158,7 +158,7 @@ TEST_P(ThrowingOnCompleteTest, FinishesTraceReleasesSinkReportsError) {
   };
   Loop loop(std::move(options));
   ContextHandle origin = *loop.NewContext("origin");
-  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  TraceScope run = traced.tracer().StartTrace(origin, "run");
   auto pair = *MakeStream<int>(origin, StreamOptions(), ProducerCallbacks(),
                                std::move(run));
   auto writer = std::make_shared<StreamWriter<int>>(std::move(pair.writer));
@@ -228,7 +228,7 @@ TEST(StreamEndingTest, IdleStreamEndsWhenSinkContextIsDestroyed) {
   ContextHandle origin = *loop.NewContext("origin");
   ContextHandle sink_ctx = *loop.NewContext("sink");
   Closed closed;
-  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  TraceScope run = traced.tracer().StartTrace(origin, "run");
   auto pair = *MakeStream<int>(origin, StreamOptions(), closed.Callbacks(),
                                std::move(run));
   std::vector<absl::Status> completions;
@@ -262,7 +262,7 @@ TEST(StreamEndingTest, IdleStreamEndsWhenSinkLoopShutsDown) {
   Loop origin_loop;
   ContextHandle origin = *origin_loop.NewContext("origin");
   Closed closed;
-  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  TraceScope run = traced.tracer().StartTrace(origin, "run");
   auto pair = *MakeStream<int>(origin, StreamOptions(), closed.Callbacks(),
                                std::move(run));
   std::atomic<int> completions{0};
@@ -372,7 +372,7 @@ TEST(StreamEndingTest, DeliveryDroppedAtShutdownEndsStream) {
   Loop origin_loop;
   ContextHandle origin = *origin_loop.NewContext("origin");
   Closed closed;
-  TraceScope run = *traced.tracer().StartTrace(origin, "run");
+  TraceScope run = traced.tracer().StartTrace(origin, "run");
   StreamOptions stream_options;
   stream_options.max_batch = 1;
   auto pair = *MakeStream<int>(origin, stream_options, closed.Callbacks(),
@@ -492,7 +492,7 @@ TEST(StreamEndingStressTest, RacingEndingsEachEndOnce) {
               config.options.low_watermark = 2;
               config.callbacks.on_closed =
                   [ps](ContextHandle, const absl::Status&) { ++ps->closed; };
-              config.trace = *traced.tracer().StartTrace(ps->origin, "run");
+              config.trace = traced.tracer().StartTrace(ps->origin, "run");
               auto pair = *MakeStream<int>(ps->origin, std::move(config));
               ps->writer = std::move(pair.writer);
               ps->reader = std::move(pair.reader);

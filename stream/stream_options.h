@@ -11,7 +11,7 @@
 //   config.options.max_batch = 64;                // Buffer and batch limits.
 //   config.callbacks.on_closed = [](ctxloop::ContextHandle producer,
 //                                   const absl::Status& why) { ... };
-//   config.trace = *tracer.StartTrace(ctx, "run");  // Finished at the end.
+//   config.trace = tracer.StartTrace(ctx, "run");  // Finished at the end.
 //   auto [writer, reader] = *ctxloop::MakeStream<Event>(ctx,
 //   std::move(config));
 //

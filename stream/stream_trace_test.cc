@@ -89,7 +89,7 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
                               current.ok() && !current->valid();
                           finished->calls.fetch_add(1);
                         };
-                    config.trace = *tracer_.StartTrace(a_, "agent run");
+                    config.trace = tracer_.StartTrace(a_, "agent run");
                     id = config.trace->trace_id();
                     auto pair = *MakeStream<int>(a_, std::move(config));
                     writer = std::move(pair.writer);
@@ -109,7 +109,7 @@ TEST_P(StreamTraceTest, TraceFinishesOnceOnOriginWhateverTheEnding) {
               // producer's trace: what openai-agents-python's fix gave up.
               SpanOptions o;
               o.parent = parent;
-              SpanScope span = *tracer_.StartSpan(ctx, "render event", o);
+              SpanScope span = tracer_.StartSpan(ctx, "render event", o);
               EXPECT_EQ(*tracer_.CurrentTraceId(ctx), parent.trace_id());
               EXPECT_TRUE(span.Finish(ctx).ok());
               if (ending == Ending::kSinkThrows && v == 1) {
@@ -185,7 +185,7 @@ TEST(StreamTraceShutdownTest, SinkLoopShutdownFinishesTrace) {
   Loop origin;
   ContextHandle a = *origin.NewContext("A");
   StreamConfig config;
-  config.trace = *tracer.StartTrace(a, "run");
+  config.trace = tracer.StartTrace(a, "run");
   auto pair = *MakeStream<int>(a, std::move(config));
   std::optional<StreamSubscription> sub;
   {

@@ -85,43 +85,20 @@ size_t SiteBytes(const ExecutionSite& site) {
   return StringBytes(site.context_name);
 }
 
-size_t CommonBytes(const SpanRecordCommon& r) {
-  size_t n = StringBytes(r.status.message) + StringBytes(r.scope.name) +
-             StringBytes(r.scope.version) + StringBytes(r.trace_state) +
+}  // namespace
+
+size_t BatchProcessor::EstimateBytes(const SpanData& r) {
+  size_t n = sizeof(SpanData) + StringBytes(r.name) +
+             AttributesBytes(r.attributes) + StringBytes(r.status.message) +
+             StringBytes(r.scope.name) + StringBytes(r.scope.version) +
+             StringBytes(r.trace_state) +
              r.events.capacity() * sizeof(SpanEvent) +
-             r.links.capacity() * sizeof(SpanLink);
+             r.links.capacity() * sizeof(SpanLink) + SiteBytes(r.started) +
+             SiteBytes(r.finish_called) + SiteBytes(r.finish_ran);
   for (const SpanEvent& e : r.events) {
     n += StringBytes(e.name) + AttributesBytes(e.attributes);
   }
   for (const SpanLink& l : r.links) n += AttributesBytes(l.attributes);
-  return n;
-}
-
-// A std::map node's bookkeeping (links and color) besides its value.
-constexpr size_t kMapNodeBytes = 4 * sizeof(void*);
-
-}  // namespace
-
-size_t BatchProcessor::EstimateBytes(const ExportItem& item) {
-  size_t n = sizeof(ExportItem);
-  if (const auto* span = std::get_if<SpanData>(&item)) {
-    n += CommonBytes(*span) + StringBytes(span->name) +
-         AttributesBytes(span->attributes) + SiteBytes(span->started) +
-         SiteBytes(span->finish_called) + SiteBytes(span->finish_ran);
-    if (span->error.has_value()) {
-      n += StringBytes(span->error->message) + StringBytes(span->error->data);
-    }
-  } else {
-    const auto& trace = std::get<TraceData>(item);
-    n += CommonBytes(trace) + AttributesBytes(trace.attributes) +
-         StringBytes(trace.workflow_name) + StringBytes(trace.group_id) +
-         SiteBytes(trace.started) + SiteBytes(trace.finish_called) +
-         SiteBytes(trace.finish_ran);
-    for (const auto& [key, value] : trace.metadata) {
-      n += kMapNodeBytes + sizeof(std::pair<const std::string, std::string>) +
-           StringBytes(key) + StringBytes(value);
-    }
-  }
   return n;
 }
 
@@ -224,22 +201,15 @@ BatchProcessor::~BatchProcessor() {
   JoinWorker();
 }
 
-void BatchProcessor::OnTraceStart(const TraceData&) {}
-void BatchProcessor::OnSpanStart(const SpanData&) {}
+void BatchProcessor::OnStart(const SpanData&) {}
 
-void BatchProcessor::OnTraceEnd(const TraceData& trace) {
-  ExportItem item(std::in_place_type<TraceData>, trace);
+void BatchProcessor::OnEnd(const SpanData& span) {
+  SpanData item(span);
   const size_t bytes = EstimateBytes(item);
   Enqueue(std::move(item), bytes);
 }
 
-void BatchProcessor::OnSpanEnd(const SpanData& span) {
-  ExportItem item(std::in_place_type<SpanData>, span);
-  const size_t bytes = EstimateBytes(item);
-  Enqueue(std::move(item), bytes);
-}
-
-void BatchProcessor::Enqueue(ExportItem&& item, size_t bytes) {
+void BatchProcessor::Enqueue(SpanData&& item, size_t bytes) {
   absl::Status report;
   bool wake = false;
   {
@@ -389,7 +359,7 @@ void BatchProcessor::RunRoundBatches() {
     ++round_active_;
     stats_.max_exports_in_flight =
         std::max(stats_.max_exports_in_flight, round_active_);
-    const ExportItem* items = round_items_ + begin;
+    const SpanData* items = round_items_ + begin;
     size_t bytes = 0;
     for (size_t i = 0; i < n; ++i) bytes += round_item_bytes_[begin + i];
     // More batches left: let an idle helper take the next one.
@@ -458,7 +428,7 @@ void BatchProcessor::Report(const absl::Status& status) {
   }
 }
 
-absl::Status BatchProcessor::ExportBatch(absl::Span<const ExportItem> batch) {
+absl::Status BatchProcessor::ExportBatch(absl::Span<const SpanData> batch) {
   try {
     return exporter_->Export(batch);
   } catch (const std::exception& e) {
@@ -495,7 +465,7 @@ void BatchProcessor::WorkerLoop() {
             : Clock::duration::zero();
   Clock::time_point deadline = Clock::now() + delay;
 
-  std::vector<ExportItem> taken;
+  std::vector<SpanData> taken;
   std::vector<size_t> taken_bytes;
   mu_.Lock();
   const size_t reserve = queue_.capacity();
@@ -567,7 +537,7 @@ void BatchProcessor::WorkerLoop() {
     taken_bytes.clear();
     // A burst grew the round's vectors: give the memory back.
     if (taken.capacity() > 4 * reserve) {
-      std::vector<ExportItem>().swap(taken);
+      std::vector<SpanData>().swap(taken);
       std::vector<size_t>().swap(taken_bytes);
       taken.reserve(reserve);
       taken_bytes.reserve(reserve);

@@ -28,8 +28,8 @@
 //   (void)tracer.Shutdown();  // Drains the queue, shuts the exporter down.
 //   ctxloop::OtlpHttpExporter::Stats stats = otlp->stats();  // Still valid.
 //
-// What is queued: `OnSpanEnd` and `OnTraceEnd` queue a copy of the item;
-// `OnSpanStart` and `OnTraceStart` do nothing. Items are handed to the
+// What is queued: `OnEnd` queues a copy of the span's record; `OnStart`
+// does nothing. Items are handed to the
 // exporter in the order they were queued, each in exactly one batch; with
 // several exports in flight (below) batches may complete out of order.
 //
@@ -64,7 +64,7 @@
 // to the 1st, 1000th, 2000th... of each kind. A failed batch loses only its
 // own items; the worker goes on with the next.
 //
-// Cost: `OnSpanEnd`/`OnTraceEnd` copy the item (outside any lock), then take
+// Cost: `OnEnd` copies the item (outside any lock), then take
 // one mutex and move it into a vector whose capacity is reused between
 // rounds; they wake the worker only when the queue reaches the trigger size,
 // not per item. The worker takes the whole queue with one swap, so producers
@@ -108,9 +108,6 @@ namespace ctxloop {
 
 class BatchProcessor final : public TraceProcessor {
  public:
-  // Receives losses (drops, failed batches); see the threading note above.
-  using ErrorCallback = absl::AnyInvocable<void(const absl::Status&)>;
-
   // The most `Export` calls a processor keeps in flight.
   static constexpr int kMaxConcurrentExports = 16;
 
@@ -131,8 +128,9 @@ class BatchProcessor final : public TraceProcessor {
     // Export early when the queue is this full (items or bytes); in (0, 1].
     // The default wakes the worker at about 5,000 items or 2.6 MiB.
     double export_trigger_ratio = 0.02;
-    // Default (null): one line on stderr per report.
-    ErrorCallback on_error;
+    // Receives losses (drops, failed batches); see the threading note
+    // above. Default (null): one line on stderr per report.
+    TraceErrorCallback on_error;
   };
 
   // Counters since creation; each item ends in exactly one of exported,
@@ -153,7 +151,7 @@ class BatchProcessor final : public TraceProcessor {
 
   // The estimated memory `item` holds while queued: its own size plus the
   // heap capacity of its strings, attributes, events and links.
-  static size_t EstimateBytes(const ExportItem& item);
+  static size_t EstimateBytes(const SpanData& item);
 
   // How long the destructor waits for a `Shutdown` that was not called.
   static absl::Duration DestructorShutdownTimeout() {
@@ -177,10 +175,8 @@ class BatchProcessor final : public TraceProcessor {
   // waits for an `Export` call in progress to return, then joins the worker.
   ~BatchProcessor() override;
 
-  void OnTraceStart(const TraceData& trace) override;
-  void OnTraceEnd(const TraceData& trace) override;
-  void OnSpanStart(const SpanData& span) override;
-  void OnSpanEnd(const SpanData& span) override;
+  void OnStart(const SpanData& span) override;
+  void OnEnd(const SpanData& span) override;
 
   // Wakes the worker, which exports every item queued before this call and
   // then calls the exporter's `Flush()`; returns when it has. Returns the
@@ -204,7 +200,7 @@ class BatchProcessor final : public TraceProcessor {
  private:
   BatchProcessor(std::shared_ptr<SpanExporter> exporter, Options options);
 
-  void Enqueue(ExportItem&& item, size_t bytes);
+  void Enqueue(SpanData&& item, size_t bytes);
   void WorkerLoop();
   void HelperLoop();
   // Exports batches of the current round until none is left to take (or
@@ -213,7 +209,7 @@ class BatchProcessor final : public TraceProcessor {
   // Stops and joins the helpers (worker thread, or Create on failure).
   void StopHelpers();
   // Exports `batch` (no lock held); returns the export's status.
-  absl::Status ExportBatch(absl::Span<const ExportItem> batch);
+  absl::Status ExportBatch(absl::Span<const SpanData> batch);
   absl::Status CallExporter(const char* what, bool shutdown);
   void Report(const absl::Status& status);
   bool OnWorkerThread() const;
@@ -230,12 +226,12 @@ class BatchProcessor final : public TraceProcessor {
 
   // Serializes on_error_; taken without mu_ held.
   ctxloop::Mutex report_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  ErrorCallback on_error_ ABSL_GUARDED_BY(report_mu_);
+  TraceErrorCallback on_error_ ABSL_GUARDED_BY(report_mu_);
 
   mutable ctxloop::Mutex mu_;
   ctxloop::CondVar worker_cv_;  // Wakes the worker.
   ctxloop::CondVar done_cv_;    // Wakes ForceFlush/Shutdown waiters.
-  std::vector<ExportItem> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<SpanData> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> queue_item_bytes_ ABSL_GUARDED_BY(mu_);  // Per item.
   size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Taken by the worker, not yet done (items, estimated bytes).
@@ -244,7 +240,7 @@ class BatchProcessor final : public TraceProcessor {
   // The round being exported: items [round_next_, round_size_) of
   // round_items_ are still to be taken, round_active_ exports run.
   bool round_open_ ABSL_GUARDED_BY(mu_) = false;
-  const ExportItem* round_items_ ABSL_GUARDED_BY(mu_) = nullptr;
+  const SpanData* round_items_ ABSL_GUARDED_BY(mu_) = nullptr;
   const size_t* round_item_bytes_ ABSL_GUARDED_BY(mu_) = nullptr;
   size_t round_size_ ABSL_GUARDED_BY(mu_) = 0;
   size_t round_next_ ABSL_GUARDED_BY(mu_) = 0;

@@ -30,17 +30,11 @@
 namespace ctxloop {
 namespace {
 
-// What tracers derived as a trace's span id before `root_span_id` became
-// random; the exporters still fall back to it for an invalid one.
-SpanId LegacyRootSpanId(const TraceId& trace_id) {
-  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
-  return SpanId{v == 0 ? 1 : v};
-}
-
 SpanData MakeSpan(absl::string_view name) {
   SpanData s;
   s.trace_id = TraceId{1, 2};
   s.span_id = NewSpanId();
+  s.parent_span_id = SpanId{1};  // Not a root span.
   s.name = std::string(name);
   s.start_time = absl::UnixEpoch() + absl::Seconds(1);
   s.end_time = s.start_time + absl::Milliseconds(1);
@@ -50,22 +44,19 @@ SpanData MakeSpan(absl::string_view name) {
 
 SpanData MakeSpan(int i) { return MakeSpan(absl::StrCat("s", i)); }
 
-TraceData MakeTrace(absl::string_view name) {
-  TraceData t;
+SpanData MakeTrace(absl::string_view name) {
+  SpanData t;
   t.trace_id = TraceId{1, 2};
-  t.root_span_id = LegacyRootSpanId(t.trace_id);
-  t.workflow_name = std::string(name);
+  t.span_id = NewSpanId();  // A root span: no parent.
+  t.name = std::string(name);
   return t;
 }
 
-std::string NameOf(const ExportItem& item) {
-  if (const auto* s = std::get_if<SpanData>(&item)) return s->name;
-  return std::get<TraceData>(item).workflow_name;
-}
+std::string NameOf(const SpanData& item) { return item.name; }
 
 std::vector<std::string> Names(const InMemoryExporter& e) {
   std::vector<std::string> out;
-  for (const ExportItem& item : e.items()) out.push_back(NameOf(item));
+  for (const SpanData& item : e.spans()) out.push_back(NameOf(item));
   return out;
 }
 
@@ -90,7 +81,7 @@ bool WaitUntil(const std::function<bool()>& pred,
 // Thread-safe list of reported statuses.
 class ErrorLog {
  public:
-  BatchProcessor::ErrorCallback Callback() {
+  TraceErrorCallback Callback() {
     return [this](const absl::Status& s) {
       ctxloop::MutexLock lock(&mu_);
       statuses_.push_back(s);
@@ -111,7 +102,7 @@ class ErrorLog {
 // closed, so a test can hold the worker inside an export.
 class GatedExporter : public SpanExporter {
  public:
-  absl::Status Export(absl::Span<const ExportItem> batch) override {
+  absl::Status Export(absl::Span<const SpanData> batch) override {
     {
       ctxloop::MutexLock lock(&mu_);
       ++entered_;
@@ -252,12 +243,12 @@ TEST(BatchProcessorTest, ForceFlushExportsEverythingInOrderInBoundedBatches) {
   auto p = MustCreate(exporter, std::move(o));
   std::vector<std::string> expected;
   for (int i = 0; i < 300; ++i) {
-    p->OnSpanStart(MakeSpan(i));  // Start events queue nothing.
-    p->OnSpanEnd(MakeSpan(i));
+    p->OnStart(MakeSpan(i));  // Start events queue nothing.
+    p->OnEnd(MakeSpan(i));
     expected.push_back(absl::StrCat("s", i));
     if (i == 150) {
-      p->OnTraceStart(MakeTrace("t"));
-      p->OnTraceEnd(MakeTrace("t"));
+      p->OnStart(MakeTrace("t"));
+      p->OnEnd(MakeTrace("t"));
       expected.push_back("t");
     }
   }
@@ -278,7 +269,7 @@ TEST(BatchProcessorTest, ScheduleDelayExportsWithoutFlush) {
   BatchProcessor::Options o;
   o.schedule_delay = absl::Milliseconds(10);
   auto p = MustCreate(exporter, std::move(o));
-  for (int i = 0; i < 5; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 5; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(WaitUntil([&] { return exporter->size() == 5; }));
   EXPECT_EQ(Names(*exporter), SpanNames(0, 5));
   EXPECT_EQ(exporter->flush_calls(), 0);  // Nobody asked for a flush.
@@ -291,12 +282,12 @@ TEST(BatchProcessorTest, ExportsEarlyWhenQueueReachesTriggerRatio) {
   o.max_batch_size = 32;
   o.export_trigger_ratio = 0.7;  // 70 items.
   auto p = MustCreate(exporter, std::move(o));
-  for (int i = 0; i < 69; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 69; ++i) p->OnEnd(MakeSpan(i));
   // Below the trigger nothing may be exported (no timer, no flush). A short
   // look can only miss a bug here, never fail a correct implementation.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(exporter->export_calls(), 0);
-  p->OnSpanEnd(MakeSpan(69));
+  p->OnEnd(MakeSpan(69));
   ASSERT_TRUE(WaitUntil([&] { return exporter->size() == 70; }));
   EXPECT_EQ(Names(*exporter), SpanNames(0, 70));
   EXPECT_EQ(exporter->batch_sizes(), (std::vector<size_t>{32, 32, 6}));
@@ -317,16 +308,16 @@ TEST(BatchProcessorTest, FullQueueDropsAreCountedAndReportedRateLimited) {
 
   // 10 items reach the trigger; the worker takes them and blocks in Export.
   // Items being exported still count against max_queue_size.
-  for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 10; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 1; }));
-  for (int i = 10; i < 15; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 10; i < 15; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_EQ(p->stats().dropped, 5u);
   ASSERT_EQ(errors.size(), 1u);  // The first drop is reported...
   EXPECT_EQ(errors.statuses()[0].code(), absl::StatusCode::kResourceExhausted);
-  for (int i = 15; i < 1009; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 15; i < 1009; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_EQ(p->stats().dropped, 999u);
   EXPECT_EQ(errors.size(), 1u);  // ...then every 1000th.
-  p->OnSpanEnd(MakeSpan(1009));
+  p->OnEnd(MakeSpan(1009));
   EXPECT_EQ(p->stats().dropped, 1000u);
   ASSERT_EQ(errors.size(), 2u);
   EXPECT_NE(errors.statuses()[1].message().find("1000"), std::string::npos)
@@ -339,7 +330,7 @@ TEST(BatchProcessorTest, FullQueueDropsAreCountedAndReportedRateLimited) {
   EXPECT_EQ(s.enqueued, 10u);
   EXPECT_EQ(s.exported, 10u);
   // Space is free again once the export is done.
-  p->OnSpanEnd(MakeSpan(2000));
+  p->OnEnd(MakeSpan(2000));
   ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(exporter->inner.size(), 11u);
   EXPECT_EQ(p->stats().dropped, 1000u);
@@ -350,7 +341,7 @@ TEST(BatchProcessorTest, ForceFlushTimesOutWhileExporterIsStuckThenCompletes) {
   exporter->SetOpen(false);
   auto p = MustCreate(exporter, NoTimer());
   OpenOnExit open_on_exit(exporter.get());
-  p->OnSpanEnd(MakeSpan(0));
+  p->OnEnd(MakeSpan(0));
   EXPECT_EQ(p->ForceFlush(absl::Milliseconds(30)).code(),
             absl::StatusCode::kDeadlineExceeded);
   exporter->SetOpen(true);
@@ -366,7 +357,7 @@ TEST(BatchProcessorTest, ForceFlushReturnsExporterFlushError) {
   BatchProcessor::Options o = NoTimer();
   o.on_error = errors.Callback();
   auto p = MustCreate(exporter, std::move(o));
-  p->OnSpanEnd(MakeSpan(0));
+  p->OnEnd(MakeSpan(0));
   absl::Status s = p->ForceFlush(absl::Seconds(20));
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_EQ(exporter->inner.size(), 1u);  // The export itself succeeded.
@@ -381,15 +372,15 @@ TEST(BatchProcessorTest, ShutdownDrainsThenCountsLateItemsAsDropped) {
   o.max_batch_size = 16;
   o.on_error = errors.Callback();
   auto p = MustCreate(exporter, std::move(o));
-  for (int i = 0; i < 50; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 50; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
   EXPECT_EQ(Names(*exporter), SpanNames(0, 50));
   EXPECT_TRUE(exporter->is_shutdown());
   EXPECT_EQ(errors.size(), 0u);
 
-  p->OnSpanEnd(MakeSpan(50));
-  p->OnTraceEnd(MakeTrace("late"));
-  p->OnSpanEnd(MakeSpan(51));
+  p->OnEnd(MakeSpan(50));
+  p->OnEnd(MakeTrace("late"));
+  p->OnEnd(MakeSpan(51));
   BatchProcessor::Stats s = p->stats();
   EXPECT_EQ(s.dropped_after_shutdown, 3u);
   EXPECT_EQ(s.dropped, 0u);
@@ -411,10 +402,10 @@ TEST(BatchProcessorTest, ShutdownTimeoutThenRetrySucceeds) {
   o.on_error = errors.Callback();
   auto p = MustCreate(exporter, std::move(o));
   OpenOnExit open_on_exit(exporter.get());
-  for (int i = 0; i < 3; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 3; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_EQ(p->Shutdown(absl::Milliseconds(30)).code(),
             absl::StatusCode::kDeadlineExceeded);
-  p->OnSpanEnd(MakeSpan(3));  // Shutdown began: not accepted.
+  p->OnEnd(MakeSpan(3));  // Shutdown began: not accepted.
   EXPECT_EQ(p->stats().dropped_after_shutdown, 1u);
   exporter->SetOpen(true);
   EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
@@ -426,7 +417,7 @@ TEST(BatchProcessorTest, DestructorShutsDownAndDrains) {
   auto exporter = std::make_shared<InMemoryExporter>();
   {
     auto p = MustCreate(exporter, NoTimer());
-    for (int i = 0; i < 20; ++i) p->OnSpanEnd(MakeSpan(i));
+    for (int i = 0; i < 20; ++i) p->OnEnd(MakeSpan(i));
   }
   EXPECT_EQ(Names(*exporter), SpanNames(0, 20));
   EXPECT_TRUE(exporter->is_shutdown());
@@ -441,7 +432,7 @@ TEST(BatchProcessorTest, ExporterErrorLosesOnlyThatBatch) {
   o.max_batch_size = 10;
   o.on_error = errors.Callback();
   auto p = MustCreate(faulty, std::move(o));
-  for (int i = 0; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 30; ++i) p->OnEnd(MakeSpan(i));
   absl::Status flush = p->ForceFlush(absl::Seconds(20));
   EXPECT_EQ(flush.code(), absl::StatusCode::kUnavailable) << flush;
   EXPECT_EQ(Names(*exporter), SpanNames(10, 30));  // Batch 0..9 is lost.
@@ -456,7 +447,7 @@ TEST(BatchProcessorTest, ExporterErrorLosesOnlyThatBatch) {
             std::string::npos);
 
   // Later batches go through.
-  for (int i = 30; i < 35; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 30; i < 35; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(Names(*exporter), SpanNames(10, 35));
   EXPECT_EQ(p->stats().exported, 25u);
@@ -470,10 +461,10 @@ TEST(BatchProcessorTest, ExporterThrowLosesOnlyThatBatch) {
   o.max_batch_size = 10;
   o.on_error = errors.Callback();
   auto p = MustCreate(faulty, std::move(o));
-  for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 10; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
   faulty->ThrowNextExports(1);
-  for (int i = 10; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 10; i < 30; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_EQ(p->ForceFlush(absl::Seconds(20)).code(),
             absl::StatusCode::kInternal);
   std::vector<std::string> expected = SpanNames(0, 10);
@@ -497,9 +488,9 @@ TEST(BatchProcessorTest, ThrowingOnErrorDoesNotStopTheWorker) {
   BatchProcessor::Options o = NoTimer();
   o.on_error = [](const absl::Status&) { throw std::runtime_error("bad cb"); };
   auto p = MustCreate(faulty, std::move(o));
-  p->OnSpanEnd(MakeSpan(0));
+  p->OnEnd(MakeSpan(0));
   EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());
-  p->OnSpanEnd(MakeSpan(1));
+  p->OnEnd(MakeSpan(1));
   EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(Names(*exporter), SpanNames(1, 2));
 }
@@ -518,7 +509,7 @@ TEST(BatchProcessorTest, ConcurrentProducersLoseNothing) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&p, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        p->OnSpanEnd(MakeSpan(absl::StrCat(t, ":", i)));
+        p->OnEnd(MakeSpan(absl::StrCat(t, ":", i)));
       }
     });
   }
@@ -567,7 +558,7 @@ TEST(BatchProcessorTest, FlushAndShutdownFromOnErrorAreRefused) {
   };
   auto p = MustCreate(faulty, std::move(o));
   self = p.get();
-  p->OnSpanEnd(MakeSpan(0));
+  p->OnEnd(MakeSpan(0));
   EXPECT_FALSE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(refused.load(), 2);
   EXPECT_TRUE(p->Shutdown(absl::Seconds(20)).ok());
@@ -582,7 +573,7 @@ namespace {
 TEST(BatchProcessorTest, DefaultsHoldABurstOfSpansWithinTheByteBound) {
   const BatchProcessor::Options o;
   const size_t span_bytes =
-      BatchProcessor::EstimateBytes(ExportItem(MakeSpan("GET /stream")));
+      BatchProcessor::EstimateBytes(SpanData(MakeSpan("GET /stream")));
   EXPECT_LT(span_bytes, size_t{1024});
   EXPECT_GE(o.max_queue_bytes / span_bytes, size_t{130000});
   EXPECT_GE(o.max_queue_size, size_t{130000});
@@ -594,13 +585,13 @@ TEST(BatchProcessorTest, EstimateBytesCountsHeapOfStringsAndAttributes) {
   big.attributes.emplace_back("payload", std::string(1 << 20, 'x'));
   big.attributes.emplace_back(
       "list", std::vector<std::string>(100, std::string(1000, 'y')));
-  const size_t small_bytes = BatchProcessor::EstimateBytes(ExportItem(small));
-  const size_t big_bytes = BatchProcessor::EstimateBytes(ExportItem(big));
+  const size_t small_bytes = BatchProcessor::EstimateBytes(SpanData(small));
+  const size_t big_bytes = BatchProcessor::EstimateBytes(SpanData(big));
   EXPECT_GE(big_bytes - small_bytes, size_t{(1 << 20) + 100 * 1000});
-  TraceData t = MakeTrace("t");
-  t.metadata["k"] = std::string(5000, 'z');
-  EXPECT_GE(BatchProcessor::EstimateBytes(ExportItem(t)),
-            sizeof(ExportItem) + 5000);
+  SpanData t = MakeTrace("t");
+  t.attributes.emplace_back("ctxloop.metadata.k", std::string(5000, 'z'));
+  EXPECT_GE(BatchProcessor::EstimateBytes(SpanData(t)),
+            sizeof(SpanData) + 5000);
 }
 
 // A burst past the byte bound: what fits is kept, the rest dropped and
@@ -611,7 +602,7 @@ TEST(BatchProcessorTest, BurstPastTheByteBoundIsDroppedAndCounted) {
   exporter->SetOpen(false);
   ErrorLog errors;
   const size_t span_bytes =
-      BatchProcessor::EstimateBytes(ExportItem(MakeSpan(0)));
+      BatchProcessor::EstimateBytes(SpanData(MakeSpan(0)));
   BatchProcessor::Options o = NoTimer();
   o.max_queue_size = 1 << 20;  // Far away: the byte bound decides.
   o.max_batch_size = 10;
@@ -621,12 +612,12 @@ TEST(BatchProcessorTest, BurstPastTheByteBoundIsDroppedAndCounted) {
   auto p = MustCreate(exporter, std::move(o));
   OpenOnExit open_on_exit(exporter.get());
 
-  for (int i = 0; i < 10; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 10; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 1; }));
-  for (int i = 10; i < 5000; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 10; i < 5000; ++i) p->OnEnd(MakeSpan(i));
   SpanData hostile = MakeSpan(5000);
   hostile.attributes.emplace_back("payload", std::string(1 << 20, 'x'));
-  p->OnSpanEnd(hostile);  // Larger than the whole bound.
+  p->OnEnd(hostile);  // Larger than the whole bound.
 
   BatchProcessor::Stats s = p->stats();
   EXPECT_LE(s.queued_bytes, 100 * span_bytes);
@@ -646,7 +637,7 @@ TEST(BatchProcessorTest, BurstPastTheByteBoundIsDroppedAndCounted) {
   EXPECT_EQ(s.exported, 100u);
   EXPECT_EQ(s.queued_bytes, 0u);
   // The bytes are free again once exported.
-  p->OnSpanEnd(MakeSpan(6000));
+  p->OnEnd(MakeSpan(6000));
   EXPECT_EQ(p->stats().enqueued, 101u);
 }
 
@@ -669,7 +660,7 @@ TEST(BatchProcessorTest, ConcurrentExportsPutEachItemInExactlyOneBatch) {
   for (int t = 0; t < kThreads; ++t) {
     producers.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        p->OnSpanEnd(MakeSpan(t * kPerThread + i));
+        p->OnEnd(MakeSpan(t * kPerThread + i));
       }
     });
   }
@@ -687,7 +678,7 @@ TEST(BatchProcessorTest, ConcurrentExportsPutEachItemInExactlyOneBatch) {
   EXPECT_EQ(s.exported, static_cast<uint64_t>(kThreads * kPerThread));
   EXPECT_EQ(s.dropped, 0u);
   std::vector<int> seen(kThreads * kPerThread, 0);
-  for (const ExportItem& item : exporter->inner.items()) {
+  for (const SpanData& item : exporter->inner.spans()) {
     int i = -1;
     ASSERT_TRUE(absl::SimpleAtoi(NameOf(item).substr(1), &i));
     ASSERT_GE(i, 0);
@@ -708,7 +699,7 @@ TEST(BatchProcessorTest, SerialExporterGetsOneExportAtATime) {
   o.max_batch_size = 3;
   o.max_concurrent_exports = 4;
   auto p = MustCreate(exporter, std::move(o));
-  for (int i = 0; i < 300; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 300; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(p->stats().max_exports_in_flight, 1);
   EXPECT_EQ(Names(exporter->inner), SpanNames(0, 300));
@@ -725,7 +716,7 @@ TEST(BatchProcessorTest, ForceFlushWaitsForEveryExportInFlight) {
   o.max_concurrent_exports = 4;
   auto p = MustCreate(exporter, std::move(o));
   OpenOnExit open_on_exit(exporter.get());
-  for (int i = 0; i < 60; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 60; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_EQ(p->ForceFlush(absl::Milliseconds(30)).code(),
             absl::StatusCode::kDeadlineExceeded);
   ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 4; }));
@@ -749,9 +740,9 @@ TEST(BatchProcessorTest, ShutdownDrainsEveryExportInFlight) {
   o.export_trigger_ratio = 30.0 / 262144;  // 30 items: three batches.
   auto p = MustCreate(exporter, std::move(o));
   OpenOnExit open_on_exit(exporter.get());
-  for (int i = 0; i < 30; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 30; ++i) p->OnEnd(MakeSpan(i));
   ASSERT_TRUE(WaitUntil([&] { return exporter->entered() == 3; }));
-  for (int i = 30; i < 45; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 30; i < 45; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_EQ(p->Shutdown(absl::Milliseconds(30)).code(),
             absl::StatusCode::kDeadlineExceeded);
   exporter->SetOpen(true);
@@ -769,7 +760,7 @@ TEST(BatchProcessorTest, ShutdownDrainsEveryExportInFlight) {
 TEST(BatchProcessorTest, FlushFromAConcurrentExportIsRefused) {
   class Reentrant : public SpanExporter {
    public:
-    absl::Status Export(absl::Span<const ExportItem>) override {
+    absl::Status Export(absl::Span<const SpanData>) override {
       const absl::Status a = processor.load()->ForceFlush(absl::Seconds(1));
       const absl::Status b = processor.load()->Shutdown(absl::Seconds(1));
       if (a.code() != absl::StatusCode::kFailedPrecondition ||
@@ -788,7 +779,7 @@ TEST(BatchProcessorTest, FlushFromAConcurrentExportIsRefused) {
   o.max_concurrent_exports = 4;
   auto p = MustCreate(exporter, std::move(o));
   exporter->processor = p.get();
-  for (int i = 0; i < 64; ++i) p->OnSpanEnd(MakeSpan(i));
+  for (int i = 0; i < 64; ++i) p->OnEnd(MakeSpan(i));
   EXPECT_TRUE(p->ForceFlush(absl::Seconds(20)).ok());
   EXPECT_EQ(exporter->wrong.load(), 0);
   EXPECT_EQ(p->stats().exported, 64u);

@@ -4,10 +4,10 @@
 // File: ctxloop/trace/exporter.h
 // -----------------------------------------------------------------------------
 //
-// `SpanExporter` writes finished traces and spans somewhere (memory, a file,
-// a collector). Exporters are driven by a processor: `BatchProcessor` calls
-// `Export` from its worker thread with batches, `SimpleProcessor` from the
-// thread that ended the item.
+// `SpanExporter` writes finished spans (a trace's root span among them)
+// somewhere (memory, a file, a collector). Exporters are driven by a processor:
+// `BatchProcessor` calls `Export` from its worker thread with batches,
+// `SimpleProcessor` from the thread that ended the item.
 //
 // Threading: `Export`, `Flush` and `Shutdown` may be called from different
 // threads but never concurrently by ctxloop's processors (they serialize
@@ -20,28 +20,24 @@
 // reports it and drops only that batch.
 //
 // Cost: whatever the exporter does, off the loops when driven by
-// `BatchProcessor`; `ExportItem` is a copy of the ended record.
+// `BatchProcessor`; each item is a copy of the ended span's record.
 
 #ifndef CTXLOOP_TRACE_EXPORTER_H_
 #define CTXLOOP_TRACE_EXPORTER_H_
 
-#include <variant>
-
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "ctxloop/trace/processor.h"  // TraceErrorCallback
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
-
-// One finished item: a trace (at its end) or a span (at its end).
-using ExportItem = std::variant<TraceData, SpanData>;
 
 class SpanExporter {
  public:
   virtual ~SpanExporter() = default;
 
   // Exports `batch`, in order. Returns an error if it could not.
-  virtual absl::Status Export(absl::Span<const ExportItem> batch) = 0;
+  virtual absl::Status Export(absl::Span<const SpanData> batch) = 0;
 
   // Makes exported items durable/visible (e.g. rewrites or syncs a file).
   virtual absl::Status Flush() { return absl::OkStatus(); }

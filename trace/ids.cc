@@ -48,11 +48,6 @@ std::ostream& operator<<(std::ostream& os, SpanId id) {
   return os << id.ToHex();
 }
 
-SpanId RootSpanIdFor(const TraceId& trace_id) {
-  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
-  return SpanId{v == 0 ? 1 : v};
-}
-
 TraceId NewTraceId() { return TraceId{NextRandom(), NonZeroRandom()}; }
 SpanId NewSpanId() { return SpanId{NonZeroRandom()}; }
 

@@ -72,13 +72,6 @@ std::ostream& operator<<(std::ostream& os, SpanId id);
 TraceId NewTraceId();
 SpanId NewSpanId();
 
-// DEPRECATED: do not use. It derived a trace's root span id from its trace
-// id, so two processes continuing one remote trace exported the same root
-// span. `TraceData::root_span_id` and `SpanData::root_span_id` are now
-// random per trace and always filled by the tracer; read those. Kept only
-// until the exporters stop calling it; it no longer equals either.
-SpanId RootSpanIdFor(const TraceId& trace_id);
-
 }  // namespace ctxloop
 
 #endif  // CTXLOOP_TRACE_IDS_H_

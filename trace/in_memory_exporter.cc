@@ -15,7 +15,7 @@ InMemoryExporter::InMemoryExporter() : InMemoryExporter(Options()) {}
 InMemoryExporter::InMemoryExporter(Options options)
     : max_items_(options.max_items) {}
 
-absl::Status InMemoryExporter::Export(absl::Span<const ExportItem> batch) {
+absl::Status InMemoryExporter::Export(absl::Span<const SpanData> batch) {
   ctxloop::MutexLock lock(&mu_);
   ++export_calls_;
   if (shutdown_) {
@@ -53,25 +53,16 @@ absl::Status InMemoryExporter::Shutdown() {
   return absl::OkStatus();
 }
 
-std::vector<ExportItem> InMemoryExporter::items() const {
+std::vector<SpanData> InMemoryExporter::spans() const {
   ctxloop::MutexLock lock(&mu_);
   return items_;
 }
 
-std::vector<TraceData> InMemoryExporter::traces() const {
-  ctxloop::MutexLock lock(&mu_);
-  std::vector<TraceData> out;
-  for (const ExportItem& item : items_) {
-    if (const auto* t = std::get_if<TraceData>(&item)) out.push_back(*t);
-  }
-  return out;
-}
-
-std::vector<SpanData> InMemoryExporter::spans() const {
+std::vector<SpanData> InMemoryExporter::traces() const {
   ctxloop::MutexLock lock(&mu_);
   std::vector<SpanData> out;
-  for (const ExportItem& item : items_) {
-    if (const auto* s = std::get_if<SpanData>(&item)) out.push_back(*s);
+  for (const SpanData& span : items_) {
+    if (span.is_root()) out.push_back(span);
   }
   return out;
 }

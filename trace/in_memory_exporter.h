@@ -4,9 +4,9 @@
 // File: ctxloop/trace/in_memory_exporter.h
 // -----------------------------------------------------------------------------
 //
-// `InMemoryExporter` keeps every exported trace and span in memory, in export
-// order, for tests (ctxloop's and its users') and for tools that inspect
-// traces in-process.
+// `InMemoryExporter` keeps every exported span (a trace's root span among
+// them) in memory, in export order, for tests (ctxloop's and its users') and
+// for tools that inspect traces in-process.
 //
 //   auto exporter = std::make_shared<ctxloop::InMemoryExporter>();
 //   ... run traced code, flush the processor ...
@@ -54,15 +54,14 @@ class InMemoryExporter final : public SpanExporter {
   InMemoryExporter(const InMemoryExporter&) = delete;
   InMemoryExporter& operator=(const InMemoryExporter&) = delete;
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   absl::Status Flush() override;
   absl::Status Shutdown() override;
 
-  // Everything stored, in export order.
-  std::vector<ExportItem> items() const;
-  // Only the traces / only the spans, in export order.
-  std::vector<TraceData> traces() const;
+  // Every span stored (root spans included), in export order.
   std::vector<SpanData> spans() const;
+  // Only the root spans (one per trace), in export order.
+  std::vector<SpanData> traces() const;
   // Number of items stored.
   size_t size() const;
   // Forgets the stored items and batch sizes (not the counters).
@@ -80,7 +79,7 @@ class InMemoryExporter final : public SpanExporter {
  private:
   const size_t max_items_;
   mutable ctxloop::Mutex mu_;
-  std::vector<ExportItem> items_ ABSL_GUARDED_BY(mu_);
+  std::vector<SpanData> items_ ABSL_GUARDED_BY(mu_);
   std::vector<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
   int64_t export_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t flush_calls_ ABSL_GUARDED_BY(mu_) = 0;

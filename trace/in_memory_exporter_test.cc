@@ -15,8 +15,8 @@
 namespace ctxloop {
 namespace {
 
-std::vector<ExportItem> Spans(int n, const std::string& prefix) {
-  std::vector<ExportItem> out;
+std::vector<SpanData> Spans(int n, const std::string& prefix) {
+  std::vector<SpanData> out;
   for (int i = 0; i < n; ++i) {
     SpanData s;
     s.name = prefix + std::to_string(i);

@@ -13,7 +13,7 @@ namespace ctxloop {
 
 MultiProcessor::MultiProcessor(
     std::vector<std::shared_ptr<TraceProcessor>> processors,
-    ErrorCallback on_error)
+    TraceErrorCallback on_error)
     : processors_(std::move(processors)), on_error_(std::move(on_error)) {}
 
 void MultiProcessor::Fail(size_t index, const char* event, const char* what) {
@@ -43,17 +43,11 @@ void MultiProcessor::ForEach(const char* event, Fn&& fn) {
   }
 }
 
-void MultiProcessor::OnTraceStart(const TraceData& trace) {
-  ForEach("OnTraceStart", [&](TraceProcessor& p) { p.OnTraceStart(trace); });
+void MultiProcessor::OnStart(const SpanData& span) {
+  ForEach("OnStart", [&](TraceProcessor& p) { p.OnStart(span); });
 }
-void MultiProcessor::OnTraceEnd(const TraceData& trace) {
-  ForEach("OnTraceEnd", [&](TraceProcessor& p) { p.OnTraceEnd(trace); });
-}
-void MultiProcessor::OnSpanStart(const SpanData& span) {
-  ForEach("OnSpanStart", [&](TraceProcessor& p) { p.OnSpanStart(span); });
-}
-void MultiProcessor::OnSpanEnd(const SpanData& span) {
-  ForEach("OnSpanEnd", [&](TraceProcessor& p) { p.OnSpanEnd(span); });
+void MultiProcessor::OnEnd(const SpanData& span) {
+  ForEach("OnEnd", [&](TraceProcessor& p) { p.OnEnd(span); });
 }
 
 absl::Status MultiProcessor::ForEachWithStatus(const char* what,

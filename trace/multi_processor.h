@@ -6,8 +6,8 @@
 //
 // `MultiProcessor` fans each event out to a fixed list of processors, in
 // registration order, and isolates them from each other: an exception from
-// one is caught, reported through `ErrorCallback` (naming the processor's
-// index and the event) and does not stop the others.
+// one is caught, reported through its `TraceErrorCallback` (naming the
+// processor's index and the event) and does not stop the others.
 //
 // Bound: holds no items; the processor list is fixed at construction.
 //
@@ -34,17 +34,14 @@ namespace ctxloop {
 
 class MultiProcessor final : public TraceProcessor {
  public:
-  // Receives processor failures; must be thread-safe. Default: stderr.
-  using ErrorCallback = absl::AnyInvocable<void(const absl::Status&) const>;
-
+  // `on_error` receives processor failures, from whichever thread delivered
+  // the event (so must be thread-safe). Unset: stderr.
   explicit MultiProcessor(
       std::vector<std::shared_ptr<TraceProcessor>> processors,
-      ErrorCallback on_error = nullptr);
+      TraceErrorCallback on_error = nullptr);
 
-  void OnTraceStart(const TraceData& trace) override;
-  void OnTraceEnd(const TraceData& trace) override;
-  void OnSpanStart(const SpanData& span) override;
-  void OnSpanEnd(const SpanData& span) override;
+  void OnStart(const SpanData& span) override;
+  void OnEnd(const SpanData& span) override;
   // Flushes every processor, sharing `timeout`; the first error is returned
   // after all were tried.
   absl::Status ForceFlush(absl::Duration timeout) override;
@@ -64,7 +61,7 @@ class MultiProcessor final : public TraceProcessor {
   void Fail(size_t index, const char* event, const char* what);
 
   const std::vector<std::shared_ptr<TraceProcessor>> processors_;
-  ErrorCallback on_error_;
+  TraceErrorCallback on_error_;
   std::atomic<uint64_t> failures_{0};
 };
 

@@ -21,10 +21,8 @@ class TaggingProcessor : public TraceProcessor {
  public:
   TaggingProcessor(std::vector<std::string>* log, std::string tag, bool fail)
       : log_(log), tag_(std::move(tag)), fail_(fail) {}
-  void OnTraceStart(const TraceData&) override { Hit("trace_start"); }
-  void OnTraceEnd(const TraceData&) override { Hit("trace_end"); }
-  void OnSpanStart(const SpanData&) override { Hit("span_start"); }
-  void OnSpanEnd(const SpanData&) override { Hit("span_end"); }
+  void OnStart(const SpanData&) override { Hit("start"); }
+  void OnEnd(const SpanData&) override { Hit("end"); }
   absl::Status ForceFlush(absl::Duration) override {
     Hit("flush");
     return fail_ ? absl::UnavailableError("flush failed") : absl::OkStatus();
@@ -52,14 +50,13 @@ TEST(MultiProcessorTest, CallsInRegistrationOrderAndIsolatesThrows) {
        std::make_shared<TaggingProcessor>(&log, "bad", true),
        std::make_shared<TaggingProcessor>(&log, "c", false)},
       [&errors](const absl::Status& s) { errors.push_back(s); });
-  multi.OnTraceStart(TraceData());
-  multi.OnSpanEnd(SpanData());
-  EXPECT_EQ(log, (std::vector<std::string>{"a:trace_start", "bad:trace_start",
-                                           "c:trace_start", "a:span_end",
-                                           "bad:span_end", "c:span_end"}));
+  multi.OnStart(SpanData());
+  multi.OnEnd(SpanData());
+  EXPECT_EQ(log, (std::vector<std::string>{"a:start", "bad:start", "c:start",
+                                           "a:end", "bad:end", "c:end"}));
   ASSERT_EQ(errors.size(), 2u);
   EXPECT_NE(errors[0].message().find("#1"), std::string::npos);
-  EXPECT_NE(errors[0].message().find("OnTraceStart"), std::string::npos);
+  EXPECT_NE(errors[0].message().find("OnStart"), std::string::npos);
   EXPECT_EQ(multi.failures(), 2u);
 }
 

@@ -4,14 +4,17 @@
 // File: ctxloop/trace/processor.h
 // -----------------------------------------------------------------------------
 //
-// `TraceProcessor` receives trace and span lifecycle events from a `Tracer`.
+// `TraceProcessor` receives span lifecycle events from a `Tracer`: `OnStart`
+// and `OnEnd` for every recorded span, a trace's root span included (a trace
+// is its root span, `SpanData::is_root()`).
 //
 // Guarantees a processor can rely on:
 //   * each event is delivered exactly once;
-//   * `OnTraceStart` before any `OnSpanStart` of that trace;
-//   * `OnSpanStart` before that span's `OnSpanEnd`;
-//   * every `OnSpanEnd` of a trace before its `OnTraceEnd` (a trace finished
-//     while spans are open delivers its end when the last span ends);
+//   * a root span's `OnStart` before any other `OnStart` of its trace;
+//   * a span's `OnStart` before its `OnEnd`;
+//   * every other `OnEnd` of a trace before its root span's `OnEnd` (a root
+//     finished while spans are open delivers its end when the last one
+//     ends);
 //   * events run on the origin context's loop thread, except the documented
 //     fallback when that loop is gone (then on the thread that finished).
 //
@@ -29,20 +32,30 @@
 #ifndef CTXLOOP_TRACE_PROCESSOR_H_
 #define CTXLOOP_TRACE_PROCESSOR_H_
 
+#include <functional>
+
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "ctxloop/trace/span_data.h"
 
 namespace ctxloop {
 
+// Receives failures that have no caller to return to: an exception from a
+// processor, a batch an exporter could not deliver, items dropped. The one
+// error-callback type of `Tracer`, the processors and the exporters. May be
+// called from several threads (each owner says which); must not throw.
+// Unset: the owner prints to stderr. A `std::function`, so that options
+// holding one (e.g. `OtlpHttpExporter::Options`) stay copyable; a callback
+// that owns move-only state holds it through a `std::shared_ptr`.
+using TraceErrorCallback = std::function<void(const absl::Status&)>;
+
 class TraceProcessor {
  public:
   virtual ~TraceProcessor() = default;
 
-  virtual void OnTraceStart(const TraceData& trace) = 0;
-  virtual void OnTraceEnd(const TraceData& trace) = 0;
-  virtual void OnSpanStart(const SpanData& span) = 0;
-  virtual void OnSpanEnd(const SpanData& span) = 0;
+  // `span.end_time` is InfiniteFuture() at the start.
+  virtual void OnStart(const SpanData& span) = 0;
+  virtual void OnEnd(const SpanData& span) = 0;
 
   // Exports everything received so far; waits at most `timeout`.
   // Thread-safe.

@@ -29,10 +29,10 @@
 //  [F4] A scope destroyed (or assigned over) unfinished finishes itself as
 //       `Finish()` with no caller context: inline on the origin's loop thread
 //       ([F0]), posted from anywhere else ([F1]).
-//  [F5] A trace finished while spans are open delivers its `OnTraceEnd` when
-//       the last one ends (after every `OnSpanEnd`). If that span ends away
-//       from the loop where the trace's finish ran (e.g. on another loop),
-//       the delivery is posted there (`TraceEndTask`, counted in
+//  [F5] A trace (root span) finished while spans are open delivers its
+//       `OnEnd` when the last one ends (after every other `OnEnd`). If that
+//       span ends away from the loop where the trace's finish ran (e.g. on
+//       another loop), the delivery is posted there (`TraceEndTask`, counted in
 //       `trace_ends_posted`): to the context where the finish ran, else
 //       (destroyed since, e.g. by a producer that saw its finish run) to
 //       that loop's root -- same thread, so `finish_ran` stays as the finish
@@ -44,7 +44,9 @@
 //       and the task owns it.
 //
 // Every path ends in `Complete`, which runs once per scope because the
-// scope's state is moved into whichever path runs it. `FinishOptions::
+// scope's state is moved into whichever path runs it. Root spans and spans
+// share every path; only `Complete` tells them apart (a root's end waits
+// for its trace's open spans, [F5]). `FinishOptions::
 // on_finished` is called by `Complete`, after the processors.
 
 #include "ctxloop/trace/scope.h"
@@ -63,7 +65,7 @@ namespace ctxloop {
 namespace trace_internal {
 
 void DeliverTraceEnd(TraceRecord& trace) {
-  trace.tracer->processors.OnTraceEnd(trace.data);
+  trace.tracer->processors.OnEnd(trace.root);
 }
 
 std::string ContextNameOf(ContextHandle ctx) {
@@ -104,9 +106,6 @@ ExecutionSite OriginSiteAt(const TracerCore& tracer,
 
 TracerCounters& CountersOf(const SpanState& s) {
   return s.trace->tracer->counters;
-}
-TracerCounters& CountersOf(const TraceState& s) {
-  return s.record->tracer->counters;
 }
 
 void CountWhere(TracerCounters& c, Where where) {
@@ -163,7 +162,18 @@ void Complete(SpanState& s, const FinishOptions& options, Where where,
                           ? OriginSiteAt(tracer, s.data.started, ran_mono_ns)
                           : SiteAt(tracer, RanOn(s.origin, where), ran_mono_ns);
   s.data.finished_off_origin = where != Where::kOrigin;
-  tracer.processors.OnSpanEnd(s.data);
+  if (s.root) {  // The trace's end: after its open spans' [F5].
+    TraceRecord& r = *s.trace;
+    r.root = std::move(s.data);
+    // Copied first: once marked finished, the last span's thread may deliver
+    // the end and rewrite `root` [F5].
+    ExecutionSite ran;
+    if (options.on_finished) ran = r.root.finish_ran;
+    if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does.
+    CallOnFinished(options, ran);
+    return;
+  }
+  tracer.processors.OnEnd(s.data);
   if (options.on_finished) {
     const ExecutionSite ran = s.data.finish_ran;
     if (s.trace->RemoveSpan()) EndTraceAfterLastSpan(std::move(s.trace));
@@ -173,34 +183,11 @@ void Complete(SpanState& s, const FinishOptions& options, Where where,
   if (s.trace->RemoveSpan()) EndTraceAfterLastSpan(std::move(s.trace));
 }
 
-void Complete(TraceState& s, const FinishOptions& options, Where where,
-              int64_t ran_mono_ns = -1) {
-  TraceRecord& r = *s.record;
-  if (where == Where::kOrigin) ResetCurrent(s.origin, s.token, options);
-  CountWhere(r.tracer->counters, where);
-  r.data.finish_called = s.finish_called;
-  r.data.end_time = r.tracer->WallTime(s.end_mono_ns);
-  // Clamped: see internal/clock.h on re-anchoring.
-  r.data.duration =
-      absl::Nanoseconds(std::max<int64_t>(0, s.end_mono_ns - r.start_mono_ns));
-  r.data.finish_ran =
-      where == Where::kOrigin
-          ? OriginSiteAt(*r.tracer, r.data.started, ran_mono_ns)
-          : SiteAt(*r.tracer, RanOn(s.origin, where), ran_mono_ns);
-  r.data.finished_off_origin = where != Where::kOrigin;
-  // Copied first: once marked finished, the last span's thread may deliver
-  // the end and rewrite `data` [F5].
-  ExecutionSite ran;
-  if (options.on_finished) ran = r.data.finish_ran;
-  if (r.MarkFinished()) DeliverTraceEnd(r);  // Else the last span does [F5].
-  CallOnFinished(options, ran);
-}
-
 // Owns a scope's state on its way home. See [F1]..[F3].
-template <typename State>
 class FinishTask {
  public:
-  FinishTask(std::unique_ptr<State> state, FinishOptions options, Where where)
+  FinishTask(std::unique_ptr<SpanState> state, FinishOptions options,
+             Where where)
       : state_(std::move(state)), options_(std::move(options)), where_(where) {}
   FinishTask(FinishTask&&) noexcept = default;
   FinishTask& operator=(FinishTask&&) = delete;
@@ -211,12 +198,12 @@ class FinishTask {
   }
 
   void operator()(ContextHandle) && {
-    std::unique_ptr<State> state = std::move(state_);
+    std::unique_ptr<SpanState> state = std::move(state_);
     Complete(*state, options_, where_);
   }
 
   // Sends `state` home: the origin context, else its loop's root, else here.
-  static void Send(std::unique_ptr<State> state, FinishOptions options) {
+  static void Send(std::unique_ptr<SpanState> state, FinishOptions options) {
     const ContextHandle origin = state->origin;
     CountersOf(*state).finishes_posted.fetch_add(1, std::memory_order_relaxed);
     // If refused, the task is destroyed in Post and falls back [F1] [F2].
@@ -227,7 +214,7 @@ class FinishTask {
   }
 
  private:
-  static void Fallback(std::unique_ptr<State> state, FinishOptions options,
+  static void Fallback(std::unique_ptr<SpanState> state, FinishOptions options,
                        Where failed) {
     if (failed == Where::kOrigin) {  // [F1]
       const ContextHandle root = RootOf(state->origin);
@@ -240,13 +227,12 @@ class FinishTask {
     }
   }
 
-  std::unique_ptr<State> state_;
+  std::unique_ptr<SpanState> state_;
   FinishOptions options_;
   Where where_;
 };
 
-template <typename State>
-void FinishState(std::unique_ptr<State> state, FinishOptions options,
+void FinishState(std::unique_ptr<SpanState> state, FinishOptions options,
                  int64_t called_mono_ns) {
   const ContextHandle origin = state->origin;
   if (loop_internal::LoopCore* core =
@@ -264,7 +250,7 @@ void FinishState(std::unique_ptr<State> state, FinishOptions options,
     Complete(*state, options, where, called_mono_ns);
     return;
   }
-  FinishTask<State>::Send(std::move(state), std::move(options));  // [F1]
+  FinishTask::Send(std::move(state), std::move(options));  // [F1]
 }
 
 // Delivers a deferred trace end where the trace's finish ran [F5].
@@ -303,14 +289,14 @@ class TraceEndTask {
       // counted on the origin is now counted here; one counted on the root
       // [F1] moves here; one that already ran off its loop [F2] stays.
       TracerCounters& c = trace.tracer->counters;
-      if (!trace.data.finished_off_origin) {
+      if (!trace.root.finished_off_origin) {
         CountWhere(c, where);
-      } else if (!trace.data.finish_ran.ctx.is_null()) {
+      } else if (!trace.root.finish_ran.ctx.is_null()) {
         c.finishes_on_root.fetch_sub(1, std::memory_order_relaxed);
         CountWhere(c, where);
       }
-      trace.data.finish_ran = SiteAt(*trace.tracer, ContextHandle(), -1);
-      trace.data.finished_off_origin = true;
+      trace.root.finish_ran = SiteAt(*trace.tracer, ContextHandle(), -1);
+      trace.root.finished_off_origin = true;
     }
     DeliverTraceEnd(trace);
   }
@@ -325,7 +311,7 @@ class TraceEndTask {
 void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace) {
   // Where the trace's finish ran: its origin context, or its loop's root
   // [F1]; null if it ran off its loop [F2] [F3].
-  const ContextHandle home = trace->data.finish_ran.ctx;
+  const ContextHandle home = trace->root.finish_ran.ctx;
   if (home.is_null()) {  // Its loop is gone: deliver here, saying so.
     TraceEndTask::Deliver(*trace, Where::kHere);
     return;
@@ -353,7 +339,6 @@ absl::Status AlreadyFinished(const char* what) {
 }  // namespace trace_internal
 
 using trace_internal::SpanState;
-using trace_internal::TraceState;
 
 namespace {
 
@@ -419,8 +404,6 @@ std::shared_ptr<const std::string> SharedState(const std::string& state) {
 
 }  // namespace
 
-// --- TraceScope --------------------------------------------------------------
-
 namespace trace_internal {
 
 // The rare parts of a scope (see scope.h).
@@ -454,131 +437,10 @@ const std::string* TraceStateOf(const ScopeExtra* extra) {
 
 }  // namespace
 
-TraceScope::TraceScope(std::unique_ptr<TraceState> state,
-                       const SpanContext& context, ScopeCurrent current)
-    : state_(state.release()),
-      extra_(MakeExtra(context.trace_state, std::move(current))),
-      trace_id_(context.trace_id),
-      root_span_id_(context.span_id),
-      trace_flags_(context.trace_flags),
-      finished_(false) {}
-
-void TraceScope::Destroy() {
-  if (!finished_) (void)Finish();  // [F4]
-  delete state_;                   // Null: Finish took it.
-  state_ = nullptr;
-  delete extra_;
-  extra_ = nullptr;
-}
-
-TraceScope& TraceScope::operator=(TraceScope&& other) noexcept {
-  if (this != &other) {
-    Destroy();  // [F4]
-    state_ = std::exchange(other.state_, nullptr);
-    extra_ = std::exchange(other.extra_, nullptr);
-    trace_id_ = other.trace_id_;
-    root_span_id_ = other.root_span_id_;
-    trace_flags_ = other.trace_flags_;
-    finished_ = std::exchange(other.finished_, true);
-  }
-  return *this;
-}
-
-SpanContext TraceScope::span_context() const {
-  SpanContext c;
-  c.trace_id = trace_id_;
-  c.span_id = root_span_id_;
-  c.trace_flags = trace_flags_;
-  if (const std::string* ts = TraceStateOf(extra_)) c.trace_state = *ts;
-  return c;
-}
-
-absl::Status TraceScope::FinishSlow(ContextHandle from,
-                                    FinishOptions& options) {
-  if (finished_) return trace_internal::AlreadyFinished("TraceScope::Finish");
-  finished_ = true;
-  if (state_ == nullptr) {  // Non-recording.
-    ScopeCurrent current = TakeCurrent(extra_);
-    if (current.has_value() || options.on_finished) {
-      FinishNonRecording(std::move(current), from, std::move(options));
-    }
-    return absl::OkStatus();
-  }
-  std::unique_ptr<TraceState> state(std::exchange(state_, nullptr));
-  const int64_t now = trace_internal::MonotonicNs();
-  state->end_mono_ns = now;
-  const absl::Time end = state->record->tracer->WallTime(now);
-  const ExecutionSite& started = state->record->data.started;
-  state->finish_called =
-      from == state->origin
-          ? ExecutionSite{from, trace_internal::ThisThreadId(), end,
-                          started.context_name}
-          : trace_internal::SiteHere(from, end);
-  trace_internal::FinishState(std::move(state), std::move(options), now);
-  return absl::OkStatus();
-}
-
-absl::Status TraceScope::SetAttribute(absl::string_view key,
-                                      AttributeValue value) {
-  if (finished_)
-    return trace_internal::AlreadyFinished("TraceScope::SetAttribute");
-  if (state_ == nullptr) return absl::OkStatus();
-  trace_internal::TraceRecord& r = *state_->record;
-  r.data.dropped_attributes_count += trace_internal::SetLimitedAttribute(
-      r.data.attributes, std::string(key), std::move(value), r.tracer->limits,
-      r.tracer->limits.attribute_count);
-  return absl::OkStatus();
-}
-
-absl::Status TraceScope::AddEvent(absl::string_view name,
-                                  Attributes attributes) {
-  if (finished_) return trace_internal::AlreadyFinished("TraceScope::AddEvent");
-  if (state_ == nullptr) return absl::OkStatus();
-  trace_internal::TraceRecord& r = *state_->record;
-  trace_internal::AddLimitedEvent(
-      r.data, name, r.tracer->WallTime(trace_internal::MonotonicNs()),
-      std::move(attributes), r.tracer->limits);
-  return absl::OkStatus();
-}
-
-absl::Status TraceScope::SetStatus(StatusCode code, absl::string_view message) {
-  if (finished_)
-    return trace_internal::AlreadyFinished("TraceScope::SetStatus");
-  if (state_ == nullptr) return absl::OkStatus();
-  trace_internal::SetStatusOf(state_->record->data, code, message);
-  return absl::OkStatus();
-}
-
-absl::Status TraceScope::SetError(absl::string_view message) {
-  if (finished_) return trace_internal::AlreadyFinished("TraceScope::SetError");
-  return SetStatus(StatusCode::kError, message);
-}
-
-ContextHandle TraceScope::origin() const {
-  if (state_ != nullptr) return state_->origin;
-  if (extra_ != nullptr && extra_->current.has_value()) {
-    return extra_->current->context();
-  }
-  return ContextHandle();
-}
-SpanParent TraceScope::AsParent() const {
-  // No trace, or a finished recorded one (spans can no longer join it).
-  if (!trace_id_.valid()) return SpanParent();
-  const bool sampled = (trace_flags_ & kTraceFlagSampled) != 0;
-  if (state_ == nullptr && sampled) return SpanParent();
-  if (state_ != nullptr) {
-    return SpanParent(state_->record, SpanId(), trace_id_, root_span_id_,
-                      trace_flags_, nullptr);
-  }
-  const std::string* ts = TraceStateOf(extra_);
-  return SpanParent(nullptr, SpanId(), trace_id_, root_span_id_, trace_flags_,
-                    ts == nullptr ? nullptr : SharedState(*ts));
-}
-
 // --- SpanScope ---------------------------------------------------------------
 
 // What scope.h says a scope costs to move.
-static_assert(sizeof(SpanScope) <= 56 && sizeof(TraceScope) <= 56,
+static_assert(sizeof(SpanScope) <= 56,
               "scope.h: a scope is a value of at most 56 bytes");
 
 SpanScope::SpanScope(std::unique_ptr<SpanState> state,
@@ -648,43 +510,29 @@ absl::Status SpanScope::FinishSlow(ContextHandle from, FinishOptions& options) {
   return absl::OkStatus();
 }
 
-absl::Status SpanScope::SetAttribute(absl::string_view key,
-                                     AttributeValue value) {
-  if (finished_)
-    return trace_internal::AlreadyFinished("SpanScope::SetAttribute");
-  if (state_ == nullptr) return absl::OkStatus();
+void SpanScope::SetAttribute(absl::string_view key, AttributeValue value) {
+  if (state_ == nullptr) return;  // Non-recording, finished or moved.
   const SpanLimits& limits = state_->trace->tracer->limits;
   state_->data.dropped_attributes_count += trace_internal::SetLimitedAttribute(
       state_->data.attributes, std::string(key), std::move(value), limits,
       limits.attribute_count);
-  return absl::OkStatus();
 }
 
-absl::Status SpanScope::AddEvent(absl::string_view name,
-                                 Attributes attributes) {
-  if (finished_) return trace_internal::AlreadyFinished("SpanScope::AddEvent");
-  if (state_ == nullptr) return absl::OkStatus();
+void SpanScope::AddEvent(absl::string_view name, Attributes attributes) {
+  if (state_ == nullptr) return;  // Non-recording, finished or moved.
   const trace_internal::TracerCore& tracer = *state_->trace->tracer;
   trace_internal::AddLimitedEvent(
       state_->data, name, tracer.WallTime(trace_internal::MonotonicNs()),
       std::move(attributes), tracer.limits);
-  return absl::OkStatus();
 }
 
-absl::Status SpanScope::SetStatus(StatusCode code, absl::string_view message) {
-  if (finished_) return trace_internal::AlreadyFinished("SpanScope::SetStatus");
-  if (state_ == nullptr) return absl::OkStatus();
-  trace_internal::SetStatusOf(state_->data, code, message);
-  return absl::OkStatus();
+void SpanScope::SetStatus(StatusCode code, absl::string_view description) {
+  if (state_ == nullptr) return;  // Non-recording, finished or moved.
+  trace_internal::SetStatusOf(state_->data, code, description);
 }
 
-absl::Status SpanScope::SetError(absl::string_view message,
-                                 absl::string_view data) {
-  if (finished_) return trace_internal::AlreadyFinished("SpanScope::SetError");
-  if (state_ == nullptr) return absl::OkStatus();
-  state_->data.error = SpanError{std::string(message), std::string(data)};
-  trace_internal::SetStatusOf(state_->data, StatusCode::kError, message);
-  return absl::OkStatus();
+void SpanScope::SetError(absl::string_view description) {
+  SetStatus(StatusCode::kError, description);
 }
 
 ContextHandle SpanScope::origin() const {

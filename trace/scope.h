@@ -4,8 +4,9 @@
 // File: ctxloop/trace/scope.h
 // -----------------------------------------------------------------------------
 //
-// `TraceScope` and `SpanScope`: move-only owners of one started trace or
-// span, made by `Tracer::StartTrace` / `Tracer::StartSpan`.
+// `SpanScope` (also named `TraceScope`): the move-only owner of one started
+// span, made by `Tracer::StartSpan`, or of a trace's root span, made by
+// `Tracer::StartTrace` (a trace is its root span).
 //
 // Finishing, from anywhere
 // ------------------------
@@ -28,11 +29,11 @@
 //   [F3] a posted finish that the loop drops unrun (shutdown overflow): it
 //        is delivered, processors only, where it was dropped;
 //   [F4] a scope destroyed unfinished finishes itself as `Finish()` would;
-//   [F5] a trace finished while spans are open: `OnTraceEnd` comes when the
-//        last one ends, on the loop thread where the trace's finish ran
-//        (posted there if that span ended elsewhere; on its root context if
-//        the finish's context is gone since); if that loop is gone, where
-//        the last span ended, with `finish_ran` and `finished_off_origin`
+//   [F5] a trace (root span) finished while spans are open: its `OnEnd`
+//        comes when the last one ends, on the loop thread where the trace's
+//        finish ran (posted there if that span ended elsewhere; on its root
+//        context if the finish's context is gone since); if that loop is gone,
+//        where the last span ended, with `finish_ran` and `finished_off_origin`
 //        saying so.
 // `FinishOptions::on_finished` tells the caller when (and where) the finish
 // ran. `finish_ran` always names where the processors' end event ran.
@@ -46,6 +47,7 @@
 //
 // Cost: a scope is a value of 56 bytes (two owned pointers -- its state if
 // recording, rare extras -- the ids and two flags); moving it copies those.
+// The same code serves traces and spans.
 // A disabled tracer's scope (and a non-recording one that is neither current
 // nor carrying a trace state) is inert: `Finish(from)` without options and
 // the destructor are inline tests, with no call, allocation or shared write. A
@@ -90,7 +92,6 @@ namespace ctxloop {
 
 namespace trace_internal {
 struct TraceRecord;
-struct TraceState;
 struct SpanState;
 struct ScopeExtra;
 }  // namespace trace_internal
@@ -102,8 +103,8 @@ struct FinishOptions {
   // Called once, after the finish ran (reset and processors), on the thread
   // where it ran, with where that was (`finish_ran`): lets a producer learn
   // when it may destroy the origin context. For a trace finished while spans
-  // are open, `OnTraceEnd` comes later, when the last one ends ([F5] in
-  // scope.cc); this callback does not wait for it. A non-recording scope
+  // are open, its root span's `OnEnd` comes later, when the last one ends ([F5]
+  // in scope.cc); this callback does not wait for it. A non-recording scope
   // calls it too, once its "current" is undone (at once if it was not
   // current). Must not throw (an exception is reported on stderr, ignored).
   std::function<void(const ExecutionSite& ran)> on_finished;
@@ -119,12 +120,12 @@ class SpanParent {
   SpanParent() = default;  // No parent.
   bool valid() const { return trace_id_.valid(); }
   TraceId trace_id() const { return trace_id_; }
-  SpanId span_id() const { return span_; }  // Invalid: the trace itself.
+  // The parent span (a trace's root span when the trace is the parent).
+  SpanId span_id() const { return span_.valid() ? span_ : root_span_id_; }
   bool sampled() const { return (trace_flags_ & kTraceFlagSampled) != 0; }
 
  private:
   friend class Tracer;
-  friend class TraceScope;
   friend class SpanScope;
   SpanParent(std::shared_ptr<trace_internal::TraceRecord> trace, SpanId span,
              TraceId trace_id, SpanId root_span_id, uint8_t trace_flags,
@@ -141,90 +142,9 @@ class SpanParent {
 // Set to undo it (`token->context()` is its origin). Internal.
 using ScopeCurrent = std::optional<Token>;
 
-class TraceScope {
- public:
-  TraceScope() = default;  // Finished (inert).
-  TraceScope(TraceScope&& other) noexcept
-      : state_(std::exchange(other.state_, nullptr)),
-        extra_(std::exchange(other.extra_, nullptr)),
-        trace_id_(other.trace_id_),
-        root_span_id_(other.root_span_id_),
-        trace_flags_(other.trace_flags_),
-        finished_(std::exchange(other.finished_, true)) {}
-  TraceScope& operator=(TraceScope&&) noexcept;  // Finishes the old one [F4].
-  ~TraceScope() {                                // [F4]
-    if (ABSL_PREDICT_FALSE(!Plain())) Destroy();
-  }
-
-  // Finishes it; see the file comment. `from` is the caller's context, if
-  // it has one.
-  absl::Status Finish(ContextHandle from) {
-    // A non-recording scope that is not current: nothing to undo.
-    if (ABSL_PREDICT_TRUE(Plain() && !finished_)) {
-      finished_ = true;
-      return absl::OkStatus();
-    }
-    FinishOptions options;
-    return FinishSlow(from, options);
-  }
-  absl::Status Finish(ContextHandle from, FinishOptions options) {
-    return FinishSlow(from, options);
-  }
-  absl::Status Finish() { return Finish(ContextHandle()); }
-
-  // Before `Finish`, on the owning thread: data of the trace's root span
-  // (subject to the tracer's limits). OK and ignored on a non-recording
-  // scope; `kFailedPrecondition` once finished or moved from.
-  absl::Status SetAttribute(absl::string_view key, AttributeValue value);
-  absl::Status AddEvent(absl::string_view name, Attributes attributes = {});
-  // OpenTelemetry rules: kUnset is ignored, kOk is final, the message is
-  // kept only with kError.
-  absl::Status SetStatus(StatusCode code, absl::string_view message = {});
-  absl::Status SetError(absl::string_view message);  // kError + message.
-
-  // False once finished, moved from, or for a non-recording scope.
-  bool recording() const { return state_ != nullptr; }
-  // Still valid after `Finish`; valid for every non-recording trace but a
-  // disabled tracer's without a remote parent.
-  TraceId trace_id() const { return trace_id_; }
-  // For injection (propagation.h): trace id, the trace's root span id, trace
-  // flags (sampled clear if unsampled) and trace state. Valid after `Finish`.
-  SpanContext span_context() const;
-  ContextHandle origin() const;
-  // The trace as a parent for spans, e.g. on another context.
-  SpanParent AsParent() const;
-
- private:
-  friend class Tracer;
-  // Recording (`state` non-null) or non-recording with ids; started.
-  TraceScope(std::unique_ptr<trace_internal::TraceState> state,
-             const SpanContext& context, ScopeCurrent current);
-  // A disabled tracer's scope: no ids, started (setters and Finish succeed).
-  static TraceScope Inert() {
-    TraceScope s;
-    s.finished_ = false;
-    return s;
-  }
-  // Neither recording nor holding anything to undo or free: finishing or
-  // destroying it touches nothing else.
-  bool Plain() const {
-    return (reinterpret_cast<uintptr_t>(state_) |
-            reinterpret_cast<uintptr_t>(extra_)) == 0;
-  }
-  absl::Status FinishSlow(ContextHandle from, FinishOptions& options);
-  void Destroy();
-
-  // Owned (raw pointers, so that an inert scope's destructor is one inline
-  // test). `extra_`: a non-recording scope made current (its token), or a
-  // non-empty trace state; rare.
-  trace_internal::TraceState* state_ = nullptr;  // Recording scopes.
-  trace_internal::ScopeExtra* extra_ = nullptr;
-  TraceId trace_id_;
-  SpanId root_span_id_;
-  uint8_t trace_flags_ = 0;
-  bool finished_ = true;  // Until started; again once finished or moved.
-};
-
+// One started span: a trace's root span (`Tracer::StartTrace`) or a span in
+// it (`Tracer::StartSpan`). `TraceScope` names the same type where the
+// scope is a trace.
 class SpanScope {
  public:
   SpanScope() = default;  // Finished (inert).
@@ -242,7 +162,7 @@ class SpanScope {
   }
 
   // Finishes it; see the file comment. `from` is the caller's context, if
-  // it has one.
+  // it has one. `kFailedPrecondition` if already finished or moved from.
   absl::Status Finish(ContextHandle from) {
     // A non-recording scope that is not current: nothing to undo.
     if (ABSL_PREDICT_TRUE(Plain() && !finished_)) {
@@ -258,28 +178,30 @@ class SpanScope {
   absl::Status Finish() { return Finish(ContextHandle()); }
 
   // Before `Finish`, on the owning thread: attach data (subject to the
-  // tracer's limits). OK and ignored on a non-recording scope;
-  // `kFailedPrecondition` once finished or moved from.
-  absl::Status SetAttribute(absl::string_view key, AttributeValue value);
-  absl::Status AddEvent(absl::string_view name, Attributes attributes = {});
-  // OpenTelemetry rules: kUnset is ignored, kOk is final, the message is
-  // kept only with kError.
-  absl::Status SetStatus(StatusCode code, absl::string_view message = {});
-  // Sets `SpanData::error` and the status to kError with `message` (unless
-  // the status is already kOk, which is final).
-  absl::Status SetError(absl::string_view message, absl::string_view data = {});
+  // tracer's limits). Ignored on a non-recording scope and once finished or
+  // moved from, as OpenTelemetry's span setters.
+  void SetAttribute(absl::string_view key, AttributeValue value);
+  void AddEvent(absl::string_view name, Attributes attributes = {});
+  // OpenTelemetry rules: kUnset is ignored, kOk is final, the description
+  // is kept only with kError.
+  void SetStatus(StatusCode code, absl::string_view description = {});
+  // `SetStatus(StatusCode::kError, description)`.
+  void SetError(absl::string_view description);
 
-  // False once finished, moved from, or for a non-recording span.
+  // False once finished, moved from, or for a non-recording scope.
   bool recording() const { return state_ != nullptr; }
   // Still valid after `Finish`. A non-recording span under a parent has
-  // the parent's trace id and a span id of its own (sampled flag clear); one
-  // with no parent it could see (or a disabled tracer's without
-  // `SpanOptions::parent`) has invalid ids.
+  // the parent's trace id and a span id of its own (sampled flag clear); a
+  // non-recording trace has ids unless it is a disabled tracer's without a
+  // remote parent; a span with no parent it could see (or a disabled
+  // tracer's without `SpanOptions::parent`) has invalid ids.
   TraceId trace_id() const { return trace_id_; }
   SpanId span_id() const { return span_id_; }
-  // For injection (propagation.h). Valid after `Finish`.
+  // For injection (propagation.h): trace id, span id, trace flags (sampled
+  // clear if unsampled) and trace state. Valid after `Finish`.
   SpanContext span_context() const;
   ContextHandle origin() const;
+  // This span as a parent for spans, e.g. on another context.
   SpanParent AsParent() const;
 
  private:
@@ -288,7 +210,7 @@ class SpanScope {
   SpanScope(std::unique_ptr<trace_internal::SpanState> state,
             const SpanContext& context, ScopeCurrent current,
             SpanId root_span_id);
-  // A disabled tracer's (or a no-op) span: no ids, started.
+  // A disabled tracer's (or a no-op) scope: no ids, started.
   static SpanScope Inert() {
     SpanScope s;
     s.finished_ = false;
@@ -310,10 +232,13 @@ class SpanScope {
   trace_internal::ScopeExtra* extra_ = nullptr;
   TraceId trace_id_;
   SpanId span_id_;
-  SpanId root_span_id_;  // For `AsParent`.
+  SpanId root_span_id_;  // The trace's root span (this one for a trace).
   uint8_t trace_flags_ = 0;
   bool finished_ = true;  // Until started; again once finished or moved.
 };
+
+// A trace is its root span: `Tracer::StartTrace` returns this scope.
+using TraceScope = SpanScope;
 
 }  // namespace ctxloop
 

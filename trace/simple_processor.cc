@@ -11,18 +11,10 @@
 namespace ctxloop {
 
 SimpleProcessor::SimpleProcessor(std::shared_ptr<SpanExporter> exporter,
-                                 ErrorCallback on_error)
+                                 TraceErrorCallback on_error)
     : exporter_(std::move(exporter)), on_error_(std::move(on_error)) {}
 
-void SimpleProcessor::OnTraceEnd(const TraceData& trace) {
-  ExportOne(ExportItem(trace));
-}
-
-void SimpleProcessor::OnSpanEnd(const SpanData& span) {
-  ExportOne(ExportItem(span));
-}
-
-void SimpleProcessor::ExportOne(ExportItem item) {
+void SimpleProcessor::OnEnd(const SpanData& item) {
   absl::Status s;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -8,8 +8,7 @@
 // that ended it, through one exporter. For tests, debugging and exporters
 // that are themselves cheap (in-memory); use `BatchProcessor` for I/O.
 //
-// Bound: holds no items; each is exported before its `OnSpanEnd` /
-// `OnTraceEnd` returns.
+// Bound: holds no items; each is exported before its `OnEnd` returns.
 //
 // Cost: one mutex acquisition plus one `Export` call per ended item.
 //
@@ -32,16 +31,13 @@ namespace ctxloop {
 
 class SimpleProcessor final : public TraceProcessor {
  public:
-  using ErrorCallback = absl::AnyInvocable<void(const absl::Status&)>;
-
-  // `exporter` must not be null.
+  // `exporter` must not be null. `on_error` is called (under the processor's
+  // mutex, on the thread that ended the span) for each failed export.
   explicit SimpleProcessor(std::shared_ptr<SpanExporter> exporter,
-                           ErrorCallback on_error = nullptr);
+                           TraceErrorCallback on_error = nullptr);
 
-  void OnTraceStart(const TraceData&) override {}
-  void OnTraceEnd(const TraceData& trace) override;
-  void OnSpanStart(const SpanData&) override {}
-  void OnSpanEnd(const SpanData& span) override;
+  void OnStart(const SpanData&) override {}
+  void OnEnd(const SpanData& span) override;
   absl::Status ForceFlush(absl::Duration timeout) override;
   absl::Status Shutdown(absl::Duration timeout) override;
 
@@ -49,11 +45,9 @@ class SimpleProcessor final : public TraceProcessor {
   uint64_t dropped_after_shutdown() const;
 
  private:
-  void ExportOne(ExportItem item);
-
   mutable std::mutex mu_;
   std::shared_ptr<SpanExporter> exporter_;
-  ErrorCallback on_error_;
+  TraceErrorCallback on_error_;
   bool shut_down_ = false;
   uint64_t failed_items_ = 0;
   uint64_t dropped_after_shutdown_ = 0;

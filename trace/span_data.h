@@ -4,9 +4,10 @@
 // File: ctxloop/trace/span_data.h
 // -----------------------------------------------------------------------------
 //
-// The records processors and exporters receive: `TraceData` for a trace (a
-// workflow run), `SpanData` for one operation inside it. Both are plain
-// values, copied or moved freely; processors get them by const reference.
+// The record processors and exporters receive: `SpanData`, one operation.
+// A trace (e.g. a workflow run) is its root span, with the same record.
+// Plain values, copied or moved freely; processors get them by const
+// reference.
 //
 // Times: wall-clock times (`absl::Time`) say when; `duration` is measured on
 // the monotonic clock, so it is right even if the wall clock steps. (The
@@ -25,8 +26,6 @@
 #define CTXLOOP_TRACE_SPAN_DATA_H_
 
 #include <cstdint>
-#include <map>
-#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -45,11 +44,6 @@ using AttributeValue =
     std::variant<std::string, int64_t, double, bool, std::vector<std::string>,
                  std::vector<int64_t>, std::vector<double>, std::vector<bool>>;
 using Attributes = std::vector<std::pair<std::string, AttributeValue>>;
-
-struct SpanError {
-  std::string message;
-  std::string data;  // Free-form details (e.g. JSON), may be empty.
-};
 
 // What a span does, as OpenTelemetry's SpanKind (values are OTLP's enum).
 enum class SpanKind : uint8_t {
@@ -99,72 +93,57 @@ struct ExecutionSite {
   std::string context_name;
 };
 
-// Fields trace and span records share: what OpenTelemetry calls a span.
-// (A ctxloop trace is exported as its root span.)
-struct SpanRecordCommon {
+// What processors and exporters receive for every span. A trace is its
+// root span: the span `StartTrace` starts, whose `parent_span_id` is
+// invalid (a new trace) or a remote span (`parent_is_remote`: it continues
+// a W3C `traceparent`). Every other span of the trace has a local parent:
+// another span, or the root span for a top-level span.
+struct SpanData {
+  TraceId trace_id;
+  SpanId span_id;  // Random per span (a root span's too: two processes
+                   // continuing one remote trace never export the same id).
+  SpanId parent_span_id;          // Invalid: a root span with no remote parent.
+  bool parent_is_remote = false;  // A root span continuing a remote trace.
+  std::string name;
   SpanKind kind = SpanKind::kInternal;
-  SpanStatus status;
+  Attributes attributes;
   std::vector<SpanEvent> events;
   std::vector<SpanLink> links;
+  SpanStatus status;
   InstrumentationScope scope;  // The tracer's.
-  // W3C trace flags and trace state inherited by the trace (from a remote
-  // parent or the sampler); bit 0x01 = sampled.
+  // W3C trace flags and trace state of the trace (inherited from a remote
+  // parent or set by the sampler); bit 0x01 = sampled.
   uint8_t trace_flags = kTraceFlagSampled;
   std::string trace_state;
   // Items dropped because they exceeded the tracer's limits.
   uint32_t dropped_attributes_count = 0;
   uint32_t dropped_events_count = 0;
   uint32_t dropped_links_count = 0;
-};
-
-struct TraceData : SpanRecordCommon {
-  TraceId trace_id;
-  // The span id the trace itself has in span-based formats (OTLP, Chrome):
-  // spans with no parent span are its children there. Random per trace, so
-  // two processes continuing one remote trace never export the same id.
-  SpanId root_span_id;
-  // The remote parent this trace continues (W3C `traceparent`), if any:
-  // the root span's parent in span-based formats. Invalid: a new trace.
-  SpanId remote_parent_span_id;
-  Attributes attributes;  // OpenTelemetry attributes of the root span.
-  std::string workflow_name;
-  std::string group_id;  // Free string, e.g. a chat thread id; may be empty.
-  std::map<std::string, std::string> metadata;
   absl::Time start_time;
-  absl::Time end_time;  // InfiniteFuture() until the trace ends.
+  absl::Time end_time;  // InfiniteFuture() until the span ends.
   absl::Duration duration;
   ExecutionSite started;        // On the origin context.
   ExecutionSite finish_called;  // Where Finish() was called (or destroyed).
   // Where the finish ran (reset of "current", then the processors): the
   // origin context on its loop thread; that loop's root if the origin context
   // was gone [F1]; the finishing thread (null ctx) if the loop was gone
-  // [F2]/[F3] (cases in scope.cc). A trace end that waited for open spans
-  // [F5] runs on the same loop thread; if that loop was gone by then, this
-  // names the thread that delivered it.
+  // [F2]/[F3] (cases in scope.cc). A root span's end that waited for open
+  // spans [F5] runs on the same loop thread; if that loop was gone by then,
+  // this names the thread that delivered it.
   ExecutionSite finish_ran;
   // True if the finish could not run on the origin context (gone, or its
   // loop gone or shutting down): processors only, without a reset.
   bool finished_off_origin = false;
+
+  // True for the span `StartTrace` started (no local parent).
+  bool is_root() const { return !parent_span_id.valid() || parent_is_remote; }
 };
 
-struct SpanData : SpanRecordCommon {
-  TraceId trace_id;
-  SpanId span_id;
-  SpanId parent_span_id;  // Invalid (0): a direct child of the trace.
-  // The trace's `TraceData::root_span_id`: a top-level span's parent in
-  // span-based formats (OTLP, Chrome), known before the trace ends.
-  SpanId root_span_id;
-  std::string name;
-  Attributes attributes;
-  absl::Time start_time;
-  absl::Time end_time;  // InfiniteFuture() until the span ends.
-  absl::Duration duration;
-  std::optional<SpanError> error;
-  ExecutionSite started;
-  ExecutionSite finish_called;
-  ExecutionSite finish_ran;
-  bool finished_off_origin = false;
-};
+// Attribute keys ctxloop's own callers use for what agent frameworks call a
+// run's group (e.g. a chat thread id) and metadata ("ctxloop.metadata." +
+// key): plain attributes of the root span.
+inline constexpr char kGroupIdAttribute[] = "ctxloop.group_id";
+inline constexpr char kMetadataAttributePrefix[] = "ctxloop.metadata.";
 
 }  // namespace ctxloop
 

@@ -37,10 +37,7 @@ const ContextKey<CurrentScope>& MakeCurrentKey() {
 const std::string& CurrentScope::trace_state() const {
   static const std::string* const kEmpty = new std::string();
   if (trace == nullptr) return *kEmpty;
-  if (trace->recorded) {
-    return static_cast<const TraceRecord&>(*trace).data.trace_state;
-  }
-  return trace->unsampled_trace_state;
+  return trace->trace_state;
 }
 
 TracerCore::TracerCore(Tracer::Options options)
@@ -118,7 +115,7 @@ uint32_t LimitAttributes(Attributes& attributes, const SpanLimits& limits,
   return dropped;
 }
 
-void SetLinks(SpanRecordCommon& record, std::vector<SpanLink> links,
+void SetLinks(SpanData& record, std::vector<SpanLink> links,
               const SpanLimits& limits) {
   if (links.size() > limits.link_count) {
     record.dropped_links_count +=
@@ -132,9 +129,8 @@ void SetLinks(SpanRecordCommon& record, std::vector<SpanLink> links,
   record.links = std::move(links);
 }
 
-void AddLimitedEvent(SpanRecordCommon& record, absl::string_view name,
-                     absl::Time time, Attributes attributes,
-                     const SpanLimits& limits) {
+void AddLimitedEvent(SpanData& record, absl::string_view name, absl::Time time,
+                     Attributes attributes, const SpanLimits& limits) {
   if (record.events.size() >= limits.event_count) {
     ++record.dropped_events_count;
     return;
@@ -148,8 +144,7 @@ void AddLimitedEvent(SpanRecordCommon& record, absl::string_view name,
   record.events.push_back(std::move(event));
 }
 
-void SetStatusOf(SpanRecordCommon& record, StatusCode code,
-                 absl::string_view message) {
+void SetStatusOf(SpanData& record, StatusCode code, absl::string_view message) {
   if (code == StatusCode::kUnset || record.status.code == StatusCode::kOk) {
     return;
   }
@@ -168,7 +163,6 @@ using trace_internal::CurrentScope;
 using trace_internal::MonotonicNs;
 using trace_internal::SpanState;
 using trace_internal::TraceRecord;
-using trace_internal::TraceState;
 
 namespace {
 
@@ -212,7 +206,7 @@ std::shared_ptr<const trace_internal::TraceIdentity> UnsampledIdentity(
   id->trace_id = trace_id;
   id->root_span_id = root_span_id;
   id->trace_flags = trace_flags;
-  id->unsampled_trace_state = trace_state;
+  id->trace_state = trace_state;
   return id;
 }
 
@@ -221,7 +215,7 @@ std::shared_ptr<const trace_internal::TraceIdentity> UnsampledIdentity(
 const std::string& TraceStateOf(const std::shared_ptr<TraceRecord>& trace,
                                 const std::shared_ptr<const std::string>& s) {
   static const std::string* const kEmpty = new std::string();
-  if (trace != nullptr) return trace->data.trace_state;
+  if (trace != nullptr) return trace->trace_state;
   return s != nullptr ? *s : *kEmpty;
 }
 
@@ -248,7 +242,7 @@ SpanScope Tracer::UnrecordedSpan(TraceId trace_id, SpanId root_span_id,
 TraceScope Tracer::PassedThrough(const SpanContext& remote_parent) {
   SpanContext context = remote_parent;
   context.remote = false;
-  return TraceScope(nullptr, context, std::nullopt);
+  return TraceScope(nullptr, context, std::nullopt, context.span_id);
 }
 
 SpanScope Tracer::PassedThrough(const SpanParent& parent) {
@@ -273,7 +267,7 @@ TraceScope Tracer::UnrecordedTrace(const TraceOptions& options) {
         options.trace_id.valid() ? options.trace_id : NewTraceId();
   }
   context.span_id = NewSpanId();
-  return TraceScope(nullptr, context, std::nullopt);
+  return TraceScope(nullptr, context, std::nullopt, context.span_id);
 }
 
 Tracer::Tracer(Options options)
@@ -282,10 +276,14 @@ Tracer::Tracer(Options options)
 
 Tracer::~Tracer() { (void)Shutdown(); }
 
-absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
-    ContextHandle ctx, absl::string_view workflow_name, TraceOptions options) {
-  if (ctx.is_null()) return absl::InvalidArgumentError("StartTrace: null ctx");
+TraceScope Tracer::StartTraceImpl(ContextHandle ctx,
+                                  absl::string_view workflow_name,
+                                  TraceOptions options) {
   trace_internal::TracerCore& core = *core_;
+  if (ctx.is_null()) {  // Misuse: ids only (see "Never aborting a user").
+    Count(core.counters.start_refused);
+    return UnrecordedTrace(options);
+  }
   if (!enabled_.load(std::memory_order_relaxed)) {  // Raced SetEnabled.
     if (options.remote_parent.valid()) {
       return PassedThrough(options.remote_parent);
@@ -294,12 +292,14 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   }
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
+    Count(core.counters.start_refused);
     Count(core.counters.traces_off_loop_thread);
     return UnrecordedTrace(options);
   }
   // A destroyed (closing) context refuses new traces at once [S15]; with
   // make_current the Set below refuses them too.
   if (!options.make_current && !loop->IsOpen(ctx)) {
+    Count(core.counters.start_refused);
     Count(core.counters.traces_on_stale_context);
     return UnrecordedTrace(options);
   }
@@ -335,12 +335,14 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
                                      context.trace_flags, context.trace_state),
                    SpanId()});
       if (!token.ok()) {
+        Count(core.counters.start_refused);
         Count(core.counters.traces_on_stale_context);
-        return TraceScope(nullptr, context, std::nullopt);  // Ids only.
+        // Ids only.
+        return TraceScope(nullptr, context, std::nullopt, context.span_id);
       }
       current = *token;
     }
-    return TraceScope(nullptr, context, std::move(current));
+    return TraceScope(nullptr, context, std::move(current), context.span_id);
   }
   context.trace_flags = static_cast<uint8_t>(inherited | kTraceFlagSampled);
 
@@ -349,13 +351,22 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   record->root_span_id = context.span_id;
   record->trace_flags = context.trace_flags;
   record->recorded = true;
+  record->trace_state = context.trace_state;
   record->tracer = core_;
   record->origin = ctx;
-  record->start_mono_ns = MonotonicNs();
-  TraceData& d = record->data;
+  // The root span: the same record and state as any span.
+  std::unique_ptr<SpanState> state(new SpanState);
+  state->root = true;
+  state->origin = ctx;
+  state->start_mono_ns = MonotonicNs();
+  SpanData& d = state->data;
   d.trace_id = context.trace_id;
-  d.root_span_id = context.span_id;
-  if (continues) d.remote_parent_span_id = remote.span_id;
+  d.span_id = context.span_id;
+  if (continues) {
+    d.parent_span_id = remote.span_id;
+    d.parent_is_remote = true;
+  }
+  d.name = std::string(workflow_name);
   d.trace_flags = context.trace_flags;
   d.trace_state = context.trace_state;
   d.kind = options.kind;
@@ -366,27 +377,23 @@ absl::StatusOr<TraceScope> Tracer::StartTraceImpl(
   if (!options.links.empty()) {
     trace_internal::SetLinks(d, std::move(options.links), core.limits);
   }
-  d.workflow_name = std::string(workflow_name);
-  d.group_id = std::move(options.group_id);
-  d.metadata = std::move(options.metadata);
-  d.start_time = core.WallTime(record->start_mono_ns);
+  d.start_time = core.WallTime(state->start_mono_ns);
   d.end_time = absl::InfiniteFuture();
   d.started = StartSite(*loop, ctx, d.start_time);
-  std::unique_ptr<TraceState> state(new TraceState);
-  state->origin = ctx;
   if (options.make_current) {
     absl::StatusOr<Token> token =
         CurrentKey().Set(ctx, CurrentScope{record, SpanId()});
     if (!token.ok()) {  // Context destroyed: ids only, not sampled.
+      Count(core.counters.start_refused);
       Count(core.counters.traces_on_stale_context);
       context.trace_flags = Unsampled(context.trace_flags);
-      return TraceScope(nullptr, context, std::nullopt);
+      return TraceScope(nullptr, context, std::nullopt, context.span_id);
     }
     state->token = *token;
   }
-  core.processors.OnTraceStart(d);
-  state->record = std::move(record);
-  return TraceScope(std::move(state), context, std::nullopt);
+  core.processors.OnStart(d);
+  state->trace = std::move(record);
+  return TraceScope(std::move(state), context, std::nullopt, context.span_id);
 }
 
 namespace {
@@ -398,20 +405,24 @@ const SpanOptions& DefaultSpanOptions() {
 
 }  // namespace
 
-absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
-                                                absl::string_view name,
-                                                SpanOptions* given) {
+SpanScope Tracer::StartSpanImpl(ContextHandle ctx, absl::string_view name,
+                                SpanOptions* given) {
   // Read from `options`; moved from only through `given` (never from the
   // shared defaults).
   const SpanOptions& options = given != nullptr ? *given : DefaultSpanOptions();
-  if (ctx.is_null()) return absl::InvalidArgumentError("StartSpan: null ctx");
   trace_internal::TracerCore& core = *core_;
+  if (ctx.is_null()) {  // Misuse: ids only, from an explicit parent.
+    Count(core.counters.start_refused);
+    if (options.parent.valid()) return UnrecordedSpan(options.parent);
+    return SpanScope::Inert();
+  }
   if (!enabled_.load(std::memory_order_relaxed)) {  // Raced SetEnabled.
     if (options.parent.valid()) return PassedThrough(options.parent);
     return SpanScope::Inert();
   }
   loop_internal::LoopCore* loop = loop_internal::FindOwnedCore(ctx);
   if (loop == nullptr) {
+    Count(core.counters.start_refused);
     Count(core.counters.spans_off_loop_thread);
     // Only an explicit parent can be read off the loop thread.
     if (options.parent.valid()) return UnrecordedSpan(options.parent);
@@ -428,6 +439,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   std::shared_ptr<const trace_internal::TraceIdentity> identity;
   if (options.parent.valid()) {
     if (!options.make_current && !loop->IsOpen(ctx)) {
+      Count(core.counters.start_refused);
       Count(core.counters.spans_on_stale_context);
       return UnrecordedSpan(options.parent);
     }
@@ -443,6 +455,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
     // below.
     const CurrentScope* current = CurrentKey().Peek(ctx);
     if (current == nullptr) {
+      Count(core.counters.start_refused);
       Count(core.counters.spans_on_stale_context);
       return SpanScope::Inert();
     }
@@ -473,11 +486,11 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
     if (!trace->AddSpan()) {  // Its trace finished: ids only.
       Count(core.counters.rejected_spans);
       return UnrecordedSpan(trace_id, root_span_id, trace_flags,
-                            trace->data.trace_state);
+                            trace->trace_state);
     }
     // Copies cost on the hot path even when empty: only if set.
-    if (!trace->data.trace_state.empty()) {
-      context.trace_state = trace->data.trace_state;
+    if (!trace->trace_state.empty()) {
+      context.trace_state = trace->trace_state;
     }
     SamplingParameters params;
     params.trace_id = trace_id;
@@ -501,7 +514,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
     if (unsampled_state != nullptr) {  // An explicit unsampled parent's.
       context.trace_state = *unsampled_state;
     } else if (identity != nullptr) {  // The current unsampled trace's.
-      context.trace_state = identity->unsampled_trace_state;
+      context.trace_state = identity->trace_state;
     }  // Else dropped under a record: its state, copied above.
     ScopeCurrent current;
     if (options.make_current) {
@@ -512,6 +525,7 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
       absl::StatusOr<Token> token = CurrentKey().Set(
           ctx, CurrentScope{std::move(identity), context.span_id});
       if (!token.ok()) {  // Ids only, not current.
+        Count(core.counters.start_refused);
         Count(core.counters.spans_on_stale_context);
         return SpanScope(nullptr, context, std::nullopt, root_span_id);
       }
@@ -529,8 +543,8 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
   SpanData& d = state->data;
   d.trace_id = trace_id;
   d.span_id = context.span_id;
-  d.parent_span_id = parent_span;
-  d.root_span_id = root_span_id;
+  // A top-level span's parent is the trace's root span.
+  d.parent_span_id = parent_span.valid() ? parent_span : root_span_id;
   d.trace_flags = trace_flags;
   if (!context.trace_state.empty()) d.trace_state = context.trace_state;
   d.kind = options.kind;
@@ -557,13 +571,14 @@ absl::StatusOr<SpanScope> Tracer::StartSpanImpl(ContextHandle ctx,
       // This span never reached a processor; if the trace finished on
       // another thread meanwhile, its end was waiting for us [F5].
       if (trace->RemoveSpan()) trace_internal::EndTraceAfterLastSpan(trace);
+      Count(core.counters.start_refused);
       Count(core.counters.spans_on_stale_context);
       context.trace_flags = Unsampled(trace_flags);  // Ids only.
       return SpanScope(nullptr, context, std::nullopt, root_span_id);
     }
     state->token = *token;
   }
-  core.processors.OnSpanStart(d);
+  core.processors.OnStart(d);
   state->trace = std::move(trace);
   return SpanScope(std::move(state), context, std::nullopt, root_span_id);
 }
@@ -574,8 +589,9 @@ absl::StatusOr<SpanParent> Tracer::CurrentParent(ContextHandle ctx) const {
   if (current->trace == nullptr) return SpanParent();
   const trace_internal::TraceIdentity& id = *current->trace;
   const std::string& state = current->trace_state();
-  return SpanParent(current->record(), current->span, id.trace_id,
-                    id.root_span_id, id.trace_flags,
+  return SpanParent(current->record(),
+                    current->span.valid() ? current->span : id.root_span_id,
+                    id.trace_id, id.root_span_id, id.trace_flags,
                     id.recorded || state.empty()
                         ? nullptr
                         : std::make_shared<const std::string>(state));
@@ -629,6 +645,7 @@ TracerStats Tracer::stats() const {
     return a.load(std::memory_order_relaxed);
   };
   TracerStats s;
+  s.start_refused = get(c.start_refused);
   s.noop_spans = get(c.noop_spans);
   s.rejected_spans = get(c.rejected_spans);
   s.spans_off_loop_thread = get(c.spans_off_loop_thread);

@@ -14,8 +14,8 @@
 //       std::make_shared<ctxloop::SimpleProcessor>(exporter));
 //   ctxloop::Tracer tracer(std::move(options));
 //   // On ctx's loop thread:
-//   ctxloop::TraceScope run = *tracer.StartTrace(ctx, "agent run");
-//   ctxloop::SpanScope step = *tracer.StartSpan(ctx, "tool call");
+//   ctxloop::TraceScope run = tracer.StartTrace(ctx, "agent run");
+//   ctxloop::SpanScope step = tracer.StartSpan(ctx, "tool call");
 //   step.Finish(ctx);
 //   run.Finish(ctx);  // or from any other thread/context: see scope.h
 //
@@ -33,15 +33,16 @@
 //
 // Never aborting a user
 // ---------------------
-// `StartTrace`/`StartSpan` fail only for a null context handle
-// (`kInvalidArgument`). Where a span cannot be recorded they return an OK,
-// non-recording scope (no allocation, no processor call; its setters and
-// `Finish` succeed and do nothing) and count why in `stats()`: no trace to
-// belong to (`noop_spans`), parent trace already finished (`rejected_spans`:
-// its end could not follow the trace's), called off the context's loop
+// `StartTrace`/`StartSpan` return a scope, never an error. Where a span
+// cannot be recorded it is non-recording (no allocation, no processor call;
+// its setters do nothing and `Finish` succeeds) and `stats()` counts why:
+// misuse -- a null context handle, a call off the context's loop thread, a
+// destroyed or closing context -- in `start_refused`, and by reason: no
+// trace to belong to (`noop_spans`), parent trace already finished
+// (`rejected_spans`: its end could not follow the trace's), off the loop
 // thread (`spans_off_loop_thread`), stale or closing context
-// (`spans_on_stale_context`). `StartTrace` likewise (`traces_off_loop_thread`,
-// `traces_on_stale_context`). So `*tracer.StartSpan(ctx, ...)` is safe.
+// (`spans_on_stale_context`); `StartTrace` likewise
+// (`traces_off_loop_thread`, `traces_on_stale_context`).
 //
 // Ids of non-recording scopes: propagation never breaks
 // -----------------------------------------------------
@@ -87,7 +88,8 @@
 // clear.
 // `TraceOptions::remote_parent` (a valid `SpanContext`, e.g. extracted from
 // an incoming `traceparent` by propagation.h) makes the new trace continue
-// it: same trace id, `TraceData::remote_parent_span_id`, trace flags and
+// it: same trace id, the root span's parent the remote span (`SpanData::
+// parent_is_remote`), trace flags and
 // trace state inherited. An invalid one is ignored: a new trace starts.
 //
 // Limits (OpenTelemetry's): `Options::limits` caps attributes, events and
@@ -147,11 +149,11 @@ struct TracerCore;
 }  // namespace trace_internal
 
 struct TraceOptions {
-  std::string group_id;
-  std::map<std::string, std::string> metadata;
   TraceId trace_id;  // Invalid: generate one. Ignored with a remote parent.
   bool make_current = true;
-  // OpenTelemetry attributes, kind and links of the trace's root span.
+  // OpenTelemetry attributes, kind and links of the trace's root span
+  // (e.g. a run's group and metadata: `kGroupIdAttribute`,
+  // `kMetadataAttributePrefix` in span_data.h).
   Attributes attributes;
   SpanKind kind = SpanKind::kInternal;
   std::vector<SpanLink> links;
@@ -181,6 +183,10 @@ struct SpanLimits {
 // Rare events only: a finish on its own context (the common case) is not
 // counted, so the hot path touches no shared counter.
 struct TracerStats {
+  // Starts that could not record because of misuse: a null context handle,
+  // a call off the context's loop thread, or a destroyed or closing context
+  // (the last two also counted by reason below).
+  uint64_t start_refused = 0;
   // Non-recording scopes, by reason (see "Never aborting a user").
   uint64_t noop_spans = 0;              // Started with no trace to belong to.
   uint64_t rejected_spans = 0;          // Parent trace already finished.
@@ -207,8 +213,8 @@ class Tracer {
     // A disabled tracer's scopes cost almost nothing and record nothing.
     bool enabled = true;
     // Receives processor failures (exceptions). Default: stderr.
-    MultiProcessor::ErrorCallback on_error;
-    // Copied into every record (`SpanRecordCommon::scope`).
+    TraceErrorCallback on_error;
+    // Copied into every record (`SpanData::scope`).
     InstrumentationScope scope;
     SpanLimits limits;
     // Null: ParentBasedSampler(AlwaysOnSampler()).
@@ -221,25 +227,22 @@ class Tracer {
   // Runs `Shutdown()` if it has not run.
   ~Tracer();
 
-  // Starts a trace on `ctx` (its loop thread) and calls `OnTraceStart` if
-  // sampled. Fails only for a null `ctx` (`kInvalidArgument`); otherwise
-  // returns a scope, non-recording where it cannot record (counted).
-  // On a disabled tracer this is an inline test that returns an inert scope
-  // (no ids, no allocation, nothing shared written), or with a valid
-  // `remote_parent` one that carries it unchanged (see the file comment).
-  absl::StatusOr<TraceScope> StartTrace(ContextHandle ctx,
-                                        absl::string_view workflow_name) {
-    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
-        ABSL_PREDICT_TRUE(!ctx.is_null())) {
+  // Starts a trace on `ctx` (its loop thread) and calls `OnStart` for its root
+  // span if sampled. Never fails: where it cannot record -- a null or stale
+  // `ctx`, another thread (counted in `stats().start_refused` and by reason) or
+  // an unsampled trace -- the scope is non-recording (see "Never aborting a
+  // user"). On a disabled tracer this is an inline test that returns an
+  // inert scope (no ids, no allocation, nothing shared written), or with a
+  // valid `remote_parent` one that carries it unchanged.
+  TraceScope StartTrace(ContextHandle ctx, absl::string_view workflow_name) {
+    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed))) {
       return TraceScope::Inert();
     }
     return StartTraceImpl(ctx, workflow_name, TraceOptions());
   }
-  absl::StatusOr<TraceScope> StartTrace(ContextHandle ctx,
-                                        absl::string_view workflow_name,
-                                        TraceOptions options) {
-    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
-        ABSL_PREDICT_TRUE(!ctx.is_null())) {
+  TraceScope StartTrace(ContextHandle ctx, absl::string_view workflow_name,
+                        TraceOptions options) {
+    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed))) {
       if (ABSL_PREDICT_FALSE(options.remote_parent.valid())) {
         return PassedThrough(options.remote_parent);
       }
@@ -248,25 +251,22 @@ class Tracer {
     return StartTraceImpl(ctx, workflow_name, std::move(options));
   }
 
-  // Starts a span on `ctx` (its loop thread) and calls `OnSpanStart` if
-  // recorded. Fails only for a null `ctx` (`kInvalidArgument`); otherwise
-  // returns a scope, non-recording where it cannot record (counted).
-  // On a disabled tracer this is an inline test that returns an inert scope
-  // (no ids, no allocation, nothing shared written); without `options` no
-  // `SpanOptions` is built either. With a valid `options.parent` the scope
-  // carries that parent's context unchanged (see the file comment).
-  absl::StatusOr<SpanScope> StartSpan(ContextHandle ctx,
-                                      absl::string_view name) {
-    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
-        ABSL_PREDICT_TRUE(!ctx.is_null())) {
+  // Starts a span on `ctx` (its loop thread) and calls `OnStart` if
+  // recorded. Never fails: where it cannot record the scope is
+  // non-recording, counted (as `StartTrace`). On a disabled tracer this is
+  // an inline test that returns an inert scope (no ids, no allocation,
+  // nothing shared written); without `options` no `SpanOptions` is built
+  // either. With a valid `options.parent` the scope carries that parent's
+  // context unchanged (see the file comment).
+  SpanScope StartSpan(ContextHandle ctx, absl::string_view name) {
+    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed))) {
       return SpanScope::Inert();
     }
     return StartSpanImpl(ctx, name, nullptr);
   }
-  absl::StatusOr<SpanScope> StartSpan(ContextHandle ctx, absl::string_view name,
-                                      SpanOptions options) {
-    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed)) &&
-        ABSL_PREDICT_TRUE(!ctx.is_null())) {
+  SpanScope StartSpan(ContextHandle ctx, absl::string_view name,
+                      SpanOptions options) {
+    if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed))) {
       if (ABSL_PREDICT_FALSE(options.parent.valid())) {
         return PassedThrough(options.parent);
       }
@@ -300,23 +300,21 @@ class Tracer {
 
  private:
   // The out-of-line starts.
-  absl::StatusOr<TraceScope> StartTraceImpl(ContextHandle ctx,
-                                            absl::string_view workflow_name,
-                                            TraceOptions options);
+  TraceScope StartTraceImpl(ContextHandle ctx, absl::string_view workflow_name,
+                            TraceOptions options);
   // `options`: null for the defaults; may be moved from.
-  absl::StatusOr<SpanScope> StartSpanImpl(ContextHandle ctx,
-                                          absl::string_view name,
-                                          SpanOptions* options);
+  SpanScope StartSpanImpl(ContextHandle ctx, absl::string_view name,
+                          SpanOptions* options);
   // The non-recording scopes of starts that could not record: ids only (see
   // "Never aborting a user").
   static SpanScope UnrecordedSpan(const SpanParent& parent);
   static SpanScope UnrecordedSpan(TraceId trace_id, SpanId root_span_id,
                                   uint8_t trace_flags,
                                   const std::string& trace_state);
-  static TraceScope UnrecordedTrace(const TraceOptions& options);
+  static SpanScope UnrecordedTrace(const TraceOptions& options);
   // A disabled tracer's scope under an explicit parent: the parent's own
   // context, unchanged.
-  static TraceScope PassedThrough(const SpanContext& remote_parent);
+  static SpanScope PassedThrough(const SpanContext& remote_parent);
   static SpanScope PassedThrough(const SpanParent& parent);
 
   // Read inline by every start (relaxed: a start racing `SetEnabled` may

@@ -72,6 +72,15 @@ int64_t IntAttribute(const SpanData& s, const std::string& key) {
   return -1;
 }
 
+std::string StringAttribute(const SpanData& s, const std::string& key) {
+  for (const auto& [k, v] : s.attributes) {
+    if (k == key && std::holds_alternative<std::string>(v)) {
+      return std::get<std::string>(v);
+    }
+  }
+  return "<none>";
+}
+
 class StreamServerE2ETest : public ::testing::Test {
  protected:
   void StartServer(StreamServer::Options options = {}) {
@@ -106,9 +115,9 @@ class StreamServerE2ETest : public ::testing::Test {
   }
 
   // Traces exported so far, by trace id (hex); fails on a duplicate.
-  std::map<std::string, TraceData> TracesById() {
-    std::map<std::string, TraceData> by_id;
-    for (const TraceData& t : exporter_->traces()) {
+  std::map<std::string, SpanData> TracesById() {
+    std::map<std::string, SpanData> by_id;
+    for (const SpanData& t : exporter_->traces()) {
       EXPECT_TRUE(by_id.emplace(t.trace_id.ToHex(), t).second)
           << "trace exported twice: " << t.trace_id.ToHex();
     }
@@ -116,8 +125,8 @@ class StreamServerE2ETest : public ::testing::Test {
   }
 
   // Checks that the trace of `report` finished on its origin, A.
-  void ExpectFinishedOnOrigin(const TraceData& t, const RunReport& report) {
-    EXPECT_EQ(t.workflow_name, "agent run");
+  void ExpectFinishedOnOrigin(const SpanData& t, const RunReport& report) {
+    EXPECT_EQ(t.name, "agent run");
     EXPECT_EQ(t.started.ctx, report.request_ctx);
     EXPECT_EQ(t.finish_ran.ctx, report.request_ctx);
     EXPECT_EQ(t.finish_ran.thread_id, server_->http_thread_id());
@@ -156,26 +165,28 @@ TEST_F(StreamServerE2ETest, FullStreamInOrderAndTraceFinishedOnOrigin) {
   EXPECT_EQ(run.request_ctx.loop_id(), run.response_ctx.loop_id());
   EXPECT_NE(run.agent_ctx.loop_id(), run.request_ctx.loop_id());
 
-  const std::map<std::string, TraceData> traces = TracesById();
+  const std::map<std::string, SpanData> traces = TracesById();
   ASSERT_EQ(traces.size(), 1u);
   ASSERT_EQ(traces.count(r->head.header("x-trace-id")), 1u);
-  const TraceData& t = traces.begin()->second;
+  const SpanData& t = traces.begin()->second;
   EXPECT_EQ(t.trace_id, run.trace_id);
   ExpectFinishedOnOrigin(t, run);
   // The seed scenario: the finish was called on B and ran on A.
   EXPECT_EQ(t.finish_called.ctx, run.response_ctx);
-  EXPECT_EQ(t.group_id, "chat-42");
-  EXPECT_EQ(t.metadata.at("path"), "/run?events=20&delay_ms=1&thread=chat-42");
-  EXPECT_EQ(t.metadata.at("events"), "20");
+  EXPECT_EQ(StringAttribute(t, "ctxloop.group_id"), "chat-42");
+  EXPECT_EQ(StringAttribute(t, "ctxloop.metadata.path"),
+            "/run?events=20&delay_ms=1&thread=chat-42");
+  EXPECT_EQ(StringAttribute(t, "ctxloop.metadata.events"), "20");
 
   std::vector<SpanData> writes, steps;
   std::set<uint64_t> span_ids;
   for (const SpanData& s : exporter_->spans()) {
     EXPECT_TRUE(span_ids.insert(s.span_id.value).second) << "span twice";
     EXPECT_EQ(s.trace_id, t.trace_id);
-    EXPECT_FALSE(s.parent_span_id.valid()) << "a direct child of the trace";
     EXPECT_FALSE(s.finished_off_origin);
-    EXPECT_FALSE(s.error.has_value());
+    EXPECT_NE(s.status.code, StatusCode::kError);
+    if (s.is_root()) continue;  // The trace, checked above.
+    EXPECT_EQ(s.parent_span_id, t.span_id) << "a direct child of the trace";
     if (s.name == "write event") writes.push_back(s);
     if (s.name == "agent step") steps.push_back(s);
   }
@@ -241,7 +252,7 @@ TEST_F(StreamServerE2ETest, ClientDisconnectCancelsStreamAndStopsProducer) {
   EXPECT_LT(run.events_written, kEvents);
 
   ASSERT_TRUE(WaitForTraces(1));
-  const std::map<std::string, TraceData> traces = TracesById();
+  const std::map<std::string, SpanData> traces = TracesById();
   ASSERT_EQ(traces.size(), 1u);
   ASSERT_EQ(traces.count(trace_id), 1u);
   ExpectFinishedOnOrigin(traces.at(trace_id), run);
@@ -250,7 +261,7 @@ TEST_F(StreamServerE2ETest, ClientDisconnectCancelsStreamAndStopsProducer) {
   for (const SpanData& s : exporter_->spans()) {
     EXPECT_EQ(s.trace_id.ToHex(), trace_id);
     steps += s.name == "agent step";
-    errors += s.error.has_value();
+    errors += s.status.code == StatusCode::kError;
   }
   EXPECT_LT(steps, static_cast<size_t>(kEvents));
   EXPECT_LE(errors, 1u);  // At most the step that was cut short.
@@ -288,7 +299,7 @@ TEST_F(StreamServerE2ETest, FiftyConcurrentClientsEachGetTheirStream) {
 
   const std::vector<RunReport> runs = server_->finished_runs();
   ASSERT_EQ(runs.size(), static_cast<size_t>(kClients));
-  const std::map<std::string, TraceData> traces = TracesById();
+  const std::map<std::string, SpanData> traces = TracesById();
   ASSERT_EQ(traces.size(), static_cast<size_t>(kClients));
   std::set<std::string> groups;
   for (const RunReport& run : runs) {
@@ -298,11 +309,12 @@ TEST_F(StreamServerE2ETest, FiftyConcurrentClientsEachGetTheirStream) {
     ASSERT_NE(it, traces.end());
     EXPECT_EQ(header_ids.count(it->first), 1u);
     ExpectFinishedOnOrigin(it->second, run);
-    EXPECT_TRUE(groups.insert(it->second.group_id).second);
+    EXPECT_TRUE(
+        groups.insert(StringAttribute(it->second, "ctxloop.group_id")).second);
   }
   std::map<std::string, int> spans_per_trace;
   for (const SpanData& s : exporter_->spans()) {
-    ++spans_per_trace[s.trace_id.ToHex()];
+    if (!s.is_root()) ++spans_per_trace[s.trace_id.ToHex()];
   }
   ASSERT_EQ(spans_per_trace.size(), static_cast<size_t>(kClients));
   for (const auto& [id, n] : spans_per_trace) EXPECT_EQ(n, 2 * kEvents) << id;
@@ -378,7 +390,7 @@ TEST_F(StreamServerE2ETest, BackpressureKeepsEveryEventInOrder) {
   ASSERT_EQ(runs.size(), 1u);
   EXPECT_GT(runs[0].refused_full, 0u);
   EXPECT_EQ(runs[0].events_emitted, static_cast<uint64_t>(kEvents));
-  const std::map<std::string, TraceData> traces = TracesById();
+  const std::map<std::string, SpanData> traces = TracesById();
   ASSERT_EQ(traces.size(), 1u);
   ExpectFinishedOnOrigin(traces.begin()->second, runs[0]);
 }
@@ -522,7 +534,7 @@ TEST_F(StreamServerE2ETest, ShutdownEndsLiveStreamsCleanly) {
   ASSERT_EQ(runs.size(), 1u);
   EXPECT_TRUE(runs[0].producer_saw_closed);
   EXPECT_FALSE(runs[0].producer_completed);
-  const std::map<std::string, TraceData> traces = TracesById();
+  const std::map<std::string, SpanData> traces = TracesById();
   ASSERT_EQ(traces.size(), 1u);
   ASSERT_EQ(traces.count(head->header("x-trace-id")), 1u);
   ExpectFinishedOnOrigin(traces.begin()->second, runs[0]);

@@ -65,7 +65,7 @@ class FaultyExporter final : public SpanExporter {
   enum class Mode { kOk, kHang, kFailOdd, kThrowEveryThird };
   explicit FaultyExporter(Mode mode) : mode_(mode) {}
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override {
+  absl::Status Export(absl::Span<const SpanData> batch) override {
     const uint64_t n = calls_.fetch_add(1);
     if (mode_ == Mode::kHang) {
       MutexLock lock(&mu_);
@@ -106,14 +106,12 @@ class FaultyExporter final : public SpanExporter {
 void SpansOnLoop(Tracer& tracer, LoopThread& loop, int n) {
   ASSERT_OK(loop.Invoke([&](Loop& l) {
     ContextHandle ctx = l.root();
-    absl::StatusOr<TraceScope> t = tracer.StartTrace(ctx, "faults");
-    ASSERT_OK(t);
+    TraceScope t = tracer.StartTrace(ctx, "faults");
     for (int i = 0; i < n; ++i) {
-      absl::StatusOr<SpanScope> s = tracer.StartSpan(ctx, "span");
-      ASSERT_OK(s);
-      ASSERT_OK(s->Finish(ctx));
+      SpanScope s = tracer.StartSpan(ctx, "span");
+      ASSERT_OK(s.Finish(ctx));
     }
-    ASSERT_OK(t->Finish(ctx));
+    ASSERT_OK(t.Finish(ctx));
   }));
 }
 
@@ -236,9 +234,9 @@ TEST(FaultsTest, LoopDestroyedWhileOthersPostAndFinish) {
     std::unique_ptr<TraceScope> trace;
     ASSERT_OK(loop->Invoke([&](Loop&) {
       loop_tid = ThisTid();
-      trace = std::make_unique<TraceScope>(*tracer.StartTrace(root, "x4"));
+      trace = std::make_unique<TraceScope>(tracer.StartTrace(root, "x4"));
       for (int i = 0; i < 400; ++i) {
-        spans.push_back(*tracer.StartSpan(root, "s", SpanOptions{}));
+        spans.push_back(tracer.StartSpan(root, "s", SpanOptions{}));
       }
     }));
     std::atomic<uint64_t> accepted{0}, ran{0};

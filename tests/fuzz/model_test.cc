@@ -144,7 +144,7 @@ void Replay(const std::string& name, int runs = 20,
 }
 
 // Issue 7 #2: a trace's end delivered by its last span, on that span's
-// thread, while TraceData::finish_ran names the trace's own finish site.
+// thread, while the root span's finish_ran names the trace's own finish site.
 TEST(ModelRegressionTest, TraceEndFinishRanTellsTheTruth) {
   Replay("regress_trace_finish_ran");
 }

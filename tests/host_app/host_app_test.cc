@@ -108,9 +108,7 @@ TEST(HostAppTest, TraceFinishedFromAnotherThreadRunsOnItsOrigin) {
   absl::Status started = agent.Invoke([&](ctxloop::Loop& loop) {
     absl::StatusOr<ctxloop::ContextHandle> ctx = loop.NewContext("agent");
     ASSERT_TRUE(ctx.ok()) << ctx.status();
-    absl::StatusOr<ctxloop::TraceScope> t = tracer.StartTrace(*ctx, "run");
-    ASSERT_TRUE(t.ok()) << t.status();
-    trace = *std::move(t);
+    trace = tracer.StartTrace(*ctx, "run");
   });
   ASSERT_TRUE(started.ok()) << started;
   ASSERT_TRUE(trace.recording());
@@ -119,7 +117,7 @@ TEST(HostAppTest, TraceFinishedFromAnotherThreadRunsOnItsOrigin) {
   // Tasks run in order: once this one has run, so has the finish.
   ASSERT_TRUE(agent.Invoke([](ctxloop::Loop&) {}).ok());
 
-  std::vector<ctxloop::TraceData> traces = exporter->traces();
+  std::vector<ctxloop::SpanData> traces = exporter->traces();
   ASSERT_EQ(traces.size(), 1u);
   EXPECT_FALSE(traces[0].finished_off_origin);
   EXPECT_EQ(traces[0].finish_ran.thread_id, traces[0].started.thread_id);

@@ -115,11 +115,11 @@ namespace {
 // Counts what reaches it: traces by id, spans in total.
 class CountingExporter : public SpanExporter {
  public:
-  absl::Status Export(absl::Span<const ExportItem> batch) override {
+  absl::Status Export(absl::Span<const SpanData> batch) override {
     ctxloop::MutexLock lock(&mu_);
-    for (const ExportItem& item : batch) {
-      if (const auto* t = std::get_if<TraceData>(&item)) {
-        ++traces_[t->trace_id];
+    for (const SpanData& item : batch) {
+      if (item.is_root()) {
+        ++traces_[item.trace_id];
       } else {
         ++spans_;
       }

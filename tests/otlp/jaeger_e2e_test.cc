@@ -49,8 +49,7 @@ SpanData Child(const TraceId& trace, SpanId root, SpanId parent,
   SpanData s;
   s.trace_id = trace;
   s.span_id = NewSpanId();
-  s.root_span_id = root;
-  s.parent_span_id = parent;
+  s.parent_span_id = parent.valid() ? parent : root;
   s.name = name;
   s.start_time = start;
   s.end_time = start + absl::Milliseconds(2);
@@ -78,10 +77,10 @@ TEST(JaegerE2eTest, EverySpanReadBackWithItsModel) {
   ASSERT_TRUE(p.ok());
 
   const absl::Time t0 = absl::Now() - absl::Seconds(1);
-  TraceData t;
+  SpanData t;
   t.trace_id = NewTraceId();
-  t.root_span_id = NewSpanId();
-  t.workflow_name = "handle request";
+  t.span_id = NewSpanId();
+  t.name = "handle request";
   t.kind = SpanKind::kServer;
   t.status = {StatusCode::kOk, ""};
   t.attributes = {{"http.route", std::string("/run")}};
@@ -89,21 +88,21 @@ TEST(JaegerE2eTest, EverySpanReadBackWithItsModel) {
   t.start_time = t0;
   t.end_time = t0 + absl::Milliseconds(50);
 
-  SpanData call = Child(t.trace_id, t.root_span_id, SpanId(), "call model", t0);
+  SpanData call = Child(t.trace_id, t.span_id, SpanId(), "call model", t0);
   call.kind = SpanKind::kClient;
   call.status = {StatusCode::kError, "upstream 503"};
   call.attributes = {{"model", std::string("m1")}, {"tokens", int64_t{42}}};
   call.events = {SpanEvent{
       "retry", t0 + absl::Milliseconds(1), {{"attempt", int64_t{2}}}, 0}};
   SpanData parse =
-      Child(t.trace_id, t.root_span_id, call.span_id, "parse reply", t0);
-  SpanData publish = Child(t.trace_id, t.root_span_id, SpanId(), "publish", t0);
+      Child(t.trace_id, t.span_id, call.span_id, "parse reply", t0);
+  SpanData publish = Child(t.trace_id, t.span_id, SpanId(), "publish", t0);
   publish.kind = SpanKind::kProducer;
 
-  (*p)->OnSpanEnd(parse);
-  (*p)->OnSpanEnd(call);
-  (*p)->OnSpanEnd(publish);
-  (*p)->OnTraceEnd(t);
+  (*p)->OnEnd(parse);
+  (*p)->OnEnd(call);
+  (*p)->OnEnd(publish);
+  (*p)->OnEnd(t);
   ASSERT_TRUE((*p)->Shutdown(absl::Seconds(60)).ok());
   EXPECT_EQ(http->stats().spans_exported, 4u);
 
@@ -116,7 +115,7 @@ TEST(JaegerE2eTest, EverySpanReadBackWithItsModel) {
   for (const auto& [id, n] : CountBySpanId(*spans)) EXPECT_EQ(n, 1) << id;
 
   const JaegerSpan& root = by_name.at("handle request");
-  EXPECT_EQ(root.span_id, t.root_span_id.ToHex());
+  EXPECT_EQ(root.span_id, t.span_id.ToHex());
   EXPECT_EQ(root.parent_span_id, "");
   EXPECT_EQ(root.tags.at("span.kind"), "server");
   EXPECT_EQ(root.tags.at("otel.status_code"), "OK");
@@ -124,7 +123,7 @@ TEST(JaegerE2eTest, EverySpanReadBackWithItsModel) {
   EXPECT_EQ(root.service, service);
 
   const JaegerSpan& c = by_name.at("call model");
-  EXPECT_EQ(c.parent_span_id, t.root_span_id.ToHex());
+  EXPECT_EQ(c.parent_span_id, t.span_id.ToHex());
   EXPECT_EQ(c.tags.at("span.kind"), "client");
   EXPECT_EQ(c.tags.at("otel.status_code"), "ERROR");
   EXPECT_EQ(c.tags.at("otel.status_description"), "upstream 503");
@@ -134,7 +133,7 @@ TEST(JaegerE2eTest, EverySpanReadBackWithItsModel) {
 
   EXPECT_EQ(by_name.at("parse reply").parent_span_id, call.span_id.ToHex());
   EXPECT_EQ(by_name.at("publish").tags.at("span.kind"), "producer");
-  EXPECT_EQ(by_name.at("publish").parent_span_id, t.root_span_id.ToHex());
+  EXPECT_EQ(by_name.at("publish").parent_span_id, t.span_id.ToHex());
 }
 
 // A port nobody listens on (yet).
@@ -197,8 +196,7 @@ TEST(JaegerE2eTest, CollectorNotStartedYet) {
   // Nothing listens: ending spans never blocks; the queue holds 50, the
   // other 50 are dropped and counted.
   for (int i = 0; i < 100; ++i) {
-    p.batch->OnSpanEnd(
-        Child(trace, root, SpanId(), absl::StrCat("early ", i), t0));
+    p.batch->OnEnd(Child(trace, root, SpanId(), absl::StrCat("early ", i), t0));
   }
   EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
   BatchProcessor::Stats s = p.batch->stats();
@@ -241,7 +239,7 @@ TEST(JaegerE2eTest, CollectorRestartedMidRun) {
   const SpanId root = NewSpanId();
   const absl::Time t0 = absl::Now();
   for (int i = 0; i < 10; ++i) {
-    p.batch->OnSpanEnd(Child(trace, root, SpanId(), absl::StrCat("a", i), t0));
+    p.batch->OnEnd(Child(trace, root, SpanId(), absl::StrCat("a", i), t0));
   }
   ASSERT_TRUE(p.batch->ForceFlush(absl::Seconds(60)).ok());
   const size_t before = proxy->request_count();
@@ -249,7 +247,7 @@ TEST(JaegerE2eTest, CollectorRestartedMidRun) {
 
   proxy.reset();  // The collector goes away...
   for (int i = 0; i < 10; ++i) {
-    p.batch->OnSpanEnd(Child(trace, root, SpanId(), absl::StrCat("b", i), t0));
+    p.batch->OnEnd(Child(trace, root, SpanId(), absl::StrCat("b", i), t0));
   }
   // ...the worker is retrying against a closed port; wait for a few
   // attempts, then bring it back.
@@ -288,7 +286,7 @@ TEST(JaegerE2eTest, SlowAndRefusingCollector) {
   const TraceId trace = NewTraceId();
   const SpanId root = NewSpanId();
   for (int i = 0; i < 3; ++i) {
-    p.batch->OnSpanEnd(
+    p.batch->OnEnd(
         Child(trace, root, SpanId(), absl::StrCat("s", i), absl::Now()));
   }
   const absl::Time start = absl::Now();

@@ -38,7 +38,7 @@ SpanData MakeSpan(const std::string& name, uint64_t id = 0) {
   SpanData s;
   s.trace_id = TraceId{0x1234, 0x5678};
   s.span_id = SpanId{id != 0 ? id : 0x1000 + next++};
-  s.root_span_id = SpanId{0x99};
+  s.parent_span_id = SpanId{0x99};
   s.name = name;
   s.kind = SpanKind::kClient;
   s.start_time = absl::FromUnixSeconds(1767225600);
@@ -47,8 +47,8 @@ SpanData MakeSpan(const std::string& name, uint64_t id = 0) {
   return s;
 }
 
-std::vector<ExportItem> Batch(int n) {
-  std::vector<ExportItem> b;
+std::vector<SpanData> Batch(int n) {
+  std::vector<SpanData> b;
   for (int i = 0; i < n; ++i) b.push_back(MakeSpan(absl::StrCat("s", i)));
   return b;
 }
@@ -428,7 +428,7 @@ TEST(OtlpHttpExporterTest, BehindABatchProcessor) {
   bo.max_batch_size = 4;
   auto p = BatchProcessor::Create(exporter, std::move(bo));
   ASSERT_TRUE(p.ok());
-  for (int i = 0; i < 10; ++i) (*p)->OnSpanEnd(MakeSpan(absl::StrCat("b", i)));
+  for (int i = 0; i < 10; ++i) (*p)->OnEnd(MakeSpan(absl::StrCat("b", i)));
   ASSERT_TRUE((*p)->Shutdown(absl::Seconds(60)).ok());
   EXPECT_EQ((*p)->stats().exported, 10u);
   EXPECT_EQ(exporter->stats().spans_exported, 10u);
@@ -461,7 +461,7 @@ TEST(OtlpHttpExporterTest, ShutdownWithTheCollectorDownIsBoundedAndCounted) {
   bo.on_error = [](const absl::Status&) {};
   auto p = BatchProcessor::Create(exporter, std::move(bo));
   ASSERT_TRUE(p.ok());
-  for (int i = 0; i < 10; ++i) (*p)->OnSpanEnd(MakeSpan(absl::StrCat("d", i)));
+  for (int i = 0; i < 10; ++i) (*p)->OnEnd(MakeSpan(absl::StrCat("d", i)));
   // The worker is inside a retrying Export once two attempts were made.
   const absl::Time guard = absl::Now() + absl::Seconds(60);
   while (exporter->stats().requests < 2 && absl::Now() < guard) {
@@ -715,7 +715,7 @@ TEST(OtlpHttpExporterTest, CollectorResetMidRequestIsAConnectionError) {
           o.max_backoff = absl::Milliseconds(1);
         });
     // About 1.5 MiB of request body: many writes after the reset.
-    std::vector<ExportItem> big;
+    std::vector<SpanData> big;
     for (int i = 0; i < 5000; ++i) {
       big.push_back(MakeSpan(absl::StrCat("big", i, std::string(200, 'n'))));
     }

@@ -33,14 +33,6 @@ struct ChromeRecord {
 
 namespace {
 
-// The span id a trace had before `root_span_id` was random (a tracer that
-// leaves it invalid): derived from the trace id. Local, so this exporter
-// does not depend on that tracer function.
-SpanId DerivedRootSpanId(const TraceId& trace_id) {
-  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
-  return SpanId{v == 0 ? 1 : v};
-}
-
 using trace_internal::ChromeRecord;
 using trace_internal::JsonWriter;
 
@@ -121,42 +113,26 @@ std::string SpanArgs(const SpanData& s) {
   w.BeginObject();
   w.Key("trace_id").String(s.trace_id.ToHex());
   w.Key("span_id").String(s.span_id.ToHex());
-  w.Key("parent_span_id")
-      .String((s.parent_span_id.valid() ? s.parent_span_id
-               : s.root_span_id.valid() ? s.root_span_id
-                                        : DerivedRootSpanId(s.trace_id))
-                  .ToHex());
+  if (s.parent_span_id.valid()) {
+    w.Key("parent_span_id").String(s.parent_span_id.ToHex());
+    if (s.parent_is_remote) w.Key("parent_is_remote").Bool(true);
+  }
   if (!s.attributes.empty()) {
     w.Key("attributes");
     trace_internal::WriteAttributesObject(s.attributes, w);
   }
-  if (s.error.has_value()) {
-    w.Key("error")
+  if (s.status.code == StatusCode::kError) {
+    w.Key("status")
         .BeginObject()
-        .Key("message")
-        .String(s.error->message)
-        .Key("data")
-        .String(s.error->data)
+        .Key("code")
+        .String("error")
+        .Key("description")
+        .String(s.status.message)
         .EndObject();
+  } else if (s.status.code == StatusCode::kOk) {
+    w.Key("status").BeginObject().Key("code").String("ok").EndObject();
   }
   if (s.finished_off_origin) w.Key("finished_off_origin").Bool(true);
-  w.EndObject();
-  return w.Release();
-}
-
-std::string TraceArgs(const TraceData& t) {
-  JsonWriter w;
-  w.BeginObject();
-  w.Key("trace_id").String(t.trace_id.ToHex());
-  w.Key("span_id").String(
-      (t.root_span_id.valid() ? t.root_span_id : DerivedRootSpanId(t.trace_id))
-          .ToHex());
-  w.Key("workflow_name").String(t.workflow_name);
-  w.Key("group_id").String(t.group_id);
-  w.Key("metadata").BeginObject();
-  for (const auto& [key, value] : t.metadata) w.Key(key).String(value);
-  w.EndObject();
-  if (t.finished_off_origin) w.Key("finished_off_origin").Bool(true);
   w.EndObject();
   return w.Release();
 }
@@ -175,38 +151,20 @@ std::string AnchorArgs(const TraceId& trace_id, SpanId span_id,
   return w.Release();
 }
 
-template <typename Data>
-void FillCommon(const Data& d, ChromeRecord& r) {
-  r.start = d.start_time;
-  r.dur_ns = DurationNs(d.start_time, d.end_time, d.duration);
-  r.started = d.started;
-  r.finish_called = d.finish_called;
-  r.finish_ran = d.finish_ran;
-  r.arrow = Known(d.finish_called) && Known(d.finish_ran) &&
-            (d.finish_called.ctx != d.finish_ran.ctx ||
-             d.finish_called.thread_id != d.finish_ran.thread_id);
-}
-
-ChromeRecord MakeRecord(const ExportItem& item) {
+ChromeRecord MakeRecord(const SpanData& s) {
   ChromeRecord r;
-  if (const auto* t = std::get_if<TraceData>(&item)) {
-    r.is_trace = true;
-    r.name = t->workflow_name;
-    FillCommon(*t, r);
-    r.args = TraceArgs(*t);
-    if (r.arrow) {
-      r.anchor_args =
-          AnchorArgs(t->trace_id,
-                     t->root_span_id.valid() ? t->root_span_id
-                                             : DerivedRootSpanId(t->trace_id),
-                     t->workflow_name);
-    }
-  } else if (const auto* s = std::get_if<SpanData>(&item)) {
-    r.name = s->name;
-    FillCommon(*s, r);
-    r.args = SpanArgs(*s);
-    if (r.arrow) r.anchor_args = AnchorArgs(s->trace_id, s->span_id, s->name);
-  }
+  r.is_trace = s.is_root();
+  r.name = s.name;
+  r.start = s.start_time;
+  r.dur_ns = DurationNs(s.start_time, s.end_time, s.duration);
+  r.started = s.started;
+  r.finish_called = s.finish_called;
+  r.finish_ran = s.finish_ran;
+  r.arrow = Known(s.finish_called) && Known(s.finish_ran) &&
+            (s.finish_called.ctx != s.finish_ran.ctx ||
+             s.finish_called.thread_id != s.finish_ran.thread_id);
+  r.args = SpanArgs(s);
+  if (r.arrow) r.anchor_args = AnchorArgs(s.trace_id, s.span_id, s.name);
   return r;
 }
 
@@ -237,10 +195,10 @@ ChromeTraceExporter::ChromeTraceExporter(std::string path, Options options)
 
 ChromeTraceExporter::~ChromeTraceExporter() = default;
 
-absl::Status ChromeTraceExporter::Export(absl::Span<const ExportItem> batch) {
+absl::Status ChromeTraceExporter::Export(absl::Span<const SpanData> batch) {
   std::vector<ChromeRecord> records;
   records.reserve(batch.size());
-  for (const ExportItem& item : batch) records.push_back(MakeRecord(item));
+  for (const SpanData& item : batch) records.push_back(MakeRecord(item));
   ctxloop::MutexLock lock(&mu_);
   if (shutdown_) {
     return absl::FailedPreconditionError(

@@ -27,13 +27,14 @@
 //   Context tracks get synthetic tids >= 4194304 (above Linux's largest
 //   thread id), because viewers key thread names by tid alone.
 //
-// Slices. Each span is a complete event ("ph":"X", "cat":"span") on its
-// `started` site's track, from `start_time` for `duration`, with args
-// {trace_id, span_id, parent_span_id (the trace's root span id for a
-// top-level span), attributes:{...} if any, error:{message,data} if any,
-// finished_off_origin if true}. Each trace is an "X" event ("cat":"trace")
-// named by its workflow_name, with args {trace_id, span_id (its root span
-// id), workflow_name, group_id, metadata:{...}}.
+// Slices. Each span is a complete event ("ph":"X") on its `started` site's
+// track, from `start_time` for `duration`, named by the span's name, with
+// args {trace_id, span_id, parent_span_id if any (a top-level span's is its
+// trace's root span; a root span's only if it continues a remote trace,
+// with parent_is_remote:true), attributes:{...} if any, status:{code:
+// "error", description} or {code:"ok"} if set, finished_off_origin if
+// true}. A trace's root span has "cat":"trace", every other span
+// "cat":"span".
 //
 // Overlap lanes. Slices on one thread track must nest; spans of concurrent
 // operations on one context need not. A slice that would overlap without
@@ -115,7 +116,7 @@ class ChromeTraceExporter final : public SpanExporter {
   ChromeTraceExporter& operator=(const ChromeTraceExporter&) = delete;
   ~ChromeTraceExporter() override;  // Does not write the file.
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   // Rewrites the file with everything exported so far.
   absl::Status Flush() override;
   // Rewrites the file and frees the items. Idempotent.

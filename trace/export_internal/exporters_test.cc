@@ -42,12 +42,8 @@
 namespace ctxloop {
 namespace {
 
-// What tracers derived as a trace's span id before `root_span_id` became
-// random; the exporters still fall back to it for an invalid one.
-SpanId LegacyRootSpanId(const TraceId& trace_id) {
-  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
-  return SpanId{v == 0 ? 1 : v};
-}
+// The root span id of the traces built below.
+constexpr uint64_t kRootSpanId = 0x50;
 
 using trace_internal::JsonWriter;
 
@@ -240,12 +236,13 @@ ExecutionSite Site(ContextHandle ctx, int64_t tid, absl::Duration at) {
   return s;
 }
 
+// `parent` 0: a top-level span, whose parent is the root span.
 SpanData Span(TraceId trace, uint64_t id, uint64_t parent, std::string name,
               ExecutionSite where, absl::Duration start, absl::Duration dur) {
   SpanData s;
   s.trace_id = trace;
   s.span_id = SpanId{id};
-  s.parent_span_id = SpanId{parent};
+  s.parent_span_id = SpanId{parent != 0 ? parent : kRootSpanId};
   s.name = std::move(name);
   s.start_time = At(start);
   s.duration = dur;
@@ -375,17 +372,18 @@ TEST(InMemoryExporterTest, StoresInOrderAndFaultyExporterInjectsFaults) {
   const TraceId trace{0, 7};
   SpanData s1 = Span(trace, 1, 0, "a", Site({}, 1, {}), {}, absl::Seconds(1));
   SpanData s2 = Span(trace, 2, 1, "b", Site({}, 1, {}), {}, absl::Seconds(1));
-  TraceData t;
+  SpanData t;  // A root span.
   t.trace_id = trace;
-  t.workflow_name = "wf";
-  std::vector<ExportItem> batch = {s1, t, s2};
+  t.span_id = SpanId{kRootSpanId};
+  t.name = "wf";
+  std::vector<SpanData> batch = {s1, t, s2};
   ASSERT_TRUE(e.Export(batch).ok());
   EXPECT_EQ(e.size(), 3u);
-  ASSERT_EQ(e.spans().size(), 2u);
-  EXPECT_EQ(e.spans()[1].name, "b");
+  ASSERT_EQ(e.spans().size(), 3u);
+  EXPECT_EQ(e.spans()[0].name, "a");
+  EXPECT_EQ(e.spans()[2].name, "b");
   ASSERT_EQ(e.traces().size(), 1u);
-  EXPECT_EQ(e.traces()[0].workflow_name, "wf");
-  EXPECT_EQ(std::get<SpanData>(e.items()[0]).name, "a");
+  EXPECT_EQ(e.traces()[0].name, "wf");
 
   faulty.FailNextExports(2, absl::UnavailableError("down"));
   EXPECT_EQ(faulty.Export(batch).code(), absl::StatusCode::kUnavailable);
@@ -411,6 +409,7 @@ SpanData FixedSpan() {
   SpanData s;
   s.trace_id = TraceId{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
   s.span_id = SpanId{0xabc};
+  s.parent_span_id = SpanId{0x9};
   s.name = "step \"1\"";
   s.attributes = {{"k", std::string("v")},
                   {"n", int64_t{-5}},
@@ -420,7 +419,7 @@ SpanData FixedSpan() {
   s.start_time = kT0 + absl::Nanoseconds(1);
   s.end_time = s.start_time + absl::Microseconds(1500);
   s.duration = absl::Microseconds(1500);
-  s.error = SpanError{"boom", "{\"x\":1}"};
+  s.status = {StatusCode::kError, "boom"};
   s.started = {Ctx(1, 2), 101, s.start_time};
   s.finish_called = {ContextHandle(), 202, s.end_time};
   s.finish_ran = {Ctx(1, 2), 101, s.end_time + absl::Microseconds(3)};
@@ -431,14 +430,16 @@ TEST(JsonLinesExporterTest, FormatsASpanExactly) {
   EXPECT_EQ(JsonLinesExporter::FormatItem(FixedSpan()),
             "{\"type\":\"span\","
             "\"trace_id\":\"0123456789abcdeffedcba9876543210\","
-            "\"span_id\":\"0000000000000abc\",\"parent_span_id\":null,"
+            "\"span_id\":\"0000000000000abc\","
+            "\"parent_span_id\":\"0000000000000009\","
+            "\"parent_is_remote\":false,"
             "\"name\":\"step \\\"1\\\"\","
             "\"attributes\":{\"n\":-5,\"x\":0.25,\"ok\":true,\"k\":\"v2\"},"
             "\"start_time\":\"2026-01-01T00:00:00.000000001Z\","
             "\"end_time\":\"2026-01-01T00:00:00.001500001Z\","
             "\"duration_ns\":1500000,"
-            "\"error\":{\"message\":\"boom\",\"data\":\"{\\\"x\\\":1}\"},"
-            "\"kind\":\"internal\",\"status\":{\"code\":\"unset\"},"
+            "\"kind\":\"internal\","
+            "\"status\":{\"code\":\"error\",\"message\":\"boom\"},"
             "\"events\":[],\"links\":[],"
             "\"scope\":{\"name\":\"\",\"version\":\"\"},"
             "\"trace_flags\":1,\"trace_state\":\"\","
@@ -459,12 +460,13 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   auto e = JsonLinesExporter::Create(path, options);
   ASSERT_TRUE(e.ok()) << e.status();
 
-  TraceData t;
+  SpanData t;
   t.trace_id = FixedSpan().trace_id;
-  t.root_span_id = LegacyRootSpanId(t.trace_id);
-  t.workflow_name = "agent\nrun";
-  t.group_id = "chat-7";
-  t.metadata = {{"user", "ann"}, {"bad", "\xff"}};
+  t.span_id = SpanId{kRootSpanId};
+  t.name = "agent\nrun";
+  t.attributes = {{"ctxloop.group_id", std::string("chat-7")},
+                  {"ctxloop.metadata.user", std::string("ann")},
+                  {"ctxloop.metadata.bad", std::string("\xff")}};
   t.start_time = kT0;
   t.end_time = absl::InfiniteFuture();  // Written as null.
   t.duration = absl::Milliseconds(2);
@@ -473,10 +475,9 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   SpanData child = FixedSpan();
   child.span_id = SpanId{0xdef};
   child.parent_span_id = SpanId{0xabc};
-  child.error.reset();
 
-  std::vector<ExportItem> first = {FixedSpan(), child};
-  std::vector<ExportItem> second = {t};
+  std::vector<SpanData> first = {FixedSpan(), child};
+  std::vector<SpanData> second = {t};
   ASSERT_TRUE((*e)->Export(first).ok());
   ASSERT_TRUE((*e)->Export(second).ok());
   ASSERT_TRUE((*e)->Flush().ok());
@@ -486,19 +487,20 @@ TEST(JsonLinesExporterTest, AppendsOneParsableLinePerItem) {
   EXPECT_EQ(lines[0], JsonLinesExporter::FormatItem(FixedSpan()));
   Json c = MustParse(lines[1]);
   EXPECT_EQ(c["parent_span_id"].str(), "0000000000000abc");
-  EXPECT_EQ(c["error"].type, Json::kNull);
+  EXPECT_EQ(c["type"].str(), "span");
   Json tr = MustParse(lines[2]);
   EXPECT_EQ(tr["type"].str(), "trace");
-  EXPECT_EQ(tr["workflow_name"].str(), "agent\nrun");
-  EXPECT_EQ(tr["span_id"].str(), LegacyRootSpanId(t.trace_id).ToHex());
-  EXPECT_EQ(tr["group_id"].str(), "chat-7");
-  EXPECT_EQ(tr["metadata"]["user"].str(), "ann");
-  EXPECT_EQ(tr["metadata"]["bad"].str(), "\xEF\xBF\xBD");
+  EXPECT_EQ(tr["name"].str(), "agent\nrun");
+  EXPECT_EQ(tr["span_id"].str(), "0000000000000050");
+  EXPECT_EQ(tr["parent_span_id"].type, Json::kNull);
+  EXPECT_EQ(tr["attributes"]["ctxloop.group_id"].str(), "chat-7");
+  EXPECT_EQ(tr["attributes"]["ctxloop.metadata.user"].str(), "ann");
+  EXPECT_EQ(tr["attributes"]["ctxloop.metadata.bad"].str(), "\xEF\xBF\xBD");
   EXPECT_EQ(tr["end_time"].type, Json::kNull);
   EXPECT_EQ(tr["duration_ns"].Int(), 2000000);
   EXPECT_EQ(tr["finished_off_origin"].boolean, true);
   EXPECT_EQ(tr["started"]["loop"].type, Json::kNull);
-  EXPECT_EQ(tr["remote_parent_span_id"].type, Json::kNull);
+  EXPECT_EQ(tr["parent_is_remote"].boolean, false);
   EXPECT_EQ(tr["kind"].str(), "internal");
 
   ASSERT_TRUE((*e)->Shutdown().ok());
@@ -556,15 +558,18 @@ TEST(JsonLinesExporterTest, WritesTheOpenTelemetryDataModel) {
   EXPECT_EQ(j["dropped"]["events"].Int(), 5);
   EXPECT_EQ(j["dropped"]["links"].Int(), 6);
 
-  TraceData t;
+  SpanData t;
   t.trace_id = s.trace_id;
-  t.root_span_id = SpanId{0x99};
-  t.remote_parent_span_id = SpanId{0x55};
+  t.span_id = SpanId{0x99};
+  t.parent_span_id = SpanId{0x55};
+  t.parent_is_remote = true;
   t.attributes = {{"tags", std::vector<std::string>{"a", "b"}}};
   t.kind = SpanKind::kServer;
   t.status.code = StatusCode::kOk;
   Json tr = MustParse(JsonLinesExporter::FormatItem(t));
-  EXPECT_EQ(tr["remote_parent_span_id"].str(), "0000000000000055");
+  EXPECT_EQ(tr["type"].str(), "trace");
+  EXPECT_EQ(tr["parent_span_id"].str(), "0000000000000055");
+  EXPECT_EQ(tr["parent_is_remote"].boolean, true);
   ASSERT_EQ(tr["attributes"]["tags"].array.size(), 2u);
   EXPECT_EQ(tr["attributes"]["tags"].array[1].str(), "b");
   EXPECT_EQ(tr["kind"].str(), "server");
@@ -603,15 +608,15 @@ struct ChromeScene {
   ContextHandle a3 = Ctx(1, 3);  // loop 1, thread 101
   ContextHandle b = Ctx(2, 1);   // loop 2, thread 202
   TraceId trace{0x1111, 0x2222};
-  TraceData t;
+  SpanData t;
   SpanData s1, s2, s3, s4;
 
   ChromeScene() {
     t.trace_id = trace;
-    t.root_span_id = LegacyRootSpanId(trace);
-    t.workflow_name = "agent run";
-    t.group_id = "g";
-    t.metadata = {{"user", "ann"}};
+    t.span_id = SpanId{kRootSpanId};
+    t.name = "agent run";
+    t.attributes = {{"ctxloop.group_id", std::string("g")},
+                    {"ctxloop.metadata.user", std::string("ann")}};
     t.start_time = At(absl::ZeroDuration());
     t.duration = absl::Milliseconds(10);
     t.end_time = At(absl::Milliseconds(10));
@@ -625,7 +630,7 @@ struct ChromeScene {
     s1.attributes = {{"n", int64_t{3}}};
     s2 = Span(trace, 0x52, 0x51, "s2", Site(a, 101, {}), absl::Milliseconds(2),
               absl::Milliseconds(4));
-    s2.error = SpanError{"failed", ""};
+    s2.status = {StatusCode::kError, "failed"};
     // s3 on another context of loop 1, finished from a plain thread.
     s3 = Span(trace, 0x53, 0, "s3", Site(a3, 101, {}), absl::Milliseconds(1),
               absl::Milliseconds(1));
@@ -635,7 +640,7 @@ struct ChromeScene {
     s4 = Span(trace, 0x54, 0, "s4", Site(ContextHandle(), 404, {}),
               absl::Milliseconds(5), absl::Milliseconds(1));
   }
-  std::vector<ExportItem> Items() const { return {s1, s2, s3, s4, t}; }
+  std::vector<SpanData> Items() const { return {s1, s2, s3, s4, t}; }
 };
 
 struct TrackId {
@@ -720,10 +725,10 @@ TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
   ASSERT_NE(trace, nullptr);
   EXPECT_EQ((*trace)["cat"].str(), "trace");
   EXPECT_EQ((*trace)["args"]["trace_id"].str(), scene.trace.ToHex());
-  EXPECT_EQ((*trace)["args"]["span_id"].str(),
-            LegacyRootSpanId(scene.trace).ToHex());
-  EXPECT_EQ((*trace)["args"]["workflow_name"].str(), "agent run");
-  EXPECT_EQ((*trace)["args"]["metadata"]["user"].str(), "ann");
+  EXPECT_EQ((*trace)["args"]["span_id"].str(), "0000000000000050");
+  EXPECT_FALSE((*trace)["args"].Has("parent_span_id"));
+  EXPECT_EQ((*trace)["args"]["attributes"]["ctxloop.metadata.user"].str(),
+            "ann");
   EXPECT_EQ(Nanos((*trace)["ts"]), 0);
   EXPECT_EQ(Nanos((*trace)["dur"]), 10000000);
   EXPECT_EQ(TrackOf(*trace), track_by_name["request A"]);
@@ -740,9 +745,9 @@ TEST(ChromeTraceExporterTest, WritesViewerReadyTraceEventJson) {
   EXPECT_EQ(Nanos(s1["ts"]), 1000000);
   EXPECT_EQ(Nanos(s1["dur"]), 3000000);
   EXPECT_EQ(s1["args"]["attributes"]["n"].Int(), 3);
-  EXPECT_EQ(s1["args"]["parent_span_id"].str(),
-            LegacyRootSpanId(scene.trace).ToHex());
-  EXPECT_EQ(s2["args"]["error"]["message"].str(), "failed");
+  EXPECT_EQ(s1["args"]["parent_span_id"].str(), "0000000000000050");
+  EXPECT_EQ(s2["args"]["status"]["code"].str(), "error");
+  EXPECT_EQ(s2["args"]["status"]["description"].str(), "failed");
   EXPECT_EQ(TrackOf(s1), track_by_name["request A"]);
   EXPECT_EQ(TrackOf(s2), track_by_name["request A (overlap 1)"]);
   EXPECT_EQ(TrackOf(*FindEvent(events, "X", "s3")), track_by_name["ctx 3"]);
@@ -829,7 +834,7 @@ TEST(ChromeTraceExporterTest, NoArrowWhenFinishRanWhereItWasCalled) {
   ChromeScene scene;
   auto e = ChromeTraceExporter::Create(TempPath("plain.json"));
   ASSERT_TRUE(e.ok());
-  std::vector<ExportItem> items = {scene.s1, scene.s4};  // Same-site finish.
+  std::vector<SpanData> items = {scene.s1, scene.s4};  // Same-site finish.
   ASSERT_TRUE((*e)->Export(items).ok());
   Json root = MustParse((*e)->ToJson());
   for (const Json& ev : root["traceEvents"].array) {
@@ -847,7 +852,7 @@ TEST(ChromeTraceExporterTest, ContextNamesFromSitesNameTracks) {
   scene.s1.finish_ran.context_name = "agent C";
   auto e = ChromeTraceExporter::Create(TempPath("named.json"));
   ASSERT_TRUE(e.ok());
-  std::vector<ExportItem> items = {scene.s1};
+  std::vector<SpanData> items = {scene.s1};
   ASSERT_TRUE((*e)->Export(items).ok());
   Json root;
   std::set<std::string> names;
@@ -877,14 +882,13 @@ TEST(ChromeTraceExporterTest, ContextNamesFromSitesNameTracks) {
   EXPECT_EQ(line["started"]["context_name"].str(), "agent C");
 }
 
-// A top-level span's parent is its trace's `root_span_id` (random per
-// trace), not a span id derived from the trace id.
+// A top-level span's parent is its trace's root span (random per trace).
 TEST(ChromeTraceExporterTest, TopLevelSpanParentIsTheTracesRootSpanId) {
   ChromeScene scene;
-  scene.s1.root_span_id = SpanId{0x4242};
+  scene.s1.parent_span_id = SpanId{0x4242};
   auto e = ChromeTraceExporter::Create(TempPath("root.json"));
   ASSERT_TRUE(e.ok());
-  std::vector<ExportItem> items = {scene.s1};
+  std::vector<SpanData> items = {scene.s1};
   ASSERT_TRUE((*e)->Export(items).ok());
   Json root = MustParse((*e)->ToJson());
   const Json* s1 = FindEvent(root["traceEvents"], "X", "s1");
@@ -935,8 +939,8 @@ TEST(OtlpJsonExporterTest, WritesOneExportTraceServiceRequestPerLine) {
                          {"i", int64_t{-9000000000}},
                          {"s", std::string("x")},
                          {"nan", std::numeric_limits<double>::quiet_NaN()}};
-  std::vector<ExportItem> spans = {scene.s1, scene.s2};
-  std::vector<ExportItem> trace = {scene.t};
+  std::vector<SpanData> spans = {scene.s1, scene.s2};
+  std::vector<SpanData> trace = {scene.t};
   ASSERT_TRUE((*e)->Export(spans).ok());
   ASSERT_TRUE((*e)->Export(trace).ok());  // The trace comes after its spans.
   ASSERT_TRUE((*e)->Shutdown().ok());
@@ -970,7 +974,7 @@ TEST(OtlpJsonExporterTest, WritesOneExportTraceServiceRequestPerLine) {
   EXPECT_EQ(s1["traceId"].str(), scene.trace.ToHex());
   EXPECT_EQ(s1["spanId"].str(), "0000000000000051");
   // A top-level span's parent is the trace's span.
-  EXPECT_EQ(tr["spanId"].str(), LegacyRootSpanId(scene.trace).ToHex());
+  EXPECT_EQ(tr["spanId"].str(), "0000000000000050");
   EXPECT_EQ(s1["parentSpanId"].str(), tr["spanId"].str());
   EXPECT_EQ(s2["parentSpanId"].str(), s1["spanId"].str());
   EXPECT_FALSE(tr.Has("parentSpanId"));
@@ -1007,7 +1011,7 @@ TEST(OtlpJsonExporterTest, InvalidIdsAreLeftOutAndReported) {
   ChromeScene scene;
   SpanData bad = scene.s1;
   bad.trace_id = TraceId();
-  std::vector<ExportItem> batch = {bad, scene.s2};
+  std::vector<SpanData> batch = {bad, scene.s2};
   EXPECT_EQ((*e)->Export(batch).code(), absl::StatusCode::kInvalidArgument);
   std::vector<std::string> lines = Lines(ReadFile(path));
   ASSERT_EQ(lines.size(), 1u);
@@ -1031,10 +1035,10 @@ TEST(FileExportersTest, BatchProcessorDrainsIntoOtlpFileOnShutdown) {
       std::shared_ptr<SpanExporter>(std::move(*exporter)), std::move(bo));
   ASSERT_TRUE(p.ok());
   ChromeScene scene;
-  (*p)->OnSpanEnd(scene.s1);
-  (*p)->OnSpanEnd(scene.s2);
-  (*p)->OnSpanEnd(scene.s3);
-  (*p)->OnTraceEnd(scene.t);
+  (*p)->OnEnd(scene.s1);
+  (*p)->OnEnd(scene.s2);
+  (*p)->OnEnd(scene.s3);
+  (*p)->OnEnd(scene.t);
   ASSERT_TRUE((*p)->Shutdown(absl::Seconds(20)).ok());
   std::vector<std::string> lines = Lines(ReadFile(path));
   ASSERT_EQ(lines.size(), 2u);  // Two batches of two.

@@ -6,22 +6,25 @@
 // record and so every scope, so a finish that runs after the `Tracer` object
 // is gone still reaches the processors.
 //
-// `TraceRecord` is shared by a trace's scope, its spans and any context
+// `TraceRecord` is shared by a trace's root scope, its spans and any context
 // whose "current" value names it. `state` counts open spans and carries the
-// "trace finished" bit, so that exactly one thread sees "finished and no
-// open spans" and delivers `OnTraceEnd`, after every `OnSpanEnd` of that
-// trace (the rule: a trace's end waits for its open spans).
+// "root finished" bit, so that exactly one thread sees "finished and no
+// open spans" and delivers the root span's `OnEnd`, after every other
+// `OnEnd` of that trace (the rule: a trace's end waits for its open spans).
+//
+// `SpanState` is behind every recording scope, root or not: one record
+// (`SpanData`), one finish path.
 //
 // Cost: one `TraceRecord` allocation per trace; spans share it by
 // `std::shared_ptr` (one atomic increment each) and count themselves in
 // `state` (one compare-and-swap to start, one decrement to end).
 //
 // Thread-safety: `TracerCore` is immutable after construction but for its
-// atomics. `TraceRecord::data` is written by the trace's start, its scope's
-// setters and its finish, and read by whoever delivers the end, ordered by
-// `state`; span starts on any thread read only its ids, flags and trace
-// state, which are fixed at the trace's start. No lock: ownership and
-// `state` order every access.
+// atomics. `TraceRecord::root` is written by the root span's finish and
+// read by whoever delivers the end, ordered by `state`; span starts on any
+// thread read only its ids, flags and trace state, which are fixed at the
+// trace's start. A `SpanState` is owned by one thread at a time. No lock:
+// ownership and `state` order every access.
 
 #ifndef CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_
 #define CTXLOOP_TRACE_INTERNAL_TRACE_RECORD_H_
@@ -53,6 +56,7 @@ namespace ctxloop {
 namespace trace_internal {
 
 struct TracerCounters {
+  std::atomic<uint64_t> start_refused{0};
   std::atomic<uint64_t> noop_spans{0};
   std::atomic<uint64_t> rejected_spans{0};
   std::atomic<uint64_t> spans_off_loop_thread{0};
@@ -96,9 +100,8 @@ struct TraceIdentity {
   TraceId trace_id;
   SpanId root_span_id;
   uint8_t trace_flags = 0;
-  bool recorded = false;              // True: this is a `TraceRecord`.
-  std::string unsampled_trace_state;  // Unsampled only (a record's is in
-                                      // `data.trace_state`).
+  bool recorded = false;    // True: this is a `TraceRecord`.
+  std::string trace_state;  // W3C; fixed at the trace's start.
 };
 
 struct TraceRecord : TraceIdentity {
@@ -107,8 +110,9 @@ struct TraceRecord : TraceIdentity {
 
   std::shared_ptr<TracerCore> tracer;
   ContextHandle origin;  // Where the trace started.
-  TraceData data;
-  int64_t start_mono_ns = 0;
+  // The root span's record, moved here by its finish; its end is delivered
+  // from here (at once, or by the last open span [F5]).
+  SpanData root;
   // (open spans) * 2 | finished bit.
   std::atomic<uint64_t> state{0};
 
@@ -158,24 +162,14 @@ struct CurrentScope {
 static_assert(loop_internal::AnyValue::kStoredInline<CurrentScope>,
               "a context's current trace must be stored inline");
 
-// Behind a `TraceScope`: the record plus what only the scope knows.
-struct TraceState {
-  std::shared_ptr<TraceRecord> record;
-  ContextHandle origin;
-  std::optional<Token> token;  // Set when made current.
-  // Filled by Finish on the calling thread, copied into `record->data` by
-  // whoever runs the finish.
-  ExecutionSite finish_called;
-  int64_t end_mono_ns = 0;
-};
-
-// Behind a `SpanScope`.
+// Behind a recording `SpanScope`.
 struct SpanState {
   std::shared_ptr<TraceRecord> trace;
   SpanData data;
   ContextHandle origin;
-  std::optional<Token> token;
+  std::optional<Token> token;  // Set when made current.
   int64_t start_mono_ns = 0;
+  bool root = false;  // The trace's root span: its end is the trace's.
 };
 
 // The one context-local key tracing uses.
@@ -191,11 +185,11 @@ inline const ContextKey<CurrentScope>& CurrentKey() {
   return MakeCurrentKey();
 }
 
-// Calls `OnTraceEnd` here and now.
+// Calls the processors' `OnEnd` for the root span here and now.
 void DeliverTraceEnd(TraceRecord& trace);
 
 // For the one thread that saw the last open span of a finished trace end:
-// delivers `OnTraceEnd` where the trace's finish ran ([F5] in scope.cc).
+// delivers the root span's `OnEnd` where its finish ran ([F5] in scope.cc).
 void EndTraceAfterLastSpan(std::shared_ptr<TraceRecord> trace);
 
 // The name `ctx` was given at `NewContext`; empty for a null or stale handle
@@ -216,16 +210,14 @@ uint32_t LimitAttributes(Attributes& attributes, const SpanLimits& limits,
                          size_t max_count);
 // Applies the link limits and per-link attribute limits to `links` and
 // stores them in `record`.
-void SetLinks(SpanRecordCommon& record, std::vector<SpanLink> links,
+void SetLinks(SpanData& record, std::vector<SpanLink> links,
               const SpanLimits& limits);
 // Appends an event (name, now, attributes) within the limits.
-void AddLimitedEvent(SpanRecordCommon& record, absl::string_view name,
-                     absl::Time time, Attributes attributes,
-                     const SpanLimits& limits);
+void AddLimitedEvent(SpanData& record, absl::string_view name, absl::Time time,
+                     Attributes attributes, const SpanLimits& limits);
 // OpenTelemetry's status rules: kUnset ignored, kOk final, message only with
 // kError.
-void SetStatusOf(SpanRecordCommon& record, StatusCode code,
-                 absl::string_view message);
+void SetStatusOf(SpanData& record, StatusCode code, absl::string_view message);
 
 // The calling thread's Linux tid, cached.
 int64_t ThisThreadId();

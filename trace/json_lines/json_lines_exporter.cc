@@ -105,7 +105,7 @@ const char* StatusName(StatusCode code) {
 
 // The OpenTelemetry data model shared by traces and spans: kind, status,
 // events, links, instrumentation scope, W3C flags and state, dropped counts.
-void WriteModel(const SpanRecordCommon& d, JsonWriter& w) {
+void WriteModel(const SpanData& d, JsonWriter& w) {
   w.Key("kind").String(KindName(d.kind));
   w.Key("status").BeginObject().Key("code").String(StatusName(d.status.code));
   if (!d.status.message.empty()) w.Key("message").String(d.status.message);
@@ -157,34 +157,9 @@ void WriteModel(const SpanRecordCommon& d, JsonWriter& w) {
       .EndObject();
 }
 
-void WriteTrace(const TraceData& t, JsonWriter& w) {
-  w.BeginObject();
-  w.Key("type").String("trace");
-  w.Key("trace_id").String(t.trace_id.ToHex());
-  w.Key("span_id").String(t.root_span_id.ToHex());
-  w.Key("parent_span_id").Null();
-  w.Key("remote_parent_span_id");
-  if (t.remote_parent_span_id.valid()) {
-    w.String(t.remote_parent_span_id.ToHex());
-  } else {
-    w.Null();
-  }
-  w.Key("workflow_name").String(t.workflow_name);
-  w.Key("group_id").String(t.group_id);
-  w.Key("metadata").BeginObject();
-  for (const auto& [key, value] : t.metadata) w.Key(key).String(value);
-  w.EndObject();
-  w.Key("attributes");
-  trace_internal::WriteAttributesObject(t.attributes, w);
-  WriteTimes(t, w);
-  WriteModel(t, w);
-  WriteSites(t, w);
-  w.EndObject();
-}
-
 void WriteSpan(const SpanData& s, JsonWriter& w) {
   w.BeginObject();
-  w.Key("type").String("span");
+  w.Key("type").String(s.is_root() ? "trace" : "span");
   w.Key("trace_id").String(s.trace_id.ToHex());
   w.Key("span_id").String(s.span_id.ToHex());
   w.Key("parent_span_id");
@@ -193,21 +168,11 @@ void WriteSpan(const SpanData& s, JsonWriter& w) {
   } else {
     w.Null();
   }
+  w.Key("parent_is_remote").Bool(s.parent_is_remote);
   w.Key("name").String(s.name);
   w.Key("attributes");
   trace_internal::WriteAttributesObject(s.attributes, w);
   WriteTimes(s, w);
-  w.Key("error");
-  if (s.error.has_value()) {
-    w.BeginObject()
-        .Key("message")
-        .String(s.error->message)
-        .Key("data")
-        .String(s.error->data)
-        .EndObject();
-  } else {
-    w.Null();
-  }
   WriteModel(s, w);
   WriteSites(s, w);
   w.EndObject();
@@ -236,22 +201,16 @@ JsonLinesExporter::JsonLinesExporter(
     std::unique_ptr<trace_internal::AppendFile> file)
     : file_(std::move(file)) {}
 
-std::string JsonLinesExporter::FormatItem(const ExportItem& item) {
+std::string JsonLinesExporter::FormatItem(const SpanData& item) {
   JsonWriter w;
-  if (const auto* trace = std::get_if<TraceData>(&item)) {
-    WriteTrace(*trace, w);
-  } else if (const auto* span = std::get_if<SpanData>(&item)) {
-    WriteSpan(*span, w);
-  } else {
-    w.Null();  // valueless_by_exception: still one valid JSON value.
-  }
+  WriteSpan(item, w);
   return w.Release();
 }
 
-absl::Status JsonLinesExporter::Export(absl::Span<const ExportItem> batch) {
+absl::Status JsonLinesExporter::Export(absl::Span<const SpanData> batch) {
   if (batch.empty()) return absl::OkStatus();
   std::string text;
-  for (const ExportItem& item : batch) {
+  for (const SpanData& item : batch) {
     absl::StrAppend(&text, FormatItem(item), "\n");
   }
   return file_->AppendLines(std::move(text));

@@ -4,25 +4,23 @@
 // File: ctxloop/trace/json_lines/json_lines_exporter.h
 // -----------------------------------------------------------------------------
 //
-// `JsonLinesExporter` appends every exported trace and span to a file as one
-// JSON object per line (https://jsonlines.org), for `jq`, log shippers and
-// ad-hoc scripts. Each line is self-contained:
+// `JsonLinesExporter` appends every exported span (a trace's root span among
+// them) to a file as one JSON object per line (https://jsonlines.org), for
+// `jq`, log shippers and ad-hoc scripts. Every line has the same fields and
+// is self-contained:
 //
-//   {"type":"span",                      // or "trace"
+//   {"type":"span",                      // "trace" for a trace's root span
 //    "trace_id":"<32 hex>",
-//    "span_id":"<16 hex>",               // a trace: its root_span_id
-//    "parent_span_id":"<16 hex>"|null,   // null: a direct child of the trace
-//                                        // (always null for a trace)
-//    "name":"...",                       // a span; a trace has instead
-//                                        // "workflow_name", "group_id" and
-//                                        // "metadata":{"k":"v",...}
-//    "remote_parent_span_id":"<16 hex>"|null,      // traces only: the W3C
-//                                        // parent this trace continues
+//    "span_id":"<16 hex>",
+//    "parent_span_id":"<16 hex>"|null,   // a top-level span's: the root
+//                                        // span; a root span's: null, or
+//                                        // the remote parent it continues
+//    "parent_is_remote":false,           // true: that remote parent
+//    "name":"...",
 //    "attributes":{"k":"v"|int|double|bool|[...],...},
 //    "start_time":"2026-01-02T03:04:05.123456789Z", // RFC 3339, UTC, 9 digits
 //    "end_time":"..."|null,              // null if not finite
 //    "duration_ns":123|null,             // monotonic duration
-//    "error":{"message":"...","data":"..."}|null,  // spans only
 //    "kind":"internal"|"server"|"client"|"producer"|"consumer",
 //    "status":{"code":"unset"|"ok"|"error","message":"..."},  // message
 //                                        // only if not empty
@@ -94,13 +92,13 @@ class JsonLinesExporter final : public SpanExporter {
 
   // Appends one line per item. An I/O error is returned as a status (the
   // file may then end with a partial line; later lines start on a new line).
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   absl::Status Flush() override;
   // Syncs if configured, then closes the file. Idempotent.
   absl::Status Shutdown() override;
 
   // The line written for `item`, without the trailing newline.
-  static std::string FormatItem(const ExportItem& item);
+  static std::string FormatItem(const SpanData& item);
 
  private:
   explicit JsonLinesExporter(std::unique_ptr<trace_internal::AppendFile> file);

@@ -607,7 +607,7 @@ void OtlpHttpExporter::Report(const absl::Status& status) {
   }
 }
 
-absl::Status OtlpHttpExporter::Export(absl::Span<const ExportItem> batch) {
+absl::Status OtlpHttpExporter::Export(absl::Span<const SpanData> batch) {
   Impl& impl = *impl_;
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + impl.options.timeout;

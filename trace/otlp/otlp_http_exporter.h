@@ -166,10 +166,10 @@ class OtlpHttpExporter final : public SpanExporter {
     // Receives every failed batch, rejected spans (partial success) and
     // environment problems; called from the `Export` caller's thread, never
     // concurrently with itself. Default (null): one line on stderr.
-    // A `std::function`, so that `Options` is copyable (one set of options
-    // for several exporters, or kept after `Create`); a callback that owns
-    // move-only state holds it through a `std::shared_ptr`.
-    std::function<void(const absl::Status&)> on_error;
+    // A `TraceErrorCallback` (a `std::function`), so that `Options` is
+    // copyable: one set of options for several exporters, or kept after
+    // `Create`.
+    TraceErrorCallback on_error;
   };
 
   // Counters since creation. Every span handed to `Export` ends in exactly
@@ -224,7 +224,7 @@ class OtlpHttpExporter final : public SpanExporter {
   // `kDeadlineExceeded` (out of time), `kInvalidArgument`/`kPermissionDenied`
   // /... (permanent HTTP status), `kCancelled` [H1], `kFailedPrecondition`
   // [H2]. Items with invalid ids are left out and counted as failed.
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   // Nothing is buffered between calls: OK.
   absl::Status Flush() override;
   // True: each `Export` is its own request, so a `BatchProcessor` may keep

@@ -26,14 +26,6 @@ using trace_internal::JsonWriter;
 constexpr uint32_t kFlagHasIsRemote = 0x100;
 constexpr uint32_t kFlagIsRemote = 0x200;
 
-// The span id older tracers derived from the trace id before
-// `root_span_id` was random (a tracer that leaves it invalid). Kept here so
-// the encoder does not depend on that tracer function.
-SpanId DerivedRootSpanId(const TraceId& trace_id) {
-  const uint64_t v = trace_id.low ^ 0x9e3779b97f4a7c15ULL;
-  return SpanId{v == 0 ? 1 : v};
-}
-
 // Unix nanoseconds as the JSON mapping of fixed64: a decimal string.
 std::string UnixNanos(absl::Time t) {
   if (t == absl::InfiniteFuture() || t <= absl::UnixEpoch()) return "0";
@@ -175,26 +167,27 @@ void AddSiteExtras(const ExecutionSite& started, bool finished_off_origin,
 }
 
 // The fields every span has, after the ids and before the attributes.
-void WriteSpanHead(const TraceId& trace_id, SpanId span_id, SpanId parent,
-                   bool parent_is_remote, const SpanRecordCommon& c,
-                   absl::string_view name, absl::Time start, absl::Time end,
-                   JsonWriter& w) {
-  w.Key("traceId").String(trace_id.ToHex());
-  w.Key("spanId").String(span_id.ToHex());
-  if (!c.trace_state.empty()) w.Key("traceState").String(c.trace_state);
-  if (parent.valid()) w.Key("parentSpanId").String(parent.ToHex());
-  w.Key("flags").Uint(uint32_t{c.trace_flags} | kFlagHasIsRemote |
-                      (parent_is_remote ? kFlagIsRemote : 0));
-  w.Key("name").String(name);
-  int kind = static_cast<int>(c.kind);
+void WriteSpanHead(const SpanData& s, JsonWriter& w) {
+  w.Key("traceId").String(s.trace_id.ToHex());
+  w.Key("spanId").String(s.span_id.ToHex());
+  if (!s.trace_state.empty()) w.Key("traceState").String(s.trace_state);
+  if (s.parent_span_id.valid()) {
+    w.Key("parentSpanId").String(s.parent_span_id.ToHex());
+  }
+  const bool remote = s.parent_is_remote && s.parent_span_id.valid();
+  w.Key("flags").Uint(uint32_t{s.trace_flags} | kFlagHasIsRemote |
+                      (remote ? kFlagIsRemote : 0));
+  w.Key("name").String(s.name);
+  int kind = static_cast<int>(s.kind);
   if (kind < 1 || kind > 5) kind = 1;  // Out of range: INTERNAL.
   w.Key("kind").Int(kind);
-  w.Key("startTimeUnixNano").String(UnixNanos(start));
-  w.Key("endTimeUnixNano").String(UnixNanos(end));
+  w.Key("startTimeUnixNano").String(UnixNanos(s.start_time));
+  w.Key("endTimeUnixNano")
+      .String(UnixNanos(EndOf(s.start_time, s.end_time, s.duration)));
 }
 
 // Events, links and their dropped counts (after the attributes).
-void WriteEventsAndLinks(const SpanRecordCommon& c, JsonWriter& w) {
+void WriteEventsAndLinks(const SpanData& c, JsonWriter& w) {
   if (!c.events.empty()) {
     w.Key("events").BeginArray();
     for (const SpanEvent& e : c.events) {
@@ -242,63 +235,19 @@ void WriteStatus(StatusCode code, absl::string_view message, JsonWriter& w) {
   w.EndObject();
 }
 
-void WriteTraceSpan(const TraceData& t, JsonWriter& w) {
-  const SpanId id =
-      t.root_span_id.valid() ? t.root_span_id : DerivedRootSpanId(t.trace_id);
-  w.BeginObject();
-  WriteSpanHead(t.trace_id, id, t.remote_parent_span_id,
-                t.remote_parent_span_id.valid(), t, t.workflow_name,
-                t.start_time, EndOf(t.start_time, t.end_time, t.duration), w);
-  AttributeList attrs(&t.attributes);
-  if (!t.group_id.empty()) attrs.AddExtra("ctxloop.group_id", t.group_id);
-  for (const auto& [key, value] : t.metadata) {
-    attrs.AddExtra(absl::StrCat("ctxloop.metadata.", key), value);
-  }
-  AddSiteExtras(t.started, t.finished_off_origin, attrs);
-  WriteAttributes(attrs, t.dropped_attributes_count, w);
-  WriteEventsAndLinks(t, w);
-  WriteStatus(t.status.code, t.status.message, w);
-  w.EndObject();
-}
-
 void WriteSpan(const SpanData& s, JsonWriter& w) {
-  SpanId parent = s.parent_span_id;
-  if (!parent.valid()) {
-    parent =
-        s.root_span_id.valid() ? s.root_span_id : DerivedRootSpanId(s.trace_id);
-  }
   w.BeginObject();
-  WriteSpanHead(s.trace_id, s.span_id, parent, /*parent_is_remote=*/false, s,
-                s.name, s.start_time,
-                EndOf(s.start_time, s.end_time, s.duration), w);
+  WriteSpanHead(s, w);
   AttributeList attrs(&s.attributes);
   AddSiteExtras(s.started, s.finished_off_origin, attrs);
-  if (s.error.has_value() && !s.error->data.empty()) {
-    attrs.AddExtra("ctxloop.error.data", s.error->data);
-  }
   WriteAttributes(attrs, s.dropped_attributes_count, w);
   WriteEventsAndLinks(s, w);
-  if (s.status.code == StatusCode::kUnset && s.error.has_value()) {
-    WriteStatus(StatusCode::kError, s.error->message, w);
-  } else {
-    WriteStatus(s.status.code, s.status.message, w);
-  }
+  WriteStatus(s.status.code, s.status.message, w);
   w.EndObject();
 }
 
-bool Representable(const ExportItem& item) {
-  if (const auto* t = std::get_if<TraceData>(&item)) {
-    return t->trace_id.valid();
-  }
-  if (const auto* s = std::get_if<SpanData>(&item)) {
-    return s->trace_id.valid() && s->span_id.valid();
-  }
-  return false;
-}
-
-const InstrumentationScope& ScopeOf(const ExportItem& item) {
-  if (const auto* t = std::get_if<TraceData>(&item)) return t->scope;
-  return std::get<SpanData>(item).scope;
+bool Representable(const SpanData& s) {
+  return s.trace_id.valid() && s.span_id.valid();
 }
 
 int HexDigit(char c) {
@@ -389,7 +338,7 @@ Resource ResourceFromEnvironment(absl::string_view default_service_name,
   return r;
 }
 
-std::string EncodeTraceRequest(absl::Span<const ExportItem> batch,
+std::string EncodeTraceRequest(absl::Span<const SpanData> batch,
                                const Resource& resource, size_t* skipped) {
   size_t left_out = 0;
   // Group by scope, in order of first appearance (few scopes: linear).
@@ -399,7 +348,7 @@ std::string EncodeTraceRequest(absl::Span<const ExportItem> batch,
       ++left_out;
       continue;
     }
-    InstrumentationScope scope = ScopeOf(batch[i]);
+    InstrumentationScope scope = batch[i].scope;
     if (scope.name.empty()) scope = {"ctxloop", "0.1"};
     auto it = groups.begin();
     for (; it != groups.end(); ++it) {
@@ -426,13 +375,7 @@ std::string EncodeTraceRequest(absl::Span<const ExportItem> batch,
     if (!scope.version.empty()) w.Key("version").String(scope.version);
     w.EndObject();
     w.Key("spans").BeginArray();
-    for (size_t i : indices) {
-      if (const auto* t = std::get_if<TraceData>(&batch[i])) {
-        WriteTraceSpan(*t, w);
-      } else {
-        WriteSpan(std::get<SpanData>(batch[i]), w);
-      }
-    }
+    for (size_t i : indices) WriteSpan(batch[i], w);
     w.EndArray().EndObject();
   }
   w.EndArray();              // scopeSpans

@@ -40,26 +40,18 @@
 //   Zero counts, empty lists and an unset status are left out (the proto3
 //   JSON default).
 //
-// Mapping of ctxloop's model:
-//   * A trace becomes a span too: spanId = `TraceData::root_span_id`
-//     (random per trace, so two processes continuing one remote trace never
-//     export the same span id), parentSpanId = `remote_parent_span_id` (the
-//     W3C remote parent, if any; its flags then say "remote"), name =
-//     workflow_name, attributes = its own plus "ctxloop.group_id" (if not
-//     empty) and "ctxloop.metadata.<key>" per metadata entry.
-//   * A span without a parent span (a direct child of its trace) gets
-//     parentSpanId = `SpanData::root_span_id`: the trace's span.
+// Mapping of ctxloop's model (one `SpanData` per span, a trace being its
+// root span):
+//   * parentSpanId = `parent_span_id` if valid (a root span's is the W3C
+//     remote parent it continues, if any; its flags then say "remote").
 //   * Spans are grouped by their `InstrumentationScope` (one `scopeSpans`
 //     per distinct name and version, in order of first appearance); an
 //     empty scope name becomes "ctxloop", version "0.1".
-//   * Status: `SpanRecordCommon::status`; a span whose status is unset but
-//     that carries a legacy `SpanData::error` is exported as ERROR with the
-//     error's message.
+//   * Status: `SpanData::status`.
 //   * Attribute keys are unique (the last value given wins). Added unless
 //     the span already has the key: "thread.id" (where it started),
 //     "ctxloop.loop_id" / "ctxloop.context_id" / "ctxloop.context_name" (if
-//     started on a context), "ctxloop.finished_off_origin" (only if true),
-//     "ctxloop.error.data" (a legacy error's data, if any).
+//     started on a context), "ctxloop.finished_off_origin" (only if true).
 //   * Times: start_time, and end_time (or start_time + duration if end_time
 //     is not finite), as Unix nanoseconds; times before 1970 become "0".
 //
@@ -113,7 +105,7 @@ Resource ResourceFromEnvironment(absl::string_view default_service_name,
 // One `ExportTraceServiceRequest` for `batch` (see above), without a
 // trailing newline. `*skipped` (optional) receives the number of items left
 // out for invalid ids.
-std::string EncodeTraceRequest(absl::Span<const ExportItem> batch,
+std::string EncodeTraceRequest(absl::Span<const SpanData> batch,
                                const Resource& resource,
                                size_t* skipped = nullptr);
 

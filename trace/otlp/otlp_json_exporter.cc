@@ -8,7 +8,7 @@
 
 namespace ctxloop {
 
-std::string OtlpJsonExporter::FormatRequest(absl::Span<const ExportItem> batch,
+std::string OtlpJsonExporter::FormatRequest(absl::Span<const SpanData> batch,
                                             const std::string& service_name,
                                             size_t* skipped) {
   return otlp::EncodeTraceRequest(
@@ -40,7 +40,7 @@ OtlpJsonExporter::OtlpJsonExporter(
     std::unique_ptr<trace_internal::AppendFile> file, otlp::Resource resource)
     : resource_(std::move(resource)), file_(std::move(file)) {}
 
-absl::Status OtlpJsonExporter::Export(absl::Span<const ExportItem> batch) {
+absl::Status OtlpJsonExporter::Export(absl::Span<const SpanData> batch) {
   if (batch.empty()) return absl::OkStatus();
   size_t skipped = 0;
   std::string line = otlp::EncodeTraceRequest(batch, resource_, &skipped);

@@ -61,14 +61,14 @@ class OtlpJsonExporter final : public SpanExporter {
   OtlpJsonExporter(const OtlpJsonExporter&) = delete;
   OtlpJsonExporter& operator=(const OtlpJsonExporter&) = delete;
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override;
+  absl::Status Export(absl::Span<const SpanData> batch) override;
   absl::Status Flush() override;
   // Syncs if configured, then closes the file. Idempotent.
   absl::Status Shutdown() override;
 
   // The request for `batch`, without the trailing newline; `*skipped`
   // (optional) receives the number of items left out for invalid ids.
-  static std::string FormatRequest(absl::Span<const ExportItem> batch,
+  static std::string FormatRequest(absl::Span<const SpanData> batch,
                                    const std::string& service_name,
                                    size_t* skipped = nullptr);
 

@@ -36,14 +36,15 @@ const Value* Attr(const Value& span, const char* key) {
 
 const absl::Time kT0 = absl::FromUnixSeconds(1767225600);
 
-TraceData Trace() {
-  TraceData t;
+SpanData Trace() {
+  SpanData t;
   t.trace_id = TraceId{0x0af7651916cd43dd, 0x8448eb211c80319c};
-  t.root_span_id = SpanId{0x1111111111111111};
-  t.remote_parent_span_id = SpanId{0xb7ad6b7169203331};
+  t.span_id = SpanId{0x1111111111111111};
+  t.parent_span_id = SpanId{0xb7ad6b7169203331};
+  t.parent_is_remote = true;
   t.trace_flags = 0x01;
   t.trace_state = "congo=t61rcWkgMzE";
-  t.workflow_name = "handle request";
+  t.name = "handle request";
   t.kind = SpanKind::kServer;
   t.status = {StatusCode::kOk, "ignored for ok"};
   t.attributes = {{"http.route", std::string("/run")}};
@@ -57,7 +58,7 @@ SpanData Span() {
   SpanData s;
   s.trace_id = Trace().trace_id;
   s.span_id = SpanId{0x2222222222222222};
-  s.root_span_id = Trace().root_span_id;
+  s.parent_span_id = Trace().span_id;
   s.name = "call model";
   s.kind = SpanKind::kClient;
   s.status = {StatusCode::kError, "upstream 503"};
@@ -93,7 +94,7 @@ TEST(OtlpJsonTest, EncodesTheWholeDataModel) {
   otlp::Resource resource = otlp::Resource::WithServiceName("svc");
   resource.attributes.emplace_back("deployment.environment",
                                    std::string("test"));
-  std::vector<ExportItem> batch = {Span(), Trace()};
+  std::vector<SpanData> batch = {Span(), Trace()};
   size_t skipped = 99;
   const std::string json = otlp::EncodeTraceRequest(batch, resource, &skipped);
   EXPECT_EQ(skipped, 0u);
@@ -161,16 +162,16 @@ TEST(OtlpJsonTest, EncodesTheWholeDataModel) {
   EXPECT_STREQ(t["name"].GetString(), "handle request");
 }
 
-TEST(OtlpJsonTest, DefaultsAreLeftOutAndLegacyErrorsAreErrors) {
+TEST(OtlpJsonTest, DefaultsAreLeftOutAndErrorsAreErrors) {
   SpanData s;
   s.trace_id = TraceId{0, 7};
   s.span_id = SpanId{8};
   s.parent_span_id = SpanId{9};
   s.name = "plain";
-  s.error = SpanError{"boom", "{\"x\":1}"};
+  s.status = {StatusCode::kError, "boom"};
   s.start_time = kT0;
   s.end_time = kT0;
-  std::vector<ExportItem> batch = {s};
+  std::vector<SpanData> batch = {s};
   rapidjson::Document d = Parse(
       otlp::EncodeTraceRequest(batch, otlp::Resource::WithServiceName("x")));
   const Value& ss = d["resourceSpans"][0]["scopeSpans"][0];
@@ -182,16 +183,15 @@ TEST(OtlpJsonTest, DefaultsAreLeftOutAndLegacyErrorsAreErrors) {
   EXPECT_FALSE(j.HasMember("traceState"));
   EXPECT_EQ(j["status"]["code"].GetInt(), 2);
   EXPECT_STREQ(j["status"]["message"].GetString(), "boom");
-  EXPECT_STREQ((*Attr(j, "ctxloop.error.data"))["stringValue"].GetString(),
-               "{\"x\":1}");
+  EXPECT_EQ(Attr(j, "ctxloop.error.data"), nullptr);
 }
 
 TEST(OtlpJsonTest, TwoProcessesContinuingOneTraceExportDistinctRoots) {
   // Each process's trace has its own random root span id; both continue
   // the same remote parent, so Jaeger draws one tree.
-  TraceData a = Trace(), b = Trace();
-  b.root_span_id = SpanId{0x3333333333333333};
-  std::vector<ExportItem> batch = {a, b};
+  SpanData a = Trace(), b = Trace();
+  b.span_id = SpanId{0x3333333333333333};
+  std::vector<SpanData> batch = {a, b};
   rapidjson::Document d = Parse(
       otlp::EncodeTraceRequest(batch, otlp::Resource::WithServiceName("x")));
   const Value& spans = d["resourceSpans"][0]["scopeSpans"][0]["spans"];
@@ -203,7 +203,7 @@ TEST(OtlpJsonTest, TwoProcessesContinuingOneTraceExportDistinctRoots) {
 TEST(OtlpJsonTest, InvalidIdsAreSkipped) {
   SpanData bad = Span();
   bad.span_id = SpanId();
-  std::vector<ExportItem> batch = {bad, Span()};
+  std::vector<SpanData> batch = {bad, Span()};
   size_t skipped = 0;
   rapidjson::Document d = Parse(otlp::EncodeTraceRequest(
       batch, otlp::Resource::WithServiceName("x"), &skipped));

@@ -46,7 +46,7 @@ class FaultyExporter final : public SpanExporter {
   explicit FaultyExporter(std::shared_ptr<SpanExporter> inner)
       : inner_(std::move(inner)) {}
 
-  absl::Status Export(absl::Span<const ExportItem> batch) override {
+  absl::Status Export(absl::Span<const SpanData> batch) override {
     {
       ctxloop::MutexLock lock(&mu_);
       ++export_calls_;

@@ -21,7 +21,6 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -34,19 +33,24 @@ namespace testing_util {
 
 class RecordingProcessor : public TraceProcessor {
  public:
+  // Events are classified for tests: a trace's root span's start and end
+  // are kTraceStart and kTraceEnd, every other span's kSpanStart and
+  // kSpanEnd.
   enum class Kind { kTraceStart, kTraceEnd, kSpanStart, kSpanEnd };
   struct Event {
     Kind kind;
     int64_t tid;  // Where the processor was called.
-    std::variant<TraceData, SpanData> data;
-    const TraceData& trace() const { return std::get<TraceData>(data); }
-    const SpanData& span() const { return std::get<SpanData>(data); }
+    SpanData data;
+    const SpanData& trace() const { return data; }
+    const SpanData& span() const { return data; }
   };
 
-  void OnTraceStart(const TraceData& t) override { Add(Kind::kTraceStart, t); }
-  void OnTraceEnd(const TraceData& t) override { Add(Kind::kTraceEnd, t); }
-  void OnSpanStart(const SpanData& s) override { Add(Kind::kSpanStart, s); }
-  void OnSpanEnd(const SpanData& s) override { Add(Kind::kSpanEnd, s); }
+  void OnStart(const SpanData& s) override {
+    Add(s.is_root() ? Kind::kTraceStart : Kind::kSpanStart, s);
+  }
+  void OnEnd(const SpanData& s) override {
+    Add(s.is_root() ? Kind::kTraceEnd : Kind::kSpanEnd, s);
+  }
   absl::Status ForceFlush(absl::Duration) override { return absl::OkStatus(); }
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
 
@@ -83,8 +87,7 @@ class RecordingProcessor : public TraceProcessor {
     return c;
   }
 
-  template <typename T>
-  void Add(Kind kind, const T& data) {
+  void Add(Kind kind, const SpanData& data) {
     {
       ctxloop::MutexLock lock(&mu_);
       events_.push_back(Event{kind, ThisTid(), data});

@@ -1427,25 +1427,21 @@ void Harness::DoStartTrace(const Op& op, const Exec& x) {
   const bool on = OnLoop(r.loop);
   TraceOptions o;
   o.make_current = op.b % 2 == 0;
-  absl::StatusOr<TraceScope> t = tracer_->StartTrace(r.h, "fuzz trace", o);
-  // StartTrace never fails for a non-null handle: where it cannot record
-  // (another thread, a destroyed context) it returns a non-recording scope.
-  if (!t.ok()) {
-    Violation("trace.status", "StartTrace: " + t.status().ToString());
-    return;
-  }
-  if (!on && t->recording()) {
+  TraceScope t = tracer_->StartTrace(r.h, "fuzz trace", o);
+  // StartTrace never fails: where it cannot record (another thread, a
+  // destroyed context) it returns a non-recording scope.
+  if (!on && t.recording()) {
     Violation("trace.status", "StartTrace off its loop thread is recording");
   }
-  if (on && r.destroyed && t->recording()) {
+  if (on && r.destroyed && t.recording()) {
     Violation("ctx.destroyed_accepts",
               "StartTrace on a destroyed context is recording (issue 7 #13)");
   }
   Covered("StartTrace");
-  SpanParent parent = t->AsParent();
+  SpanParent parent = t.AsParent();
   MutexLock lock(&mu_);
   traces_.emplace_back();
-  traces_.back().scope.emplace(std::move(*t));
+  traces_.back().scope.emplace(std::move(t));
   traces_.back().ctx = i;
   parents_.push_back(std::move(parent));
 }
@@ -1465,21 +1461,17 @@ void Harness::DoStartSpan(const Op& op, const Exec& x) {
   }
   const bool on = OnLoop(r.loop);
   o.make_current = op.b % 2 == 0;
-  absl::StatusOr<SpanScope> sp = tracer_->StartSpan(r.h, "fuzz span", o);
-  // StartSpan never fails for a non-null handle (issue 9): where it cannot
-  // record it returns a non-recording scope.
-  if (!sp.ok()) {
-    Violation("trace.status", "StartSpan: " + sp.status().ToString());
-    return;
-  }
-  if (!on && sp->recording()) {
+  SpanScope sp = tracer_->StartSpan(r.h, "fuzz span", o);
+  // StartSpan never fails: where it cannot record it returns a
+  // non-recording scope.
+  if (!on && sp.recording()) {
     Violation("trace.status", "StartSpan off its loop thread is recording");
   }
-  Covered(sp->recording() ? "StartSpan" : "StartSpan no-op");
+  Covered(sp.recording() ? "StartSpan" : "StartSpan no-op");
   MutexLock lock(&mu_);
-  if (sp->recording()) parents_.push_back(sp->AsParent());
+  if (sp.recording()) parents_.push_back(sp.AsParent());
   spans_.emplace_back();
-  spans_.back().scope.emplace(std::move(*sp));
+  spans_.back().scope.emplace(std::move(sp));
   spans_.back().ctx = i;
 }
 
@@ -1577,8 +1569,7 @@ void Harness::DoMakeStream(const Op& op, const Exec& x) {
   if (op.c % 2 == 1 && on && !r.destroyed) {
     TraceOptions to;
     to.make_current = (op.c >> 1) % 2 == 0;
-    absl::StatusOr<TraceScope> t = tracer_->StartTrace(r.h, "fuzz stream", to);
-    if (t.ok()) trace.emplace(std::move(*t));
+    trace.emplace(tracer_->StartTrace(r.h, "fuzz stream", to));
   }
   StreamRec* s;
   {

@@ -75,21 +75,25 @@ class EventRecorder final : public TraceProcessor {
                 std::function<void(ContextHandle origin)> observer)
       : seq_(seq), observer_(std::move(observer)) {}
 
-  void OnTraceStart(const TraceData& t) override {
-    Add(Kind::kTraceStart, t.trace_id, SpanId(), t.started, t.finish_called,
-        t.finish_ran, t.finished_off_origin);
+  // A trace's root span is recorded as the trace's event, keyed by its
+  // trace id alone (span id invalid).
+  void OnStart(const SpanData& s) override {
+    if (s.is_root()) {
+      Add(Kind::kTraceStart, s.trace_id, SpanId(), s.started, s.finish_called,
+          s.finish_ran, s.finished_off_origin);
+    } else {
+      Add(Kind::kSpanStart, s.trace_id, s.span_id, s.started, s.finish_called,
+          s.finish_ran, s.finished_off_origin);
+    }
   }
-  void OnTraceEnd(const TraceData& t) override {
-    Add(Kind::kTraceEnd, t.trace_id, SpanId(), t.started, t.finish_called,
-        t.finish_ran, t.finished_off_origin);
-  }
-  void OnSpanStart(const SpanData& s) override {
-    Add(Kind::kSpanStart, s.trace_id, s.span_id, s.started, s.finish_called,
-        s.finish_ran, s.finished_off_origin);
-  }
-  void OnSpanEnd(const SpanData& s) override {
-    Add(Kind::kSpanEnd, s.trace_id, s.span_id, s.started, s.finish_called,
-        s.finish_ran, s.finished_off_origin);
+  void OnEnd(const SpanData& s) override {
+    if (s.is_root()) {
+      Add(Kind::kTraceEnd, s.trace_id, SpanId(), s.started, s.finish_called,
+          s.finish_ran, s.finished_off_origin);
+    } else {
+      Add(Kind::kSpanEnd, s.trace_id, s.span_id, s.started, s.finish_called,
+          s.finish_ran, s.finished_off_origin);
+    }
   }
   absl::Status ForceFlush(absl::Duration) override { return absl::OkStatus(); }
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
@@ -124,10 +128,8 @@ class EventRecorder final : public TraceProcessor {
 class ThrowingProcessor final : public TraceProcessor {
  public:
   explicit ThrowingProcessor(int every) : every_(every < 1 ? 1 : every) {}
-  void OnTraceStart(const TraceData&) override { Tick(); }
-  void OnTraceEnd(const TraceData&) override { Tick(); }
-  void OnSpanStart(const SpanData&) override { Tick(); }
-  void OnSpanEnd(const SpanData&) override { Tick(); }
+  void OnStart(const SpanData&) override { Tick(); }
+  void OnEnd(const SpanData&) override { Tick(); }
   absl::Status ForceFlush(absl::Duration) override { return absl::OkStatus(); }
   absl::Status Shutdown(absl::Duration) override { return absl::OkStatus(); }
   uint64_t thrown() const { return thrown_.load(); }

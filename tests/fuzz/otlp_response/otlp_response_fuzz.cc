@@ -57,13 +57,13 @@ void FuzzParsers(absl::string_view in) {
   }
 }
 
-std::vector<ExportItem> Batch() {
-  std::vector<ExportItem> batch;
+std::vector<SpanData> Batch() {
+  std::vector<SpanData> batch;
   for (uint64_t i = 1; i <= 2; ++i) {
     SpanData s;
     s.trace_id = TraceId{0x1234, 0x5678};
     s.span_id = SpanId{0x1000 + i};
-    s.root_span_id = SpanId{0x1001};
+    s.parent_span_id = SpanId{0x1001};
     s.name = "fuzz";
     s.start_time = absl::FromUnixSeconds(1767225600);
     s.end_time = s.start_time + absl::Milliseconds(1);
@@ -97,7 +97,7 @@ void FuzzPeer(absl::string_view in) {
   absl::StatusOr<std::unique_ptr<OtlpHttpExporter>> e =
       OtlpHttpExporter::Create(std::move(o));
   if (!e.ok()) Broken("setup.exporter", std::string(e.status().message()));
-  const std::vector<ExportItem> batch = Batch();
+  const std::vector<SpanData> batch = Batch();
   const absl::Time start = absl::Now();
   const absl::Status s = (*e)->Export(batch);
   const absl::Duration took = absl::Now() - start;
