@@ -28,7 +28,11 @@
 // then returns kResourceExhausted and does not take the event (the caller
 // keeps it); `ProducerCallbacks::on_writable` runs on the producer's context
 // once the backlog is down to `low_watermark`. Nothing grows without bound;
-// nothing is dropped silently. An `Emit` from another thread that has to
+// nothing is dropped silently. (The sink's own loop thread reserves room in
+// steps of up to 64 events; while it also emits into the stream, an `Emit`
+// from another thread counts that reserved room as buffered and can be
+// refused up to 63 events early. The bound itself is exact.) An `Emit`
+// from another thread that has to
 // wake the sink's loop is also refused (kResourceExhausted, the event not
 // taken and not counted as emitted, `refused_loop_full` counted) when that
 // loop already holds `Loop::Options::max_pending_foreign` cross-thread
@@ -58,8 +62,13 @@
 // another stream, from inside `on_event`; a producer may `Emit` from inside
 // `on_writable`.
 //
-// Cost: `Emit` is one uncontended mutex and a deque push; per batch, one
-// `Post`. `benchmarks/stream_benchmark.cc` measures events per second.
+// Cost: an `Emit` on the sink's own loop thread (producer and sink on one
+// loop) takes no lock and allocates nothing once the stream's buffers have
+// grown: an append to a ring only that thread touches, plus the lock once
+// per 64 events to reserve room under the high watermark. From any other
+// thread: one uncontended mutex and a vector append; the sink takes that
+// buffer whole, once per batch. Per batch, one `Post`.
+// `benchmarks/stream_benchmark.cc` measures events per second.
 //
 // Settings: buffer limits, producer callbacks and a trace for the stream to
 // carry go in one `StreamConfig` (stream_options.h):
@@ -84,7 +93,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -141,45 +149,23 @@ template <typename T>
 class StreamState final : public StreamCore {
  public:
   using StreamCore::StreamCore;
-
-  // Inline into the caller with `StreamWriter::Emit`, as it was before its
-  // cold path (below) existed: the caller then sees the OK status built here.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
-    bool schedule;
-    size_t index = 0;
-    {
-      ctxloop::MutexLock lock(&mu_);
-      absl::Status s = CheckEmitLocked();
-      if (!s.ok()) return s;
-      buffer_.push_back(std::move(event));
-      schedule = AfterPushLocked();
-      if (schedule) index = buffer_.size() - 1;
-    }
-    if (!schedule) return absl::OkStatus();
-    absl::Status posted = ScheduleDeliveryForEmit();
-    if (ABSL_PREDICT_TRUE(posted.ok())) return posted;
-    return TakeBackRefusedEmit(event, index, std::move(posted));
+  ~StreamState() override {
+    DestroyRing(local_head_.load(std::memory_order_relaxed),
+                local_tail_.load(std::memory_order_relaxed));
+    std::allocator<T>().deallocate(ring_, ring_mask_ + 1);
   }
 
-  // The sink's loop is full (the cold path of `Emit`, out of line so the hot
-  // one stays small). Our delivery was pending, so nothing took from the
-  // buffer since the push: the event is still at `index`, unless the stream
-  // ended meanwhile (the buffer discarded and counted).
-  ABSL_ATTRIBUTE_NOINLINE absl::Status TakeBackRefusedEmit(
-      T& event, size_t index, absl::Status posted) {
-    bool taken_back, reschedule;
-    {
-      ctxloop::MutexLock lock(&mu_);
-      taken_back = !TerminalLocked();
-      if (taken_back) {
-        const auto it = buffer_.begin() + static_cast<std::ptrdiff_t>(index);
-        if constexpr (std::is_move_assignable_v<T>) event = std::move(*it);
-        buffer_.erase(it);
-      }
-      reschedule = AfterRefusedEmitLocked(taken_back);
+  // Inlined into the caller with `StreamWriter::Emit`. On the sink's own
+  // loop thread with room reserved and nothing waiting elsewhere: an append
+  // to the ring, no lock (a post per batch). Anything else: EmitSlow.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
+    if (ABSL_PREDICT_TRUE(RingOpenForEmit())) {
+      const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
+      ::new (static_cast<void*>(&ring_[tail & ring_mask_])) T(std::move(event));
+      AfterRingPush(tail);
+      return absl::OkStatus();
     }
-    if (reschedule) ScheduleDelivery();
-    return taken_back ? posted : absl::OkStatus();
+    return EmitSlow(std::move(event));
   }
 
   absl::Status Attach(ContextHandle ctx, Sink<T> sink) {
@@ -200,21 +186,114 @@ class StreamState final : public StreamCore {
   }
 
  private:
-  size_t BufferedLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return buffer_.size();
+  // Everything but the ring's fast path: another thread (the shared buffer,
+  // bounded by the loop's cross-thread backlog), the sink thread reserving
+  // ring room, a full stream, an ended one.
+  ABSL_ATTRIBUTE_NOINLINE absl::Status EmitSlow(T&& event) {
+    const bool on_sink = OnSinkThread();
+    bool to_ring, schedule = false;
+    size_t index = 0;
+    {
+      ctxloop::MutexLock lock(&mu_);
+      absl::Status s = BeginEmitLocked(on_sink, &to_ring);
+      if (!s.ok()) return s;
+      if (!to_ring) {
+        shared_.push_back(std::move(event));
+        schedule = AfterPushLocked();
+        if (schedule) index = shared_.size() - 1;
+      }
+    }
+    if (to_ring) {  // The sink thread: its ring, room reserved.
+      ReserveRing(local_limit_.load(std::memory_order_relaxed));
+      const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
+      ::new (static_cast<void*>(&ring_[tail & ring_mask_])) T(std::move(event));
+      AfterRingPush(tail);
+      return absl::OkStatus();
+    }
+    if (!schedule) return absl::OkStatus();
+    absl::Status posted = ScheduleDeliveryForEmit();
+    if (ABSL_PREDICT_TRUE(posted.ok())) return posted;
+    return TakeBackRefusedEmit(event, index, std::move(posted));
   }
-  size_t DiscardBufferLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const size_t n = buffer_.size();
-    buffer_.clear();
+
+  // The sink's loop is full (another thread's `Emit`). Our delivery was
+  // pending, so nothing took from the shared buffer since the push (the sink
+  // thread's own delivery, kDeliverLocal, takes only from its ring): the
+  // event is still at `index`, unless the stream ended meanwhile (the buffer
+  // discarded and counted).
+  ABSL_ATTRIBUTE_NOINLINE absl::Status TakeBackRefusedEmit(
+      T& event, size_t index, absl::Status posted) {
+    bool taken_back, reschedule;
+    {
+      ctxloop::MutexLock lock(&mu_);
+      taken_back = !TerminalLocked();
+      if (taken_back) {
+        const auto it = shared_.begin() + static_cast<std::ptrdiff_t>(index);
+        if constexpr (std::is_move_assignable_v<T>) event = std::move(*it);
+        shared_.erase(it);
+        SharedShrankLocked();
+      }
+      reschedule = AfterRefusedEmitLocked(taken_back);
+    }
+    if (reschedule) ScheduleDelivery();
+    return taken_back ? posted : absl::OkStatus();
+  }
+
+  // Grows the ring (sink thread) to hold `limit` events; a power of two.
+  void ReserveRing(uint64_t limit) {
+    if (ring_ != nullptr && limit <= ring_mask_ + 1) return;
+    uint64_t cap = ring_ == nullptr ? 8 : (ring_mask_ + 1) * 2;
+    while (cap < limit) cap *= 2;
+    T* const grown = std::allocator<T>().allocate(cap);
+    const uint64_t head = local_head_.load(std::memory_order_relaxed);
+    const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
+    for (uint64_t i = head; i != tail; ++i) {
+      T& from = ring_[i & ring_mask_];
+      ::new (static_cast<void*>(&grown[i & (cap - 1)])) T(std::move(from));
+      from.~T();
+    }
+    if (ring_ != nullptr) {
+      std::allocator<T>().deallocate(ring_, ring_mask_ + 1);
+    }
+    ring_ = grown;
+    ring_mask_ = cap - 1;
+  }
+  void DestroyRing(uint64_t head, uint64_t tail) {
+    for (uint64_t i = head; i != tail; ++i) ring_[i & ring_mask_].~T();
+  }
+
+  size_t SharedSizeLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shared_.size();
+  }
+  size_t DiscardSharedLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t n = shared_.size();
+    shared_.clear();
     return n;
   }
-  void TakeBatchLocked(size_t max) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const size_t n = std::min(max, buffer_.size());
-    for (size_t i = 0; i < n; ++i) {
-      batch_.push_back(std::move(buffer_.front()));
-      buffer_.pop_front();
+  size_t StageSharedLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    staged_buf_.swap(shared_);  // staged_buf_ was empty: shared_ now is.
+    staged_pos_ = 0;
+    return staged_buf_.size();
+  }
+  void TakeBatch(uint64_t ring_head, uint64_t from_ring,
+                 size_t from_staged) override {
+    for (uint64_t i = ring_head; i != ring_head + from_ring; ++i) {
+      T& e = ring_[i & ring_mask_];
+      batch_.push_back(std::move(e));
+      e.~T();
     }
-    counters_.delivered += n;
+    for (size_t i = 0; i < from_staged; ++i) {
+      batch_.push_back(std::move(staged_buf_[staged_pos_++]));
+    }
+    if (from_staged > 0 && staged_pos_ == staged_buf_.size()) {
+      staged_buf_.clear();  // Keeps its capacity for the next swap.
+      staged_pos_ = 0;
+    }
+  }
+  void DestroySinkBuffers(uint64_t ring_head, uint64_t ring_tail) override {
+    DestroyRing(ring_head, ring_tail);
+    staged_buf_.clear();
+    staged_pos_ = 0;
   }
   absl::Status DeliverTakenBatch(ContextHandle ctx) override {
     absl::Status status;
@@ -259,8 +338,17 @@ class StreamState final : public StreamCore {
   }
   void ReleaseSink() override { sink_ = Sink<T>(); }
 
-  std::deque<T> buffer_ ABSL_GUARDED_BY(mu_);
-  std::vector<T> batch_;  // Sink thread only.
+  // Every thread but the sink's appends here, under mu_.
+  std::vector<T> shared_ ABSL_GUARDED_BY(mu_);
+  // Sink thread only: the ring (its indices are StreamCore's local_head_ and
+  // local_tail_; capacity ring_mask_ + 1, grown to the reserved room, at
+  // most a power of two above high_watermark), the shared buffer taken
+  // whole (delivered from staged_pos_), and the batch being delivered.
+  T* ring_ = nullptr;
+  uint64_t ring_mask_ = 0;
+  std::vector<T> staged_buf_;
+  size_t staged_pos_ = 0;
+  std::vector<T> batch_;
   // Set under mu_ by Attach; then used on the sink thread only (or released
   // where the stream ends if that thread cannot be reached).
   Sink<T> sink_;

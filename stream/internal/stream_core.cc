@@ -171,13 +171,38 @@ ContextHandle StreamCore::sink_context() const {
 
 StreamCounters StreamCore::counters() const {
   ctxloop::MutexLock lock(&mu_);
-  return counters_;
+  StreamCounters c = counters_;
+  // The ring's appends are counted by its tail (the sink thread appends
+  // without the lock); what an ending left in the ring and the staged batch
+  // is discarded, counted here until the sink thread drops it
+  // (DiscardSinkBuffers moves it into counters_). One tail read for both, so
+  // emitted == delivered + discarded holds in every snapshot once ended.
+  const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
+  c.emitted += tail;
+  if (terminal_) {
+    c.discarded += tail - local_head_.load(std::memory_order_relaxed) + staged_;
+  }
+  return c;
+}
+
+uint64_t StreamCore::BufferedExactLocked() const {
+  return SharedSizeLocked() + staged_ +
+         (local_tail_.load(std::memory_order_relaxed) -
+          local_head_.load(std::memory_order_relaxed));
+}
+
+void StreamCore::SetBlockLocked(uint32_t bit, bool on) {
+  if (on) {
+    fast_block_.fetch_or(bit, std::memory_order_release);
+  } else {
+    fast_block_.fetch_and(~bit, std::memory_order_release);
+  }
 }
 
 bool StreamCore::writable() const {
   ctxloop::MutexLock lock(&mu_);
   return !terminal_ && !producer_done_ &&
-         BufferedLocked() < options_.high_watermark;
+         BufferedExactLocked() < options_.high_watermark;
 }
 
 bool StreamCore::finished() const {
@@ -185,7 +210,8 @@ bool StreamCore::finished() const {
   return terminal_;
 }
 
-absl::Status StreamCore::CheckEmitLocked() {
+absl::Status StreamCore::BeginEmitLocked(bool on_sink, bool* to_ring) {
+  *to_ring = false;
   if (consumer_ended_.load(std::memory_order_relaxed)) {
     return absl::CancelledError(
         absl::StrCat("stream ended by its consumer: ", end_reason_.ToString()));
@@ -194,22 +220,59 @@ absl::Status StreamCore::CheckEmitLocked() {
     return absl::FailedPreconditionError(
         "Emit after Complete/Fail on this stream");
   }
-  if (BufferedLocked() >= options_.high_watermark) {
+  uint64_t buffered;
+  uint64_t in_ring = 0;
+  if (on_sink) {
+    // The sink thread knows its ring exactly: it gives back unused room.
+    in_ring = local_tail_.load(std::memory_order_relaxed) -
+              local_head_.load(std::memory_order_relaxed);
+    local_limit_.store(in_ring, std::memory_order_relaxed);
+    buffered = SharedSizeLocked() + staged_ + in_ring;
+  } else {
+    // Another thread counts the ring's reserved room as buffered: the sink
+    // thread may fill it without the lock.
+    buffered = SharedSizeLocked() + staged_ +
+               local_limit_.load(std::memory_order_relaxed);
+  }
+  if (buffered >= options_.high_watermark) {
     want_writable_ = true;
     ++counters_.refused_full;
     return absl::ResourceExhaustedError(absl::StrCat(
-        "stream full: ", BufferedLocked(),
+        "stream full: ", buffered,
         " events buffered (high watermark); the event was not taken, retry "
         "after on_writable"));
+  }
+  // The ring only while nothing waits elsewhere (delivery order is ring,
+  // staged batch, shared buffer).
+  if (on_sink && SharedSizeLocked() == 0 && staged_ == 0) {
+    local_limit_.store(
+        in_ring +
+            std::min<uint64_t>(kLocalChunk, options_.high_watermark - buffered),
+        std::memory_order_relaxed);
+    *to_ring = true;
   }
   return absl::OkStatus();
 }
 
 bool StreamCore::AfterPushLocked() {
   ++counters_.emitted;
+  if (SharedSizeLocked() == 1) SetBlockLocked(kSharedNonEmpty, true);
   if (!attached_ || delivery_pending_) return false;
   delivery_pending_ = true;
   return true;
+}
+
+void StreamCore::SharedShrankLocked() {
+  if (SharedSizeLocked() == 0) SetBlockLocked(kSharedNonEmpty, false);
+}
+
+void StreamCore::ScheduleLocalDelivery() {
+  local_delivery_pending_ = true;
+  // On the sink's own loop thread: never refused for a full loop. Refused
+  // (the context or loop closing): the task's destructor ends the stream
+  // [E6] [E8]. At most one pending per stream (`local_delivery_pending_`).
+  (void)loop_internal::PostNeverFull(
+      sink_fast_, SinkTask(shared_from_this(), Kind::kDeliverLocal));
 }
 
 bool StreamCore::AttachLocked(ContextHandle sink_ctx, absl::Status* error) {
@@ -223,7 +286,9 @@ bool StreamCore::AttachLocked(ContextHandle sink_ctx, absl::Status* error) {
   }
   attached_ = true;
   sink_ctx_ = sink_ctx;
-  if (delivery_pending_ || (BufferedLocked() == 0 && !producer_done_)) {
+  sink_fast_ = sink_ctx;
+  SetBlockLocked(kNotAttached, false);  // Publishes sink_fast_ (release).
+  if (delivery_pending_ || (SharedSizeLocked() == 0 && !producer_done_)) {
     return false;
   }
   delivery_pending_ = true;
@@ -306,8 +371,11 @@ bool StreamCore::AfterRefusedEmitLocked(bool taken_back) {
     ++counters_.refused_loop_full;
   }
   // Events other producer threads emitted meanwhile, or a `Complete` that
-  // saw our delivery pending, still need one.
-  if (terminal_ || (BufferedLocked() == 0 && !producer_done_)) return false;
+  // saw our delivery pending, still need one. (The sink thread's ring has
+  // its own delivery, kDeliverLocal.)
+  if (terminal_ || (SharedSizeLocked() + staged_ == 0 && !producer_done_)) {
+    return false;
+  }
   delivery_pending_ = true;
   return true;
 }
@@ -316,7 +384,10 @@ void StreamCore::RunSinkTask(SinkTaskKind kind, ContextHandle ctx,
                              const absl::Status& status, bool tell_sink) {
   switch (kind) {
     case Kind::kDeliver:
-      Deliver(ctx);
+      Deliver(ctx, /*local=*/false);
+      return;
+    case Kind::kDeliverLocal:
+      Deliver(ctx, /*local=*/true);
       return;
     case Kind::kWatchSink:
       (void)WatchSinkNow(ctx, /*tell_sink_if_gone=*/true);
@@ -332,24 +403,49 @@ void StreamCore::RunSinkTask(SinkTaskKind kind, ContextHandle ctx,
   }
 }
 
-void StreamCore::Deliver(ContextHandle ctx) {
+void StreamCore::Deliver(ContextHandle ctx, bool local) {
+  if (local) local_delivery_pending_ = false;
   if (consumer_ended_.load(std::memory_order_acquire)) return;  // [E3]-[E6]
-  bool more, notify_writable, complete_now;
+  bool more, notify_writable, complete_now, more_in_ring;
+  uint64_t ring_head, from_ring;
+  size_t from_staged;
   absl::Status producer_status;
   {
     ctxloop::MutexLock lock(&mu_);
     if (terminal_) return;
-    TakeBatchLocked(options_.max_batch);
-    ++counters_.deliveries;
-    more = BufferedLocked() > 0;
-    if (!more) delivery_pending_ = false;
-    notify_writable =
-        want_writable_ && BufferedLocked() <= options_.low_watermark;
+    ring_head = local_head_.load(std::memory_order_relaxed);
+    const uint64_t in_ring =
+        local_tail_.load(std::memory_order_relaxed) - ring_head;
+    // The shared buffer, whole, once the ring and the staged batch are
+    // empty (their events come first); kDeliverLocal serves the ring only.
+    if (!local && in_ring == 0 && staged_ == 0 && SharedSizeLocked() > 0) {
+      staged_ = StageSharedLocked();
+      SetBlockLocked(kSharedNonEmpty, false);
+      SetBlockLocked(kStaged, true);
+    }
+    from_ring = std::min<uint64_t>(options_.max_batch, in_ring);
+    from_staged =
+        local ? 0 : std::min<size_t>(options_.max_batch - from_ring, staged_);
+    local_head_.store(ring_head + from_ring, std::memory_order_relaxed);
+    // Unused room goes back (another thread's Emit counts it as buffered).
+    local_limit_.store(in_ring - from_ring, std::memory_order_relaxed);
+    if (from_staged > 0) {
+      staged_ -= from_staged;
+      if (staged_ == 0) SetBlockLocked(kStaged, false);
+    }
+    counters_.delivered += from_ring + from_staged;
+    const uint64_t left = BufferedExactLocked();
+    more = left > 0;
+    more_in_ring = in_ring > from_ring;
+    if (!more && !local) delivery_pending_ = false;
+    notify_writable = want_writable_ && left <= options_.low_watermark;
     if (notify_writable) want_writable_ = false;
     // Nothing can be emitted after Complete: this batch is the last.
     complete_now = !more && producer_done_;
+    if (from_ring + from_staged > 0 || complete_now) ++counters_.deliveries;
     producer_status = producer_status_;
   }
+  TakeBatch(ring_head, from_ring, from_staged);
   if (notify_writable) {
     std::shared_ptr<StreamCore> self = shared_from_this();
     // Never refused for a full loop (PostNeverFull): at most one per
@@ -370,7 +466,9 @@ void StreamCore::Deliver(ContextHandle ctx) {
       completed = !terminal_;  // [E1] [E2]
       terminal_ = true;
     } else {
-      next = more && !terminal_;
+      // kDeliverLocal continues for its ring; kDeliver for everything (a
+      // pending kDeliver or the sink thread's next Emit covers the rest).
+      next = (local ? more_in_ring : more) && !terminal_;
     }
   }
   // If another ending won meanwhile [E10], its task ends the sink side.
@@ -382,7 +480,12 @@ void StreamCore::Deliver(ContextHandle ctx) {
     NotifyProducerEnded(std::nullopt);
     thrown = EndSinkSide(ctx, producer_status, /*tell_sink=*/true);
   } else if (next) {
-    ScheduleDelivery();  // Next batch in a later task: the loop stays fair.
+    // Next batch in a later task: the loop stays fair.
+    if (!local) {
+      ScheduleDelivery();
+    } else if (!local_delivery_pending_) {
+      ScheduleLocalDelivery();
+    }
   }
   if (thrown) std::rethrow_exception(thrown);  // [E9]
 }
@@ -400,6 +503,7 @@ absl::Status StreamCore::Complete(absl::Status status) {
     }
     producer_done_ = true;
     producer_status_ = std::move(status);
+    SetBlockLocked(kClosed, true);
     if (attached_ && !delivery_pending_) {
       delivery_pending_ = true;
       schedule = true;
@@ -427,7 +531,11 @@ bool StreamCore::EndByConsumerLocked(const absl::Status& reason) {
   terminal_ = true;
   end_reason_ = reason;
   consumer_ended_.store(true, std::memory_order_release);
-  counters_.discarded += DiscardBufferLocked();
+  SetBlockLocked(kClosed, true);
+  // The sink thread's ring and staged batch are its own: counted as
+  // discarded from now on (counters()), dropped there (DiscardSinkBuffers).
+  counters_.discarded += DiscardSharedLocked();
+  SetBlockLocked(kSharedNonEmpty, false);
   return true;
 }
 
@@ -545,11 +653,27 @@ std::exception_ptr StreamCore::EndSinkSide(ContextHandle ctx,
   }
   // Destroys the hook (and its reference to us) unrun; the caller holds one.
   if (hook.has_value()) (void)RemoveDestroyHook(sink, *hook);
+  DiscardSinkBuffers();
   std::exception_ptr thrown;
   if (tell_sink) thrown = CallSinkComplete(ctx, s);
   FinishTrace(ctx);
   ReleaseSink();
   return thrown;
+}
+
+void StreamCore::DiscardSinkBuffers() {
+  uint64_t head, tail;
+  {
+    ctxloop::MutexLock lock(&mu_);
+    head = local_head_.load(std::memory_order_relaxed);
+    tail = local_tail_.load(std::memory_order_relaxed);
+    counters_.discarded += (tail - head) + staged_;
+    local_head_.store(tail, std::memory_order_relaxed);
+    local_limit_.store(0, std::memory_order_relaxed);
+    staged_ = 0;
+    SetBlockLocked(kStaged, false);
+  }
+  DestroySinkBuffers(head, tail);
 }
 
 void StreamCore::NotifyProducerEnded(std::optional<absl::Status> closed) {
