@@ -152,12 +152,24 @@ class StreamState final : public StreamCore {
   ~StreamState() override {
     DestroyRing(local_head_.load(std::memory_order_relaxed),
                 local_tail_.load(std::memory_order_relaxed));
-    std::allocator<T>().deallocate(ring_, ring_mask_ + 1);
+    if (ring_ != nullptr) {
+      std::allocator<T>().deallocate(ring_, ring_mask_ + 1);
+    }
+    if (lane_ != nullptr) {
+      const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
+      for (uint64_t i = lane_head_.load(std::memory_order_relaxed); i != tail;
+           ++i) {
+        lane_[i & lane_mask_].~T();
+      }
+      std::allocator<T>().deallocate(lane_, lane_mask_ + 1);
+    }
   }
 
-  // Inlined into the caller with `StreamWriter::Emit`. On the sink's own
-  // loop thread with room reserved and nothing waiting elsewhere: an append
-  // to the ring, no lock (a post per batch). Anything else: EmitSlow.
+  // Inlined into the caller with `StreamWriter::Emit`. With room reserved
+  // and nothing waiting elsewhere, no lock: on the sink's own loop thread an
+  // append to the ring (a same-thread post per batch); on the lane's
+  // producer thread an append to the lane (a post per batch). Anything
+  // else: EmitSlow.
   ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
     if (ABSL_PREDICT_TRUE(RingOpenForEmit())) {
       const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
@@ -165,6 +177,7 @@ class StreamState final : public StreamCore {
       AfterRingPush(tail);
       return absl::OkStatus();
     }
+    if (LaneOpenForEmit()) return PushLane(event);
     return EmitSlow(std::move(event));
   }
 
@@ -191,19 +204,21 @@ class StreamState final : public StreamCore {
   // ring room, a full stream, an ended one.
   ABSL_ATTRIBUTE_NOINLINE absl::Status EmitSlow(T&& event) {
     const bool on_sink = OnSinkThread();
-    bool to_ring, schedule = false;
+    EmitTo to;
+    bool schedule = false;
     size_t index = 0;
     {
       ctxloop::MutexLock lock(&mu_);
-      absl::Status s = BeginEmitLocked(on_sink, &to_ring);
+      absl::Status s = BeginEmitLocked(on_sink, &to);
       if (!s.ok()) return s;
-      if (!to_ring) {
+      if (to == EmitTo::kShared) {
         shared_.push_back(std::move(event));
         schedule = AfterPushLocked();
         if (schedule) index = shared_.size() - 1;
       }
     }
-    if (to_ring) {  // The sink thread: its ring, room reserved.
+    if (to == EmitTo::kLane) return PushLane(event);  // Room reserved.
+    if (to == EmitTo::kRing) {  // The sink thread: its ring, room reserved.
       ReserveRing(local_limit_.load(std::memory_order_relaxed));
       const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
       ::new (static_cast<void*>(&ring_[tail & ring_mask_])) T(std::move(event));
@@ -237,6 +252,28 @@ class StreamState final : public StreamCore {
     }
     if (reschedule) ScheduleDelivery();
     return taken_back ? posted : absl::OkStatus();
+  }
+
+  // The lane's producer, room reserved: writes the event into the next
+  // slot; publishes it unless the post it needed was refused for a full
+  // loop (then the event goes back to the caller, kResourceExhausted).
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status PushLane(T& event) {
+    const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
+    T* const slot = &lane_[tail & lane_mask_];
+    ::new (static_cast<void*>(slot)) T(std::move(event));
+    if (ABSL_PREDICT_FALSE(!lane_pending_.load(std::memory_order_relaxed))) {
+      absl::Status woken = WakeForLane();
+      if (ABSL_PREDICT_FALSE(!woken.ok())) {
+        if constexpr (std::is_move_assignable_v<T>) event = std::move(*slot);
+        slot->~T();
+        return woken;
+      }
+    }
+    lane_tail_.store(tail + 1, std::memory_order_seq_cst);
+    if (ABSL_PREDICT_FALSE(!lane_pending_.load(std::memory_order_seq_cst))) {
+      RewakeForLane();
+    }
+    return absl::OkStatus();
   }
 
   // Grows the ring (sink thread) to hold `limit` events; a power of two.
@@ -275,10 +312,31 @@ class StreamState final : public StreamCore {
     staged_pos_ = 0;
     return staged_buf_.size();
   }
-  void TakeBatch(uint64_t ring_head, uint64_t from_ring,
-                 size_t from_staged) override {
+  void ResizeLaneLocked(uint64_t capacity) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    T* const grown = std::allocator<T>().allocate(capacity);
+    if (lane_ != nullptr) {
+      const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
+      for (uint64_t i = lane_head_.load(std::memory_order_relaxed); i != tail;
+           ++i) {
+        T& from = lane_[i & lane_mask_];
+        ::new (static_cast<void*>(&grown[i & (capacity - 1)]))
+            T(std::move(from));
+        from.~T();
+      }
+      std::allocator<T>().deallocate(lane_, lane_mask_ + 1);
+    }
+    lane_ = grown;
+  }
+  void TakeBatch(uint64_t ring_head, uint64_t from_ring, uint64_t lane_head,
+                 uint64_t from_lane, size_t from_staged) override {
     for (uint64_t i = ring_head; i != ring_head + from_ring; ++i) {
       T& e = ring_[i & ring_mask_];
+      batch_.push_back(std::move(e));
+      e.~T();
+    }
+    for (uint64_t i = lane_head; i != lane_head + from_lane; ++i) {
+      T& e = lane_[i & lane_mask_];
       batch_.push_back(std::move(e));
       e.~T();
     }
@@ -290,8 +348,12 @@ class StreamState final : public StreamCore {
       staged_pos_ = 0;
     }
   }
-  void DestroySinkBuffers(uint64_t ring_head, uint64_t ring_tail) override {
+  void DestroySinkBuffers(uint64_t ring_head, uint64_t ring_tail,
+                          uint64_t lane_head, uint64_t lane_tail) override {
     DestroyRing(ring_head, ring_tail);
+    for (uint64_t i = lane_head; i != lane_tail; ++i) {
+      lane_[i & lane_mask_].~T();
+    }
     staged_buf_.clear();
     staged_pos_ = 0;
   }
@@ -346,6 +408,10 @@ class StreamState final : public StreamCore {
   // whole (delivered from staged_pos_), and the batch being delivered.
   T* ring_ = nullptr;
   uint64_t ring_mask_ = 0;
+  // The lane's slots (StreamCore's lane_mask_ + 1), allocated when a
+  // producer thread claims it; its indices are StreamCore's lane_head_ and
+  // lane_tail_.
+  T* lane_ = nullptr;
   std::vector<T> staged_buf_;
   size_t staged_pos_ = 0;
   std::vector<T> batch_;

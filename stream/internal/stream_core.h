@@ -77,8 +77,17 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   // destroyed unrun [E8].
   // kDeliver: the delivery scheduled under `mu_` (`delivery_pending_`), for
   // everything buffered; kDeliverLocal: the one the sink thread's lock-free
-  // `Emit` posted (`local_delivery_pending_`), for its ring only.
-  enum class SinkTaskKind { kDeliver, kDeliverLocal, kEnd, kWatchSink, kHook };
+  // `Emit` posted (`local_delivery_pending_`), for its ring only;
+  // kDeliverLane: the one the lane's producer posted (`lane_pending_`), for
+  // the lane only.
+  enum class SinkTaskKind {
+    kDeliver,
+    kDeliverLocal,
+    kDeliverLane,
+    kEnd,
+    kWatchSink,
+    kHook
+  };
   void RunSinkTask(SinkTaskKind kind, ContextHandle ctx,
                    const absl::Status& status, bool tell_sink);
   void SinkTaskDropped(SinkTaskKind kind, const absl::Status& status,
@@ -95,18 +104,31 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   // the high watermark is reached.
   static constexpr uint64_t kLocalChunk = 64;
 
-  // `fast_block_` bits: any set closes the lock-free `Emit` path.
+  // The lane's first capacity (slots); it doubles as its producer needs
+  // room, up to the high watermark rounded up to a power of two.
+  static constexpr uint64_t kLaneFirstCapacity = 64;
+
+  // `fast_block_` bits: any set closes the lock-free `Emit` paths.
   static constexpr uint32_t kNotAttached = 1;     // No sink yet.
   static constexpr uint32_t kClosed = 2;          // Ended, or Complete/Fail.
   static constexpr uint32_t kSharedNonEmpty = 4;  // Events wait in shared_.
   static constexpr uint32_t kStaged = 8;          // ... or in the staged batch.
 
-  // Buffer operations of the typed half. `shared_` is the buffer every
-  // thread but the sink's appends to under `mu_`; the sink thread takes it
-  // whole into its staged batch (`StageSharedLocked`), then delivers from
-  // there. Delivery order: the ring, then the staged batch, then `shared_`
-  // (an `Emit` on the sink thread uses the ring only while both others are
-  // empty, so this is emit order).
+  // Buffer operations of the typed half. Four buffers:
+  //   the ring   the sink thread's own `Emit`s, no lock (a single-thread
+  //              queue);
+  //   the lane   one other producer thread's `Emit`s, no lock (a
+  //              single-producer single-consumer ring: the first thread
+  //              other than the sink's to emit after Attach owns it for the
+  //              stream's life);
+  //   `shared_`  every other `Emit`, under `mu_`;
+  //   the staged batch  `shared_` taken whole by the sink thread
+  //              (`StageSharedLocked`), delivered from there.
+  // Delivery order: ring and lane, then the staged batch, then `shared_`.
+  // It is emit order because an `Emit` appends to the ring or the lane only
+  // while every other buffer is empty as that thread sees it (so whatever
+  // happened before it was taken already); the ring's and the lane's
+  // events, when both wait, were emitted concurrently.
   virtual size_t SharedSizeLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // Drops `shared_` (any thread); returns how many it held.
@@ -118,11 +140,19 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   // `from_staged` out of the staged batch into the batch `DeliverTakenBatch`
   // hands over. Sink thread, outside `mu_` (these are its own).
   virtual void TakeBatch(uint64_t ring_head, uint64_t from_ring,
+                         uint64_t lane_head, uint64_t from_lane,
                          size_t from_staged) = 0;
-  // Destroys the ring's events from `ring_head` to `ring_tail` and the
-  // staged batch (counted as discarded by the caller). Sink thread, outside
-  // `mu_`.
-  virtual void DestroySinkBuffers(uint64_t ring_head, uint64_t ring_tail) = 0;
+  // Destroys the ring's events in [ring_head, ring_tail), the lane's in
+  // [lane_head, lane_tail) and the staged batch (counted as discarded by the
+  // caller). Sink thread, outside `mu_`.
+  virtual void DestroySinkBuffers(uint64_t ring_head, uint64_t ring_tail,
+                                  uint64_t lane_head, uint64_t lane_tail) = 0;
+  // Allocates the lane with `capacity` slots (a power of two) or grows it
+  // to that, moving the events waiting in it. Called by the lane's producer
+  // while the sink thread is not moving events out of it (`lane_taking_` is
+  // 0; the sink thread reads the slots only while it is not).
+  virtual void ResizeLaneLocked(uint64_t capacity)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // Drops the sink's callbacks (on the sink's loop thread when possible).
   virtual void ReleaseSink() = 0;
   // Hands a batch to the sink; returns a status if the sink threw. Sets
@@ -148,10 +178,51 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
                            nullptr)) {
       return false;
     }
+    // The lane's events come first when it has any.
+    if (ABSL_PREDICT_FALSE(lane_tail_.load(std::memory_order_acquire) !=
+                           lane_head_.load(std::memory_order_relaxed))) {
+      return false;
+    }
     const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
     return tail - local_head_.load(std::memory_order_relaxed) <
            local_limit_.load(std::memory_order_relaxed);
   }
+  // The lock-free `Emit` may append to the lane now: this thread owns it,
+  // it has reserved room, and nothing waits elsewhere.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool LaneOpenForEmit() const {
+    if (ABSL_PREDICT_FALSE(fast_block_.load(std::memory_order_acquire) != 0)) {
+      return false;
+    }
+    if (lane_owner_.load(std::memory_order_relaxed) != ThisThreadToken()) {
+      return false;
+    }
+    // The sink thread's ring: its events come first when it has any.
+    if (local_tail_.load(std::memory_order_acquire) !=
+        local_head_.load(std::memory_order_acquire)) {
+      return false;
+    }
+    const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
+    return tail - lane_head_.load(std::memory_order_acquire) <
+           lane_limit_.load(std::memory_order_relaxed);
+  }
+  // The lane's producer, with its event written into the slot at
+  // `lane_tail_` but not yet published: makes sure a delivery will run
+  // (posting one, bounded by the sink loop's `max_pending_foreign`).
+  // kResourceExhausted: refused for a full loop (counted); the caller takes
+  // its event back out of the slot and does not publish it.
+  absl::Status WakeForLane();
+  // After publishing: a delivery that cleared `lane_pending_` before seeing
+  // the new tail is covered by posting another (never refused for a full
+  // loop: at most one pending per stream).
+  void RewakeForLane();
+  // A number for this thread, never reused (0 is none).
+  static uint64_t ThisThreadToken() {
+    uint64_t token = t_thread_token;
+    if (ABSL_PREDICT_FALSE(token == 0)) token = NewThreadToken();
+    return token;
+  }
+  static uint64_t NewThreadToken();
+  static inline thread_local uint64_t t_thread_token = 0;
   // After an append to the ring at `tail` (sink thread): publishes it and
   // makes sure a delivery will take it.
   ABSL_ATTRIBUTE_ALWAYS_INLINE void AfterRingPush(uint64_t tail) {
@@ -162,9 +233,10 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   void ScheduleLocalDelivery();
 
   // For an `Emit` through `mu_`: checks, the bound, and where the event
-  // goes: `*to_ring` (sink thread, room reserved: the caller appends it to
-  // the ring at `local_tail_` after unlocking) or else `shared_`.
-  absl::Status BeginEmitLocked(bool on_sink, bool* to_ring)
+  // goes: the ring (sink thread) or the lane (its owner), room reserved (the
+  // caller appends it after unlocking), or else `shared_`.
+  enum class EmitTo { kShared, kRing, kLane };
+  absl::Status BeginEmitLocked(bool on_sink, EmitTo* to)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After an append to `shared_`. True: the caller must ScheduleDelivery().
   bool AfterPushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -219,11 +291,27 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::atomic<uint64_t> local_limit_{0};
   // Events in the staged batch not yet taken. Written by the sink thread.
   size_t staged_ ABSL_GUARDED_BY(mu_) = 0;
+  // The lane: events [lane_head_, lane_tail_) wait in it, at most
+  // lane_limit_ (room its producer reserved under `mu_`). lane_owner_ is
+  // the producer thread's token (0: unclaimed), set once under `mu_`, as is
+  // lane_mask_ (capacity - 1). The producer writes lane_tail_ (seq_cst:
+  // against lane_pending_) and lane_limit_ (under `mu_`); the sink thread
+  // writes lane_head_ under `mu_`, after moving the events out.
+  std::atomic<uint64_t> lane_owner_{0};
+  std::atomic<uint64_t> lane_tail_{0};
+  std::atomic<uint64_t> lane_head_{0};
+  std::atomic<uint64_t> lane_limit_{0};
+  uint64_t lane_mask_ = 0;
+  // Events taken from the lane whose head has not moved yet (Deliver,
+  // DiscardSinkBuffers): nonzero while the sink thread reads the slots.
+  uint64_t lane_taking_ ABSL_GUARDED_BY(mu_) = 0;
+  // A kDeliverLane task is posted and has not started.
+  std::atomic<bool> lane_pending_{false};
   // A kDeliverLocal task is posted and has not started. Sink thread only.
   bool local_delivery_pending_ = false;
 
  private:
-  void Deliver(ContextHandle ctx, bool local);
+  void Deliver(ContextHandle ctx, SinkTaskKind kind);
   // Events buffered anywhere, exactly (the sink thread, or before Attach).
   uint64_t BufferedExactLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets or clears a `fast_block_` bit (under `mu_`, so that the bits
