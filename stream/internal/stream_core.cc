@@ -254,11 +254,12 @@ absl::Status StreamCore::BeginEmitLocked(bool on_sink, EmitTo* to) {
   const uint64_t in_ring = ring_tail - ring_head;
   const uint64_t in_lane = lane_tail - lane_head;
   if (on_sink) local_limit_.store(in_ring, std::memory_order_relaxed);
-  if (lane_mine) lane_limit_.store(in_lane, std::memory_order_relaxed);
+  if (lane_mine) lane_limit_.store(lane_tail, std::memory_order_relaxed);
   const uint64_t buffered =
       SharedSizeLocked() + staged_ +
       (on_sink ? in_ring : local_limit_.load(std::memory_order_relaxed)) +
-      (lane_mine ? in_lane : lane_limit_.load(std::memory_order_relaxed));
+      (lane_mine ? in_lane
+                 : lane_limit_.load(std::memory_order_relaxed) - lane_head);
   if (buffered >= options_.high_watermark) {
     want_writable_ = true;
     ++counters_.refused_full;
@@ -283,7 +284,7 @@ absl::Status StreamCore::BeginEmitLocked(bool on_sink, EmitTo* to) {
       lane_mask_ = capacity - 1;
     }
     if (in_lane <= lane_mask_) {  // Else the sink is moving events out.
-      lane_limit_.store(in_lane + std::min(room, lane_mask_ + 1 - in_lane),
+      lane_limit_.store(lane_tail + std::min(room, lane_mask_ + 1 - in_lane),
                         std::memory_order_relaxed);
       *to = EmitTo::kLane;
     }

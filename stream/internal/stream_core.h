@@ -201,8 +201,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
         local_head_.load(std::memory_order_acquire)) {
       return false;
     }
-    const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
-    return tail - lane_head_.load(std::memory_order_acquire) <
+    return lane_tail_.load(std::memory_order_relaxed) <
            lane_limit_.load(std::memory_order_relaxed);
   }
   // The lane's producer, with its event written into the slot at
@@ -291,8 +290,11 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::atomic<uint64_t> local_limit_{0};
   // Events in the staged batch not yet taken. Written by the sink thread.
   size_t staged_ ABSL_GUARDED_BY(mu_) = 0;
-  // The lane: events [lane_head_, lane_tail_) wait in it, at most
-  // lane_limit_ (room its producer reserved under `mu_`). lane_owner_ is
+  // The lane: events [lane_head_, lane_tail_) wait in it; its producer may
+  // append up to the index lane_limit_ (room it reserved under `mu_`, an
+  // index rather than a count so that what the sink takes out does not
+  // give it room without asking: others count lane_limit_ - lane_head_ as
+  // buffered, at most kLocalChunk - 1 more than the lane holds). lane_owner_ is
   // the producer thread's token (0: unclaimed), set once under `mu_`, as is
   // lane_mask_ (capacity - 1). The producer writes lane_tail_ (seq_cst:
   // against lane_pending_) and lane_limit_ (under `mu_`); the sink thread
