@@ -62,12 +62,15 @@
 // another stream, from inside `on_event`; a producer may `Emit` from inside
 // `on_writable`.
 //
-// Cost: an `Emit` on the sink's own loop thread (producer and sink on one
-// loop) takes no lock and allocates nothing once the stream's buffers have
-// grown: an append to a ring only that thread touches, plus the lock once
-// per 64 events to reserve room under the high watermark. From any other
-// thread: one uncontended mutex and a vector append; the sink takes that
-// buffer whole, once per batch. Per batch, one `Post`.
+// Cost: no lock per event for the two common producers, and no allocation
+// once the stream's buffers have grown. An `Emit` on the sink's own loop
+// thread (producer and sink on one loop) appends to a ring only that thread
+// touches; the first other thread to emit after `Attach` owns a lane (a
+// single-producer single-consumer ring: one seq_cst store per event); each
+// takes the lock once per 64 events to reserve room under the high
+// watermark, and posts once per batch. Any further producer thread: one
+// uncontended mutex and a vector append, which the sink takes whole once per
+// batch. Per batch, one `Post`.
 // `benchmarks/stream_benchmark.cc` measures events per second.
 //
 // Settings: buffer limits, producer callbacks and a trace for the stream to
