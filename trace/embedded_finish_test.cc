@@ -42,8 +42,8 @@ Tracer::Options WithProcessor(std::shared_ptr<RecordingProcessor> p) {
 // reset_current, as a consumer on another thread would.
 void StartHereFinishThere(Tracer& tracer, ContextHandle a, LoopThread& other,
                           ContextHandle b) {
-  std::optional<TraceScope> run(*tracer.StartTrace(a, "run"));
-  std::optional<SpanScope> span(*tracer.StartSpan(a, "step"));
+  std::optional<TraceScope> run(tracer.StartTrace(a, "run"));
+  std::optional<SpanScope> span(tracer.StartSpan(a, "step"));
   ASSERT_TRUE(tracer.CurrentTraceId(a)->valid());
   ASSERT_TRUE(other
                   .Invoke([&](Loop&) {

@@ -122,7 +122,7 @@ void Scenario::OnRequest(const std::string& line,
 
   // The stream, carrying the request's trace.
   StreamConfig config;
-  config.trace = *tracer.StartTrace(request_ctx_, "request");
+  config.trace = tracer.StartTrace(request_ctx_, "request");
   absl::StatusOr<StreamPair<std::string>> pair =
       MakeStream<std::string>(request_ctx_, std::move(config));
   ASSERT_TRUE(pair.ok()) << pair.status();
@@ -135,7 +135,7 @@ void Scenario::OnRequest(const std::string& line,
     sink_tid_ = ThisTid();
     SpanOptions o;
     o.parent = parent;
-    SpanScope span = *tracer_->StartSpan(ctx, "write event", o);
+    SpanScope span = tracer_->StartSpan(ctx, "write event", o);
     events_.push_back(e);
     write(std::move(e));
     EXPECT_TRUE(span.Finish(ctx).ok());
@@ -156,7 +156,7 @@ void Scenario::OnRequest(const std::string& line,
   SpanOptions span_options;
   span_options.make_current = false;
   SpanScope span =
-      *tracer.StartSpan(request_ctx_, "offloaded work", span_options);
+      tracer.StartSpan(request_ctx_, "offloaded work", span_options);
   const ContextHandle request_ctx = request_ctx_;
   const int wake_fd = pair_[1];
   worker_ =
@@ -182,7 +182,7 @@ void Scenario::OnRequest(const std::string& line,
 
 bool Scenario::Finished() const {
   return complete_.load() && exporter_->traces().size() == 1 &&
-         exporter_->spans().size() == 4;
+         exporter_->spans().size() == 5;  // The root and 4 spans.
 }
 
 void Scenario::Verify(int64_t host_tid) const {
@@ -193,7 +193,7 @@ void Scenario::Verify(int64_t host_tid) const {
   EXPECT_EQ(fd_callback_tid_, host_tid);
   EXPECT_EQ(timer_tid_, host_tid);
 
-  const std::vector<TraceData> traces = exporter_->traces();
+  const std::vector<SpanData> traces = exporter_->traces();
   ASSERT_EQ(traces.size(), 1u);
   EXPECT_EQ(traces[0].started.ctx, request_ctx_);
   EXPECT_EQ(traces[0].started.thread_id, host_tid);

@@ -55,7 +55,7 @@ int main() {
           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
           .value_or(ctxloop::SpanContext());
   ctxloop::TraceScope trace =
-      *tracer.StartTrace(request, "handle request", trace_options);
+      tracer.StartTrace(request, "handle request", trace_options);
 
   bool finished_home = false;
   const ctxloop::SpanParent parent = trace.AsParent();
@@ -64,7 +64,7 @@ int main() {
                                        ctxloop::ContextHandle here) mutable {
         ctxloop::SpanOptions span_options;
         span_options.parent = parent;  // The request's trace, on this loop.
-        ctxloop::SpanScope span = *tracer.StartSpan(here, "work", span_options);
+        ctxloop::SpanScope span = tracer.StartSpan(here, "work", span_options);
         std::printf("traceparent to send on: %s\n",
                     ctxloop::FormatTraceparent(span.span_context()).c_str());
         (void)span.Finish(here);  // Its own context: runs here, at once.

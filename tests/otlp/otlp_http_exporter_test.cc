@@ -140,7 +140,7 @@ TEST(OtlpHttpExporterTest, CopiedOptionsAndStatsBehindABatchProcessor) {
   absl::StatusOr<std::unique_ptr<BatchProcessor>> batch =
       BatchProcessor::Create(exporter);
   ASSERT_TRUE(batch.ok()) << batch.status();
-  (*batch)->OnSpanEnd(MakeSpan("kept"));
+  (*batch)->OnEnd(MakeSpan("kept"));
   ASSERT_TRUE((*batch)->Shutdown(absl::Seconds(30)).ok());
   EXPECT_EQ(exporter->stats().spans_exported, 1u);
   EXPECT_EQ(exporter->stats().batches_exported, 1u);
