@@ -370,7 +370,7 @@ TEST_F(ContextKeyTest, InlineAndBoxedPlainValues) {
   const ContextHandle ctx = NewCtx("c");
   ASSERT_OK(small.Set(ctx, Small{1, 2, 3, 4}));
   Large l{};
-  for (int i = 0; i < 8; ++i) l.v[i] = i * 11;
+  for (int i = 0; i < 8; ++i) l.v[i] = int64_t{i} * 11;
   ASSERT_OK(large.Set(ctx, l));
   absl::StatusOr<Small> s = small.Get(ctx);
   ASSERT_OK(s);

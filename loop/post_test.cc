@@ -114,6 +114,7 @@ TEST(PostTest, BurstsKeepFifoAcrossChunksAndRoundsAndPostsRunNextBatch) {
     }
     ASSERT_OK(loop.RunUntilIdle());
     std::vector<int> want;
+    want.reserve(n + n / 50 + 1);
     for (int i = 0; i < n; ++i) want.push_back(i);
     for (int i = 0; i < n; i += 50) want.push_back(n + i);
     EXPECT_EQ(order, want) << "round " << round;
@@ -137,6 +138,7 @@ TEST(PostTest, StopInsideABatchAcrossChunksKeepsTheRestInOrder) {
   ASSERT_OK(Post(ctx, [&](ContextHandle) { order.push_back(-1); }));
   ASSERT_OK(loop.RunUntilIdle());
   std::vector<int> want;
+  want.reserve(n + 1);
   for (int i = 0; i < n; ++i) want.push_back(i);
   want.push_back(-1);
   EXPECT_EQ(order, want);
@@ -326,7 +328,8 @@ TEST(PostTest, TwoLoopsOnOneThreadEachRunTheirOwnTasks) {
 TEST(PostTest, ForeignTemplatePostsRunInOrderBetweenLocalOnes) {
   Loop loop;
   std::vector<std::string> order;
-  ASSERT_OK(Post(loop.root(), [&](ContextHandle) { order.push_back("l1"); }));
+  ASSERT_OK(
+      Post(loop.root(), [&](ContextHandle) { order.emplace_back("l1"); }));
   std::thread([&] {
     for (int i = 0; i < 3; ++i) {
       EXPECT_TRUE(Post(loop.root(), [&, i](ContextHandle) {
@@ -335,7 +338,8 @@ TEST(PostTest, ForeignTemplatePostsRunInOrderBetweenLocalOnes) {
     }
   }).join();
   ASSERT_OK(loop.RunUntilIdle());
-  ASSERT_OK(Post(loop.root(), [&](ContextHandle) { order.push_back("l2"); }));
+  ASSERT_OK(
+      Post(loop.root(), [&](ContextHandle) { order.emplace_back("l2"); }));
   ASSERT_OK(loop.RunUntilIdle());
   EXPECT_EQ(order, (std::vector<std::string>{"l1", "f0", "f1", "f2", "l2"}));
 }

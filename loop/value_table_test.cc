@@ -41,7 +41,8 @@ TEST(ValueTableTest, TryAsChecksTheType) {
   AnyValue moved = std::move(str);
   EXPECT_EQ(*moved.TryAs<std::string>(), "x");
   EXPECT_EQ(AnyValue().TryAs<int>(), nullptr);
-  AnyValue copy = moved;
+  // The copy is under test.
+  AnyValue copy = moved;  // NOLINT(performance-unnecessary-copy-initialization)
   EXPECT_EQ(*copy.TryAs<std::string>(), "x");
 }
 
@@ -163,10 +164,11 @@ TEST(AnyValueTest, InlineAndBoxed) {
   static_assert(AnyValue::kStoredInline<int>, "");
   static_assert(!AnyValue::kStoredInline<std::string>, "");
   AnyValue a = AnyValue::Make<int>(5);
-  AnyValue b = a;
+  // Copies are under test.
+  AnyValue b = a;  // NOLINT(performance-unnecessary-copy-initialization)
   EXPECT_EQ((*b.TryAs<int>()), 5);
   AnyValue s = AnyValue::Make<std::string>("hello");
-  AnyValue s2 = s;
+  AnyValue s2 = s;  // NOLINT(performance-unnecessary-copy-initialization)
   // Boxed values are shared, not copied.
   EXPECT_EQ(&(*s.TryAs<std::string>()), &(*s2.TryAs<std::string>()));
   EXPECT_EQ((*s2.TryAs<std::string>()), "hello");

@@ -467,6 +467,7 @@ TEST(StreamEndingStressTest, RacingEndingsEachEndOnce) {
     StreamSubscription sub;
   };
   std::vector<std::unique_ptr<PerStream>> streams;
+  streams.reserve(kStreams);
   for (int i = 0; i < kStreams; ++i) {
     streams.push_back(std::make_unique<PerStream>());
   }

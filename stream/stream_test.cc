@@ -487,6 +487,8 @@ TEST(StreamMovedFromTest, ReaderAfterAttachAndAfterMove) {
   Seen seen;
   StreamSubscription sub =
       *std::move(moved).Attach(loop.root(), seen.MakeSink());
+  // The moved-from reader is under test.
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   EXPECT_FALSE(moved.trace_parent().valid());
   Seen second;
   EXPECT_EQ(
@@ -507,6 +509,8 @@ TEST(StreamMovedFromTest, SubscriptionAfterMove) {
   StreamSubscription sub =
       *std::move(pair.reader).Attach(loop.root(), seen.MakeSink());
   StreamSubscription other = std::move(sub);
+  // The moved-from one is under test.
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   EXPECT_EQ(sub.Cancel().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(sub.finished());
   EXPECT_EQ(sub.counters().emitted, 0u);
@@ -545,6 +549,8 @@ TEST(StreamValueTest, MoveAssignedHandlesWork) {
   Seen seen;
   StreamSubscription sub =
       *std::move(reader).Attach(loop.root(), seen.MakeSink());
+  // An attached reader is empty.
+  // NOLINTNEXTLINE(bugprone-use-after-move)
   EXPECT_FALSE(reader.has_stream());
   ASSERT_TRUE(writer.Emit(3).ok());
   ASSERT_TRUE(writer.Complete().ok());

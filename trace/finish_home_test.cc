@@ -338,6 +338,7 @@ TEST(FinishHomeTest, FinishesRacingShutdownDeliverExactlyOnce) {
                   .ok());
   std::atomic<bool> go{false};
   std::vector<std::thread> finishers;
+  finishers.reserve(4);
   for (int t = 0; t < 4; ++t) {
     finishers.emplace_back([&, t] {
       while (!go.load()) std::this_thread::yield();
@@ -636,10 +637,14 @@ TEST(FinishHomeTest, TraceFinishesRacingForeignSpanEndsStayHome) {
                   .ok());
   // Both loops finish at once.
   ASSERT_TRUE(Post(a, [&](ContextHandle here) {
-                for (auto& r : runs) EXPECT_TRUE(r.Finish(here).ok());
+                for (auto& r : runs) {
+                  EXPECT_TRUE(r.Finish(here).ok());
+                }
               }).ok());
   ASSERT_TRUE(Post(b, [&](ContextHandle here) {
-                for (auto& s : spans) EXPECT_TRUE(s.Finish(here).ok());
+                for (auto& s : spans) {
+                  EXPECT_TRUE(s.Finish(here).ok());
+                }
               }).ok());
   ASSERT_TRUE(rec->WaitFor(Kind::kTraceEnd, kTraces));
   absl::flat_hash_map<uint64_t, int> span_end_at;

@@ -237,7 +237,9 @@ TEST_F(TracerTest, ConcurrentSpanEndsOfOneTrace) {
   EXPECT_EQ(rec_->count(Kind::kTraceEnd), 0u);
   for (int i = 0; i < 2; ++i) {
     ASSERT_TRUE(Post(ctx[i], [&, i](ContextHandle c) {
-                  for (SpanScope& s : spans[i]) EXPECT_TRUE(s.Finish(c).ok());
+                  for (SpanScope& s : spans[i]) {
+                    EXPECT_TRUE(s.Finish(c).ok());
+                  }
                 }).ok());
   }
   // Both loops have run those tasks (FIFO); the trace's end was posted to
