@@ -64,22 +64,24 @@ int main() {
                                        ctxloop::ContextHandle here) mutable {
         ctxloop::SpanOptions span_options;
         span_options.parent = parent;  // The request's trace, on this loop.
-        ctxloop::SpanScope span = tracer.StartSpan(here, "work", span_options);
-        std::printf("traceparent to send on: %s\n",
-                    ctxloop::FormatTraceparent(span.span_context()).c_str());
-        (void)span.Finish(here);  // Its own context: runs here, at once.
+        {
+          ctxloop::SpanScope span =
+              tracer.StartSpan(here, "work", span_options);
+          std::printf("traceparent to send on: %s\n",
+                      ctxloop::FormatTraceparent(span.span_context()).c_str());
+        }  // `span` finishes as it goes: on its own context, here and now.
         ctxloop::FinishOptions finish;
         finish.on_finished = [&](const ctxloop::ExecutionSite& ran) {
           finished_home = ran.ctx == request;  // On the main thread.
           loop.Stop();
         };
-        (void)trace.Finish(here, std::move(finish));  // Posted to `request`.
+        // Posted to `request`, on the main thread: it runs there.
+        if (!trace.Finish(here, std::move(finish)).ok()) loop.Stop();
       });
-  if (!posted.ok()) return 1;
-  (void)loop.Run();
-  (void)tracer.Shutdown();  // Exports what is queued, shuts the exporter.
-  std::printf("finished on its origin: %d; spans exported %d, failed %d\n",
-              finished_home, static_cast<int>(exporter->stats().spans_exported),
-              static_cast<int>(exporter->stats().spans_failed));
+  if (!posted.ok() || !loop.Run().ok()) return 1;
+  const absl::Status flushed = tracer.Shutdown();  // Exports what is queued.
+  std::printf("finished on its origin: %d; export: %s (spans exported %d)\n",
+              finished_home, flushed.ToString().c_str(),
+              static_cast<int>(exporter->stats().spans_exported));
   return finished_home ? 0 : 1;
 }
