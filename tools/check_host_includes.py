@@ -25,8 +25,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIRS = ["examples", "tests/host_app", "tests/cmake_host_app"]
-# User documents whose code blocks a host copies (the draft while it exists).
-DOCS = ["README.md", "docs/hosting.md", "docs/streams.md", "docs/README.draft.md"]
+# User documents whose code blocks a host copies.
+DOCS = ["README.md", "docs/hosting.md", "docs/streams.md"]
 SUFFIXES = {".cc", ".h", ".bazel", ".txt", ".sh", ".cmake"}
 SKIP = {
     "tests/host_app/layering/BUILD.bazel",

@@ -1,6 +1,6 @@
 // Copyright 2026 The ctxloop Authors.
 //
-// The model-based fuzzer's decoder under fixed seeds (issue 7 §2): a few
+// The model-based fuzzer's decoder under fixed seeds: a few
 // thousand operations over 2-4 loops and 1-2 foreign threads, small enough
 // for CI plain, under ASan+UBSan and under TSan. Each seed is its own test
 // case, so a failure names the seed and the invariants it broke; replay one
@@ -124,7 +124,7 @@ TEST(ModelCorpusTest, SeedCorpusFileRuns) {
 }
 
 // Inputs the fuzzer found, each named after the invariant it first broke
-// (issue 7 numbers in model.cc's messages). Interleavings vary between
+// (model.cc's messages say which). Interleavings vary between
 // runs, so each is replayed up to `runs` times; any broken invariant fails.
 // Inputs recorded before the operation table grew are replayed with the
 // legacy table (`legacy`), so they keep doing what they did.
@@ -143,37 +143,37 @@ void Replay(const std::string& name, int runs = 20,
   }
 }
 
-// Issue 7 #2: a trace's end delivered by its last span, on that span's
+// A trace's end delivered by its last span, on that span's
 // thread, while the root span's finish_ran names the trace's own finish site.
 TEST(ModelRegressionTest, TraceEndFinishRanTellsTheTruth) {
   Replay("regress_trace_finish_ran");
 }
-// Issue 7 #2: a trace end run on another loop's thread while the origin
+// A trace end run on another loop's thread while the origin
 // loop lives.
 TEST(ModelRegressionTest, TraceEndRunsOnTheOriginLoop) {
   Replay("regress_trace_thread");
 }
-// Issue 7 #10: a task posted by a watch callback's destructor during loop
+// A task posted by a watch callback's destructor during loop
 // shutdown is accepted, then destroyed unrun.
 TEST(ModelRegressionTest, PostsAcceptedDuringShutdownRun) {
   Replay("regress_post_exactly_once");
 }
-// Issue 7 #11: a sink that cancels its own stream and throws makes the
+// A sink that cancels its own stream and throws makes the
 // producer's on_closed run twice.
 TEST(ModelRegressionTest, ProducerToldAtMostOnce) {
   Replay("regress_stream_closed_twice");
 }
-// Issue 7 #8: a foreign FdWatch::Stop() returns while the callback runs.
+// A foreign FdWatch::Stop() returns while the callback runs.
 TEST(ModelRegressionTest, ForeignWatchStopWaitsForTheCallback) {
   Replay("regress_fd_stop_while_running", 100);  // A narrow window.
 }
-// Issue 7 #10: a loop whose shutdown drain is too short for a stream's
+// A loop whose shutdown drain is too short for a stream's
 // batches (max_shutdown_rounds = 2) leaves the stream unended: no
 // on_complete, producer never told.
 TEST(ModelRegressionTest, EveryStreamEndsEvenWhenTheDrainIsShort) {
   Replay("regress_stream_not_ended");
 }
-// Issue 7 #3, built by hand (opcodes index model.cc's kOpTable; barriers
+// Built by hand (opcodes index model.cc's kOpTable; barriers
 // make the order fixed): a trace started on a new context of loop 0, the
 // context destroyed, then the trace finished with `from` = its dead origin,
 // on loop 0's thread (inline) or on a foreign thread. Either way the end
@@ -237,7 +237,7 @@ TEST(ModelRegressionTest, ForeignFinishAfterOriginDestroyedIsOffOrigin) {
     ASSERT_TRUE(r.ok()) << r.Summary();
   }
 }
-// Issue 7 #13: a destroyed context still accepts Set/Get/StartTrace on its
+// A destroyed context still accepts Set/Get/StartTrace on its
 // loop thread.
 TEST(ModelRegressionTest, DestroyedContextRefusesAtOnce) {
   Replay("regress_ctx_destroyed_accepts");

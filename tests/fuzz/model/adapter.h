@@ -5,7 +5,7 @@
 // -----------------------------------------------------------------------------
 //
 // The model's only calls into the parts of ctxloop's public API that are
-// being changed while this fuzzer is written (issue 7): finishing scopes,
+// most likely to change: finishing scopes,
 // making streams that carry a trace, stopping fd watches, destroying
 // contexts, and the loop-thread `Loop` methods. When those APIs change, adjust
 // the functions here and nothing else in tests/fuzz, tests/stress or
@@ -61,11 +61,11 @@ inline absl::StatusOr<StreamPair<int>> MakeIntStream(
                          std::move(trace));
 }
 
-// Stops a watch from any thread. Expected (issue 7, defect 8): once this
+// Stops a watch from any thread. Expected: once this
 // returns, the watch's callback is not running and never runs again.
 inline void StopWatch(FdWatch& watch) { watch.Stop(); }
 
-// Destroys `ctx` (its loop thread). Expected (issue 7, defect 13): from then
+// Destroys `ctx` (its loop thread). Expected: from then
 // on `Set`/`Get`/`NewChildContext`/`StartTrace` on it are refused at once.
 inline absl::Status DestroyCtx(ContextHandle ctx) {
   return DestroyContext(ctx);

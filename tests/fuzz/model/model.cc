@@ -14,9 +14,9 @@
 //      quiesce, end every stream and scope, check "current" values and
 //      context keys on live contexts, join the loops, check everything else.
 //
-// What the model expects, beyond the header contracts, is the behaviour
-// issue 7 asks for (each marked "issue 7 #n" where checked); those checks
-// fail on code that still has the defect, which is their purpose.
+// What the model expects, beyond the header contracts, is stated where it is
+// checked (a violation's message says which behaviour broke); those checks
+// fail on code that has the defect, which is their purpose.
 
 #include "ctxloop/tests/fuzz/model/model.h"
 
@@ -683,7 +683,7 @@ class Harness {
   std::vector<SpanParent> parents_ ABSL_GUARDED_BY(mu_);
   std::deque<StreamRec> streams_ ABSL_GUARDED_BY(mu_);
   std::deque<WatchRec> watches_ ABSL_GUARDED_BY(mu_);
-  // Item key -> why its end must be off origin (issue 7 #3).
+  // Item key -> why its end must be off origin.
   std::unordered_map<std::string, std::string> expect_off_origin_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_token_id_ ABSL_GUARDED_BY(mu_) = 0;
@@ -715,7 +715,7 @@ class Harness {
 };
 
 // Posts a counted task to a loop's root when destroyed, as a destructor that
-// posts work would (issue 7 #10: such posts must run or be refused).
+// posts work would (such posts must run or be refused).
 class DtorPoster {
  public:
   DtorPoster(Harness* h, ContextHandle root, int loop)
@@ -830,7 +830,7 @@ void Harness::ExpectRefusedOnDestroyed(const std::string& what, bool destroyed,
     Violation("ctx.destroyed_accepts",
               absl::StrCat(what,
                            " on a destroyed context succeeded on its "
-                           "loop thread (issue 7 #13)"));
+                           "loop thread"));
   }
 }
 
@@ -957,7 +957,7 @@ void Harness::Setup(ByteReader& in) {
   recorder_ = std::make_shared<EventRecorder>(
       &seq_, [this](ContextHandle origin) { Reenter(Cb::kProcessor, origin); });
   Tracer::Options topts;
-  if (flags % 4 == 0) {  // Processors that throw (issue 7 §3).
+  if (flags % 4 == 0) {  // Processors that throw.
     thrower_ = std::make_shared<ThrowingProcessor>(3 + flags % 5);
     topts.processors.push_back(thrower_);
   }
@@ -972,7 +972,7 @@ void Harness::Setup(ByteReader& in) {
     lo.error_handler = [this](ContextHandle, const absl::Status&) {
       loop_errors_.fetch_add(1);
     };
-    // Sometimes a drain too short for every stream's batches (issue 7 #10):
+    // Sometimes a drain too short for every stream's batches:
     // [S3] may drop tasks then, reported, but every stream must still end.
     rec->short_drain = (flags >> 2) % 4 == 0;
     if (rec->short_drain) lo.max_shutdown_rounds = 2;
@@ -1435,7 +1435,7 @@ void Harness::DoStartTrace(const Op& op, const Exec& x) {
   }
   if (on && r.destroyed && t.recording()) {
     Violation("ctx.destroyed_accepts",
-              "StartTrace on a destroyed context is recording (issue 7 #13)");
+              "StartTrace on a destroyed context is recording");
   }
   Covered("StartTrace");
   SpanParent parent = t.AsParent();
@@ -1505,7 +1505,7 @@ void Harness::DoFinish(const Op& op, const Exec& x, bool trace, bool drop) {
       expect_off_origin_[key] = absl::StrCat(
           drop ? "dropped" : "finished", " from ", x.here.DebugString(),
           " after its origin ", origin.h.DebugString(),
-          " was destroyed: must run off origin ([F1], issue 7 #3)");
+          " was destroyed: must run off origin ([F1])");
     }
   }
   Covered(drop ? "drop scope" : "Finish");
@@ -1741,7 +1741,7 @@ void Harness::OnSinkEvent(StreamRec* s, ContextHandle ctx, int v) {
     case 1:
       if (v % 3 == 2) throw std::runtime_error("fuzz: sink throws");
       break;
-    case 2:  // Cancel its own subscription, then throw (issue 7 #11).
+    case 2:  // Cancel its own subscription, then throw.
       if (v % 3 == 1) {
         cancel_own();
         throw std::runtime_error("fuzz: sink cancels, then throws");
@@ -1787,9 +1787,9 @@ void Harness::OnProducerCallback(StreamRec* s, ContextHandle ctx, bool closed) {
                            s->producer.DebugString()));
   }
   if (closed && s->closes.fetch_add(1) + 1 > 1) {
-    Violation("stream.closed_twice",
-              absl::StrCat("stream ", s->id,
-                           ": producer on_closed called twice (issue 7 #11)"));
+    Violation(
+        "stream.closed_twice",
+        absl::StrCat("stream ", s->id, ": producer on_closed called twice"));
   }
   Reenter(Cb::kProducer, ctx);
   if (s->throwing_producer) {
@@ -1929,7 +1929,7 @@ void Harness::OnWatchReady(WatchRec* w, ContextHandle ctx) {
   if (w->stop_returned.load()) {
     Violation("fd.stop_while_running",
               "a foreign FdWatch::Stop() returned while the callback was "
-              "running (issue 7 #8)");
+              "running");
   }
   Reenter(Cb::kFd, ctx);  // After the checks: it may stop this very watch.
 }
@@ -2330,8 +2330,7 @@ void Harness::Teardown() {
   g_phase.store("[T3] checking streams");
 
   // [T3] Every stream whose consumer is still attached has ended, and told
-  // its sink exactly once if the sink's context and loop still live
-  // (issue 7 #10, #11).
+  // its sink exactly once if the sink's context and loop still live.
   {
     std::vector<std::pair<StreamRec*, std::shared_ptr<StreamSubscription>>>
         subs;
@@ -2548,17 +2547,15 @@ void Harness::CheckTasks() {
     if (t.runs != 1) {
       Violation("post.exactly_once",
                 absl::StrCat(what, ": accepted (OK), ran ", t.runs, " times",
-                             t.destroyed_unrun > 0 ? ", destroyed unrun" : "",
-                             " (issue 7 #10)"));
+                             t.destroyed_unrun > 0 ? ", destroyed unrun" : ""));
     }
   }
   for (size_t l = 0; l < loops_.size(); ++l) {
     if (dropped[l] > loops_[l]->report.tasks_dropped) {
-      Violation(
-          "post.exactly_once",
-          absl::StrCat("loop ", l, "'s short drain destroyed ", dropped[l],
-                       " accepted tasks unrun but reported ",
-                       loops_[l]->report.tasks_dropped, " (issue 7 #10)"));
+      Violation("post.exactly_once",
+                absl::StrCat("loop ", l, "'s short drain destroyed ",
+                             dropped[l], " accepted tasks unrun but reported ",
+                             loops_[l]->report.tasks_dropped));
     }
   }
 }
@@ -2688,7 +2685,7 @@ void Harness::CheckTraceEvents() {
       Violation("trace.thread",
                 name +
                     ": processor end event off the origin loop thread "
-                    "while that loop lived (issue 7 #2)" +
+                    "while that loop lived" +
                     where);
     }
     auto want_off = expect_off.find(e.key());
@@ -2718,7 +2715,7 @@ void Harness::CheckTraceEvents() {
         "trace.counters",
         absl::StrCat("stats say ", st.finishes_on_root, " on root, ",
                      st.finishes_off_origin, " off origin; the events say ",
-                     on_root, " and ", off_here, " (issue 7 #3)"));
+                     on_root, " and ", off_here));
   }
 }
 

@@ -4,7 +4,7 @@
 // File: ctxloop/tests/fuzz/model/model.h
 // -----------------------------------------------------------------------------
 //
-// The model-based fuzzer's core (issue 7 §2): a decoder that turns any byte
+// The model-based fuzzer's core: a decoder that turns any byte
 // string into a sequence of operations over 2-4 loops (each a `LoopThread`)
 // and 1-2 foreign threads, an executor that runs each operation on the thread
 // it names (so real interleavings happen), and an invariant checker run once
