@@ -276,8 +276,7 @@ Tracer::Tracer(Options options)
 
 Tracer::~Tracer() { (void)Shutdown(); }
 
-TraceScope Tracer::StartTraceImpl(ContextHandle ctx,
-                                  absl::string_view workflow_name,
+TraceScope Tracer::StartTraceImpl(ContextHandle ctx, absl::string_view name,
                                   TraceOptions options) {
   trace_internal::TracerCore& core = *core_;
   if (ctx.is_null()) {  // Misuse: ids only (see "Never aborting a user").
@@ -315,7 +314,7 @@ TraceScope Tracer::StartTraceImpl(ContextHandle ctx,
 
   SamplingParameters params;
   params.trace_id = context.trace_id;
-  params.name = workflow_name;
+  params.name = name;
   params.kind = options.kind;
   params.attributes = &options.attributes;
   if (continues) {
@@ -366,7 +365,7 @@ TraceScope Tracer::StartTraceImpl(ContextHandle ctx,
     d.parent_span_id = remote.span_id;
     d.parent_is_remote = true;
   }
-  d.name = std::string(workflow_name);
+  d.name = std::string(name);
   d.trace_flags = context.trace_flags;
   d.trace_state = context.trace_state;
   d.kind = options.kind;

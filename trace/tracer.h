@@ -227,20 +227,21 @@ class Tracer {
   // Runs `Shutdown()` if it has not run.
   ~Tracer();
 
-  // Starts a trace on `ctx` (its loop thread) and calls `OnStart` for its root
-  // span if sampled. Never fails: where it cannot record -- a null or stale
-  // `ctx`, another thread (counted in `stats().start_refused` and by reason) or
-  // an unsampled trace -- the scope is non-recording (see "Never aborting a
-  // user"). On a disabled tracer this is an inline test that returns an
-  // inert scope (no ids, no allocation, nothing shared written), or with a
-  // valid `remote_parent` one that carries it unchanged.
-  TraceScope StartTrace(ContextHandle ctx, absl::string_view workflow_name) {
+  // Starts a trace on `ctx` (its loop thread): its root span, named `name`
+  // (e.g. the workflow's name); calls `OnStart` for it if sampled. Never fails:
+  // where it cannot record -- a null or stale `ctx`, another thread (counted in
+  // `stats().start_refused` and by reason) or an unsampled trace -- the scope
+  // is non-recording (see "Never aborting a user"). On a disabled tracer this
+  // is an inline test that returns an inert scope (no ids, no allocation,
+  // nothing shared written), or with a valid `remote_parent` one that carries
+  // it unchanged.
+  TraceScope StartTrace(ContextHandle ctx, absl::string_view name) {
     if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed))) {
       return TraceScope::Inert();
     }
-    return StartTraceImpl(ctx, workflow_name, TraceOptions());
+    return StartTraceImpl(ctx, name, TraceOptions());
   }
-  TraceScope StartTrace(ContextHandle ctx, absl::string_view workflow_name,
+  TraceScope StartTrace(ContextHandle ctx, absl::string_view name,
                         TraceOptions options) {
     if (ABSL_PREDICT_FALSE(!enabled_.load(std::memory_order_relaxed))) {
       if (ABSL_PREDICT_FALSE(options.remote_parent.valid())) {
@@ -248,7 +249,7 @@ class Tracer {
       }
       return TraceScope::Inert();
     }
-    return StartTraceImpl(ctx, workflow_name, std::move(options));
+    return StartTraceImpl(ctx, name, std::move(options));
   }
 
   // Starts a span on `ctx` (its loop thread) and calls `OnStart` if
@@ -300,7 +301,7 @@ class Tracer {
 
  private:
   // The out-of-line starts.
-  TraceScope StartTraceImpl(ContextHandle ctx, absl::string_view workflow_name,
+  TraceScope StartTraceImpl(ContextHandle ctx, absl::string_view name,
                             TraceOptions options);
   // `options`: null for the defaults; may be moved from.
   SpanScope StartSpanImpl(ContextHandle ctx, absl::string_view name,
