@@ -51,6 +51,10 @@ function(ctxloop_library name)
   endif()
   _ctxloop_package(pkg)
   _ctxloop_record_files(${arg_SRCS} ${arg_HDRS} ${arg_PRIVATE_HDRS})
+  if(arg_TESTONLY AND NOT CTXLOOP_BUILD_TESTS)
+    # A test helper (it links GoogleTest): only with the tests.
+    return()
+  endif()
 
   # The build tree's "ctxloop/<pkg>/..." view of the headers.
   foreach(h IN LISTS arg_HDRS arg_PRIVATE_HDRS)
