@@ -75,6 +75,11 @@
 //
 // Embedding in a host's event loop
 // --------------------------------
+// (API as agreed, with one change: `BackendFd()` is not const, because its
+// first call, on the loop thread, sets the fd up; later calls from any
+// thread return the same fd. `BackendTimeout()` returns `absl::Duration`,
+// `absl::InfiniteDuration()` meaning nothing is scheduled; `TimeoutMs` turns
+// it into a poll() timeout. `RunReady()` is one pass, not run-until-idle.)
 // A host that already has a loop keeps it; ctxloop runs inside it, on the
 // host's thread, with every guarantee above intact. Two ways:
 //
@@ -90,7 +95,7 @@
 //      event_base* base = event_base_new();           // the host's
 //      ctxloop::Loop::Options o;
 //      o.host_base = base;
-//      auto loop = *ctxloop::Loop::Create(o);         // on the base's thread
+//      auto loop = *ctxloop::Loop::Create(std::move(o));  // base's thread
 //      ... the host's own events on `base`, ctxloop posts, traces, streams
 //      event_base_dispatch(base);                     // the host's loop
 //      loop.reset();                                  // before freeing base
@@ -363,9 +368,12 @@ class Loop {
   // Cost: O(E), E the events added to the base (ctxloop's four, one per fd
   // watch, and the host's): libevent 2.1 has no public "next timeout", so it
   // walks them with `event_base_foreach_event` and asks `event_pending` for
-  // each one's timeout; plus one `gettimeofday`. libevent reports timeouts
-  // on the wall clock, so a wall-clock step makes one answer early (a spare
-  // wake-up) or late by the step, until libevent resyncs (at most 5 s).
+  // each one's timeout, then reads the base's own clock (one `event_add` and
+  // `event_del` of a private zero-timeout timer: O(log n) on libevent's
+  // timer heap), so the answer is on the clock libevent fires timeouts by.
+  // When no libevent timeout is pending it costs the walk only. Timeouts are
+  // on libevent's clock: coarse, so the host may wake up to a few ms early
+  // once (then it gets the small rest) but never late.
   absl::Duration BackendTimeout() const;
 
   // `d` as a poll()/epoll_wait() timeout in milliseconds: rounded up (a host

@@ -304,6 +304,7 @@ LoopCore::~LoopCore() {
   if (timer_event_ != nullptr) event_free(timer_event_);
   if (timer_fd_event_ != nullptr) event_free(timer_fd_event_);
   if (trim_event_ != nullptr) event_free(trim_event_);  // [S17]
+  if (now_probe_ != nullptr) event_free(now_probe_);
   if (timer_fd_ >= 0) close(timer_fd_);
   if (const int fd = backend_fd_.load(); fd >= 0) close(fd);
   // ingress.pml: L-S8 (the loop's memory and eventfd go)

@@ -549,6 +549,9 @@ class LoopCore {
   // freed by the destructor, so nothing of this loop stays on an adopted
   // base [S17].
   event* trim_event_ = nullptr;
+  // BackendTimeout's reference for "now" on the base's own clock (a timer
+  // added with a zero timeout and removed at once); made on first use.
+  mutable event* now_probe_ = nullptr;
   uint32_t slot_index_ = 0;
   uint32_t generation_ = 0;
   int wake_fd_ = -1;

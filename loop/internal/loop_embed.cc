@@ -92,12 +92,14 @@ bool ListsTarget(const std::string& fdinfo, int tfd, ino_t ino) {
 }
 
 struct NextTimeout {
+  const event* skip;  // The "now" probe.
   bool found = false;
-  timeval earliest = {0, 0};  // Wall clock, as event_pending reports it.
+  timeval earliest = {0, 0};  // As event_pending reports it.
 };
 
 int VisitTimeout(const event_base*, const event* ev, void* arg) {
   auto* next = static_cast<NextTimeout*>(arg);
+  if (ev == next->skip) return 0;
   timeval tv;
   // event_pending only reads the event (the callback must not modify the
   // base).
@@ -212,7 +214,8 @@ absl::Duration LoopCore::BackendTimeout() const {
     return absl::InfiniteDuration();
   }
   // Active events (a scheduled batch, a due timer run, the host's
-  // event_active, libevent's deferred callbacks): work now.
+  // event_active) and libevent's deferred callbacks (its "active later"
+  // queue, which this count includes): work now.
   if (event_base_get_num_events(base_, EVENT_BASE_COUNT_ACTIVE) > 0) {
     return absl::ZeroDuration();
   }
@@ -225,10 +228,24 @@ absl::Duration LoopCore::BackendTimeout() const {
   // Every libevent timeout on the base: the loop's own (a batch or timer run
   // due after the next poll, the pool trim) and the host's.
   NextTimeout next;
+  next.skip = now_probe_;
   event_base_foreach_event(base_, &VisitTimeout, &next);
   if (next.found) {
-    timeval now;
-    gettimeofday(&now, nullptr);
+    // event_pending reports a timeout as the base's (coarse) monotonic
+    // deadline plus the base's last measured wall-minus-monotonic offset.
+    // "Now" in the same terms: a probe added with a zero timeout, whose
+    // deadline libevent stamps with the base's now (the offset cancels, so
+    // no wall-clock step or coarse-clock lag skews the difference).
+    if (now_probe_ == nullptr) {
+      now_probe_ = event_new(base_, -1, 0, &IgnoreEvent, nullptr);
+    }
+    timeval now = {0, 0};
+    const timeval zero = {0, 0};
+    if (now_probe_ == nullptr || event_add(now_probe_, &zero) != 0 ||
+        !(event_pending(now_probe_, EV_TIMEOUT, &now) & EV_TIMEOUT)) {
+      return absl::ZeroDuration();  // Cannot tell: never sleep past it.
+    }
+    event_del(now_probe_);
     const int64_t at_us =
         int64_t{next.earliest.tv_sec} * 1000000 + next.earliest.tv_usec;
     const int64_t now_us = int64_t{now.tv_sec} * 1000000 + now.tv_usec;

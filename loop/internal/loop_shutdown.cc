@@ -190,7 +190,7 @@ absl::StatusOr<ShutdownReport> LoopCore::Shutdown() {
   // no callback of a shut-down loop (the destructor frees the events).
   if (!owns_base_) {
     for (event* ev : {batch_event_, wake_event_, timer_event_, timer_fd_event_,
-                      trim_event_}) {
+                      trim_event_, now_probe_}) {
       if (ev != nullptr) event_del(ev);
     }
   }
