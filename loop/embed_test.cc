@@ -587,6 +587,26 @@ TEST(Driven, LoopThreadPostsOutsideRunReadyShowOnTheFd) {
   EXPECT_EQ(poll(&p2, 1, 0), 1);
 }
 
+// BackendFd() set up from inside Run() (a task): once Run() returns, posts
+// made outside a pass show on the fd too.
+TEST(Driven, BackendFdSetUpInsideRunKicksAfterRunReturns) {
+  Loop loop;
+  int fd = -1;
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle) {
+    fd = *loop.BackendFd();
+    loop.Stop();
+  }));
+  ASSERT_OK(loop.Run());
+  ASSERT_GE(fd, 0);
+  pollfd p = {fd, POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 0), 0);  // Nothing left.
+  int ran = 0;
+  ASSERT_OK(Post(loop.root(), [&](ContextHandle) { ++ran; }));
+  EXPECT_EQ(poll(&p, 1, 0), 1);
+  ASSERT_OK(loop.RunReady());
+  EXPECT_EQ(ran, 1);
+}
+
 // RunReady is one pass: a task that re-posts itself forever never keeps the
 // host from its own work; BackendTimeout() is zero while it goes on.
 TEST(Driven, RunReadyIsBoundedAgainstSelfRepostingTasks) {

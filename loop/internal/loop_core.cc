@@ -457,11 +457,10 @@ absl::Status LoopCore::Run(bool until_idle) {
   if (absl::Status s = CheckCanRun(); !s.ok()) return s;
   running_ = true;
   // Driven mode: no kicks while ctxloop runs the base itself.
-  const int kick_fd = local_.kick_fd();
   local_.set_kick_fd(-1);
-  absl::Cleanup done = [this, kick_fd] {
+  absl::Cleanup done = [this] {
     running_ = false;
-    local_.set_kick_fd(kick_fd);
+    RestoreKick();
   };
   if (!until_idle) {
     // ingress.pml: L-R1 (exchange), L-R2 (event loop), L-R3 (reset)

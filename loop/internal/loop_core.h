@@ -329,6 +329,9 @@ class LoopCore {
   // The libevent pass is ctxloop's own (Run, RunUntilIdle, RunReady): only
   // then may it break the base's loop [S20].
   void BreakOwnPass() const;
+  // After a pass (Run, RunUntilIdle, RunReady): a driven loop's loop-thread
+  // work scheduled outside a pass kicks the eventfd again (loop_embed.cc).
+  void RestoreKick();
   // Finds libevent's epoll fd (see BackendFd); -1 if not found.
   int FindLibeventEpollFd();
 

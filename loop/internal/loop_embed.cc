@@ -209,6 +209,14 @@ absl::StatusOr<int> LoopCore::BackendFd() {
   return outer;
 }
 
+void LoopCore::RestoreKick() {
+  // Outside a pass, a driven loop (BackendFd set up) kicks its eventfd.
+  local_.set_kick_fd(phase_ == Phase::kOpen &&
+                             backend_fd_.load(std::memory_order_relaxed) >= 0
+                         ? wake_fd_
+                         : -1);
+}
+
 absl::Duration LoopCore::BackendTimeout() const {
   if (phase_ == Phase::kClosed || !IsOwnerThread()) {
     return absl::InfiniteDuration();
@@ -259,17 +267,12 @@ absl::Duration LoopCore::BackendTimeout() const {
 absl::Status LoopCore::RunReady() {
   if (absl::Status s = CheckCanRun(); !s.ok()) return s;
   running_ = true;
-  const int kick_fd = local_.kick_fd();
   local_.set_kick_fd(-1);  // Inside the pass, the pass runs what is posted.
-  absl::Cleanup done = [this, kick_fd] {
+  absl::Cleanup done = [this] {
     running_ = false;
     // A stop asked during this pass ended it; it is not kept for the next.
     stop_requested_.store(false);
-    if (phase_ == Phase::kOpen) {
-      local_.set_kick_fd(backend_fd_.load(std::memory_order_relaxed) >= 0
-                             ? wake_fd_
-                             : kick_fd);
-    }
+    RestoreKick();
   };
   // A stop asked since the last pass: return at once, as Run() does.
   if (stop_requested_.exchange(false)) return absl::OkStatus();
