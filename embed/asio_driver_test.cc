@@ -42,41 +42,53 @@ using embed_testing::Scenario;
 using embed_testing::ThisTid;
 
 // Runs `io` on this thread until `done()` holds (checked by a host timer
-// every millisecond) or `timeout` passed. Returns `done()`.
+// every millisecond) or `timeout` passed. Returns `done()`. The timer and
+// its handler own what they use, so a cancelled wait left in `io` touches
+// nothing of this frame (no `io.poll()` to flush it, which would never
+// return while the loop stays busy: a loop with work left re-posts itself).
 bool RunUntil(asio::io_context& io, const std::function<bool()>& done,
               absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  asio::steady_timer check(io);
-  std::function<void()> arm = [&] {
-    check.expires_after(std::chrono::milliseconds(1));
-    check.async_wait([&](const boost::system::error_code& ec) {
-      if (ec) return;
-      if (done() || absl::Now() > deadline) {
-        io.stop();
-        return;
-      }
-      arm();
-    });
+  struct Check : std::enable_shared_from_this<Check> {
+    Check(asio::io_context& io, const std::function<bool()>& done,
+          absl::Time deadline)
+        : io(io), timer(io), done(done), deadline(deadline) {}
+    void Arm() {
+      timer.expires_after(std::chrono::milliseconds(1));
+      timer.async_wait(
+          [self = shared_from_this()](const boost::system::error_code& ec) {
+            if (ec || self->finished) return;
+            if (self->done() || absl::Now() > self->deadline) {
+              self->io.stop();
+              return;
+            }
+            self->Arm();
+          });
+    }
+    asio::io_context& io;
+    asio::steady_timer timer;
+    const std::function<bool()>& done;  // Used only while `finished` is false.
+    absl::Time deadline;
+    bool finished = false;
   };
-  arm();
+  auto check = std::make_shared<Check>(io, done, absl::Now() + timeout);
+  check->Arm();
   io.restart();
   io.run();
-  check.cancel();
-  io.restart();
-  io.poll();  // The cancelled check refers to this frame: let it go.
+  check->finished = true;
+  check->timer.cancel();
   return done();
 }
 
 // Runs `io` for `d` with no other host work than a timer that ends it.
 void RunFor(asio::io_context& io, absl::Duration d) {
-  asio::steady_timer end(io);
-  end.expires_after(absl::ToChronoNanoseconds(d));
-  end.async_wait([&](const boost::system::error_code&) { io.stop(); });
+  auto end = std::make_shared<asio::steady_timer>(io);
+  end->expires_after(absl::ToChronoNanoseconds(d));
+  end->async_wait([end, &io](const boost::system::error_code& ec) {
+    if (!ec) io.stop();
+  });
   io.restart();
   io.run();
-  end.cancel();
-  io.restart();
-  io.poll();
+  end->cancel();
 }
 
 // The host's server: accepts one connection on 127.0.0.1, reads a line,

@@ -18,12 +18,17 @@ namespace ctxloop {
 struct UvDriver::Handles {
   uv_poll_t poll;
   uv_timer_t timer;
+  uv_idle_t idle;             // Active while the loop has work left: a re-run.
   UvDriver* owner = nullptr;  // Null once the driver is gone.
   int open = 0;               // Handles initialized and not yet closed.
 
   static void OnClose(uv_handle_t* handle) {
     auto* self = static_cast<Handles*>(handle->data);
     if (--self->open == 0) delete self;
+  }
+  void CloseAll() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), &Handles::OnClose);
+    uv_close(reinterpret_cast<uv_handle_t*>(&idle), &Handles::OnClose);
   }
 };
 
@@ -40,24 +45,21 @@ absl::StatusOr<std::unique_ptr<UvDriver>> UvDriver::Create(Loop& loop,
   if (!fd.ok()) return fd.status();
 
   auto* handles = new Handles;
-  int rc = uv_timer_init(uv, &handles->timer);
-  if (rc != 0) {
-    delete handles;
-    return absl::InternalError(
-        absl::StrCat("UvDriver: uv_timer_init: ", uv_strerror(rc)));
-  }
+  // uv_timer_init and uv_idle_init cannot fail; uv_poll_init can.
+  uv_timer_init(uv, &handles->timer);
   handles->timer.data = handles;
-  handles->open = 1;
-  rc = uv_poll_init(uv, &handles->poll, *fd);
+  uv_idle_init(uv, &handles->idle);
+  handles->idle.data = handles;
+  handles->open = 2;
+  int rc = uv_poll_init(uv, &handles->poll, *fd);
   if (rc != 0) {
-    // The timer is initialized: libuv frees it only through uv_close.
-    uv_close(reinterpret_cast<uv_handle_t*>(&handles->timer),
-             &Handles::OnClose);
+    // Initialized handles are freed only through uv_close.
+    handles->CloseAll();
     return absl::InternalError(absl::StrCat(
         "UvDriver: cannot poll the loop's backend fd: ", uv_strerror(rc)));
   }
   handles->poll.data = handles;
-  handles->open = 2;
+  handles->open = 3;
   std::unique_ptr<UvDriver> driver(new UvDriver(loop, handles));
   rc = uv_poll_start(&handles->poll, UV_READABLE, &UvDriver::OnPoll);
   if (rc != 0) {
@@ -77,19 +79,21 @@ UvDriver::~UvDriver() {
   handles_->owner = nullptr;
   uv_poll_stop(&handles_->poll);
   uv_timer_stop(&handles_->timer);
+  uv_idle_stop(&handles_->idle);
   uv_close(reinterpret_cast<uv_handle_t*>(&handles_->poll), &Handles::OnClose);
-  uv_close(reinterpret_cast<uv_handle_t*>(&handles_->timer), &Handles::OnClose);
+  handles_->CloseAll();
 }
 
 void UvDriver::Ref(bool ref) {
-  auto* poll = reinterpret_cast<uv_handle_t*>(&handles_->poll);
-  auto* timer = reinterpret_cast<uv_handle_t*>(&handles_->timer);
-  if (ref) {
-    uv_ref(poll);
-    uv_ref(timer);
-  } else {
-    uv_unref(poll);
-    uv_unref(timer);
+  uv_handle_t* all[] = {reinterpret_cast<uv_handle_t*>(&handles_->poll),
+                        reinterpret_cast<uv_handle_t*>(&handles_->timer),
+                        reinterpret_cast<uv_handle_t*>(&handles_->idle)};
+  for (uv_handle_t* h : all) {
+    if (ref) {
+      uv_ref(h);
+    } else {
+      uv_unref(h);
+    }
   }
 }
 
@@ -108,12 +112,14 @@ void UvDriver::OnPoll(uv_poll_t* poll, int status, int /*events*/) {
 void UvDriver::OnTimer(uv_timer_t* timer) {
   UvDriver* self = static_cast<Handles*>(timer->data)->owner;
   if (self == nullptr) return;
-  if (self->timer_immediate_) {
-    ++self->stats_.immediate_runs;
-  } else {
-    ++self->stats_.timer_wakeups;
-  }
-  self->timer_immediate_ = false;
+  ++self->stats_.timer_wakeups;
+  self->Drive();
+}
+
+void UvDriver::OnIdle(uv_idle_t* idle) {
+  UvDriver* self = static_cast<Handles*>(idle->data)->owner;
+  if (self == nullptr) return;
+  ++self->stats_.immediate_runs;
   self->Drive();
 }
 
@@ -134,12 +140,20 @@ void UvDriver::Drive() {
 
 void UvDriver::ArmTimer() {
   const int ms = embed_internal::BackendWaitMillisCeil(loop_);
-  if (ms < 0) {
+  if (ms == 0) {
+    // Work left: the idle handle runs the loop again on libuv's next
+    // iteration, after the host's ready callbacks. (A zero timer restarted
+    // from its own callback runs again in the same timer phase in libuv
+    // 1.44: a busy loop would keep libuv from ever polling.)
     uv_timer_stop(&handles_->timer);
-    timer_immediate_ = false;
+    uv_idle_start(&handles_->idle, &UvDriver::OnIdle);
     return;
   }
-  timer_immediate_ = ms == 0;
+  uv_idle_stop(&handles_->idle);
+  if (ms < 0) {
+    uv_timer_stop(&handles_->timer);
+    return;
+  }
   uv_timer_start(&handles_->timer, &UvDriver::OnTimer,
                  static_cast<uint64_t>(ms), 0);
 }
@@ -149,6 +163,7 @@ void UvDriver::Fail(absl::Status status) {
   status_ = std::move(status);
   uv_poll_stop(&handles_->poll);
   uv_timer_stop(&handles_->timer);
+  uv_idle_stop(&handles_->idle);
 }
 
 }  // namespace ctxloop

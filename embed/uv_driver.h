@@ -15,7 +15,7 @@
 //   auto driver = *ctxloop::UvDriver::Create(loop, &uv);
 //   ... host handles on `uv`, ctxloop work on `loop` ...
 //   uv_run(&uv, UV_RUN_DEFAULT);             // drives both
-//   driver.reset();                          // closes its two handles
+//   driver.reset();                          // closes its handles
 //   uv_run(&uv, UV_RUN_NOWAIT);              // lets libuv finish closing
 //   uv_loop_close(&uv);
 //
@@ -25,8 +25,11 @@
 // next deadline (`Loop::BackendTimeout`, rounded up to libuv's milliseconds
 // so a deadline under 1 ms out never spins). Either calls `Loop::RunReady`
 // (runs what is ready, returns), then the timer is set to the loop's new
-// deadline: zero when the loop still has work, which libuv runs on its next
-// iteration, after the host's own ready callbacks.
+// deadline. When the loop still has work (a zero timeout) a `uv_idle_t`
+// runs it again on libuv's next iteration instead, after the host's own
+// ready callbacks, so a loop that keeps itself busy never starves the host
+// (a zero timer would not do: libuv 1.44 runs a zero timer restarted from
+// its own callback again in the same timer phase, before it polls).
 //
 // Threads: one. Create, use and destroy the driver on the loop's thread
 // (the thread that constructed the `Loop`), which must be the only thread
@@ -36,7 +39,8 @@
 // host through the backend fd when the loop is idle.
 //
 // Cost per host iteration that has loop work: one `RunReady` and one
-// `uv_timer_start` or `uv_timer_stop` (libuv's timer heap, no syscall). The
+// `uv_timer_start`/`uv_timer_stop`/`uv_idle_start`/`uv_idle_stop` (libuv's
+// timer heap and handle queues, no syscall). The
 // poll handle is registered once and stays (libuv's epoll is
 // level-triggered: no re-arm). No allocation per iteration. Idle (no posts,
 // no timers, no ready fds): no callback at all, and the driver's handles
@@ -44,6 +48,13 @@
 // handles; `uv_unref` them through `Ref(false)` if the host wants its loop
 // to end when only ctxloop is left). `uv_driver_test` counts zero callbacks
 // over 200 ms of an idle loop.
+//
+// A host that stops its loop from a ctxloop task calls `uv_stop` there:
+// with `uv_run(UV_RUN_ONCE)` in a loop of its own, checking a flag only
+// after `uv_run` returns is not enough, since the driver's timer runs
+// before libuv polls and the poll may then sleep with nothing left to wake
+// it (tests/fuzz/hosts/host_drivers.cc checks its flag in a prepare
+// handle, right before the poll).
 //
 // What happens if the host stops (`uv_stop`, `uv_run` returning, a host that
 // never runs `uv` again): nothing of the loop's runs. Its pending work stays
@@ -62,11 +73,11 @@
 //
 // Lifetime and destruction order: the driver refers to the `Loop` and the
 // `uv_loop_t`; both must outlive it. Destroy, on the loop thread:
-//   1. the driver: it `uv_close`s its two handles (their memory is freed in
+//   1. the driver: it `uv_close`s its three handles (their memory is freed in
 //      libuv's close callbacks, never touched by the driver after this);
 //   2. run `uv` once more (`uv_run(uv, UV_RUN_NOWAIT)` is enough) so the
 //      close callbacks run -- before `uv_loop_close`, which otherwise
-//      returns UV_EBUSY and the two handles leak;
+//      returns UV_EBUSY and the handles leak;
 //   3. the `Loop` (its shutdown drains on this thread; the host need not
 //      run) and `uv_loop_close(uv)`, in either order: the loop does not
 //      refer to `uv`; ctxloop tasks that refer to host handles must of
@@ -112,7 +123,7 @@ class UvDriver {
   HostDriverStats stats() const { return stats_; }
 
  private:
-  // The two libuv handles, heap-allocated: libuv frees them (in its close
+  // The three libuv handles, heap-allocated: libuv frees them (in its close
   // callbacks) after the driver is gone.
   struct Handles;
 
@@ -120,13 +131,13 @@ class UvDriver {
 
   static void OnPoll(uv_poll_t* poll, int status, int events);
   static void OnTimer(uv_timer_t* timer);
+  static void OnIdle(uv_idle_t* idle);
   void Drive();
   void ArmTimer();
   void Fail(absl::Status status);
 
   Loop& loop_;
-  Handles* handles_;              // Owned by libuv once closed.
-  bool timer_immediate_ = false;  // The timer is set to zero (work left).
+  Handles* handles_;  // Owned by libuv once closed.
   absl::Status status_;
   HostDriverStats stats_;
 };
