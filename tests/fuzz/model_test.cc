@@ -106,6 +106,22 @@ TEST(ModelSelfTest, EmptyInputRunsClean) {
   EXPECT_EQ(r.loops, 2u);
 }
 
+// Teardown on a loaded machine: a loop that lags behind, with a tight
+// cross-thread bound, refuses teardown's round-trip posts while it drains
+// (kResourceExhausted). Teardown must wait for it, not take a refused round
+// trip for a quiet loop and check streams whose endings are still queued
+// there (stream.not_ended, stream.on_complete, trace.exactly_once). Seed 29
+// bounds a loop's backlog and attaches streams to it.
+TEST(ModelSelfTest, TeardownWaitsForALoopWhoseBacklogIsFull) {
+  for (int run = 0; run < 5; ++run) {
+    ModelOptions options = SeedOptions();
+    options.max_ops = kOpsPerSeed;
+    options.teardown_stall_ms = 100;
+    const ModelResult r = RunModel(BytesForSeed(29, 2 * kOpsPerSeed), options);
+    ASSERT_TRUE(r.ok()) << "run " << run << ": " << r.Summary();
+  }
+}
+
 std::vector<uint8_t> ReadCorpusFile(const std::string& name) {
   const char* dir = std::getenv("TEST_SRCDIR");
   const std::string path =

@@ -45,6 +45,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "ctxloop/loop/context_key.h"
 #include "ctxloop/loop/loop.h"
@@ -231,6 +232,9 @@ constexpr int kMaxPosterThreads = 24;
 // How long a hostile move constructor waits for the mutex before it reports
 // a deadlock and goes on without it.
 constexpr auto kHostileWait = std::chrono::milliseconds(2000);
+// How long a teardown round trip waits for room in a full loop (well under
+// the watchdog; a loop that never drains is a hang, reported as one).
+constexpr absl::Duration kRoundTripTimeout = absl::Seconds(10);
 // The phase a run is in, for the watchdog's message.
 std::atomic<const char*> g_phase{"setup"};
 // Nonzero while an armed operation runs (no reentry from inside it).
@@ -571,6 +575,16 @@ class Harness {
   void Dispatch(const Op& op);
   void Execute(const Op& op, const Exec& x);
   void Barrier();
+  // One round trip through loop `l`'s task queue: every task posted to it
+  // before has run when this returns true. A loop whose cross-thread backlog
+  // is full refuses the round trip's post (kResourceExhausted): waits for
+  // room and posts again, up to `kRoundTripTimeout`. Runs `fn` (if any) on
+  // the loop thread in that round trip. False if the loop is gone (or never
+  // drained in time).
+  bool RoundTrip(int l, const std::function<void(Loop&)>& fn = nullptr);
+  // ModelOptions::teardown_stall_ms: holds each live loop and fills its
+  // backlog behind the holding task.
+  void StallLoops();
   void Quiesce();
   void Teardown();
   void CheckTasks();
@@ -1137,6 +1151,38 @@ void Harness::Barrier() {
   for (auto& l : loops_) (void)l->thread->Invoke([](Loop&) {});
 }
 
+bool Harness::RoundTrip(int l, const std::function<void(Loop&)>& fn) {
+  LoopRec& lr = *loops_[l];
+  const absl::Time deadline = absl::Now() + kRoundTripTimeout;
+  for (;;) {
+    const absl::Status s = lr.thread->Invoke([&fn](Loop& loop) {
+      if (fn) fn(loop);
+    });
+    if (s.code() != absl::StatusCode::kResourceExhausted) return s.ok();
+    // Full (a tight `max_pending_foreign`): the loop is still draining what
+    // was posted before; a refused round trip proves nothing ran.
+    if (!WaitForRoom(lr.root, deadline).ok()) return false;
+  }
+}
+
+void Harness::StallLoops() {
+  constexpr int kFill = 64;
+  const absl::Duration stall = absl::Milliseconds(options_.teardown_stall_ms);
+  for (size_t l = 0; l < loops_.size(); ++l) {
+    if (LoopDying(static_cast<int>(l))) continue;
+    const ContextHandle root = loops_[l]->root;
+    const absl::Time deadline = absl::Now() + kRoundTripTimeout;
+    absl::Status s;
+    do {
+      s = Post(root, [stall](ContextHandle) { absl::SleepFor(stall); });
+    } while (s.code() == absl::StatusCode::kResourceExhausted &&
+             WaitForRoom(root, deadline).ok());
+    if (!s.ok()) continue;  // Gone meanwhile.
+    for (int i = 0; i < kFill && Post(root, [](ContextHandle) {}).ok(); ++i) {
+    }
+  }
+}
+
 uint64_t Harness::Progress() {
   uint64_t p = recorder_->count() * 7919 + callbacks_.load();
   MutexLock lock(&tasks_mu_);
@@ -1151,7 +1197,9 @@ void Harness::Quiesce() {
   uint64_t last = Progress();
   int stable = 0;
   for (int round = 0; round < 200 && stable < 2; ++round) {
-    for (auto& l : loops_) (void)l->thread->Invoke([](Loop&) {});
+    for (size_t l = 0; l < loops_.size(); ++l) {
+      (void)RoundTrip(static_cast<int>(l));
+    }
     const uint64_t now = Progress();
     if (now == last) {
       ++stable;
@@ -2296,6 +2344,7 @@ void Harness::Teardown() {
     std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
   }
   quiesced_ns_ = SteadyNowNs();
+  if (options_.teardown_stall_ms > 0) StallLoops();
   g_phase.store("[T1] quiescing");
   Quiesce();
   g_phase.store("[T2] ending streams, stopping watches");
@@ -2415,7 +2464,7 @@ void Harness::Teardown() {
     }
     for (size_t l = 0; l < loops_.size(); ++l) {
       if (LoopDying(static_cast<int>(l))) continue;
-      (void)loops_[l]->thread->Invoke([&](Loop&) {
+      (void)RoundTrip(static_cast<int>(l), [&](Loop&) {
         for (const CtxRec& c : ctxs) {
           if (c.loop != static_cast<int>(l) || c.destroyed) continue;
           const TraceId t = tracer_->CurrentTraceId(c.h).value_or(TraceId());

@@ -122,6 +122,13 @@ struct ModelOptions {
   LoopDriverFactory driver;
   bool all_driven = false;
   bool never_driven = false;
+  // A loop that lags behind at teardown (a loaded machine), made
+  // deterministic: before teardown's first quiesce, each live loop runs a
+  // task that holds it this long, and its cross-thread backlog is filled
+  // behind that task (up to 64 posts: a loop with a tight
+  // `max_pending_foreign` is then full and refuses posts until it drains).
+  // Every check must hold all the same. 0: off.
+  int teardown_stall_ms = 0;
 };
 
 struct ModelResult {
