@@ -46,9 +46,6 @@
 //   disabled_span_start_finish   the same on a disabled tracer
 //   stream_same_loop_event       Emit on a stream whose sink is on the same
 //                                loop + its delivery (RunUntilIdle per round)
-//   stream_lane_event            Emit from another thread (the stream's lane
-//                                producer; the producer side only: the
-//                                delivery runs between rounds)
 //
 // Not a Google Benchmark binary and not linked with the allocation counter
 // (alloc_counter.h): nothing here but the paths themselves is counted.
@@ -410,38 +407,20 @@ class StreamSameLoopOp : public LoopOp {
         std::move(pair->writer));
   }
   void Round(int n) override {
-    EmitFromHere(n);
+    if (writer_ == nullptr) return;
+    for (int i = 0; i < n; ++i) {
+      if (!writer_->Emit(next_++).ok()) ++errors_;
+    }
     Drain();
   }
   std::string Check(int rounds, int n) override {
-    if (emit_errors_ != 0) return absl::StrCat(emit_errors_, " emits failed");
     return CheckRan(int64_t{rounds} * n);
   }
 
- protected:
-  void EmitFromHere(int n) {
-    if (writer_ == nullptr) return;
-    for (int i = 0; i < n; ++i) {
-      if (!writer_->Emit(next_++).ok()) ++emit_errors_;
-    }
-  }
-
  private:
-  // Written by the emitting thread; read after the rounds synchronized.
-  int64_t emit_errors_ = 0;
   int64_t next_ = 0;
   std::unique_ptr<ctxloop::StreamSubscription> sub_;
   std::unique_ptr<ctxloop::StreamWriter<int64_t>> writer_;
-};
-
-// The lane's producer: a thread other than the sink's that owns the stream's
-// lane (the first to emit after Attach: the worker, in the warm-up rounds).
-class StreamLaneOp : public StreamSameLoopOp {
- public:
-  using StreamSameLoopOp::StreamSameLoopOp;
-  bool OnWorker() const override { return true; }
-  void Round(int n) override { EmitFromHere(n); }
-  void Settle(int) override { Drain(); }
 };
 
 constexpr const char* kOps[] = {
@@ -456,7 +435,6 @@ constexpr const char* kOps[] = {
     "span_start_finish",
     "disabled_span_start_finish",
     "stream_same_loop_event",
-    "stream_lane_event",
 };
 
 std::unique_ptr<Op> MakeOp(absl::string_view name, int n, Worker* worker) {
@@ -483,7 +461,6 @@ std::unique_ptr<Op> MakeOp(absl::string_view name, int n, Worker* worker) {
   if (name == "stream_same_loop_event") {
     return std::make_unique<StreamSameLoopOp>(n);
   }
-  if (name == "stream_lane_event") return std::make_unique<StreamLaneOp>(n);
   return nullptr;
 }
 

@@ -28,11 +28,7 @@
 // then returns kResourceExhausted and does not take the event (the caller
 // keeps it); `ProducerCallbacks::on_writable` runs on the producer's context
 // once the backlog is down to `low_watermark`. Nothing grows without bound;
-// nothing is dropped silently. (The sink's own loop thread reserves room in
-// steps of up to 64 events; while it also emits into the stream, an `Emit`
-// from another thread counts that reserved room as buffered and can be
-// refused up to 63 events early. The bound itself is exact.) An `Emit`
-// from another thread that has to
+// nothing is dropped silently. An `Emit` from another thread that has to
 // wake the sink's loop is also refused (kResourceExhausted, the event not
 // taken and not counted as emitted, `refused_loop_full` counted) when that
 // loop already holds `Loop::Options::max_pending_foreign` cross-thread
@@ -62,16 +58,8 @@
 // another stream, from inside `on_event`; a producer may `Emit` from inside
 // `on_writable`.
 //
-// Cost: no lock per event for the two common producers, and no allocation
-// once the stream's buffers have grown. An `Emit` on the sink's own loop
-// thread (producer and sink on one loop) appends to a ring only that thread
-// touches; the first other thread to emit after `Attach` owns a lane (a
-// single-producer single-consumer ring: one seq_cst store per event); each
-// takes the lock once per 64 events to reserve room under the high
-// watermark, and posts once per batch. Any further producer thread: one
-// uncontended mutex and a vector append, which the sink takes whole once per
-// batch. Per batch, one `Post`.
-// `benchmarks/stream_benchmark.cc` measures events per second.
+// Cost: `Emit` is one uncontended mutex and a deque push; per batch, one
+// `Post`. `benchmarks/stream_benchmark.cc` measures events per second.
 //
 // Settings: buffer limits, producer callbacks and a trace for the stream to
 // carry go in one `StreamConfig` (stream_options.h):
@@ -96,6 +84,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -152,36 +141,45 @@ template <typename T>
 class StreamState final : public StreamCore {
  public:
   using StreamCore::StreamCore;
-  ~StreamState() override {
-    DestroyRing(local_head_.load(std::memory_order_relaxed),
-                local_tail_.load(std::memory_order_relaxed));
-    if (ring_ != nullptr) {
-      std::allocator<T>().deallocate(ring_, ring_mask_ + 1);
+
+  // Inline into the caller with `StreamWriter::Emit`, as it was before its
+  // cold path (below) existed: the caller then sees the OK status built here.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
+    bool schedule;
+    size_t index = 0;
+    {
+      ctxloop::MutexLock lock(&mu_);
+      absl::Status s = CheckEmitLocked();
+      if (!s.ok()) return s;
+      buffer_.push_back(std::move(event));
+      schedule = AfterPushLocked();
+      if (schedule) index = buffer_.size() - 1;
     }
-    if (lane_ != nullptr) {
-      const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
-      for (uint64_t i = lane_head_.load(std::memory_order_relaxed); i != tail;
-           ++i) {
-        lane_[i & lane_mask_].~T();
-      }
-      std::allocator<T>().deallocate(lane_, lane_mask_ + 1);
-    }
+    if (!schedule) return absl::OkStatus();
+    absl::Status posted = ScheduleDeliveryForEmit();
+    if (ABSL_PREDICT_TRUE(posted.ok())) return posted;
+    return TakeBackRefusedEmit(event, index, std::move(posted));
   }
 
-  // Inlined into the caller with `StreamWriter::Emit`. With room reserved
-  // and nothing waiting elsewhere, no lock: on the sink's own loop thread an
-  // append to the ring (a same-thread post per batch); on the lane's
-  // producer thread an append to the lane (a post per batch). Anything
-  // else: EmitSlow.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status Emit(T&& event) {
-    if (ABSL_PREDICT_TRUE(RingOpenForEmit())) {
-      const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
-      ::new (static_cast<void*>(&ring_[tail & ring_mask_])) T(std::move(event));
-      AfterRingPush(tail);
-      return absl::OkStatus();
+  // The sink's loop is full (the cold path of `Emit`, out of line so the hot
+  // one stays small). Our delivery was pending, so nothing took from the
+  // buffer since the push: the event is still at `index`, unless the stream
+  // ended meanwhile (the buffer discarded and counted).
+  ABSL_ATTRIBUTE_NOINLINE absl::Status TakeBackRefusedEmit(
+      T& event, size_t index, absl::Status posted) {
+    bool taken_back, reschedule;
+    {
+      ctxloop::MutexLock lock(&mu_);
+      taken_back = !TerminalLocked();
+      if (taken_back) {
+        const auto it = buffer_.begin() + static_cast<std::ptrdiff_t>(index);
+        if constexpr (std::is_move_assignable_v<T>) event = std::move(*it);
+        buffer_.erase(it);
+      }
+      reschedule = AfterRefusedEmitLocked(taken_back);
     }
-    if (LaneOpenForEmit()) return PushLane(event);
-    return EmitSlow(std::move(event));
+    if (reschedule) ScheduleDelivery();
+    return taken_back ? posted : absl::OkStatus();
   }
 
   absl::Status Attach(ContextHandle ctx, Sink<T> sink) {
@@ -202,163 +200,21 @@ class StreamState final : public StreamCore {
   }
 
  private:
-  // Everything but the ring's fast path: another thread (the shared buffer,
-  // bounded by the loop's cross-thread backlog), the sink thread reserving
-  // ring room, a full stream, an ended one.
-  ABSL_ATTRIBUTE_NOINLINE absl::Status EmitSlow(T&& event) {
-    const bool on_sink = OnSinkThread();
-    EmitTo to;
-    bool schedule = false;
-    size_t index = 0;
-    {
-      ctxloop::MutexLock lock(&mu_);
-      absl::Status s = BeginEmitLocked(on_sink, &to);
-      if (!s.ok()) return s;
-      if (to == EmitTo::kShared) {
-        shared_.push_back(std::move(event));
-        schedule = AfterPushLocked();
-        if (schedule) index = shared_.size() - 1;
-      }
-    }
-    if (to == EmitTo::kLane) return PushLane(event);  // Room reserved.
-    if (to == EmitTo::kRing) {  // The sink thread: its ring, room reserved.
-      ReserveRing(local_limit_.load(std::memory_order_relaxed));
-      const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
-      ::new (static_cast<void*>(&ring_[tail & ring_mask_])) T(std::move(event));
-      AfterRingPush(tail);
-      return absl::OkStatus();
-    }
-    if (!schedule) return absl::OkStatus();
-    absl::Status posted = ScheduleDeliveryForEmit();
-    if (ABSL_PREDICT_TRUE(posted.ok())) return posted;
-    return TakeBackRefusedEmit(event, index, std::move(posted));
+  size_t BufferedLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return buffer_.size();
   }
-
-  // The sink's loop is full (another thread's `Emit`). Our delivery was
-  // pending, so nothing took from the shared buffer since the push (the sink
-  // thread's own delivery, kDeliverLocal, takes only from its ring): the
-  // event is still at `index`, unless the stream ended meanwhile (the buffer
-  // discarded and counted).
-  ABSL_ATTRIBUTE_NOINLINE absl::Status TakeBackRefusedEmit(
-      T& event, size_t index, absl::Status posted) {
-    bool taken_back, reschedule;
-    {
-      ctxloop::MutexLock lock(&mu_);
-      taken_back = !TerminalLocked();
-      if (taken_back) {
-        const auto it = shared_.begin() + static_cast<std::ptrdiff_t>(index);
-        if constexpr (std::is_move_assignable_v<T>) event = std::move(*it);
-        shared_.erase(it);
-        SharedShrankLocked();
-      }
-      reschedule = AfterRefusedEmitLocked(taken_back);
-    }
-    if (reschedule) ScheduleDelivery();
-    return taken_back ? posted : absl::OkStatus();
-  }
-
-  // The lane's producer, room reserved: writes the event into the next
-  // slot; publishes it unless the post it needed was refused for a full
-  // loop (then the event goes back to the caller, kResourceExhausted).
-  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status PushLane(T& event) {
-    const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
-    T* const slot = &lane_[tail & lane_mask_];
-    ::new (static_cast<void*>(slot)) T(std::move(event));
-    if (ABSL_PREDICT_FALSE(!lane_pending_.load(std::memory_order_relaxed))) {
-      absl::Status woken = WakeForLane();
-      if (ABSL_PREDICT_FALSE(!woken.ok())) {
-        if constexpr (std::is_move_assignable_v<T>) event = std::move(*slot);
-        slot->~T();
-        return woken;
-      }
-    }
-    lane_tail_.store(tail + 1, std::memory_order_seq_cst);
-    if (ABSL_PREDICT_FALSE(!lane_pending_.load(std::memory_order_seq_cst))) {
-      RewakeForLane();
-    }
-    return absl::OkStatus();
-  }
-
-  // Grows the ring (sink thread) to hold `limit` events; a power of two.
-  void ReserveRing(uint64_t limit) {
-    if (ring_ != nullptr && limit <= ring_mask_ + 1) return;
-    uint64_t cap = ring_ == nullptr ? 8 : (ring_mask_ + 1) * 2;
-    while (cap < limit) cap *= 2;
-    T* const grown = std::allocator<T>().allocate(cap);
-    const uint64_t head = local_head_.load(std::memory_order_relaxed);
-    const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
-    for (uint64_t i = head; i != tail; ++i) {
-      T& from = ring_[i & ring_mask_];
-      ::new (static_cast<void*>(&grown[i & (cap - 1)])) T(std::move(from));
-      from.~T();
-    }
-    if (ring_ != nullptr) {
-      std::allocator<T>().deallocate(ring_, ring_mask_ + 1);
-    }
-    ring_ = grown;
-    ring_mask_ = cap - 1;
-  }
-  void DestroyRing(uint64_t head, uint64_t tail) {
-    for (uint64_t i = head; i != tail; ++i) ring_[i & ring_mask_].~T();
-  }
-
-  size_t SharedSizeLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shared_.size();
-  }
-  size_t DiscardSharedLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const size_t n = shared_.size();
-    shared_.clear();
+  size_t DiscardBufferLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t n = buffer_.size();
+    buffer_.clear();
     return n;
   }
-  size_t StageSharedLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    staged_buf_.swap(shared_);  // staged_buf_ was empty: shared_ now is.
-    staged_pos_ = 0;
-    return staged_buf_.size();
-  }
-  void ResizeLaneLocked(uint64_t capacity) override
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    T* const grown = std::allocator<T>().allocate(capacity);
-    if (lane_ != nullptr) {
-      const uint64_t tail = lane_tail_.load(std::memory_order_relaxed);
-      for (uint64_t i = lane_head_.load(std::memory_order_relaxed); i != tail;
-           ++i) {
-        T& from = lane_[i & lane_mask_];
-        ::new (static_cast<void*>(&grown[i & (capacity - 1)]))
-            T(std::move(from));
-        from.~T();
-      }
-      std::allocator<T>().deallocate(lane_, lane_mask_ + 1);
+  void TakeBatchLocked(size_t max) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t n = std::min(max, buffer_.size());
+    for (size_t i = 0; i < n; ++i) {
+      batch_.push_back(std::move(buffer_.front()));
+      buffer_.pop_front();
     }
-    lane_ = grown;
-  }
-  void TakeBatch(uint64_t ring_head, uint64_t from_ring, uint64_t lane_head,
-                 uint64_t from_lane, size_t from_staged) override {
-    for (uint64_t i = ring_head; i != ring_head + from_ring; ++i) {
-      T& e = ring_[i & ring_mask_];
-      batch_.push_back(std::move(e));
-      e.~T();
-    }
-    for (uint64_t i = lane_head; i != lane_head + from_lane; ++i) {
-      T& e = lane_[i & lane_mask_];
-      batch_.push_back(std::move(e));
-      e.~T();
-    }
-    for (size_t i = 0; i < from_staged; ++i) {
-      batch_.push_back(std::move(staged_buf_[staged_pos_++]));
-    }
-    if (from_staged > 0 && staged_pos_ == staged_buf_.size()) {
-      staged_buf_.clear();  // Keeps its capacity for the next swap.
-      staged_pos_ = 0;
-    }
-  }
-  void DestroySinkBuffers(uint64_t ring_head, uint64_t ring_tail,
-                          uint64_t lane_head, uint64_t lane_tail) override {
-    DestroyRing(ring_head, ring_tail);
-    for (uint64_t i = lane_head; i != lane_tail; ++i) {
-      lane_[i & lane_mask_].~T();
-    }
-    staged_buf_.clear();
-    staged_pos_ = 0;
+    counters_.delivered += n;
   }
   absl::Status DeliverTakenBatch(ContextHandle ctx) override {
     absl::Status status;
@@ -403,21 +259,8 @@ class StreamState final : public StreamCore {
   }
   void ReleaseSink() override { sink_ = Sink<T>(); }
 
-  // Every thread but the sink's appends here, under mu_.
-  std::vector<T> shared_ ABSL_GUARDED_BY(mu_);
-  // Sink thread only: the ring (its indices are StreamCore's local_head_ and
-  // local_tail_; capacity ring_mask_ + 1, grown to the reserved room, at
-  // most a power of two above high_watermark), the shared buffer taken
-  // whole (delivered from staged_pos_), and the batch being delivered.
-  T* ring_ = nullptr;
-  uint64_t ring_mask_ = 0;
-  // The lane's slots (StreamCore's lane_mask_ + 1), allocated when a
-  // producer thread claims it; its indices are StreamCore's lane_head_ and
-  // lane_tail_.
-  T* lane_ = nullptr;
-  std::vector<T> staged_buf_;
-  size_t staged_pos_ = 0;
-  std::vector<T> batch_;
+  std::deque<T> buffer_ ABSL_GUARDED_BY(mu_);
+  std::vector<T> batch_;  // Sink thread only.
   // Set under mu_ by Attach; then used on the sink thread only (or released
   // where the stream ends if that thread cannot be reached).
   Sink<T> sink_;

@@ -122,8 +122,8 @@ class SinkTask {
   ~SinkTask() {
     if (core_ == nullptr) return;
     std::shared_ptr<StreamCore> core = std::move(core_);
-    if ((kind_ == Kind::kDeliver || kind_ == Kind::kDeliverLane) &&
-        t_emit_post != nullptr && t_emit_post->core == core.get()) {
+    if (kind_ == Kind::kDeliver && t_emit_post != nullptr &&
+        t_emit_post->core == core.get()) {
       t_emit_post->refused = true;  // The poster holds a reference too.
       return;
     }
@@ -171,49 +171,13 @@ ContextHandle StreamCore::sink_context() const {
 
 StreamCounters StreamCore::counters() const {
   ctxloop::MutexLock lock(&mu_);
-  StreamCounters c = counters_;
-  // The ring's appends are counted by its tail (the sink thread appends
-  // without the lock); what an ending left in the ring and the staged batch
-  // is discarded, counted here until the sink thread drops it
-  // (DiscardSinkBuffers moves it into counters_). One tail read for both, so
-  // emitted == delivered + discarded holds in every snapshot once ended.
-  const uint64_t tail = local_tail_.load(std::memory_order_relaxed);
-  const uint64_t lane_tail = lane_tail_.load(std::memory_order_acquire);
-  c.emitted += tail + lane_tail;
-  if (terminal_) {
-    c.discarded += tail - local_head_.load(std::memory_order_relaxed) +
-                   lane_tail - lane_head_.load(std::memory_order_relaxed) -
-                   lane_taking_ + staged_;
-  }
-  return c;
-}
-
-uint64_t StreamCore::BufferedExactLocked() const {
-  return SharedSizeLocked() + staged_ +
-         (local_tail_.load(std::memory_order_relaxed) -
-          local_head_.load(std::memory_order_relaxed)) +
-         (lane_tail_.load(std::memory_order_acquire) -
-          lane_head_.load(std::memory_order_relaxed) - lane_taking_);
-}
-
-uint64_t StreamCore::NewThreadToken() {
-  static std::atomic<uint64_t> next{1};
-  t_thread_token = next.fetch_add(1, std::memory_order_relaxed);
-  return t_thread_token;
-}
-
-void StreamCore::SetBlockLocked(uint32_t bit, bool on) {
-  if (on) {
-    fast_block_.fetch_or(bit, std::memory_order_release);
-  } else {
-    fast_block_.fetch_and(~bit, std::memory_order_release);
-  }
+  return counters_;
 }
 
 bool StreamCore::writable() const {
   ctxloop::MutexLock lock(&mu_);
   return !terminal_ && !producer_done_ &&
-         BufferedExactLocked() < options_.high_watermark;
+         BufferedLocked() < options_.high_watermark;
 }
 
 bool StreamCore::finished() const {
@@ -221,8 +185,7 @@ bool StreamCore::finished() const {
   return terminal_;
 }
 
-absl::Status StreamCore::BeginEmitLocked(bool on_sink, EmitTo* to) {
-  *to = EmitTo::kShared;
+absl::Status StreamCore::CheckEmitLocked() {
   if (consumer_ended_.load(std::memory_order_relaxed)) {
     return absl::CancelledError(
         absl::StrCat("stream ended by its consumer: ", end_reason_.ToString()));
@@ -231,124 +194,22 @@ absl::Status StreamCore::BeginEmitLocked(bool on_sink, EmitTo* to) {
     return absl::FailedPreconditionError(
         "Emit after Complete/Fail on this stream");
   }
-  const uint64_t ring_tail = local_tail_.load(std::memory_order_relaxed);
-  const uint64_t ring_head = local_head_.load(std::memory_order_relaxed);
-  const uint64_t lane_tail = lane_tail_.load(std::memory_order_acquire);
-  const uint64_t lane_head = lane_head_.load(std::memory_order_acquire);
-  // The lane: claimed by the first thread other than the sink's to emit
-  // once the stream is attached; for its life.
-  bool lane_mine = false;
-  if (!on_sink && attached_) {
-    const uint64_t me = ThisThreadToken();
-    uint64_t owner = lane_owner_.load(std::memory_order_relaxed);
-    if (owner == 0) {
-      ResizeLaneLocked(kLaneFirstCapacity);
-      lane_mask_ = kLaneFirstCapacity - 1;
-      lane_owner_.store(me, std::memory_order_relaxed);
-      owner = me;
-    }
-    lane_mine = owner == me;
-  }
-  // Each producer knows its own buffer exactly and gives back unused room;
-  // another's reserved room counts as buffered (it may fill it unlocked).
-  const uint64_t in_ring = ring_tail - ring_head;
-  const uint64_t in_lane = lane_tail - lane_head;
-  if (on_sink) local_limit_.store(in_ring, std::memory_order_relaxed);
-  if (lane_mine) lane_limit_.store(lane_tail, std::memory_order_relaxed);
-  const uint64_t buffered =
-      SharedSizeLocked() + staged_ +
-      (on_sink ? in_ring : local_limit_.load(std::memory_order_relaxed)) +
-      (lane_mine ? in_lane
-                 : lane_limit_.load(std::memory_order_relaxed) - lane_head);
-  if (buffered >= options_.high_watermark) {
+  if (BufferedLocked() >= options_.high_watermark) {
     want_writable_ = true;
     ++counters_.refused_full;
     return absl::ResourceExhaustedError(absl::StrCat(
-        "stream full: ", buffered,
+        "stream full: ", BufferedLocked(),
         " events buffered (high watermark); the event was not taken, retry "
         "after on_writable"));
-  }
-  // The ring or the lane only while nothing waits elsewhere (see the
-  // delivery order above).
-  if (SharedSizeLocked() != 0 || staged_ != 0) return absl::OkStatus();
-  const uint64_t room =
-      std::min<uint64_t>(kLocalChunk, options_.high_watermark - buffered);
-  if (on_sink && in_lane == 0) {
-    local_limit_.store(in_ring + room, std::memory_order_relaxed);
-    *to = EmitTo::kRing;
-  } else if (lane_mine && in_ring == 0) {
-    if (in_lane + room > lane_mask_ + 1 && lane_taking_ == 0) {
-      uint64_t capacity = (lane_mask_ + 1) * 2;
-      while (capacity < in_lane + room) capacity *= 2;
-      ResizeLaneLocked(capacity);
-      lane_mask_ = capacity - 1;
-    }
-    if (in_lane <= lane_mask_) {  // Else the sink is moving events out.
-      lane_limit_.store(lane_tail + std::min(room, lane_mask_ + 1 - in_lane),
-                        std::memory_order_relaxed);
-      *to = EmitTo::kLane;
-    }
   }
   return absl::OkStatus();
 }
 
 bool StreamCore::AfterPushLocked() {
   ++counters_.emitted;
-  if (SharedSizeLocked() == 1) SetBlockLocked(kSharedNonEmpty, true);
   if (!attached_ || delivery_pending_) return false;
   delivery_pending_ = true;
   return true;
-}
-
-void StreamCore::SharedShrankLocked() {
-  if (SharedSizeLocked() == 0) SetBlockLocked(kSharedNonEmpty, false);
-}
-
-absl::Status StreamCore::WakeForLane() {
-  if (lane_pending_.exchange(true, std::memory_order_seq_cst)) {
-    return absl::OkStatus();  // Posted; RewakeForLane covers a late clear.
-  }
-  EmitPost post{this, false};
-  EmitPost* const outer = t_emit_post;
-  t_emit_post = &post;
-  const absl::Status s =
-      Post(sink_fast_, SinkTask(shared_from_this(), Kind::kDeliverLane));
-  t_emit_post = outer;
-  if (!post.refused) return absl::OkStatus();
-  if (s.code() == absl::StatusCode::kResourceExhausted) {
-    // The sink's loop is full: the caller takes its event back. Events it
-    // published before may have lost their delivery to this attempt (a
-    // delivery that saw our flag did not post its follow-up): repost.
-    lane_pending_.store(false, std::memory_order_seq_cst);
-    if (lane_tail_.load(std::memory_order_seq_cst) !=
-        lane_head_.load(std::memory_order_seq_cst)) {
-      RewakeForLane();
-    }
-    ctxloop::MutexLock lock(&mu_);
-    ++counters_.refused_loop_full;
-    return s;
-  }
-  // Closed: what the task's destructor does for any other refusal [E6] [E8].
-  SinkTaskDropped(Kind::kDeliverLane, absl::OkStatus(), /*tell_sink=*/true);
-  return absl::OkStatus();
-}
-
-void StreamCore::RewakeForLane() {
-  if (lane_pending_.exchange(true, std::memory_order_seq_cst)) return;
-  // Refused: the task's destructor ends the stream [E6] [E8]. Never for a
-  // full loop: at most one pending per stream (`lane_pending_`), and the
-  // event it carries is already published.
-  (void)loop_internal::PostNeverFull(
-      sink_fast_, SinkTask(shared_from_this(), Kind::kDeliverLane));
-}
-
-void StreamCore::ScheduleLocalDelivery() {
-  local_delivery_pending_ = true;
-  // On the sink's own loop thread: never refused for a full loop. Refused
-  // (the context or loop closing): the task's destructor ends the stream
-  // [E6] [E8]. At most one pending per stream (`local_delivery_pending_`).
-  (void)loop_internal::PostNeverFull(
-      sink_fast_, SinkTask(shared_from_this(), Kind::kDeliverLocal));
 }
 
 bool StreamCore::AttachLocked(ContextHandle sink_ctx, absl::Status* error) {
@@ -362,9 +223,7 @@ bool StreamCore::AttachLocked(ContextHandle sink_ctx, absl::Status* error) {
   }
   attached_ = true;
   sink_ctx_ = sink_ctx;
-  sink_fast_ = sink_ctx;
-  SetBlockLocked(kNotAttached, false);  // Publishes sink_fast_ (release).
-  if (delivery_pending_ || (SharedSizeLocked() == 0 && !producer_done_)) {
+  if (delivery_pending_ || (BufferedLocked() == 0 && !producer_done_)) {
     return false;
   }
   delivery_pending_ = true;
@@ -447,11 +306,8 @@ bool StreamCore::AfterRefusedEmitLocked(bool taken_back) {
     ++counters_.refused_loop_full;
   }
   // Events other producer threads emitted meanwhile, or a `Complete` that
-  // saw our delivery pending, still need one. (The sink thread's ring has
-  // its own delivery, kDeliverLocal.)
-  if (terminal_ || (SharedSizeLocked() + staged_ == 0 && !producer_done_)) {
-    return false;
-  }
+  // saw our delivery pending, still need one.
+  if (terminal_ || (BufferedLocked() == 0 && !producer_done_)) return false;
   delivery_pending_ = true;
   return true;
 }
@@ -460,9 +316,7 @@ void StreamCore::RunSinkTask(SinkTaskKind kind, ContextHandle ctx,
                              const absl::Status& status, bool tell_sink) {
   switch (kind) {
     case Kind::kDeliver:
-    case Kind::kDeliverLocal:
-    case Kind::kDeliverLane:
-      Deliver(ctx, kind);
+      Deliver(ctx);
       return;
     case Kind::kWatchSink:
       (void)WatchSinkNow(ctx, /*tell_sink_if_gone=*/true);
@@ -478,77 +332,23 @@ void StreamCore::RunSinkTask(SinkTaskKind kind, ContextHandle ctx,
   }
 }
 
-void StreamCore::Deliver(ContextHandle ctx, SinkTaskKind kind) {
-  // kDeliver takes from every buffer, in order; kDeliverLocal from the ring,
-  // kDeliverLane from the lane only (whatever waits elsewhere has its own
-  // delivery pending).
-  const bool all = kind == Kind::kDeliver;
-  const bool ring = all || kind == Kind::kDeliverLocal;
-  const bool lane = all || kind == Kind::kDeliverLane;
-  if (kind == Kind::kDeliverLocal) local_delivery_pending_ = false;
-  // Cleared before the tail is read: a producer that publishes after this
-  // sees it clear and posts again (RewakeForLane).
-  if (kind == Kind::kDeliverLane) {
-    lane_pending_.store(false, std::memory_order_seq_cst);
-  }
+void StreamCore::Deliver(ContextHandle ctx) {
   if (consumer_ended_.load(std::memory_order_acquire)) return;  // [E3]-[E6]
-  bool more, notify_writable, complete_now, more_mine;
-  uint64_t ring_head, from_ring, lane_head, from_lane;
-  size_t from_staged;
+  bool more, notify_writable, complete_now;
   absl::Status producer_status;
   {
     ctxloop::MutexLock lock(&mu_);
     if (terminal_) return;
-    ring_head = local_head_.load(std::memory_order_relaxed);
-    const uint64_t in_ring =
-        local_tail_.load(std::memory_order_relaxed) - ring_head;
-    lane_head = lane_head_.load(std::memory_order_relaxed);
-    const uint64_t in_lane =
-        lane_tail_.load(std::memory_order_seq_cst) - lane_head;
-    // The shared buffer, whole, once the ring, the lane and the staged batch
-    // are empty (their events come first).
-    if (all && in_ring == 0 && in_lane == 0 && staged_ == 0 &&
-        SharedSizeLocked() > 0) {
-      staged_ = StageSharedLocked();
-      SetBlockLocked(kSharedNonEmpty, false);
-      SetBlockLocked(kStaged, true);
-    }
-    const uint64_t max = options_.max_batch;
-    from_ring = ring ? std::min<uint64_t>(max, in_ring) : 0;
-    from_lane = lane ? std::min<uint64_t>(max - from_ring, in_lane) : 0;
-    from_staged =
-        all ? std::min<size_t>(max - from_ring - from_lane, staged_) : 0;
-    local_head_.store(ring_head + from_ring, std::memory_order_relaxed);
-    // Unused room goes back (another thread's Emit counts it as buffered).
-    local_limit_.store(in_ring - from_ring, std::memory_order_relaxed);
-    lane_taking_ = from_lane;  // lane_head_ moves once they are moved out.
-    if (from_staged > 0) {
-      staged_ -= from_staged;
-      if (staged_ == 0) SetBlockLocked(kStaged, false);
-    }
-    counters_.delivered += from_ring + from_lane + from_staged;
-    const uint64_t left = SharedSizeLocked() + staged_ + (in_ring - from_ring) +
-                          (in_lane - from_lane);
-    more = left > 0;
-    more_mine = all ? more
-                    : (kind == Kind::kDeliverLocal ? in_ring > from_ring
-                                                   : in_lane > from_lane);
-    if (!more && all) delivery_pending_ = false;
-    notify_writable = want_writable_ && left <= options_.low_watermark;
+    TakeBatchLocked(options_.max_batch);
+    ++counters_.deliveries;
+    more = BufferedLocked() > 0;
+    if (!more) delivery_pending_ = false;
+    notify_writable =
+        want_writable_ && BufferedLocked() <= options_.low_watermark;
     if (notify_writable) want_writable_ = false;
     // Nothing can be emitted after Complete: this batch is the last.
     complete_now = !more && producer_done_;
-    if (from_ring + from_lane + from_staged > 0 || complete_now) {
-      ++counters_.deliveries;
-    }
     producer_status = producer_status_;
-  }
-  TakeBatch(ring_head, from_ring, lane_head, from_lane, from_staged);
-  if (from_lane > 0) {
-    // The slots are free now: the lane's producer may reuse them.
-    ctxloop::MutexLock lock(&mu_);
-    lane_head_.store(lane_head + from_lane, std::memory_order_release);
-    lane_taking_ = 0;
   }
   if (notify_writable) {
     std::shared_ptr<StreamCore> self = shared_from_this();
@@ -570,9 +370,7 @@ void StreamCore::Deliver(ContextHandle ctx, SinkTaskKind kind) {
       completed = !terminal_;  // [E1] [E2]
       terminal_ = true;
     } else {
-      // Each kind continues for what it serves (the others have their own
-      // delivery pending).
-      next = more_mine && !terminal_;
+      next = more && !terminal_;
     }
   }
   // If another ending won meanwhile [E10], its task ends the sink side.
@@ -584,14 +382,7 @@ void StreamCore::Deliver(ContextHandle ctx, SinkTaskKind kind) {
     NotifyProducerEnded(std::nullopt);
     thrown = EndSinkSide(ctx, producer_status, /*tell_sink=*/true);
   } else if (next) {
-    // Next batch in a later task: the loop stays fair.
-    if (all) {
-      ScheduleDelivery();
-    } else if (kind == Kind::kDeliverLocal) {
-      if (!local_delivery_pending_) ScheduleLocalDelivery();
-    } else {
-      RewakeForLane();
-    }
+    ScheduleDelivery();  // Next batch in a later task: the loop stays fair.
   }
   if (thrown) std::rethrow_exception(thrown);  // [E9]
 }
@@ -609,7 +400,6 @@ absl::Status StreamCore::Complete(absl::Status status) {
     }
     producer_done_ = true;
     producer_status_ = std::move(status);
-    SetBlockLocked(kClosed, true);
     if (attached_ && !delivery_pending_) {
       delivery_pending_ = true;
       schedule = true;
@@ -637,11 +427,7 @@ bool StreamCore::EndByConsumerLocked(const absl::Status& reason) {
   terminal_ = true;
   end_reason_ = reason;
   consumer_ended_.store(true, std::memory_order_release);
-  SetBlockLocked(kClosed, true);
-  // The sink thread's ring and staged batch are its own: counted as
-  // discarded from now on (counters()), dropped there (DiscardSinkBuffers).
-  counters_.discarded += DiscardSharedLocked();
-  SetBlockLocked(kSharedNonEmpty, false);
+  counters_.discarded += DiscardBufferLocked();
   return true;
 }
 
@@ -759,35 +545,11 @@ std::exception_ptr StreamCore::EndSinkSide(ContextHandle ctx,
   }
   // Destroys the hook (and its reference to us) unrun; the caller holds one.
   if (hook.has_value()) (void)RemoveDestroyHook(sink, *hook);
-  DiscardSinkBuffers();
   std::exception_ptr thrown;
   if (tell_sink) thrown = CallSinkComplete(ctx, s);
   FinishTrace(ctx);
   ReleaseSink();
   return thrown;
-}
-
-void StreamCore::DiscardSinkBuffers() {
-  uint64_t head, tail, lane_head, lane_tail;
-  {
-    ctxloop::MutexLock lock(&mu_);
-    head = local_head_.load(std::memory_order_relaxed);
-    tail = local_tail_.load(std::memory_order_relaxed);
-    lane_head = lane_head_.load(std::memory_order_relaxed);
-    lane_tail = lane_tail_.load(std::memory_order_acquire);
-    counters_.discarded += (tail - head) + (lane_tail - lane_head) + staged_;
-    lane_taking_ = lane_tail - lane_head;  // Counted; its head moves below.
-    local_head_.store(tail, std::memory_order_relaxed);
-    local_limit_.store(0, std::memory_order_relaxed);
-    staged_ = 0;
-    SetBlockLocked(kStaged, false);
-  }
-  DestroySinkBuffers(head, tail, lane_head, lane_tail);
-  if (lane_tail != lane_head) {
-    ctxloop::MutexLock lock(&mu_);
-    lane_head_.store(lane_tail, std::memory_order_release);
-    lane_taking_ = 0;
-  }
 }
 
 void StreamCore::NotifyProducerEnded(std::optional<absl::Status> closed) {
