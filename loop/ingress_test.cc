@@ -415,6 +415,17 @@ Loop::Options BoundedOptions(int64_t bound) {
   return options;
 }
 
+// Holds the loop of `root` in a task (one foreign post) until `release`
+// opens, so nothing leaves its ingress meanwhile; returns once the task runs.
+void HoldLoop(ContextHandle root, Latch& release) {
+  auto held = std::make_shared<Latch>();  // Outlives this call if need be.
+  ASSERT_OK(Post(root, [held, &release](ContextHandle) {
+    held->Open();
+    EXPECT_TRUE(release.WaitFor(milliseconds(60000)));
+  }));
+  ASSERT_TRUE(held->WaitFor(milliseconds(30000)));
+}
+
 // Three producers post as fast as they can into a slow loop for a bounded
 // time: the loop's pending work never passes the bound, every accepted task
 // runs exactly once, every refused one is destroyed before Post returns and
@@ -516,12 +527,7 @@ TEST(IngressTest, AFullLoopRefusesUserPostsOnlyAndWakesRoomWaiters) {
   // The loop is held in a task, so nothing leaves the ingress meanwhile (a
   // delayed post leaves the count when the loop takes it).
   Latch unblock;
-  Latch blocked;
-  ASSERT_OK(Post(root, [&](ContextHandle) {
-    blocked.Open();
-    EXPECT_TRUE(unblock.WaitFor(milliseconds(60000)));
-  }));
-  ASSERT_TRUE(blocked.WaitFor(milliseconds(30000)));
+  ASSERT_NO_FATAL_FAILURE(HoldLoop(root, unblock));
   std::atomic<int> ran{0};
   absl::StatusOr<DelayedTaskHandle> delayed;
   std::thread([&] {
@@ -563,12 +569,7 @@ TEST(IngressTest, AFullLoopRefusesUserPostsOnlyAndWakesRoomWaiters) {
   // Full again: a waiter blocks until the loop drains to the low-water
   // mark; once the loop is gone, WaitForRoom fails at once.
   Latch full;
-  Latch blocked_again;
-  ASSERT_OK(Post(root, [&](ContextHandle) {
-    blocked_again.Open();
-    EXPECT_TRUE(full.WaitFor(milliseconds(60000)));
-  }));
-  ASSERT_TRUE(blocked_again.WaitFor(milliseconds(30000)));
+  ASSERT_NO_FATAL_FAILURE(HoldLoop(root, full));
   std::thread([&] {
     while (Post(root, [](ContextHandle) {}).ok()) {
     }
@@ -597,12 +598,7 @@ TEST(IngressTest, LoopThreadJoinReturnsWhenTheLoopIsFull) {
   auto worker = std::make_unique<LoopThread>(BoundedOptions(kBound));
   const ContextHandle root = worker->root();
   Latch unblock;
-  Latch blocked;
-  ASSERT_OK(Post(root, [&](ContextHandle) {
-    blocked.Open();
-    EXPECT_TRUE(unblock.WaitFor(milliseconds(60000)));
-  }));
-  ASSERT_TRUE(blocked.WaitFor(milliseconds(30000)));
+  ASSERT_NO_FATAL_FAILURE(HoldLoop(root, unblock));
   std::atomic<int> ran{0};
   int accepted = 1;  // The blocking task, run already.
   while (Post(root, [&ran](ContextHandle) { ran.fetch_add(1); }).ok()) {
