@@ -298,6 +298,7 @@ TEST(IngressTest, PostsFromThreadLocalDestructorsAtExitLoseNothing) {
   }
   ASSERT_EQ(state->next_id.load(), kExitIds);
   std::vector<std::thread> heavy;
+  heavy.reserve(kHeavyPosters);
   for (int p = 0; p < kHeavyPosters; ++p) {
     heavy.emplace_back([&, p] {
       for (int i = 0; i < kHeavyPosts; ++i) {
@@ -372,6 +373,7 @@ TEST(IngressTest, NodePoolStaysBoundedAcrossBursts) {
       EXPECT_TRUE(unblock.WaitFor(milliseconds(60000)));
     }));
     std::vector<std::thread> producers;
+    producers.reserve(kProducers);
     for (int p = 0; p < kProducers; ++p) {
       producers.emplace_back([&] {
         for (int i = 0; i < kPostsEach; ++i) {
@@ -380,7 +382,7 @@ TEST(IngressTest, NodePoolStaysBoundedAcrossBursts) {
       });
     }
     for (std::thread& t : producers) t.join();
-    posted += kProducers * kPostsEach;
+    posted += int64_t{kProducers} * kPostsEach;
     unblock.Open();
     ASSERT_TRUE(
         WaitUntil([&] { return ran.load() == posted; }, milliseconds(60000)));
@@ -468,6 +470,7 @@ TEST(IngressTest, OverloadedLoopRefusesPastTheBoundAndLosesNothing) {
     }
   };
   std::vector<std::thread> producers;
+  producers.reserve(kProducers);
   for (int p = 0; p < kProducers; ++p) {
     producers.emplace_back([&, p] {
       for (int seq = 0; go.load();) {
@@ -631,6 +634,7 @@ TEST(IngressTest, RunUntilIdleReturnsWhileProducersNeverStop) {
   std::atomic<bool> go{true};
   std::atomic<int64_t> ran{0};
   std::vector<std::thread> producers;
+  producers.reserve(3);
   for (int p = 0; p < 3; ++p) {
     producers.emplace_back([&] {
       while (go.load()) {
